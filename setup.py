@@ -1,0 +1,39 @@
+from setuptools import setup
+
+with open("README.md", encoding="utf-8") as readme:
+    long_description = readme.read()
+
+setup(
+    name="twisted_mesh",
+    version="0.1.0",
+    description="The p2p-today mesh socket on Twisted: meshes with py2p and js2p",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["twisted_mesh", "twisted.plugins"],
+    package_data={"twisted_mesh": ["py.typed"]},
+    install_requires=[
+        "twisted>=23.10",
+        "msgpack>=1.0",
+        "pyOpenSSL>=23.0",
+        "service-identity>=21.1",
+        "autobahn>=23.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "python-snappy>=0.7",
+            # The reference node the interop tests mesh with.
+            "py2p==0.7.878",
+            "cryptography",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Networking",
+    ],
+)

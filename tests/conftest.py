@@ -1,0 +1,35 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from reference import ReferenceNode, start_reference, stop_all
+from twisted.internet import defer
+
+# --- reference nodes: py2p / js2p in child processes (see tests/reference.py) -------------
+
+
+@pytest.fixture
+def reference() -> Iterator[Callable[..., Awaitable[ReferenceNode]]]:
+    """A factory of reference mesh nodes, all stopped at teardown.
+
+    Usage: ``node = await reference("py2p", encryption="Plaintext")``; the keyword
+    arguments are those of :func:`reference.start_reference`. js2p nodes skip the test when
+    npm is not installed.
+    """
+    started: list[ReferenceNode] = []
+
+    async def start(kind: str, **kwargs: Any) -> ReferenceNode:
+        node = await start_reference(kind, **kwargs)
+        started.append(node)
+        return node
+
+    yield start
+    pytest_twisted.blockon(defer.ensureDeferred(stop_all(started)))
+
+
+# --- end of reference nodes ----------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""
+Helpers shared by the tests: waiting for conditions, capturing logs, and a
+raw peer that speaks frames by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import LogEvent, formatEvent
+
+from twisted_mesh import flags
+from twisted_mesh._frames import FrameReader, WireMessage
+from twisted_mesh._ids import Protocol as MeshProtocolId
+from twisted_mesh._ids import new_node_id
+
+T = TypeVar("T")
+
+
+async def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """
+    Poll C{condition} until it is true; fail after C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        await task.deferLater(reactor, 0.01)
+
+
+def within(d: Deferred[T], seconds: float = 30.0) -> Deferred[T]:
+    """C{d}, failed with a timeout when it has not fired after C{seconds}."""
+    from twisted.internet import reactor
+
+    return d.addTimeout(seconds, reactor)
+
+
+def log_text(events: list[LogEvent]) -> str:
+    """All captured log events, formatted, one per line."""
+    return "\n".join(formatEvent(event) for event in events)
+
+
+class RawPeer(Protocol):
+    """
+    A peer written by hand for tests: it sends the frames it is told to and
+    keeps every message it receives, with no relay or rules of its own.
+    """
+
+    def __init__(self, protocol: MeshProtocolId, *, ids_as_bin: bool = True, node_id: str | None = None) -> None:
+        self.protocol_id = protocol.id
+        self.id = node_id or new_node_id(protocol)
+        self.ids_as_bin = ids_as_bin
+        self.received: list[WireMessage] = []
+        self.lost: Deferred[None] = Deferred()
+        self._reader = FrameReader()
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        for body in self._reader.feed(data):
+            self.received.append(WireMessage.from_body(body, ()))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+    def wire_id(self, node_id: str) -> str | bytes:
+        """An ID in this peer's form."""
+        return node_id.encode() if self.ids_as_bin else node_id
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def send(self, msg_type: int, *payload: Any, sender: str | None = None, time: int | None = None) -> WireMessage:
+        """Write a message with this peer (or C{sender}) as its sender."""
+        msg = WireMessage.create(
+            msg_type, sender or self.id, int(_now()) if time is None else time, payload, self.ids_as_bin
+        )
+        self.send_raw(msg.frame(self.ids_as_bin, None))
+        return msg
+
+    def handshake(self, port: int = 1, protocol_id: str | None = None) -> None:
+        """Send this peer's handshake."""
+        self.send(
+            flags.whisper,
+            flags.handshake,
+            self.wire_id(self.id),
+            self.wire_id(protocol_id or self.protocol_id),
+            ["127.0.0.1", port],
+            [],
+        )
+
+    def user_messages(self) -> list[WireMessage]:
+        """The received broadcasts and whispers meant for a user."""
+        return [
+            msg
+            for msg in self.received
+            if msg.msg_type in (flags.broadcast, flags.whisper) and msg.payload[0] in (flags.broadcast, flags.whisper)
+        ]
+
+
+def _now() -> float:
+    return time.time()
+
+
+async def raw_peer(port: int, protocol: MeshProtocolId, **kwargs: Any) -> RawPeer:
+    """Connect a L{RawPeer} to a node listening on C{port} of loopback."""
+    from twisted.internet import reactor
+
+    peer = RawPeer(protocol, **kwargs)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
+    return peer

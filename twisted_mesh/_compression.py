@@ -1,0 +1,181 @@
+"""
+The compression methods a link may agree on, with a cap on what they inflate.
+
+Pure functions: no I/O, no reactor.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from twisted_mesh import flags
+
+try:  # pragma: no cover - depends on what is installed
+    import snappy as _snappy
+except ImportError:  # pragma: no cover
+    _snappy = None
+
+
+class DecompressionError(ValueError):
+    """A body did not decompress with the method tried."""
+
+
+class InflatedTooLarge(DecompressionError):
+    """A body would inflate past the size limit."""
+
+
+def _zlib_compress(data: bytes) -> bytes:
+    return zlib.compress(data)
+
+
+def _gzip_compress(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=zlib.MAX_WBITS | 16)
+    return packer.compress(data) + packer.flush()
+
+
+def _inflate_zlib_or_gzip(data: bytes, limit: int) -> bytes:
+    # MAX_WBITS | 32 reads both containers, as the references do.
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise DecompressionError(str(e)) from None
+    _check_end(out, limit, inflater.eof)
+    return out
+
+
+def _inflate_bz2(data: bytes, limit: int) -> bytes:
+    inflater = bz2.BZ2Decompressor()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except (OSError, ValueError) as e:
+        raise DecompressionError(str(e)) from None
+    _check_end(out, limit, inflater.eof)
+    return out
+
+
+#: The memory an xz header may make the decoder take: enough for any preset,
+#: too little for a crafted header that names a huge dictionary.
+LZMA_MEMORY_LIMIT = 80 * 1024 * 1024
+
+
+def _inflate_lzma(data: bytes, limit: int) -> bytes:
+    inflater = lzma.LZMADecompressor(memlimit=LZMA_MEMORY_LIMIT)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except lzma.LZMAError as e:
+        raise DecompressionError(str(e)) from None
+    _check_end(out, limit, inflater.eof)
+    return out
+
+
+def _check_end(out: bytes, limit: int, complete: bool) -> None:
+    if len(out) > limit:
+        raise InflatedTooLarge(f"decompressed body exceeds {limit} bytes")
+    if not complete:
+        raise DecompressionError("truncated compressed body")
+
+
+def _snappy_compress(data: bytes) -> bytes:  # pragma: no cover
+    return bytes(_snappy.compress(data))
+
+
+def _inflate_snappy(data: bytes, limit: int) -> bytes:  # pragma: no cover
+    # A snappy body starts with its inflated length: check it before inflating.
+    length, shift = 0, 0
+    for byte in data[:5]:
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    if length > limit:
+        # Snappy has no magic number: this may not be a snappy body at all.
+        raise DecompressionError(f"snappy body claims {length} bytes")
+    try:
+        return bytes(_snappy.uncompress(data))
+    except Exception as e:
+        raise DecompressionError(str(e)) from None
+
+
+_Compress = Callable[[bytes], bytes]
+_Inflate = Callable[[bytes, int], bytes]
+
+_METHODS: dict[int, tuple[_Compress, _Inflate, bytes]] = {
+    # code: (compress, inflate with a cap, leading bytes of its output)
+    flags.zlib: (_zlib_compress, _inflate_zlib_or_gzip, b"\x78"),
+    flags.gzip: (_gzip_compress, _inflate_zlib_or_gzip, b"\x1f\x8b"),
+    flags.bz2: (bz2.compress, _inflate_bz2, b"BZh"),
+    flags.lzma: (lzma.compress, _inflate_lzma, b"\xfd7zXZ\x00"),
+}
+if _snappy is not None:  # pragma: no cover
+    _METHODS[flags.snappy] = (_snappy_compress, _inflate_snappy, b"")
+
+#: The codes this node supports, in its order of preference.
+SUPPORTED: tuple[int, ...] = tuple(
+    code
+    for code in (flags.snappy, flags.zlib, flags.gzip, flags.bz2, flags.lzma)
+    if code in _METHODS
+)
+
+
+def choose(ours: Sequence[int], theirs: Iterable[int]) -> int | None:
+    """
+    Pick the code a sender uses towards a peer.
+
+    :param ours: the sender's list, in its order of preference.
+    :param theirs: the codes the peer listed.
+    :return: the first of C{ours} that the peer also lists, or L{None}.
+    """
+    listed = set(theirs)
+    for code in ours:
+        if code in listed:
+            return code
+    return None
+
+
+#: Bodies shorter than this go out uncompressed whatever was agreed: the
+#: references, like this node, read a body that does not inflate as raw.
+MIN_COMPRESSED_SIZE = 512
+
+
+def compress(code: int | None, data: bytes) -> bytes:
+    """
+    Compress C{data} with the method C{code}.
+
+    L{None}, or data shorter than L{MIN_COMPRESSED_SIZE}, leaves it as it is.
+    """
+    if code is None or len(data) < MIN_COMPRESSED_SIZE:
+        return data
+    return _METHODS[code][0](data)
+
+
+def inflate(codes: Iterable[int], data: bytes, limit: int) -> Iterator[bytes]:
+    """
+    Yield the readings of a received body worth checking.
+
+    The raw body comes first (a sender may leave a short body uncompressed,
+    and checking it costs one hash of bytes that are at hand), then the
+    output of each code of the peer's list that this node supports, in the
+    peer's order, that C{data} could be the output of.  The caller takes the
+    first reading whose checksum holds.
+
+    :param codes: the codes the sending peer listed.
+    :param data: the body as it arrived.
+    :param limit: the most bytes a decompressed body may hold.
+    :raise InflatedTooLarge: when a method's output would exceed C{limit}.
+    """
+    yield data
+    for code in codes:
+        method = _METHODS.get(code)
+        if method is None or not data.startswith(method[2]):
+            continue
+        try:
+            reading = method[1](data, limit)
+        except InflatedTooLarge:
+            raise
+        except DecompressionError:
+            continue
+        yield reading

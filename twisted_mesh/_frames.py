@@ -1,0 +1,289 @@
+"""
+Frames: the length header, the checksum, msgpack, and the sender's ID form.
+
+A frame on the wire is::
+
+    uint32_be(len(body)) + body
+    body   = compress(checksum + serial)
+    serial = msgpack([msg_type, sender, time, *payload])
+
+with C{checksum = sha256(serial)}.  Everything here is pure: no I/O, no
+reactor, so a test can drive it byte by byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+import re
+from hashlib import sha256
+from struct import Struct
+from typing import Any
+
+import msgpack
+
+from twisted_mesh import _compression
+from twisted_mesh._ids import id_text
+
+_HEADER = Struct(">I")
+_CHECKSUM_SIZE = 32
+
+#: The default largest body a frame may announce, and a body may inflate to.
+MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+
+class FrameError(ValueError):
+    """A frame that cannot be accepted: its text says why."""
+
+
+class FrameTooLarge(FrameError):
+    """A frame announced, or inflated to, more than the size limit."""
+
+
+class ChecksumError(FrameError):
+    """No reading of a frame's body has a checksum that holds."""
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise FrameError(f"msgpack extension type {code} is not allowed")
+
+
+# The lead bytes of msgpack's ext formats.  msgpack decodes the timestamp
+# extension (-1) itself, without asking ext_hook.
+_EXT_LEAD = re.compile(b"[\xc7-\xc9\xd4-\xd8]")
+
+
+def _holds_timestamp(value: Any) -> bool:
+    if isinstance(value, msgpack.Timestamp):
+        return True
+    if isinstance(value, list):
+        return any(_holds_timestamp(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_timestamp(key) or _holds_timestamp(item) for key, item in value.items())
+    return False
+
+
+def pack(obj: Any) -> bytes:
+    """
+    Serialize C{obj} with msgpack, C{bytes} as bin and C{str} as str.
+
+    :raise TypeError: when C{obj} holds a value msgpack cannot write.
+    """
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def unpack(data: bytes) -> Any:
+    """
+    Read one msgpack value, keeping bin (C{bytes}) and str (C{str}) apart.
+
+    :raise FrameError: on malformed or trailing data, or an extension type.
+    """
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_reject_ext)
+    except FrameError:
+        raise
+    except Exception as e:
+        raise FrameError(f"bad msgpack: {e}") from None
+    if _EXT_LEAD.search(data) and _holds_timestamp(value):
+        raise FrameError("msgpack extension type -1 is not allowed")
+    return value
+
+
+def _sender_span(serial: bytes) -> tuple[int, int]:
+    """
+    Find the sender field in a serial: where its msgpack tag starts, and
+    where the field ends.
+    """
+    lead = serial[0]
+    if 0x90 <= lead <= 0x9F:
+        at = 1
+    elif lead == 0xDC:
+        at = 3
+    elif lead == 0xDD:
+        at = 5
+    else:
+        raise FrameError("a message must be a msgpack array")
+    # msg_type is a small positive int: one byte.
+    if serial[at] > 0x7F:
+        raise FrameError("bad message type")
+    start = at + 1
+    tag = serial[start]
+    if 0xA0 <= tag <= 0xBF:
+        return start, start + 1 + (tag & 0x1F)
+    if tag in (0xC4, 0xD9):
+        return start, start + 2 + serial[start + 1]
+    if tag in (0xC5, 0xDA):
+        return start, start + 3 + int.from_bytes(serial[start + 1 : start + 3], "big")
+    if tag in (0xC6, 0xDB):
+        return start, start + 5 + int.from_bytes(serial[start + 1 : start + 5], "big")
+    raise FrameError("the sender must be bin or str")
+
+
+class WireMessage:
+    """
+    One message as it travels: its fields, and the bytes it arrived as.
+
+    A relayed message is written out as the bytes it arrived as; the only
+    change a hop makes is the sender field's form (bin or str), which it
+    writes in the form the next peer speaks (see L{serial_in}).
+
+    :ivar msg_type: the main flag.
+    :ivar sender: the originator's node ID, as text.
+    :ivar time: the originator's UTC timestamp, in seconds.
+    :ivar payload: the packets after the time field, sub-flag first.
+    :ivar sender_is_bin: whether the sender field arrived as bin.
+    """
+
+    __slots__ = ("msg_type", "sender", "time", "payload", "sender_is_bin", "_serials", "_key", "_frames")
+
+    def __init__(
+        self,
+        msg_type: int,
+        sender: str,
+        time: int,
+        payload: tuple[Any, ...],
+        serial: bytes,
+        checksum: bytes,
+        sender_is_bin: bool,
+    ) -> None:
+        self.msg_type = msg_type
+        self.sender = sender
+        self.time = time
+        self.payload = payload
+        self.sender_is_bin = sender_is_bin
+        # The body (checksum + serial) in each sender form made so far.
+        self._serials: dict[bool, bytes] = {sender_is_bin: checksum + serial}
+        self._key: bytes | None = checksum if sender_is_bin else None
+        self._frames: dict[tuple[bool, int | None], bytes] = {}
+
+    @classmethod
+    def create(
+        cls,
+        msg_type: int,
+        sender: str,
+        time: int,
+        payload: Sequence[Any],
+        sender_is_bin: bool = True,
+    ) -> WireMessage:
+        """
+        Make a new message from its fields.
+
+        :raise TypeError: when the payload holds a value msgpack cannot write.
+        """
+        sender_field: str | bytes = sender.encode("ascii") if sender_is_bin else sender
+        serial = pack([msg_type, sender_field, time, *payload])
+        return cls(msg_type, sender, time, tuple(payload), serial, sha256(serial).digest(), sender_is_bin)
+
+    @classmethod
+    def from_body(cls, body: bytes, codes: Iterable[int], limit: int = MAX_FRAME_SIZE) -> WireMessage:
+        """
+        Read a received body: inflate it as the peer's codes allow, check
+        its checksum, and decode it.
+
+        :param body: the bytes after the length header.
+        :param codes: the compression codes the sending peer listed.
+        :param limit: the most bytes the body may inflate to.
+        :raise FrameError: when the body cannot be read (see its subclasses).
+        """
+        try:
+            for reading in _compression.inflate(codes, body, limit):
+                checksum = reading[:_CHECKSUM_SIZE]
+                serial = reading[_CHECKSUM_SIZE:]
+                if len(checksum) == _CHECKSUM_SIZE and sha256(serial).digest() == checksum:
+                    break
+            else:
+                raise ChecksumError("checksum mismatch")
+        except _compression.InflatedTooLarge as e:
+            raise FrameTooLarge(str(e)) from None
+        fields = unpack(serial)
+        if not isinstance(fields, list) or len(fields) < 4:
+            raise FrameError("a message must be an array of at least 4 fields")
+        msg_type, sender_field, time = fields[0], fields[1], fields[2]
+        sender = id_text(sender_field)
+        if type(msg_type) is not int or not 0 <= msg_type <= 0x7F:
+            raise FrameError(f"bad message type {msg_type!r}")
+        if sender is None:
+            raise FrameError("bad sender field")
+        if type(time) is not int:
+            raise FrameError("bad time field")
+        _sender_span(serial)  # the relay finds the sender field there
+        return cls(msg_type, sender, time, tuple(fields[3:]), serial, checksum, isinstance(sender_field, bytes))
+
+    def body_in(self, sender_is_bin: bool) -> bytes:
+        """
+        The uncompressed body (checksum + serial) with the sender field in
+        the given form; every other byte stays as the message arrived.
+        """
+        body = self._serials.get(sender_is_bin)
+        if body is None:
+            serial = self._serials[not sender_is_bin][_CHECKSUM_SIZE:]
+            start, end = _sender_span(serial)
+            sender: str | bytes = self.sender.encode("ascii") if sender_is_bin else self.sender
+            serial = serial[:start] + pack(sender) + serial[end:]
+            body = self._serials[sender_is_bin] = sha256(serial).digest() + serial
+        return body
+
+    @property
+    def key(self) -> bytes:
+        """
+        The message's identity whatever the form of its sender field: the
+        checksum of its bin form.  The seen-set keys on it.
+        """
+        if self._key is None:
+            self._key = self.body_in(True)[:_CHECKSUM_SIZE]
+        return self._key
+
+    def frame(self, sender_is_bin: bool, code: int | None) -> bytes:
+        """
+        The whole frame for a peer that reads the sender in the given form,
+        compressed with C{code} (L{None}: not compressed).  Made once per
+        form and code, then reused for every peer that needs the same.
+        """
+        frame = self._frames.get((sender_is_bin, code))
+        if frame is None:
+            body = _compression.compress(code, self.body_in(sender_is_bin))
+            frame = self._frames[sender_is_bin, code] = _HEADER.pack(len(body)) + body
+        return frame
+
+
+class FrameReader:
+    """
+    Cut a byte stream into frame bodies, whatever the chunks it arrives in.
+
+    The length each header announces is checked against C{max_size} before
+    anything is buffered for it.
+    """
+
+    def __init__(self, max_size: int = MAX_FRAME_SIZE) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """
+        Take the next bytes of the stream.
+
+        :return: the bodies of the frames this completes, in order.
+        :raise FrameTooLarge: when a header announces more than C{max_size}.
+        """
+        buffer = self._buffer
+        buffer += data
+        bodies = []
+        at = 0
+        size = len(buffer)
+        while size - at >= 4:
+            length = _HEADER.unpack_from(buffer, at)[0]
+            if length > self.max_size:
+                raise FrameTooLarge(f"a frame announced {length} bytes, more than the limit of {self.max_size}")
+            end = at + 4 + length
+            if end > size:
+                break
+            bodies.append(bytes(buffer[at + 4 : end]))
+            at = end
+        if at:
+            del buffer[:at]
+        return bodies
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes of an incomplete frame are held."""
+        return len(self._buffer)

@@ -1,0 +1,113 @@
+"""
+Identifiers: base58, protocol IDs and node IDs.
+
+Everything here is pure: no I/O, no reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from hashlib import sha256, sha384
+from typing import NamedTuple
+
+PROTOCOL_VERSION = "0.7"
+
+_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_DIGIT = {char: value for value, char in enumerate(_ALPHABET)}
+
+#: The transports a L{Protocol} may name, as the references spell them.
+ENCRYPTIONS = ("Plaintext", "SSL", "ws", "wss")
+
+
+def b58encode_int(number: int) -> str:
+    """
+    Write a non-negative integer in base58 (Bitcoin's alphabet, no padding).
+
+    :param number: the integer to write.
+    :return: its base58 digits; ``"1"`` for zero.
+    """
+    if number < 0:
+        raise ValueError("base58 encodes non-negative integers only")
+    digits = []
+    while True:
+        number, digit = divmod(number, 58)
+        digits.append(_ALPHABET[digit])
+        if not number:
+            return "".join(reversed(digits))
+
+
+def b58decode_int(text: str) -> int:
+    """
+    Read a base58 number written by L{b58encode_int}.
+
+    :param text: base58 digits.
+    :raise ValueError: when C{text} is empty or holds a non-base58 character.
+    """
+    if not text:
+        raise ValueError("empty base58 string")
+    number = 0
+    for char in text:
+        try:
+            number = number * 58 + _DIGIT[char]
+        except KeyError:
+            raise ValueError(f"not a base58 character: {char!r}") from None
+    return number
+
+
+class Protocol(NamedTuple):
+    """
+    The network a node belongs to: an application's subnet and a transport.
+
+    Nodes talk only to nodes of the same L{Protocol.id}: a different subnet
+    or a different transport is a different network.
+
+    :ivar subnet: a string naming the application's network.
+    :ivar encryption: the transport: C{'Plaintext'} (TCP), C{'SSL'} (TLS),
+        C{'ws'} or C{'wss'} (WebSocket).
+    """
+
+    subnet: str
+    encryption: str = "Plaintext"
+
+    @property
+    def id(self) -> str:
+        """The protocol ID: base58 of sha256(subnet + encryption + version)."""
+        return protocol_id(self.subnet, self.encryption)
+
+
+def protocol_id(subnet: str, encryption: str) -> str:
+    """
+    Compute the protocol ID that nodes compare in their handshakes.
+
+    :param subnet: the application's subnet name.
+    :param encryption: the transport name.
+    """
+    digest = sha256((subnet + encryption + PROTOCOL_VERSION).encode("utf-8"))
+    return b58encode_int(int.from_bytes(digest.digest(), "big"))
+
+
+def new_node_id(protocol: Protocol) -> str:
+    """
+    Make a fresh, random node ID for a node of C{protocol}.
+
+    The ID is base58 of a SHA-384 over the protocol ID and 32 random bytes,
+    which makes it 64 to 66 characters long, like the references' IDs.
+    """
+    digest = sha384(protocol.id.encode("ascii") + os.urandom(32)).digest()
+    return b58encode_int(int.from_bytes(digest, "big"))
+
+
+def id_text(value: object) -> str | None:
+    """
+    Read an ID field from the wire in either form, bin or str.
+
+    :return: the ID as text, or L{None} when C{value} is neither a non-empty
+        ASCII C{bytes} nor a non-empty ASCII C{str}.
+    """
+    if isinstance(value, bytes):
+        if not value or not value.isascii():
+            return None
+        return value.decode("ascii")
+    if isinstance(value, str) and value and value.isascii():
+        return value
+    return None

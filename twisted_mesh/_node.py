@@ -1,0 +1,466 @@
+"""
+The mesh node's core: routing table, relay with its seen-set, peer exchange,
+requests for replies, handlers, the user's queue and events.
+
+Nothing here does I/O.  Links (one per connection, see L{Link}) hand the node
+the messages they read; the node answers through them, and asks its owner to
+dial an address through the C{dialer} it is given.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as Interface
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mesh import flags
+from twisted_mesh._frames import WireMessage
+from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
+from twisted_mesh.message import Message
+
+#: How long a broadcast stays new, in seconds: older ones are dropped.
+MESSAGE_LIFETIME = 60
+
+Address = tuple[str, int]
+Handler = Callable[[Message, "Link"], Any]
+Dialer = Callable[[str, int], "Deferred[str]"]
+
+
+class Link(Interface):
+    """
+    What the node needs of a connection to a peer.
+
+    :ivar peer_id: the peer's node ID once its handshake arrived.
+    :ivar peer_addr: the address the peer says others should dial.
+    :ivar outgoing: whether this node dialled the connection.
+    :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
+    """
+
+    peer_id: str | None
+    peer_addr: Address | None
+    outgoing: bool
+    ids_as_bin: bool
+
+    def send(self, msg: WireMessage) -> None:
+        """Write C{msg} to the peer, its sender field in the peer's form."""
+
+    def close(self, reason: str, *, error: bool = True) -> None:
+        """Close the connection, logging C{reason} (as a warning if C{error})."""
+
+
+class Events:
+    """
+    Named events with callbacks, as the references' C{on} and C{once}.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._callbacks: dict[str, list[tuple[Callable[..., Any], bool]]] = {}
+
+    def on(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call C{callback} each time C{event} happens."""
+        self._callbacks.setdefault(event, []).append((callback, False))
+
+    def once(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call C{callback} the next time C{event} happens, then forget it."""
+        self._callbacks.setdefault(event, []).append((callback, True))
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call the callbacks of C{event}; one that raises is logged."""
+        callbacks = self._callbacks.get(event)
+        if not callbacks:
+            return
+        self._callbacks[event] = [entry for entry in callbacks if not entry[1]]
+        for callback, _ in callbacks:
+            try:
+                callback(*args)
+            except Exception:
+                self._log.failure("the {event!r} callback {callback!r} raised", event=event, callback=callback)
+
+
+class SeenSet:
+    """
+    The broadcasts seen in the last L{MESSAGE_LIFETIME} seconds.
+
+    A key is kept until the message it names is too old to be accepted.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._keys: set[bytes] = set()
+        self._expiries: list[tuple[float, bytes]] = []
+
+    def add(self, key: bytes, time: int) -> bool:
+        """
+        Record C{key}, a message stamped C{time}.
+
+        :return: whether it is new.
+        """
+        now = self.clock.seconds()
+        expiries = self._expiries
+        while expiries and expiries[0][0] < now:
+            self._keys.discard(heapq.heappop(expiries)[1])
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        heapq.heappush(expiries, (max(time, now) + MESSAGE_LIFETIME + 1, key))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class _PendingReply:
+    __slots__ = ("target", "packets", "expires")
+
+    def __init__(self, target: str, packets: tuple[Any, ...], expires: float) -> None:
+        self.target = target
+        self.packets = packets
+        self.expires = expires
+
+
+def parse_address(value: object) -> Address | None:
+    """
+    Read an address field, C{[host, port]}, from the wire.
+
+    :return: the address, or L{None} when it has the wrong shape.
+    """
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    host, port = value
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str) or not host or type(port) is not int or not 0 < port < 65536:
+        return None
+    return host, port
+
+
+class MeshNode:
+    """
+    One mesh node's state and rules, with no I/O of its own.
+
+    :ivar protocol: the network this node is part of.
+    :ivar id: this node's ID.
+    :ivar out_addr: the address this node tells peers to dial.
+    :ivar routing_table: the peers whose handshake arrived, by node ID.
+    :ivar max_outgoing: how many connections peer exchange may dial.
+    :ivar dialer: called with C{(host, port)} to dial a peer; its Deferred
+        fires with the peer's ID once the handshake is over.
+    :ivar event_source: the object passed to event callbacks.
+    :ivar clock: where the node reads the time and schedules timeouts.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        clock: IReactorTime,
+        *,
+        out_addr: Address = ("127.0.0.1", 0),
+        node_id: str | None = None,
+        max_outgoing: int = 4,
+    ) -> None:
+        self.protocol = protocol
+        self.id = node_id or new_node_id(protocol)
+        self.out_addr = out_addr
+        self.max_outgoing = max_outgoing
+        self.routing_table: dict[str, Link] = {}
+        self.dialer: Dialer | None = None
+        self.event_source: object = self
+        self.events = Events()
+        self.seen = SeenSet(clock)
+        self.queue: deque[Message] = deque()
+        self.clock = clock
+        self._id_number = b58decode_int(self.id)
+        self._handlers: list[Handler] = []
+        self._waiters: deque[Deferred[Message]] = deque()
+        self._requests: dict[str, _PendingReply] = {}
+        self._dialing: dict[Address, str | None] = {}
+
+    # -- links ------------------------------------------------------------
+
+    def link_ready(self, link: Link) -> bool:
+        """
+        Enter a link whose handshake arrived into the routing table.
+
+        When the peer already has a link, the one dialled by the node with
+        the higher ID is kept (the peer applies the same rule) and the other
+        is closed.
+
+        :return: whether C{link} was kept.
+        """
+        peer_id = link.peer_id
+        assert peer_id is not None
+        existing = self.routing_table.get(peer_id)
+        if existing is not None and existing is not link:
+            keep, drop = self._resolve_conflict(existing, link)
+            drop.close("a second connection to the same peer", error=False)
+            if keep is existing:
+                return False
+        was_empty = not self.routing_table
+        self.routing_table[peer_id] = link
+        self._send_peers(link)
+        if was_empty:
+            self.events.emit("connect", self.event_source)
+        return True
+
+    def _resolve_conflict(self, existing: Link, new: Link) -> tuple[Link, Link]:
+        """Return (the link to keep, the link to close)."""
+        if existing.outgoing == new.outgoing:
+            return existing, new
+        assert new.peer_id is not None
+        we_are_higher = self._id_number > b58decode_int(new.peer_id)
+        # Keep the connection the higher node dialled.
+        dialled_by_higher = new if new.outgoing == we_are_higher else existing
+        other = existing if dialled_by_higher is new else new
+        return dialled_by_higher, other
+
+    def link_lost(self, link: Link) -> None:
+        """Forget a link that closed."""
+        if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
+            del self.routing_table[link.peer_id]
+
+    def outgoing_count(self) -> int:
+        """The connections this node dialled or is dialling."""
+        return sum(1 for link in self.routing_table.values() if link.outgoing) + len(self._dialing)
+
+    # -- receiving --------------------------------------------------------
+
+    def message_received(self, link: Link, msg: WireMessage) -> None:
+        """
+        Take a message a link read (not a handshake, not a renegotiation):
+        relay it when it is a new broadcast, then handle it.
+        """
+        if msg.msg_type == flags.broadcast:
+            if msg.time < self.clock.seconds() - MESSAGE_LIFETIME:
+                self._log.debug("dropped a broadcast older than {lifetime} s", lifetime=MESSAGE_LIFETIME)
+                return
+            if not self.seen.add(msg.key, msg.time):
+                return
+            origin = self.routing_table.get(msg.sender)
+            for peer in list(self.routing_table.values()):
+                if peer is not link and peer is not origin:
+                    peer.send(msg)
+        self._handle(link, msg)
+
+    def _handle(self, link: Link, msg: WireMessage) -> None:
+        payload = msg.payload
+        if not payload:
+            return
+        subflag = payload[0]
+        if subflag == flags.peers and msg.msg_type == flags.whisper:
+            self._on_peers(link, payload)
+        elif subflag == flags.request:
+            self._on_request(link, msg)
+        elif subflag == flags.response and msg.msg_type == flags.broadcast:
+            self._on_response(payload)
+        else:
+            self._deliver(link, msg)
+
+    def _deliver(self, link: Link, wire: WireMessage) -> None:
+        message = Message(wire, self)
+        for handler in self._handlers:
+            try:
+                if handler(message, link):
+                    return
+            except Exception:
+                self._log.failure("the handler {handler!r} raised", handler=handler)
+        if message.packets[0] not in (flags.broadcast, flags.whisper):
+            self._log.debug("ignored a message with sub-flag {subflag!r}", subflag=message.packets[0])
+            return
+        if self._waiters:
+            self._waiters.popleft().callback(message)
+        else:
+            self.queue.append(message)
+        self.events.emit("message", self.event_source)
+
+    # -- peer exchange ----------------------------------------------------
+
+    def _send_peers(self, link: Link) -> None:
+        entries = [
+            [list(peer.peer_addr), self._wire_id(link, peer_id)]
+            for peer_id, peer in self.routing_table.items()
+            if peer.peer_addr is not None and peer is not link
+        ]
+        self._whisper(link, (flags.peers, entries))
+
+    def _on_peers(self, link: Link, payload: tuple[Any, ...]) -> None:
+        peers = []
+        entries = payload[1] if len(payload) == 2 else None
+        if not isinstance(entries, list):
+            self._log.warn("ignored a malformed peers message from {peer}", peer=link.peer_id)
+            return
+        for entry in entries:
+            if not isinstance(entry, list) or len(entry) != 2:
+                address, peer_id = None, None
+            else:
+                address, peer_id = parse_address(entry[0]), id_text(entry[1])
+            if address is None or peer_id is None:
+                self._log.warn("ignored a malformed peers message from {peer}", peer=link.peer_id)
+                return
+            peers.append((address, peer_id))
+        for address, peer_id in peers:
+            if self.outgoing_count() >= self.max_outgoing:
+                break
+            if peer_id != self.id and peer_id not in self.routing_table:
+                d = self.dial(address, peer_id)
+                if d is not None:
+                    d.addErrback(self._dial_failed, address)
+
+    def dial(self, address: Address, peer_id: str | None = None) -> Deferred[str] | None:
+        """
+        Dial C{address} unless it, or the peer C{peer_id}, is connected or
+        being dialled already.
+
+        :return: the dialler's Deferred, or L{None} when nothing was dialled.
+        """
+        if self.dialer is None or address in self._dialing or address == self.out_addr:
+            return None
+        if peer_id is not None and (peer_id in self.routing_table or peer_id in self._dialing.values()):
+            return None
+        self._dialing[address] = peer_id
+        d = self.dialer(*address)
+
+        def done(result: str | Failure) -> str | Failure:
+            del self._dialing[address]
+            return result
+
+        return d.addBoth(done)
+
+    def _dial_failed(self, failure: Failure, address: Address) -> None:
+        self._log.info("could not connect to {address}: {error}", address=address, error=failure.getErrorMessage())
+
+    def request_peers(self) -> None:
+        """Ask every peer for its routing table."""
+        for link in list(self.routing_table.values()):
+            self._whisper(link, (flags.request, b"*" if link.ids_as_bin else "*"))
+
+    # -- replies ----------------------------------------------------------
+
+    def reply(self, target: str, packets: tuple[Any, ...]) -> None:
+        """
+        Whisper C{packets} to the node C{target}; ask the mesh for its
+        address first when it is not a peer.
+        """
+        link = self.routing_table.get(target)
+        if link is not None:
+            self._whisper(link, (flags.whisper, *packets))
+            return
+        now = self.clock.seconds()
+        self._requests = {key: value for key, value in self._requests.items() if value.expires > now}
+        request_id = b58encode_int(int.from_bytes(os.urandom(32), "big"))
+        self._requests[request_id] = _PendingReply(target, packets, now + MESSAGE_LIFETIME)
+        self._log.info("not connected to {target}: asking the mesh for its address", target=target)
+        self._broadcast_new((flags.request, request_id, target.encode("ascii")))
+
+    def _on_request(self, link: Link, msg: WireMessage) -> None:
+        payload = msg.payload
+        if len(payload) == 2 and id_text(payload[1]) == "*":
+            self._send_peers(link)
+            return
+        if len(payload) != 3 or msg.msg_type != flags.broadcast:
+            return
+        target = id_text(payload[2])
+        peer = self.routing_table.get(target) if target is not None else None
+        if peer is not None and peer.peer_addr is not None:
+            self._broadcast_new((flags.response, payload[1], [list(peer.peer_addr), payload[2]]))
+
+    def _on_response(self, payload: tuple[Any, ...]) -> None:
+        request_id = id_text(payload[1]) if len(payload) == 3 else None
+        pending = self._requests.pop(request_id, None) if request_id is not None else None
+        if pending is None:
+            return
+        info = payload[2]
+        address = parse_address(info[0]) if isinstance(info, list) and len(info) == 2 else None
+        if address is None or id_text(info[1]) != pending.target:
+            self._log.warn("ignored a malformed response to request {request}", request=request_id)
+            return
+        if pending.target in self.routing_table:
+            self.reply(pending.target, pending.packets)
+            return
+        d = self.dial(address, pending.target)
+        if d is None:
+            self._log.warn("could not dial {address} to reply to {target}", address=address, target=pending.target)
+            return
+
+        def connected(peer_id: str) -> None:
+            if peer_id == pending.target:
+                self.reply(peer_id, pending.packets)
+            else:
+                self._log.warn("{address} is not {target}: reply dropped", address=address, target=pending.target)
+
+        def failed(failure: Failure) -> None:
+            self._log.warn(
+                "could not reach {target} to reply: {error}", target=pending.target, error=failure.getErrorMessage()
+            )
+
+        d.addCallbacks(connected, failed)
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, packets: tuple[Any, ...], flag: int = flags.broadcast, type: int = flags.broadcast) -> None:
+        """
+        Send C{(type, *packets)} to every peer: relayed through the whole
+        mesh when C{flag} is L{flags.broadcast}, to direct peers only when it
+        is L{flags.whisper}.
+
+        :raise TypeError: when a packet is not something msgpack can write.
+        """
+        if flag == flags.broadcast:
+            self._broadcast_new((type, *packets))
+            return
+        msg = WireMessage.create(flag, self.id, self.now(), (type, *packets))
+        for link in list(self.routing_table.values()):
+            link.send(msg)
+
+    def _broadcast_new(self, payload: tuple[Any, ...]) -> None:
+        msg = WireMessage.create(flags.broadcast, self.id, self.now(), payload)
+        self.seen.add(msg.key, msg.time)
+        for link in list(self.routing_table.values()):
+            link.send(msg)
+
+    def _whisper(self, link: Link, payload: tuple[Any, ...]) -> None:
+        link.send(WireMessage.create(flags.whisper, self.id, self.now(), payload, link.ids_as_bin))
+
+    def _wire_id(self, link: Link, node_id: str) -> str | bytes:
+        return node_id.encode("ascii") if link.ids_as_bin else node_id
+
+    def now(self) -> int:
+        """The time to stamp a message with: whole UTC seconds."""
+        return int(self.clock.seconds())
+
+    # -- the user's side --------------------------------------------------
+
+    def register_handler(self, handler: Handler) -> None:
+        """
+        Offer every broadcast and whisper to C{handler(message, link)} before
+        it is queued; a handler that returns true takes it.
+        """
+        self._handlers.append(handler)
+
+    def recv(self, quantity: int | None = None) -> Message | list[Message] | None:
+        """
+        Take received messages, oldest first: with no argument the next one
+        or L{None}; with a number, a list of up to that many.
+        """
+        if quantity is None:
+            return self.queue.popleft() if self.queue else None
+        return [self.queue.popleft() for _ in range(min(quantity, len(self.queue)))]
+
+    def next_message(self) -> Deferred[Message]:
+        """A Deferred that fires with the next message (the queue's oldest)."""
+        if self.queue:
+            return succeed(self.queue.popleft())
+        d: Deferred[Message] = Deferred(lambda d: self._waiters.remove(d))
+        self._waiters.append(d)
+        return d

@@ -1,0 +1,27 @@
+"""
+The errors a caller of twisted_mesh may see.
+"""
+
+
+class MeshError(Exception):
+    """The base class of twisted_mesh's errors."""
+
+
+class ProtocolMismatch(MeshError):
+    """
+    The peer belongs to another network: its protocol ID (subnet and
+    transport) is not ours, so the connection was closed.
+    """
+
+    def __init__(self, ours: str, theirs: str) -> None:
+        super().__init__(f"the peer speaks protocol {theirs}, not ours ({ours})")
+        self.ours = ours
+        self.theirs = theirs
+
+
+class HandshakeFailed(MeshError):
+    """The connection closed, or broke a rule, before its handshake ended."""
+
+
+class SelfConnection(HandshakeFailed):
+    """The address dialled is this node's own."""

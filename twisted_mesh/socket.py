@@ -1,0 +1,64 @@
+"""
+L{MeshSocket}: the mesh socket of py2p and js2p, on Twisted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from twisted_mesh._endpoints import Address, server_string
+from twisted_mesh._ids import Protocol
+from twisted_mesh.service import DEFAULT_PROTOCOL, MeshService
+
+
+class MeshSocket(MeshService):
+    """
+    A mesh node that listens at once, as py2p's and js2p's C{MeshSocket}::
+
+        sock = MeshSocket('0.0.0.0', 4444)
+        sock.connect('192.168.1.2', 4444)
+        sock.send('hello', 'mesh')
+
+    It is a L{MeshService} that starts itself; L{close} stops it.
+
+    :param addr: the interface to listen on; C{'0.0.0.0'} listens on all of
+        them and picks the LAN address for C{out_addr}.
+    :param port: the port to listen on; 0 picks a free one (C{out_addr}
+        then holds it).
+    :param prot: the network to join.
+    :param out_addr: the address peers should dial, when it is not
+        C{(addr, port)} (behind NAT, say).
+    :param max_outgoing: how many connections peer exchange may dial.
+    :param reactor: the reactor to use; by default the global one.
+    :raise twisted.internet.error.CannotListenError: when the port is taken.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        port: int,
+        prot: Protocol = DEFAULT_PROTOCOL,
+        out_addr: Address | None = None,
+        *,
+        max_outgoing: int = 4,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__(
+            prot,
+            listen=[server_string(prot, addr, port)],
+            out_addr=out_addr,
+            max_outgoing=max_outgoing,
+            reactor=reactor,
+        )
+        self.startService()
+        failures: list[Failure] = []
+        self.listening.addErrback(failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def close(self) -> Deferred[None]:
+        """Stop listening and close every connection."""
+        return self.stopService()
