@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from support import log_text, raw_peer, wait_for, within
 from twisted.internet import defer, reactor, task
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.logger import LogEvent, globalLogPublisher
 
 from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
@@ -47,7 +47,7 @@ def log_events() -> Iterator[list[LogEvent]]:
 async def line(mesh: Callable[..., MeshSocket], count: int = 3) -> list[MeshSocket]:
     """Nodes joined in a line, each dialling the one before; no peer exchange."""
     nodes = [mesh(max_outgoing=0) for _ in range(count)]
-    for before, after in zip(nodes, nodes[1:]):
+    for before, after in zip(nodes, nodes[1:], strict=False):
         await after.connect("127.0.0.1", before.out_addr[1])
     return nodes
 
@@ -234,7 +234,7 @@ async def test_simultaneous_dials_keep_one_connection(mesh: Callable[..., MeshSo
             [a.connect("127.0.0.1", b.out_addr[1]), b.connect("127.0.0.1", a.out_addr[1])], consumeErrors=True
         )
         assert all(ok for ok, _ in results)
-        await wait_for(lambda: len(a._connections) == 1 and len(b._connections) == 1)
+        await wait_for(lambda a=a, b=b: len(a._connections) == 1 and len(b._connections) == 1)
         a_link, b_link = a.routing_table[b.id], b.routing_table[a.id]
         assert a_link.outgoing != b_link.outgoing
         a.send("once")
@@ -369,5 +369,5 @@ async def test_close_stops_listening_and_disconnects(mesh: Callable[..., MeshSoc
     a, b = await line(mesh, 2)
     await a.close()
     await wait_for(lambda: not b.routing_table)
-    with pytest.raises(Exception):
+    with pytest.raises(ConnectionRefusedError):
         await b.connect("127.0.0.1", a.out_addr[1])

@@ -55,6 +55,10 @@ class MeshProtocol(Protocol):
         self.peer_codes: tuple[int, ...] = ()
         self.ids_as_bin = True
         self.handshake_done: Deferred[str] = Deferred()
+        if not self.outgoing:
+            # Nobody waits on an accepted connection's handshake; a failure
+            # of it is logged where it happens.
+            self.handshake_done.addErrback(lambda _: None)
         self.closed: Deferred[None] = Deferred()
         self._max_frame_size = factory.max_frame_size
         self._reader = FrameReader(factory.max_frame_size)

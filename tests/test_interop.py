@@ -1,0 +1,202 @@
+"""
+twisted_mesh meshing with the reference nodes, py2p 0.7.878 and js2p 0.7.870,
+over real loopback TCP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import pytest_twisted
+from reference import ReferenceNode
+from support import log_text, wait_for, within
+from twisted.internet import defer, reactor, task
+from twisted.logger import LogEvent, globalLogPublisher
+
+from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch, flags
+
+Reference = Callable[..., Awaitable[ReferenceNode]]
+KINDS = ["py2p", "js2p"]
+MESH = Protocol("mesh", "Plaintext")
+
+
+@pytest.fixture
+def node() -> Iterator[MeshSocket]:
+    """A twisted_mesh node on loopback, closed at teardown."""
+    sock = MeshSocket("127.0.0.1", 0, MESH)
+    yield sock
+    pytest_twisted.blockon(sock.close())
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[LogEvent]]:
+    """Every log event emitted during the test."""
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+async def settle(seconds: float = 0.5) -> None:
+    """Let in-flight frames land."""
+    await task.deferLater(reactor, seconds)
+
+
+async def joined(node: MeshSocket, ref: ReferenceNode, we_dial: bool) -> None:
+    """Connect C{node} and C{ref}, in the direction asked, and wait for both ends."""
+    if we_dial:
+        assert await within(node.connect("127.0.0.1", ref.port)) == ref.id
+    else:
+        assert await ref.connect("127.0.0.1", node.out_addr[1])
+    await wait_for(lambda: ref.id in node.routing_table, what="the reference in our routing table")
+    assert node.id in await ref.wait_for_peers(1)
+
+
+@pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_broadcast_and_reply_both_ways(
+    reference: Reference, node: MeshSocket, kind: str, we_dial: bool
+) -> None:
+    ref = await reference(kind)
+    await joined(node, ref, we_dial)
+
+    # Ours to theirs, and their reply to ours.
+    node.send("from twisted", b"\x00bin", 3, ["nested", b"x"], {"k": "v"})
+    theirs = await ref.next_message()
+    assert theirs["packets"] == [0, "from twisted", b"\x00bin", 3, ["nested", b"x"], {"k": "v"}]
+    assert theirs["sender"] == node.id
+    await ref.reply("their reply", 1)
+    reply = await within(node.next_message())
+    assert reply.packets == (flags.whisper, "their reply", 1)
+    assert reply.sender == ref.id and reply.msg_type == flags.whisper
+
+    # Theirs to ours, and our reply to theirs.
+    await ref.send("from", kind, b"\xffbin")
+    msg = await within(node.next_message())
+    assert msg.packets == (flags.broadcast, "from", kind, b"\xffbin")
+    assert msg.sender == ref.id
+    msg.reply("our reply", b"\x01")
+    answer = await ref.next_message()
+    assert answer["packets"] == [flags.whisper, "our reply", b"\x01"]
+    assert answer["sender"] == node.id
+
+    # Each side writes IDs the way the reference reads them.
+    id_type = bytes if kind == "py2p" else str
+    assert type(theirs["raw_sender"]) is id_type and type(answer["raw_sender"]) is id_type
+
+    await settle()
+    assert node.recv() is None and ref.pending_messages() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_whisper_to_direct_peers(reference: Reference, node: MeshSocket, kind: str) -> None:
+    ref = await reference(kind)
+    await joined(node, ref, True)
+    node.send("just you", flag=flags.whisper, type=flags.whisper)
+    msg = await ref.next_message()
+    assert msg["packets"] == [flags.whisper, "just you"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_triangle_with_two_references_delivers_once(
+    reference: Reference, node: MeshSocket, kind: str
+) -> None:
+    """
+    Two reference nodes join twisted_mesh (and, through its peer list, maybe
+    each other): every broadcast reaches every node exactly once.
+    """
+    left, right = await reference(kind), await reference(kind)
+    await joined(node, left, False)
+    await joined(node, right, False)
+    await left.send("left to right")
+    got = await right.next_message()
+    assert got["packets"] == [0, "left to right"] and got["sender"] == left.id
+    await right.send("right to left")
+    got = await left.next_message()
+    assert got["packets"] == [0, "right to left"] and got["sender"] == right.id
+    assert (await within(node.next_message())).packets == (0, "left to right")
+    assert (await within(node.next_message())).packets == (0, "right to left")
+    await settle()
+    assert node.recv() is None
+    assert left.pending_messages() == 0 and right.pending_messages() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_bridge_between_py2p_and_js2p(reference: Reference, node: MeshSocket) -> None:
+    """
+    py2p and js2p cannot mesh with each other; one twisted_mesh node between
+    them carries broadcasts and replies both ways, each delivered once.
+    """
+    py2p, js2p = await reference("py2p"), await reference("js2p")
+    await joined(node, py2p, False)
+    await joined(node, js2p, True)
+
+    await py2p.send("hello from py2p", b"\x00")
+    got = await js2p.next_message()
+    assert got["packets"] == [0, "hello from py2p", b"\x00"] and got["sender"] == py2p.id
+    await js2p.send("hello from js2p", 7)
+    got = await py2p.next_message()
+    assert got["packets"] == [0, "hello from js2p", 7] and got["sender"] == js2p.id
+
+    # The twisted_mesh node sees both, once each.
+    seen = [await within(node.next_message()) for _ in range(2)]
+    assert sorted(m.packets[1] for m in seen) == ["hello from js2p", "hello from py2p"]
+
+    # py2p and js2p, which are not connected, reach each other's broadcasts
+    # through the bridge; a burst arrives whole and in order.
+    for n in range(30):
+        node.send("burst", n)
+        await task.deferLater(reactor, 0.01)  # py2p's reader breaks on bursts
+    for ref in (py2p, js2p):
+        got = [(await ref.next_message())["packets"] for _ in range(30)]
+        assert got == [[0, "burst", n] for n in range(30)]
+    await settle()
+    assert node.recv() is None
+    assert py2p.pending_messages() == 0 and js2p.pending_messages() == 0
+
+
+@pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_other_subnet_is_refused_and_logged(
+    reference: Reference, node: MeshSocket, log_events: list[LogEvent], kind: str, we_dial: bool
+) -> None:
+    ref = await reference(kind, subnet="another")
+    if we_dial:
+        with pytest.raises(ProtocolMismatch) as caught:
+            await within(node.connect("127.0.0.1", ref.port))
+        assert caught.value.theirs == Protocol("another", "Plaintext").id
+    else:
+        await ref.connect("127.0.0.1", node.out_addr[1])
+    await wait_for(lambda: "speaks protocol" in log_text(log_events), what="the mismatch in the log")
+    await settle()
+    assert not node.routing_table
+    assert await ref.peers() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_reference_joins_a_twisted_mesh(reference: Reference) -> None:
+    """A py2p node joins a line of twisted_mesh nodes and hears all of them."""
+    nodes = [MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0) for _ in range(3)]
+    try:
+        for before, after in zip(nodes, nodes[1:], strict=False):
+            await within(after.connect("127.0.0.1", before.out_addr[1]))
+        ref = await reference("py2p")
+        await joined(nodes[2], ref, False)
+        for n, sock in enumerate(nodes):
+            sock.send("node", n)
+            await task.deferLater(reactor, 0.01)
+        got = sorted([(await ref.next_message())["packets"][2] for _ in range(3)])
+        assert got == [0, 1, 2]
+        await ref.send("to all")
+        for n, sock in enumerate(nodes):
+            # The other two nodes' broadcasts, then the reference's.
+            got_here = [await within(sock.next_message()) for _ in range(3)]
+            assert sorted(m.packets[2] for m in got_here[:2]) == [i for i in range(3) if i != n]
+            assert got_here[2].packets == (0, "to all") and got_here[2].sender == ref.id
+    finally:
+        await defer.gatherResults([sock.close() for sock in nodes])
