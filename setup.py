@@ -11,7 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["twisted_mesh", "twisted.plugins"],
+    packages=["twisted_mesh", "twisted_mesh.web", "twisted.plugins"],
     package_data={"twisted_mesh": ["py.typed"]},
     install_requires=[
         "twisted>=23.10",

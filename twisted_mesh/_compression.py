@@ -113,6 +113,9 @@ _METHODS: dict[int, tuple[_Compress, _Inflate, bytes]] = {
 if _snappy is not None:  # pragma: no cover
     _METHODS[flags.snappy] = (_snappy_compress, _inflate_snappy, b"")
 
+#: The name of each compression code.
+NAMES = {flags.zlib: "zlib", flags.gzip: "gzip", flags.bz2: "bz2", flags.lzma: "lzma", flags.snappy: "snappy"}
+
 #: The codes this node supports, in its order of preference.
 SUPPORTED: tuple[int, ...] = tuple(
     code

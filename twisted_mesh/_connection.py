@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
-from twisted_mesh._ids import id_text
+from twisted_mesh._ids import id_text, is_base58
 from twisted_mesh._node import Address, MeshNode, parse_address
+from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
 
 #: Seconds a peer has to send its handshake.
@@ -42,6 +43,7 @@ class MeshProtocol(Protocol):
     :ivar handshake_done: fires with the peer's ID once its handshake is
         accepted, or fails with L{ProtocolMismatch} or L{HandshakeFailed}.
     :ivar closed: fires once the connection is closed.
+    :ivar stats: what crossed this link.
     """
 
     _log = Logger()
@@ -67,10 +69,19 @@ class MeshProtocol(Protocol):
         self._bad_frames = 0
         self._closing = False
         self._timeout: IDelayedCall | None = None
+        self.stats = LinkStats()
 
     def __repr__(self) -> str:
         peer = self.transport.getPeer() if self.transport is not None else None
         return f"<MeshProtocol {self.peer_id or '?'} at {peer}>"
+
+    def remote_address(self) -> object:
+        """The address of the other end of the connection."""
+        return self._transport.getPeer()
+
+    def compression_name(self) -> str | None:
+        """The name of the compression used towards the peer, if any."""
+        return _compression.NAMES.get(self._send_code) if self._send_code is not None else None
 
     # -- connection events -------------------------------------------------
 
@@ -78,6 +89,7 @@ class MeshProtocol(Protocol):
         assert self.transport is not None
         self._transport: ITransport = self.transport
         self.factory.connections.add(self)
+        self._node.stats.connections["out" if self.outgoing else "in"] += 1
         set_no_delay = getattr(self._transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -91,26 +103,35 @@ class MeshProtocol(Protocol):
             self._timeout.cancel()
         self._node.link_lost(self)
         if not self.handshake_done.called:
+            self._node.stats.handshake_failures["closed"] += 1
             self.handshake_done.errback(HandshakeFailed(f"closed before the handshake: {reason.getErrorMessage()}"))
         if self.peer_id is not None:
             self._log.info("peer {peer} left: {reason}", peer=self.peer_id, reason=reason.getErrorMessage())
         self.closed.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
+        stats, totals = self.stats, self._node.stats
+        stats.bytes_in += len(data)
+        totals.bytes_in += len(data)
         try:
             bodies = self._reader.feed(data)
         except FrameTooLarge as e:
+            totals.dropped["too_large"] += 1
             self.close(str(e))
             return
+        stats.frames_in += len(bodies)
+        totals.frames_in += len(bodies)
         for body in bodies:
             if self._closing:
                 return
             try:
                 msg = WireMessage.from_body(body, self.peer_codes, self._max_frame_size)
             except ChecksumError:
+                totals.dropped["bad_checksum"] += 1
                 self._frame_failed_checksum()
                 continue
             except FrameError as e:
+                totals.dropped["too_large" if isinstance(e, FrameTooLarge) else "malformed"] += 1
                 self.close(f"bad frame: {e}")
                 return
             self._bad_frames = 0
@@ -123,7 +144,15 @@ class MeshProtocol(Protocol):
         if self._closing:
             return
         self._last_sent = msg
-        self._transport.write(msg.frame(self.ids_as_bin, self._send_code))
+        self._write(msg.frame(self.ids_as_bin, self._send_code))
+
+    def _write(self, frame: bytes) -> None:
+        stats, totals = self.stats, self._node.stats
+        stats.frames_out += 1
+        totals.frames_out += 1
+        stats.bytes_out += len(frame)
+        totals.bytes_out += len(frame)
+        self._transport.write(frame)
 
     def close(self, reason: str, *, error: bool = True) -> None:
         """
@@ -146,7 +175,7 @@ class MeshProtocol(Protocol):
         elif msg.msg_type == flags.whisper and payload and payload[0] == flags.handshake:
             self._on_handshake(payload)
         elif self.peer_id is None:
-            self.close("a message came before the handshake")
+            self._fail_handshake(HandshakeFailed("a message came before the handshake"), "malformed")
         else:
             self._node.message_received(self, msg)
 
@@ -160,7 +189,7 @@ class MeshProtocol(Protocol):
             list(_compression.SUPPORTED),
         )
         msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, self.ids_as_bin)
-        self._transport.write(msg.frame(self.ids_as_bin, None))
+        self._write(msg.frame(self.ids_as_bin, None))
 
     def _wire_id(self, node_id: str) -> str | bytes:
         return node_id.encode("ascii") if self.ids_as_bin else node_id
@@ -168,12 +197,12 @@ class MeshProtocol(Protocol):
     def _on_handshake(self, payload: tuple[Any, ...]) -> None:
         fields = _parse_handshake(payload)
         if fields is None:
-            self._fail_handshake(HandshakeFailed("malformed handshake"))
+            self._fail_handshake(HandshakeFailed("malformed handshake"), "malformed")
             return
         peer_id, protocol_id, address, codes = fields
         ours = self._node.protocol.id
         if protocol_id != ours:
-            self._fail_handshake(ProtocolMismatch(ours, protocol_id))
+            self._fail_handshake(ProtocolMismatch(ours, protocol_id), "protocol_mismatch")
             return
         if self.peer_id is not None:
             # A second handshake: the peer restates itself.
@@ -181,7 +210,7 @@ class MeshProtocol(Protocol):
                 self.close("the peer changed its ID")
             return
         if peer_id == self._node.id:
-            self._fail_handshake(SelfConnection("connected to itself"))
+            self._fail_handshake(SelfConnection("connected to itself"), "self")
             return
         if self.ids_as_bin and isinstance(payload[1], str):
             # The peer writes IDs as str (js2p): restate ours in its form.
@@ -195,13 +224,14 @@ class MeshProtocol(Protocol):
             self._log.info("peer {peer} joined from {address}", peer=peer_id, address=address)
         self.handshake_done.callback(peer_id)
 
-    def _fail_handshake(self, error: Exception) -> None:
+    def _fail_handshake(self, error: Exception, reason: str) -> None:
+        self._node.stats.handshake_failures[reason] += 1
         self.close(str(error))
         if not self.handshake_done.called:
             self.handshake_done.errback(error)
 
     def _handshake_timed_out(self) -> None:
-        self._fail_handshake(HandshakeFailed(f"no handshake within {HANDSHAKE_TIMEOUT:g} s"))
+        self._fail_handshake(HandshakeFailed(f"no handshake within {HANDSHAKE_TIMEOUT:g} s"), "timeout")
 
     def _on_renegotiate(self, payload: tuple[Any, ...]) -> None:
         if len(payload) == 2 and payload[0] == flags.compression:
@@ -222,8 +252,11 @@ class MeshProtocol(Protocol):
             self._log.debug("ignored a renegotiate message {payload!r}", payload=payload)
 
     def _renegotiate(self, *payload: Any) -> None:
+        # Not through send(): a renegotiation is never what a peer asks to
+        # have resent.
         node = self._node
-        self.send(WireMessage.create(flags.renegotiate, node.id, node.now(), payload, self.ids_as_bin))
+        msg = WireMessage.create(flags.renegotiate, node.id, node.now(), payload, self.ids_as_bin)
+        self._write(msg.frame(self.ids_as_bin, self._send_code))
 
     def _frame_failed_checksum(self) -> None:
         self._bad_frames += 1
@@ -231,11 +264,8 @@ class MeshProtocol(Protocol):
             self.close(f"{self._bad_frames} frames in a row failed their checksum")
             return
         self._log.warn("a frame from {peer} failed its checksum: asking for it uncompressed", peer=self.peer_id)
-        last_sent = self._last_sent
         self._renegotiate(flags.compression, [])
         self._renegotiate(flags.resend)
-        # Our own renegotiation is not what the peer should resend to us.
-        self._last_sent = last_sent
 
 
 def _parse_codes(value: object) -> tuple[int, ...] | None:
@@ -250,7 +280,7 @@ def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address, tuple
         return None
     peer_id, protocol_id = id_text(payload[1]), id_text(payload[2])
     address, codes = parse_address(payload[3]), _parse_codes(payload[4])
-    if peer_id is None or protocol_id is None or address is None or codes is None:
+    if peer_id is None or protocol_id is None or address is None or codes is None or not is_base58(peer_id):
         return None
     return peer_id, protocol_id, address, codes
 

@@ -1,41 +1,102 @@
 """
-Endpoint strings and addresses: what the service listens on and dials.
+Where a node listens and what it dials: endpoints for each transport, and
+the addresses peers are told to dial.
 """
 
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
+    TCP6ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
 
 from twisted_mesh._ids import Protocol
+from twisted_mesh.tls import TLSOptions
 
 Address = tuple[str, int]
 
+#: The endpoint-string prefixes that carry each transport.
+PREFIXES = {
+    "Plaintext": ("tcp", "tcp6", "unix"),
+    "SSL": ("ssl",),
+    "ws": ("ws",),
+    "wss": ("wss",),
+}
 
-def quote(value: str) -> str:
-    """Escape C{value} for use inside a Twisted endpoint string."""
-    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
 
-
-def server_string(protocol: Protocol, host: str, port: int) -> str:
+def check_prefix(protocol: Protocol, description: str) -> None:
     """
-    The endpoint string a node of C{protocol} listens on at C{host:port}.
+    Refuse an endpoint string whose transport is not C{protocol}'s: the
+    transport is part of the protocol ID, so peers on it could never join.
+
+    :raise ValueError: for a known prefix of another transport.
     """
-    if protocol.encryption != "Plaintext":
-        raise ValueError(f"no listener for the transport {protocol.encryption!r}")
-    interface = "" if host in ("", "0.0.0.0") else f":interface={quote(host)}"
-    return f"tcp:{port}{interface}"
+    prefix = description.split(":", 1)[0].lower()
+    allowed = PREFIXES.get(protocol.encryption, ())
+    known = {name for names in PREFIXES.values() for name in names}
+    if prefix in known and prefix not in allowed:
+        raise ValueError(
+            f"{description!r} is not a {protocol.encryption} endpoint: use {' or '.join(p + ':' for p in allowed)}"
+        )
 
 
-def client_string(protocol: Protocol, host: str, port: int) -> str:
+def _is_ipv6(host: str) -> bool:
+    return ":" in host
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}/" if _is_ipv6(host) else f"{scheme}://{host}:{port}/"
+
+
+def server_endpoint(
+    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int
+) -> IStreamServerEndpoint:
     """
-    The endpoint string a node of C{protocol} dials C{host:port} with.
+    The endpoint a node of C{protocol} listens on at C{host:port} (C{host}
+    empty or C{'0.0.0.0'}: every interface).
     """
-    if protocol.encryption != "Plaintext":
-        raise ValueError(f"no dialler for the transport {protocol.encryption!r}")
-    return f"tcp:host={quote(host)}:port={port}"
+    interface = "" if host in ("", "0.0.0.0") else host
+    encryption = protocol.encryption
+    tcp: IStreamServerEndpoint
+    if encryption in ("SSL", "wss"):
+        assert tls is not None
+        tcp = SSL4ServerEndpoint(reactor, port, tls.server_options(), interface=interface)
+    elif _is_ipv6(interface):
+        tcp = TCP6ServerEndpoint(reactor, port, interface=interface)
+    else:
+        tcp = TCP4ServerEndpoint(reactor, port, interface=interface)
+    if encryption in ("ws", "wss"):
+        from twisted_mesh.websocket import WebSocketServerEndpoint
+
+        return WebSocketServerEndpoint(tcp, reactor=reactor)
+    return tcp
+
+
+def client_endpoint(
+    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int
+) -> IStreamClientEndpoint:
+    """The endpoint a node of C{protocol} dials C{host:port} with."""
+    encryption = protocol.encryption
+    tcp: IStreamClientEndpoint = (
+        TCP6ClientEndpoint(reactor, host, port) if _is_ipv6(host) else TCP4ClientEndpoint(reactor, host, port)
+    )
+    if encryption in ("SSL", "wss"):
+        assert tls is not None
+        tcp = wrapClientTLS(tls.client_creator(host), tcp)
+    if encryption in ("ws", "wss"):
+        from twisted_mesh.websocket import WebSocketClientEndpoint
+
+        return WebSocketClientEndpoint(tcp, _url(encryption, host, port), reactor=reactor)
+    return tcp
 
 
 def lan_address() -> str:

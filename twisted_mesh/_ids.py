@@ -36,6 +36,11 @@ def b58encode_int(number: int) -> str:
             return "".join(reversed(digits))
 
 
+def is_base58(text: str) -> bool:
+    """Whether C{text} is a non-empty string of base58 digits."""
+    return bool(text) and all(char in _DIGIT for char in text)
+
+
 def b58decode_int(text: str) -> int:
     """
     Read a base58 number written by L{b58encode_int}.

@@ -24,10 +24,14 @@ from twisted.python.failure import Failure
 from twisted_mesh import flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
+from twisted_mesh._stats import NodeStats
 from twisted_mesh.message import Message
 
 #: How long a broadcast stays new, in seconds: older ones are dropped.
 MESSAGE_LIFETIME = 60
+
+#: How many addresses of past peers a node keeps, to re-dial when alone.
+MAX_KNOWN_ADDRESSES = 16
 
 Address = tuple[str, int]
 Handler = Callable[[Message, "Link"], Any]
@@ -157,6 +161,9 @@ class MeshNode:
         fires with the peer's ID once the handshake is over.
     :ivar event_source: the object passed to event callbacks.
     :ivar clock: where the node reads the time and schedules timeouts.
+    :ivar stats: counters of what the node and its links did.
+    :ivar known_addresses: the addresses of the latest peers, oldest first.
+    :ivar started: when the node was made, by C{clock}.
     """
 
     _log = Logger()
@@ -179,6 +186,9 @@ class MeshNode:
         self.event_source: object = self
         self.events = Events()
         self.seen = SeenSet(clock)
+        self.known_addresses: dict[Address, None] = {}
+        self.stats = NodeStats()
+        self.started = clock.seconds()
         self.queue: deque[Message] = deque()
         self.clock = clock
         self._id_number = b58decode_int(self.id)
@@ -209,6 +219,11 @@ class MeshNode:
                 return False
         was_empty = not self.routing_table
         self.routing_table[peer_id] = link
+        if link.peer_addr is not None:
+            self.known_addresses.pop(link.peer_addr, None)
+            self.known_addresses[link.peer_addr] = None
+            while len(self.known_addresses) > MAX_KNOWN_ADDRESSES:
+                del self.known_addresses[next(iter(self.known_addresses))]
         self._send_peers(link)
         if was_empty:
             self.events.emit("connect", self.event_source)
@@ -226,9 +241,11 @@ class MeshNode:
         return dialled_by_higher, other
 
     def link_lost(self, link: Link) -> None:
-        """Forget a link that closed."""
+        """Forget a link that closed; emit C{'disconnect'} when it was the last peer."""
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
+            if not self.routing_table:
+                self.events.emit("disconnect", self.event_source)
 
     def outgoing_count(self) -> int:
         """The connections this node dialled or is dialling."""
@@ -243,14 +260,17 @@ class MeshNode:
         """
         if msg.msg_type == flags.broadcast:
             if msg.time < self.clock.seconds() - MESSAGE_LIFETIME:
+                self.stats.dropped["expired"] += 1
                 self._log.debug("dropped a broadcast older than {lifetime} s", lifetime=MESSAGE_LIFETIME)
                 return
             if not self.seen.add(msg.key, msg.time):
+                self.stats.dropped["duplicate"] += 1
                 return
             origin = self.routing_table.get(msg.sender)
             for peer in list(self.routing_table.values()):
                 if peer is not link and peer is not origin:
                     peer.send(msg)
+                    self.stats.relayed += 1
         self._handle(link, msg)
 
     def _handle(self, link: Link, msg: WireMessage) -> None:
@@ -278,6 +298,7 @@ class MeshNode:
         if message.packets[0] not in (flags.broadcast, flags.whisper):
             self._log.debug("ignored a message with sub-flag {subflag!r}", subflag=message.packets[0])
             return
+        self.stats.delivered += 1
         if self._waiters:
             self._waiters.popleft().callback(message)
         else:
@@ -377,14 +398,15 @@ class MeshNode:
 
     def _on_response(self, payload: tuple[Any, ...]) -> None:
         request_id = id_text(payload[1]) if len(payload) == 3 else None
-        pending = self._requests.pop(request_id, None) if request_id is not None else None
-        if pending is None:
+        if request_id is None or request_id not in self._requests:
             return
+        pending = self._requests[request_id]
         info = payload[2]
         address = parse_address(info[0]) if isinstance(info, list) and len(info) == 2 else None
         if address is None or id_text(info[1]) != pending.target:
             self._log.warn("ignored a malformed response to request {request}", request=request_id)
             return
+        del self._requests[request_id]
         if pending.target in self.routing_table:
             self.reply(pending.target, pending.packets)
             return

@@ -6,24 +6,39 @@ diallers named by endpoint strings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Union
 
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocol, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProtocol,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
-from twisted_mesh._endpoints import Address, client_string, outward_address
+from twisted_mesh._endpoints import Address, check_prefix, client_endpoint, outward_address, server_endpoint
 from twisted_mesh._frames import MAX_FRAME_SIZE
-from twisted_mesh._ids import Protocol
+from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._node import Handler, MeshNode
+from twisted_mesh._stats import NodeStats
 from twisted_mesh.message import Message
+from twisted_mesh.tls import TLSOptions
 
 DEFAULT_PROTOCOL = Protocol("mesh", "Plaintext")
+
+# zope interfaces do not support "|" at run time, hence Union.
+#: Where to listen: an endpoint string, an endpoint, a port, or (host, port).
+ListenAddress = Union[str, IStreamServerEndpoint, int, Address]  # noqa: UP007
+#: What to dial: an endpoint string, an endpoint, or (host, port).
+DialAddress = Union[str, IStreamClientEndpoint, Address]  # noqa: UP007
 
 
 class MeshService(Service):
@@ -31,10 +46,26 @@ class MeshService(Service):
     A mesh node: it listens on C{listen}, dials C{connect}, relays
     broadcasts and queues the messages meant for its user.
 
+    Addresses are given in any of these forms:
+
+    - an endpoint string: C{"tcp:4444"}, C{"ssl:4444:privateKey=key.pem"},
+      C{"ws:4444"}; for dialling C{"tcp:host=192.0.2.7:port=4444"};
+    - an endpoint object;
+    - a port number (listen only) or a C{(host, port)} pair: the node's own
+      transport (C{protocol.encryption}) at that address, secured by C{tls}
+      for C{'SSL'} and C{'wss'}.
+
+    Every listener carries the node's protocol, so its transport must be
+    the protocol's: a C{'Plaintext'} node listens on C{tcp:} or C{unix:},
+    an C{'SSL'} node on C{ssl:}, a C{'ws'} node on C{ws:}, a C{'wss'} node
+    on C{wss:}.
+
     :param protocol: the network to join (subnet and transport).
-    :param listen: endpoint strings to listen on, such as C{"tcp:4444"}.
-    :param connect: endpoint strings of peers to dial once listening, such
-        as C{"tcp:host=10.0.0.2:port=4444"}.
+    :param listen: where to listen.
+    :param connect: peers to dial once listening, and again (after a growing,
+        jittered delay) whenever the node has no peers left.
+    :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
+        self-signed certificate and no verification, as the references do.
     :param out_addr: the address peers should dial; by default, that of the
         first listener (a wildcard interface gives the LAN address).
     :param max_outgoing: how many connections peer exchange may dial.
@@ -47,9 +78,10 @@ class MeshService(Service):
     def __init__(
         self,
         protocol: Protocol = DEFAULT_PROTOCOL,
-        listen: Sequence[str] = (),
-        connect: Sequence[str] = (),
+        listen: Sequence[ListenAddress] = (),
+        connect: Sequence[DialAddress] = (),
         *,
+        tls: TLSOptions | None = None,
         out_addr: Address | None = None,
         max_outgoing: int = 4,
         max_frame_size: int = MAX_FRAME_SIZE,
@@ -57,11 +89,16 @@ class MeshService(Service):
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
+        if protocol.encryption not in ENCRYPTIONS:
+            raise ValueError(f"unknown transport {protocol.encryption!r}: use one of {', '.join(ENCRYPTIONS)}")
+        if tls is None and protocol.encryption in ("SSL", "wss"):
+            tls = TLSOptions()
+        self.tls = tls
         self._reactor = reactor
-        self._listen = list(listen)
+        self._node = MeshNode(protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing)
+        self._listen = [self._server_endpoint(address) for address in listen]
         self._bootstrap = list(connect)
         self._out_addr_given = out_addr is not None
-        self._node = MeshNode(protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing)
         self._node.dialer = self._dial_address
         self._node.event_source = self
         connections: set[MeshProtocol] = set()
@@ -69,6 +106,10 @@ class MeshService(Service):
         self._server_factory = MeshFactory(self._node, False, connections, max_frame_size)
         self._client_factory = MeshFactory(self._node, True, connections, max_frame_size)
         self._ports: list[IListeningPort] = []
+        self._redial: IDelayedCall | None = None
+        self._redial_attempts = 0
+        self._redial_delay = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
+        self._node.events.on("disconnect", self._schedule_redial)
         self.listening: Deferred[list[IListeningPort]] = Deferred()
         """Fires with the listening ports once every listener is up."""
 
@@ -99,42 +140,118 @@ class MeshService(Service):
         """The ports this node listens on."""
         return list(self._ports)
 
+    @property
+    def stats(self) -> NodeStats:
+        """Counters of what this node and its links did."""
+        return self._node.stats
+
+    def status(self) -> dict[str, Any]:
+        """
+        A snapshot of this node for people and monitors: its identity, its
+        peers with what crossed each link, and its counters.
+        """
+        node = self._node
+        peers = []
+        for peer_id, link in sorted(node.routing_table.items()):
+            assert isinstance(link, MeshProtocol)
+            peers.append(
+                {
+                    "id": peer_id,
+                    "address": list(link.peer_addr) if link.peer_addr else None,
+                    "remote": str(link.remote_address()),
+                    "direction": "out" if link.outgoing else "in",
+                    "ids": "bin" if link.ids_as_bin else "str",
+                    "compression": link.compression_name(),
+                    "frames_in": link.stats.frames_in,
+                    "frames_out": link.stats.frames_out,
+                    "bytes_in": link.stats.bytes_in,
+                    "bytes_out": link.stats.bytes_out,
+                }
+            )
+        stats = node.stats
+        return {
+            "id": node.id,
+            "protocol": {
+                "subnet": node.protocol.subnet,
+                "encryption": node.protocol.encryption,
+                "id": node.protocol.id,
+            },
+            "out_addr": list(node.out_addr),
+            "uptime": self._reactor.seconds() - node.started,
+            "peers": peers,
+            "connections": len(self._connections),
+            "seen": len(node.seen),
+            "queued": len(node.queue),
+            "frames_in": stats.frames_in,
+            "frames_out": stats.frames_out,
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "relayed": stats.relayed,
+            "delivered": stats.delivered,
+            "dropped": dict(stats.dropped),
+            "connections_made": dict(stats.connections),
+            "handshake_failures": dict(stats.handshake_failures),
+        }
+
     # -- starting and stopping -----------------------------------------------
 
     def startService(self) -> None:
         """Listen on every C{listen} endpoint, then dial every C{connect} one."""
         super().startService()
-        listening = [
-            serverFromString(self._reactor, description).listen(self._server_factory) for description in self._listen
-        ]
+        listening = [endpoint.listen(self._server_factory) for endpoint in self._listen]
         gatherResults(listening, consumeErrors=True).addCallbacks(self._listening, self._listen_failed)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         self._ports = ports
         if not self._out_addr_given:
             for port in ports:
-                address = outward_address(port.getHost())
-                if address is not None:
-                    self._node.out_addr = address
+                outward = outward_address(port.getHost())
+                if outward is not None:
+                    self._node.out_addr = outward
                     break
         self._log.info(
             "node {id} of {protocol} listening at {address}", id=self.id, protocol=self.protocol, address=self.out_addr
         )
         self.listening.callback(ports)
-        for description in self._bootstrap:
-            self.connect(description).addErrback(self._log_dial_failure, description)
+        self._dial_bootstrap()
+
+    def _dial_bootstrap(self) -> None:
+        """
+        Dial the bootstrap peers and the addresses of past peers; when that
+        leaves the node alone, try again after a growing, jittered delay.
+        """
+        self._redial = None
+        if not self.running or self._node.routing_table:
+            self._redial_attempts = 0
+            return
+        targets: list[DialAddress] = [*self._bootstrap, *self._node.known_addresses]
+        if not targets:
+            return
+        dials = [self.connect(address).addErrback(self._log_dial_failure, address) for address in targets]
+        DeferredList(dials).addCallback(lambda _: self._schedule_redial())
+
+    def _schedule_redial(self, _: object = None) -> None:
+        if not self.running or self._node.routing_table or self._redial is not None:
+            return
+        delay = self._redial_delay(self._redial_attempts)
+        self._redial_attempts += 1
+        self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
+        self._redial = self._reactor.callLater(delay, self._dial_bootstrap)
 
     def _listen_failed(self, failure: Failure) -> None:
         error = failure.value.subFailure if isinstance(failure.value, FirstError) else failure
         self._log.error("could not listen: {error}", error=error.getErrorMessage())
         self.listening.errback(error)
 
-    def _log_dial_failure(self, failure: Failure, description: str) -> None:
-        self._log.warn("could not connect to {peer}: {error}", peer=description, error=failure.getErrorMessage())
+    def _log_dial_failure(self, failure: Failure, address: DialAddress) -> None:
+        self._log.warn("could not connect to {peer}: {error}", peer=address, error=failure.getErrorMessage())
 
     def stopService(self) -> Deferred[None]:
         """Stop listening and close every connection."""
         super().stopService()
+        if self._redial is not None:
+            self._redial.cancel()
+            self._redial = None
         waiting: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in self._ports]
         self._ports = []
         for link in list(self._connections):
@@ -144,26 +261,44 @@ class MeshService(Service):
 
     # -- dialling ------------------------------------------------------------
 
-    def connect(self, endpoint: str | IStreamClientEndpoint, port: int | None = None) -> Deferred[str]:
+    def _server_endpoint(self, address: ListenAddress) -> IStreamServerEndpoint:
+        if isinstance(address, str):
+            check_prefix(self.protocol, address)
+            endpoint: IStreamServerEndpoint = serverFromString(self._reactor, address)
+            return endpoint
+        if isinstance(address, int):
+            address = ("", address)
+        if isinstance(address, tuple):
+            return server_endpoint(self._reactor, self.protocol, self.tls, *address)
+        return address
+
+    def _client_endpoint(self, address: DialAddress) -> IStreamClientEndpoint:
+        if isinstance(address, str):
+            check_prefix(self.protocol, address)
+            endpoint: IStreamClientEndpoint = clientFromString(self._reactor, address)
+            return endpoint
+        if isinstance(address, tuple):
+            return client_endpoint(self._reactor, self.protocol, self.tls, *address)
+        return address
+
+    def connect(self, address: DialAddress | str, port: int | None = None) -> Deferred[str]:
         """
         Dial a peer.
 
-        :param endpoint: an endpoint string (C{"tcp:host=h:port=4444"}), an
-            endpoint, or a host name when C{port} is given.
-        :param port: the peer's port, when C{endpoint} is a host.
+        :param address: an endpoint string (C{"tcp:host=h:port=4444"}), an
+            endpoint, a C{(host, port)} pair, or a host when C{port} is given.
+        :param port: the peer's port, when C{address} is a host.
         :return: a Deferred that fires with the peer's ID once its handshake
             is accepted; it fails with L{ProtocolMismatch} when the peer
             belongs to another network.
         """
         if port is not None:
-            endpoint = client_string(self.protocol, str(endpoint), port)
-        client: IStreamClientEndpoint = (
-            clientFromString(self._reactor, endpoint) if isinstance(endpoint, str) else endpoint
-        )
-        return client.connect(self._client_factory).addCallback(_handshake_done)
+            address = (str(address), port)
+        connecting = self._client_endpoint(address).connect(self._client_factory)
+        return connecting.addCallback(_handshake_done)
 
     def _dial_address(self, host: str, port: int) -> Deferred[str]:
-        return self.connect(host, port)
+        return self.connect((host, port))
 
     # -- messages ------------------------------------------------------------
 
@@ -199,7 +334,8 @@ class MeshService(Service):
     def on(self, event: str, callback: Callable[[Any], Any]) -> None:
         """
         Call C{callback(self)} each time C{event} happens: C{'connect'} when
-        the node gets its first peer, C{'message'} when a message is queued.
+        the node gets its first peer, C{'disconnect'} when it loses its last
+        one, C{'message'} when a message is queued.
         """
         self._node.events.on(event, callback)
 

@@ -9,9 +9,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Address, server_string
+from twisted_mesh._endpoints import Address
 from twisted_mesh._ids import Protocol
 from twisted_mesh.service import DEFAULT_PROTOCOL, MeshService
+from twisted_mesh.tls import TLSOptions
 
 
 class MeshSocket(MeshService):
@@ -31,6 +32,8 @@ class MeshSocket(MeshService):
     :param prot: the network to join.
     :param out_addr: the address peers should dial, when it is not
         C{(addr, port)} (behind NAT, say).
+    :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
+        self-signed certificate and no verification, as the references do.
     :param max_outgoing: how many connections peer exchange may dial.
     :param reactor: the reactor to use; by default the global one.
     :raise twisted.internet.error.CannotListenError: when the port is taken.
@@ -43,12 +46,14 @@ class MeshSocket(MeshService):
         prot: Protocol = DEFAULT_PROTOCOL,
         out_addr: Address | None = None,
         *,
+        tls: TLSOptions | None = None,
         max_outgoing: int = 4,
         reactor: Any = None,
     ) -> None:
         super().__init__(
             prot,
-            listen=[server_string(prot, addr, port)],
+            listen=[(addr, port)],
+            tls=tls,
             out_addr=out_addr,
             max_outgoing=max_outgoing,
             reactor=reactor,

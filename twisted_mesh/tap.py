@@ -4,11 +4,17 @@ The C{twistd mesh} command: its options, and the service they make.
 
 from __future__ import annotations
 
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_mesh._endpoints import Address, client_string, server_string
+from twisted_mesh._endpoints import Address, check_prefix
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
+from twisted_mesh.message import Message
 from twisted_mesh.service import MeshService
+from twisted_mesh.tls import TLSOptions
 
 
 def _address(text: str) -> Address:
@@ -33,7 +39,19 @@ class Options(usage.Options):
         ["transport", "t", "Plaintext", "The transport: " + ", ".join(ENCRYPTIONS) + "."],
         ["out-addr", None, None, "HOST:PORT other nodes should dial (default: the listening address)."],
         ["max-outgoing", None, 4, "How many connections peer exchange may dial.", int],
+        ["tls-cert", None, None, "PEM certificate (with its key, or see --tls-key) for SSL/wss links."],
+        ["tls-key", None, None, "PEM private key of --tls-cert, when it is a file of its own."],
+        [
+            "tls-ca",
+            None,
+            None,
+            "PEM certificate of the authority that signs every node's certificate: verify peers with it "
+            "(needs --tls-cert). Without it, SSL/wss links use a self-signed certificate and verify nobody.",
+        ],
+        ["web", None, None, "Serve /status, /metrics and a status page over HTTP on this port (or endpoint string)."],
     ]
+    optFlags = [["verbose", "v", "Also log each message this node receives, with its packets."]]
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
@@ -57,20 +75,60 @@ class Options(usage.Options):
         if self["out-addr"] is not None:
             self["out-addr"] = _address(self["out-addr"])
         self["protocol"] = Protocol(self["subnet"], self["transport"])
+        for endpoint in self["listen"] + [peer for peer in self["connect"] if "=" in peer]:
+            try:
+                check_prefix(self["protocol"], endpoint)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        web = self["web"]
+        if web is not None:
+            self["web"] = f"tcp:{web}" if web.isdigit() else web
+        if self["tls-ca"] and not self["tls-cert"]:
+            raise usage.UsageError("--tls-ca needs --tls-cert: this node's certificate, signed by that authority")
+        self["tls"] = None
+        if self["tls-cert"] or self["tls-ca"]:
+            try:
+                self["tls"] = TLSOptions.from_files(self["tls-cert"], self["tls-key"], self["tls-ca"])
+            except Exception as e:
+                raise usage.UsageError(f"cannot load the TLS files: {e}") from None
         if not self["listen"]:
-            self["listen"] = [server_string(self["protocol"], "", self["port"])]
+            self["listen"] = [self["port"]]
         self["connect"] = [
-            peer if "=" in peer or peer.count(":") != 1 else client_string(self["protocol"], *_address(peer))
-            for peer in self["connect"]
+            peer if "=" in peer or peer.count(":") != 1 else _address(peer) for peer in self["connect"]
         ]
 
 
-def makeService(options: Options) -> MeshService:
-    """Make the node C{options} describe."""
-    return MeshService(
+def makeService(options: Options) -> MultiService:
+    """Make the node C{options} describe, with its web face if asked."""
+    top = MultiService()
+    node = MeshService(
         options["protocol"],
         listen=options["listen"],
         connect=options["connect"],
+        tls=options["tls"],
         out_addr=options["out-addr"],
         max_outgoing=options["max-outgoing"],
     )
+    node.setServiceParent(top)
+    # Nobody reads this node's queue: take every message, logging it if asked.
+    node.register_handler(_log_message if options["verbose"] else _take_message)
+    if options["web"] is not None:
+        from twisted.internet import reactor
+
+        from twisted_mesh.web import web_site
+
+        web = StreamServerEndpointService(serverFromString(reactor, options["web"]), web_site(node))
+        web.setServiceParent(top)
+    return top
+
+
+_log = Logger(namespace="twisted_mesh")
+
+
+def _log_message(message: Message, link: object) -> bool:
+    _log.info("message from {sender}: {packets!r}", sender=message.sender, packets=message.packets)
+    return True
+
+
+def _take_message(message: Message, link: object) -> bool:
+    return True

@@ -1,0 +1,746 @@
+"""
+L{MeshProtocol}, one link, driven through a L{StringTransport} and a fake
+clock: framing, the handshake, the peer's ID form, compression and
+renegotiation, byte for byte.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import zlib
+from hashlib import sha256
+from typing import Any
+
+import msgpack
+import pytest
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from twisted_mesh import _compression, flags
+from twisted_mesh._connection import HANDSHAKE_TIMEOUT, MAX_BAD_FRAMES, MeshFactory, MeshProtocol
+from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
+from twisted_mesh._ids import Protocol, new_node_id
+from twisted_mesh._node import MeshNode
+from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
+from twisted_mesh.message import Message
+
+MESH = Protocol("mesh", "Plaintext")
+OUT_ADDR = ("127.0.0.1", 4444)
+PEER_ADDR = ("10.0.0.2", 5555)
+SUPPORTED = _compression.SUPPORTED
+
+#: Where the sender's msgpack tag sits in an uncompressed body: after the
+#: 32-byte checksum, the array's lead byte and the one-byte message type.
+SENDER_TAG_AT = 32 + 2
+BIN8, STR8 = 0xC4, 0xD9
+
+
+class Rig:
+    """A node, its factories and a clock: links to it are StringTransports."""
+
+    def __init__(self, node_id: str | None = None) -> None:
+        self.clock = task.Clock()
+        self.node = MeshNode(MESH, self.clock, out_addr=OUT_ADDR, node_id=node_id)
+        self.connections: set[MeshProtocol] = set()
+        self.delivered: list[tuple[Message, Any]] = []
+        self.node.register_handler(lambda msg, link: self.delivered.append((msg, link)))
+
+    def link(self, *, outgoing: bool = False, max_frame_size: int = MAX_FRAME_SIZE) -> Side:
+        """Open a new connection to the node."""
+        factory = MeshFactory(self.node, outgoing, self.connections, max_frame_size)
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return Side(proto, transport)
+
+
+class Side:
+    """The far end of one link: feeds frames in and reads what was written."""
+
+    def __init__(self, proto: MeshProtocol, transport: StringTransport) -> None:
+        self.proto = proto
+        self.transport = transport
+        self.results: list[Any] = []
+        proto.handshake_done.addBoth(self.results.append)
+
+    def bodies(self) -> list[bytes]:
+        """The frame bodies written since the last call (raw, as sent)."""
+        data = self.transport.value()
+        self.transport.clear()
+        reader = FrameReader()
+        bodies = reader.feed(data)
+        assert reader.buffered == 0, "a partial frame was written"
+        return bodies
+
+    def messages(self, codes: tuple[int, ...] = SUPPORTED) -> list[WireMessage]:
+        """The messages written since the last call, decoded."""
+        return [WireMessage.from_body(body, codes) for body in self.bodies()]
+
+    def feed(self, msg: WireMessage, *, as_bin: bool = True, code: int | None = None) -> None:
+        """Deliver C{msg} to the link as one frame."""
+        self.proto.dataReceived(msg.frame(as_bin, code))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the link asked its transport to close."""
+        return bool(self.transport.disconnecting)
+
+    def failure(self) -> Failure:
+        """The handshake's failure."""
+        assert len(self.results) == 1 and isinstance(self.results[0], Failure), self.results
+        failure: Failure = self.results[0]
+        return failure
+
+
+def wire(node_id: str, as_bin: bool) -> str | bytes:
+    """An ID in the given form."""
+    return node_id.encode("ascii") if as_bin else node_id
+
+
+def handshake(
+    peer_id: str,
+    *,
+    as_bin: bool = True,
+    protocol_id: str = MESH.id,
+    address: Any = PEER_ADDR,
+    codes: Any = SUPPORTED,
+) -> WireMessage:
+    """A peer's handshake, its IDs in the given form."""
+    payload = (
+        flags.handshake,
+        wire(peer_id, as_bin),
+        wire(protocol_id, as_bin),
+        list(address) if isinstance(address, tuple) else address,
+        list(codes) if isinstance(codes, tuple) else codes,
+    )
+    return WireMessage.create(flags.whisper, peer_id, 0, payload, as_bin)
+
+
+def message(sender: str, msg_type: int, *payload: Any, as_bin: bool = True) -> WireMessage:
+    """A message from C{sender}."""
+    return WireMessage.create(msg_type, sender, 0, payload, as_bin)
+
+
+def renegotiate(sender: str, *payload: Any, as_bin: bool = True) -> WireMessage:
+    """A renegotiate message from C{sender}."""
+    return message(sender, flags.renegotiate, *payload, as_bin=as_bin)
+
+
+def large(sender: str) -> WireMessage:
+    """A broadcast whose body is well over MIN_COMPRESSED_SIZE."""
+    msg = message(sender, flags.broadcast, flags.broadcast, "x" * 2000)
+    assert len(msg.body_in(True)) >= _compression.MIN_COMPRESSED_SIZE
+    return msg
+
+
+def is_raw(body: bytes) -> bool:
+    """Whether C{body} is an uncompressed checksum + serial."""
+    return sha256(body[32:]).digest() == body[:32]
+
+
+def decompress(code: int, body: bytes) -> bytes:
+    """Inflate C{body} with the method C{code}, by the standard libraries."""
+    if code == flags.zlib:
+        return zlib.decompress(body)
+    if code == flags.gzip:
+        return gzip.decompress(body)
+    if code == flags.bz2:
+        return bz2.decompress(body)
+    if code == flags.lzma:
+        return lzma.decompress(body)
+    if code == flags.snappy:
+        import snappy
+
+        return bytes(snappy.uncompress(body))
+    raise AssertionError(f"unknown code {code}")
+
+
+def assert_compressed_with(body: bytes, code: int | None, msg: WireMessage) -> None:
+    """C{body} is C{msg} (bin form) compressed with C{code}, or raw for None."""
+    if code is None:
+        assert body == msg.body_in(True)
+        return
+    assert not is_raw(body)
+    assert decompress(code, body) == msg.body_in(True)
+
+
+def connected(rig: Rig | None = None, *, as_bin: bool = True, codes: Any = SUPPORTED, outgoing: bool = False) -> Side:
+    """A link whose peer's handshake was accepted; what it wrote is cleared."""
+    rig = rig or Rig()
+    side = rig.link(outgoing=outgoing)
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, as_bin=as_bin, codes=codes), as_bin=as_bin)
+    assert side.proto.peer_id == peer_id
+    side.transport.clear()
+    return side
+
+
+# -- the handshake we send ---------------------------------------------------
+
+
+def test_connection_writes_one_bin_handshake() -> None:
+    """On connection: exactly one handshake, uncompressed, IDs as bin."""
+    rig = Rig()
+    side = rig.link()
+    bodies = side.bodies()
+    assert len(bodies) == 1
+    body = bodies[0]
+    assert is_raw(body)
+    fields = msgpack.unpackb(body[32:], raw=False)
+    assert fields[:2] == [flags.whisper, rig.node.id.encode()]
+    assert type(fields[2]) is int
+    assert fields[3:] == [
+        flags.handshake,
+        rig.node.id.encode(),
+        MESH.id.encode(),
+        list(OUT_ADDR),
+        list(SUPPORTED),
+    ]
+    assert body[SENDER_TAG_AT] == BIN8
+    assert side.proto in rig.connections
+    assert not side.closed and side.results == []
+
+
+# -- the peer's handshake ----------------------------------------------------
+
+
+def test_bin_handshake_py2p_style() -> None:
+    """A bin handshake: routing table, handshake_done, peers in bin, no second handshake."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.transport.clear()
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, codes=[flags.zlib, flags.gzip]))
+    assert rig.node.routing_table == {peer_id: side.proto}
+    assert side.results == [peer_id]
+    assert side.proto.peer_addr == PEER_ADDR
+    assert side.proto.peer_codes == (flags.zlib, flags.gzip)
+    assert side.proto.ids_as_bin
+    bodies = side.bodies()
+    assert len(bodies) == 1
+    (peers,) = [WireMessage.from_body(body, ()) for body in bodies]
+    assert peers.msg_type == flags.whisper
+    assert peers.payload == (flags.peers, [])
+    assert peers.sender == rig.node.id and peers.sender_is_bin
+    assert bodies[0][SENDER_TAG_AT] == BIN8
+    assert not side.closed
+
+
+def test_str_handshake_js2p_style() -> None:
+    """A str handshake: our handshake again with str IDs, then everything in str form."""
+    rig = Rig()
+    bin_side = connected(rig)
+    side = rig.link()
+    side.transport.clear()
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, as_bin=False, codes=[flags.zlib, flags.gzip]), as_bin=False)
+    assert side.results == [peer_id]
+    assert not side.proto.ids_as_bin
+    assert rig.node.routing_table[peer_id] is side.proto
+    bodies = side.bodies()
+    second, peers = (WireMessage.from_body(body, ()) for body in bodies)
+    assert second.payload == (flags.handshake, rig.node.id, MESH.id, list(OUT_ADDR), list(SUPPORTED))
+    assert not second.sender_is_bin
+    assert peers.payload[0] == flags.peers
+    # The bin peer is listed, its ID in this peer's (str) form.
+    assert peers.payload[1] == [[list(PEER_ADDR), bin_side.proto.peer_id]]
+    assert all(body[SENDER_TAG_AT] == STR8 for body in bodies)
+
+    # A message of the node's own goes out in each peer's form.
+    bin_side.transport.clear()
+    rig.node.send(("hello",))
+    (to_str,) = side.bodies()
+    (to_bin,) = bin_side.bodies()
+    assert to_str[SENDER_TAG_AT] == STR8
+    assert to_bin[SENDER_TAG_AT] == BIN8
+    assert to_str[32:].replace(bytes([STR8]), bytes([BIN8]), 1) == to_bin[32:]
+
+    # A relayed one too, whatever form it arrived in.
+    assert bin_side.proto.peer_id is not None
+    relayed = message(bin_side.proto.peer_id, flags.broadcast, flags.broadcast, "relay me")
+    bin_side.feed(relayed)
+    (to_str,) = side.bodies()
+    assert to_str[SENDER_TAG_AT] == STR8
+    assert WireMessage.from_body(to_str, ()).key == relayed.key
+    assert bin_side.bodies() == []
+
+    # Answers to the str peer (renegotiation) are in str form as well.
+    side.feed(renegotiate(peer_id, flags.compression, [flags.gzip], as_bin=False), as_bin=False)
+    (answer,) = side.bodies()
+    assert answer[SENDER_TAG_AT] == STR8
+
+
+def test_protocol_mismatch_closes() -> None:
+    """Another protocol ID: closed, ProtocolMismatch, not in the routing table."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.transport.clear()
+    other = Protocol("other", "Plaintext").id
+    side.feed(handshake(new_node_id(MESH), protocol_id=other))
+    assert side.closed
+    error = side.failure().value
+    assert isinstance(error, ProtocolMismatch)
+    assert (error.ours, error.theirs) == (MESH.id, other)
+    assert rig.node.routing_table == {}
+    assert side.bodies() == []
+
+
+def test_protocol_mismatch_other_transport_str_form() -> None:
+    """The same subnet over another transport is another network too."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.feed(handshake(new_node_id(MESH), as_bin=False, protocol_id=Protocol("mesh", "SSL").id), as_bin=False)
+    assert side.closed
+    assert side.failure().check(ProtocolMismatch)
+    assert rig.node.routing_table == {}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR)), id="too-short"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR), [], 1), id="too-long"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), "10.0.0.2:5555", []), id="address-str"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2"], []), id="address-short"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", 0], []), id="port-0"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", 65536], []), id="port-65536"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", "5555"], []), id="port-str"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["", 5555], []), id="host-empty"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR), ["zlib"]), id="codes-str"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR), [19, 1.5]), id="codes-float"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR), [True]), id="codes-bool"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR), 19), id="codes-not-list"),
+        pytest.param((flags.handshake, b"", MESH.id.encode(), list(PEER_ADDR), []), id="id-empty"),
+        pytest.param((flags.handshake, "", MESH.id, list(PEER_ADDR), []), id="id-empty-str"),
+        pytest.param((flags.handshake, b"P\xc3\xa9ER", MESH.id.encode(), list(PEER_ADDR), []), id="id-non-ascii"),
+        pytest.param((flags.handshake, "PéER", MESH.id, list(PEER_ADDR), []), id="id-non-ascii-str"),
+        pytest.param((flags.handshake, 12345, MESH.id.encode(), list(PEER_ADDR), []), id="id-int"),
+        pytest.param((flags.handshake, b"PEER", None, list(PEER_ADDR), []), id="protocol-none"),
+    ],
+)
+def test_malformed_handshake(payload: tuple[Any, ...]) -> None:
+    """A malformed handshake: closed, HandshakeFailed, the node untouched."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.transport.clear()
+    side.feed(WireMessage.create(flags.whisper, "PEER", 0, payload))
+    assert side.closed
+    failure = side.failure()
+    assert failure.check(HandshakeFailed) and not failure.check(SelfConnection)
+    assert side.proto.peer_id is None
+    assert rig.node.routing_table == {}
+    assert rig.delivered == [] and not rig.node.queue
+    assert side.bodies() == []
+
+
+def test_frame_before_handshake_closes() -> None:
+    """A user message before the handshake: closed, nothing delivered."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.feed(message(new_node_id(MESH), flags.broadcast, flags.broadcast, "too early"))
+    assert side.closed
+    assert rig.delivered == [] and not rig.node.queue
+    assert rig.node.routing_table == {}
+    side.proto.connectionLost(Failure(Exception("gone")))
+    assert side.failure().check(HandshakeFailed)
+
+
+def test_handshake_in_one_byte_chunks() -> None:
+    """The handshake split into 1-byte writes still works."""
+    rig = Rig()
+    side = rig.link()
+    peer_id = new_node_id(MESH)
+    frame = handshake(peer_id).frame(True, None)
+    for i in range(len(frame) - 1):
+        side.proto.dataReceived(frame[i : i + 1])
+    assert rig.node.routing_table == {}
+    side.proto.dataReceived(frame[-1:])
+    assert rig.node.routing_table == {peer_id: side.proto}
+    assert not side.closed
+
+
+def test_handshake_and_message_in_one_write() -> None:
+    """A handshake and a broadcast in one chunk are both read, in order."""
+    rig = Rig()
+    side = rig.link()
+    peer_id = new_node_id(MESH)
+    msg = message(peer_id, flags.broadcast, flags.broadcast, "hi")
+    side.proto.dataReceived(handshake(peer_id).frame(True, None) + msg.frame(True, None))
+    assert [m.packets for m, _ in rig.delivered] == [(flags.broadcast, "hi")]
+    assert rig.node.recv().sender == peer_id  # type: ignore[union-attr]
+
+
+# -- size limits and bad frames ----------------------------------------------
+
+
+def test_oversized_frame_closes_at_its_header() -> None:
+    """A header announcing more than max_frame_size closes at once."""
+    rig = Rig()
+    side = rig.link(max_frame_size=1024)
+    side.proto.dataReceived((1025).to_bytes(4, "big"))
+    assert side.closed
+
+
+def test_frame_at_the_limit_is_awaited() -> None:
+    """A header announcing exactly max_frame_size waits for its body."""
+    rig = Rig()
+    side = rig.link(max_frame_size=1024)
+    side.proto.dataReceived((1024).to_bytes(4, "big") + b"\0" * 100)
+    assert not side.closed
+
+
+def test_body_inflating_past_the_limit_closes() -> None:
+    """A small compressed body that inflates past max_frame_size closes the link."""
+    rig = Rig()
+    side = rig.link(max_frame_size=4096)
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, codes=[flags.zlib]))
+    big = message(peer_id, flags.broadcast, flags.broadcast, "x" * 100_000)
+    body = zlib.compress(big.body_in(True))
+    assert len(body) < 4096
+    side.proto.dataReceived(len(body).to_bytes(4, "big") + body)
+    assert side.closed
+    assert rig.delivered == []
+
+
+def corrupt(msg: WireMessage) -> bytes:
+    """C{msg}'s frame with its last byte changed: the checksum fails."""
+    frame = bytearray(msg.frame(True, None))
+    frame[-1] ^= 0x01
+    return bytes(frame)
+
+
+def test_bad_checksum_asks_for_a_resend() -> None:
+    """A frame failing its checksum: renegotiate [compression, []] and [resend] go out."""
+    side = connected()
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    mine = message(side.proto._node.id, flags.broadcast, flags.broadcast, "mine")
+    side.proto.send(mine)
+    side.transport.clear()
+    side.proto.dataReceived(corrupt(message(peer_id, flags.broadcast, flags.broadcast, "hi")))
+    assert not side.closed
+    compression, resend = side.messages()
+    assert (compression.msg_type, compression.payload) == (flags.renegotiate, (flags.compression, []))
+    assert (resend.msg_type, resend.payload) == (flags.renegotiate, (flags.resend,))
+    assert not side.proto._node.queue
+    # What the peer should resend to us is not our renegotiation: asked to
+    # resend, we write our last real message.
+    side.feed(renegotiate(peer_id, flags.resend))
+    assert side.bodies() == [mine.body_in(True)]
+
+
+def test_too_many_bad_frames_in_a_row_close() -> None:
+    """More than MAX_BAD_FRAMES failing frames in a row close the link."""
+    side = connected()
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    bad = corrupt(message(peer_id, flags.broadcast, flags.broadcast, "hi"))
+    for _ in range(MAX_BAD_FRAMES):
+        side.proto.dataReceived(bad)
+    assert not side.closed
+    side.proto.dataReceived(bad)
+    assert side.closed
+
+
+def test_a_good_frame_resets_the_bad_frame_count() -> None:
+    """Bad frames must come in a row to close the link."""
+    side = connected()
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    bad = corrupt(message(peer_id, flags.broadcast, flags.broadcast, "hi"))
+    for _ in range(MAX_BAD_FRAMES):
+        side.proto.dataReceived(bad)
+    side.feed(message(peer_id, flags.whisper, flags.whisper, "fine"))
+    for _ in range(MAX_BAD_FRAMES):
+        side.proto.dataReceived(bad)
+    assert not side.closed
+
+
+def test_undecodable_frame_closes() -> None:
+    """A frame whose checksum holds but is not a message closes the link."""
+    side = connected()
+    serial = msgpack.packb([1, 2])
+    body = sha256(serial).digest() + serial
+    side.proto.dataReceived(len(body).to_bytes(4, "big") + body)
+    assert side.closed
+
+
+# -- renegotiation ------------------------------------------------------------
+
+
+def test_renegotiate_compression_changes_what_we_compress_with() -> None:
+    """[compression, codes] switches our method; [] sends raw."""
+    side = connected(codes=[flags.zlib])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    msg = large(side.proto._node.id)
+    side.proto.send(msg)
+    (body,) = side.bodies()
+    assert_compressed_with(body, flags.zlib, msg)
+
+    side.feed(renegotiate(peer_id, flags.compression, [flags.bz2, flags.gzip]))
+    (answer,) = side.messages(())
+    assert (answer.msg_type, answer.payload) == (flags.renegotiate, (flags.compression, [flags.gzip, flags.bz2]))
+    assert side.proto.peer_codes == (flags.bz2, flags.gzip)
+    side.proto.send(msg)
+    (body,) = side.bodies()
+    assert_compressed_with(body, flags.gzip, msg)
+
+    side.feed(renegotiate(peer_id, flags.compression, []))
+    (answer,) = side.messages(())
+    assert answer.payload == (flags.compression, [])
+    side.proto.send(msg)
+    (body,) = side.bodies()
+    assert_compressed_with(body, None, msg)
+
+
+def test_renegotiate_answers_only_a_change() -> None:
+    """The same list again is not answered: no ping-pong."""
+    side = connected(codes=[flags.zlib, flags.gzip])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(renegotiate(peer_id, flags.compression, [flags.zlib, flags.gzip]))
+    assert side.bodies() == []
+    side.feed(renegotiate(peer_id, flags.compression, [flags.gzip]))
+    assert [m.payload for m in side.messages(())] == [(flags.compression, [flags.gzip])]
+    side.feed(renegotiate(peer_id, flags.compression, [flags.gzip]))
+    assert side.bodies() == []
+
+
+def test_renegotiate_unknown_codes_give_an_empty_intersection() -> None:
+    """Codes we do not support are left out of the answer, and we send raw."""
+    side = connected(codes=[flags.zlib])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(renegotiate(peer_id, flags.compression, [0x7E]))
+    assert [m.payload for m in side.messages(())] == [(flags.compression, [])]
+    msg = large(side.proto._node.id)
+    side.proto.send(msg)
+    (body,) = side.bodies()
+    assert_compressed_with(body, None, msg)
+
+
+def test_malformed_renegotiate_compression_closes() -> None:
+    """[compression, not-a-list-of-ints] closes the link."""
+    side = connected()
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(renegotiate(peer_id, flags.compression, ["zlib"]))
+    assert side.closed
+
+
+def test_renegotiate_resend_writes_the_last_message_again() -> None:
+    """[resend] writes the last message sent again."""
+    side = connected(codes=[])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    first = message(side.proto._node.id, flags.whisper, flags.whisper, "first")
+    last = message(side.proto._node.id, flags.whisper, flags.whisper, "last")
+    side.proto.send(first)
+    side.proto.send(last)
+    side.transport.clear()
+    side.feed(renegotiate(peer_id, flags.resend))
+    assert side.bodies() == [last.body_in(True)]
+    side.feed(renegotiate(peer_id, flags.resend))
+    assert side.bodies() == [last.body_in(True)]
+
+
+def test_renegotiate_resend_with_nothing_sent_is_ignored() -> None:
+    """[resend] before we sent anything writes nothing."""
+    side = Rig().link()
+    side.transport.clear()
+    side.feed(renegotiate(new_node_id(MESH), flags.resend))
+    assert side.bodies() == []
+    assert not side.closed
+
+
+def test_resend_after_compression_renegotiation_resends_the_last_message() -> None:
+    """
+    A peer that cannot read our frame sends [compression, []] then
+    [resend] (as this link does itself): the resend must be the message it
+    could not read, uncompressed now, not our answer to its renegotiation.
+    """
+    side = connected(codes=[flags.zlib])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    msg = large(side.proto._node.id)
+    side.proto.send(msg)
+    side.transport.clear()
+    side.feed(renegotiate(peer_id, flags.compression, []))
+    side.feed(renegotiate(peer_id, flags.resend))
+    answer, resent = side.bodies()
+    assert WireMessage.from_body(answer, ()).payload == (flags.compression, [])
+    assert resent == msg.body_in(True)
+
+
+def test_renegotiation_is_not_shown_to_the_node() -> None:
+    """Renegotiate messages and handshakes never reach the node's handlers."""
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(renegotiate(peer_id, flags.compression, [flags.zlib]))
+    side.feed(renegotiate(peer_id, flags.resend))
+    side.feed(renegotiate(peer_id, flags.broadcast, "not for the user"))
+    side.feed(handshake(peer_id))
+    assert rig.delivered == [] and not rig.node.queue
+    assert not side.closed
+
+
+# -- the handshake's timeout, repeats, and connecting to oneself -------------
+
+
+def test_handshake_timeout_closes() -> None:
+    """No handshake within HANDSHAKE_TIMEOUT: closed, HandshakeFailed."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    rig.clock.advance(HANDSHAKE_TIMEOUT - 0.001)
+    assert not side.closed and side.results == []
+    rig.clock.advance(0.001)
+    assert side.closed
+    assert side.failure().check(HandshakeFailed)
+    side.proto.connectionLost(Failure(Exception("gone")))
+    assert len(side.results) == 1
+    assert side.proto not in rig.connections
+
+
+def test_handshake_in_time_cancels_the_timeout() -> None:
+    """A handshake in time: the timer is cancelled, the link stays."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    rig.clock.advance(HANDSHAKE_TIMEOUT / 2)
+    side.feed(handshake(new_node_id(MESH)))
+    assert rig.clock.getDelayedCalls() == []
+    rig.clock.advance(HANDSHAKE_TIMEOUT * 2)
+    assert not side.closed
+    assert len(side.results) == 1 and isinstance(side.results[0], str)
+
+
+def test_connection_lost_before_handshake() -> None:
+    """A link lost before its handshake: HandshakeFailed, timer cancelled, closed fires."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    closed: list[None] = []
+    side.proto.closed.addCallback(closed.append)
+    side.proto.connectionLost(Failure(Exception("reset")))
+    assert side.failure().check(HandshakeFailed)
+    assert rig.clock.getDelayedCalls() == []
+    assert closed == [None]
+    assert side.proto not in rig.connections
+
+
+def test_connection_lost_leaves_the_routing_table() -> None:
+    """A link lost after its handshake leaves the routing table."""
+    rig = Rig()
+    side = connected(rig)
+    assert rig.node.routing_table
+    side.proto.connectionLost(Failure(Exception("reset")))
+    assert rig.node.routing_table == {}
+    assert side.proto not in rig.connections
+    # Nothing is written on a link that is gone.
+    side.proto.send(message(rig.node.id, flags.whisper, flags.whisper, "late"))
+    assert side.bodies() == []
+
+
+def test_second_handshake_same_id_is_quiet() -> None:
+    """A second handshake with the same ID: accepted, nothing sent, nothing changed."""
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(handshake(peer_id))
+    side.feed(handshake(peer_id, as_bin=False), as_bin=False)
+    assert not side.closed
+    assert side.bodies() == []
+    assert rig.node.routing_table == {peer_id: side.proto}
+    assert side.results == [peer_id]
+    assert side.proto.ids_as_bin
+
+
+def test_second_handshake_other_id_closes() -> None:
+    """A second handshake with another ID closes the link."""
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    side.feed(handshake(new_node_id(MESH)))
+    assert side.closed
+    assert side.proto.peer_id == peer_id
+    assert side.results == [peer_id]
+
+
+def test_second_link_from_a_non_base58_peer_does_not_raise() -> None:
+    """
+    A peer whose ID is ASCII but not base58 connecting twice, once each way:
+    reading its second handshake must not raise out of dataReceived; the node
+    ends with at most one link to it and closes any other.
+    """
+    rig = Rig()
+    first = rig.link(outgoing=True)
+    second = rig.link()
+    peer_id = "0OIl" + "x" * 60  # '0', 'O', 'I' and 'l' are not base58 digits
+    first.feed(handshake(peer_id))
+    second.feed(handshake(peer_id))
+    kept = [side for side in (first, second) if rig.node.routing_table.get(peer_id) is side.proto]
+    assert len(kept) <= 1
+    assert all(side.closed for side in (first, second) if side not in kept)
+    assert first.results and second.results
+
+
+def test_connecting_to_itself() -> None:
+    """A handshake carrying the node's own ID: closed, SelfConnection."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.transport.clear()
+    side.feed(handshake(rig.node.id, address=OUT_ADDR))
+    assert side.closed
+    assert side.failure().check(SelfConnection)
+    assert rig.node.routing_table == {}
+    assert side.bodies() == []
+
+
+# -- compression chosen from the handshake -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [
+        [flags.zlib, flags.gzip],  # js2p
+        [flags.zlib, flags.gzip, flags.bz2, flags.lzma],  # py2p
+        [flags.lzma, flags.bz2],
+        [flags.bz2, 0x7E],
+        [flags.gzip],
+        list(SUPPORTED),
+        [],
+        [0x7E],
+    ],
+)
+def test_compression_from_the_handshake(codes: list[int]) -> None:
+    """Large bodies go out with the first of SUPPORTED the peer lists; small ones raw."""
+    side = connected(codes=codes)
+    expected = next((code for code in SUPPORTED if code in codes), None)
+    msg = large(side.proto._node.id)
+    side.proto.send(msg)
+    (body,) = side.bodies()
+    assert_compressed_with(body, expected, msg)
+
+    small = message(side.proto._node.id, flags.broadcast, flags.broadcast, "small")
+    assert len(small.body_in(True)) < _compression.MIN_COMPRESSED_SIZE
+    side.proto.send(small)
+    assert side.bodies() == [small.body_in(True)]
+
+
+@pytest.mark.parametrize("code", [code for code in SUPPORTED])
+def test_compressed_frames_from_the_peer_are_read(code: int) -> None:
+    """A large frame the peer compressed with any code it listed is read."""
+    rig = Rig()
+    side = connected(rig, codes=[code])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    msg = large(peer_id)
+    side.feed(msg, code=code)
+    assert not side.closed
+    assert [m.id for m, _ in rig.delivered] == [msg.key]

@@ -1,0 +1,876 @@
+"""
+L{MeshNode}, the I/O-free core, with fake links and a fake clock: relay and
+the seen-set, delivery, handlers and events, peer exchange, connection
+conflicts, replies and sending.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import ILogObserver, LogEvent, Logger
+from twisted.python.failure import Failure
+
+from twisted_mesh import flags
+from twisted_mesh._frames import WireMessage
+from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, new_node_id
+from twisted_mesh._node import MESSAGE_LIFETIME, Address, MeshNode
+from twisted_mesh.message import Message
+
+MESH = Protocol("mesh", "Plaintext")
+OUT_ADDR = ("127.0.0.1", 4444)
+START = 1_000_000
+
+
+class FakeLink:
+    """A link that records what the node sends and closes."""
+
+    def __init__(
+        self,
+        peer_id: str,
+        *,
+        addr: Address | None = None,
+        outgoing: bool = False,
+        ids_as_bin: bool = True,
+    ) -> None:
+        self.peer_id: str | None = peer_id
+        self.peer_addr = addr
+        self.outgoing = outgoing
+        self.ids_as_bin = ids_as_bin
+        self.sent: list[WireMessage] = []
+        self.closes: list[str] = []
+
+    def send(self, msg: WireMessage) -> None:
+        """Record C{msg}."""
+        self.sent.append(msg)
+
+    def close(self, reason: str, *, error: bool = True) -> None:
+        """Record that the node closed this link."""
+        self.closes.append(reason)
+
+    def take(self) -> list[WireMessage]:
+        """What was sent since the last call."""
+        sent, self.sent = self.sent, []
+        return sent
+
+    def __repr__(self) -> str:
+        return f"<FakeLink {self.peer_id and self.peer_id[:6]}>"
+
+
+class FakeDialer:
+    """A dialer whose Deferreds the test fires."""
+
+    def __init__(self) -> None:
+        self.calls: list[Address] = []
+        self.pending: dict[Address, Deferred[str]] = {}
+
+    def __call__(self, host: str, port: int) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        self.calls.append((host, port))
+        self.pending[host, port] = d
+        return d
+
+
+def make_node(*, node_id: str | None = None, max_outgoing: int = 4) -> tuple[MeshNode, task.Clock, FakeDialer]:
+    """A node on a fake clock, with a fake dialer."""
+    clock = task.Clock()
+    clock.advance(START)
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, node_id=node_id, max_outgoing=max_outgoing)
+    dialer = FakeDialer()
+    node.dialer = dialer
+    return node, clock, dialer
+
+
+_port = [20000]
+
+
+def add_link(
+    node: MeshNode, *, outgoing: bool = False, ids_as_bin: bool = True, peer_id: str | None = None
+) -> FakeLink:
+    """A new peer entered through link_ready; what it was sent is cleared."""
+    _port[0] += 1
+    link = FakeLink(peer_id or new_node_id(MESH), addr=("10.0.0.1", _port[0]), outgoing=outgoing, ids_as_bin=ids_as_bin)
+    assert node.link_ready(link)
+    link.take()
+    return link
+
+
+def arriving(
+    msg_type: int, sender: str, payload: tuple[Any, ...], *, time: int = START, as_bin: bool = True
+) -> WireMessage:
+    """A message as a link hands it over: decoded from the bytes of a frame."""
+    made = WireMessage.create(msg_type, sender, time, payload, as_bin)
+    return WireMessage.from_body(made.body_in(as_bin), ())
+
+
+def again(msg: WireMessage, as_bin: bool) -> WireMessage:
+    """C{msg} as it would arrive again, its sender in the given form."""
+    return WireMessage.from_body(msg.body_in(as_bin), ())
+
+
+def broadcast(sender: str, *packets: Any, time: int = START, as_bin: bool = True) -> WireMessage:
+    """A user broadcast from C{sender}."""
+    return arriving(flags.broadcast, sender, (flags.broadcast, *packets), time=time, as_bin=as_bin)
+
+
+def whisper(sender: str, *packets: Any, as_bin: bool = True) -> WireMessage:
+    """A user whisper from C{sender}."""
+    return arriving(flags.whisper, sender, (flags.whisper, *packets), as_bin=as_bin)
+
+
+def capture(node: MeshNode) -> list[LogEvent]:
+    """The node's and its events' log events, from now on."""
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    node._log = Logger(observer=observer)
+    node.events._log = Logger(observer=observer)
+    return events
+
+
+# -- relay and the seen-set ---------------------------------------------------
+
+
+def test_relay_skips_the_arrival_link_and_the_originator() -> None:
+    """A new broadcast goes to every link but the one it came on and the originator's."""
+    node, _, _ = make_node()
+    origin, via, c, d = (add_link(node) for _ in range(4))
+    assert origin.peer_id is not None
+    msg = broadcast(origin.peer_id, "hello")
+    node.message_received(via, msg)
+    assert c.take() == [msg] and d.take() == [msg]
+    assert origin.take() == [] and via.take() == []
+    assert [m.packets for m in node.recv(10)] == [(flags.broadcast, "hello")]  # type: ignore[union-attr]
+
+
+def test_relay_from_an_unknown_originator() -> None:
+    """A broadcast of a node we have no link to goes to all links but its arrival one."""
+    node, _, _ = make_node()
+    links = [add_link(node) for _ in range(3)]
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(links[0], msg)
+    assert [len(link.take()) for link in links] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("first_bin", [True, False])
+@pytest.mark.parametrize("second_bin", [True, False])
+def test_repeat_is_dropped(first_bin: bool, second_bin: bool) -> None:
+    """The same broadcast again, from any link, in either sender form: dropped."""
+    node, _, _ = make_node()
+    a, b, c = (add_link(node) for _ in range(3))
+    msg = broadcast(new_node_id(MESH), "once", as_bin=first_bin)
+    node.message_received(a, msg)
+    assert len(b.take()) == len(c.take()) == 1
+    for link in (a, b, c):
+        node.message_received(link, again(msg, second_bin))
+    assert a.take() == b.take() == c.take() == []
+    assert len(node.queue) == 1
+    assert len(node.seen) == 1
+
+
+def test_old_broadcast_is_dropped() -> None:
+    """A broadcast older than MESSAGE_LIFETIME is neither relayed nor delivered."""
+    node, _, _ = make_node()
+    a, b = add_link(node), add_link(node)
+    node.message_received(a, broadcast(new_node_id(MESH), "old", time=START - MESSAGE_LIFETIME - 1))
+    assert b.take() == [] and not node.queue and len(node.seen) == 0
+    node.message_received(a, broadcast(new_node_id(MESH), "just in time", time=START - MESSAGE_LIFETIME))
+    assert len(b.take()) == 1 and len(node.queue) == 1
+
+
+def test_seen_set_forgets_after_the_lifetime() -> None:
+    """Keys are dropped from the seen-set once their messages are too old."""
+    node, clock, _ = make_node()
+    a, b = add_link(node), add_link(node)
+    sender = new_node_id(MESH)
+    first = [broadcast(sender, i) for i in range(3)]
+    for msg in first:
+        node.message_received(a, msg)
+    assert len(node.seen) == 3
+    clock.advance(MESSAGE_LIFETIME + 2)
+    later = broadcast(sender, "later", time=int(clock.seconds()))
+    node.message_received(a, later)
+    assert len(node.seen) == 1
+    # The forgotten ones are too old to come back anyway.
+    b.take()
+    node.message_received(a, again(first[0], True))
+    assert b.take() == []
+    assert len(node.seen) == 1
+
+
+def test_seen_set_keeps_keys_within_the_lifetime() -> None:
+    """Within the lifetime a repeat is still recognised."""
+    node, clock, _ = make_node()
+    a, b = add_link(node), add_link(node)
+    msg = broadcast(new_node_id(MESH), "x")
+    node.message_received(a, msg)
+    clock.advance(MESSAGE_LIFETIME - 1)
+    node.message_received(a, broadcast(new_node_id(MESH), "y", time=int(clock.seconds())))
+    assert len(node.seen) == 2
+    b.take()
+    node.message_received(b, again(msg, False))
+    assert a.take() == [] and len(node.queue) == 2
+
+
+def test_whispers_are_not_relayed() -> None:
+    """A whisper stays with the node it was sent to."""
+    node, _, _ = make_node()
+    a, b, c = (add_link(node) for _ in range(3))
+    node.message_received(a, whisper(new_node_id(MESH), "psst"))
+    assert b.take() == c.take() == a.take() == []
+    assert len(node.queue) == 1 and len(node.seen) == 0
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "payload"),
+    [
+        (flags.renegotiate, (flags.compression, [flags.zlib])),
+        (flags.renegotiate, (flags.resend,)),
+        (flags.whisper, (flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.1", 1], [])),
+    ],
+)
+def test_link_business_is_not_the_nodes(msg_type: int, payload: tuple[Any, ...]) -> None:
+    """Renegotiation and handshakes are neither relayed, queued nor answered."""
+    node, _, dialer = make_node()
+    a, b = add_link(node), add_link(node)
+    assert a.peer_id is not None
+    node.message_received(a, arriving(msg_type, a.peer_id, payload))
+    assert a.take() == b.take() == []
+    assert not node.queue and dialer.calls == []
+    assert node.routing_table == {a.peer_id: a, b.peer_id: b}
+
+
+# -- delivery -----------------------------------------------------------------
+
+
+def test_recv() -> None:
+    """Broadcasts and whispers are queued; recv() and recv(n) take them in order."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    assert node.recv() is None and node.recv(3) == []
+    sent = [broadcast(a.peer_id, "b1"), whisper(a.peer_id, "w1"), broadcast(a.peer_id, "b2")]
+    for msg in sent:
+        node.message_received(a, msg)
+    first = node.recv()
+    assert isinstance(first, Message)
+    assert first.packets == (flags.broadcast, "b1")
+    assert first.sender == a.peer_id and first.id == sent[0].key
+    assert first.time == START and first.msg_type == flags.broadcast
+    rest = node.recv(5)
+    assert isinstance(rest, list)
+    assert [m.packets for m in rest] == [(flags.whisper, "w1"), (flags.broadcast, "b2")]
+    assert node.recv() is None
+
+
+def test_recv_n_takes_at_most_n() -> None:
+    """recv(n) leaves what is beyond n."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    for i in range(4):
+        node.message_received(a, whisper(a.peer_id, i))
+    assert [m.packets[1] for m in node.recv(3)] == [0, 1, 2]  # type: ignore[union-attr]
+    assert len(node.queue) == 1
+
+
+@pytest.mark.parametrize("subflag", [flags.notify, flags.store, flags.ping, 0x30, 0x7F])
+def test_other_subflags_are_not_queued(subflag: int) -> None:
+    """Only the broadcast and whisper sub-flags reach the queue; handlers see the rest."""
+    node, _, _ = make_node()
+    a, b = add_link(node), add_link(node)
+    assert a.peer_id is not None
+    seen: list[Message] = []
+    node.register_handler(lambda msg, link: seen.append(msg))
+    fired: list[Any] = []
+    node.events.on("message", fired.append)
+    node.message_received(a, arriving(flags.broadcast, a.peer_id, (subflag, "x")))
+    node.message_received(a, arriving(flags.whisper, a.peer_id, (subflag, "y")))
+    assert not node.queue and fired == []
+    assert [m.packets for m in seen] == [(subflag, "x"), (subflag, "y")]
+    # The broadcast is still relayed.
+    assert len(b.take()) == 1
+
+
+def test_next_message_before_and_after_arrival() -> None:
+    """next_message() fires on arrival, or at once when a message is queued."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    waiting = node.next_message()
+    got: list[Message] = []
+    waiting.addCallback(got.append)
+    assert got == []
+    node.message_received(a, whisper(a.peer_id, "first"))
+    assert [m.packets for m in got] == [(flags.whisper, "first")]
+    assert not node.queue
+
+    node.message_received(a, whisper(a.peer_id, "second"))
+    assert len(node.queue) == 1
+    node.next_message().addCallback(got.append)
+    assert [m.packets[1] for m in got] == ["first", "second"]
+    assert not node.queue
+
+
+def test_next_message_waiters_in_order() -> None:
+    """Several waiters are served oldest first."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    got: list[tuple[int, Any]] = []
+
+    def taken(msg: Message, waiter: int) -> None:
+        got.append((waiter, msg.packets[1]))
+
+    for i in range(2):
+        node.next_message().addCallback(taken, i)
+    node.message_received(a, whisper(a.peer_id, "x"))
+    node.message_received(a, whisper(a.peer_id, "y"))
+    assert got == [(0, "x"), (1, "y")]
+
+
+def test_cancelled_next_message() -> None:
+    """A cancelled next_message() fails with CancelledError and takes nothing."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    d = node.next_message()
+    errors: list[Failure] = []
+    d.addErrback(errors.append)
+    d.cancel()
+    assert len(errors) == 1 and errors[0].check(CancelledError)
+    node.message_received(a, whisper(a.peer_id, "kept"))
+    assert [m.packets for m in node.queue] == [(flags.whisper, "kept")]
+
+
+def test_handlers_come_first_and_may_take_a_message() -> None:
+    """Handlers see each message in order; a true return keeps it from the queue."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    calls: list[tuple[str, Any, Any]] = []
+
+    def first(msg: Message, link: Any) -> bool:
+        calls.append(("first", msg.packets[1], link))
+        return bool(msg.packets[1] == "take")
+
+    def second(msg: Message, link: Any) -> None:
+        calls.append(("second", msg.packets[1], link))
+
+    node.register_handler(first)
+    node.register_handler(second)
+    fired: list[Any] = []
+    node.events.on("message", fired.append)
+    node.message_received(a, whisper(a.peer_id, "take"))
+    assert calls == [("first", "take", a)]
+    assert not node.queue and fired == []
+    node.message_received(a, whisper(a.peer_id, "leave"))
+    assert calls[1:] == [("first", "leave", a), ("second", "leave", a)]
+    assert len(node.queue) == 1 and fired == [node]
+
+
+def test_raising_handler_is_logged_and_the_message_queued() -> None:
+    """A handler that raises is logged; the next handlers and the queue still get it."""
+    node, _, _ = make_node()
+    events = capture(node)
+    a = add_link(node)
+    assert a.peer_id is not None
+    later: list[Message] = []
+
+    def broken(msg: Message, link: Any) -> bool:
+        raise RuntimeError("boom")
+
+    node.register_handler(broken)
+    node.register_handler(lambda msg, link: later.append(msg))
+    node.message_received(a, broadcast(a.peer_id, "still here"))
+    assert len(later) == 1
+    assert [m.packets for m in node.queue] == [(flags.broadcast, "still here")]
+    failures = [event for event in events if "log_failure" in event]
+    assert len(failures) == 1
+    assert failures[0]["log_failure"].check(RuntimeError)
+
+
+def test_connect_event_only_from_empty() -> None:
+    """'connect' fires when the routing table goes from empty to one peer."""
+    node, _, _ = make_node()
+    source = object()
+    node.event_source = source
+    fired: list[object] = []
+    node.events.on("connect", fired.append)
+    a = add_link(node)
+    assert fired == [source]
+    b = add_link(node)
+    assert fired == [source]
+    node.link_lost(a)
+    node.link_lost(b)
+    assert node.routing_table == {}
+    add_link(node)
+    assert fired == [source, source]
+
+
+def test_message_event_on_once_and_raising_callbacks() -> None:
+    """on() every time, once() one time; a raising callback does not stop the others."""
+    node, _, _ = make_node()
+    events = capture(node)
+    a = add_link(node)
+    assert a.peer_id is not None
+    calls: list[str] = []
+
+    def broken(source: object) -> None:
+        calls.append("broken")
+        raise ValueError("bad callback")
+
+    node.events.on("message", broken)
+    node.events.on("message", lambda source: calls.append("on"))
+    node.events.once("message", lambda source: calls.append("once"))
+    node.message_received(a, whisper(a.peer_id, 1))
+    node.message_received(a, whisper(a.peer_id, 2))
+    assert calls == ["broken", "on", "once", "broken", "on"]
+    assert len([event for event in events if "log_failure" in event]) == 2
+    assert len(node.queue) == 2
+
+
+def test_message_event_fires_when_a_waiter_takes_it() -> None:
+    """The 'message' event fires for a message a next_message() waiter took."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    fired: list[object] = []
+    node.events.on("message", fired.append)
+    node.next_message()
+    node.message_received(a, whisper(a.peer_id, 1))
+    assert fired == [node]
+
+
+# -- peer exchange -----------------------------------------------------------
+
+
+def peers_message(sender: str, entries: Any, *, as_bin: bool = True) -> WireMessage:
+    """A peers whisper listing C{entries}."""
+    return arriving(flags.whisper, sender, (flags.peers, entries), as_bin=as_bin)
+
+
+def entry(address: Address, peer_id: str, *, as_bin: bool = True) -> list[Any]:
+    """One routing-table entry of a peers message."""
+    return [list(address), peer_id.encode() if as_bin else peer_id]
+
+
+def test_link_ready_sends_the_routing_table() -> None:
+    """A new peer is sent the others' addresses, in its ID form."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    b = add_link(node, ids_as_bin=False)
+    assert a.peer_id is not None and b.peer_id is not None
+    assert a.peer_addr is not None and b.peer_addr is not None
+    c = FakeLink(new_node_id(MESH), addr=("10.9.9.9", 9), ids_as_bin=False)
+    node.link_ready(c)
+    (peers,) = c.take()
+    assert peers.msg_type == flags.whisper and not peers.sender_is_bin
+    listed = [entry(a.peer_addr, a.peer_id, as_bin=False), entry(b.peer_addr, b.peer_id, as_bin=False)]
+    assert peers.payload == (flags.peers, listed)
+
+
+def test_peers_dials_unknown_peers_only() -> None:
+    """Not itself, not its own address, not connected IDs, not an address being dialled."""
+    node, _, dialer = make_node(max_outgoing=10)
+    a = add_link(node)
+    assert a.peer_id is not None and a.peer_addr is not None
+    new1, new2, new3 = (new_node_id(MESH) for _ in range(3))
+    entries = [
+        entry(("10.1.0.1", 1), node.id),  # itself
+        entry(OUT_ADDR, new_node_id(MESH)),  # its own address
+        entry(a.peer_addr, a.peer_id),  # connected
+        entry(("10.1.0.2", 2), a.peer_id, as_bin=False),  # connected, str form
+        entry(("10.1.0.3", 3), new1),
+        entry(("10.1.0.4", 4), new2, as_bin=False),
+        entry(("10.1.0.3", 3), new3),  # an address being dialled
+        entry(("10.1.0.5", 5), new1),  # an ID being dialled
+    ]
+    node.message_received(a, peers_message(a.peer_id, entries))
+    assert dialer.calls == [("10.1.0.3", 3), ("10.1.0.4", 4)]
+    # A second peers message while these are pending dials nothing again.
+    node.message_received(a, peers_message(a.peer_id, entries))
+    assert len(dialer.calls) == 2
+    assert not node.queue and a.take() == []
+
+
+def test_peers_stops_at_max_outgoing() -> None:
+    """Dialling stops at max_outgoing, counting outgoing links and pending dials."""
+    node, _, dialer = make_node(max_outgoing=4)
+    add_link(node, outgoing=True)
+    add_link(node, outgoing=False)
+    b = add_link(node, outgoing=False)
+    assert b.peer_id is not None
+    entries = [entry(("10.2.0.1", i), new_node_id(MESH)) for i in range(1, 7)]
+    node.message_received(b, peers_message(b.peer_id, entries))
+    assert dialer.calls == [("10.2.0.1", 1), ("10.2.0.1", 2), ("10.2.0.1", 3)]
+    assert node.outgoing_count() == 4
+    node.message_received(b, peers_message(b.peer_id, entries))
+    assert len(dialer.calls) == 3
+
+    # A failed dial frees its place: the next peers message dials one more.
+    dialer.pending["10.2.0.1", 1].errback(ConnectionError("refused"))
+    assert node.outgoing_count() == 3
+    node.message_received(b, peers_message(b.peer_id, entries))
+    assert dialer.calls[3:] == [("10.2.0.1", 1)]
+
+
+def test_peers_with_no_dialer_does_nothing() -> None:
+    """A node without a dialer dials nothing."""
+    node, _, _ = make_node()
+    node.dialer = None
+    a = add_link(node)
+    assert a.peer_id is not None
+    node.message_received(a, peers_message(a.peer_id, [entry(("10.3.0.1", 1), new_node_id(MESH))]))
+    assert node.outgoing_count() == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param([["10.4.0.9", 9]], id="entry-short"),
+        pytest.param([["10.4.0.9", 9], b"ID", 1], id="entry-long"),
+        pytest.param("10.4.0.9:9", id="entry-str"),
+        pytest.param([["10.4.0.9", 70000], b"ID"], id="port-out-of-range"),
+        pytest.param([["10.4.0.9", 0], b"ID"], id="port-0"),
+        pytest.param([["10.4.0.9", "9"], b"ID"], id="port-str"),
+        pytest.param([["10.4.0.9"], b"ID"], id="address-short"),
+        pytest.param(["10.4.0.9:9", b"ID"], id="address-str"),
+        pytest.param([["10.4.0.9", 9], b""], id="id-empty"),
+        pytest.param([["10.4.0.9", 9], b"\xff\xfe"], id="id-non-ascii"),
+        pytest.param([["10.4.0.9", 9], 7], id="id-int"),
+    ],
+)
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_malformed_peers_entry_rejects_the_message(bad: Any, where: int) -> None:
+    """One malformed entry anywhere: nothing is dialled at all."""
+    node, _, dialer = make_node(max_outgoing=10)
+    a = add_link(node)
+    assert a.peer_id is not None
+    entries: list[Any] = [entry(("10.4.0.1", 1), new_node_id(MESH)), entry(("10.4.0.2", 2), new_node_id(MESH))]
+    entries.insert(where, bad)
+    node.message_received(a, peers_message(a.peer_id, entries))
+    assert dialer.calls == []
+
+
+@pytest.mark.parametrize("entries", [b"not a list", {"a": 1}, None])
+def test_malformed_peers_list_is_ignored(entries: Any) -> None:
+    """A peers message whose table is not a list is ignored."""
+    node, _, dialer = make_node()
+    a = add_link(node)
+    assert a.peer_id is not None
+    node.message_received(a, peers_message(a.peer_id, entries))
+    assert dialer.calls == [] and not node.queue
+
+
+def test_request_peers_in_each_links_form() -> None:
+    """request_peers() whispers [request, b'*'] to bin links, [request, '*'] to str ones."""
+    node, _, _ = make_node()
+    bin_link = add_link(node)
+    str_link = add_link(node, ids_as_bin=False)
+    node.request_peers()
+    (to_bin,) = bin_link.take()
+    (to_str,) = str_link.take()
+    assert to_bin.msg_type == to_str.msg_type == flags.whisper
+    assert to_bin.payload == (flags.request, b"*") and to_bin.sender_is_bin
+    assert to_str.payload == (flags.request, "*") and not to_str.sender_is_bin
+    assert type(to_str.payload[1]) is str
+
+
+@pytest.mark.parametrize("star", [b"*", "*"])
+def test_request_for_peers_is_answered(star: str | bytes) -> None:
+    """A [request, '*'] whisper is answered with the routing table."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    b = add_link(node)
+    assert a.peer_id is not None and b.peer_id is not None and b.peer_addr is not None
+    node.message_received(a, arriving(flags.whisper, a.peer_id, (flags.request, star)))
+    (answer,) = a.take()
+    assert answer.msg_type == flags.whisper
+    assert answer.payload == (flags.peers, [entry(b.peer_addr, b.peer_id)])
+    assert b.take() == [] and not node.queue
+
+
+# -- connection conflicts ----------------------------------------------------
+
+LOW = b58encode_int(10**100)
+HIGH = b58encode_int(10**110)
+
+
+def test_conflict_ids_are_ordered() -> None:
+    """The IDs used below compare as intended."""
+    assert b58decode_int(LOW) < b58decode_int(HIGH)
+
+
+@pytest.mark.parametrize("outgoing_first", [True, False])
+def test_conflict_our_id_higher_keeps_our_dial(outgoing_first: bool) -> None:
+    """Our ID higher: the link we dialled (outgoing) is kept, the other closed."""
+    node, _, _ = make_node(node_id=HIGH)
+    first = FakeLink(LOW, addr=("10.5.0.1", 1), outgoing=outgoing_first)
+    second = FakeLink(LOW, addr=("10.5.0.1", 1), outgoing=not outgoing_first)
+    assert node.link_ready(first)
+    kept = node.link_ready(second)
+    outgoing, incoming = (first, second) if outgoing_first else (second, first)
+    assert kept == (second is outgoing)
+    assert node.routing_table == {LOW: outgoing}
+    assert outgoing.closes == [] and len(incoming.closes) == 1
+
+
+@pytest.mark.parametrize("outgoing_first", [True, False])
+def test_conflict_our_id_lower_keeps_their_dial(outgoing_first: bool) -> None:
+    """Our ID lower: the link the peer dialled (incoming) is kept, the other closed."""
+    node, _, _ = make_node(node_id=LOW)
+    first = FakeLink(HIGH, addr=("10.5.0.1", 1), outgoing=outgoing_first)
+    second = FakeLink(HIGH, addr=("10.5.0.1", 1), outgoing=not outgoing_first)
+    assert node.link_ready(first)
+    kept = node.link_ready(second)
+    outgoing, incoming = (first, second) if outgoing_first else (second, first)
+    assert kept == (second is incoming)
+    assert node.routing_table == {HIGH: incoming}
+    assert incoming.closes == [] and len(outgoing.closes) == 1
+    # Losing the closed link leaves the kept one in place.
+    node.link_lost(outgoing)
+    assert node.routing_table == {HIGH: incoming}
+
+
+def test_conflict_both_sides_agree() -> None:
+    """Each end applies the rule and keeps the same connection."""
+    low, _, _ = make_node(node_id=LOW)
+    high, _, _ = make_node(node_id=HIGH)
+    # Connection 1 dialled by LOW, connection 2 dialled by HIGH.
+    low_1, high_1 = FakeLink(HIGH, outgoing=True), FakeLink(LOW, outgoing=False)
+    low_2, high_2 = FakeLink(HIGH, outgoing=False), FakeLink(LOW, outgoing=True)
+    low.link_ready(low_1)
+    high.link_ready(high_2)
+    low.link_ready(low_2)
+    high.link_ready(high_1)
+    assert low.routing_table[HIGH] is low_2 and high.routing_table[LOW] is high_2
+    assert low_1.closes and high_1.closes and not low_2.closes and not high_2.closes
+
+
+def test_conflict_same_direction_keeps_the_first() -> None:
+    """Two links in the same direction: the first stays, the new one is closed."""
+    node, _, _ = make_node(node_id=HIGH)
+    first, second = FakeLink(LOW, outgoing=True), FakeLink(LOW, outgoing=True)
+    node.link_ready(first)
+    assert not node.link_ready(second)
+    assert node.routing_table == {LOW: first} and second.closes and not first.closes
+
+
+# -- replies -------------------------------------------------------------------
+
+
+def test_reply_to_a_connected_sender() -> None:
+    """A reply to a peer is a [whisper, *packets] whisper on its link, in its form."""
+    node, _, _ = make_node()
+    a = add_link(node, ids_as_bin=False)
+    b = add_link(node)
+    assert a.peer_id is not None
+    node.message_received(a, broadcast(a.peer_id, "ping", as_bin=False))
+    b.take()
+    msg = node.recv()
+    assert isinstance(msg, Message)
+    msg.reply("pong", 1)
+    (sent,) = a.take()
+    assert sent.msg_type == flags.whisper and not sent.sender_is_bin
+    assert sent.sender == node.id
+    assert sent.payload == (flags.whisper, "pong", 1)
+    assert b.take() == []
+
+
+def unreachable_reply(node: MeshNode, links: list[FakeLink], target: str) -> str:
+    """Reply to a broadcast of C{target}, a node not connected: return the request ID."""
+    node.message_received(links[0], broadcast(target, "ping"))
+    for link in links:
+        link.take()
+    msg = node.recv()
+    assert isinstance(msg, Message)
+    msg.reply("pong")
+    requests = [link.take() for link in links]
+    assert all(len(sent) == 1 for sent in requests)
+    request = requests[0][0]
+    assert all(sent[0] is request for sent in requests)
+    assert request.msg_type == flags.broadcast and request.sender == node.id
+    assert request.payload[0] == flags.request and request.payload[2] == target.encode()
+    request_id = request.payload[1]
+    assert isinstance(request_id, str) and request_id
+    # It is in the seen-set: coming back, it is dropped.
+    node.message_received(links[1], again(request, True))
+    assert all(link.take() == [] for link in links)
+    return request_id
+
+
+def response(sender: str, request_id: Any, address: Address, target: str) -> WireMessage:
+    """A response broadcast naming C{target}'s address."""
+    return arriving(flags.broadcast, sender, (flags.response, request_id, [list(address), target.encode()]))
+
+
+def test_reply_through_a_request_and_response() -> None:
+    """Unknown sender: request broadcast, response, dial, then the reply on the new link."""
+    node, _, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+
+    address = ("10.6.0.1", 6000)
+    node.message_received(links[1], response(new_node_id(MESH), request_id, address, target))
+    assert dialer.calls == [address]
+    assert len(links[0].take()) == 1  # the response is relayed on
+
+    new = FakeLink(target, addr=address, outgoing=True)
+    node.link_ready(new)
+    assert [m.payload[0] for m in new.take()] == [flags.peers]
+    dialer.pending[address].callback(target)
+    (sent,) = new.take()
+    assert sent.msg_type == flags.whisper and sent.payload == (flags.whisper, "pong")
+    assert all(link.take() == [] for link in links)
+
+    # The request is answered once only: a second response is just relayed.
+    node.message_received(links[1], response(new_node_id(MESH), request_id, address, target))
+    assert [m.payload[0] for m in new.take()] == [flags.response]
+    assert dialer.calls == [address]
+
+
+def test_reply_dial_reaching_another_node_drops_the_reply() -> None:
+    """The dialled address turning out to be another node: no reply is sent."""
+    node, _, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+    address = ("10.6.0.2", 6000)
+    node.message_received(links[0], response(new_node_id(MESH), request_id, address, target))
+    impostor = add_link(node, outgoing=True)
+    assert impostor.peer_id is not None
+    dialer.pending[address].callback(impostor.peer_id)
+    assert impostor.take() == []
+
+
+def test_reply_dial_failing_sends_nothing() -> None:
+    """A failed dial for a reply is logged and nothing is sent."""
+    node, _, dialer = make_node()
+    events = capture(node)
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+    address = ("10.6.0.3", 6000)
+    node.message_received(links[0], response(new_node_id(MESH), request_id, address, target))
+    links[1].take()
+    dialer.pending[address].errback(ConnectionError("refused"))
+    assert all(link.take() == [] for link in links)
+    assert any("could not reach" in event.get("log_format", "") for event in events)
+
+
+def test_reply_when_the_target_connected_meanwhile() -> None:
+    """The target connected before the response: the reply goes straight to it."""
+    node, _, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+    new = add_link(node, peer_id=target)
+    node.message_received(links[0], response(new_node_id(MESH), request_id, ("10.6.0.4", 1), target))
+    assert dialer.calls == []
+    sent = [m for m in new.take() if m.msg_type == flags.whisper]
+    assert [m.payload for m in sent] == [(flags.whisper, "pong")]
+
+
+def test_response_for_an_unknown_request_does_nothing() -> None:
+    """A response to no request of ours: relayed, but no dial and no reply."""
+    node, _, dialer = make_node()
+    a, b = add_link(node), add_link(node)
+    target = new_node_id(MESH)
+    node.message_received(a, response(new_node_id(MESH), "NoSuchRequest", ("10.6.0.5", 1), target))
+    assert dialer.calls == []
+    assert [m.payload[0] for m in b.take()] == [flags.response]
+    assert a.take() == [] and not node.queue
+
+
+def test_response_naming_another_target_is_ignored() -> None:
+    """A response whose target is not the one asked for: no dial."""
+    node, _, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+    node.message_received(links[0], response(new_node_id(MESH), request_id, ("10.6.0.6", 1), new_node_id(MESH)))
+    assert dialer.calls == []
+
+
+def test_request_is_answered_by_a_node_with_the_target() -> None:
+    """A node connected to the target answers a request with the target's address."""
+    node, _, _ = make_node()
+    requester_side = add_link(node)
+    target_link = add_link(node)
+    assert target_link.peer_id is not None and target_link.peer_addr is not None
+    requester = new_node_id(MESH)
+    request = arriving(flags.broadcast, requester, (flags.request, "Req1", target_link.peer_id.encode()))
+    node.message_received(requester_side, request)
+    to_requester = requester_side.take()
+    to_target = target_link.take()
+    assert to_target[0] is request  # relayed on
+    (answer,) = to_requester
+    assert to_target[1:] == [answer]
+    assert answer.msg_type == flags.broadcast and answer.sender == node.id
+    assert answer.payload == (flags.response, "Req1", [list(target_link.peer_addr), target_link.peer_id.encode()])
+    assert not node.queue
+    # The answer is recorded: it is dropped when it comes back.
+    node.message_received(target_link, again(answer, False))
+    assert requester_side.take() == []
+
+
+def test_request_for_an_unknown_target_is_not_answered() -> None:
+    """A node without the target relays the request and answers nothing."""
+    node, _, _ = make_node()
+    a, b = add_link(node), add_link(node)
+    node.message_received(a, arriving(flags.broadcast, new_node_id(MESH), (flags.request, "R", b"Unknown")))
+    assert [m.payload[0] for m in b.take()] == [flags.request]
+    assert a.take() == []
+
+
+# -- sending -------------------------------------------------------------------
+
+
+def test_send_broadcast() -> None:
+    """send() broadcasts one message from the node, recorded so its return is dropped."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    b = add_link(node, ids_as_bin=False)
+    node.send(("hello", 1))
+    (to_a,) = a.take()
+    (to_b,) = b.take()
+    assert to_a is to_b
+    assert to_a.msg_type == flags.broadcast and to_a.sender == node.id
+    assert to_a.payload == (flags.broadcast, "hello", 1) and to_a.time == START
+    assert len(node.seen) == 1
+    node.message_received(a, again(to_a, True))
+    node.message_received(b, again(to_a, False))
+    assert a.take() == b.take() == [] and not node.queue
+
+
+def test_send_with_a_type() -> None:
+    """send(type=...) puts the type first in the payload."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    node.send(("x",), type=flags.whisper)
+    (sent,) = a.take()
+    assert sent.msg_type == flags.broadcast and sent.payload == (flags.whisper, "x")
+
+
+def test_send_whisper_is_not_recorded() -> None:
+    """send(flag=whisper) goes to each link, with no seen-set entry."""
+    node, _, _ = make_node()
+    links = [add_link(node), add_link(node, ids_as_bin=False)]
+    node.send(("psst",), flag=flags.whisper, type=flags.whisper)
+    sent = [link.take() for link in links]
+    assert all(len(s) == 1 for s in sent)
+    assert all(s[0].msg_type == flags.whisper and s[0].payload == (flags.whisper, "psst") for s in sent)
+    assert len(node.seen) == 0
+
+
+def test_send_unpackable_raises() -> None:
+    """A packet msgpack cannot write raises TypeError and sends nothing."""
+    node, _, _ = make_node()
+    a = add_link(node)
+    with pytest.raises(TypeError):
+        node.send((object(),))
+    assert a.take() == [] and len(node.seen) == 0

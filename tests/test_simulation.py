@@ -1,0 +1,277 @@
+"""
+A deterministic mesh in memory: many L{MeshNode}s in one process, their
+L{MeshProtocol} links joined by L{twisted.test.iosim}, on one fake clock.
+
+Every node broadcasts once; every frame of a broadcast is recorded where it
+is sent and where it is read, so the relay rules can be checked link by
+link: nothing goes back where it came from, nothing to its originator, and
+each node sees each message once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from typing import Any
+
+import pytest
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.test.iosim import FakeTransport, IOPump, connect
+
+from twisted_mesh import flags
+from twisted_mesh._connection import MeshFactory, MeshProtocol
+from twisted_mesh._frames import MAX_FRAME_SIZE, WireMessage
+from twisted_mesh._ids import Protocol, b58encode_int
+from twisted_mesh._node import Address, Link, MeshNode
+
+MESH = Protocol("mesh", "Plaintext")
+
+#: (sequence number, "sent" or "read", the link, the message's key, its sender)
+Event = tuple[int, str, MeshProtocol, bytes, str]
+
+
+class Recorder:
+    """Every broadcast frame sent and read, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def add(self, what: str, link: MeshProtocol, msg: WireMessage) -> None:
+        """Record one broadcast frame."""
+        if msg.msg_type == flags.broadcast:
+            self.events.append((len(self.events), what, link, msg.key, msg.sender))
+
+
+class RecordingProtocol(MeshProtocol):
+    """A link that records the broadcasts it is asked to send."""
+
+    recorder: Recorder
+
+    def send(self, msg: WireMessage) -> None:
+        """Record, then send."""
+        self.recorder.add("sent", self, msg)
+        super().send(msg)
+
+
+class RecordingFactory(MeshFactory):
+    """Builds L{RecordingProtocol}s."""
+
+    def __init__(self, recorder: Recorder, *args: Any) -> None:
+        super().__init__(*args)
+        self.recorder = recorder
+
+    def buildProtocol(self, addr: Any) -> RecordingProtocol:
+        proto = RecordingProtocol(self)
+        proto.recorder = self.recorder
+        return proto
+
+
+class RecordingNode(MeshNode):
+    """A node that records the broadcasts its links read."""
+
+    recorder: Recorder
+
+    def message_received(self, link: Link, msg: WireMessage) -> None:
+        """Record, then handle."""
+        assert isinstance(link, MeshProtocol)
+        self.recorder.add("read", link, msg)
+        super().message_received(link, msg)
+
+
+class Mesh:
+    """Nodes, their factories and the pumps of their links."""
+
+    def __init__(self, count: int, seed: int, *, peer_exchange: bool = False, max_outgoing: int = 4) -> None:
+        self.rng = random.Random(seed)
+        self.clock = task.Clock()
+        self.recorder = Recorder()
+        self.nodes: list[RecordingNode] = []
+        self.servers: list[RecordingFactory] = []
+        self.clients: list[RecordingFactory] = []
+        self.by_address: dict[Address, int] = {}
+        self.pumps: list[IOPump] = []
+        for i in range(count):
+            address = (f"10.0.{i // 200}.{i % 200 + 1}", 4444)
+            node = RecordingNode(
+                MESH,
+                self.clock,
+                out_addr=address,
+                node_id=b58encode_int(self.rng.getrandbits(384)),
+                max_outgoing=max_outgoing,
+            )
+            node.recorder = self.recorder
+            if peer_exchange:
+                node.dialer = self._dialer(i)
+            connections: set[MeshProtocol] = set()
+            self.servers.append(RecordingFactory(self.recorder, node, False, connections, MAX_FRAME_SIZE))
+            self.clients.append(RecordingFactory(self.recorder, node, True, connections, MAX_FRAME_SIZE))
+            self.by_address[address] = i
+            self.nodes.append(node)
+
+    def _dialer(self, i: int) -> Any:
+        def dial(host: str, port: int) -> Deferred[str]:
+            return self.connect(i, self.by_address[host, port]).handshake_done
+
+        return dial
+
+    def connect(self, i: int, j: int) -> MeshProtocol:
+        """Node C{i} dials node C{j}: return C{i}'s end."""
+        client = self.clients[i].buildProtocol(None)
+        server = self.servers[j].buildProtocol(None)
+        self.pumps.append(
+            connect(
+                server, FakeTransport(server, True), client, FakeTransport(client, False), greet=False, clock=self.clock
+            )
+        )
+        return client
+
+    def run(self) -> int:
+        """Pump every link until no bytes move: return the rounds it took."""
+        for rounds in range(10_000):
+            moved = False
+            for pump in list(self.pumps):
+                moved = pump.pump() or moved
+            if not moved:
+                return rounds
+        raise AssertionError("the mesh never went quiet")
+
+    def links(self, i: int) -> set[MeshProtocol]:
+        """Node C{i}'s live links."""
+        return set(self.servers[i].connections)
+
+
+def random_mesh(count: int, seed: int) -> Mesh:
+    """Each node but the first dials 2 or 3 random earlier nodes."""
+    mesh = Mesh(count, seed)
+    for i in range(1, count):
+        for j in mesh.rng.sample(range(i), min(i, mesh.rng.choice((2, 3)))):
+            mesh.connect(i, j)
+    return mesh
+
+
+def broadcast_from_each(mesh: Mesh) -> dict[bytes, int]:
+    """Each node broadcasts once; return which node sent which key."""
+    start = len(mesh.recorder.events)
+    for i, node in enumerate(mesh.nodes):
+        node.send(("hello from", i))
+    origins = {}
+    for _, what, _link, key, sender in mesh.recorder.events[start:]:
+        assert what == "sent"
+        origins[key] = next(i for i, node in enumerate(mesh.nodes) if node.id == sender)
+    assert len(origins) == len(mesh.nodes)
+    mesh.run()
+    return origins
+
+
+def check_delivery(mesh: Mesh) -> None:
+    """Every node got every other node's broadcast exactly once, and never its own."""
+    for i, node in enumerate(mesh.nodes):
+        got = [(m.sender, m.packets) for m in node.recv(10_000)]  # type: ignore[union-attr]
+        expected = [(other.id, (flags.broadcast, "hello from", j)) for j, other in enumerate(mesh.nodes) if j != i]
+        assert Counter(got) == Counter(expected), f"node {i}"
+
+
+def check_relay(mesh: Mesh, origins: dict[bytes, int]) -> None:
+    """
+    Link by link: a node sends a message on each of its links at most once,
+    never on the link it first read it from, never to its originator, and
+    on every other link it has.
+    """
+    peer_of = {link: link.peer_id for i in range(len(mesh.nodes)) for link in mesh.links(i)}
+    owner = {link: i for i in range(len(mesh.nodes)) for link in mesh.links(i)}
+    sent: dict[tuple[MeshProtocol, bytes], list[int]] = defaultdict(list)
+    read: dict[tuple[MeshProtocol, bytes], list[int]] = defaultdict(list)
+    first_read: dict[tuple[int, bytes], tuple[int, MeshProtocol]] = {}
+    for seq, what, link, key, _ in mesh.recorder.events:
+        if key not in origins:
+            continue
+        if what == "sent":
+            sent[link, key].append(seq)
+        else:
+            read[link, key].append(seq)
+            first_read.setdefault((owner[link], key), (seq, link))
+    # At most one frame of a message in each direction of a link.
+    assert all(len(seqs) == 1 for seqs in sent.values())
+    assert all(len(seqs) == 1 for seqs in read.values())
+    # Every frame sent was read at the other end.
+    assert sum(len(seqs) for seqs in sent.values()) == sum(len(seqs) for seqs in read.values())
+    for key, origin in origins.items():
+        sender_id = mesh.nodes[origin].id
+        for i in range(len(mesh.nodes)):
+            links = mesh.links(i)
+            sent_on = {link for link in links if (link, key) in sent}
+            if i == origin:
+                assert sent_on == links
+                assert (i, key) not in first_read, "a node read its own broadcast"
+                continue
+            read_seq, arrival = first_read[i, key]
+            expected = {link for link in links if link is not arrival and peer_of[link] != sender_id}
+            assert sent_on == expected, f"node {i}"
+            for link in sent_on:
+                # Relayed after it arrived, and never back on a link that had
+                # already carried it here (a later read is a frame that crossed).
+                assert sent[link, key][0] > read_seq
+                assert all(sent[link, key][0] < seq for seq in read.get((link, key), []))
+
+
+def test_random_mesh_broadcasts() -> None:
+    """50 nodes, 2-3 links each to earlier nodes: each broadcast reaches everyone once."""
+    mesh = random_mesh(50, seed=7)
+    mesh.run()
+    for i, node in enumerate(mesh.nodes):
+        assert set(node.routing_table.values()) == mesh.links(i)
+        assert not node.queue
+    origins = broadcast_from_each(mesh)
+    check_delivery(mesh)
+    check_relay(mesh, origins)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_meshes_small(seed: int) -> None:
+    """Smaller meshes with other seeds, for other shapes."""
+    mesh = random_mesh(12, seed=seed)
+    mesh.run()
+    origins = broadcast_from_each(mesh)
+    check_delivery(mesh)
+    check_relay(mesh, origins)
+
+
+def test_line_relays_end_to_end() -> None:
+    """A line of nodes: a broadcast crosses every link once, end to end."""
+    mesh = Mesh(8, seed=0)
+    for i in range(1, 8):
+        mesh.connect(i, i - 1)
+    mesh.run()
+    origins = broadcast_from_each(mesh)
+    check_delivery(mesh)
+    check_relay(mesh, origins)
+    # 8 messages, 7 links, each message crosses each link once.
+    assert sum(1 for event in mesh.recorder.events if event[1] == "read") == 8 * 7
+
+
+def test_peer_exchange_mesh() -> None:
+    """
+    With peer exchange on, nodes dial the peers they hear of (up to
+    max_outgoing), double connections are settled, and broadcasts still
+    arrive once each.
+    """
+    mesh = Mesh(30, seed=11, peer_exchange=True)
+    for i in range(1, 30):
+        mesh.connect(i, mesh.rng.randrange(i))
+    mesh.run()
+    for i, node in enumerate(mesh.nodes):
+        links = mesh.links(i)
+        assert set(node.routing_table.values()) == links
+        # One link per peer, and both ends agree on it.
+        assert len({link.peer_id for link in links}) == len(links)
+        for link in links:
+            j = next(j for j, other in enumerate(mesh.nodes) if other.id == link.peer_id)
+            assert mesh.nodes[j].routing_table[node.id].peer_id == node.id
+            assert node.id in mesh.nodes[j].routing_table
+        assert sum(1 for link in links if link.outgoing) <= node.max_outgoing
+    degrees = [len(mesh.links(i)) for i in range(30)]
+    assert sum(degrees) > 2 * 29  # peer exchange added links
+    origins = broadcast_from_each(mesh)
+    check_delivery(mesh)
+    check_relay(mesh, origins)

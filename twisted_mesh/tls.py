@@ -1,0 +1,119 @@
+"""
+TLS for the C{'SSL'} and C{'wss'} transports: self-signed like the reference
+nodes, or verified against a certificate authority.
+
+Self-signed mode (the default, and what py2p and js2p do) encrypts the link
+but authenticates nobody: a listener shows a certificate made in memory at
+start, and a dialler accepts any certificate.  It stops passive eavesdroppers,
+not an attacker in the middle.  Verified mode (give C{authority}) makes both
+sides prove a certificate signed by that authority, and the dialler checks
+that the listener's certificate names the host it dialled.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.logger import Logger
+
+
+def self_signed_certificate(common_name: str = "twisted_mesh") -> ssl.PrivateCertificate:
+    """
+    Make a key and a certificate for it, signed by itself, valid for a year.
+
+    :param common_name: the name the certificate carries.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    loaded: ssl.PrivateCertificate = ssl.PrivateCertificate.loadPEM(
+        key_pem + certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    return loaded
+
+
+class TLSOptions:
+    """
+    How a node's TLS links are secured.
+
+    :param certificate: this node's key and certificate; by default (and in
+        self-signed mode) a fresh self-signed one.
+    :param authority: the certificate authority that signs every node's
+        certificate.  With it, TLS is verified both ways; without it, the
+        node neither asks for nor checks its peers' certificates.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        certificate: ssl.PrivateCertificate | None = None,
+        authority: ssl.Certificate | None = None,
+    ) -> None:
+        self.verified = authority is not None
+        if certificate is None:
+            if self.verified:
+                raise ValueError("verified TLS needs this node's certificate, signed by the authority")
+            certificate = self_signed_certificate()
+        self.certificate = certificate
+        self.authority = authority
+
+    @classmethod
+    def from_files(
+        cls, certificate: str | Path | None = None, key: str | Path | None = None, authority: str | Path | None = None
+    ) -> TLSOptions:
+        """
+        Read PEM files: a certificate and its key (or one file with both),
+        and the authority's certificate.
+        """
+        private = None
+        if certificate is not None:
+            pem = Path(certificate).read_bytes()
+            if key is not None:
+                pem = Path(key).read_bytes() + b"\n" + pem
+            private = ssl.PrivateCertificate.loadPEM(pem)
+        ca = ssl.Certificate.loadPEM(Path(authority).read_bytes()) if authority is not None else None
+        return cls(private, ca)
+
+    def server_options(self) -> Any:
+        """The context factory a TLS listener uses."""
+        if self.authority is None:
+            self._log.info(
+                "TLS in self-signed mode: links are encrypted, but no peer is authenticated"
+            )
+            return self.certificate.options()
+        return ssl.CertificateOptions(
+            privateKey=self.certificate.privateKey.original,
+            certificate=self.certificate.original,
+            verify=True,
+            caCerts=[self.authority.original],
+            requireCertificate=True,
+        )
+
+    def client_creator(self, hostname: str) -> IOpenSSLClientConnectionCreator | Any:
+        """The connection creator a TLS dialler of C{hostname} uses."""
+        if self.authority is None:
+            # Like the references' diallers: accept whatever the peer shows.
+            return ssl.CertificateOptions()
+        return ssl.optionsForClientTLS(hostname, trustRoot=self.authority, clientCertificate=self.certificate)

@@ -1,0 +1,95 @@
+"""
+The node's status as JSON (C{/status}) and its counters in Prometheus' text
+format (C{/metrics}).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from twisted_mesh.service import MeshService
+
+
+class StatusResource(Resource):
+    """C{GET /status}: L{MeshService.status} as JSON."""
+
+    isLeaf = True
+
+    def __init__(self, service: MeshService) -> None:
+        super().__init__()
+        self._service = service
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(self._service.status(), indent=1).encode("utf-8") + b"\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _family(name: str, kind: str, text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> list[str]:
+    lines = [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        label_text = ",".join(f'{key}="{_escape(item)}"' for key, item in labels.items())
+        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+    return lines
+
+
+def metrics_text(service: MeshService) -> str:
+    """The node's counters and gauges in Prometheus' text exposition format."""
+    status = service.status()
+    stats = service.stats
+
+    def labelled(label: str, counts: Mapping[str, int]) -> list[tuple[Mapping[str, str], float]]:
+        return [({label: key}, value) for key, value in sorted(counts.items())]
+
+    families: list[tuple[str, str, str, list[tuple[Mapping[str, str], float]]]] = [
+        ("mesh_frames_received_total", "counter", "Frames read from peers.", [({}, stats.frames_in)]),
+        ("mesh_frames_sent_total", "counter", "Frames written to peers.", [({}, stats.frames_out)]),
+        ("mesh_bytes_received_total", "counter", "Bytes read from peers.", [({}, stats.bytes_in)]),
+        ("mesh_bytes_sent_total", "counter", "Bytes written to peers.", [({}, stats.bytes_out)]),
+        ("mesh_relayed_total", "counter", "Frames written to relay a broadcast.", [({}, stats.relayed)]),
+        ("mesh_delivered_total", "counter", "Messages queued for the user.", [({}, stats.delivered)]),
+        ("mesh_dropped_total", "counter", "Frames or messages dropped, by reason.", labelled("reason", stats.dropped)),
+        (
+            "mesh_connections_total",
+            "counter",
+            "Connections made, by direction.",
+            labelled("direction", stats.connections),
+        ),
+        (
+            "mesh_handshake_failures_total",
+            "counter",
+            "Handshakes that failed, by reason.",
+            labelled("reason", stats.handshake_failures),
+        ),
+        ("mesh_peers", "gauge", "Peers in the routing table.", [({}, len(status["peers"]))]),
+        ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
+        ("mesh_seen_messages", "gauge", "Broadcasts remembered to drop repeats.", [({}, status["seen"])]),
+        ("mesh_queued_messages", "gauge", "Messages waiting for recv().", [({}, status["queued"])]),
+        ("mesh_uptime_seconds", "gauge", "Seconds since the node started.", [({}, status["uptime"])]),
+    ]
+    lines = []
+    for name, kind, text, samples in families:
+        lines.extend(_family(name, kind, text, samples))
+    return "\n".join(lines) + "\n"
+
+
+class MetricsResource(Resource):
+    """C{GET /metrics}: L{metrics_text} for Prometheus."""
+
+    isLeaf = True
+
+    def __init__(self, service: MeshService) -> None:
+        super().__init__()
+        self._service = service
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return metrics_text(self._service).encode("utf-8")
