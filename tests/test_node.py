@@ -35,11 +35,13 @@ class FakeLink:
         addr: Address | None = None,
         outgoing: bool = False,
         ids_as_bin: bool = True,
+        encryption: str = "Plaintext",
     ) -> None:
         self.peer_id: str | None = peer_id
         self.peer_addr = addr
         self.outgoing = outgoing
         self.ids_as_bin = ids_as_bin
+        self.encryption = encryption
         self.sent: list[WireMessage] = []
         self.closes: list[str] = []
 
@@ -65,11 +67,13 @@ class FakeDialer:
 
     def __init__(self) -> None:
         self.calls: list[Address] = []
+        self.transports: list[str] = []
         self.pending: dict[Address, Deferred[str]] = {}
 
-    def __call__(self, host: str, port: int) -> Deferred[str]:
+    def __call__(self, host: str, port: int, encryption: str) -> Deferred[str]:
         d: Deferred[str] = Deferred()
         self.calls.append((host, port))
+        self.transports.append(encryption)
         self.pending[host, port] = d
         return d
 

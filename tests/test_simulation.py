@@ -110,7 +110,7 @@ class Mesh:
             self.nodes.append(node)
 
     def _dialer(self, i: int) -> Any:
-        def dial(host: str, port: int) -> Deferred[str]:
+        def dial(host: str, port: int, encryption: str) -> Deferred[str]:
             return self.connect(i, self.by_address[host, port]).handshake_done
 
         return dial

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
-from twisted_mesh._ids import id_text, is_base58
+from twisted_mesh._ids import id_text, is_base58, protocol_id
 from twisted_mesh._node import Address, MeshNode, parse_address
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
@@ -40,6 +40,8 @@ class MeshProtocol(Protocol):
     :ivar peer_codes: the compression codes the peer listed.
     :ivar outgoing: whether this node dialled the connection.
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
+    :ivar encryption: the transport of this link; its handshake carries the
+        protocol ID of the node's subnet over this transport.
     :ivar handshake_done: fires with the peer's ID once its handshake is
         accepted, or fails with L{ProtocolMismatch} or L{HandshakeFailed}.
     :ivar closed: fires once the connection is closed.
@@ -52,6 +54,8 @@ class MeshProtocol(Protocol):
         self.factory = factory
         self._node = factory.node
         self.outgoing = factory.outgoing
+        self.encryption = factory.encryption
+        self._protocol_id = protocol_id(factory.node.protocol.subnet, factory.encryption)
         self.peer_id: str | None = None
         self.peer_addr: Address | None = None
         self.peer_codes: tuple[int, ...] = ()
@@ -184,8 +188,8 @@ class MeshProtocol(Protocol):
         payload = (
             flags.handshake,
             self._wire_id(node.id),
-            self._wire_id(node.protocol.id),
-            list(node.out_addr),
+            self._wire_id(self._protocol_id),
+            list(node.out_addr_for(self.encryption)),
             list(_compression.SUPPORTED),
         )
         msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, self.ids_as_bin)
@@ -199,10 +203,10 @@ class MeshProtocol(Protocol):
         if fields is None:
             self._fail_handshake(HandshakeFailed("malformed handshake"), "malformed")
             return
-        peer_id, protocol_id, address, codes = fields
-        ours = self._node.protocol.id
-        if protocol_id != ours:
-            self._fail_handshake(ProtocolMismatch(ours, protocol_id), "protocol_mismatch")
+        peer_id, theirs, address, codes = fields
+        ours = self._protocol_id
+        if theirs != ours:
+            self._fail_handshake(ProtocolMismatch(ours, theirs), "protocol_mismatch")
             return
         if self.peer_id is not None:
             # A second handshake: the peer restates itself.
@@ -278,11 +282,11 @@ def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address, tuple
     """Read C{[handshake, id, protocol_id, [host, port], [codes]]}, or L{None}."""
     if len(payload) != 5:
         return None
-    peer_id, protocol_id = id_text(payload[1]), id_text(payload[2])
+    peer_id, theirs = id_text(payload[1]), id_text(payload[2])
     address, codes = parse_address(payload[3]), _parse_codes(payload[4])
-    if peer_id is None or protocol_id is None or address is None or codes is None or not is_base58(peer_id):
+    if peer_id is None or theirs is None or address is None or codes is None or not is_base58(peer_id):
         return None
-    return peer_id, protocol_id, address, codes
+    return peer_id, theirs, address, codes
 
 
 class MeshFactory(Factory):
@@ -291,13 +295,23 @@ class MeshFactory(Factory):
 
     :ivar connections: every live connection of this node (shared by the
         node's listening and dialling factories).
+    :ivar encryption: the transport of the connections it builds (by
+        default the node's main one).
     """
 
     noisy = False
 
-    def __init__(self, node: MeshNode, outgoing: bool, connections: set[MeshProtocol], max_frame_size: int) -> None:
+    def __init__(
+        self,
+        node: MeshNode,
+        outgoing: bool,
+        connections: set[MeshProtocol],
+        max_frame_size: int,
+        encryption: str | None = None,
+    ) -> None:
         self.node = node
         self.outgoing = outgoing
+        self.encryption = encryption or node.protocol.encryption
         self.connections = connections
         self.max_frame_size = max_frame_size
 

@@ -19,8 +19,13 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
 
+from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import Protocol
 from twisted_mesh.tls import TLSOptions
+from twisted_mesh.websocket import WebSocketClientEndpoint, WebSocketServerEndpoint
+
+# A WebSocket message carries a frame and its header; leave room for both.
+_WEBSOCKET_SLACK = 64 * 1024
 
 Address = tuple[str, int]
 
@@ -31,22 +36,15 @@ PREFIXES = {
     "ws": ("ws",),
     "wss": ("wss",),
 }
+_TRANSPORT_OF_PREFIX = {prefix: encryption for encryption, prefixes in PREFIXES.items() for prefix in prefixes}
 
 
-def check_prefix(protocol: Protocol, description: str) -> None:
+def encryption_of(description: str, default: str) -> str:
     """
-    Refuse an endpoint string whose transport is not C{protocol}'s: the
-    transport is part of the protocol ID, so peers on it could never join.
-
-    :raise ValueError: for a known prefix of another transport.
+    The transport an endpoint string carries: C{'SSL'} for C{ssl:},
+    C{'ws'} for C{ws:}...; C{default} for a prefix that names none.
     """
-    prefix = description.split(":", 1)[0].lower()
-    allowed = PREFIXES.get(protocol.encryption, ())
-    known = {name for names in PREFIXES.values() for name in names}
-    if prefix in known and prefix not in allowed:
-        raise ValueError(
-            f"{description!r} is not a {protocol.encryption} endpoint: use {' or '.join(p + ':' for p in allowed)}"
-        )
+    return _TRANSPORT_OF_PREFIX.get(description.split(":", 1)[0].lower(), default)
 
 
 def _is_ipv6(host: str) -> bool:
@@ -58,7 +56,7 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 def server_endpoint(
-    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int
+    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int, max_frame_size: int = MAX_FRAME_SIZE
 ) -> IStreamServerEndpoint:
     """
     The endpoint a node of C{protocol} listens on at C{host:port} (C{host}
@@ -75,14 +73,12 @@ def server_endpoint(
     else:
         tcp = TCP4ServerEndpoint(reactor, port, interface=interface)
     if encryption in ("ws", "wss"):
-        from twisted_mesh.websocket import WebSocketServerEndpoint
-
-        return WebSocketServerEndpoint(tcp, reactor=reactor)
+        return WebSocketServerEndpoint(tcp, reactor=reactor, max_message_size=max_frame_size + _WEBSOCKET_SLACK)
     return tcp
 
 
 def client_endpoint(
-    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int
+    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int, max_frame_size: int = MAX_FRAME_SIZE
 ) -> IStreamClientEndpoint:
     """The endpoint a node of C{protocol} dials C{host:port} with."""
     encryption = protocol.encryption
@@ -93,9 +89,9 @@ def client_endpoint(
         assert tls is not None
         tcp = wrapClientTLS(tls.client_creator(host), tcp)
     if encryption in ("ws", "wss"):
-        from twisted_mesh.websocket import WebSocketClientEndpoint
-
-        return WebSocketClientEndpoint(tcp, _url(encryption, host, port), reactor=reactor)
+        return WebSocketClientEndpoint(
+            tcp, _url(encryption, host, port), reactor=reactor, max_message_size=max_frame_size + _WEBSOCKET_SLACK
+        )
     return tcp
 
 

@@ -35,7 +35,7 @@ MAX_KNOWN_ADDRESSES = 16
 
 Address = tuple[str, int]
 Handler = Callable[[Message, "Link"], Any]
-Dialer = Callable[[str, int], "Deferred[str]"]
+Dialer = Callable[[str, int, str], "Deferred[str]"]
 
 
 class Link(Interface):
@@ -46,12 +46,15 @@ class Link(Interface):
     :ivar peer_addr: the address the peer says others should dial.
     :ivar outgoing: whether this node dialled the connection.
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
+    :ivar encryption: the transport of the link (C{'Plaintext'}, C{'SSL'},
+        C{'ws'}, C{'wss'}).
     """
 
     peer_id: str | None
     peer_addr: Address | None
     outgoing: bool
     ids_as_bin: bool
+    encryption: str
 
     def send(self, msg: WireMessage) -> None:
         """Write C{msg} to the peer, its sender field in the peer's form."""
@@ -152,13 +155,20 @@ class MeshNode:
     """
     One mesh node's state and rules, with no I/O of its own.
 
-    :ivar protocol: the network this node is part of.
+    A node may have links of several transports: each link is part of its
+    own transport's network (its handshake carries that transport's protocol
+    ID), and the node relays broadcasts between them all.
+
+    :ivar protocol: the node's subnet, and its main transport.
     :ivar id: this node's ID.
-    :ivar out_addr: the address this node tells peers to dial.
+    :ivar out_addr: the address this node tells peers of its main transport
+        to dial.
+    :ivar out_addrs: the addresses for peers of other transports, by
+        transport.
     :ivar routing_table: the peers whose handshake arrived, by node ID.
     :ivar max_outgoing: how many connections peer exchange may dial.
-    :ivar dialer: called with C{(host, port)} to dial a peer; its Deferred
-        fires with the peer's ID once the handshake is over.
+    :ivar dialer: called with C{(host, port, encryption)} to dial a peer;
+        its Deferred fires with the peer's ID once the handshake is over.
     :ivar event_source: the object passed to event callbacks.
     :ivar clock: where the node reads the time and schedules timeouts.
     :ivar stats: counters of what the node and its links did.
@@ -180,6 +190,7 @@ class MeshNode:
         self.protocol = protocol
         self.id = node_id or new_node_id(protocol)
         self.out_addr = out_addr
+        self.out_addrs: dict[str, Address] = {}
         self.max_outgoing = max_outgoing
         self.routing_table: dict[str, Link] = {}
         self.dialer: Dialer | None = None
@@ -196,6 +207,10 @@ class MeshNode:
         self._waiters: deque[Deferred[Message]] = deque()
         self._requests: dict[str, _PendingReply] = {}
         self._dialing: dict[Address, str | None] = {}
+
+    def out_addr_for(self, encryption: str) -> Address:
+        """The address this node tells peers of the transport C{encryption} to dial."""
+        return self.out_addrs.get(encryption, self.out_addr)
 
     # -- links ------------------------------------------------------------
 
@@ -283,7 +298,7 @@ class MeshNode:
         elif subflag == flags.request:
             self._on_request(link, msg)
         elif subflag == flags.response and msg.msg_type == flags.broadcast:
-            self._on_response(payload)
+            self._on_response(link, payload)
         else:
             self._deliver(link, msg)
 
@@ -308,10 +323,11 @@ class MeshNode:
     # -- peer exchange ----------------------------------------------------
 
     def _send_peers(self, link: Link) -> None:
+        # Only peers the receiver can dial: those of its link's transport.
         entries = [
             [list(peer.peer_addr), self._wire_id(link, peer_id)]
             for peer_id, peer in self.routing_table.items()
-            if peer.peer_addr is not None and peer is not link
+            if peer.peer_addr is not None and peer is not link and peer.encryption == link.encryption
         ]
         self._whisper(link, (flags.peers, entries))
 
@@ -334,29 +350,33 @@ class MeshNode:
             if self.outgoing_count() >= self.max_outgoing:
                 break
             if peer_id != self.id and peer_id not in self.routing_table:
-                d = self.dial(address, peer_id)
+                d = self.dial(address, peer_id, link.encryption)
                 if d is not None:
                     d.addErrback(self._dial_failed, address)
 
-    def dial(self, address: Address, peer_id: str | None = None) -> Deferred[str] | None:
+    def dial(self, address: Address, peer_id: str | None = None, encryption: str | None = None) -> Deferred[str] | None:
         """
-        Dial C{address} unless it, or the peer C{peer_id}, is connected or
-        being dialled already.
+        Dial C{address} over C{encryption} (by default the main transport)
+        unless it, or the peer C{peer_id}, is connected or being dialled
+        already.
 
         :return: the dialler's Deferred, or L{None} when nothing was dialled.
         """
-        if self.dialer is None or address in self._dialing or address == self.out_addr:
+        if self.dialer is None or address in self._dialing or address in self._own_addresses():
             return None
         if peer_id is not None and (peer_id in self.routing_table or peer_id in self._dialing.values()):
             return None
         self._dialing[address] = peer_id
-        d = self.dialer(*address)
+        d = self.dialer(*address, encryption or self.protocol.encryption)
 
         def done(result: str | Failure) -> str | Failure:
             del self._dialing[address]
             return result
 
         return d.addBoth(done)
+
+    def _own_addresses(self) -> set[Address]:
+        return {self.out_addr, *self.out_addrs.values()}
 
     def _dial_failed(self, failure: Failure, address: Address) -> None:
         self._log.info("could not connect to {address}: {error}", address=address, error=failure.getErrorMessage())
@@ -396,7 +416,7 @@ class MeshNode:
         if peer is not None and peer.peer_addr is not None:
             self._broadcast_new((flags.response, payload[1], [list(peer.peer_addr), payload[2]]))
 
-    def _on_response(self, payload: tuple[Any, ...]) -> None:
+    def _on_response(self, link: Link, payload: tuple[Any, ...]) -> None:
         request_id = id_text(payload[1]) if len(payload) == 3 else None
         if request_id is None or request_id not in self._requests:
             return
@@ -410,7 +430,7 @@ class MeshNode:
         if pending.target in self.routing_table:
             self.reply(pending.target, pending.packets)
             return
-        d = self.dial(address, pending.target)
+        d = self.dial(address, pending.target, link.encryption)
         if d is None:
             self._log.warn("could not dial {address} to reply to {target}", address=address, target=pending.target)
             return

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
-from twisted_mesh._endpoints import Address, check_prefix, client_endpoint, outward_address, server_endpoint
+from twisted_mesh._endpoints import Address, client_endpoint, encryption_of, outward_address, server_endpoint
 from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._node import Handler, MeshNode
@@ -55,12 +55,15 @@ class MeshService(Service):
       transport (C{protocol.encryption}) at that address, secured by C{tls}
       for C{'SSL'} and C{'wss'}.
 
-    Every listener carries the node's protocol, so its transport must be
-    the protocol's: a C{'Plaintext'} node listens on C{tcp:} or C{unix:},
-    an C{'SSL'} node on C{ssl:}, a C{'ws'} node on C{ws:}, a C{'wss'} node
-    on C{wss:}.
+    The transport is part of the protocol ID, so each transport is a network
+    of its own.  An endpoint string's prefix names its transport (C{tcp:},
+    C{tcp6:} and C{unix:} are C{'Plaintext'}, C{ssl:} is C{'SSL'}, C{ws:}
+    and C{wss:} are WebSocket); ports, pairs and endpoint objects use the
+    main transport, C{protocol.encryption}.  A node that listens on several
+    transports joins each one's network and relays broadcasts between them:
+    a bridge, for instance between browsers (WebSocket) and py2p nodes (TCP).
 
-    :param protocol: the network to join (subnet and transport).
+    :param protocol: the subnet, and the main transport.
     :param listen: where to listen.
     :param connect: peers to dial once listening, and again (after a growing,
         jittered delay) whenever the node has no peers left.
@@ -91,20 +94,17 @@ class MeshService(Service):
             from twisted.internet import reactor
         if protocol.encryption not in ENCRYPTIONS:
             raise ValueError(f"unknown transport {protocol.encryption!r}: use one of {', '.join(ENCRYPTIONS)}")
-        if tls is None and protocol.encryption in ("SSL", "wss"):
-            tls = TLSOptions()
-        self.tls = tls
+        self._tls = tls
         self._reactor = reactor
+        self._max_frame_size = max_frame_size
         self._node = MeshNode(protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing)
+        self._factories: dict[tuple[str, bool], MeshFactory] = {}
+        self._connections: set[MeshProtocol] = set()
         self._listen = [self._server_endpoint(address) for address in listen]
         self._bootstrap = list(connect)
         self._out_addr_given = out_addr is not None
         self._node.dialer = self._dial_address
         self._node.event_source = self
-        connections: set[MeshProtocol] = set()
-        self._connections = connections
-        self._server_factory = MeshFactory(self._node, False, connections, max_frame_size)
-        self._client_factory = MeshFactory(self._node, True, connections, max_frame_size)
         self._ports: list[IListeningPort] = []
         self._redial: IDelayedCall | None = None
         self._redial_attempts = 0
@@ -129,6 +129,16 @@ class MeshService(Service):
     def out_addr(self) -> Address:
         """The address this node asks peers to dial."""
         return self._node.out_addr
+
+    @property
+    def tls(self) -> TLSOptions:
+        """
+        How this node's C{'SSL'} and C{'wss'} links are secured: as given, or
+        a self-signed certificate made the first time it is needed.
+        """
+        if self._tls is None:
+            self._tls = TLSOptions()
+        return self._tls
 
     @property
     def routing_table(self) -> dict[str, MeshProtocol]:
@@ -160,6 +170,7 @@ class MeshService(Service):
                     "address": list(link.peer_addr) if link.peer_addr else None,
                     "remote": str(link.remote_address()),
                     "direction": "out" if link.outgoing else "in",
+                    "transport": link.encryption,
                     "ids": "bin" if link.ids_as_bin else "str",
                     "compression": link.compression_name(),
                     "frames_in": link.stats.frames_in,
@@ -177,6 +188,7 @@ class MeshService(Service):
                 "id": node.protocol.id,
             },
             "out_addr": list(node.out_addr),
+            "out_addrs": {encryption: list(address) for encryption, address in node.out_addrs.items()},
             "uptime": self._reactor.seconds() - node.started,
             "peers": peers,
             "connections": len(self._connections),
@@ -198,17 +210,18 @@ class MeshService(Service):
     def startService(self) -> None:
         """Listen on every C{listen} endpoint, then dial every C{connect} one."""
         super().startService()
-        listening = [endpoint.listen(self._server_factory) for endpoint in self._listen]
+        listening = [endpoint.listen(self._factory(encryption, False)) for endpoint, encryption in self._listen]
         gatherResults(listening, consumeErrors=True).addCallbacks(self._listening, self._listen_failed)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         self._ports = ports
-        if not self._out_addr_given:
-            for port in ports:
-                outward = outward_address(port.getHost())
-                if outward is not None:
-                    self._node.out_addr = outward
-                    break
+        node = self._node
+        for port, (_, encryption) in zip(ports, self._listen, strict=True):
+            outward = outward_address(port.getHost())
+            if outward is not None and encryption not in node.out_addrs:
+                node.out_addrs[encryption] = outward
+        if not self._out_addr_given and node.out_addrs:
+            node.out_addr = node.out_addrs.get(node.protocol.encryption) or next(iter(node.out_addrs.values()))
         self._log.info(
             "node {id} of {protocol} listening at {address}", id=self.id, protocol=self.protocol, address=self.out_addr
         )
@@ -261,44 +274,57 @@ class MeshService(Service):
 
     # -- dialling ------------------------------------------------------------
 
-    def _server_endpoint(self, address: ListenAddress) -> IStreamServerEndpoint:
+    def _factory(self, encryption: str, outgoing: bool) -> MeshFactory:
+        factory = self._factories.get((encryption, outgoing))
+        if factory is None:
+            factory = MeshFactory(self._node, outgoing, self._connections, self._max_frame_size, encryption)
+            self._factories[encryption, outgoing] = factory
+        return factory
+
+    def _server_endpoint(self, address: ListenAddress) -> tuple[IStreamServerEndpoint, str]:
+        main = self.protocol.encryption
         if isinstance(address, str):
-            check_prefix(self.protocol, address)
             endpoint: IStreamServerEndpoint = serverFromString(self._reactor, address)
-            return endpoint
+            return endpoint, encryption_of(address, main)
         if isinstance(address, int):
             address = ("", address)
         if isinstance(address, tuple):
-            return server_endpoint(self._reactor, self.protocol, self.tls, *address)
-        return address
+            tls = self.tls if main in ("SSL", "wss") else None
+            return server_endpoint(self._reactor, self.protocol, tls, *address, self._max_frame_size), main
+        return address, main
 
-    def _client_endpoint(self, address: DialAddress) -> IStreamClientEndpoint:
+    def _client_endpoint(self, address: DialAddress, encryption: str) -> tuple[IStreamClientEndpoint, str]:
         if isinstance(address, str):
-            check_prefix(self.protocol, address)
             endpoint: IStreamClientEndpoint = clientFromString(self._reactor, address)
-            return endpoint
+            return endpoint, encryption_of(address, encryption)
         if isinstance(address, tuple):
-            return client_endpoint(self._reactor, self.protocol, self.tls, *address)
-        return address
+            tls = self.tls if encryption in ("SSL", "wss") else None
+            transport = Protocol(self.protocol.subnet, encryption)
+            return client_endpoint(self._reactor, transport, tls, *address, self._max_frame_size), encryption
+        return address, encryption
 
-    def connect(self, address: DialAddress | str, port: int | None = None) -> Deferred[str]:
+    def connect(
+        self, address: DialAddress | str, port: int | None = None, *, encryption: str | None = None
+    ) -> Deferred[str]:
         """
         Dial a peer.
 
         :param address: an endpoint string (C{"tcp:host=h:port=4444"}), an
             endpoint, a C{(host, port)} pair, or a host when C{port} is given.
         :param port: the peer's port, when C{address} is a host.
+        :param encryption: the transport of a pair or an endpoint object; by
+            default the main one.  An endpoint string's prefix names its own.
         :return: a Deferred that fires with the peer's ID once its handshake
             is accepted; it fails with L{ProtocolMismatch} when the peer
             belongs to another network.
         """
         if port is not None:
             address = (str(address), port)
-        connecting = self._client_endpoint(address).connect(self._client_factory)
-        return connecting.addCallback(_handshake_done)
+        endpoint, transport = self._client_endpoint(address, encryption or self.protocol.encryption)
+        return endpoint.connect(self._factory(transport, True)).addCallback(_handshake_done)
 
-    def _dial_address(self, host: str, port: int) -> Deferred[str]:
-        return self.connect((host, port))
+    def _dial_address(self, host: str, port: int, encryption: str) -> Deferred[str]:
+        return self.connect((host, port), encryption=encryption)
 
     # -- messages ------------------------------------------------------------
 

@@ -4,13 +4,16 @@ The C{twistd mesh} command: its options, and the service they make.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_mesh._endpoints import Address, check_prefix
+from twisted_mesh._endpoints import Address
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh.message import Message
 from twisted_mesh.service import MeshService
@@ -22,6 +25,16 @@ def _address(text: str) -> Address:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise usage.UsageError(f"{text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def _check_endpoints(parse: Callable[[Any, str], object], descriptions: list[str]) -> None:
+    from twisted.internet import reactor
+
+    for description in descriptions:
+        try:
+            parse(reactor, description)
+        except Exception as e:
+            raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
 
 
 class Options(usage.Options):
@@ -75,14 +88,13 @@ class Options(usage.Options):
         if self["out-addr"] is not None:
             self["out-addr"] = _address(self["out-addr"])
         self["protocol"] = Protocol(self["subnet"], self["transport"])
-        for endpoint in self["listen"] + [peer for peer in self["connect"] if "=" in peer]:
-            try:
-                check_prefix(self["protocol"], endpoint)
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
         web = self["web"]
         if web is not None:
             self["web"] = f"tcp:{web}" if web.isdigit() else web
+        _check_endpoints(serverFromString, [*self["listen"], *([self["web"]] if web is not None else [])])
+        # An endpoint string for a client always has "key=value" parts.
+        self["connect"] = [peer if "=" in peer else _address(peer) for peer in self["connect"]]
+        _check_endpoints(clientFromString, [peer for peer in self["connect"] if isinstance(peer, str)])
         if self["tls-ca"] and not self["tls-cert"]:
             raise usage.UsageError("--tls-ca needs --tls-cert: this node's certificate, signed by that authority")
         self["tls"] = None
@@ -93,9 +105,6 @@ class Options(usage.Options):
                 raise usage.UsageError(f"cannot load the TLS files: {e}") from None
         if not self["listen"]:
             self["listen"] = [self["port"]]
-        self["connect"] = [
-            peer if "=" in peer or peer.count(":") != 1 else _address(peer) for peer in self["connect"]
-        ]
 
 
 def makeService(options: Options) -> MultiService:

@@ -1,0 +1,285 @@
+"""
+The transports beyond plain TCP: TLS ('SSL') and WebSocket ('ws', 'wss'),
+between twisted_mesh nodes and with the reference nodes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from reference import ReferenceNode
+from support import wait_for, within
+from twisted.internet import defer, ssl
+from twisted.internet.error import ConnectionClosed
+
+from twisted_mesh import HandshakeFailed, MeshService, MeshSocket, Protocol, flags
+from twisted_mesh.tls import TLSOptions, self_signed_certificate
+
+Reference = Callable[..., Awaitable[ReferenceNode]]
+
+
+@pytest.fixture
+def mesh() -> Iterator[Callable[..., MeshSocket]]:
+    """A factory of MeshSockets on loopback, all closed at teardown."""
+    sockets: list[MeshSocket] = []
+
+    def make(encryption: str, **kwargs: object) -> MeshSocket:
+        sock = MeshSocket("127.0.0.1", 0, Protocol("mesh", encryption), **kwargs)  # type: ignore[arg-type]
+        sockets.append(sock)
+        return sock
+
+    yield make
+    pytest_twisted.blockon(defer.gatherResults([sock.close() for sock in sockets]))
+
+
+async def exchange(first: MeshSocket, second: MeshSocket) -> None:
+    """A broadcast each way and a reply: the link works both ways."""
+    first.send("one way", b"\x00")
+    msg = await within(second.next_message())
+    assert msg.packets == (flags.broadcast, "one way", b"\x00") and msg.sender == first.id
+    msg.reply("and back")
+    answer = await within(first.next_message())
+    assert answer.packets == (flags.whisper, "and back") and answer.sender == second.id
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "ws", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_between_twisted_mesh_nodes(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+    a, b, c = mesh(encryption), mesh(encryption), mesh(encryption)
+    assert await within(b.connect("127.0.0.1", a.out_addr[1])) == a.id
+    await within(c.connect("127.0.0.1", b.out_addr[1]))
+    await exchange(a, b)
+    # c heard a's broadcast through the mesh.
+    assert (await within(c.next_message())).packets == (flags.broadcast, "one way", b"\x00")
+    # Peer exchange dials over the same transport.
+    await wait_for(lambda: a.id in c.routing_table)
+    await exchange(c, a)
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "ws", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_a_plaintext_peer_is_refused(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+    """Each transport is its own network: a TCP dial of it fails."""
+    secured = mesh(encryption)
+    plain = mesh("Plaintext")
+    with pytest.raises((HandshakeFailed, ConnectionClosed)):
+        await within(plain.connect("127.0.0.1", secured.out_addr[1]))
+    assert not secured.routing_table and not plain.routing_table
+
+
+# -- verified TLS ----------------------------------------------------------------------
+
+
+def authority_and_certificates(*names: str) -> tuple[ssl.Certificate, list[ssl.PrivateCertificate]]:
+    """
+    A throwaway certificate authority, and a certificate it signed for each
+    name (an IP address or a DNS name, in subjectAltName).
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def build(subject: str, issuer: x509.Name, public_key: Any, signing_key: Any, is_ca: bool, san: Any) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        )
+        if san is not None:
+            builder = builder.add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    def pem(key: Any, certificate: Any) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ) + certificate.public_bytes(serialization.Encoding.PEM)
+
+    authority_key = ec.generate_private_key(ec.SECP256R1())
+    authority_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twisted_mesh test authority")])
+    authority = build(
+        "twisted_mesh test authority", authority_name, authority_key.public_key(), authority_key, True, None
+    )
+    signed = []
+    for name in names:
+        key = ec.generate_private_key(ec.SECP256R1())
+        try:
+            san: Any = x509.IPAddress(ipaddress.ip_address(name))
+        except ValueError:
+            san = x509.DNSName(name)
+        certificate = build(name, authority_name, key.public_key(), authority_key, False, san)
+        signed.append(ssl.PrivateCertificate.loadPEM(pem(key, certificate)))
+    return ssl.Certificate.loadPEM(authority.public_bytes(serialization.Encoding.PEM)), signed
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_verified_tls(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+    authority, (first, second) = authority_and_certificates("127.0.0.1", "127.0.0.1")
+    a = mesh(encryption, tls=TLSOptions(first, authority))
+    b = mesh(encryption, tls=TLSOptions(second, authority))
+    assert await within(b.connect("127.0.0.1", a.out_addr[1])) == a.id
+    await wait_for(lambda: b.id in a.routing_table)
+    await exchange(a, b)
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_verified_tls_refuses_another_authority(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+    authority, (first,) = authority_and_certificates("127.0.0.1")
+    other_authority, (stranger,) = authority_and_certificates("127.0.0.1")
+    a = mesh(encryption, tls=TLSOptions(first, authority))
+    b = mesh(encryption, tls=TLSOptions(stranger, other_authority))
+    with pytest.raises(Exception) as caught:
+        await within(b.connect("127.0.0.1", a.out_addr[1]))
+    assert "certificate verify failed" in str(caught.value)
+    assert not a.routing_table and not b.routing_table
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_verified_tls_checks_the_name(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+    """A listener whose certificate names another host is refused by the dialler."""
+    authority, (wrong_name, dialler) = authority_and_certificates("elsewhere.example", "127.0.0.1")
+    a = mesh(encryption, tls=TLSOptions(wrong_name, authority))
+    b = mesh(encryption, tls=TLSOptions(dialler, authority))
+    with pytest.raises(Exception) as caught:
+        await within(b.connect("127.0.0.1", a.out_addr[1]))
+    assert "IPAddressMismatch" in str(caught.value)
+    assert not b.routing_table
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_verified_listener_refuses_self_signed_dialler(
+    mesh: Callable[..., MeshSocket], encryption: str
+) -> None:
+    authority, (first,) = authority_and_certificates("127.0.0.1")
+    a = mesh(encryption, tls=TLSOptions(first, authority))
+    b = mesh(encryption)
+    with pytest.raises(Exception):  # noqa: B017 - TLS errors come in several types
+        await within(b.connect("127.0.0.1", a.out_addr[1]))
+    await wait_for(lambda: not a._connections)
+    assert not a.routing_table
+
+
+def test_tls_options_from_files(tmp_path: Path) -> None:
+    certificate = self_signed_certificate("node.example")
+    (tmp_path / "node.pem").write_bytes(certificate.dumpPEM())
+    options = TLSOptions.from_files(tmp_path / "node.pem", authority=tmp_path / "node.pem")
+    assert options.verified
+    assert options.certificate.getSubject().commonName == b"node.example"
+
+
+def test_verified_tls_needs_a_certificate() -> None:
+    authority, _ = authority_and_certificates()
+    with pytest.raises(ValueError):
+        TLSOptions(authority=authority)
+
+
+# -- endpoint strings ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_ssl_endpoint_string(tmp_path: Path) -> None:
+    """An 'SSL' node listens on Twisted's own ssl: endpoint string."""
+    certificate = self_signed_certificate("127.0.0.1")
+    (tmp_path / "node.pem").write_bytes(certificate.dumpPEM())
+    ssl_mesh = Protocol("mesh", "SSL")
+    listener = MeshService(ssl_mesh, listen=[f"ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'node.pem'}"])
+    listener.startService()
+    try:
+        port = (await listener.listening)[0].getHost().port
+        dialler = MeshSocket("127.0.0.1", 0, ssl_mesh)
+        try:
+            assert await within(dialler.connect("127.0.0.1", port)) == listener.id
+        finally:
+            await dialler.close()
+    finally:
+        await listener.stopService()
+
+
+@pytest.mark.parametrize("other", ["SSL", "ws", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_a_node_on_two_transports_bridges_them(
+    mesh: Callable[..., MeshSocket], other: str, tmp_path: Path
+) -> None:
+    """
+    A node that listens on TCP and on another transport joins both networks
+    and relays between them; its peer lists name only peers of the
+    receiver's transport.
+    """
+    prefix = {"SSL": "ssl", "ws": "ws", "wss": "wss"}[other]
+    listen = f"{prefix}:0:interface=127.0.0.1"
+    if other in ("SSL", "wss"):
+        (tmp_path / "bridge.pem").write_bytes(self_signed_certificate("127.0.0.1").dumpPEM())
+        listen += f":privateKey={tmp_path / 'bridge.pem'}"
+    bridge = MeshService(Protocol("mesh", "Plaintext"), listen=["tcp:0:interface=127.0.0.1", listen])
+    bridge.startService()
+    try:
+        tcp_port, other_port = (port.getHost().port for port in await within(bridge.listening))
+        assert bridge.status()["out_addrs"] == {"Plaintext": ["127.0.0.1", tcp_port], other: ["127.0.0.1", other_port]}
+        plain, secured = mesh("Plaintext"), mesh(other)
+        plain_too = mesh("Plaintext")
+        assert await within(plain.connect("127.0.0.1", tcp_port)) == bridge.id
+        assert await within(secured.connect("127.0.0.1", other_port)) == bridge.id
+        assert await within(plain_too.connect("127.0.0.1", tcp_port)) == bridge.id
+        # Peer exchange: the TCP nodes find each other, never the other transport's node.
+        await wait_for(lambda: plain.id in plain_too.routing_table)
+        assert secured.id not in plain.routing_table and secured.id not in plain_too.routing_table
+        assert set(secured.routing_table) == {bridge.id}
+        plain.send("across")
+        msg = await within(secured.next_message())
+        assert msg.packets == (0, "across") and msg.sender == plain.id
+        secured.send("and back")
+        for node in (plain, plain_too):
+            got = [await within(node.next_message()) for _ in range(1 if node is plain else 2)]
+            assert got[-1].packets == (0, "and back") and got[-1].sender == secured.id
+        assert {peer["transport"] for peer in bridge.status()["peers"]} == {"Plaintext", other}
+    finally:
+        await bridge.stopService()
+
+
+# -- the reference nodes ---------------------------------------------------------------
+
+
+REFERENCE_TRANSPORTS = [("py2p", "SSL"), ("js2p", "SSL"), ("js2p", "ws")]
+
+
+@pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
+@pytest.mark.parametrize(("kind", "encryption"), REFERENCE_TRANSPORTS)
+@pytest_twisted.ensureDeferred
+async def test_reference_over_transport(
+    reference: Reference, mesh: Callable[..., MeshSocket], kind: str, encryption: str, we_dial: bool
+) -> None:
+    node = mesh(encryption)
+    ref = await reference(kind, encryption=encryption)
+    if we_dial:
+        assert await within(node.connect("127.0.0.1", ref.port), 60) == ref.id
+    else:
+        assert await ref.connect("127.0.0.1", node.out_addr[1])
+    await wait_for(lambda: ref.id in node.routing_table, 60)
+    node.send("over", encryption)
+    got = await ref.next_message(60)
+    assert got["packets"] == [0, "over", encryption] and got["sender"] == node.id
+    await ref.reply("reply over", encryption)
+    reply = await within(node.next_message(), 60)
+    assert reply.packets == (flags.whisper, "reply over", encryption)
+    await ref.send("from", kind)
+    msg = await within(node.next_message(), 60)
+    assert msg.packets == (0, "from", kind) and msg.sender == ref.id
+    msg.reply("ours")
+    answer = await ref.next_message(60)
+    assert answer["packets"] == [flags.whisper, "ours"]

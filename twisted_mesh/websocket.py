@@ -1,0 +1,532 @@
+"""
+Stream endpoints over WebSocket: any stream L{Protocol} runs over them
+unchanged.
+
+L{WebSocketServerEndpoint} and L{WebSocketClientEndpoint} wrap another
+stream endpoint (TCP, TLS...) and speak WebSocket (RFC 6455, with Autobahn)
+on it.  The protocol they connect sees a plain byte stream:
+
+    - each C{transport.write(data)} goes out as one B{binary} message;
+    - the payloads of the binary messages received are handed to
+      C{dataReceived} in order, as one stream: message boundaries mean
+      nothing, a frame of the wrapped protocol may span several messages or
+      share one with others;
+    - the protocol is built once the WebSocket is open, and
+      C{connectionLost} is called exactly once when it closes.
+
+This is how js2p's C{'ws'} transport and browsers carry the mesh frames:
+C{ws://host:port/}, no subprotocol.
+
+B{Text messages} are refused: a byte stream has no text, so a peer that
+sends one is told so (close code 1003, "unsupported data") and the
+connection is closed; the wrapped protocol then sees a L{ConnectionLost}.
+
+A plain HTTP request (no upgrade) gets C{426 Upgrade Required}; Autobahn's
+status page is off.
+
+The endpoint strings C{ws:}/C{wss:} are parsed by L{WebSocketServerParser}
+and L{WebSocketClientParser} (registered as plugins by
+C{twisted/plugins/twisted_mesh_websocket.py})::
+
+    ws:4444[:interface=127.0.0.1][:backlog=50]                  (over tcp:)
+    wss:4444:privateKey=key.pem:certKey=cert.pem[...]          (over ssl:)
+    ws:host=example.com:port=4444[:timeout=30]                 (over tcp:)
+    wss:host=example.com:port=4444[:trustRoots=ca/][...]       (over tls:)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionAborted,
+    ConnectionClosed,
+    ConnectionDone,
+    ConnectionLost,
+    NoProtocol,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IListeningPort,
+    IProducer,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorCore,
+    IStreamClientEndpoint,
+    IStreamClientEndpointStringParserWithReactor,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+    ITransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from twisted.python.reflect import fullyQualifiedName
+from zope.interface import implementer
+
+from twisted_mesh._frames import MAX_FRAME_SIZE
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "WebSocketClientEndpoint",
+    "WebSocketClientParser",
+    "WebSocketHandshakeError",
+    "WebSocketServerEndpoint",
+    "WebSocketServerParser",
+]
+
+#: The largest message (and frame) accepted by default: a mesh frame of the
+#: largest size, its length header, and some slack.
+DEFAULT_MAX_MESSAGE_SIZE = MAX_FRAME_SIZE + 64 * 1024
+
+#: Seconds the peer has to finish the opening handshake.
+OPEN_HANDSHAKE_TIMEOUT = 30.0
+
+#: Seconds the peer has to answer our close before the TCP connection is
+#: dropped.
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
+
+_NORMAL_CLOSE = 1000
+_UNSUPPORTED_DATA = 1003
+
+
+class WebSocketHandshakeError(ConnectError):
+    """
+    The WebSocket did not open: the server refused the upgrade, or the
+    connection closed, failed its TLS handshake or timed out before the
+    opening handshake was over.  The message tells which.
+    """
+
+
+def _options(max_message_size: int) -> dict[str, Any]:
+    return {
+        "maxMessagePayloadSize": max_message_size,
+        "maxFramePayloadSize": max_message_size,
+        "openHandshakeTimeout": OPEN_HANDSHAKE_TIMEOUT,
+        "closeHandshakeTimeout": CLOSE_HANDSHAKE_TIMEOUT,
+        "autoPingInterval": 0,
+    }
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class _StreamTransport:
+    """
+    The transport the wrapped protocol writes to: each write is a binary
+    message; the rest is passed to the WebSocket's own transport.
+    """
+
+    def __init__(self, websocket: _StreamAdapter) -> None:
+        self._websocket = websocket
+
+    def write(self, data: bytes) -> None:
+        if data and self._websocket.state == self._websocket.STATE_OPEN:
+            self._websocket.sendMessage(bytes(data), isBinary=True)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """Start the close handshake; Autobahn drops TCP if it stalls."""
+        if self._websocket.state == self._websocket.STATE_OPEN:
+            self._websocket.sendClose(_NORMAL_CLOSE)
+
+    def abortConnection(self) -> None:
+        """Drop the connection at once, with no close handshake."""
+        self._websocket._abort()
+
+    def getPeer(self) -> IAddress:
+        peer: IAddress = self._websocket.transport.getPeer()
+        return peer
+
+    def getHost(self) -> IAddress:
+        host: IAddress = self._websocket.transport.getHost()
+        return host
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """Set C{TCP_NODELAY} on the connection, when it has one."""
+        set_no_delay = getattr(self._websocket.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(enabled)
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self._websocket.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._websocket.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._websocket.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._websocket.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+
+class _StreamAdapter(WebSocketProtocol):
+    """
+    What the server and client WebSocket protocols share: build the wrapped
+    protocol once open, feed it the binary payloads, tell it of the close.
+
+    Autobahn owns C{log}, C{factory.server} and many more names on its
+    protocols: ours start with an underscore.
+    """
+
+    _log = Logger()
+    _wrapped: IProtocol | None = None
+    _lost = False
+    _aborted = False
+    _close_error: str | None = None
+    _started = False
+    _start_error: Failure | None = None
+    # Set by Autobahn and Twisted.
+    factory: Any
+    transport: Any
+
+    def _opened(self, wrapped: IProtocol) -> None:
+        """Called once the wrapped protocol is connected."""
+
+    def _not_opened(self, reason: str | None) -> None:
+        """
+        Called when the connection closed before the wrapped protocol was
+        connected, with Autobahn's reason.
+        """
+
+    def onOpen(self) -> None:
+        try:
+            wrapped = self.factory._protocol_factory.buildProtocol(self.transport.getPeer())
+            if wrapped is None:
+                raise NoProtocol()
+        except Exception:
+            self._start_failed(Failure(), "could not build a protocol")
+            return
+        self._wrapped = wrapped
+        try:
+            wrapped.makeConnection(_StreamTransport(self))
+        except Exception:
+            self._start_failed(Failure(), f"{wrapped!r} raised in connectionMade")
+            return
+        self._started = True
+        self._opened(wrapped)
+
+    def _start_failed(self, failure: Failure, what: str) -> None:
+        """Drop the connection: the wrapped protocol could not be started."""
+        self._start_error = failure
+        if self.factory.isServer:
+            # A client's caller gets the failure from connect().
+            self._log.failure("WebSocket from {peer}: {what}", failure, peer=self.transport.getPeer(), what=what)
+        self._abort()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        wrapped = self._wrapped
+        if wrapped is None or self._close_error is not None:
+            return
+        if not isBinary:
+            self._close_error = "a text message came: this connection carries binary messages only"
+            self._log.warn(
+                "closing the WebSocket from {peer}: {reason}", peer=self.transport.getPeer(), reason=self._close_error
+            )
+            self.sendCloseFrame(code=_UNSUPPORTED_DATA, reasonUtf8=b"binary messages only")
+            return
+        try:
+            wrapped.dataReceived(payload)
+        except Exception:
+            self._log.failure("{protocol!r} raised in dataReceived: dropping the connection", protocol=wrapped)
+            self._abort()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        wrapped, self._wrapped = self._wrapped, None
+        if wrapped is not None:
+            try:
+                wrapped.connectionLost(self._lost_reason(wasClean, code, reason))
+            except Exception:
+                self._log.failure("{protocol!r} raised in connectionLost", protocol=wrapped)
+        if not self._started:
+            self._not_opened(reason)
+
+    def _lost_reason(self, clean: bool, code: int | None, reason: str | None) -> Failure:
+        if self._aborted:
+            return Failure(ConnectionAborted())
+        if self._close_error is not None:
+            return Failure(ConnectionLost(self._close_error))
+        if clean and code in (None, _NORMAL_CLOSE):
+            return Failure(ConnectionDone(f"WebSocket closed (code {code})"))
+        return Failure(ConnectionLost(f"WebSocket closed (code {code}): {reason}"))
+
+    def _abort(self) -> None:
+        """Drop the TCP connection now."""
+        if self.transport is None:
+            return
+        self._aborted = True
+        self.wasNotCleanReason = "the connection was aborted"
+        self.transport.abortConnection()
+
+
+class _ServerProtocol(_StreamAdapter, WebSocketServerProtocol):  # type: ignore[misc]
+    def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
+        # An empty body that HTTP clients can tell is complete.
+        headers = [*(responseHeaders or ()), ("Content-Length", "0"), ("Connection", "close")]
+        if code == 426:
+            headers.append(("Upgrade", "websocket"))
+        super().sendHttpErrorResponse(code, reason, headers)
+
+
+class _ClientProtocol(_StreamAdapter, WebSocketClientProtocol):  # type: ignore[misc]
+    _tcp_lost: Failure | None = None
+
+    def connectionMade(self) -> None:
+        self.factory._websocket = self
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._tcp_lost = reason
+        super().connectionLost(reason)
+
+    def _opened(self, wrapped: IProtocol) -> None:
+        if not self.factory._ready.called:
+            self.factory._ready.callback(wrapped)
+
+    def _not_opened(self, reason: str | None) -> None:
+        if self.factory._ready.called:
+            return
+        if self._start_error is not None:
+            self.factory._ready.errback(self._start_error)
+            return
+        lost = self._tcp_lost
+        if lost is not None and not lost.check(ConnectionClosed):
+            # A TLS failure, say, which Autobahn's reason does not always tell.
+            reason = f"{fullyQualifiedName(lost.type)}: {lost.getErrorMessage()}"
+        error = WebSocketHandshakeError(string=f"the WebSocket to {self.factory.url} did not open: {reason}")
+        self.factory._ready.errback(error)
+
+
+class _ServerFactory(WebSocketServerFactory):
+    protocol = _ServerProtocol
+    noisy = False
+
+    def __init__(self, protocol_factory: IProtocolFactory, url: str | None, reactor: Any, max_size: int) -> None:
+        super().__init__(url, reactor=reactor)
+        self._protocol_factory = protocol_factory
+        # Without webStatus a plain HTTP request gets 426 Upgrade Required.
+        self.setProtocolOptions(webStatus=False, allowNullOrigin=True, **_options(max_size))
+
+    def startFactory(self) -> None:
+        self._protocol_factory.doStart()
+
+    def stopFactory(self) -> None:
+        self._protocol_factory.doStop()
+
+
+class _ClientFactory(WebSocketClientFactory):
+    protocol = _ClientProtocol
+    noisy = False
+
+    def __init__(self, protocol_factory: IProtocolFactory, url: str, reactor: Any, max_size: int) -> None:
+        super().__init__(url, reactor=reactor)
+        self._protocol_factory = protocol_factory
+        self._websocket: _ClientProtocol | None = None
+        self._ready: Deferred[IProtocol] = Deferred(self._cancel)
+        self.setProtocolOptions(**_options(max_size))
+
+    def _cancel(self, connected: Deferred[IProtocol]) -> None:
+        if self._websocket is not None:
+            self._websocket._abort()
+
+    def startFactory(self) -> None:
+        self._protocol_factory.doStart()
+
+    def stopFactory(self) -> None:
+        self._protocol_factory.doStop()
+
+
+@implementer(IStreamServerEndpoint)
+class WebSocketServerEndpoint:
+    """
+    Listen for WebSocket connections on another stream server endpoint.
+
+    The protocol of each connection is built once its WebSocket is open,
+    with the peer's TCP address; it sees the payloads of the binary messages
+    as one byte stream and each of its writes is sent as a binary message.
+
+    :param inner: the endpoint to listen on, such as a
+        L{TCP4ServerEndpoint} (C{ws://}) or an L{SSL4ServerEndpoint}
+        (C{wss://}).
+    :param reactor: the reactor for Autobahn's factory; by default the
+        global one.
+    :param url: the URL clients reach the listener at; Autobahn only uses it
+        to check C{Origin} headers, and every origin is allowed.
+    :param max_message_size: the largest message accepted, in bytes; a
+        larger one closes the connection.
+    """
+
+    def __init__(
+        self,
+        inner: IStreamServerEndpoint,
+        *,
+        reactor: Any = None,
+        url: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._inner = inner
+        self._reactor = reactor
+        self._url = url
+        self._max_message_size = max_message_size
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """
+        Listen with C{protocolFactory} building the protocol of each
+        WebSocket.
+
+        :return: a Deferred that fires with the inner endpoint's listening
+            port.
+        """
+        factory = _ServerFactory(protocolFactory, self._url, self._reactor, self._max_message_size)
+        return self._inner.listen(factory)
+
+
+@implementer(IStreamClientEndpoint)
+class WebSocketClientEndpoint:
+    """
+    Open a WebSocket over another stream client endpoint.
+
+    :param inner: the endpoint to connect with, such as a
+        L{TCP4ClientEndpoint} (C{ws://}) or a TLS one (C{wss://}).
+    :param url: the WebSocket URL, such as C{"ws://127.0.0.1:4444/"}: its
+        host, port and path go in the opening handshake.
+    :param reactor: the reactor for Autobahn's factory; by default the
+        global one.
+    :param max_message_size: the largest message accepted, in bytes; a
+        larger one closes the connection.
+    """
+
+    def __init__(
+        self,
+        inner: IStreamClientEndpoint,
+        url: str,
+        *,
+        reactor: Any = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._inner = inner
+        self._url = url
+        self._reactor = reactor
+        self._max_message_size = max_message_size
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        Connect, open the WebSocket and build a protocol with
+        C{protocolFactory}.
+
+        :return: a Deferred that fires with the protocol built once the
+            WebSocket is open.  It fails as the inner endpoint's does when
+            the connection cannot be made; with L{WebSocketHandshakeError}
+            when the server refuses the upgrade, TLS fails, or the
+            connection closes before the WebSocket is open; with the
+            factory's error when it builds no protocol (L{NoProtocol}) or
+            the protocol raises in C{connectionMade}.  Cancelling it drops
+            the connection.
+        """
+        factory = _ClientFactory(protocolFactory, self._url, self._reactor, self._max_message_size)
+        connecting: Deferred[Any] = self._inner.connect(factory)
+        return connecting.addCallback(lambda _: factory._ready)
+
+
+def _quote(value: object) -> str:
+    """Escape C{value} for an endpoint string (C{=} too: positional values)."""
+    return str(value).replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _description(prefix: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
+    """Write back an endpoint string that Twisted's C{prefix} parser reads."""
+    parts = [prefix, *(_quote(arg) for arg in args)]
+    parts += [f"{_quote(key)}={_quote(value)}" for key, value in kwargs.items()]
+    return ":".join(parts)
+
+
+def _url(scheme: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
+    """The URL of a client string, from its host and port as Twisted reads them."""
+    positional = [str(arg) for arg in args]
+    host = str(kwargs["host"]) if "host" in kwargs else (positional.pop(0) if positional else None)
+    port = str(kwargs["port"]) if "port" in kwargs else (positional.pop(0) if positional else None)
+    if not host or not port:
+        raise ValueError(f"a {scheme}: client endpoint needs host= and port=")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{int(port)}/"
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class WebSocketServerParser:
+    """
+    The C{ws:} and C{wss:} server endpoint strings: a WebSocket listener over
+    Twisted's C{tcp:} or C{ssl:} endpoint, which reads the rest of the
+    string::
+
+        ws:4444:interface=127.0.0.1
+        wss:4444:privateKey=key.pem:certKey=cert.pem
+
+    :param secure: parse C{wss:} (over C{ssl:}) instead of C{ws:}.
+    """
+
+    def __init__(self, secure: bool = False) -> None:
+        self.prefix = "wss" if secure else "ws"
+        self._inner = "ssl" if secure else "tcp"
+
+    def parseStreamServer(self, reactor: IReactorCore, *args: object, **kwargs: object) -> IStreamServerEndpoint:
+        """
+        Make the endpoint of a C{ws:}/C{wss:} string.
+
+        :param reactor: the reactor passed to L{serverFromString}.
+        :param args: the positional arguments of the string.
+        :param kwargs: the keyword arguments of the string.
+        """
+        inner = serverFromString(reactor, _description(self._inner, args, kwargs))
+        return WebSocketServerEndpoint(inner, reactor=reactor)
+
+
+@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
+class WebSocketClientParser:
+    """
+    The C{ws:} and C{wss:} client endpoint strings: a WebSocket over
+    Twisted's C{tcp:} or C{tls:} endpoint (which verifies the server with
+    the platform's trust store or C{trustRoots=}), to
+    C{ws://host:port/}::
+
+        ws:host=example.com:port=4444:timeout=10
+        wss:host=example.com:port=4444:trustRoots=/etc/mesh/ca
+
+    :param secure: parse C{wss:} (over C{tls:}) instead of C{ws:}.
+    """
+
+    def __init__(self, secure: bool = False) -> None:
+        self.prefix = "wss" if secure else "ws"
+        self._inner = "tls" if secure else "tcp"
+
+    def parseStreamClient(self, reactor: IReactorCore, *args: object, **kwargs: object) -> IStreamClientEndpoint:
+        """
+        Make the endpoint of a C{ws:}/C{wss:} string.
+
+        :param reactor: the reactor passed to L{clientFromString}.
+        :param args: the positional arguments of the string (host, port).
+        :param kwargs: the keyword arguments of the string.
+        """
+        url = _url(self.prefix, args, kwargs)
+        inner = clientFromString(reactor, _description(self._inner, args, kwargs))
+        return WebSocketClientEndpoint(inner, url, reactor=reactor)
