@@ -305,7 +305,7 @@ def test_protocol_mismatch_other_transport_str_form() -> None:
         pytest.param((flags.handshake, b"PEER", MESH.id.encode(), list(PEER_ADDR), [], 1), id="too-long"),
         pytest.param((flags.handshake, b"PEER", MESH.id.encode(), "10.0.0.2:5555", []), id="address-str"),
         pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2"], []), id="address-short"),
-        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", 0], []), id="port-0"),
+        pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", -1], []), id="port-negative"),
         pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", 65536], []), id="port-65536"),
         pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["10.0.0.2", "5555"], []), id="port-str"),
         pytest.param((flags.handshake, b"PEER", MESH.id.encode(), ["", 5555], []), id="host-empty"),
@@ -334,6 +334,18 @@ def test_malformed_handshake(payload: tuple[Any, ...]) -> None:
     assert rig.node.routing_table == {}
     assert rig.delivered == [] and not rig.node.queue
     assert side.bodies() == []
+
+
+def test_handshake_with_port_0_is_a_peer_that_cannot_be_dialled() -> None:
+    """Port 0 (a browser node): accepted, with no address to pass on."""
+    rig = Rig()
+    side = rig.link(outgoing=False)
+    peer_id = new_node_id(MESH)
+    payload = (flags.handshake, peer_id.encode(), MESH.id.encode(), ["", 0], [])
+    side.feed(WireMessage.create(flags.whisper, peer_id, 0, payload))
+    assert not side.closed
+    assert rig.node.routing_table[peer_id] is side.proto
+    assert side.proto.peer_addr is None
 
 
 def test_frame_before_handshake_closes() -> None:

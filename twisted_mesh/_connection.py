@@ -278,13 +278,21 @@ def _parse_codes(value: object) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address, tuple[int, ...]] | None:
-    """Read C{[handshake, id, protocol_id, [host, port], [codes]]}, or L{None}."""
+def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address | None, tuple[int, ...]] | None:
+    """
+    Read C{[handshake, id, protocol_id, [host, port], [codes]]}, or L{None}.
+
+    Port 0 says the peer cannot be dialled (a browser): its address is
+    L{None}.
+    """
     if len(payload) != 5:
         return None
     peer_id, theirs = id_text(payload[1]), id_text(payload[2])
     address, codes = parse_address(payload[3]), _parse_codes(payload[4])
-    if peer_id is None or theirs is None or address is None or codes is None or not is_base58(peer_id):
+    undialable = isinstance(payload[3], list) and len(payload[3]) == 2 and payload[3][1] == 0
+    if peer_id is None or theirs is None or codes is None or not is_base58(peer_id):
+        return None
+    if address is None and not undialable:
         return None
     return peer_id, theirs, address, codes
 

@@ -274,6 +274,18 @@ class MeshService(Service):
 
     # -- dialling ------------------------------------------------------------
 
+    def protocol_factory(self, encryption: str) -> MeshFactory:
+        """
+        The factory of this node's accepted connections of a transport, for
+        a listener the node does not own (a web site serving the mesh over
+        WebSocket, say).  See L{advertise}.
+        """
+        return self._factory(encryption, False)
+
+    def advertise(self, encryption: str, address: Address) -> None:
+        """Tell peers of the transport C{encryption} to dial this node at C{address}."""
+        self._node.out_addrs[encryption] = address
+
     def _factory(self, encryption: str, outgoing: bool) -> MeshFactory:
         factory = self._factories.get((encryption, outgoing))
         if factory is None:
