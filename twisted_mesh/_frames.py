@@ -13,7 +13,6 @@ reactor, so a test can drive it byte by byte.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from hashlib import sha256
 from struct import Struct
@@ -23,12 +22,16 @@ import msgpack
 
 from twisted_mesh import _compression
 from twisted_mesh._ids import id_text
+from twisted_mesh.limits import Limits
 
 _HEADER = Struct(">I")
 _CHECKSUM_SIZE = 32
 
 #: The default largest body a frame may announce, and a body may inflate to.
-MAX_FRAME_SIZE = 16 * 1024 * 1024
+MAX_FRAME_SIZE = Limits.max_frame_size
+
+#: The default depth to which lists and maps may nest in a message.
+MAX_DEPTH = Limits.max_depth
 
 
 class FrameError(ValueError):
@@ -47,19 +50,25 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise FrameError(f"msgpack extension type {code} is not allowed")
 
 
-# The lead bytes of msgpack's ext formats.  msgpack decodes the timestamp
-# extension (-1) itself, without asking ext_hook.
-_EXT_LEAD = re.compile(b"[\xc7-\xc9\xd4-\xd8]")
-
-
-def _holds_timestamp(value: Any) -> bool:
-    if isinstance(value, msgpack.Timestamp):
-        return True
-    if isinstance(value, list):
-        return any(_holds_timestamp(item) for item in value)
-    if isinstance(value, dict):
-        return any(_holds_timestamp(key) or _holds_timestamp(item) for key, item in value.items())
-    return False
+def _check_structure(value: Any, max_depth: int) -> None:
+    """
+    Refuse lists and maps nested deeper than C{max_depth}, and the timestamp
+    extension, which msgpack decodes itself without asking C{ext_hook}.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list):
+            children: Iterable[Any] = item
+        elif isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, msgpack.Timestamp):
+            raise FrameError("msgpack extension type -1 is not allowed")
+        else:
+            continue
+        if depth >= max_depth:
+            raise FrameError(f"lists and maps nest deeper than {max_depth}")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict, msgpack.Timestamp)))
 
 
 def pack(obj: Any) -> bytes:
@@ -72,11 +81,14 @@ def pack(obj: Any) -> bytes:
     return packed
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
     """
     Read one msgpack value, keeping bin (C{bytes}) and str (C{str}) apart.
 
-    :raise FrameError: on malformed or trailing data, or an extension type.
+    :param max_depth: how deeply lists and maps may nest, the outermost
+        being at depth 0.
+    :raise FrameError: on malformed or trailing data, an extension type, or
+        nesting deeper than C{max_depth}.
     """
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_reject_ext)
@@ -84,8 +96,7 @@ def unpack(data: bytes) -> Any:
         raise
     except Exception as e:
         raise FrameError(f"bad msgpack: {e}") from None
-    if _EXT_LEAD.search(data) and _holds_timestamp(value):
-        raise FrameError("msgpack extension type -1 is not allowed")
+    _check_structure(value, max_depth)
     return value
 
 
@@ -175,7 +186,9 @@ class WireMessage:
         return cls(msg_type, sender, time, tuple(payload), serial, sha256(serial).digest(), sender_is_bin)
 
     @classmethod
-    def from_body(cls, body: bytes, codes: Iterable[int], limit: int = MAX_FRAME_SIZE) -> WireMessage:
+    def from_body(
+        cls, body: bytes, codes: Iterable[int], limit: int = MAX_FRAME_SIZE, max_depth: int = MAX_DEPTH
+    ) -> WireMessage:
         """
         Read a received body: inflate it as the peer's codes allow, check
         its checksum, and decode it.
@@ -183,6 +196,8 @@ class WireMessage:
         :param body: the bytes after the length header.
         :param codes: the compression codes the sending peer listed.
         :param limit: the most bytes the body may inflate to.
+        :param max_depth: how deeply lists and maps may nest in the message
+            (the message itself is depth 0, the payload's lists depth 1).
         :raise FrameError: when the body cannot be read (see its subclasses).
         """
         try:
@@ -195,7 +210,7 @@ class WireMessage:
                 raise ChecksumError("checksum mismatch")
         except _compression.InflatedTooLarge as e:
             raise FrameTooLarge(str(e)) from None
-        fields = unpack(serial)
+        fields = unpack(serial, max_depth)
         if not isinstance(fields, list) or len(fields) < 4:
             raise FrameError("a message must be an array of at least 4 fields")
         msg_type, sender_field, time = fields[0], fields[1], fields[2]

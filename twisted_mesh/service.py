@@ -218,7 +218,8 @@ class MeshService(Service):
         node = self._node
         for port, (_, encryption) in zip(ports, self._listen, strict=True):
             outward = outward_address(port.getHost())
-            if outward is not None and encryption not in node.out_addrs:
+            given = self._out_addr_given and encryption == node.protocol.encryption
+            if outward is not None and encryption not in node.out_addrs and not given:
                 node.out_addrs[encryption] = outward
         if not self._out_addr_given and node.out_addrs:
             node.out_addr = node.out_addrs.get(node.protocol.encryption) or next(iter(node.out_addrs.values()))

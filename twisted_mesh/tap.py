@@ -4,6 +4,7 @@ The C{twistd mesh} command: its options, and the service they make.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -89,8 +90,10 @@ class Options(usage.Options):
             self["out-addr"] = _address(self["out-addr"])
         self["protocol"] = Protocol(self["subnet"], self["transport"])
         web = self["web"]
-        if web is not None:
-            self["web"] = f"tcp:{web}" if web.isdigit() else web
+        if web is not None and web.isdigit():
+            if not 0 <= int(web) < 65536:
+                raise usage.UsageError(f"--web {web}: a port must be between 0 and 65535")
+            self["web"] = f"tcp:{web}"
         _check_endpoints(serverFromString, [*self["listen"], *([self["web"]] if web is not None else [])])
         # An endpoint string for a client always has "key=value" parts.
         self["connect"] = [peer if "=" in peer else _address(peer) for peer in self["connect"]]
@@ -107,9 +110,35 @@ class Options(usage.Options):
             self["listen"] = [self["port"]]
 
 
+class _NodeProcess(MultiService):
+    """
+    The services of a C{twistd mesh} process.  SIGTERM and SIGINT stop it as
+    a clean exit (status 0), and a node that cannot listen stops it.
+    """
+
+    def __init__(self, node: MeshService) -> None:
+        super().__init__()
+        self._node = node
+        node.setServiceParent(self)
+
+    def startService(self) -> None:
+        from twisted.internet import reactor as _reactor
+
+        reactor: Any = _reactor
+        super().startService()
+
+        def stop_on_signals() -> None:
+            # Twisted's own handlers make twistd die of the signal after a
+            # clean stop; a node that stopped cleanly exits with status 0.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
+
+        reactor.callWhenRunning(stop_on_signals)
+        self._node.listening.addErrback(lambda _: reactor.stop())
+
+
 def makeService(options: Options) -> MultiService:
     """Make the node C{options} describe, with its web face if asked."""
-    top = MultiService()
     node = MeshService(
         options["protocol"],
         listen=options["listen"],
@@ -118,7 +147,7 @@ def makeService(options: Options) -> MultiService:
         out_addr=options["out-addr"],
         max_outgoing=options["max-outgoing"],
     )
-    node.setServiceParent(top)
+    top = _NodeProcess(node)
     # Nobody reads this node's queue: take every message, logging it if asked.
     node.register_handler(_log_message if options["verbose"] else _take_message)
     if options["web"] is not None:

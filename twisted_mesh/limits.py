@@ -1,0 +1,51 @@
+"""
+L{Limits}: what a node accepts from its peers, and how much it holds for them.
+
+Each limit, when it bites, writes one log line and counts in the
+C{mesh_limit_hits_total} metric under its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    A node's limits.  The defaults suit a node on the internet.
+
+    :ivar max_frame_size: the largest frame body a header may announce, and
+        the most bytes a compressed body may inflate to.
+    :ivar max_depth: how deeply lists and maps may nest in a message.
+    :ivar max_connections: open connections, accepted and dialled, with or
+        without a handshake; more are closed at once.
+    :ivar handshake_timeout: seconds a new connection has to send its
+        handshake.
+    :ivar max_peers_per_message: entries of one peers message that are
+        considered; the rest are ignored.
+    :ivar max_pending_replies: replies waiting for the address of a node this
+        node is not connected to; the oldest is dropped.
+    :ivar max_seen: broadcasts remembered to drop repeats; past it the oldest
+        are forgotten early.
+    :ivar max_queue: received messages waiting for C{recv()}; past it the
+        oldest is dropped.
+    :ivar send_buffer: bytes waiting for a slow peer past which the node
+        stops reading from its other peers until that peer catches up.
+    :ivar max_send_buffer: bytes waiting for a peer past which it is
+        disconnected.
+    :ivar congestion_timeout: seconds a peer may keep the node waiting (over
+        C{send_buffer}) before it is disconnected.
+    """
+
+    max_frame_size: int = 16 * 1024 * 1024
+    max_depth: int = 32
+    max_connections: int = 256
+    handshake_timeout: float = 30.0
+    max_peers_per_message: int = 64
+    max_pending_replies: int = 256
+    max_seen: int = 1_000_000
+    max_queue: int = 100_000
+    send_buffer: int = 1024 * 1024
+    max_send_buffer: int = 32 * 1024 * 1024
+    congestion_timeout: float = 30.0
