@@ -12,7 +12,11 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=["twisted_mesh", "twisted_mesh.web", "twisted.plugins"],
-    package_data={"twisted_mesh": ["py.typed"]},
+    package_data={
+        "twisted_mesh": ["py.typed"],
+        # The web page and the browser client (built from js/ by `npm run build`).
+        "twisted_mesh.web": ["static/*"],
+    },
     install_requires=[
         "twisted>=23.10",
         "msgpack>=1.0",
@@ -29,6 +33,8 @@ setup(
             # The reference node the interop tests mesh with.
             "py2p==0.7.878",
             "cryptography",
+            # Drives Debian's Chromium in the browser tests.
+            "playwright>=1.40",
         ],
     },
     classifiers=[

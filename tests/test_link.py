@@ -20,11 +20,12 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
-from twisted_mesh._connection import HANDSHAKE_TIMEOUT, MAX_BAD_FRAMES, MeshFactory, MeshProtocol
+from twisted_mesh._connection import MAX_BAD_FRAMES, MeshFactory, MeshProtocol
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, new_node_id
 from twisted_mesh._node import MeshNode
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
+from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 
 MESH = Protocol("mesh", "Plaintext")
@@ -50,7 +51,8 @@ class Rig:
 
     def link(self, *, outgoing: bool = False, max_frame_size: int = MAX_FRAME_SIZE) -> Side:
         """Open a new connection to the node."""
-        factory = MeshFactory(self.node, outgoing, self.connections, max_frame_size)
+        self.node.limits = Limits(max_frame_size=max_frame_size)
+        factory = MeshFactory(self.node, outgoing, self.connections)
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
@@ -607,10 +609,10 @@ def test_renegotiation_is_not_shown_to_the_node() -> None:
 
 
 def test_handshake_timeout_closes() -> None:
-    """No handshake within HANDSHAKE_TIMEOUT: closed, HandshakeFailed."""
+    """No handshake within Limits.handshake_timeout: closed, HandshakeFailed."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    rig.clock.advance(HANDSHAKE_TIMEOUT - 0.001)
+    rig.clock.advance(Limits.handshake_timeout - 0.001)
     assert not side.closed and side.results == []
     rig.clock.advance(0.001)
     assert side.closed
@@ -624,10 +626,10 @@ def test_handshake_in_time_cancels_the_timeout() -> None:
     """A handshake in time: the timer is cancelled, the link stays."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    rig.clock.advance(HANDSHAKE_TIMEOUT / 2)
+    rig.clock.advance(Limits.handshake_timeout / 2)
     side.feed(handshake(new_node_id(MESH)))
     assert rig.clock.getDelayedCalls() == []
-    rig.clock.advance(HANDSHAKE_TIMEOUT * 2)
+    rig.clock.advance(Limits.handshake_timeout * 2)
     assert not side.closed
     assert len(side.results) == 1 and isinstance(side.results[0], str)
 

@@ -21,7 +21,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
-from twisted_mesh._frames import MAX_FRAME_SIZE, WireMessage
+from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, b58encode_int
 from twisted_mesh._node import Address, Link, MeshNode
 
@@ -104,8 +104,8 @@ class Mesh:
             if peer_exchange:
                 node.dialer = self._dialer(i)
             connections: set[MeshProtocol] = set()
-            self.servers.append(RecordingFactory(self.recorder, node, False, connections, MAX_FRAME_SIZE))
-            self.clients.append(RecordingFactory(self.recorder, node, True, connections, MAX_FRAME_SIZE))
+            self.servers.append(RecordingFactory(self.recorder, node, False, connections))
+            self.clients.append(RecordingFactory(self.recorder, node, True, connections))
             self.by_address[address] = i
             self.nodes.append(node)
 

@@ -22,7 +22,7 @@ from support import wait_for, within
 from twisted.internet import defer, ssl
 from twisted.internet.error import ConnectionClosed
 
-from twisted_mesh import HandshakeFailed, MeshService, MeshSocket, Protocol, flags
+from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, flags
 from twisted_mesh.tls import TLSOptions, self_signed_certificate
 
 Reference = Callable[..., Awaitable[ReferenceNode]]
@@ -71,7 +71,9 @@ async def test_between_twisted_mesh_nodes(mesh: Callable[..., MeshSocket], encry
 async def test_a_plaintext_peer_is_refused(mesh: Callable[..., MeshSocket], encryption: str) -> None:
     """Each transport is its own network: a TCP dial of it fails."""
     secured = mesh(encryption)
-    plain = mesh("Plaintext")
+    # A WebSocket listener waits for an HTTP request that never comes: the
+    # handshake timeout ends the attempt.
+    plain = mesh("Plaintext", limits=Limits(handshake_timeout=3))
     with pytest.raises((HandshakeFailed, ConnectionClosed)):
         await within(plain.connect("127.0.0.1", secured.out_addr[1]))
     assert not secured.routing_table and not plain.routing_table

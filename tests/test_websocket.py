@@ -58,7 +58,6 @@ from twisted.web.server import Site
 
 from twisted_mesh import Protocol, flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
-from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._node import MeshNode
 from twisted_mesh.websocket import (
     WebSocketClientEndpoint,
@@ -556,8 +555,8 @@ class Node:
         self.node = MeshNode(protocol, reactor, out_addr=("127.0.0.1", 9), max_outgoing=0)
         connections: set[MeshProtocol] = set()
         self.connections = connections
-        self.server = MeshFactory(self.node, False, connections, MAX_FRAME_SIZE)
-        self.client = MeshFactory(self.node, True, connections, MAX_FRAME_SIZE)
+        self.server = MeshFactory(self.node, False, connections)
+        self.client = MeshFactory(self.node, True, connections)
 
     async def close(self) -> None:
         links = list(self.connections)

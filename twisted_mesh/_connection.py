@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, ITransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_mesh import _compression, flags
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
@@ -24,13 +25,14 @@ from twisted_mesh._node import Address, MeshNode, parse_address
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
 
-#: Seconds a peer has to send its handshake.
-HANDSHAKE_TIMEOUT = 30.0
+#: Seconds a closing connection has to finish its closing handshake.
+CLOSE_TIMEOUT = 10.0
 
 #: Frames in a row that may fail their checksum before the link is closed.
 MAX_BAD_FRAMES = 3
 
 
+@implementer(IPushProducer)
 class MeshProtocol(Protocol):
     """
     One connection to a peer: a L{twisted_mesh._node.Link} for the node.
@@ -66,13 +68,15 @@ class MeshProtocol(Protocol):
             # of it is logged where it happens.
             self.handshake_done.addErrback(lambda _: None)
         self.closed: Deferred[None] = Deferred()
-        self._max_frame_size = factory.max_frame_size
-        self._reader = FrameReader(factory.max_frame_size)
+        self._limits = limits = factory.node.limits
+        self._reader = FrameReader(limits.max_frame_size)
         self._send_code: int | None = None
         self._last_sent: WireMessage | None = None
         self._bad_frames = 0
         self._closing = False
         self._timeout: IDelayedCall | None = None
+        self._congestion: IDelayedCall | None = None
+        self._bytes_out_when_congested = 0
         self.stats = LinkStats()
 
     def __repr__(self) -> str:
@@ -92,19 +96,29 @@ class MeshProtocol(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self._transport: ITransport = self.transport
-        self.factory.connections.add(self)
-        self._node.stats.connections["out" if self.outgoing else "in"] += 1
-        set_no_delay = getattr(self._transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
-        self._timeout = self._node.clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timed_out)
+        node, connections = self._node, self.factory.connections
+        if len(connections) >= self._limits.max_connections:
+            self._closing = True
+            node.limit_hit("max_connections", "refused a connection from {peer}", peer=self._transport.getPeer())
+            self._transport.loseConnection()
+            return
+        connections.add(self)
+        node.stats.connections["out" if self.outgoing else "in"] += 1
+        for option in ("setTcpNoDelay", "setTcpKeepAlive"):
+            setter = getattr(self._transport, option, None)
+            if setter is not None:
+                setter(True)
+        # The transport tells this producer when its write buffer is full.
+        self._transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._timeout = node.clock.callLater(self._limits.handshake_timeout, self._handshake_timed_out)
         self._send_handshake()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self.factory.connections.discard(self)
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
+        for timer in (self._timeout, self._congestion):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._node.link_lost(self)
         if not self.handshake_done.called:
             self._node.stats.handshake_failures["closed"] += 1
@@ -121,6 +135,7 @@ class MeshProtocol(Protocol):
             bodies = self._reader.feed(data)
         except FrameTooLarge as e:
             totals.dropped["too_large"] += 1
+            self._node.limit_hit("max_frame_size", "{peer}: {error}", peer=self.peer_id, error=str(e))
             self.close(str(e))
             return
         stats.frames_in += len(bodies)
@@ -129,7 +144,7 @@ class MeshProtocol(Protocol):
             if self._closing:
                 return
             try:
-                msg = WireMessage.from_body(body, self.peer_codes, self._max_frame_size)
+                msg = WireMessage.from_body(body, self.peer_codes, self._limits.max_frame_size, self._limits.max_depth)
             except ChecksumError:
                 totals.dropped["bad_checksum"] += 1
                 self._frame_failed_checksum()
@@ -143,12 +158,23 @@ class MeshProtocol(Protocol):
 
     # -- the Link interface --------------------------------------------------
 
-    def send(self, msg: WireMessage) -> None:
-        """Write C{msg} to the peer, its sender field in the peer's form."""
+    def send(self, msg: WireMessage) -> str | None:
+        """
+        Write C{msg} to the peer, its sender field in the peer's form.
+
+        :return: L{None} when it was written; else why not.
+        """
         if self._closing:
-            return
+            return "the connection is closing"
+        if self._congestion is not None:
+            waiting = self.stats.bytes_out - self._bytes_out_when_congested
+            if waiting > self._limits.max_send_buffer:
+                self._node.limit_hit("max_send_buffer", "{peer} is not reading", peer=self.peer_id)
+                self.close(f"the peer is not reading: {waiting} bytes wait for it")
+                return "the peer is not reading"
         self._last_sent = msg
         self._write(msg.frame(self.ids_as_bin, self._send_code))
+        return None
 
     def _write(self, frame: bytes) -> None:
         stats, totals = self.stats, self._node.stats
@@ -165,10 +191,62 @@ class MeshProtocol(Protocol):
         """
         if self._closing:
             return
-        self._closing = True
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
+        # A closing handshake (TLS, WebSocket) needs to read its answer, and
+        # TLS closes only once no producer is registered.
+        self.resume_reading()
+        self._closing = True
+        self._transport.unregisterProducer()  # type: ignore[attr-defined]
         self._transport.loseConnection()
+        # A peer that does not finish closing is cut off.
+        abort = getattr(self._transport, "abortConnection", None)
+        if abort is not None:
+            if self._timeout is not None and self._timeout.active():
+                self._timeout.cancel()
+            self._timeout = self._node.clock.callLater(CLOSE_TIMEOUT, abort)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer until L{resume_reading}."""
+        pause = getattr(self._transport, "pauseProducing", None)
+        if pause is not None and not self._closing:
+            pause()
+
+    def resume_reading(self) -> None:
+        """Read from the peer again."""
+        resume = getattr(self._transport, "resumeProducing", None)
+        if resume is not None and not self._closing:
+            resume()
+
+    # -- IPushProducer: the transport's write buffer -------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        The transport has a full write buffer: the peer is slow to read.
+        (Before the handshake, TLS pauses its producer until it is secure:
+        that is not a slow peer.)
+        """
+        if self._congestion is not None or self._closing or self.peer_id is None:
+            return
+        self._bytes_out_when_congested = self.stats.bytes_out
+        self._congestion = self._node.clock.callLater(self._limits.congestion_timeout, self._congestion_timed_out)
+        self._node.link_congested(self)
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer drained."""
+        if self._congestion is None:
+            return
+        if self._congestion.active():
+            self._congestion.cancel()
+        self._congestion = None
+        self._node.link_drained(self)
+
+    def stopProducing(self) -> None:
+        """The transport is going away; L{connectionLost} follows."""
+
+    def _congestion_timed_out(self) -> None:
+        self._node.limit_hit("congestion_timeout", "{peer} stayed slow", peer=self.peer_id)
+        self.close(f"the peer read too slowly for {self._limits.congestion_timeout:g} s")
 
     # -- what the link handles itself ----------------------------------------
 
@@ -235,7 +313,8 @@ class MeshProtocol(Protocol):
             self.handshake_done.errback(error)
 
     def _handshake_timed_out(self) -> None:
-        self._fail_handshake(HandshakeFailed(f"no handshake within {HANDSHAKE_TIMEOUT:g} s"), "timeout")
+        timeout = self._limits.handshake_timeout
+        self._fail_handshake(HandshakeFailed(f"no handshake within {timeout:g} s"), "timeout")
 
     def _on_renegotiate(self, payload: tuple[Any, ...]) -> None:
         if len(payload) == 2 and payload[0] == flags.compression:
@@ -314,14 +393,12 @@ class MeshFactory(Factory):
         node: MeshNode,
         outgoing: bool,
         connections: set[MeshProtocol],
-        max_frame_size: int,
         encryption: str | None = None,
     ) -> None:
         self.node = node
         self.outgoing = outgoing
         self.encryption = encryption or node.protocol.encryption
         self.connections = connections
-        self.max_frame_size = max_frame_size
 
     def buildProtocol(self, addr: Any) -> MeshProtocol:
         return MeshProtocol(self)

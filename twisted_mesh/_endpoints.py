@@ -25,7 +25,7 @@ from twisted_mesh.tls import TLSOptions
 from twisted_mesh.websocket import WebSocketClientEndpoint, WebSocketServerEndpoint
 
 # A WebSocket message carries a frame and its header; leave room for both.
-_WEBSOCKET_SLACK = 64 * 1024
+WEBSOCKET_SLACK = 64 * 1024
 
 Address = tuple[str, int]
 
@@ -73,7 +73,7 @@ def server_endpoint(
     else:
         tcp = TCP4ServerEndpoint(reactor, port, interface=interface)
     if encryption in ("ws", "wss"):
-        return WebSocketServerEndpoint(tcp, reactor=reactor, max_message_size=max_frame_size + _WEBSOCKET_SLACK)
+        return WebSocketServerEndpoint(tcp, reactor=reactor, max_message_size=max_frame_size + WEBSOCKET_SLACK)
     return tcp
 
 
@@ -90,7 +90,7 @@ def client_endpoint(
         tcp = wrapClientTLS(tls.client_creator(host), tcp)
     if encryption in ("ws", "wss"):
         return WebSocketClientEndpoint(
-            tcp, _url(encryption, host, port), reactor=reactor, max_message_size=max_frame_size + _WEBSOCKET_SLACK
+            tcp, _url(encryption, host, port), reactor=reactor, max_message_size=max_frame_size + WEBSOCKET_SLACK
         )
     return tcp
 

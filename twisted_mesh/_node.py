@@ -13,6 +13,7 @@ import heapq
 import os
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as Interface
 
@@ -25,10 +26,16 @@ from twisted_mesh import flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._stats import NodeStats
+from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 
 #: How long a broadcast stays new, in seconds: older ones are dropped.
 MESSAGE_LIFETIME = 60
+
+DEFAULT_LIMITS = Limits()
+
+#: The least seconds between two log lines about one limit.
+LIMIT_LOG_INTERVAL = 10.0
 
 #: How many addresses of past peers a node keeps, to re-dial when alone.
 MAX_KNOWN_ADDRESSES = 16
@@ -56,11 +63,37 @@ class Link(Interface):
     ids_as_bin: bool
     encryption: str
 
-    def send(self, msg: WireMessage) -> None:
-        """Write C{msg} to the peer, its sender field in the peer's form."""
+    def send(self, msg: WireMessage) -> str | None:
+        """
+        Write C{msg} to the peer, its sender field in the peer's form.
+
+        :return: L{None} when it was written; else why not.
+        """
 
     def close(self, reason: str, *, error: bool = True) -> None:
         """Close the connection, logging C{reason} (as a warning if C{error})."""
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer until L{resume_reading}."""
+
+    def resume_reading(self) -> None:
+        """Read from the peer again."""
+
+
+@dataclass
+class SendResult:
+    """
+    What L{MeshNode.send} did with a message.
+
+    :ivar queued: the peers it was written to, by node ID.
+    :ivar skipped: the peers it was not written to, with the reason.
+    """
+
+    queued: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.queued)
 
 
 class Events:
@@ -98,11 +131,19 @@ class SeenSet:
     """
     The broadcasts seen in the last L{MESSAGE_LIFETIME} seconds.
 
-    A key is kept until the message it names is too old to be accepted.
+    A key is kept until the message it names is too old to be accepted, or
+    until more than C{max_size} keys are held: then the oldest go first.
+
+    :ivar evicted: how many keys were forgotten early to stay in C{max_size}.
     """
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(
+        self, clock: IReactorTime, max_size: int = Limits.max_seen, on_evict: Callable[[], None] | None = None
+    ) -> None:
         self.clock = clock
+        self.max_size = max_size
+        self._on_evict = on_evict
+        self.evicted = 0
         self._keys: set[bytes] = set()
         self._expiries: list[tuple[float, bytes]] = []
 
@@ -120,6 +161,11 @@ class SeenSet:
             return False
         self._keys.add(key)
         heapq.heappush(expiries, (max(time, now) + MESSAGE_LIFETIME + 1, key))
+        if len(expiries) > self.max_size:
+            self._keys.discard(heapq.heappop(expiries)[1])
+            self.evicted += 1
+            if self._on_evict is not None:
+                self._on_evict()
         return True
 
     def __len__(self) -> int:
@@ -171,6 +217,7 @@ class MeshNode:
         its Deferred fires with the peer's ID once the handshake is over.
     :ivar event_source: the object passed to event callbacks.
     :ivar clock: where the node reads the time and schedules timeouts.
+    :ivar limits: what the node accepts and holds.
     :ivar stats: counters of what the node and its links did.
     :ivar known_addresses: the addresses of the latest peers, oldest first.
     :ivar started: when the node was made, by C{clock}.
@@ -186,8 +233,10 @@ class MeshNode:
         out_addr: Address = ("127.0.0.1", 0),
         node_id: str | None = None,
         max_outgoing: int = 4,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.protocol = protocol
+        self.limits = limits
         self.id = node_id or new_node_id(protocol)
         self.out_addr = out_addr
         self.out_addrs: dict[str, Address] = {}
@@ -196,7 +245,11 @@ class MeshNode:
         self.dialer: Dialer | None = None
         self.event_source: object = self
         self.events = Events()
-        self.seen = SeenSet(clock)
+        self.seen = SeenSet(
+            clock,
+            limits.max_seen,
+            lambda: self.limit_hit("max_seen", "forgot broadcasts early to keep at most {most}", most=limits.max_seen),
+        )
         self.known_addresses: dict[Address, None] = {}
         self.stats = NodeStats()
         self.started = clock.seconds()
@@ -207,6 +260,20 @@ class MeshNode:
         self._waiters: deque[Deferred[Message]] = deque()
         self._requests: dict[str, _PendingReply] = {}
         self._dialing: dict[Address, str | None] = {}
+        self._congested: set[Link] = set()
+        self._limit_logged: dict[str, float] = {}
+
+    def limit_hit(self, limit: str, text: str, **fields: Any) -> None:
+        """
+        Count a limit that bit, and log it: the first time, then at most
+        once every L{LIMIT_LOG_INTERVAL} seconds per limit.
+        """
+        self.stats.limit_hits[limit] += 1
+        now = self.clock.seconds()
+        if now - self._limit_logged.get(limit, -LIMIT_LOG_INTERVAL) >= LIMIT_LOG_INTERVAL:
+            self._limit_logged[limit] = now
+            count = self.stats.limit_hits[limit]
+            self._log.warn("limit {limit} ({count} so far): " + text, limit=limit, count=count, **fields)
 
     def out_addr_for(self, encryption: str) -> Address:
         """The address this node tells peers of the transport C{encryption} to dial."""
@@ -255,8 +322,30 @@ class MeshNode:
         other = existing if dialled_by_higher is new else new
         return dialled_by_higher, other
 
+    def link_congested(self, link: Link) -> None:
+        """
+        A peer is slow to read: stop reading from the other peers (which
+        would feed it more) until it catches up.  Links that are congested
+        themselves keep reading, so two slow peers never wait on each other.
+        """
+        self._congested.add(link)
+        if len(self._congested) == 1:
+            self._log.info("peer {peer} is slow to read: pausing the others", peer=link.peer_id)
+        for other in list(self.routing_table.values()):
+            if other not in self._congested:
+                other.pause_reading()
+
+    def link_drained(self, link: Link) -> None:
+        """A slow peer caught up: read again once no peer is slow."""
+        self._congested.discard(link)
+        if not self._congested:
+            for other in list(self.routing_table.values()):
+                other.resume_reading()
+
     def link_lost(self, link: Link) -> None:
         """Forget a link that closed; emit C{'disconnect'} when it was the last peer."""
+        if link in self._congested:
+            self.link_drained(link)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
             if not self.routing_table:
@@ -317,6 +406,9 @@ class MeshNode:
         if self._waiters:
             self._waiters.popleft().callback(message)
         else:
+            if len(self.queue) >= self.limits.max_queue:
+                self.queue.popleft()
+                self.limit_hit("max_queue", "the receive queue is full: dropped its oldest message")
             self.queue.append(message)
         self.events.emit("message", self.event_source)
 
@@ -337,6 +429,15 @@ class MeshNode:
         if not isinstance(entries, list):
             self._log.warn("ignored a malformed peers message from {peer}", peer=link.peer_id)
             return
+        if len(entries) > self.limits.max_peers_per_message:
+            self.limit_hit(
+                "max_peers_per_message",
+                "{peer} sent {entries} peers; considering the first {most}",
+                peer=link.peer_id,
+                entries=len(entries),
+                most=self.limits.max_peers_per_message,
+            )
+            entries = entries[: self.limits.max_peers_per_message]
         for entry in entries:
             if not isinstance(entry, list) or len(entry) != 2:
                 address, peer_id = None, None
@@ -400,6 +501,10 @@ class MeshNode:
         now = self.clock.seconds()
         self._requests = {key: value for key, value in self._requests.items() if value.expires > now}
         request_id = b58encode_int(int.from_bytes(os.urandom(32), "big"))
+        if len(self._requests) >= self.limits.max_pending_replies:
+            dropped = next(iter(self._requests))
+            del self._requests[dropped]
+            self.limit_hit("max_pending_replies", "dropped the oldest reply waiting for an address")
         self._requests[request_id] = _PendingReply(target, packets, now + MESSAGE_LIFETIME)
         self._log.info("not connected to {target}: asking the mesh for its address", target=target)
         self._broadcast_new((flags.request, request_id, target.encode("ascii")))
@@ -450,26 +555,33 @@ class MeshNode:
 
     # -- sending ----------------------------------------------------------
 
-    def send(self, packets: tuple[Any, ...], flag: int = flags.broadcast, type: int = flags.broadcast) -> None:
+    def send(self, packets: tuple[Any, ...], flag: int = flags.broadcast, type: int = flags.broadcast) -> SendResult:
         """
         Send C{(type, *packets)} to every peer: relayed through the whole
         mesh when C{flag} is L{flags.broadcast}, to direct peers only when it
         is L{flags.whisper}.
 
+        :return: which peers it was written to, and which not and why.
         :raise TypeError: when a packet is not something msgpack can write.
         """
         if flag == flags.broadcast:
-            self._broadcast_new((type, *packets))
-            return
-        msg = WireMessage.create(flag, self.id, self.now(), (type, *packets))
-        for link in list(self.routing_table.values()):
-            link.send(msg)
+            return self._broadcast_new((type, *packets))
+        return self._send_to_all(WireMessage.create(flag, self.id, self.now(), (type, *packets)))
 
-    def _broadcast_new(self, payload: tuple[Any, ...]) -> None:
+    def _broadcast_new(self, payload: tuple[Any, ...]) -> SendResult:
         msg = WireMessage.create(flags.broadcast, self.id, self.now(), payload)
         self.seen.add(msg.key, msg.time)
-        for link in list(self.routing_table.values()):
-            link.send(msg)
+        return self._send_to_all(msg)
+
+    def _send_to_all(self, msg: WireMessage) -> SendResult:
+        result = SendResult()
+        for peer_id, link in list(self.routing_table.items()):
+            refused = link.send(msg)
+            if refused is None:
+                result.queued.append(peer_id)
+            else:
+                result.skipped[peer_id] = refused
+        return result
 
     def _whisper(self, link: Link, payload: tuple[Any, ...]) -> None:
         link.send(WireMessage.create(flags.whisper, self.id, self.now(), payload, link.ids_as_bin))

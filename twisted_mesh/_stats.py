@@ -28,9 +28,10 @@ class NodeStats(LinkStats):
     :ivar dropped: frames or messages dropped, by reason.
     :ivar connections: connections made, by direction (C{in}, C{out}).
     :ivar handshake_failures: handshakes that failed, by reason.
+    :ivar limit_hits: times each limit bit, by limit.
     """
 
-    __slots__ = ("relayed", "delivered", "dropped", "connections", "handshake_failures")
+    __slots__ = ("relayed", "delivered", "dropped", "connections", "handshake_failures", "limit_hits")
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,3 +40,4 @@ class NodeStats(LinkStats):
         self.dropped: Counter[str] = Counter()
         self.connections: Counter[str] = Counter()
         self.handshake_failures: Counter[str] = Counter()
+        self.limit_hits: Counter[str] = Counter()

@@ -30,12 +30,12 @@ class Limits:
         are forgotten early.
     :ivar max_queue: received messages waiting for C{recv()}; past it the
         oldest is dropped.
-    :ivar send_buffer: bytes waiting for a slow peer past which the node
-        stops reading from its other peers until that peer catches up.
-    :ivar max_send_buffer: bytes waiting for a peer past which it is
-        disconnected.
-    :ivar congestion_timeout: seconds a peer may keep the node waiting (over
-        C{send_buffer}) before it is disconnected.
+    :ivar max_send_buffer: bytes that may wait for a slow peer.  While a
+        peer's transport has more than its own buffer size (64 KiB for TCP)
+        waiting, the node stops reading from its other peers; a peer with
+        more than this waiting is disconnected.
+    :ivar congestion_timeout: seconds a slow peer may keep the node from
+        reading before it is disconnected.
     """
 
     max_frame_size: int = 16 * 1024 * 1024
@@ -46,6 +46,5 @@ class Limits:
     max_pending_replies: int = 256
     max_seen: int = 1_000_000
     max_queue: int = 100_000
-    send_buffer: int = 1024 * 1024
     max_send_buffer: int = 32 * 1024 * 1024
     congestion_timeout: float = 30.0

@@ -25,10 +25,10 @@ from twisted.python.failure import Failure
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import Address, client_endpoint, encryption_of, outward_address, server_endpoint
-from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
-from twisted_mesh._node import Handler, MeshNode
+from twisted_mesh._node import DEFAULT_LIMITS, Handler, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
+from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 from twisted_mesh.tls import TLSOptions
 
@@ -72,7 +72,7 @@ class MeshService(Service):
     :param out_addr: the address peers should dial; by default, that of the
         first listener (a wildcard interface gives the LAN address).
     :param max_outgoing: how many connections peer exchange may dial.
-    :param max_frame_size: the largest frame body accepted, in bytes.
+    :param limits: what the node accepts from peers and holds for them.
     :param reactor: the reactor to use; by default the global one.
     """
 
@@ -87,7 +87,7 @@ class MeshService(Service):
         tls: TLSOptions | None = None,
         out_addr: Address | None = None,
         max_outgoing: int = 4,
-        max_frame_size: int = MAX_FRAME_SIZE,
+        limits: Limits = DEFAULT_LIMITS,
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -96,8 +96,9 @@ class MeshService(Service):
             raise ValueError(f"unknown transport {protocol.encryption!r}: use one of {', '.join(ENCRYPTIONS)}")
         self._tls = tls
         self._reactor = reactor
-        self._max_frame_size = max_frame_size
-        self._node = MeshNode(protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing)
+        self._node = MeshNode(
+            protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing, limits=limits
+        )
         self._factories: dict[tuple[str, bool], MeshFactory] = {}
         self._connections: set[MeshProtocol] = set()
         self._listen = [self._server_endpoint(address) for address in listen]
@@ -129,6 +130,11 @@ class MeshService(Service):
     def out_addr(self) -> Address:
         """The address this node asks peers to dial."""
         return self._node.out_addr
+
+    @property
+    def limits(self) -> Limits:
+        """What this node accepts from peers and holds for them."""
+        return self._node.limits
 
     @property
     def tls(self) -> TLSOptions:
@@ -203,6 +209,7 @@ class MeshService(Service):
             "dropped": dict(stats.dropped),
             "connections_made": dict(stats.connections),
             "handshake_failures": dict(stats.handshake_failures),
+            "limit_hits": dict(stats.limit_hits),
         }
 
     # -- starting and stopping -----------------------------------------------
@@ -290,7 +297,7 @@ class MeshService(Service):
     def _factory(self, encryption: str, outgoing: bool) -> MeshFactory:
         factory = self._factories.get((encryption, outgoing))
         if factory is None:
-            factory = MeshFactory(self._node, outgoing, self._connections, self._max_frame_size, encryption)
+            factory = MeshFactory(self._node, outgoing, self._connections, encryption)
             self._factories[encryption, outgoing] = factory
         return factory
 
@@ -303,7 +310,8 @@ class MeshService(Service):
             address = ("", address)
         if isinstance(address, tuple):
             tls = self.tls if main in ("SSL", "wss") else None
-            return server_endpoint(self._reactor, self.protocol, tls, *address, self._max_frame_size), main
+            endpoint = server_endpoint(self._reactor, self.protocol, tls, *address, self.limits.max_frame_size)
+            return endpoint, main
         return address, main
 
     def _client_endpoint(self, address: DialAddress, encryption: str) -> tuple[IStreamClientEndpoint, str]:
@@ -313,7 +321,8 @@ class MeshService(Service):
         if isinstance(address, tuple):
             tls = self.tls if encryption in ("SSL", "wss") else None
             transport = Protocol(self.protocol.subnet, encryption)
-            return client_endpoint(self._reactor, transport, tls, *address, self._max_frame_size), encryption
+            dialler = client_endpoint(self._reactor, transport, tls, *address, self.limits.max_frame_size)
+            return dialler, encryption
         return address, encryption
 
     def connect(
@@ -341,16 +350,18 @@ class MeshService(Service):
 
     # -- messages ------------------------------------------------------------
 
-    def send(self, *packets: Any, flag: int = flags.broadcast, type: int = flags.broadcast) -> None:
+    def send(self, *packets: Any, flag: int = flags.broadcast, type: int = flags.broadcast) -> SendResult:
         """
         Send C{packets} to the mesh; they arrive as C{(type, *packets)}.
 
         :param flag: L{flags.broadcast} relays them to every node of the
             mesh; L{flags.whisper} sends them to this node's peers only.
         :param type: the sub-flag, the first packet the receivers see.
+        :return: which peers it was written to, and which not and why; true
+            when it was written to at least one peer.
         :raise TypeError: when a packet is not something msgpack can write.
         """
-        self._node.send(packets, flag, type)
+        return self._node.send(packets, flag, type)
 
     def recv(self, quantity: int | None = None) -> Message | list[Message] | None:
         """

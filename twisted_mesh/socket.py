@@ -11,6 +11,8 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._endpoints import Address
 from twisted_mesh._ids import Protocol
+from twisted_mesh._node import DEFAULT_LIMITS
+from twisted_mesh.limits import Limits
 from twisted_mesh.service import DEFAULT_PROTOCOL, MeshService
 from twisted_mesh.tls import TLSOptions
 
@@ -35,6 +37,7 @@ class MeshSocket(MeshService):
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param max_outgoing: how many connections peer exchange may dial.
+    :param limits: what the node accepts from peers and holds for them.
     :param reactor: the reactor to use; by default the global one.
     :raise twisted.internet.error.CannotListenError: when the port is taken.
     """
@@ -48,6 +51,7 @@ class MeshSocket(MeshService):
         *,
         tls: TLSOptions | None = None,
         max_outgoing: int = 4,
+        limits: Limits = DEFAULT_LIMITS,
         reactor: Any = None,
     ) -> None:
         super().__init__(
@@ -56,6 +60,7 @@ class MeshSocket(MeshService):
             tls=tls,
             out_addr=out_addr,
             max_outgoing=max_outgoing,
+            limits=limits,
             reactor=reactor,
         )
         self.startService()

@@ -8,7 +8,6 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.logger import Logger
@@ -19,6 +18,7 @@ from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh.message import Message
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
+from twisted_mesh.web import WebService
 
 
 def _address(text: str) -> Address:
@@ -151,12 +151,7 @@ def makeService(options: Options) -> MultiService:
     # Nobody reads this node's queue: take every message, logging it if asked.
     node.register_handler(_log_message if options["verbose"] else _take_message)
     if options["web"] is not None:
-        from twisted.internet import reactor
-
-        from twisted_mesh.web import web_site
-
-        web = StreamServerEndpointService(serverFromString(reactor, options["web"]), web_site(node))
-        web.setServiceParent(top)
+        WebService(node, options["web"]).setServiceParent(top)
     return top
 
 

@@ -86,6 +86,7 @@ __all__ = [
     "WebSocketHandshakeError",
     "WebSocketServerEndpoint",
     "WebSocketServerParser",
+    "websocket_server_factory",
 ]
 
 #: The largest message (and frame) accepted by default: a mesh frame of the
@@ -334,6 +335,21 @@ class _ServerFactory(WebSocketServerFactory):
         self._protocol_factory.doStop()
 
 
+def websocket_server_factory(
+    protocol_factory: IProtocolFactory,
+    *,
+    reactor: Any = None,
+    url: str | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> WebSocketServerFactory:
+    """
+    An Autobahn server factory that runs a protocol of C{protocol_factory}
+    over each WebSocket, as L{WebSocketServerEndpoint} does; wrap it in
+    C{autobahn.twisted.resource.WebSocketResource} to serve it in a site.
+    """
+    return _ServerFactory(protocol_factory, url, reactor, max_message_size)
+
+
 class _ClientFactory(WebSocketClientFactory):
     protocol = _ClientProtocol
     noisy = False
@@ -397,7 +413,9 @@ class WebSocketServerEndpoint:
         :return: a Deferred that fires with the inner endpoint's listening
             port.
         """
-        factory = _ServerFactory(protocolFactory, self._url, self._reactor, self._max_message_size)
+        factory = websocket_server_factory(
+            protocolFactory, reactor=self._reactor, url=self._url, max_message_size=self._max_message_size
+        )
         return self._inner.listen(factory)
 
 

@@ -1,30 +1,283 @@
 """
-The node's web face: a page for people, C{/status} and C{/metrics}.
+The node's web face, on one port (twisted.web):
+
+    - C{/}: a live page of the mesh for people (its peers as a graph, the
+      message rate, a chat box) that runs a browser mesh node;
+    - C{/} with C{Upgrade: websocket}: the mesh itself, for browsers and
+      any WebSocket node (js2p dials C{ws://host:port}, path C{/});
+    - C{/twisted_mesh.js}: the browser client, one file;
+    - C{/status} (JSON) and C{/metrics} (Prometheus);
+    - C{/static/}: the page's script and style.
+
+A browser joins the mesh through the node serving the page: its link is a
+C{'ws'} link of the node (C{'wss'} when the port speaks TLS), and the node
+relays between it and its TCP, TLS and WebSocket peers.
+
+L{WebService} listens with the site and then tells the node's WebSocket
+peers to dial this port; L{web_site} is the site alone.
 """
 
 from __future__ import annotations
 
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import Data
+from importlib import resources
+from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+from twisted.web.static import File
+
+from twisted_mesh._connection import MeshProtocol
+from twisted_mesh._endpoints import WEBSOCKET_SLACK, outward_address
 from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource
+from twisted_mesh.websocket import websocket_server_factory
 
-__all__ = ["MetricsResource", "StatusResource", "web_site"]
-
-_PAGE = b"""<!doctype html>
-<html><head><meta charset="utf-8"><title>twisted_mesh node</title></head>
-<body><h1>twisted_mesh node</h1>
-<p>This node's state: <a href="/status">/status</a> (JSON), <a href="/metrics">/metrics</a> (Prometheus).</p>
-</body></html>
-"""
+__all__ = ["MetricsResource", "StatusResource", "WebService", "static_path", "web_resource", "web_site"]
 
 
-def web_site(service: MeshService) -> Site:
-    """The web site of C{service}: C{/}, C{/status} and C{/metrics}."""
+def static_path(name: str = "") -> str:
+    """The file C{name} of the page's static folder (the folder itself by default)."""
+    folder = resources.files("twisted_mesh.web") / "static"
+    return str(folder / name) if name else str(folder)
+
+
+class _Links(Factory):
+    """
+    Builds the node's WebSocket links, through the node's own factory, and
+    keeps them so that L{WebService} can close them when it stops.
+    """
+
+    def __init__(self, wrapped: Factory) -> None:
+        self._wrapped = wrapped
+        self.links: set[MeshProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        link = self._wrapped.buildProtocol(addr)
+        if isinstance(link, MeshProtocol):
+            self.links.add(link)
+            link.closed.addBoth(lambda _: self.links.discard(link))
+        return link
+
+    def doStart(self) -> None:
+        self._wrapped.doStart()
+
+    def doStop(self) -> None:
+        self._wrapped.doStop()
+
+
+class _Front(Resource):
+    """
+    C{/}: the mesh's WebSocket for requests that ask to upgrade, the page
+    for the others.
+    """
+
+    isLeaf = True
+
+    def __init__(self, websocket: IResource, page: IResource) -> None:
+        super().__init__()
+        self._websocket = websocket
+        self._page = page
+
+    def render(self, request: Request) -> Any:
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade == b"websocket":
+            transport: Any = request.channel.transport
+            if transport is not None:
+                # twisted.web's channel is the connection's producer; the
+                # WebSocket takes the connection over (and the mesh link
+                # registers itself as the producer).
+                transport.unregisterProducer()
+            return self._websocket.render(request)
+        request.setHeader(b"cache-control", b"no-cache")
+        return self._page.render(request)
+
+
+class _StaticFile(File):
+    """
+    The page's files: UTF-8 types, no directory listings, and browsers
+    check them again on each load (they change with the package).
+    """
+
+    contentTypes = {
+        **File.contentTypes,
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".html": "text/html; charset=utf-8",
+        ".svg": "image/svg+xml",
+    }
+
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"cache-control", b"no-cache")
+        return super().render_GET(request)
+
+    def directoryListing(self) -> Any:
+        return self.forbidden
+
+
+def _static(name: str = "") -> File:
+    return _StaticFile(static_path(name))
+
+
+def _resources(service: MeshService, encryption: str, reactor: Any) -> tuple[Resource, _Links]:
+    """The root resource of the site, and the factory of its WebSocket links."""
+    if encryption not in ("ws", "wss"):
+        raise ValueError(f"a web port carries 'ws' or 'wss' links, not {encryption!r}")
+    from autobahn.twisted.resource import WebSocketResource
+
+    links = _Links(service.protocol_factory(encryption))
+    factory = websocket_server_factory(
+        links, reactor=reactor, max_message_size=service.limits.max_frame_size + WEBSOCKET_SLACK
+    )
+    websocket = WebSocketResource(factory)
     root = Resource()
-    root.putChild(b"", Data(_PAGE, "text/html; charset=utf-8"))
+    root.putChild(b"", _Front(websocket, _static("index.html")))
+    root.putChild(b"twisted_mesh.js", _static("twisted_mesh.js"))
+    root.putChild(b"static", _static())
     root.putChild(b"status", StatusResource(service))
     root.putChild(b"metrics", MetricsResource(service))
-    return Site(root)
+    return root, links
+
+
+def web_resource(service: MeshService, encryption: str = "ws", *, reactor: Any = None) -> Resource:
+    """
+    The root resource of the web site of C{service} (see L{web_site}), to
+    mount in a site of one's own.
+
+    :param encryption: C{'ws'}, or C{'wss'} when the site is served over
+        TLS: the transport of the links browsers open.
+    :param reactor: the reactor for Autobahn; by default the global one.
+    """
+    return _resources(service, encryption, reactor)[0]
+
+
+class _Site(Site):
+    """
+    The site, without a line in the log for each request (the page polls
+    /status), and with the WebSocket links it accepted.
+    """
+
+    def __init__(self, root: Resource, links: _Links) -> None:
+        super().__init__(root)
+        self.links = links
+        self.displayTracebacks = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def web_site(service: MeshService, encryption: str = "ws", *, reactor: Any = None) -> Site:
+    """
+    The web site of C{service}: the page, the browser client, the mesh over
+    WebSocket, C{/status} and C{/metrics}.  L{WebService} serves it and
+    tells WebSocket peers where to dial; a site served some other way
+    should call C{service.advertise(encryption, (host, port))} itself.
+
+    :param encryption: C{'ws'}, or C{'wss'} when the site is served over TLS.
+    :param reactor: the reactor for Autobahn; by default the global one.
+    """
+    return _Site(*_resources(service, encryption, reactor))
+
+
+def _encryption_of(endpoint: str | IStreamServerEndpoint) -> str:
+    if isinstance(endpoint, str) and endpoint.split(":", 1)[0].lower() == "ssl":
+        return "wss"
+    return "ws"
+
+
+class WebService(Service):
+    """
+    Serve the web site of a mesh node, and have the node's WebSocket peers
+    dial it: once listening, the node advertises this port for its C{'ws'}
+    (or C{'wss'}) links.  Stopping it stops listening and closes the
+    WebSocket links it accepted.
+
+    :param mesh: the node.
+    :param endpoint: where to listen: an endpoint string (C{"tcp:8080"};
+        C{"ssl:8443:..."} serves C{https} and C{wss}) or an endpoint.
+    :param encryption: C{'ws'} or C{'wss'}; by default C{'wss'} for an
+        C{ssl:} string and C{'ws'} otherwise.
+    :param advertise: whether to tell peers to dial this port.
+    :param reactor: the reactor; by default the global one.
+
+    :ivar listening: fires with the listening port once it listens (a new
+        Deferred each time the service starts).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        mesh: MeshService,
+        endpoint: str | IStreamServerEndpoint,
+        *,
+        encryption: str | None = None,
+        advertise: bool = True,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._mesh = mesh
+        self._reactor = reactor
+        self._endpoint = serverFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
+        self.encryption = encryption or _encryption_of(endpoint)
+        self._advertise = advertise
+        site = _Site(*_resources(mesh, self.encryption, reactor))
+        self.site: Site = site
+        self._links = site.links
+        self._port: IListeningPort | None = None
+        self._starting: Deferred[IListeningPort] | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    @property
+    def port(self) -> IListeningPort | None:
+        """The listening port, once listening."""
+        return self._port
+
+    def startService(self) -> None:
+        """Listen; once listening, advertise the port to WebSocket peers."""
+        super().startService()
+        if self.listening.called:
+            self.listening = Deferred()
+        self._starting = self._endpoint.listen(self.site)
+        self._starting.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port: IListeningPort) -> None:
+        self._starting = None
+        self._port = port
+        address = outward_address(port.getHost())
+        if self._advertise and address is not None:
+            self._mesh.advertise(self.encryption, address)
+        self._log.info(
+            "web page and {encryption} mesh endpoint at {address}",
+            encryption=self.encryption,
+            address=port.getHost(),
+        )
+        self.listening.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        self._starting = None
+        if failure.check(CancelledError):
+            return
+        self._log.error("could not serve the web site: {error}", error=failure.getErrorMessage())
+        self.listening.errback(failure)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening and close the WebSocket links of this site."""
+        super().stopService()
+        waiting: list[Deferred[Any]] = []
+        if self._starting is not None:
+            self._starting.cancel()
+        if self._port is not None:
+            waiting.append(maybeDeferred(self._port.stopListening))
+            self._port = None
+        for link in list(self._links.links):
+            waiting.append(link.closed)
+            link.close("the web service is stopping", error=False)
+        return DeferredList(waiting).addCallback(lambda _: None)

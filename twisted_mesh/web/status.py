@@ -69,6 +69,12 @@ def metrics_text(service: MeshService) -> str:
             "Handshakes that failed, by reason.",
             labelled("reason", stats.handshake_failures),
         ),
+        (
+            "mesh_limit_hits_total",
+            "counter",
+            "Times a limit bit, by limit.",
+            labelled("limit", stats.limit_hits),
+        ),
         ("mesh_peers", "gauge", "Peers in the routing table.", [({}, len(status["peers"]))]),
         ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
         ("mesh_seen_messages", "gauge", "Broadcasts remembered to drop repeats.", [({}, status["seen"])]),

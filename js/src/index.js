@@ -1,0 +1,41 @@
+// twisted_mesh.js: a browser node of the p2p-today 0.7 mesh, for
+// twisted_mesh server nodes.  The bundle exposes everything here as the
+// global `twisted_mesh`.
+
+export { flags } from "./flags.js";
+export { Protocol, protocolId, newNodeId, b58encodeInt, b58decodeInt, PROTOCOL_VERSION } from "./ids.js";
+export {
+  MeshSocket,
+  Message,
+  ProtocolMismatch,
+  HandshakeFailed,
+  NotConnected,
+  MESSAGE_LIFETIME,
+  HANDSHAKE_TIMEOUT,
+} from "./socket.js";
+
+import * as frames from "./frames.js";
+import * as hash from "./hash.js";
+
+/** The frame codec, for tests and tools: no I/O. */
+export const codec = Object.freeze({
+  MAX_FRAME_SIZE: frames.MAX_FRAME_SIZE,
+  FrameError: frames.FrameError,
+  FrameTooLarge: frames.FrameTooLarge,
+  ChecksumError: frames.ChecksumError,
+  WireMessage: frames.WireMessage,
+  FrameReader: frames.FrameReader,
+  pack: frames.pack,
+  unpack: frames.unpack,
+  checkPacket: frames.checkPacket,
+  senderSpan: frames.senderSpan,
+  frameOf: frames.frameOf,
+  sha256: hash.sha256,
+  sha256Sync: hash.sha256Sync,
+  hasWebCrypto: hash.hasWebCrypto,
+  toHex: hash.toHex,
+  fromHex: hash.fromHex,
+});
+
+/** The version of this client. */
+export const version = "0.1.0";

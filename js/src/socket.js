@@ -1,0 +1,818 @@
+// The browser mesh node: MeshSocket, its WebSocket links, and Message.
+//
+// A browser cannot accept connections: it dials server nodes over
+// WebSocket (`ws://host:port/`, each binary message carrying frames) and
+// tells them it cannot be dialled (`["", 0]` in its handshake).  It writes
+// IDs as msgpack str, as js2p does, and reads either form.  It lists no
+// compression, so its peers send raw frames.  It relays broadcasts between
+// its links when it has several.
+
+import { Events } from "./events.js";
+import { flags } from "./flags.js";
+import {
+  ChecksumError,
+  FrameError,
+  FrameReader,
+  MAX_FRAME_SIZE,
+  WireMessage,
+  checkPacket,
+  idText,
+} from "./frames.js";
+import { isBase58, newNodeId, Protocol } from "./ids.js";
+
+/** How long a broadcast stays new, in seconds: older ones are dropped. */
+export const MESSAGE_LIFETIME = 60;
+
+/** Milliseconds a peer has to send its handshake. */
+export const HANDSHAKE_TIMEOUT = 30000;
+
+/** Frames in a row that may fail their checksum before the link is closed. */
+const MAX_BAD_FRAMES = 3;
+
+const OPEN = 1; // WebSocket.OPEN
+
+/** A peer of another network: another subnet, or another transport. */
+export class ProtocolMismatch extends Error {
+  constructor(ours, theirs, url) {
+    super(
+      `the node at ${url} belongs to another network: its protocol ID is ${theirs}, ours is ${ours} ` +
+        "(another subnet, or another transport)",
+    );
+    this.name = "ProtocolMismatch";
+    this.ours = ours;
+    this.theirs = theirs;
+  }
+}
+
+/** The connection closed, or failed, before the peer's handshake. */
+export class HandshakeFailed extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "HandshakeFailed";
+  }
+}
+
+/** The node has no link to the node a message was meant for. */
+export class NotConnected extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "NotConnected";
+  }
+}
+
+/** A broadcast or whisper this node received. */
+export class Message {
+  constructor(wire, id, sock, link) {
+    /** The payload, sub-flag first: a broadcast of ["hi"] arrives as [0, "hi"]. */
+    this.packets = wire.payload;
+    /** The node ID of the node that sent it. */
+    this.sender = wire.sender;
+    /** The message ID, as hex: the same on every node. */
+    this.id = id;
+    /** The UTC second the sender stamped it with. */
+    this.time = wire.time;
+    /** Its main flag: flags.broadcast or flags.whisper. */
+    this.msg_type = wire.msgType;
+    this._sock = sock;
+    this._link = link;
+  }
+
+  /**
+   * Whisper `packets` (an array) back to the sender: they arrive as
+   * [flags.whisper, ...packets].  A Promise; it fails with NotConnected
+   * when the sender is not a peer of this node (see MeshSocket.reply).
+   */
+  reply(packets) {
+    return this._sock._reply(this.sender, packets);
+  }
+
+  toString() {
+    return `Message(from ${this.sender.slice(0, 10)}…, ${JSON.stringify(this.packets)})`;
+  }
+}
+
+/** The broadcasts seen in the last MESSAGE_LIFETIME seconds, by ID. */
+class SeenSet {
+  constructor() {
+    this._expiries = new Map();
+  }
+
+  /** Record `key` (hex), a message stamped `time`; return whether it is new. */
+  add(key, time, nowSeconds) {
+    for (const [old, expiry] of this._expiries) {
+      if (expiry >= nowSeconds) break;
+      this._expiries.delete(old);
+    }
+    if (this._expiries.has(key)) return false;
+    this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
+    return true;
+  }
+
+  get size() {
+    return this._expiries.size;
+  }
+}
+
+function parseAddress(value) {
+  if (!Array.isArray(value) || value.length !== 2) return null;
+  let [host, port] = value;
+  if (host instanceof Uint8Array) host = idText(host);
+  if (typeof host !== "string" || !host || !Number.isInteger(port) || port <= 0 || port >= 65536) return null;
+  return [host, port];
+}
+
+function parseCodes(value) {
+  return Array.isArray(value) && value.every(Number.isInteger) ? value : null;
+}
+
+/**
+ * One WebSocket link to a server node: framing, handshake, renegotiation.
+ * Made by MeshSocket.connect; its `handshake` Promise fires with the peer's
+ * ID once the peer's handshake is accepted.
+ */
+class Link {
+  constructor(sock, url) {
+    this.url = url;
+    /** The peer's node ID, once its handshake came. */
+    this.peer_id = null;
+    /** The address the peer asks others to dial, or null. */
+    this.peer_addr = null;
+    /** The compression codes the peer listed (this node uses none). */
+    this.peer_codes = [];
+    /** Whether the peer wrote its handshake IDs as bin. */
+    this.peer_ids_as_bin = false;
+    this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0 };
+    this._sock = sock;
+    this._reader = new FrameReader(sock.options.maxFrameSize);
+    this._inbox = Promise.resolve();
+    this._closing = false;
+    this._lastSent = null;
+    this._badFrames = 0;
+    this.fatal = null;
+    this.handshake = new Promise((resolve, reject) => {
+      this._handshakeDone = resolve;
+      this._handshakeFailed = reject;
+    });
+    this.handshake.catch(() => {});
+    this.closed = new Promise((resolve) => {
+      this._closedDone = resolve;
+    });
+    this._timer = setTimeout(() => this._fail(new HandshakeFailed(`no handshake from ${url} within ${HANDSHAKE_TIMEOUT / 1000} s`)), HANDSHAKE_TIMEOUT);
+    const WebSocketImpl = sock.options.WebSocket;
+    const ws = (this._ws = new WebSocketImpl(url));
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => this._opened();
+    ws.onmessage = (event) => this._data(event.data);
+    ws.onclose = (event) => this._lost(event);
+    ws.onerror = () => {}; // onclose follows, with the code
+  }
+
+  toString() {
+    return `Link(${this.peer_id ? this.peer_id.slice(0, 10) + "…" : "?"} at ${this.url})`;
+  }
+
+  // -- the WebSocket's events ------------------------------------------------
+
+  _opened() {
+    const sock = this._sock;
+    this._sock._log("debug", `WebSocket to ${this.url} open: sending the handshake`);
+    // Str IDs (js2p's form); ["", 0]: this node cannot be dialled.
+    sock
+      ._make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []])
+      .then((msg) => this._write(msg.frame()))
+      .catch((error) => this.close(`could not make the handshake: ${error.message}`));
+  }
+
+  _data(data) {
+    if (this._closing) return;
+    if (typeof data === "string") {
+      this.close("a text message came: the mesh carries binary messages only");
+      return;
+    }
+    const bytes = new Uint8Array(data);
+    const sock = this._sock;
+    this.stats.bytes_in += bytes.length;
+    sock.stats.bytes_in += bytes.length;
+    let bodies;
+    try {
+      bodies = this._reader.feed(bytes);
+    } catch (error) {
+      sock._drop("too_large");
+      this.close(error.message);
+      return;
+    }
+    for (const body of bodies) {
+      this.stats.frames_in += 1;
+      sock.stats.frames_in += 1;
+      // Checksums may be computed asynchronously (WebCrypto): keep the order.
+      this._inbox = this._inbox.then(() => this._body(body)).catch((error) => sock._report("a frame", error));
+    }
+  }
+
+  _lost(event) {
+    const wasClosing = this._closing;
+    this._closing = true;
+    clearTimeout(this._timer);
+    const reason = this._closeReason || `WebSocket closed (code ${event.code}${event.reason ? ": " + event.reason : ""})`;
+    this._handshakeFailed(new HandshakeFailed(`${this.url}: ${reason}`));
+    this._sock._linkLost(this, reason, wasClosing);
+    this._closedDone(reason);
+  }
+
+  // -- frames ----------------------------------------------------------------
+
+  async _body(body) {
+    if (this._closing) return;
+    const sock = this._sock;
+    let msg;
+    try {
+      msg = await WireMessage.fromBody(body);
+    } catch (error) {
+      if (error instanceof ChecksumError) {
+        sock._drop("bad_checksum");
+        this._checksumFailed();
+      } else if (error instanceof FrameError) {
+        sock._drop("malformed");
+        this.close(`bad frame: ${error.message}`);
+      } else {
+        throw error;
+      }
+      return;
+    }
+    this._badFrames = 0;
+    const payload = msg.payload;
+    if (msg.msgType === flags.renegotiate) {
+      this._renegotiated(payload);
+    } else if (msg.msgType === flags.whisper && payload[0] === flags.handshake) {
+      this._handshake(payload);
+    } else if (this.peer_id === null) {
+      this._fail(new HandshakeFailed(`${this.url}: a message came before the handshake`));
+    } else {
+      await sock._received(this, msg);
+    }
+  }
+
+  _handshake(payload) {
+    const sock = this._sock;
+    const peerId = idText(payload[1]);
+    const theirs = idText(payload[2]);
+    const codes = parseCodes(payload[4]);
+    const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
+    const address = parseAddress(payload[3]);
+    if (payload.length !== 5 || !isBase58(peerId) || theirs === null || codes === null || (address === null && !undialable)) {
+      this._fail(new HandshakeFailed(`${this.url}: malformed handshake`));
+      return;
+    }
+    if (theirs !== sock.protocol.id) {
+      this._fail(new ProtocolMismatch(sock.protocol.id, theirs, this.url), true);
+      return;
+    }
+    if (this.peer_id !== null) {
+      // A second handshake: the peer restates itself (in our ID form, say).
+      if (peerId !== this.peer_id) this.close("the peer changed its ID");
+      return;
+    }
+    if (peerId === sock.id) {
+      this._fail(new HandshakeFailed(`${this.url}: connected to itself`), true);
+      return;
+    }
+    if (sock.routing_table.has(peerId)) {
+      this._fail(new HandshakeFailed(`${this.url}: already connected to node ${peerId} by another link`), true);
+      return;
+    }
+    clearTimeout(this._timer);
+    this.peer_id = peerId;
+    this.peer_addr = address;
+    this.peer_codes = codes;
+    this.peer_ids_as_bin = payload[1] instanceof Uint8Array;
+    sock._linkReady(this);
+    this._handshakeDone(peerId);
+  }
+
+  _renegotiated(payload) {
+    if (payload.length === 2 && payload[0] === flags.compression) {
+      const codes = parseCodes(payload[1]);
+      if (codes === null) {
+        this.close("malformed compression renegotiation");
+        return;
+      }
+      const changed = codes.length !== this.peer_codes.length || codes.some((code, i) => code !== this.peer_codes[i]);
+      this.peer_codes = codes;
+      // This node compresses nothing: the intersection is always empty.
+      if (changed) this._renegotiate([flags.compression, []]);
+    } else if (payload.length === 1 && payload[0] === flags.resend) {
+      if (this._lastSent !== null) this._write(this._lastSent);
+    }
+  }
+
+  _renegotiate(payload) {
+    this._sock
+      ._make(flags.renegotiate, payload)
+      .then((msg) => this._write(msg.frame()))
+      .catch((error) => this._sock._report("a renegotiation", error));
+  }
+
+  _checksumFailed() {
+    this._badFrames += 1;
+    if (this._badFrames > MAX_BAD_FRAMES) {
+      this.close(`${this._badFrames} frames in a row failed their checksum`);
+      return;
+    }
+    this._sock._log("warn", `a frame from ${this.peer_id || this.url} failed its checksum: asking for it uncompressed`);
+    this._renegotiate([flags.compression, []]);
+    this._renegotiate([flags.resend]);
+  }
+
+  // -- writing and closing ---------------------------------------------------
+
+  /** Write a frame of a whisper or broadcast (kept for a resend request). */
+  send(frame) {
+    this._lastSent = frame;
+    this._write(frame);
+  }
+
+  _write(frame) {
+    if (this._closing || this._ws.readyState !== OPEN) return;
+    this.stats.frames_out += 1;
+    this.stats.bytes_out += frame.length;
+    this._sock.stats.frames_out += 1;
+    this._sock.stats.bytes_out += frame.length;
+    this._ws.send(frame);
+  }
+
+  _fail(error, fatal = false) {
+    if (this._closing) return;
+    if (fatal) this.fatal = error;
+    this._handshakeFailed(error);
+    this.close(error.message);
+  }
+
+  /** Close the link, saying why. */
+  close(reason) {
+    if (this._closing) return;
+    this._closing = true;
+    this._closeReason = reason;
+    this._sock._log("info", `closing the link to ${this.peer_id || this.url}: ${reason}`);
+    try {
+      this._ws.close(1000);
+    } catch {
+      // already closing
+    }
+  }
+}
+
+/**
+ * Keeps one URL connected: dials it, and dials again after a growing,
+ * jittered delay when the link is lost or cannot be made.
+ */
+class Dialer {
+  constructor(sock, url) {
+    this.url = url;
+    /** "connecting", "connected", "waiting" (to dial again) or "stopped". */
+    this.state = "connecting";
+    this.attempt = 0;
+    /** When the next dial is due (ms since the epoch), while waiting. */
+    this.retryAt = null;
+    /** Why the last link closed. */
+    this.lastError = null;
+    this.link = null;
+    this._sock = sock;
+    this._timer = null;
+    this.first = new Promise((resolve, reject) => {
+      this._resolveFirst = resolve;
+      this._rejectFirst = reject;
+    });
+    this._dial();
+  }
+
+  _dial() {
+    this._timer = null;
+    this.retryAt = null;
+    this.state = "connecting";
+    const link = (this.link = new Link(this._sock, this.url));
+    link.handshake.then(
+      (peerId) => {
+        this.attempt = 0;
+        this.state = "connected";
+        this.lastError = null;
+        this._resolveFirst(peerId);
+      },
+      (error) => this._rejectFirst(error),
+    );
+    link.closed.then((reason) => this._closed(link, reason));
+  }
+
+  _closed(link, reason) {
+    if (this.link !== link) return;
+    this.link = null;
+    this.lastError = link.fatal ? link.fatal.message : reason;
+    const sock = this._sock;
+    if (this.state === "stopped") return;
+    if (link.fatal || sock.closed || !sock.options.reconnect) {
+      this.state = "stopped";
+      if (link.fatal) sock._events.emit("error", sock, link.fatal);
+      sock._events.emit("status", sock);
+      return;
+    }
+    const { minDelay, maxDelay, factor } = sock.options;
+    const base = Math.min(maxDelay, minDelay * factor ** this.attempt);
+    const delay = Math.round(base * (0.75 + Math.random() / 2));
+    this.attempt += 1;
+    this.state = "waiting";
+    this.retryAt = Date.now() + delay;
+    this._timer = setTimeout(() => this._dial(), delay);
+    sock._log("info", `lost ${this.url} (${reason}): dialling again in ${(delay / 1000).toFixed(1)} s`);
+    sock._events.emit("reconnecting", sock, { url: this.url, attempt: this.attempt, delay, reason });
+    sock._events.emit("status", sock);
+  }
+
+  /** Dial now, when waiting to dial again. */
+  retryNow() {
+    if (this.state !== "waiting") return;
+    clearTimeout(this._timer);
+    this._dial();
+  }
+
+  stop() {
+    this.state = "stopped";
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (this.link) this.link.close("the node is closing");
+    this._rejectFirst(new HandshakeFailed(`${this.url}: the node closed`));
+  }
+}
+
+function defaultLog(level, text) {
+  if (level === "warn") console.warn(`twisted_mesh: ${text}`);
+}
+
+/**
+ * A mesh node in a browser, with the API of the references' MeshSocket:
+ *
+ *     const sock = new twisted_mesh.MeshSocket(new twisted_mesh.Protocol("mesh", "ws"));
+ *     await sock.connect("ws://127.0.0.1:8080/");
+ *     sock.on("message", (sock) => { const msg = sock.recv(); console.log(msg.packets); });
+ *     sock.send(["this is", "a test"]);
+ *
+ * Options: `reconnect` (default true: dial a lost server again, after a
+ * delay growing from `minDelay` to `maxDelay` ms by `factor`), `id` (this
+ * node's ID; a fresh one by default), `WebSocket` (the WebSocket class),
+ * `maxFrameSize`, `log(level, text)` (default: warnings to the console).
+ */
+export class MeshSocket {
+  constructor(protocol, options = {}) {
+    if (!(protocol instanceof Protocol)) throw new TypeError("MeshSocket needs a twisted_mesh.Protocol");
+    this.protocol = protocol;
+    this.options = {
+      reconnect: true,
+      minDelay: 500,
+      maxDelay: 30000,
+      factor: 2,
+      maxFrameSize: MAX_FRAME_SIZE,
+      WebSocket: globalThis.WebSocket,
+      log: defaultLog,
+      ...options,
+    };
+    /** This node's ID, in base58. */
+    this.id = this.options.id || newNodeId();
+    /** The connected peers, by node ID. */
+    this.routing_table = new Map();
+    /** The received messages not taken by recv() yet, oldest first. */
+    this.queue = [];
+    /** Whether close() was called. */
+    this.closed = false;
+    /** Counters: frames and bytes in and out, messages delivered, drops by reason. */
+    this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {} };
+    this._events = new Events((event, error) => this._report(`the ${event} callback`, error));
+    this._handlers = [];
+    this._seen = new SeenSet();
+    this._dialers = new Map();
+    this._outgoing = Promise.resolve();
+  }
+
+  // -- links -------------------------------------------------------------------
+
+  /**
+   * Dial the server node at `url` (ws://host:port/ or wss://...).  A
+   * Promise of the peer's ID once its handshake is accepted; it fails with
+   * ProtocolMismatch when the node belongs to another network, and with
+   * HandshakeFailed when the link cannot be made.  While `reconnect` is on,
+   * the node keeps dialling the URL whenever the link is lost (or could not
+   * be made), with a growing delay: watch the 'connect', 'disconnect' and
+   * 'reconnecting' events.
+   */
+  connect(url) {
+    if (this.closed) return Promise.reject(new Error("the node is closed"));
+    let scheme;
+    try {
+      scheme = new URL(url).protocol.slice(0, -1);
+    } catch {
+      return Promise.reject(new TypeError(`not a URL: ${url}`));
+    }
+    if (scheme !== this.protocol.encryption) {
+      return Promise.reject(
+        new TypeError(`a node of the ${this.protocol.encryption} transport dials ${this.protocol.encryption}:// URLs, not ${url}`),
+      );
+    }
+    const existing = this._dialers.get(url);
+    if (existing && existing.state !== "stopped") {
+      return existing.link && existing.link.peer_id ? Promise.resolve(existing.link.peer_id) : existing.first;
+    }
+    const dialer = new Dialer(this, url);
+    this._dialers.set(url, dialer);
+    this._events.emit("status", this);
+    return dialer.first;
+  }
+
+  /**
+   * What each dialled URL is doing: `[{url, state, attempt, retryAt,
+   * peer_id, lastError}]`, state being "connecting", "connected",
+   * "waiting" or "stopped".
+   */
+  links() {
+    return [...this._dialers.values()].map((dialer) => ({
+      url: dialer.url,
+      state: dialer.state,
+      attempt: dialer.attempt,
+      retryAt: dialer.retryAt,
+      peer_id: dialer.link ? dialer.link.peer_id : null,
+      lastError: dialer.lastError,
+    }));
+  }
+
+  /** Dial at once every URL that is waiting to be dialled again. */
+  retryNow() {
+    for (const dialer of this._dialers.values()) dialer.retryNow();
+  }
+
+  /** Close every link and stop dialling. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const dialer of this._dialers.values()) dialer.stop();
+    this._events.emit("status", this);
+  }
+
+  _linkReady(link) {
+    const wasEmpty = this.routing_table.size === 0;
+    this.routing_table.set(link.peer_id, link);
+    this._log("info", `peer ${link.peer_id} joined from ${link.url}`);
+    // Answer with peers, as every node does on a handshake.
+    this._whisper(link, [flags.peers, this._peerEntries(link)]);
+    if (wasEmpty) this._events.emit("connect", this);
+    this._events.emit("status", this);
+  }
+
+  _linkLost(link, reason) {
+    if (link.peer_id !== null && this.routing_table.get(link.peer_id) === link) {
+      this.routing_table.delete(link.peer_id);
+      this._log("info", `peer ${link.peer_id} left: ${reason}`);
+      if (this.routing_table.size === 0) this._events.emit("disconnect", this);
+    }
+    this._events.emit("status", this);
+  }
+
+  _peerEntries(except) {
+    const entries = [];
+    for (const [peerId, link] of this.routing_table) {
+      if (link !== except && link.peer_addr !== null) entries.push([[...link.peer_addr], peerId]);
+    }
+    return entries;
+  }
+
+  // -- receiving ---------------------------------------------------------------
+
+  async _received(link, msg) {
+    if (msg.msgType === flags.broadcast) {
+      const now = this._now();
+      if (msg.time < now - MESSAGE_LIFETIME) {
+        this._drop("expired");
+        return;
+      }
+      const id = await msg.id();
+      if (!this._seen.add(id, msg.time, now)) {
+        this._drop("duplicate");
+        return;
+      }
+      const origin = this.routing_table.get(msg.sender);
+      // Relay between this node's links (as the frame arrived).
+      let frame = null;
+      for (const peer of this.routing_table.values()) {
+        if (peer !== link && peer !== origin) {
+          frame = frame || msg.frame();
+          peer.send(frame);
+          this.stats.relayed += 1;
+        }
+      }
+      this._handle(link, msg, id);
+    } else {
+      this._handle(link, msg, await msg.id());
+    }
+  }
+
+  _handle(link, msg, id) {
+    const payload = msg.payload;
+    if (!payload.length) return;
+    const subflag = payload[0];
+    if (subflag === flags.peers && msg.msgType === flags.whisper) {
+      // A browser cannot dial the TCP nodes listed; ws ones it could, but
+      // it keeps to the servers it was told to dial.
+      return;
+    }
+    if (subflag === flags.request) {
+      this._request(link, msg);
+      return;
+    }
+    if (subflag === flags.response) return; // this node sends no requests
+    this._deliver(link, msg, id);
+  }
+
+  _request(link, msg) {
+    const payload = msg.payload;
+    if (payload.length === 2 && idText(payload[1]) === "*") {
+      this._whisper(link, [flags.peers, this._peerEntries(link)]);
+      return;
+    }
+    if (payload.length !== 3 || msg.msgType !== flags.broadcast) return;
+    const target = idText(payload[2]);
+    const peer = target !== null ? this.routing_table.get(target) : undefined;
+    if (peer && peer.peer_addr !== null) {
+      this._broadcastNew([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch((error) =>
+        this._report("a response", error),
+      );
+    }
+  }
+
+  _deliver(link, wire, id) {
+    const message = new Message(wire, id, this, link);
+    for (const handler of this._handlers) {
+      try {
+        if (handler(message, link)) return;
+      } catch (error) {
+        this._report("a handler", error);
+      }
+    }
+    if (message.packets[0] !== flags.broadcast && message.packets[0] !== flags.whisper) return;
+    this.stats.delivered += 1;
+    this.queue.push(message);
+    this._events.emit("message", this);
+  }
+
+  /**
+   * Take received messages, oldest first: with no argument the next one
+   * (undefined when there is none); with a number, an array of up to that
+   * many.
+   */
+  recv(quantity) {
+    if (quantity === undefined) return this.queue.shift();
+    return this.queue.splice(0, Math.max(0, quantity));
+  }
+
+  /**
+   * Offer each received message to `handler(msg, link)` before it is
+   * queued; a handler that returns a true value takes it.
+   */
+  register_handler(handler) {
+    if (typeof handler !== "function") throw new TypeError("the handler must be a function");
+    this._handlers.push(handler);
+  }
+
+  /**
+   * Call `callback(sock)` each time `event` happens: 'connect' when the node
+   * gets its first peer, 'disconnect' when it loses its last one, 'message'
+   * when a message is queued; also 'reconnecting' (sock, {url, attempt,
+   * delay, reason}), 'error' (sock, error) for a link that will not be
+   * dialled again (a protocol mismatch), and 'status' (sock) whenever
+   * a link changes state.
+   */
+  on(event, callback) {
+    this._events.on(event, callback);
+  }
+
+  /** Like `on`, for the next time `event` happens only. */
+  once(event, callback) {
+    this._events.once(event, callback);
+  }
+
+  /** Stop calling `callback` for `event`. */
+  off(event, callback) {
+    this._events.off(event, callback);
+  }
+
+  // -- sending -----------------------------------------------------------------
+
+  /**
+   * Send `packets` (an array) to the mesh; they arrive as [type, ...packets].
+   * `flag` flags.broadcast (the default) reaches every node of the mesh;
+   * flags.whisper this node's peers only.  A Promise of the message ID
+   * (hex); it fails with NotConnected when the node has no peer, and with a
+   * TypeError when a packet is not something the protocol carries.
+   */
+  send(packets, flag = flags.broadcast, type = flags.broadcast) {
+    if (!Array.isArray(packets)) return Promise.reject(new TypeError("send() takes an array of packets"));
+    let checked;
+    try {
+      checked = [type, ...packets.map((packet) => checkPacket(packet))];
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.routing_table.size === 0) {
+      return Promise.reject(new NotConnected("not connected to any node: nothing was sent"));
+    }
+    if (flag === flags.broadcast) return this._broadcastNew(checked);
+    if (flag !== flags.whisper) return Promise.reject(new RangeError("the flag must be flags.broadcast or flags.whisper"));
+    return this._serially(async () => {
+      const msg = await this._make(flags.whisper, checked);
+      const frame = msg.frame();
+      for (const link of this.routing_table.values()) link.send(frame);
+      return msg.id();
+    });
+  }
+
+  _broadcastNew(payload) {
+    return this._serially(async () => {
+      const msg = await this._make(flags.broadcast, payload);
+      const id = await msg.id();
+      this._seen.add(id, msg.time, this._now());
+      const frame = msg.frame();
+      for (const link of this.routing_table.values()) link.send(frame);
+      return id;
+    });
+  }
+
+  _whisper(link, payload) {
+    this._serially(async () => {
+      const msg = await this._make(flags.whisper, payload);
+      link.send(msg.frame());
+    }).catch((error) => this._report("a whisper", error));
+  }
+
+  /**
+   * Whisper `packets` to the node `target` (see Message.reply).  This node
+   * reaches only its own peers: a browser cannot dial the address a
+   * `request` would bring back (a TCP node's), so a reply to a node that is
+   * not a peer fails with NotConnected.
+   */
+  _reply(target, packets) {
+    if (!Array.isArray(packets)) return Promise.reject(new TypeError("reply() takes an array of packets"));
+    let checked;
+    try {
+      checked = [flags.whisper, ...packets.map((packet) => checkPacket(packet))];
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const link = this.routing_table.get(target);
+    if (!link) {
+      return Promise.reject(
+        new NotConnected(
+          `not connected to ${target}: a browser node replies only to its direct peers (it cannot dial the ` +
+            "TCP address a request for the sender would bring back); broadcast instead",
+        ),
+      );
+    }
+    return this._serially(async () => {
+      const msg = await this._make(flags.whisper, checked);
+      link.send(msg.frame());
+      return msg.id();
+    });
+  }
+
+  // Messages are made one after the other (a checksum may be computed
+  // asynchronously), so they go out in the order they were sent.
+  _serially(task) {
+    const done = this._outgoing.then(task);
+    this._outgoing = done.catch(() => {});
+    return done;
+  }
+
+  _make(msgType, payload) {
+    return WireMessage.create(msgType, this.id, this._now(), payload, false);
+  }
+
+  _now() {
+    return Math.floor(Date.now() / 1000);
+  }
+
+  // -- reporting ---------------------------------------------------------------
+
+  _drop(reason) {
+    this.stats.dropped[reason] = (this.stats.dropped[reason] || 0) + 1;
+  }
+
+  _log(level, text) {
+    try {
+      this.options.log(level, text);
+    } catch {
+      // a logger that throws is not our problem to report
+    }
+  }
+
+  _report(what, error) {
+    console.error(`twisted_mesh: ${what} failed:`, error);
+  }
+
+  toString() {
+    return `MeshSocket(${this.id.slice(0, 10)}…, ${this.routing_table.size} peers)`;
+  }
+}
+

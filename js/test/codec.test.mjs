@@ -1,0 +1,303 @@
+// The bundled client's codec and node logic, in Node without a browser:
+// the frames of shared/vectors/p2p-0.7.json byte for byte, the frame reader,
+// and a MeshSocket against a fake WebSocket.  Run with `npm test` in js/, or
+// from tests/test_browser.py.  Both SHA-256 paths run: WebCrypto, and the
+// bundled fallback (TWISTED_MESH_NO_WEBCRYPTO=1, or the second suite here).
+
+import assert from "node:assert/strict";
+import { readFileSync, existsSync } from "node:fs";
+import { test, describe, beforeEach, afterEach } from "node:test";
+import { fileURLToPath } from "node:url";
+import vm from "node:vm";
+
+const here = (path) => fileURLToPath(new URL(path, import.meta.url));
+const BUNDLE = here("../../twisted_mesh/web/static/twisted_mesh.js");
+const VECTORS = [here("../../../shared/vectors/p2p-0.7.json"), process.env.TWISTED_MESH_VECTORS].find(
+  (path) => path && existsSync(path),
+);
+
+// The bundle is a browser script: run it as one, it defines `twisted_mesh`.
+vm.runInThisContext(readFileSync(BUNDLE, "utf8"), { filename: BUNDLE });
+const tm = globalThis.twisted_mesh;
+const { codec, flags } = tm;
+
+const hex = (bytes) => codec.toHex(bytes);
+const unhex = (text) => codec.fromHex(text);
+
+for (const hashing of ["WebCrypto", "bundled SHA-256"]) {
+  describe(`with ${hashing}`, () => {
+    const realCrypto = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+    beforeEach(() => {
+      if (hashing !== "WebCrypto") {
+        const crypto = globalThis.crypto;
+        Object.defineProperty(globalThis, "crypto", {
+          value: { getRandomValues: (array) => crypto.getRandomValues(array) },
+          configurable: true,
+        });
+      }
+      assert.equal(codec.hasWebCrypto(), hashing === "WebCrypto");
+    });
+    afterEach(() => Object.defineProperty(globalThis, "crypto", realCrypto));
+
+    test("protocol IDs", { skip: !VECTORS && "no shared/vectors" }, () => {
+      const vectors = JSON.parse(readFileSync(VECTORS, "utf8"));
+      const browser = vectors.protocol_ids.filter((v) => v.encryption === "ws" || v.encryption === "wss");
+      assert.ok(browser.length >= 2);
+      for (const v of browser) assert.equal(new tm.Protocol(v.subnet, v.encryption).id, v.id);
+      for (const v of vectors.protocol_ids) assert.equal(tm.protocolId(v.subnet, v.encryption), v.id);
+      assert.throws(() => new tm.Protocol("mesh", "Plaintext"), /WebSocket only/);
+    });
+
+    test("frames, byte for byte", { skip: !VECTORS && "no shared/vectors" }, async () => {
+      const vectors = JSON.parse(readFileSync(VECTORS, "utf8"));
+      const byName = Object.fromEntries(vectors.frames.map((v) => [v.name, v]));
+      for (const v of vectors.frames) {
+        const frame = unhex(v.frame_hex);
+        const body = frame.slice(4);
+        if (v.compression.length) {
+          // This client agrees to no compression: a compressed body fails its
+          // checksum, which makes a link ask for it again, uncompressed.
+          await assert.rejects(codec.WireMessage.fromBody(body), codec.ChecksumError);
+          continue;
+        }
+        const msg = await codec.WireMessage.fromBody(body);
+        assert.equal(msg.msgType, v.msg_type, v.name);
+        assert.equal(msg.sender, v.sender);
+        assert.equal(msg.time, v.time);
+        assert.equal(msg.senderIsBin, v.sender_form === "bin");
+        assert.equal(hex(msg.checksum), v.message_id_hex);
+        const again = await codec.WireMessage.create(msg.msgType, msg.sender, msg.time, msg.payload, msg.senderIsBin);
+        assert.equal(hex(again.frame()), v.frame_hex, `${v.name}: re-encoded`);
+        // The ID is that of the bin form, whichever form came.
+        assert.equal(await msg.id(), v.sender_form === "bin" ? v.message_id_hex : byName.broadcast.message_id_hex);
+      }
+      const broadcast = await codec.WireMessage.fromBody(unhex(byName.broadcast.frame_hex).slice(4));
+      assert.deepEqual(broadcast.payload, [0, "this is", "a test"]);
+      const handshake = await codec.WireMessage.fromBody(unhex(byName.handshake.frame_hex).slice(4));
+      assert.equal(handshake.payload[0], flags.handshake);
+      assert.ok(handshake.payload[1] instanceof Uint8Array, "bin IDs stay bytes");
+    });
+
+    test("str and bin stay apart", async () => {
+      const bytes = new Uint8Array([0, 1, 255]);
+      const msg = await codec.WireMessage.create(flags.broadcast, tm.newNodeId(), 1700000000, [0, "text", bytes, { k: [1, -2, 3.5] }]);
+      const back = await codec.WireMessage.fromBody(msg.frame().slice(4));
+      assert.equal(typeof back.payload[1], "string");
+      assert.ok(back.payload[2] instanceof Uint8Array);
+      assert.deepEqual([...back.payload[2]], [0, 1, 255]);
+      assert.deepEqual(back.payload[3], { k: [1, -2, 3.5] });
+      assert.equal(back.senderIsBin, false);
+      assert.throws(() => codec.checkPacket(new Date()), TypeError);
+      assert.throws(() => codec.checkPacket(() => 1), TypeError);
+      assert.deepEqual([...codec.checkPacket(new Uint16Array([258]).buffer)], [2, 1]);
+    });
+
+    test("a damaged body fails its checksum", async () => {
+      const msg = await codec.WireMessage.create(flags.broadcast, tm.newNodeId(), 1700000000, [0, "x"]);
+      const body = msg.frame().slice(4);
+      body[body.length - 1] ^= 1;
+      await assert.rejects(codec.WireMessage.fromBody(body), codec.ChecksumError);
+    });
+  });
+}
+
+test("node IDs", () => {
+  const ids = new Set(Array.from({ length: 50 }, () => tm.newNodeId()));
+  assert.equal(ids.size, 50);
+  for (const id of ids) {
+    assert.match(id, /^[1-9A-HJ-NP-Za-km-z]{64,66}$/);
+    assert.equal(tm.b58encodeInt(tm.b58decodeInt(id)), id);
+  }
+  assert.equal(tm.b58encodeInt(0n), "1");
+  assert.equal(tm.b58encodeInt(57n), "z");
+  assert.equal(tm.b58encodeInt(58n), "21");
+});
+
+test("the frame reader cuts a stream however it arrives", async () => {
+  const frames = [];
+  for (let i = 0; i < 5; i++) {
+    frames.push((await codec.WireMessage.create(0, tm.newNodeId(), 1700000000, [0, "m" + i, "x".repeat(i * 100)])).frame());
+  }
+  const stream = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  let at = 0;
+  for (const f of frames) {
+    stream.set(f, at);
+    at += f.length;
+  }
+  for (const size of [1, 3, 4, 5, 97, stream.length]) {
+    const reader = new codec.FrameReader();
+    const bodies = [];
+    for (let i = 0; i < stream.length; i += size) bodies.push(...reader.feed(stream.slice(i, i + size)));
+    assert.equal(bodies.length, 5, `chunks of ${size}`);
+    assert.deepEqual(bodies.map(hex), frames.map((f) => hex(f.slice(4))));
+    assert.equal(reader.buffered, 0);
+  }
+  const reader = new codec.FrameReader(1000);
+  assert.throws(() => reader.feed(new Uint8Array([0, 0, 3, 233])), codec.FrameTooLarge);
+});
+
+// -- MeshSocket against a fake WebSocket ------------------------------------------------
+
+class FakeWebSocket {
+  static last = null;
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeWebSocket.last = this;
+    setTimeout(() => {
+      this.readyState = 1;
+      this.onopen();
+    }, 0);
+  }
+  send(frame) {
+    this.sent.push(new Uint8Array(frame));
+  }
+  close(code) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    setTimeout(() => this.onclose({ code: code ?? 1006, reason: "" }), 0);
+  }
+  /** Deliver frames from the server, in one binary message. */
+  push(...frames) {
+    const size = frames.reduce((n, f) => n + f.length, 0);
+    const data = new Uint8Array(size);
+    let at = 0;
+    for (const f of frames) {
+      data.set(f, at);
+      at += f.length;
+    }
+    this.onmessage({ data: data.buffer });
+  }
+  async received() {
+    const out = [];
+    for (const frame of this.sent) out.push(await codec.WireMessage.fromBody(frame.slice(4)));
+    return out;
+  }
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+const now = () => Math.floor(Date.now() / 1000);
+
+test("a MeshSocket: handshake, messages, duplicates, renegotiation, reply", async () => {
+  const protocol = new tm.Protocol("mesh", "ws");
+  const sock = new tm.MeshSocket(protocol, { WebSocket: FakeWebSocket, reconnect: false });
+  const server = tm.newNodeId();
+  const connected = sock.connect("ws://127.0.0.1:1/");
+  await settle();
+  const ws = FakeWebSocket.last;
+  const [hello] = await ws.received();
+  assert.equal(hello.msgType, flags.whisper);
+  assert.deepEqual(hello.payload, [flags.handshake, sock.id, protocol.id, ["", 0], []]);
+  assert.equal(hello.senderIsBin, false, "a browser writes IDs as str");
+
+  // The server's handshake in bin form, then restated in str form.
+  const enc = new TextEncoder();
+  const shake = async (asBin) =>
+    (await codec.WireMessage.create(flags.whisper, server, now(), [
+      flags.handshake,
+      asBin ? enc.encode(server) : server,
+      asBin ? enc.encode(protocol.id) : protocol.id,
+      ["127.0.0.1", 1],
+      [0x13, 0x11],
+    ], asBin)).frame();
+  let connects = 0;
+  sock.on("connect", () => connects++);
+  ws.push(await shake(true), await shake(false));
+  assert.equal(await connected, server);
+  await settle();
+  assert.equal(connects, 1);
+  assert.deepEqual([...sock.routing_table.keys()], [server]);
+  const [, peers] = await ws.received();
+  assert.deepEqual(peers.payload, [flags.peers, []]);
+
+  // A broadcast from elsewhere in the mesh, twice, and an old one.
+  const other = tm.newNodeId();
+  const hi = await codec.WireMessage.create(flags.broadcast, other, now(), [flags.broadcast, "hi", new Uint8Array([1])], false);
+  const old = await codec.WireMessage.create(flags.broadcast, other, now() - 120, [flags.broadcast, "old"], false);
+  const messages = [];
+  sock.on("message", (s) => messages.push(s.recv()));
+  ws.push(hi.frame(), hi.frame(), old.frame());
+  await settle();
+  assert.equal(messages.length, 1);
+  assert.equal(messages[0].sender, other);
+  assert.equal(messages[0].packets[1], "hi");
+  assert.ok(messages[0].packets[2] instanceof Uint8Array);
+  assert.equal(messages[0].id, await hi.id());
+  assert.equal(sock.stats.dropped.duplicate, 1);
+  assert.equal(sock.stats.dropped.expired, 1);
+
+  // Reply: to the server (a peer) it is a whisper; to others it fails.
+  await assert.rejects(messages[0].reply(["nope"]), tm.NotConnected);
+  const fromServer = await codec.WireMessage.create(flags.whisper, server, now(), [flags.whisper, "psst"], false);
+  ws.push(fromServer.frame());
+  await settle();
+  await messages[1].reply(["back"]);
+  const id = await sock.send(["to all", 7]);
+  const sent = (await ws.received()).slice(2);
+  assert.deepEqual(sent.map((m) => [m.msgType, m.payload]), [
+    [flags.whisper, [flags.whisper, "back"]],
+    [flags.broadcast, [flags.broadcast, "to all", 7]],
+  ]);
+  assert.equal(await sent[1].id(), id);
+
+  // A compressed (unreadable) frame: ask for it raw, and resend on request.
+  ws.sent.length = 0;
+  ws.push(codec.frameOf(new Uint8Array(40).fill(7)));
+  await settle();
+  const asked = await ws.received();
+  assert.deepEqual(asked.map((m) => [m.msgType, m.payload]), [
+    [flags.renegotiate, [flags.compression, []]],
+    [flags.renegotiate, [flags.resend]],
+  ]);
+  ws.sent.length = 0;
+  ws.push((await codec.WireMessage.create(flags.renegotiate, server, now(), [flags.resend], false)).frame());
+  await settle();
+  assert.equal(hex((await ws.received())[0].checksum), hex(sent[1].checksum));
+
+  let disconnects = 0;
+  sock.on("disconnect", () => disconnects++);
+  sock.close();
+  await settle();
+  assert.equal(disconnects, 1);
+  assert.equal(sock.routing_table.size, 0);
+  await assert.rejects(sock.send(["late"]), tm.NotConnected);
+});
+
+test("a MeshSocket refuses a node of another network, and dials again after a loss", async () => {
+  const protocol = new tm.Protocol("mesh", "ws");
+  const sock = new tm.MeshSocket(protocol, { WebSocket: FakeWebSocket, minDelay: 10, maxDelay: 40 });
+  const errors = [];
+  sock.on("error", (s, error) => errors.push(error));
+  const failing = sock.connect("ws://127.0.0.1:2/");
+  await settle();
+  const server = tm.newNodeId();
+  const other = new tm.Protocol("chat", "ws");
+  FakeWebSocket.last.push(
+    (await codec.WireMessage.create(flags.whisper, server, now(), [flags.handshake, server, other.id, ["h", 1], []])).frame(),
+  );
+  await assert.rejects(failing, tm.ProtocolMismatch);
+  await settle();
+  assert.equal(errors.length, 1);
+  assert.equal(sock.links()[0].state, "stopped");
+
+  const reconnecting = [];
+  sock.on("reconnecting", (s, info) => reconnecting.push(info));
+  const first = sock.connect("ws://127.0.0.1:3/");
+  await settle();
+  const shake = async () =>
+    (await codec.WireMessage.create(flags.whisper, server, now(), [flags.handshake, server, protocol.id, ["h", 3], []])).frame();
+  FakeWebSocket.last.push(await shake());
+  assert.equal(await first, server);
+  FakeWebSocket.last.close(1006);
+  await settle();
+  assert.equal(reconnecting.length, 1);
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  FakeWebSocket.last.push(await shake());
+  await settle();
+  assert.equal(sock.links().find((l) => l.url === "ws://127.0.0.1:3/").state, "connected");
+  assert.equal(sock.routing_table.size, 1);
+  sock.close();
+  await assert.rejects(sock.connect("ws://127.0.0.1:3/"));
+  await assert.rejects(new tm.MeshSocket(protocol).connect("http://x/"), TypeError);
+});
