@@ -285,3 +285,22 @@ async def test_reference_over_transport(
     msg.reply("ours")
     answer = await ref.next_message(60)
     assert answer["packets"] == [flags.whisper, "ours"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_endpoint(tmp_path: Path) -> None:
+    """A 'Plaintext' node listens on a unix: endpoint string and is dialled on one."""
+    path = tmp_path / "mesh.sock"
+    listener = MeshService(Protocol("mesh", "Plaintext"), listen=[f"unix:{path}"])
+    dialler = MeshService(Protocol("mesh", "Plaintext"))
+    listener.startService()
+    dialler.startService()
+    try:
+        await within(listener.listening)
+        assert await within(dialler.connect(f"unix:path={path}")) == listener.id
+        await wait_for(lambda: dialler.id in listener.routing_table)
+        dialler.send("over a unix socket")
+        assert (await within(listener.next_message())).packets == (0, "over a unix socket")
+    finally:
+        await dialler.stopService()
+        await listener.stopService()

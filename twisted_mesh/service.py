@@ -101,6 +101,7 @@ class MeshService(Service):
         )
         self._factories: dict[tuple[str, bool], MeshFactory] = {}
         self._connections: set[MeshProtocol] = set()
+        self._connecting: set[Deferred[IProtocol]] = set()
         self._listen = [self._server_endpoint(address) for address in listen]
         self._bootstrap = list(connect)
         self._out_addr_given = out_addr is not None
@@ -268,11 +269,13 @@ class MeshService(Service):
         self._log.warn("could not connect to {peer}: {error}", peer=address, error=failure.getErrorMessage())
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening and close every connection."""
+        """Stop listening, give up the dials under way, and close every connection."""
         super().stopService()
         if self._redial is not None:
             self._redial.cancel()
             self._redial = None
+        for connecting in list(self._connecting):
+            connecting.cancel()
         waiting: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in self._ports]
         self._ports = []
         for link in list(self._connections):
@@ -343,7 +346,18 @@ class MeshService(Service):
         if port is not None:
             address = (str(address), port)
         endpoint, transport = self._client_endpoint(address, encryption or self.protocol.encryption)
-        return endpoint.connect(self._factory(transport, True)).addCallback(_handshake_done)
+        connecting = endpoint.connect(self._factory(transport, True))
+        self._connecting.add(connecting)
+
+        def connected(result: IProtocol) -> IProtocol:
+            self._connecting.discard(connecting)
+            return result
+
+        def failed(failure: Failure) -> Failure:
+            self._connecting.discard(connecting)
+            return failure
+
+        return connecting.addCallbacks(connected, failed).addCallback(_handshake_done)
 
     def _dial_address(self, host: str, port: int, encryption: str) -> Deferred[str]:
         return self.connect((host, port), encryption=encryption)
