@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from reference import ReferenceNode, start_reference, stop_all
 from twisted.internet import defer
+from twisted.logger import LogEvent, globalLogPublisher
 
 # --- reference nodes: py2p / js2p in child processes (see tests/reference.py) -------------
 
@@ -33,3 +34,15 @@ def reference() -> Iterator[Callable[..., Awaitable[ReferenceNode]]]:
 
 
 # --- end of reference nodes ----------------------------------------------------------------
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[LogEvent]]:
+    """Every log event emitted during the test."""
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

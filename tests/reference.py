@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from peers.packets_json import from_json, to_json
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.protocol import ProcessProtocol
@@ -71,33 +72,6 @@ class ReferenceNodeError(Exception):
 
 
 # --- packets: Python values <-> the JSON form used on the pipes ---------------------------
-
-
-def to_json(value: Any) -> Any:
-    """Encode packets for a child: bytes as ``{"hex"}``, dicts as ``{"map"}``."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"hex": bytes(value).hex()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {"map": [[to_json(k), to_json(v)] for k, v in value.items()]}
-    return value
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
-
-
-def from_json(value: Any) -> Any:
-    """Decode packets from a child: ``{"hex"}`` to bytes, ``{"map"}`` to a dict."""
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    if isinstance(value, dict):
-        if "hex" in value:
-            return bytes.fromhex(value["hex"])
-        if "map" in value:
-            return {_hashable(from_json(k)): from_json(v) for k, v in value["map"]}
-    return value
 
 
 def _text(node_id: Any) -> str:

@@ -12,7 +12,7 @@ import pytest_twisted
 from reference import ReferenceNode
 from support import log_text, wait_for, within
 from twisted.internet import defer, reactor, task
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 
 from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch, flags
 
@@ -27,15 +27,6 @@ def node() -> Iterator[MeshSocket]:
     sock = MeshSocket("127.0.0.1", 0, MESH)
     yield sock
     pytest_twisted.blockon(sock.close())
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every log event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 async def settle(seconds: float = 0.5) -> None:

@@ -12,7 +12,7 @@ import pytest_twisted
 from support import log_text, raw_peer, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 
 from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
 from twisted_mesh.errors import SelfConnection
@@ -33,15 +33,6 @@ def mesh() -> Iterator[Callable[..., MeshSocket]]:
 
     yield make
     pytest_twisted.blockon(defer.gatherResults([sock.close() for sock in sockets]))
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every log event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 async def line(mesh: Callable[..., MeshSocket], count: int = 3) -> list[MeshSocket]:

@@ -48,7 +48,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpointStringParser,
 )
 from twisted.internet.protocol import Factory
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 from twisted.plugin import getPlugins
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
@@ -131,15 +131,6 @@ def ports() -> Iterator[list[IListeningPort]]:
     started: list[IListeningPort] = []
     yield started
     pytest_twisted.blockon(defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in started]))
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[LogEvent]]:
-    """Every log event emitted during the test."""
-    events: list[LogEvent] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 async def listen(

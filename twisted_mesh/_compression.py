@@ -10,6 +10,7 @@ import bz2
 import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from twisted_mesh import flags
 
@@ -36,47 +37,37 @@ def _gzip_compress(data: bytes) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
-def _inflate_zlib_or_gzip(data: bytes, limit: int) -> bytes:
-    # MAX_WBITS | 32 reads both containers, as the references do.
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as e:
-        raise DecompressionError(str(e)) from None
-    _check_end(out, limit, inflater.eof)
-    return out
-
-
-def _inflate_bz2(data: bytes, limit: int) -> bytes:
-    inflater = bz2.BZ2Decompressor()
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except (OSError, ValueError) as e:
-        raise DecompressionError(str(e)) from None
-    _check_end(out, limit, inflater.eof)
-    return out
-
-
 #: The memory an xz header may make the decoder take: enough for any preset,
 #: too little for a crafted header that names a huge dictionary.
 LZMA_MEMORY_LIMIT = 80 * 1024 * 1024
 
 
-def _inflate_lzma(data: bytes, limit: int) -> bytes:
-    inflater = lzma.LZMADecompressor(memlimit=LZMA_MEMORY_LIMIT)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except lzma.LZMAError as e:
-        raise DecompressionError(str(e)) from None
-    _check_end(out, limit, inflater.eof)
-    return out
+def _inflater(make: Callable[[], Any], errors: tuple[type[Exception], ...]) -> Callable[[bytes, int], bytes]:
+    """
+    Inflate with a fresh decompressor from C{make}, never past C{limit}
+    bytes: its output is capped at C{limit + 1}, which tells too much.
+    """
+
+    def inflate(data: bytes, limit: int) -> bytes:
+        inflater = make()
+        try:
+            out: bytes = inflater.decompress(data, limit + 1)
+        except errors as e:
+            raise DecompressionError(str(e)) from None
+        if len(out) > limit:
+            raise InflatedTooLarge(f"decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise DecompressionError("truncated compressed body")
+        return out
+
+    return inflate
 
 
-def _check_end(out: bytes, limit: int, complete: bool) -> None:
-    if len(out) > limit:
-        raise InflatedTooLarge(f"decompressed body exceeds {limit} bytes")
-    if not complete:
-        raise DecompressionError("truncated compressed body")
+# MAX_WBITS | 32 reads both the zlib and the gzip container, as the
+# references do.
+_inflate_zlib_or_gzip = _inflater(lambda: zlib.decompressobj(zlib.MAX_WBITS | 32), (zlib.error,))
+_inflate_bz2 = _inflater(bz2.BZ2Decompressor, (OSError, ValueError))
+_inflate_lzma = _inflater(lambda: lzma.LZMADecompressor(memlimit=LZMA_MEMORY_LIMIT), (lzma.LZMAError,))
 
 
 def _snappy_compress(data: bytes) -> bytes:  # pragma: no cover

@@ -39,6 +39,7 @@ _OUT: BinaryIO = os.fdopen(os.dup(1), "wb", buffering=0)
 os.dup2(2, 1)
 sys.stdout = sys.stderr
 
+from packets_json import from_json, to_json  # noqa: E402 - beside this script
 from py2p import mesh  # noqa: E402 - after the stdout swap above
 from py2p.base import Protocol  # noqa: E402
 
@@ -53,34 +54,6 @@ def emit(obj: dict[str, Any]) -> None:
     data = json.dumps(obj).encode("utf-8") + b"\n"
     with _write_lock:
         _OUT.write(data)
-
-
-def to_json(value: Any) -> Any:
-    """Convert a msgpack-decoded value to the tagged JSON form."""
-    if isinstance(value, (bytes, bytearray)):
-        return {"hex": bytes(value).hex()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {"map": [[to_json(k), to_json(v)] for k, v in value.items()]}
-    return value
-
-
-def _key(value: Any) -> Any:
-    return tuple(_key(v) for v in value) if isinstance(value, list) else value
-
-
-def from_json(value: Any) -> Any:
-    """Convert the tagged JSON form back to Python values for py2p to send."""
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    if isinstance(value, dict):
-        if "hex" in value:
-            return bytes.fromhex(value["hex"])
-        if "map" in value:
-            return {_key(from_json(k)): from_json(v) for k, v in value["map"]}
-        raise ValueError(f"untagged JSON object in packets: {value!r}")
-    return value
 
 
 def ident(value: Any) -> str:
