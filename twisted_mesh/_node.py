@@ -219,7 +219,8 @@ class MeshNode:
     :ivar clock: where the node reads the time and schedules timeouts.
     :ivar limits: what the node accepts and holds.
     :ivar stats: counters of what the node and its links did.
-    :ivar known_addresses: the addresses of the latest peers, oldest first.
+    :ivar known_addresses: the addresses of the latest peers, with their
+        transports, oldest first.
     :ivar started: when the node was made, by C{clock}.
     """
 
@@ -250,7 +251,7 @@ class MeshNode:
             limits.max_seen,
             lambda: self.limit_hit("max_seen", "forgot broadcasts early to keep at most {most}", most=limits.max_seen),
         )
-        self.known_addresses: dict[Address, None] = {}
+        self.known_addresses: dict[tuple[Address, str], None] = {}
         self.stats = NodeStats()
         self.started = clock.seconds()
         self.queue: deque[Message] = deque()
@@ -302,8 +303,9 @@ class MeshNode:
         was_empty = not self.routing_table
         self.routing_table[peer_id] = link
         if link.peer_addr is not None:
-            self.known_addresses.pop(link.peer_addr, None)
-            self.known_addresses[link.peer_addr] = None
+            known = (link.peer_addr, link.encryption)
+            self.known_addresses.pop(known, None)
+            self.known_addresses[known] = None
             while len(self.known_addresses) > MAX_KNOWN_ADDRESSES:
                 del self.known_addresses[next(iter(self.known_addresses))]
         self._send_peers(link)

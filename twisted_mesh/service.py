@@ -246,10 +246,16 @@ class MeshService(Service):
         if not self.running or self._node.routing_table:
             self._redial_attempts = 0
             return
-        targets: list[DialAddress] = [*self._bootstrap, *self._node.known_addresses]
+        targets: list[tuple[DialAddress, str | None]] = [
+            *((address, None) for address in self._bootstrap),
+            *self._node.known_addresses,
+        ]
         if not targets:
             return
-        dials = [self.connect(address).addErrback(self._log_dial_failure, address) for address in targets]
+        dials = [
+            self.connect(address, encryption=encryption).addErrback(self._log_dial_failure, address)
+            for address, encryption in targets
+        ]
         DeferredList(dials).addCallback(lambda _: self._schedule_redial())
 
     def _schedule_redial(self, _: object = None) -> None:
