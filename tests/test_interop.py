@@ -120,7 +120,8 @@ async def test_triangle_with_two_references_delivers_once(
 async def test_bridge_between_py2p_and_js2p(reference: Reference, node: MeshSocket) -> None:
     """
     py2p and js2p cannot mesh with each other; one twisted_mesh node between
-    them carries broadcasts and replies both ways, each delivered once.
+    them carries broadcasts both ways, each delivered once.  (A reply goes
+    straight to its sender, which the other reference cannot dial.)
     """
     py2p, js2p = await reference("py2p"), await reference("js2p")
     await joined(node, py2p, False)

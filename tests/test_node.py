@@ -822,6 +822,19 @@ def test_request_is_answered_by_a_node_with_the_target() -> None:
     assert requester_side.take() == []
 
 
+def test_request_names_only_an_address_of_the_askers_transport() -> None:
+    """A bridge does not answer with a TCP address a WebSocket peer cannot dial."""
+    node, _, _ = make_node()
+    asker = add_link(node)
+    asker.encryption = "ws"
+    target = add_link(node)
+    assert target.peer_id is not None
+    request = arriving(flags.broadcast, new_node_id(MESH), (flags.request, "R", target.peer_id.encode()))
+    node.message_received(asker, request)
+    assert asker.take() == []
+    assert [m.payload[0] for m in target.take()] == [flags.request]
+
+
 def test_request_for_an_unknown_target_is_not_answered() -> None:
     """A node without the target relays the request and answers nothing."""
     node, _, _ = make_node()

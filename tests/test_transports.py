@@ -304,3 +304,14 @@ async def test_unix_socket_endpoint(tmp_path: Path) -> None:
     finally:
         await dialler.stopService()
         await listener.stopService()
+
+
+def test_endpoint_prefixes_name_their_transport() -> None:
+    from twisted_mesh._endpoints import encryption_of
+
+    assert encryption_of("tls:host=example.com:port=4444", "Plaintext") == "SSL"
+    assert encryption_of("ssl:4444:privateKey=k.pem", "Plaintext") == "SSL"
+    assert encryption_of("wss:host=h:port=1", "Plaintext") == "wss"
+    assert encryption_of("ws:4444", "SSL") == "ws"
+    assert encryption_of("unix:/tmp/x", "SSL") == "Plaintext"
+    assert encryption_of("systemd:domain=INET:index=0", "ws") == "ws"

@@ -31,6 +31,10 @@ CLOSE_TIMEOUT = 10.0
 #: Frames in a row that may fail their checksum before the link is closed.
 MAX_BAD_FRAMES = 3
 
+#: While a link handles what one read brought, the frames written to each
+#: link: each writes its share in one go when the read is handled.
+_batch: dict[MeshProtocol, list[bytes]] | None = None
+
 
 @implementer(IPushProducer)
 class MeshProtocol(Protocol):
@@ -140,6 +144,21 @@ class MeshProtocol(Protocol):
             return
         stats.frames_in += len(bodies)
         totals.frames_in += len(bodies)
+        global _batch
+        if _batch is not None:  # a read handled within another one
+            self._read(bodies)
+            return
+        batch: dict[MeshProtocol, list[bytes]] = {}
+        _batch = batch
+        try:
+            self._read(bodies)
+        finally:
+            _batch = None
+            for link, frames in batch.items():
+                link._transport.writeSequence(frames)
+
+    def _read(self, bodies: list[bytes]) -> None:
+        totals = self._node.stats
         for body in bodies:
             if self._closing:
                 return
@@ -182,7 +201,12 @@ class MeshProtocol(Protocol):
         totals.frames_out += 1
         stats.bytes_out += len(frame)
         totals.bytes_out += len(frame)
-        self._transport.write(frame)
+        if _batch is None:
+            self._transport.write(frame)
+        elif self in _batch:
+            _batch[self].append(frame)
+        else:
+            _batch[self] = [frame]
 
     def close(self, reason: str, *, error: bool = True) -> None:
         """
@@ -193,6 +217,8 @@ class MeshProtocol(Protocol):
             return
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
+        if _batch is not None and self in _batch:
+            self._transport.writeSequence(_batch.pop(self))
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
         # TLS closes only once no producer is registered.
         self.resume_reading()

@@ -32,7 +32,7 @@ Address = tuple[str, int]
 #: The endpoint-string prefixes that carry each transport.
 PREFIXES = {
     "Plaintext": ("tcp", "tcp6", "unix"),
-    "SSL": ("ssl",),
+    "SSL": ("ssl", "tls"),
     "ws": ("ws",),
     "wss": ("wss",),
 }

@@ -46,6 +46,10 @@ class ChecksumError(FrameError):
     """No reading of a frame's body has a checksum that holds."""
 
 
+#: The types of what msgpack reads that _check_structure looks into.
+_NESTED = frozenset((list, dict, msgpack.Timestamp))
+
+
 def _reject_ext(code: int, data: bytes) -> Any:
     raise FrameError(f"msgpack extension type {code} is not allowed")
 
@@ -55,20 +59,28 @@ def _check_structure(value: Any, max_depth: int) -> None:
     Refuse lists and maps nested deeper than C{max_depth}, and the timestamp
     extension, which msgpack decodes itself without asking C{ext_hook}.
     """
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, list):
-            children: Iterable[Any] = item
-        elif isinstance(item, dict):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, msgpack.Timestamp):
-            raise FrameError("msgpack extension type -1 is not allowed")
-        else:
-            continue
+    # Level by level, so that the scalars of a level are looked at in C
+    # (msgpack makes exact lists, dicts and Timestamps, never subclasses).
+    # A message is a list: start with its items, at depth 1.
+    if type(value) is list and max_depth > 0:
+        level, depth = value, 1
+    else:
+        level, depth = [value], 0
+    while not _NESTED.isdisjoint(map(type, level)):
+        children: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is list:
+                children += item
+            elif kind is dict:
+                children += item
+                children += item.values()
+            elif kind is msgpack.Timestamp:
+                raise FrameError("msgpack extension type -1 is not allowed")
         if depth >= max_depth:
             raise FrameError(f"lists and maps nest deeper than {max_depth}")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict, msgpack.Timestamp)))
+        level = children
+        depth += 1
 
 
 def pack(obj: Any) -> bytes:
@@ -77,8 +89,14 @@ def pack(obj: Any) -> bytes:
 
     :raise TypeError: when C{obj} holds a value msgpack cannot write.
     """
-    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = _packer.pack(obj)
     return packed
+
+
+#: The packer of every message: making one per message (as C{msgpack.packb}
+#: does) costs more than the packing.  Its buffer grows to the largest
+#: message this process packed, and stays.
+_packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
 
 
 def unpack(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
@@ -136,7 +154,7 @@ class WireMessage:
 
     A relayed message is written out as the bytes it arrived as; the only
     change a hop makes is the sender field's form (bin or str), which it
-    writes in the form the next peer speaks (see L{serial_in}).
+    writes in the form the next peer speaks (see L{body_in}).
 
     :ivar msg_type: the main flag.
     :ivar sender: the originator's node ID, as text.
@@ -153,8 +171,7 @@ class WireMessage:
         sender: str,
         time: int,
         payload: tuple[Any, ...],
-        serial: bytes,
-        checksum: bytes,
+        body: bytes,
         sender_is_bin: bool,
     ) -> None:
         self.msg_type = msg_type
@@ -163,8 +180,8 @@ class WireMessage:
         self.payload = payload
         self.sender_is_bin = sender_is_bin
         # The body (checksum + serial) in each sender form made so far.
-        self._serials: dict[bool, bytes] = {sender_is_bin: checksum + serial}
-        self._key: bytes | None = checksum if sender_is_bin else None
+        self._serials: dict[bool, bytes] = {sender_is_bin: body}
+        self._key: bytes | None = body[:_CHECKSUM_SIZE] if sender_is_bin else None
         self._frames: dict[tuple[bool, int | None], bytes] = {}
 
     @classmethod
@@ -183,7 +200,7 @@ class WireMessage:
         """
         sender_field: str | bytes = sender.encode("ascii") if sender_is_bin else sender
         serial = pack([msg_type, sender_field, time, *payload])
-        return cls(msg_type, sender, time, tuple(payload), serial, sha256(serial).digest(), sender_is_bin)
+        return cls(msg_type, sender, time, tuple(payload), sha256(serial).digest() + serial, sender_is_bin)
 
     @classmethod
     def from_body(
@@ -204,7 +221,7 @@ class WireMessage:
             for reading in _compression.inflate(codes, body, limit):
                 checksum = reading[:_CHECKSUM_SIZE]
                 serial = reading[_CHECKSUM_SIZE:]
-                if len(checksum) == _CHECKSUM_SIZE and sha256(serial).digest() == checksum:
+                if sha256(serial).digest() == checksum:  # a short checksum never matches
                     break
             else:
                 raise ChecksumError("checksum mismatch")
@@ -222,7 +239,7 @@ class WireMessage:
         if type(time) is not int:
             raise FrameError("bad time field")
         _sender_span(serial)  # the relay finds the sender field there
-        return cls(msg_type, sender, time, tuple(fields[3:]), serial, checksum, isinstance(sender_field, bytes))
+        return cls(msg_type, sender, time, tuple(fields[3:]), reading, isinstance(sender_field, bytes))
 
     def body_in(self, sender_is_bin: bool) -> bytes:
         """

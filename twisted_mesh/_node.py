@@ -83,7 +83,7 @@ class Link(Interface):
 @dataclass
 class SendResult:
     """
-    What L{MeshNode.send} did with a message.
+    What a send (L{twisted_mesh.MeshService.send}) did with a message.
 
     :ivar queued: the peers it was written to, by node ID.
     :ivar skipped: the peers it was not written to, with the reason.
@@ -133,6 +133,8 @@ class SeenSet:
 
     A key is kept until the message it names is too old to be accepted, or
     until more than C{max_size} keys are held: then the oldest go first.
+    Keys are kept by the whole second they expire in: a key goes at most a
+    second early, when its message is older than L{MESSAGE_LIFETIME} anyway.
 
     :ivar evicted: how many keys were forgotten early to stay in C{max_size}.
     """
@@ -145,7 +147,9 @@ class SeenSet:
         self._on_evict = on_evict
         self.evicted = 0
         self._keys: set[bytes] = set()
-        self._expiries: list[tuple[float, bytes]] = []
+        # The keys by the second they expire in, and those seconds as a heap.
+        self._expiring: dict[int, deque[bytes]] = {}
+        self._seconds: list[int] = []
 
     def add(self, key: bytes, time: int) -> bool:
         """
@@ -154,15 +158,24 @@ class SeenSet:
         :return: whether it is new.
         """
         now = self.clock.seconds()
-        expiries = self._expiries
-        while expiries and expiries[0][0] < now:
-            self._keys.discard(heapq.heappop(expiries)[1])
-        if key in self._keys:
+        keys, expiring, seconds = self._keys, self._expiring, self._seconds
+        while seconds and seconds[0] < now:
+            keys.difference_update(expiring.pop(heapq.heappop(seconds)))
+        size = len(keys)
+        keys.add(key)  # one lookup, where "in" then "add" would make two
+        if len(keys) == size:
             return False
-        self._keys.add(key)
-        heapq.heappush(expiries, (max(time, now) + MESSAGE_LIFETIME + 1, key))
-        if len(expiries) > self.max_size:
-            self._keys.discard(heapq.heappop(expiries)[1])
+        second = int(max(time, now)) + MESSAGE_LIFETIME + 1
+        bucket = expiring.get(second)
+        if bucket is None:
+            bucket = expiring[second] = deque()
+            heapq.heappush(seconds, second)
+        bucket.append(key)
+        if len(keys) > self.max_size:
+            oldest = expiring[seconds[0]]
+            keys.discard(oldest.popleft())
+            if not oldest:
+                del expiring[heapq.heappop(seconds)]
             self.evicted += 1
             if self._on_evict is not None:
                 self._on_evict()
@@ -395,6 +408,7 @@ class MeshNode:
 
     def _deliver(self, link: Link, wire: WireMessage) -> None:
         message = Message(wire, self)
+        self.stats.delivered += 1
         for handler in self._handlers:
             try:
                 if handler(message, link):
@@ -404,7 +418,6 @@ class MeshNode:
         if message.packets[0] not in (flags.broadcast, flags.whisper):
             self._log.debug("ignored a message with sub-flag {subflag!r}", subflag=message.packets[0])
             return
-        self.stats.delivered += 1
         if self._waiters:
             self._waiters.popleft().callback(message)
         else:
@@ -520,7 +533,8 @@ class MeshNode:
             return
         target = id_text(payload[2])
         peer = self.routing_table.get(target) if target is not None else None
-        if peer is not None and peer.peer_addr is not None:
+        # Only an address the asker can dial: one of the transport it asked on.
+        if peer is not None and peer.peer_addr is not None and peer.encryption == link.encryption:
             self._broadcast_new((flags.response, payload[1], [list(peer.peer_addr), payload[2]]))
 
     def _on_response(self, link: Link, payload: tuple[Any, ...]) -> None:

@@ -24,7 +24,8 @@ class NodeStats(LinkStats):
     What crossed all of a node's links, and what the node did with it.
 
     :ivar relayed: frames written to relay a broadcast to a peer.
-    :ivar delivered: messages queued for the user.
+    :ivar delivered: messages for the user: offered to the handlers, then
+        queued.
     :ivar dropped: frames or messages dropped, by reason.
     :ivar connections: connections made, by direction (C{in}, C{out}).
     :ivar handshake_failures: handshakes that failed, by reason.

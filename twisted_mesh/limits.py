@@ -1,8 +1,12 @@
 """
 L{Limits}: what a node accepts from its peers, and how much it holds for them.
 
-Each limit, when it bites, writes one log line and counts in the
-C{mesh_limit_hits_total} metric under its name.
+When a limit bites, the node logs it (the first time, then at most once
+every ten seconds per limit) and counts it: in the C{mesh_limit_hits_total}
+metric under the limit's name, except C{max_depth} and a body that inflates
+past C{max_frame_size} (C{mesh_dropped_total}, reasons C{malformed} and
+C{too_large}) and C{handshake_timeout} (C{mesh_handshake_failures_total},
+reason C{timeout}).
 """
 
 from __future__ import annotations

@@ -346,8 +346,9 @@ class MeshService(Service):
         :param encryption: the transport of a pair or an endpoint object; by
             default the main one.  An endpoint string's prefix names its own.
         :return: a Deferred that fires with the peer's ID once its handshake
-            is accepted; it fails with L{ProtocolMismatch} when the peer
-            belongs to another network.
+            is accepted.  It fails with L{ProtocolMismatch} when the peer's
+            subnet is another; with L{HandshakeFailed} or a connection error
+            when the peer speaks another transport or goes away.
         """
         if port is not None:
             address = (str(address), port)
@@ -405,7 +406,8 @@ class MeshService(Service):
         """
         Call C{callback(self)} each time C{event} happens: C{'connect'} when
         the node gets its first peer, C{'disconnect'} when it loses its last
-        one, C{'message'} when a message is queued.
+        one, C{'message'} when a message arrives for the user (queued for
+        L{recv}, or given to a waiting L{next_message}).
         """
         self._node.events.on(event, callback)
 

@@ -55,7 +55,7 @@ def metrics_text(service: MeshService) -> str:
         ("mesh_bytes_received_total", "counter", "Bytes read from peers.", [({}, stats.bytes_in)]),
         ("mesh_bytes_sent_total", "counter", "Bytes written to peers.", [({}, stats.bytes_out)]),
         ("mesh_relayed_total", "counter", "Frames written to relay a broadcast.", [({}, stats.relayed)]),
-        ("mesh_delivered_total", "counter", "Messages queued for the user.", [({}, stats.delivered)]),
+        ("mesh_delivered_total", "counter", "Messages for the user (handlers, queue).", [({}, stats.delivered)]),
         ("mesh_dropped_total", "counter", "Frames or messages dropped, by reason.", labelled("reason", stats.dropped)),
         (
             "mesh_connections_total",

@@ -1,0 +1,31 @@
+"""
+A peer of another network is refused, and both nodes say why: the dialler's
+connect() fails with ProtocolMismatch, and each node logs the reason.
+"""
+
+import sys
+
+from twisted.internet import defer, task
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch
+
+
+def main(reactor):
+    log = textFileLogObserver(sys.stdout)
+    globalLogBeginner.beginLoggingTo([log], redirectStandardIO=False)
+    ours = MeshSocket("127.0.0.1", 0, prot=Protocol("chat", "Plaintext"))
+    theirs = MeshSocket("127.0.0.1", 0, prot=Protocol("chat2", "Plaintext"))
+
+    def refused(failure):
+        failure.trap(ProtocolMismatch)
+        print("connect() failed:", failure.value)
+        print("routing table empty:", not ours.routing_table)
+
+    d = ours.connect("127.0.0.1", theirs.out_addr[1])
+    d.addCallbacks(lambda peer_id: print("unexpected peer", peer_id), refused)
+    d.addBoth(lambda _: defer.gatherResults([ours.close(), theirs.close()]))
+    return d
+
+
+task.react(main)
