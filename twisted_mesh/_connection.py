@@ -170,7 +170,10 @@ class MeshProtocol(Protocol):
                 continue
             except FrameError as e:
                 totals.dropped["too_large" if isinstance(e, FrameTooLarge) else "malformed"] += 1
-                self.close(f"bad frame: {e}")
+                if self.peer_id is None:
+                    self._fail_handshake(HandshakeFailed(f"bad frame: {e}"), "malformed")
+                else:
+                    self.close(f"bad frame: {e}")
                 return
             self._bad_frames = 0
             self._message_received(msg)
@@ -189,7 +192,7 @@ class MeshProtocol(Protocol):
             waiting = self.stats.bytes_out - self._bytes_out_when_congested
             if waiting > self._limits.max_send_buffer:
                 self._node.limit_hit("max_send_buffer", "{peer} is not reading", peer=self.peer_id)
-                self.close(f"the peer is not reading: {waiting} bytes wait for it")
+                self.close(f"the peer is not reading: {waiting} bytes wait for it", abort=True)
                 return "the peer is not reading"
         self._last_sent = msg
         self._write(msg.frame(self.ids_as_bin, self._send_code))
@@ -208,13 +211,24 @@ class MeshProtocol(Protocol):
         else:
             _batch[self] = [frame]
 
-    def close(self, reason: str, *, error: bool = True) -> None:
+    def close(self, reason: str, *, error: bool = True, abort: bool = False) -> None:
         """
         Close the connection, logging C{reason}: as a warning when C{error},
         as information otherwise.
+
+        :param abort: drop it at once, with what waits to be written (for a
+            peer that does not read, which could not answer a closing
+            handshake).
         """
         if self._closing:
             return
+        if self._congestion is not None:
+            # Whatever waits for this peer will never be read: the other
+            # peers need not wait for it any more.
+            if self._congestion.active():
+                self._congestion.cancel()
+            self._congestion = None
+            self._node.link_drained(self)
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
         if _batch is not None and self in _batch:
@@ -224,13 +238,16 @@ class MeshProtocol(Protocol):
         self.resume_reading()
         self._closing = True
         self._transport.unregisterProducer()  # type: ignore[attr-defined]
+        abort_connection = getattr(self._transport, "abortConnection", None)
+        if abort and abort_connection is not None:
+            abort_connection()
+            return
         self._transport.loseConnection()
         # A peer that does not finish closing is cut off.
-        abort = getattr(self._transport, "abortConnection", None)
-        if abort is not None:
+        if abort_connection is not None:
             if self._timeout is not None and self._timeout.active():
                 self._timeout.cancel()
-            self._timeout = self._node.clock.callLater(CLOSE_TIMEOUT, abort)
+            self._timeout = self._node.clock.callLater(CLOSE_TIMEOUT, abort_connection)
 
     def pause_reading(self) -> None:
         """Stop reading from the peer until L{resume_reading}."""
@@ -272,7 +289,7 @@ class MeshProtocol(Protocol):
 
     def _congestion_timed_out(self) -> None:
         self._node.limit_hit("congestion_timeout", "{peer} stayed slow", peer=self.peer_id)
-        self.close(f"the peer read too slowly for {self._limits.congestion_timeout:g} s")
+        self.close(f"the peer read too slowly for {self._limits.congestion_timeout:g} s", abort=True)
 
     # -- what the link handles itself ----------------------------------------
 
@@ -377,10 +394,17 @@ class MeshProtocol(Protocol):
         self._renegotiate(flags.resend)
 
 
+#: The most compression codes a peer may list.
+MAX_CODES = 32
+
+
 def _parse_codes(value: object) -> tuple[int, ...] | None:
-    if not isinstance(value, list) or not all(type(code) is int for code in value):
+    """Read a list of compression codes, each once, or L{None}."""
+    if not isinstance(value, list) or len(value) > MAX_CODES:
         return None
-    return tuple(value)
+    if not all(type(code) is int and 0 <= code <= 0xFF for code in value):
+        return None
+    return tuple(dict.fromkeys(value))
 
 
 def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address | None, tuple[int, ...]] | None:

@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from twisted_mesh import _compression
-from twisted_mesh._ids import id_text
+from twisted_mesh._ids import id_text, is_base58
 from twisted_mesh.limits import Limits
 
 _HEADER = Struct(">I")
@@ -234,11 +234,15 @@ class WireMessage:
         sender = id_text(sender_field)
         if type(msg_type) is not int or not 0 <= msg_type <= 0x7F:
             raise FrameError(f"bad message type {msg_type!r}")
-        if sender is None:
-            raise FrameError("bad sender field")
+        if sender is None or not is_base58(sender):
+            raise FrameError("the sender must be a base58 node ID")
         if type(time) is not int:
             raise FrameError("bad time field")
-        _sender_span(serial)  # the relay finds the sender field there
+        # The relay rewrites the sender field in place, and the seen-set keys
+        # on the bin form: both need the field in msgpack's shortest form.
+        start, end = _sender_span(serial)
+        if serial[start:end] != pack(sender_field):
+            raise FrameError("the sender field is not in its shortest msgpack form")
         return cls(msg_type, sender, time, tuple(fields[3:]), reading, isinstance(sender_field, bytes))
 
     def body_in(self, sender_is_bin: bool) -> bytes:

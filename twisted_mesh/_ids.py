@@ -7,6 +7,7 @@ Everything here is pure: no I/O, no reactor.
 from __future__ import annotations
 
 import os
+import re
 from hashlib import sha256, sha384
 from typing import NamedTuple
 
@@ -36,9 +37,12 @@ def b58encode_int(number: int) -> str:
             return "".join(reversed(digits))
 
 
+_BASE58 = re.compile(f"[{_ALPHABET}]+")
+
+
 def is_base58(text: str) -> bool:
     """Whether C{text} is a non-empty string of base58 digits."""
-    return bool(text) and all(char in _DIGIT for char in text)
+    return _BASE58.fullmatch(text) is not None
 
 
 def b58decode_int(text: str) -> int:

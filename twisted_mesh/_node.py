@@ -442,7 +442,7 @@ class MeshNode:
         peers = []
         entries = payload[1] if len(payload) == 2 else None
         if not isinstance(entries, list):
-            self._log.warn("ignored a malformed peers message from {peer}", peer=link.peer_id)
+            self._malformed(link, "peers message")
             return
         if len(entries) > self.limits.max_peers_per_message:
             self.limit_hit(
@@ -459,7 +459,7 @@ class MeshNode:
             else:
                 address, peer_id = parse_address(entry[0]), id_text(entry[1])
             if address is None or peer_id is None:
-                self._log.warn("ignored a malformed peers message from {peer}", peer=link.peer_id)
+                self._malformed(link, "peers message")
                 return
             peers.append((address, peer_id))
         for address, peer_id in peers:
@@ -493,6 +493,10 @@ class MeshNode:
 
     def _own_addresses(self) -> set[Address]:
         return {self.out_addr, *self.out_addrs.values()}
+
+    def _malformed(self, link: Link, what: str) -> None:
+        self.stats.dropped["malformed"] += 1
+        self._log.warn("dropped a malformed {what} from {peer}", what=what, peer=link.peer_id)
 
     def _dial_failed(self, failure: Failure, address: Address) -> None:
         self._log.info("could not connect to {address}: {error}", address=address, error=failure.getErrorMessage())
@@ -529,25 +533,31 @@ class MeshNode:
         if len(payload) == 2 and id_text(payload[1]) == "*":
             self._send_peers(link)
             return
-        if len(payload) != 3 or msg.msg_type != flags.broadcast:
+        target = id_text(payload[2]) if len(payload) == 3 else None
+        if target is None or id_text(payload[1]) is None or msg.msg_type != flags.broadcast:
+            self._malformed(link, "request")
             return
-        target = id_text(payload[2])
-        peer = self.routing_table.get(target) if target is not None else None
+        peer = self.routing_table.get(target)
         # Only an address the asker can dial: one of the transport it asked on.
         if peer is not None and peer.peer_addr is not None and peer.encryption == link.encryption:
             self._broadcast_new((flags.response, payload[1], [list(peer.peer_addr), payload[2]]))
 
     def _on_response(self, link: Link, payload: tuple[Any, ...]) -> None:
         request_id = id_text(payload[1]) if len(payload) == 3 else None
-        if request_id is None or request_id not in self._requests:
-            return
-        pending = self._requests[request_id]
-        info = payload[2]
+        info = payload[2] if len(payload) == 3 else None
         address = parse_address(info[0]) if isinstance(info, list) and len(info) == 2 else None
-        if address is None or id_text(info[1]) != pending.target:
-            self._log.warn("ignored a malformed response to request {request}", request=request_id)
+        target = id_text(info[1]) if address is not None and isinstance(info, list) else None
+        if request_id is None or target is None:
+            self._malformed(link, "response")
+            return
+        pending = self._requests.get(request_id)
+        if pending is None:
+            return
+        if target != pending.target:
+            self._log.warn("a response to request {request} names another node: ignored", request=request_id)
             return
         del self._requests[request_id]
+        assert address is not None
         if pending.target in self.routing_table:
             self.reply(pending.target, pending.packets)
             return
