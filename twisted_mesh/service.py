@@ -34,6 +34,10 @@ from twisted_mesh.tls import TLSOptions
 
 DEFAULT_PROTOCOL = Protocol("mesh", "Plaintext")
 
+#: The longest wait, in seconds, between two rounds of dialling missing
+#: bootstrap peers and lost past peers.
+MAINTENANCE_INTERVAL = 15.0
+
 # zope interfaces do not support "|" at run time, hence Union.
 #: Where to listen: an endpoint string, an endpoint, a port, or (host, port).
 ListenAddress = Union[str, IStreamServerEndpoint, int, Address]  # noqa: UP007
@@ -66,7 +70,8 @@ class MeshService(Service):
     :param protocol: the subnet, and the main transport.
     :param listen: where to listen.
     :param connect: peers to dial once listening, and again (after a growing,
-        jittered delay) whenever the node has no peers left.
+        jittered delay, up to L{MAINTENANCE_INTERVAL}) whenever the node is
+        not connected to them.
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param out_addr: the address peers should dial; by default, that of the
@@ -110,8 +115,9 @@ class MeshService(Service):
         self._ports: list[IListeningPort] = []
         self._redial: IDelayedCall | None = None
         self._redial_attempts = 0
-        self._redial_delay = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
-        self._node.events.on("disconnect", self._schedule_redial)
+        self._redial_delay = backoffPolicy(initialDelay=1.0, maxDelay=MAINTENANCE_INTERVAL, factor=2.0)
+        self._bootstrap_ids: dict[int, str] = {}
+        self._node.events.on("disconnect", self._alone)
         self.listening: Deferred[list[IListeningPort]] = Deferred()
         """Fires with the listening ports once every listener is up."""
 
@@ -235,36 +241,63 @@ class MeshService(Service):
             "node {id} of {protocol} listening at {address}", id=self.id, protocol=self.protocol, address=self.out_addr
         )
         self.listening.callback(ports)
-        self._dial_bootstrap()
+        self._maintain()
 
-    def _dial_bootstrap(self) -> None:
+    def _maintain(self) -> None:
         """
-        Dial the bootstrap peers and the addresses of past peers; when that
-        leaves the node alone, try again after a growing, jittered delay.
+        Keep the node in the mesh: dial the bootstrap peers it is not
+        connected to and, to fill its outgoing links (or when it has no peer
+        at all), the addresses of past peers it lost.  While something is
+        missing, try again after a growing, jittered delay; else check again
+        every L{MAINTENANCE_INTERVAL} seconds.  So a node, or a group of
+        nodes cut off from the rest, re-joins once it can.
         """
         self._redial = None
-        if not self.running or self._node.routing_table:
-            self._redial_attempts = 0
+        if not self.running:
             return
-        targets: list[tuple[DialAddress, str | None]] = [
-            *((address, None) for address in self._bootstrap),
-            *self._node.known_addresses,
+        node = self._node
+        targets: list[tuple[int | None, DialAddress, str | None]] = [
+            (index, address, None)
+            for index, address in enumerate(self._bootstrap)
+            if self._bootstrap_ids.get(index) not in node.routing_table
         ]
+        connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
+        room = node.max_outgoing - node.outgoing_count() if node.routing_table else len(node.known_addresses)
+        lost = [known for known in node.known_addresses if known not in connected]
+        targets += [(None, address, encryption) for address, encryption in lost[-room:] if room > 0]
         if not targets:
+            self._redial_attempts = 0
+            self._schedule_maintenance(MAINTENANCE_INTERVAL)
             return
-        dials = [
-            self.connect(address, encryption=encryption).addErrback(self._log_dial_failure, address)
-            for address, encryption in targets
-        ]
-        DeferredList(dials).addCallback(lambda _: self._schedule_redial())
+        dials = []
+        for index, address, encryption in targets:
+            dial = self.connect(address, encryption=encryption)
+            if index is not None:
+                dial.addCallback(self._met_bootstrap_peer, index)
+            dials.append(dial.addErrback(self._log_dial_failure, address))
+        DeferredList(dials).addCallback(lambda _: self._schedule_maintenance())
 
-    def _schedule_redial(self, _: object = None) -> None:
-        if not self.running or self._node.routing_table or self._redial is not None:
+    def _met_bootstrap_peer(self, peer_id: str, index: int) -> str:
+        self._bootstrap_ids[index] = peer_id
+        return peer_id
+
+    def _schedule_maintenance(self, delay: float | None = None) -> None:
+        if not self.running or self._redial is not None:
             return
-        delay = self._redial_delay(self._redial_attempts)
-        self._redial_attempts += 1
-        self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
-        self._redial = self._reactor.callLater(delay, self._dial_bootstrap)
+        if delay is None:
+            delay = self._redial_delay(self._redial_attempts)
+            self._redial_attempts += 1
+            if not self._node.routing_table:
+                self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
+        self._redial = self._reactor.callLater(delay, self._maintain)
+
+    def _alone(self, _: object) -> None:
+        """The node lost its last peer: look for peers again soon."""
+        if self._redial is not None:
+            self._redial.cancel()
+            self._redial = None
+        self._redial_attempts = 0
+        self._schedule_maintenance()
 
     def _listen_failed(self, failure: Failure) -> None:
         error = failure.value.subFailure if isinstance(failure.value, FirstError) else failure

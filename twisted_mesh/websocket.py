@@ -132,6 +132,11 @@ class _StreamTransport:
     def __init__(self, websocket: _StreamAdapter) -> None:
         self._websocket = websocket
 
+    @property
+    def transport(self) -> Any:
+        """The transport under the WebSocket (TCP, or TLS over TCP)."""
+        return self._websocket.transport
+
     def write(self, data: bytes) -> None:
         if data and self._websocket.state == self._websocket.STATE_OPEN:
             self._websocket.sendMessage(bytes(data), isBinary=True)
