@@ -817,3 +817,14 @@ def test_snappy_round_trips() -> None:
     body = bytes(snappy.compress(message.body_in(True)))
     assert WireMessage.from_body(body, [flags.snappy]).payload == (0, "s" * 1000)
     assert choose(SUPPORTED, [0x13, 0x20]) == flags.snappy
+
+
+def test_msgpack_refuses_more_items_than_the_limit() -> None:
+    """A list or map with more items than max_items is refused before it is built."""
+    from twisted_mesh._frames import unpack
+
+    assert unpack(pack([0] * 10), max_items=10) == [0] * 10
+    with pytest.raises(FrameError):
+        unpack(pack([0] * 11), max_items=10)
+    with pytest.raises(FrameError):
+        unpack(pack({str(n): n for n in range(11)}), max_items=10)

@@ -194,12 +194,14 @@ class MeshProtocol(Protocol):
                 link._transport.writeSequence(frames)
 
     def _read(self, bodies: list[bytes]) -> None:
-        totals = self._node.stats
+        totals, limits = self._node.stats, self._limits
         for body in bodies:
             if self._closing:
                 return
             try:
-                msg = WireMessage.from_body(body, self.peer_codes, self._limits.max_frame_size, self._limits.max_depth)
+                msg = WireMessage.from_body(
+                    body, self.peer_codes, limits.max_frame_size, limits.max_depth, limits.max_items
+                )
             except ChecksumError:
                 totals.dropped["bad_checksum"] += 1
                 self._frame_failed_checksum()

@@ -33,6 +33,9 @@ MAX_FRAME_SIZE = Limits.max_frame_size
 #: The default depth to which lists and maps may nest in a message.
 MAX_DEPTH = Limits.max_depth
 
+#: The default most items of one list or map in a message.
+MAX_ITEMS = Limits.max_items
+
 
 class FrameError(ValueError):
     """A frame that cannot be accepted: its text says why."""
@@ -99,17 +102,25 @@ def pack(obj: Any) -> bytes:
 _packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
 
 
-def unpack(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
     """
     Read one msgpack value, keeping bin (C{bytes}) and str (C{str}) apart.
 
     :param max_depth: how deeply lists and maps may nest, the outermost
         being at depth 0.
-    :raise FrameError: on malformed or trailing data, an extension type, or
-        nesting deeper than C{max_depth}.
+    :param max_items: the most items a list or map may hold.
+    :raise FrameError: on malformed or trailing data, an extension type,
+        nesting deeper than C{max_depth}, or more than C{max_items} items.
     """
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_reject_ext)
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_reject_ext,
+            max_array_len=max_items,
+            max_map_len=max_items,
+        )
     except FrameError:
         raise
     except Exception as e:
@@ -204,7 +215,12 @@ class WireMessage:
 
     @classmethod
     def from_body(
-        cls, body: bytes, codes: Iterable[int], limit: int = MAX_FRAME_SIZE, max_depth: int = MAX_DEPTH
+        cls,
+        body: bytes,
+        codes: Iterable[int],
+        limit: int = MAX_FRAME_SIZE,
+        max_depth: int = MAX_DEPTH,
+        max_items: int = MAX_ITEMS,
     ) -> WireMessage:
         """
         Read a received body: inflate it as the peer's codes allow, check
@@ -215,6 +231,7 @@ class WireMessage:
         :param limit: the most bytes the body may inflate to.
         :param max_depth: how deeply lists and maps may nest in the message
             (the message itself is depth 0, the payload's lists depth 1).
+        :param max_items: the most items one list or map may hold.
         :raise FrameError: when the body cannot be read (see its subclasses).
         """
         try:
@@ -227,7 +244,7 @@ class WireMessage:
                 raise ChecksumError("checksum mismatch")
         except _compression.InflatedTooLarge as e:
             raise FrameTooLarge(str(e)) from None
-        fields = unpack(serial, max_depth)
+        fields = unpack(serial, max_depth, max_items)
         if not isinstance(fields, list) or len(fields) < 4:
             raise FrameError("a message must be an array of at least 4 fields")
         msg_type, sender_field, time = fields[0], fields[1], fields[2]

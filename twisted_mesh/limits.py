@@ -3,7 +3,8 @@ L{Limits}: what a node accepts from its peers, and how much it holds for them.
 
 When a limit bites, the node logs it (the first time, then at most once
 every ten seconds per limit) and counts it: in the C{mesh_limit_hits_total}
-metric under the limit's name, except C{max_depth} and a body that inflates
+metric under the limit's name, except C{max_depth}, C{max_items} and a body
+that inflates
 past C{max_frame_size} (C{mesh_dropped_total}, reasons C{malformed} and
 C{too_large}) and C{handshake_timeout} (C{mesh_handshake_failures_total},
 reason C{timeout}).
@@ -22,6 +23,7 @@ class Limits:
     :ivar max_frame_size: the largest frame body a header may announce, and
         the most bytes a compressed body may inflate to.
     :ivar max_depth: how deeply lists and maps may nest in a message.
+    :ivar max_items: the most items one list or map of a message may hold.
     :ivar max_connections: open connections, accepted and dialled, with or
         without a handshake; more are closed at once.
     :ivar handshake_timeout: seconds a new connection has to send its
@@ -44,6 +46,7 @@ class Limits:
 
     max_frame_size: int = 16 * 1024 * 1024
     max_depth: int = 32
+    max_items: int = 1_000_000
     max_connections: int = 256
     handshake_timeout: float = 30.0
     max_peers_per_message: int = 64
