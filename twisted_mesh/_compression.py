@@ -139,29 +139,43 @@ def compress(code: int | None, data: bytes) -> bytes:
     """
     Compress C{data} with the method C{code}.
 
-    L{None}, or data shorter than L{MIN_COMPRESSED_SIZE}, leaves it as it is.
+    L{None}, data shorter than L{MIN_COMPRESSED_SIZE}, and data that the
+    method does not make smaller (already compressed, encrypted, random)
+    are left as they are: a receiver reads such a body as raw, at once,
+    where it would first hash the compressed bytes and then inflate them.
     """
     if code is None or len(data) < MIN_COMPRESSED_SIZE:
         return data
-    return _METHODS[code][0](data)
+    packed = _METHODS[code][0](data)
+    return packed if len(packed) < len(data) else data
 
 
 def inflate(codes: Iterable[int], data: bytes, limit: int) -> Iterator[bytes]:
     """
-    Yield the readings of a received body worth checking.
+    Yield the readings of a received body worth checking: those of
+    L{readings}, without their codes.
+    """
+    for _, reading in readings(codes, data, limit):
+        yield reading
 
-    The raw body comes first (a sender may leave a short body uncompressed,
-    and checking it costs one hash of bytes that are at hand), then the
-    output of each code of the peer's list that this node supports, in the
-    peer's order, that C{data} could be the output of.  The caller takes the
-    first reading whose checksum holds.
+
+def readings(codes: Iterable[int], data: bytes, limit: int) -> Iterator[tuple[int | None, bytes]]:
+    """
+    Yield the readings of a received body worth checking, each with the
+    code it was inflated with (L{None} for the raw body).
+
+    The raw body comes first (a sender may leave a body uncompressed, and
+    checking it costs one hash of bytes that are at hand), then the output
+    of each code of the peer's list that this node supports, in the peer's
+    order, that C{data} could be the output of.  The caller takes the first
+    reading whose checksum holds.
 
     :param codes: the codes the sending peer listed.
     :param data: the body as it arrived.
     :param limit: the most bytes a decompressed body may hold.
     :raise InflatedTooLarge: when a method's output would exceed C{limit}.
     """
-    yield data
+    yield None, data
     for code in codes:
         method = _METHODS.get(code)
         if method is None or not data.startswith(method[2]):
@@ -172,4 +186,4 @@ def inflate(codes: Iterable[int], data: bytes, limit: int) -> Iterator[bytes]:
             raise
         except DecompressionError:
             continue
-        yield reading
+        yield code, reading

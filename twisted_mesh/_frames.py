@@ -13,7 +13,7 @@ reactor, so a test can drive it byte by byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from hashlib import sha256
 from struct import Struct
 from typing import Any
@@ -217,7 +217,7 @@ class WireMessage:
     def from_body(
         cls,
         body: bytes,
-        codes: Iterable[int],
+        codes: Sequence[int],
         limit: int = MAX_FRAME_SIZE,
         max_depth: int = MAX_DEPTH,
         max_items: int = MAX_ITEMS,
@@ -235,10 +235,11 @@ class WireMessage:
         :raise FrameError: when the body cannot be read (see its subclasses).
         """
         try:
-            for reading in _compression.inflate(codes, body, limit):
+            for method, reading in _compression.readings(codes, body, limit):
                 checksum = reading[:_CHECKSUM_SIZE]
                 serial = reading[_CHECKSUM_SIZE:]
                 if sha256(serial).digest() == checksum:  # a short checksum never matches
+                    code = method
                     break
             else:
                 raise ChecksumError("checksum mismatch")
@@ -260,7 +261,15 @@ class WireMessage:
         start, end = _sender_span(serial)
         if serial[start:end] != pack(sender_field):
             raise FrameError("the sender field is not in its shortest msgpack form")
-        return cls(msg_type, sender, time, tuple(fields[3:]), reading, isinstance(sender_field, bytes))
+        msg = cls(msg_type, sender, time, tuple(fields[3:]), reading, isinstance(sender_field, bytes))
+        if code is None and len(body) >= _compression.MIN_COMPRESSED_SIZE:
+            # The peer would have compressed it with this method, had that
+            # made it smaller (see _compression.compress).
+            code = _compression.choose(codes, _compression.SUPPORTED)
+        if code is not None:
+            # Relayed as it came to a peer that reads the same method.
+            msg._frames[msg.sender_is_bin, code] = _HEADER.pack(len(body)) + body
+        return msg
 
     def body_in(self, sender_is_bin: bool) -> bytes:
         """

@@ -1,0 +1,5 @@
+"""C{python -m bench}: run the benchmarks and print one table."""
+
+from bench.run import main
+
+main()

@@ -1,0 +1,166 @@
+"""
+What the benchmarks share: payloads, a windowed flow of messages, timing,
+percentiles, memory, and the JSON lines a benchmark process reports with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+
+#: The largest payload the benchmarks send; frames of it must pass the limits.
+MAX_PAYLOAD = 1024 * 1024
+
+#: Seconds with no arrival after which a flow gives up (a node dropped messages).
+STALL_SECONDS = 10.0
+
+
+def payload(size: int, run: int, index: int, filler: bytes) -> bytes:
+    """
+    The payload of message C{index} of run C{run}: unique (two messages with
+    the same payload in the same second would be one message), C{size} bytes.
+    The first byte names the run, so a late arrival is not counted twice.
+    """
+    head = bytes((run & 0xFF,)) + index.to_bytes(7, "big")
+    return head + filler[: max(0, size - len(head))]
+
+
+def filler(size: int, kind: str = "random") -> bytes:
+    """
+    Bytes to pad payloads with: C{"random"} (incompressible) or C{"text"}
+    (compresses about as well as English prose or JSON).
+    """
+    if kind == "text":
+        words = b"the mesh relays each broadcast to every peer but the one it came from; "
+        return (words * (size // len(words) + 1))[:size]
+    return os.urandom(size)
+
+
+def window_for(size: int) -> int:
+    """How many messages a sender keeps in flight: about 1 MiB of them, 4 to 1000."""
+    return max(4, min(1000, (1024 * 1024) // max(size, 1)))
+
+
+def run_of(data: bytes) -> int:
+    """The run a payload belongs to (see L{payload})."""
+    return data[0]
+
+
+class Flow:
+    """
+    Send C{total} messages from one end of a line and count them at the
+    other, keeping at most C{window} in flight; fire with the numbers.
+
+    :param send: called with the index of each message to send.
+    """
+
+    def __init__(self, reactor: Any, send: Callable[[int], object], total: int, window: int) -> None:
+        self._reactor = reactor
+        self._send = send
+        self.total = total
+        self.window = window
+        self.sent = 0
+        self.arrived = 0
+        self.first_sent = 0.0
+        self.last_arrival = 0.0
+        self.done: Deferred[dict[str, Any]] = Deferred()
+        self._refill_call: IDelayedCall | None = None
+        self._last_progress = 0.0
+        self._arrived_at_check = 0
+        self._watchdog: IDelayedCall | None = None
+
+    def start(self) -> Deferred[dict[str, Any]]:
+        self.first_sent = self._last_progress = time.perf_counter()
+        self._cpu = time.process_time()
+        self._refill()
+        self._watchdog = self._reactor.callLater(1.0, self._check_stall)
+        return self.done
+
+    def arrival(self) -> None:
+        """Count one message at the far end."""
+        self.arrived += 1
+        self.last_arrival = time.perf_counter()
+        if self.arrived >= self.total:
+            self._finish()
+        elif self._refill_call is None and self.sent < self.total and self.sent - self.arrived <= self.window // 2:
+            self._refill_call = self._reactor.callLater(0, self._refill)
+
+    def _refill(self) -> None:
+        self._refill_call = None
+        limit = min(self.total, self.arrived + self.window)
+        while self.sent < limit:
+            self._send(self.sent)
+            self.sent += 1
+
+    def _check_stall(self) -> None:
+        now = time.perf_counter()
+        if self.arrived != self._arrived_at_check:
+            self._arrived_at_check = self.arrived
+            self._last_progress = now
+        if now - self._last_progress > STALL_SECONDS:
+            self._finish()
+            return
+        self._watchdog = self._reactor.callLater(1.0, self._check_stall)
+
+    def _finish(self) -> None:
+        if self.done.called:
+            return
+        for call in (self._refill_call, self._watchdog):
+            if call is not None and call.active():
+                call.cancel()
+        elapsed = max(self.last_arrival - self.first_sent, 1e-9)
+        cpu = time.process_time() - self._cpu
+        self.done.callback(
+            {
+                "sent": self.total,
+                "delivered": self.arrived,
+                "seconds": elapsed,
+                "rate": self.arrived / elapsed,
+                "cpu_us": cpu / max(self.arrived, 1) * 1e6,
+            }
+        )
+
+
+def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median rate, with every run's rate and the lowest delivery."""
+    ordered = sorted(runs, key=lambda run: run["rate"])
+    middle = dict(ordered[len(ordered) // 2])
+    middle["rates"] = [round(run["rate"], 1) for run in runs]
+    if "cpu_us" in middle:
+        middle["cpu_us"] = median([run["cpu_us"] for run in runs])
+    middle["delivery"] = min(run["delivered"] / run["sent"] for run in runs)
+    return middle
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The C{fraction} quantile of C{values} (nearest rank)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    """The resident set size of a process (this one by default), in bytes."""
+    with open(f"/proc/{pid or 'self'}/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def report(obj: dict[str, Any]) -> None:
+    """Write one JSON line for the process that runs this benchmark."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,338 @@
+"""
+A line of three nodes, A - B - C: A broadcasts, B relays, C counts.
+
+Two implementations live here, both on Twisted:
+
+- C{mesh}: twisted_mesh C{MeshSocket}s (C{max_outgoing=0}, so the line stays
+  a line);
+- C{raw}: the practical ceiling, an C{Int32StringReceiver} relay that does
+  nothing but pass each string on (no checksum, no msgpack, no seen-set).
+
+Each runs in one process (C{inproc}: the three nodes share a reactor; A keeps
+a window of messages in flight and refills it as C arrives) or as one role of
+a process-per-node line (C{role}: A sends as fast as its link drains, see
+L{bench.run}).  Results are JSON lines on stdout.
+
+    python -m bench.line inproc --impl mesh --size 100 --count 20000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
+
+from bench._common import MAX_PAYLOAD, STALL_SECONDS, Flow, filler, median_run, payload, report, run_of, window_for
+
+# -- twisted_mesh --------------------------------------------------------------
+
+
+def _mesh_socket(reactor: Any) -> Any:
+    from twisted_mesh import MeshSocket
+
+    return MeshSocket("127.0.0.1", 0, max_outgoing=0, reactor=reactor)
+
+
+def _use_codec(codec: str) -> None:
+    """
+    Make this process's nodes list only C{codec} (C{"off"}: none), so that
+    their links agree on it; C{"default"} leaves what is installed.
+    """
+    from twisted_mesh import _compression, flags
+
+    if codec != "default":
+        _compression.SUPPORTED = {"off": (), "zlib": (flags.zlib,), "snappy": (flags.snappy,)}[codec]
+
+
+async def _mesh_line(reactor: Any) -> list[Any]:
+    nodes = [_mesh_socket(reactor) for _ in range(3)]
+    for before, after in zip(nodes, nodes[1:], strict=False):
+        await after.connect("127.0.0.1", before.out_addr[1])
+    while len(nodes[1].routing_table) < 2 or not nodes[0].routing_table:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    return nodes
+
+
+def _mesh_sink(node: Any, run: list[int], arrived: Callable[[], None]) -> None:
+    def handler(msg: Any, link: Any) -> bool:
+        if run_of(msg.packets[1]) == run[0]:
+            arrived()
+        return True
+
+    node.register_handler(handler)
+
+
+# -- the raw relay -------------------------------------------------------------
+
+
+class _Raw(Int32StringReceiver):
+    MAX_LENGTH = MAX_PAYLOAD + 1024
+    factory: _RawFactory
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        self.factory.made.append(self)
+
+    def stringReceived(self, data: bytes) -> None:
+        self.factory.on_string(data)
+
+
+class _RawFactory(Factory):
+    protocol = _Raw
+    noisy = False
+
+    def __init__(self, on_string: Callable[[bytes], object] = lambda data: None) -> None:
+        self.on_string = on_string
+        self.made: list[_Raw] = []
+
+
+@implementer(IPushProducer)
+class _PauseReading:
+    """The relay's way to stop reading A while its link to C is full."""
+
+    def __init__(self, incoming: list[_Raw]) -> None:
+        self.incoming = incoming
+
+    def pauseProducing(self) -> None:
+        for link in self.incoming:
+            link.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        for link in self.incoming:
+            link.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        pass
+
+
+async def _raw_listen(reactor: Any, on_string: Callable[[bytes], object]) -> tuple[_RawFactory, int]:
+    factory = _RawFactory(on_string)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    return factory, port.getHost().port
+
+
+async def _raw_dial(reactor: Any, port: int) -> _Raw:
+    factory = _RawFactory()
+    link = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    assert isinstance(link, _Raw)
+    return link
+
+
+async def _raw_relay(reactor: Any, sink_port: int) -> tuple[_RawFactory, int]:
+    """B: accept A, dial C, pass every string from A to C."""
+    out = await _raw_dial(reactor, sink_port)
+    incoming, port = await _raw_listen(reactor, out.sendString)
+    out.transport.registerProducer(_PauseReading(incoming.made), True)  # type: ignore[union-attr]
+    return incoming, port
+
+
+# -- one process ---------------------------------------------------------------
+
+
+async def inproc(reactor: Any, args: argparse.Namespace) -> None:
+    size, fill = args.size, filler(args.size, args.payload)
+    run = [0]
+    flow: list[Flow] = []
+    if args.impl == "mesh":
+        _use_codec(args.codec)
+        a, b, c = await _mesh_line(reactor)
+        _mesh_sink(c, run, lambda: flow[0].arrival())
+        b.register_handler(lambda msg, link: True)  # B's user takes its messages too
+
+        def send(index: int) -> None:
+            a.send(payload(size, run[0], index, fill))
+
+    else:
+
+        def count(data: bytes) -> None:
+            if run_of(data) == run[0]:
+                flow[0].arrival()
+
+        sink, sink_port = await _raw_listen(reactor, count)
+        _, relay_port = await _raw_relay(reactor, sink_port)
+        source = await _raw_dial(reactor, relay_port)
+        while not sink.made:
+            await task.deferLater(reactor, 0.01, lambda: None)
+
+        def send(index: int) -> None:
+            source.sendString(payload(size, run[0], index, fill))
+
+    window = args.window or window_for(size)
+    results = []
+    extra: dict[str, Any] = {}
+    for number in range(args.runs + 1):
+        run[0] = number
+        total = args.warmup if number == 0 else args.count
+        flow[:] = [Flow(reactor, send, total, window)]
+        result = await flow[0].start()
+        if number:
+            results.append(result)
+        await task.deferLater(reactor, 0.05, lambda: None)
+    if args.impl == "mesh":
+        link = next(iter(a.routing_table.values()))
+        extra["frame_bytes"] = link.stats.bytes_out / link.stats.frames_out
+        extra["compression"] = link.compression_name()
+    report({"impl": args.impl, "size": size, "payload": args.payload, "window": window, **extra, **median_run(results)})
+
+
+# -- one process per node --------------------------------------------------------
+
+
+async def role(reactor: Any, args: argparse.Namespace) -> None:
+    """
+    One node of a process-per-node line.  Each prints C{{"ready": port}}
+    once it is connected; A then sends C{warmup} messages (run 0), waits a
+    moment, notes C{t0} and sends C{count} messages (run 1) as fast as its
+    link drains; C prints C{{"done": ...}} with the time of the last one.
+    """
+    if args.impl == "mesh":
+        _use_codec(args.codec)
+    if args.role == "sink":
+        await _sink_role(reactor, args)
+    elif args.role == "relay":
+        if args.impl == "mesh":
+            node = _mesh_socket(reactor)
+            await node.connect("127.0.0.1", args.connect)
+            report({"ready": node.out_addr[1]})
+        else:
+            _, port = await _raw_relay(reactor, args.connect)
+            report({"ready": port})
+        await defer.Deferred()  # until killed
+    else:
+        await _source_role(reactor, args)
+
+
+async def _sink_role(reactor: Any, args: argparse.Namespace) -> None:
+    state = {"count": 0, "last": 0.0, "progress": time.monotonic()}
+    finished: defer.Deferred[None] = defer.Deferred()
+
+    def arrived(data: bytes) -> None:
+        if run_of(data) != 1:
+            return
+        state["count"] += 1
+        state["last"] = time.monotonic()
+        if state["count"] >= args.count and not finished.called:
+            finished.callback(None)
+
+    if args.impl == "mesh":
+        node = _mesh_socket(reactor)
+        node.register_handler(lambda msg, link: arrived(msg.packets[1]) or True)
+        report({"ready": node.out_addr[1]})
+    else:
+        _, port = await _raw_listen(reactor, arrived)
+        report({"ready": port})
+
+    def check() -> None:
+        if finished.called:
+            return
+        if state["count"] and time.monotonic() - state["last"] > STALL_SECONDS:
+            finished.callback(None)
+            return
+        reactor.callLater(1.0, check)
+
+    reactor.callLater(1.0, check)
+    await finished
+    report({"done": {"delivered": state["count"], "last": state["last"]}})
+
+
+async def _source_role(reactor: Any, args: argparse.Namespace) -> None:
+    fill = filler(args.size, args.payload)
+    # Fired when A's link has written all it was given, after it said it was full.
+    drained: list[defer.Deferred[None]] = []
+
+    def on_drained(*_: object) -> None:
+        waiting = drained[:]
+        del drained[:]
+        for d in waiting:
+            d.callback(None)
+
+    if args.impl == "mesh":
+        node = _mesh_socket(reactor)
+        await node.connect("127.0.0.1", args.connect)
+        link_transport = next(iter(node.routing_table.values())).transport
+        # The node hears of its link draining (after a pause): so do we.
+        link_drained = node._node.link_drained
+
+        def note_drained(link: Any) -> None:
+            link_drained(link)
+            on_drained()
+
+        node._node.link_drained = note_drained
+
+        def send(data: bytes) -> None:
+            node.send(data)
+
+    else:
+        link = await _raw_dial(reactor, args.connect)
+        link_transport = link.transport
+
+        @implementer(IPushProducer)
+        class Drained:
+            def pauseProducing(self) -> None:
+                pass
+
+            def resumeProducing(self) -> None:
+                on_drained()
+
+            def stopProducing(self) -> None:
+                pass
+
+        # A producer makes the transport say when its buffer is full (producerPaused), then drained.
+        link_transport.registerProducer(Drained(), True)
+        send = link.sendString
+    report({"ready": 0})
+
+    async def burst(run: int, total: int) -> None:
+        sent = 0
+        while sent < total:
+            while sent < total and not link_transport.producerPaused:
+                send(payload(args.size, run, sent, fill))
+                sent += 1
+            if link_transport.producerPaused:
+                waiting: defer.Deferred[None] = defer.Deferred()
+                drained.append(waiting)
+                await waiting
+
+    await burst(0, args.warmup)
+    await task.deferLater(reactor, 1.0, lambda: None)
+    t0 = time.monotonic()
+    await burst(1, args.count)
+    report({"t0": t0})
+    await defer.Deferred()  # until killed: closing would race the last frames
+
+
+# -- the command line ------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("mode", choices=("inproc", "role"))
+    parser.add_argument("--impl", choices=("mesh", "raw"), default="mesh")
+    parser.add_argument("--role", choices=("source", "relay", "sink"))
+    parser.add_argument("--connect", type=int, help="the port of the next node (role mode)")
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--window", type=int, default=0, help="messages in flight (inproc); 0: about 1 MiB")
+    parser.add_argument("--codec", choices=("default", "off", "zlib", "snappy"), default="default",
+                        help="the compression the nodes offer (mesh)")
+    parser.add_argument("--payload", choices=("random", "text"), default="random", help="incompressible or not")
+    args = parser.parse_args(argv)
+    if args.size > MAX_PAYLOAD:
+        parser.error(f"--size is at most {MAX_PAYLOAD}")
+    command = inproc if args.mode == "inproc" else role
+    task.react(lambda reactor: defer.ensureDeferred(command(reactor, args)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
