@@ -120,3 +120,25 @@ async def raw_peer(port: int, protocol: MeshProtocolId, **kwargs: Any) -> RawPee
     peer = RawPeer(protocol, **kwargs)
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
     return peer
+
+
+def connected_components(tables: dict[str, set[str]]) -> list[set[str]]:
+    """
+    The groups of nodes that reach each other, from each node's routing
+    table (by node ID): a link counts when either end lists it.
+    """
+    edges: dict[str, set[str]] = {node_id: set() for node_id in tables}
+    for node_id, peers in tables.items():
+        for peer in peers & edges.keys():
+            edges[node_id].add(peer)
+            edges[peer].add(node_id)
+    left, parts = set(edges), []
+    while left:
+        todo, part = [left.pop()], set()
+        while todo:
+            node_id = todo.pop()
+            part.add(node_id)
+            todo.extend(edges[node_id] & left)
+            left -= edges[node_id]
+        parts.append(part)
+    return parts

@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import wait_for, within
+from support import connected_components, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError
 
@@ -210,23 +210,7 @@ class Mesh:
 
     def components(self) -> list[set[str]]:
         """The live nodes' connected components, by their routing tables."""
-        live = {node.id for node in self.live.values()}
-        edges: dict[str, set[str]] = {node_id: set() for node_id in live}
-        for node in self.live.values():
-            for peer in node.service.routing_table:
-                if peer in live:
-                    edges[node.id].add(peer)
-                    edges[peer].add(node.id)
-        left, parts = set(live), []
-        while left:
-            todo, part = [left.pop()], set()
-            while todo:
-                node_id = todo.pop()
-                part.add(node_id)
-                todo.extend(edges[node_id] & left)
-                left -= edges[node_id]
-            parts.append(part)
-        return parts
+        return connected_components({node.id: set(node.service.routing_table) for node in self.live.values()})
 
 
 @pytest.fixture

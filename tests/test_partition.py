@@ -46,6 +46,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from support import connected_components
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
@@ -401,21 +402,8 @@ async def six_nodes(lab: Lab) -> tuple[list[Node], list[Node]]:
 
 def components(tables: dict[Node, set[str]], lab: Lab) -> list[set[str]]:
     """The groups of nodes that reach each other through the routing tables (either end's)."""
-    edges: dict[str, set[str]] = {node.id: set() for node in lab.nodes}
-    for node, peers in tables.items():
-        for peer in peers & edges.keys():
-            edges[node.id].add(peer)
-            edges[peer].add(node.id)
-    left, parts = set(edges), []
-    while left:
-        todo, part = [left.pop()], set()
-        while todo:
-            node_id = todo.pop()
-            part.add(node_id)
-            todo.extend(edges[node_id] & left)
-            left -= edges[node_id]
-        parts.append(part)
-    return parts
+    known = {node.id: set[str]() for node in lab.nodes}
+    return connected_components(known | {node.id: peers for node, peers in tables.items()})
 
 
 def crossing(tables: dict[Node, set[str]], lab: Lab) -> list[str]:
