@@ -266,9 +266,12 @@ class Lab:
         for peer in connect:
             argv += ["--connect", peer.address()]
         env = dict(os.environ)
-        # The package this test imported, wherever it comes from (a checkout, a tox venv).
-        package_root = str(Path(twisted_mesh.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        # The package this test imported: from the checkout, put it on the
+        # path; from an installed venv, the interpreter finds it already (and
+        # site-packages on PYTHONPATH would shadow the standard library).
+        package_root = Path(twisted_mesh.__file__).resolve().parent.parent
+        if package_root == REPO.resolve():
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         reactor.spawnProcess(node, argv[0], argv, env=env, path=str(REPO))
         self.nodes.append(node)
