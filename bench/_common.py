@@ -137,6 +137,7 @@ def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     middle["rates"] = [round(run["rate"], 1) for run in runs]
     if "cpu_us" in middle:
         middle["cpu_us"] = median([run["cpu_us"] for run in runs])
+        middle["cpu_us_min"] = min(run["cpu_us"] for run in runs)
     middle["delivery"] = min(run["delivered"] / run["sent"] for run in runs)
     return middle
 

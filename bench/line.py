@@ -324,8 +324,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--window", type=int, default=0, help="messages in flight (inproc); 0: about 1 MiB")
-    parser.add_argument("--codec", choices=("default", "off", "zlib", "snappy"), default="default",
-                        help="the compression the nodes offer (mesh)")
+    parser.add_argument(
+        "--codec",
+        choices=("default", "off", "zlib", "snappy"),
+        default="default",
+        help="the compression the nodes offer (mesh)",
+    )
     parser.add_argument("--payload", choices=("random", "text"), default="random", help="incompressible or not")
     args = parser.parse_args(argv)
     if args.size > MAX_PAYLOAD:
