@@ -6,7 +6,10 @@ Two implementations live here, both on Twisted:
 - C{mesh}: twisted_mesh C{MeshSocket}s (C{max_outgoing=0}, so the line stays
   a line);
 - C{raw}: the practical ceiling, an C{Int32StringReceiver} relay that does
-  nothing but pass each string on (no checksum, no msgpack, no seen-set).
+  nothing but pass each string on (no checksum, no msgpack, no seen-set);
+- C{checked}: the same relay doing the one thing per hop that the protocol
+  cannot skip: A packs and checksums each message as a mesh body, B and C
+  check the checksum and decode the msgpack of each one.
 
 Each runs in one process (C{inproc}: the three nodes share a reactor; A keeps
 a window of messages in flight and refills it as C arrives) or as one role of
@@ -22,8 +25,10 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from hashlib import sha256
 from typing import Any
 
+import msgpack
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IPushProducer
@@ -114,6 +119,44 @@ class _PauseReading:
         pass
 
 
+#: A node ID's length, for the sender field of a checked body.
+_SENDER = b"1" * 66
+
+
+def _sealed(data: bytes) -> bytes:
+    """C{data} as a mesh body carries it: checksum + msgpack([type, sender, time, subflag, data])."""
+    serial = msgpack.packb([0, _SENDER, int(time.time()), 0, data])
+    return sha256(serial).digest() + serial
+
+
+def _opened(body: bytes) -> bytes:
+    """The data of a checked body, once its checksum holds and it decodes."""
+    serial = body[32:]
+    if sha256(serial).digest() != body[:32]:
+        raise ValueError("checksum mismatch")
+    data: bytes = msgpack.unpackb(serial)[4]
+    return data
+
+
+def _relaying(impl: str, send: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """What B does with each string: pass it on, checking it first (C{checked})."""
+    if impl == "raw":
+        return send
+
+    def check_and_send(body: bytes) -> None:
+        _opened(body)
+        send(body)
+
+    return check_and_send
+
+
+def _sealing(impl: str, send: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """What A does with each payload: send it, sealed first (C{checked})."""
+    if impl == "raw":
+        return send
+    return lambda data: send(_sealed(data))
+
+
 async def _raw_listen(reactor: Any, on_string: Callable[[bytes], object]) -> tuple[_RawFactory, int]:
     factory = _RawFactory(on_string)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
@@ -127,10 +170,10 @@ async def _raw_dial(reactor: Any, port: int) -> _Raw:
     return link
 
 
-async def _raw_relay(reactor: Any, sink_port: int) -> tuple[_RawFactory, int]:
+async def _raw_relay(reactor: Any, sink_port: int, impl: str) -> tuple[_RawFactory, int]:
     """B: accept A, dial C, pass every string from A to C."""
     out = await _raw_dial(reactor, sink_port)
-    incoming, port = await _raw_listen(reactor, out.sendString)
+    incoming, port = await _raw_listen(reactor, _relaying(impl, out.sendString))
     out.transport.registerProducer(_PauseReading(incoming.made), True)  # type: ignore[union-attr]
     return incoming, port
 
@@ -152,19 +195,25 @@ async def inproc(reactor: Any, args: argparse.Namespace) -> None:
             a.send(payload(size, run[0], index, fill))
 
     else:
+        impl = args.impl
 
         def count(data: bytes) -> None:
             if run_of(data) == run[0]:
                 flow[0].arrival()
 
-        sink, sink_port = await _raw_listen(reactor, count)
-        _, relay_port = await _raw_relay(reactor, sink_port)
+        def open_and_count(body: bytes) -> None:
+            count(_opened(body))
+
+        sink, sink_port = await _raw_listen(reactor, count if impl == "raw" else open_and_count)
+        _, relay_port = await _raw_relay(reactor, sink_port, impl)
         source = await _raw_dial(reactor, relay_port)
         while not sink.made:
             await task.deferLater(reactor, 0.01, lambda: None)
 
+        seal = _sealing(impl, source.sendString)
+
         def send(index: int) -> None:
-            source.sendString(payload(size, run[0], index, fill))
+            seal(payload(size, run[0], index, fill))
 
     window = args.window or window_for(size)
     results = []
@@ -204,7 +253,7 @@ async def role(reactor: Any, args: argparse.Namespace) -> None:
             await node.connect("127.0.0.1", args.connect)
             report({"ready": node.out_addr[1]})
         else:
-            _, port = await _raw_relay(reactor, args.connect)
+            _, port = await _raw_relay(reactor, args.connect, args.impl)
             report({"ready": port})
         await defer.Deferred()  # until killed
     else:
@@ -216,6 +265,8 @@ async def _sink_role(reactor: Any, args: argparse.Namespace) -> None:
     finished: defer.Deferred[None] = defer.Deferred()
 
     def arrived(data: bytes) -> None:
+        if args.impl == "checked":
+            data = _opened(data)
         if run_of(data) != 1:
             return
         state["count"] += 1
@@ -288,7 +339,7 @@ async def _source_role(reactor: Any, args: argparse.Namespace) -> None:
 
         # A producer makes the transport say when its buffer is full (producerPaused), then drained.
         link_transport.registerProducer(Drained(), True)
-        send = link.sendString
+        send = _sealing(args.impl, link.sendString)
     report({"ready": 0})
 
     async def burst(run: int, total: int) -> None:
@@ -316,7 +367,7 @@ async def _source_role(reactor: Any, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("mode", choices=("inproc", "role"))
-    parser.add_argument("--impl", choices=("mesh", "raw"), default="mesh")
+    parser.add_argument("--impl", choices=("mesh", "raw", "checked"), default="mesh")
     parser.add_argument("--role", choices=("source", "relay", "sink"))
     parser.add_argument("--connect", type=int, help="the port of the next node (role mode)")
     parser.add_argument("--size", type=int, default=100)

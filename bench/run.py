@@ -41,6 +41,7 @@ SIZES = (100, 1024, 65536)
 LINE_COUNTS = {
     "mesh": {100: 20000, 1024: 20000, 65536: 1000},
     "raw": {100: 20000, 1024: 20000, 65536: 1000},
+    "checked": {100: 20000, 1024: 20000, 65536: 1000},
     "js2p": {100: 2000, 1024: 1000, 65536: 40},
     "py2p": {100: 1000, 1024: 1000, 65536: 100},
 }
@@ -48,7 +49,7 @@ LINE_COUNTS = {
 #: relay take LINE_ROUNDS turns of them (the median of all is shown).  The
 #: references run more than once at 100 B only (py2p stops at its first
 #: broken run).
-LINE_RUNS = {"mesh": 3, "raw": 3, "js2p": 3, "py2p": 3}
+LINE_RUNS = {"mesh": 3, "raw": 3, "checked": 3, "js2p": 3, "py2p": 3}
 LINE_ROUNDS = 3
 
 
@@ -175,7 +176,7 @@ def line_inproc(impl: str, size: int, count: int, runs: int, modules: str | None
     command, env = _line_command(impl, modules)
     command = [*command, "inproc", "--size", str(size), "--count", str(count), "--runs", str(runs)]
     command += ["--warmup", str(max(count // 10, 50))]
-    if impl in ("mesh", "raw"):
+    if impl in ("mesh", "raw", "checked"):
         command += ["--impl", impl]
     if extra.get("payload"):
         command += ["--payload", extra["payload"]]
@@ -202,7 +203,7 @@ def line_processes(impl: str, size: int, count: int, runs: int, modules: str | N
 def _line_processes_once(impl: str, size: int, count: int, modules: str | None) -> dict[str, Any]:
     base, env = _line_command(impl, modules)
     common = ["--size", str(size), "--count", str(count), "--warmup", str(max(count // 10, 50))]
-    if impl in ("mesh", "raw"):
+    if impl in ("mesh", "raw", "checked"):
         common += ["--impl", impl]
     children: list[Child] = []
 
@@ -265,7 +266,18 @@ def process_rss(command: list[str], ready: str, env: dict[str, str] | None = Non
 # -- the table -----------------------------------------------------------------------
 
 Row = dict[str, str]
-COLUMNS = ("benchmark", "case", "twisted_mesh", "js2p", "py2p", "raw relay", "ratio", "target", "result")
+COLUMNS = (
+    "benchmark",
+    "case",
+    "twisted_mesh",
+    "js2p",
+    "py2p",
+    "raw relay",
+    "checked relay",
+    "ratio",
+    "target",
+    "result",
+)
 
 
 def _rate(result: dict[str, Any] | None) -> str:
@@ -306,7 +318,7 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
         case: dict[str, Any] = {}
         # twisted_mesh and the raw relay take turns, so that both see the
         # same machine (it is shared, and its load comes and goes).
-        turns: dict[str, list[dict[str, Any]]] = {"mesh": [], "raw": []}
+        turns: dict[str, list[dict[str, Any]]] = {"mesh": [], "raw": [], "checked": []}
         for _ in range(1 if args.quick else LINE_ROUNDS):
             for impl in turns:
                 progress(f"{name}: {impl}, {_size(size)}")
@@ -338,6 +350,9 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
         if "rate" in mesh and raw.get("rate"):
             vs_raw = mesh["rate"] / raw["rate"]
             ratios.append(f"{vs_raw:.2f}x raw")
+        checked = case.get("checked", {})
+        if "rate" in mesh and checked.get("rate"):
+            ratios.append(f"{mesh['rate'] / checked['rate']:.2f}x checked")
         row = {
             "benchmark": name,
             "case": f"{_size(size)}, msgs/s delivered",
@@ -345,6 +360,7 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
             "js2p": _rate(case.get("js2p")),
             "py2p": _rate(case.get("py2p")),
             "raw relay": _rate(raw),
+            "checked relay": _rate(checked),
             "ratio": ", ".join(ratios),
         }
         rows.append(row)

@@ -29,7 +29,7 @@ from twisted_mesh._compression import (
     InflatedTooLarge,
     choose,
     compress,
-    inflate,
+    inflations,
 )
 from twisted_mesh._frames import (
     MAX_FRAME_SIZE,
@@ -42,6 +42,15 @@ from twisted_mesh._frames import (
     unpack,
 )
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id, protocol_id
+
+
+def inflate(codes: Any, data: bytes, limit: int) -> list[bytes]:
+    """
+    Every reading of a body that a receiver checks, in its order: the raw
+    body, then its inflations.
+    """
+    return [data, *(reading for _, reading in inflations(codes, data, limit))]
+
 
 # --- the reference vectors ---------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh import flags
+from twisted_mesh import _node, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, new_node_id
 from twisted_mesh._node import MESSAGE_LIFETIME, Address, MeshNode
@@ -476,6 +476,13 @@ def test_link_ready_sends_the_routing_table() -> None:
     assert peers.payload == (flags.peers, listed)
 
 
+@pytest.fixture
+def peers_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Peers messages are taken in the order listed, not shuffled."""
+    monkeypatch.setattr(_node.random, "shuffle", lambda peers: None)
+
+
+@pytest.mark.usefixtures("peers_in_order")
 def test_peers_dials_unknown_peers_only() -> None:
     """Not itself, not its own address, not connected IDs, not an address being dialled."""
     node, _, dialer = make_node(max_outgoing=10)
@@ -500,6 +507,7 @@ def test_peers_dials_unknown_peers_only() -> None:
     assert not node.queue and a.take() == []
 
 
+@pytest.mark.usefixtures("peers_in_order")
 def test_peers_stops_at_max_outgoing() -> None:
     """Dialling stops at max_outgoing, counting outgoing links and pending dials."""
     node, _, dialer = make_node(max_outgoing=4)
@@ -519,6 +527,24 @@ def test_peers_stops_at_max_outgoing() -> None:
     assert node.outgoing_count() == 3
     node.message_received(b, peers_message(b.peer_id, entries))
     assert dialer.calls[3:] == [("10.2.0.1", 1)]
+
+
+def test_peers_are_dialled_in_random_order() -> None:
+    """
+    Nodes that get the same peers list do not all dial its first entries
+    (which would make the oldest nodes of a mesh its hubs).
+    """
+    entries = [entry(("10.3.0.1", i), new_node_id(MESH)) for i in range(1, 9)]
+    first_dialled = set()
+    for _ in range(20):
+        node, _, dialer = make_node(max_outgoing=1)
+        b = add_link(node, outgoing=False)
+        assert b.peer_id is not None
+        node.message_received(b, peers_message(b.peer_id, entries))
+        assert len(dialer.calls) == 1
+        first_dialled.add(dialer.calls[0])
+    # Twenty nodes all picking the same one of eight: one chance in 8**19.
+    assert len(first_dialled) > 1
 
 
 def test_peers_with_no_dialer_does_nothing() -> None:

@@ -109,9 +109,7 @@ NAMES = {flags.zlib: "zlib", flags.gzip: "gzip", flags.bz2: "bz2", flags.lzma: "
 
 #: The codes this node supports, in its order of preference.
 SUPPORTED: tuple[int, ...] = tuple(
-    code
-    for code in (flags.snappy, flags.zlib, flags.gzip, flags.bz2, flags.lzma)
-    if code in _METHODS
+    code for code in (flags.snappy, flags.zlib, flags.gzip, flags.bz2, flags.lzma) if code in _METHODS
 )
 
 
@@ -150,32 +148,22 @@ def compress(code: int | None, data: bytes) -> bytes:
     return packed if len(packed) < len(data) else data
 
 
-def inflate(codes: Iterable[int], data: bytes, limit: int) -> Iterator[bytes]:
+def inflations(codes: Iterable[int], data: bytes, limit: int) -> Iterator[tuple[int, bytes]]:
     """
-    Yield the readings of a received body worth checking: those of
-    L{readings}, without their codes.
-    """
-    for _, reading in readings(codes, data, limit):
-        yield reading
+    Yield the readings of a compressed body worth checking, each with the
+    code it was inflated with.
 
-
-def readings(codes: Iterable[int], data: bytes, limit: int) -> Iterator[tuple[int | None, bytes]]:
-    """
-    Yield the readings of a received body worth checking, each with the
-    code it was inflated with (L{None} for the raw body).
-
-    The raw body comes first (a sender may leave a body uncompressed, and
-    checking it costs one hash of bytes that are at hand), then the output
-    of each code of the peer's list that this node supports, in the peer's
-    order, that C{data} could be the output of.  The caller takes the first
-    reading whose checksum holds.
+    These are the output of each code of the peer's list that this node
+    supports, in the peer's order, that C{data} could be the output of.  The
+    caller checks the raw body first (a sender may leave a body
+    uncompressed, and checking it costs one hash of bytes at hand), then
+    takes the first of these whose checksum holds.
 
     :param codes: the codes the sending peer listed.
     :param data: the body as it arrived.
     :param limit: the most bytes a decompressed body may hold.
     :raise InflatedTooLarge: when a method's output would exceed C{limit}.
     """
-    yield None, data
     for code in codes:
         method = _METHODS.get(code)
         if method is None or not data.startswith(method[2]):

@@ -10,6 +10,7 @@ the link's own business.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -191,10 +192,10 @@ class MeshProtocol(Protocol):
         finally:
             _batch = None
             for link, frames in batch.items():
-                link._transport.writeSequence(frames)
+                link._write_frames(frames)
 
     def _read(self, bodies: list[bytes]) -> None:
-        totals, limits = self._node.stats, self._limits
+        node, totals, limits = self._node, self._node.stats, self._limits
         for body in bodies:
             if self._closing:
                 return
@@ -214,7 +215,16 @@ class MeshProtocol(Protocol):
                     self.close(f"bad frame: {e}")
                 return
             self._bad_frames = 0
-            self._message_received(msg)
+            # What the link handles itself, then what the node does.
+            msg_type, payload = msg.msg_type, msg.payload
+            if msg_type == flags.renegotiate:
+                self._on_renegotiate(payload)
+            elif msg_type == flags.whisper and payload and payload[0] == flags.handshake:
+                self._on_handshake(payload)
+            elif self.peer_id is None:
+                self._fail_handshake(HandshakeFailed("a message came before the handshake"), "malformed")
+            else:
+                node.message_received(self, msg)
 
     # -- the Link interface --------------------------------------------------
 
@@ -237,17 +247,24 @@ class MeshProtocol(Protocol):
         return None
 
     def _write(self, frame: bytes) -> None:
-        stats, totals = self.stats, self._node.stats
-        stats.frames_out += 1
-        totals.frames_out += 1
-        stats.bytes_out += len(frame)
-        totals.bytes_out += len(frame)
         if _batch is None:
-            self._transport.write(frame)
-        elif self in _batch:
-            _batch[self].append(frame)
+            self._write_frames((frame,))
         else:
-            _batch[self] = [frame]
+            frames = _batch.get(self)
+            if frames is None:
+                _batch[self] = [frame]
+            else:
+                frames.append(frame)
+
+    def _write_frames(self, frames: Sequence[bytes]) -> None:
+        """Write frames to the transport in one go, and count them."""
+        count, size = len(frames), sum(map(len, frames))
+        stats, totals = self.stats, self._node.stats
+        stats.frames_out += count
+        totals.frames_out += count
+        stats.bytes_out += size
+        totals.bytes_out += size
+        self._transport.writeSequence(frames)
 
     def close(self, reason: str, *, error: bool = True, abort: bool = False) -> None:
         """
@@ -270,7 +287,7 @@ class MeshProtocol(Protocol):
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
         if _batch is not None and self in _batch:
-            self._transport.writeSequence(_batch.pop(self))
+            self._write_frames(_batch.pop(self))
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
         # TLS closes only once no producer is registered.
         self.resume_reading()
@@ -330,17 +347,6 @@ class MeshProtocol(Protocol):
         self.close(f"the peer read too slowly for {self._limits.congestion_timeout:g} s", abort=True)
 
     # -- what the link handles itself ----------------------------------------
-
-    def _message_received(self, msg: WireMessage) -> None:
-        payload = msg.payload
-        if msg.msg_type == flags.renegotiate:
-            self._on_renegotiate(payload)
-        elif msg.msg_type == flags.whisper and payload and payload[0] == flags.handshake:
-            self._on_handshake(payload)
-        elif self.peer_id is None:
-            self._fail_handshake(HandshakeFailed("a message came before the handshake"), "malformed")
-        else:
-            self._node.message_received(self, msg)
 
     def _send_handshake(self) -> None:
         node = self._node

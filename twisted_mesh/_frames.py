@@ -14,6 +14,7 @@ reactor, so a test can drive it byte by byte.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from hashlib import sha256
 from struct import Struct
 from typing import Any
@@ -159,6 +160,39 @@ def _sender_span(serial: bytes) -> tuple[int, int]:
     raise FrameError("the sender must be bin or str")
 
 
+#: The types an ID field may have on the wire: bin or str.
+_ID_TYPES = (bytes, str)
+
+
+@lru_cache(maxsize=4096)
+def _sender_forms(field: str | bytes) -> tuple[str, bytes] | None:
+    """
+    Read a sender field: the ID as text and the field's shortest msgpack
+    form, or L{None} when it is not a base58 ID.  Cached: a link brings
+    the same few senders again and again.
+    """
+    sender = id_text(field)
+    if sender is None or not is_base58(sender):
+        return None
+    return sender, pack(field)
+
+
+def _inflated(body: bytes, codes: Sequence[int], limit: int) -> tuple[bytes, int]:
+    """
+    The reading of a compressed body whose checksum holds, and its code.
+
+    :raise ChecksumError: when no reading's checksum holds.
+    :raise FrameTooLarge: when a reading would inflate past C{limit}.
+    """
+    try:
+        for code, reading in _compression.inflations(codes, body, limit):
+            if sha256(reading[_CHECKSUM_SIZE:]).digest() == reading[:_CHECKSUM_SIZE]:
+                return reading, code
+    except _compression.InflatedTooLarge as e:
+        raise FrameTooLarge(str(e)) from None
+    raise ChecksumError("checksum mismatch")
+
+
 class WireMessage:
     """
     One message as it travels: its fields, and the bytes it arrived as.
@@ -234,34 +268,30 @@ class WireMessage:
         :param max_items: the most items one list or map may hold.
         :raise FrameError: when the body cannot be read (see its subclasses).
         """
-        try:
-            for method, reading in _compression.readings(codes, body, limit):
-                checksum = reading[:_CHECKSUM_SIZE]
-                serial = reading[_CHECKSUM_SIZE:]
-                if sha256(serial).digest() == checksum:  # a short checksum never matches
-                    code = method
-                    break
-            else:
-                raise ChecksumError("checksum mismatch")
-        except _compression.InflatedTooLarge as e:
-            raise FrameTooLarge(str(e)) from None
+        serial = body[_CHECKSUM_SIZE:]
+        if sha256(serial).digest() == body[:_CHECKSUM_SIZE]:  # a short checksum never matches
+            reading, code = body, None
+        else:
+            reading, code = _inflated(body, codes, limit)
+            serial = reading[_CHECKSUM_SIZE:]
         fields = unpack(serial, max_depth, max_items)
-        if not isinstance(fields, list) or len(fields) < 4:
+        if type(fields) is not list or len(fields) < 4:
             raise FrameError("a message must be an array of at least 4 fields")
         msg_type, sender_field, time = fields[0], fields[1], fields[2]
-        sender = id_text(sender_field)
         if type(msg_type) is not int or not 0 <= msg_type <= 0x7F:
             raise FrameError(f"bad message type {msg_type!r}")
-        if sender is None or not is_base58(sender):
-            raise FrameError("the sender must be a base58 node ID")
         if type(time) is not int:
             raise FrameError("bad time field")
+        sender = _sender_forms(sender_field) if type(sender_field) in _ID_TYPES else None
+        if sender is None:
+            raise FrameError("the sender must be a base58 node ID")
         # The relay rewrites the sender field in place, and the seen-set keys
-        # on the bin form: both need the field in msgpack's shortest form.
-        start, end = _sender_span(serial)
-        if serial[start:end] != pack(sender_field):
+        # on the bin form: both need the fields before the payload in
+        # msgpack's shortest form (a one-byte msg_type, then the sender).
+        lead = serial[0]
+        if not serial.startswith(sender[1], 2 if lead <= 0x9F else 4 if lead == 0xDC else 6):
             raise FrameError("the sender field is not in its shortest msgpack form")
-        msg = cls(msg_type, sender, time, tuple(fields[3:]), reading, isinstance(sender_field, bytes))
+        msg = cls(msg_type, sender[0], time, tuple(fields[3:]), reading, type(sender_field) is bytes)
         if code is None and len(body) >= _compression.MIN_COMPRESSED_SIZE:
             # The peer would have compressed it with this method, had that
             # made it smaller (see _compression.compress).

@@ -10,10 +10,11 @@ dial an address through the C{dialer} it is given.
 from __future__ import annotations
 
 import heapq
+import math
 import os
+import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as Interface
 
@@ -80,7 +81,6 @@ class Link(Interface):
         """Read from the peer again."""
 
 
-@dataclass
 class SendResult:
     """
     What a send (L{twisted_mesh.MeshService.send}) did with a message.
@@ -89,11 +89,17 @@ class SendResult:
     :ivar skipped: the peers it was not written to, with the reason.
     """
 
-    queued: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("queued", "skipped")
+
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+        self.skipped: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.queued)
+
+    def __repr__(self) -> str:
+        return f"SendResult(queued={self.queued!r}, skipped={self.skipped!r})"
 
 
 class Events:
@@ -139,10 +145,7 @@ class SeenSet:
     :ivar evicted: how many keys were forgotten early to stay in C{max_size}.
     """
 
-    def __init__(
-        self, clock: IReactorTime, max_size: int = Limits.max_seen, on_evict: Callable[[], None] | None = None
-    ) -> None:
-        self.clock = clock
+    def __init__(self, max_size: int = Limits.max_seen, on_evict: Callable[[], None] | None = None) -> None:
         self.max_size = max_size
         self._on_evict = on_evict
         self.evicted = 0
@@ -150,36 +153,65 @@ class SeenSet:
         # The keys by the second they expire in, and those seconds as a heap.
         self._expiring: dict[int, deque[bytes]] = {}
         self._seconds: list[int] = []
+        # The bucket the latest key went to: the next key most likely goes
+        # there too.
+        self._last_second = -1
+        self._last_bucket: deque[bytes] = deque()
+        # The first second in C{_seconds}, or infinity.
+        self._next_expiry: float = math.inf
 
-    def add(self, key: bytes, time: int) -> bool:
+    def add(self, key: bytes, time: int, now: float) -> bool:
         """
-        Record C{key}, a message stamped C{time}.
+        Record C{key}, a message stamped C{time}, at C{now} by the clock.
 
         :return: whether it is new.
         """
-        now = self.clock.seconds()
-        keys, expiring, seconds = self._keys, self._expiring, self._seconds
-        while seconds and seconds[0] < now:
-            keys.difference_update(expiring.pop(heapq.heappop(seconds)))
+        if now > self._next_expiry:
+            self._expire(now)
+        keys = self._keys
         size = len(keys)
         keys.add(key)  # one lookup, where "in" then "add" would make two
         if len(keys) == size:
             return False
-        second = int(max(time, now)) + MESSAGE_LIFETIME + 1
-        bucket = expiring.get(second)
-        if bucket is None:
-            bucket = expiring[second] = deque()
-            heapq.heappush(seconds, second)
-        bucket.append(key)
-        if len(keys) > self.max_size:
-            oldest = expiring[seconds[0]]
-            keys.discard(oldest.popleft())
-            if not oldest:
-                del expiring[heapq.heappop(seconds)]
-            self.evicted += 1
-            if self._on_evict is not None:
-                self._on_evict()
+        # Kept until the message is too old to be accepted: by the stamp of
+        # a message from a clock ahead of this one's.
+        second = (time if time > now else int(now)) + MESSAGE_LIFETIME + 1
+        if second == self._last_second:
+            self._last_bucket.append(key)
+        else:
+            self._add_to_bucket(second, key)
+        if size >= self.max_size:
+            self._evict_oldest()
         return True
+
+    def _add_to_bucket(self, second: int, key: bytes) -> None:
+        bucket = self._expiring.get(second)
+        if bucket is None:
+            bucket = self._expiring[second] = deque()
+            heapq.heappush(self._seconds, second)
+            self._next_expiry = self._seconds[0]
+        bucket.append(key)
+        self._last_second, self._last_bucket = second, bucket
+
+    def _pop_bucket(self) -> deque[bytes]:
+        second = heapq.heappop(self._seconds)
+        self._next_expiry = self._seconds[0] if self._seconds else math.inf
+        if second == self._last_second:
+            self._last_second = -1
+        return self._expiring.pop(second)
+
+    def _expire(self, now: float) -> None:
+        while self._next_expiry < now:
+            self._keys.difference_update(self._pop_bucket())
+
+    def _evict_oldest(self) -> None:
+        oldest = self._expiring[self._seconds[0]]
+        self._keys.discard(oldest.popleft())
+        if not oldest:
+            self._pop_bucket()
+        self.evicted += 1
+        if self._on_evict is not None:
+            self._on_evict()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -256,11 +288,12 @@ class MeshNode:
         self.out_addrs: dict[str, Address] = {}
         self.max_outgoing = max_outgoing
         self.routing_table: dict[str, Link] = {}
+        # The links of the routing table, for the relay to go through.
+        self._peers: tuple[Link, ...] = ()
         self.dialer: Dialer | None = None
         self.event_source: object = self
         self.events = Events()
         self.seen = SeenSet(
-            clock,
             limits.max_seen,
             lambda: self.limit_hit("max_seen", "forgot broadcasts early to keep at most {most}", most=limits.max_seen),
         )
@@ -315,6 +348,7 @@ class MeshNode:
                 return False
         was_empty = not self.routing_table
         self.routing_table[peer_id] = link
+        self._peers = tuple(self.routing_table.values())
         if link.peer_addr is not None:
             known = (link.peer_addr, link.encryption)
             self.known_addresses.pop(known, None)
@@ -363,6 +397,7 @@ class MeshNode:
             self.link_drained(link)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
+            self._peers = tuple(self.routing_table.values())
             if not self.routing_table:
                 self.events.emit("disconnect", self.event_source)
 
@@ -378,18 +413,21 @@ class MeshNode:
         relay it when it is a new broadcast, then handle it.
         """
         if msg.msg_type == flags.broadcast:
-            if msg.time < self.clock.seconds() - MESSAGE_LIFETIME:
+            now = self.clock.seconds()
+            if msg.time < now - MESSAGE_LIFETIME:
                 self.stats.dropped["expired"] += 1
                 self._log.debug("dropped a broadcast older than {lifetime} s", lifetime=MESSAGE_LIFETIME)
                 return
-            if not self.seen.add(msg.key, msg.time):
+            if not self.seen.add(msg.key, msg.time, now):
                 self.stats.dropped["duplicate"] += 1
                 return
             origin = self.routing_table.get(msg.sender)
-            for peer in list(self.routing_table.values()):
+            relayed = 0
+            for peer in self._peers:
                 if peer is not link and peer is not origin:
                     peer.send(msg)
-                    self.stats.relayed += 1
+                    relayed += 1
+            self.stats.relayed += relayed
         self._handle(link, msg)
 
     def _handle(self, link: Link, msg: WireMessage) -> None:
@@ -462,6 +500,9 @@ class MeshNode:
                 self._malformed(link, "peers message")
                 return
             peers.append((address, peer_id))
+        # In random order: every node lists its peers oldest first, and
+        # dialling them in that order would make the oldest nodes hubs.
+        random.shuffle(peers)
         for address, peer_id in peers:
             if self.outgoing_count() >= self.max_outgoing:
                 break
@@ -595,8 +636,9 @@ class MeshNode:
         return self._send_to_all(WireMessage.create(flag, self.id, self.now(), (type, *packets)))
 
     def _broadcast_new(self, payload: tuple[Any, ...]) -> SendResult:
-        msg = WireMessage.create(flags.broadcast, self.id, self.now(), payload)
-        self.seen.add(msg.key, msg.time)
+        now = self.clock.seconds()
+        msg = WireMessage.create(flags.broadcast, self.id, int(now), payload)
+        self.seen.add(msg.key, msg.time, now)
         return self._send_to_all(msg)
 
     def _send_to_all(self, msg: WireMessage) -> SendResult:
