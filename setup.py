@@ -25,6 +25,8 @@ setup(
         "autobahn>=23.1",
     ],
     extras_require={
+        # Snappy compression (offered first when installed).
+        "snappy": ["python-snappy>=0.7"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",

@@ -21,9 +21,11 @@ from typing import Any, NamedTuple
 import msgpack
 import pytest
 
-from twisted_mesh import _ids, flags
+from twisted_mesh import _compression, _ids, flags
 from twisted_mesh._compression import (
     MIN_COMPRESSED_SIZE,
+    PROBE_FROM,
+    PROBE_SIZE,
     SUPPORTED,
     DecompressionError,
     InflatedTooLarge,
@@ -689,6 +691,35 @@ def test_short_bodies_stay_raw(code: int) -> None:
     assert compress(code, b"") == b""
     assert compress(code, COMPRESSIBLE[:MIN_COMPRESSED_SIZE]) != COMPRESSIBLE[:MIN_COMPRESSED_SIZE]
     assert compress(None, COMPRESSIBLE) == COMPRESSIBLE
+
+
+@pytest.mark.parametrize("code", SUPPORTED)
+def test_large_incompressible_bodies_are_probed(code: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    From L{PROBE_FROM} bytes on, a body whose middle does not compress goes
+    out as it is, without the whole body being compressed; a body that
+    compresses is compressed whole.
+    """
+    noise = random.Random(code).randbytes(PROBE_FROM * 2)
+    compressed: list[int] = []
+    pack_with, *rest = _compression._METHODS[code]
+
+    def counted(data: bytes) -> bytes:
+        compressed.append(len(data))
+        return pack_with(data)
+
+    monkeypatch.setitem(_compression._METHODS, code, (counted, *rest))
+    assert compress(code, noise) is noise
+    assert compressed == [PROBE_SIZE]
+    del compressed[:]
+    text = COMPRESSIBLE * (PROBE_FROM // len(COMPRESSIBLE) + 1)
+    packed = compress(code, text)
+    assert len(packed) < len(text) and compressed == [PROBE_SIZE, len(text)]
+    assert text in inflate([code], packed, len(text))
+    # Under PROBE_FROM, the whole body is tried at once.
+    del compressed[:]
+    assert compress(code, noise[: PROBE_FROM - 1]) == noise[: PROBE_FROM - 1]
+    assert compressed == [PROBE_FROM - 1]
 
 
 def assert_capped(code: int, body: bytes, limit: int) -> None:

@@ -133,18 +133,34 @@ def choose(ours: Sequence[int], theirs: Iterable[int]) -> int | None:
 MIN_COMPRESSED_SIZE = 512
 
 
+#: Bodies of this size and more are probed before they are compressed: a
+#: slice of L{PROBE_SIZE} bytes from their middle is compressed first, and
+#: when it does not shrink (random, encrypted or already compressed data),
+#: the body goes out as it is.  Trying the whole body would cost as much as
+#: compressing it, for nothing.
+PROBE_FROM = 16 * 1024
+PROBE_SIZE = 2048
+
+
 def compress(code: int | None, data: bytes) -> bytes:
     """
     Compress C{data} with the method C{code}.
 
     L{None}, data shorter than L{MIN_COMPRESSED_SIZE}, and data that the
-    method does not make smaller (already compressed, encrypted, random)
-    are left as they are: a receiver reads such a body as raw, at once,
-    where it would first hash the compressed bytes and then inflate them.
+    method does not make smaller (already compressed, encrypted, random;
+    from L{PROBE_FROM} bytes on, as a probe of it tells) are left as they
+    are: a receiver reads such a body as raw, at once, where it would first
+    hash the compressed bytes and then inflate them.
     """
     if code is None or len(data) < MIN_COMPRESSED_SIZE:
         return data
-    packed = _METHODS[code][0](data)
+    method = _METHODS[code][0]
+    if len(data) >= PROBE_FROM:
+        middle = len(data) // 2
+        probe = data[middle : middle + PROBE_SIZE]
+        if len(method(probe)) >= len(probe):
+            return data
+    packed = method(data)
     return packed if len(packed) < len(data) else data
 
 

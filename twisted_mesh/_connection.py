@@ -10,7 +10,6 @@ the link's own business.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -72,7 +71,8 @@ def _tune_tcp(transport: object) -> None:
 MAX_BAD_FRAMES = 3
 
 #: While a link handles what one read brought, the frames written to each
-#: link: each writes its share in one go when the read is handled.
+#: link: each writes its share in one go when the read is handled.  One
+#: for the process: a reactor handles one read at a time, in its own thread.
 _batch: dict[MeshProtocol, list[bytes]] | None = None
 
 
@@ -247,24 +247,27 @@ class MeshProtocol(Protocol):
         return None
 
     def _write(self, frame: bytes) -> None:
-        if _batch is None:
-            self._write_frames((frame,))
-        else:
+        if _batch is not None:
             frames = _batch.get(self)
             if frames is None:
                 _batch[self] = [frame]
             else:
                 frames.append(frame)
+            return
+        self._count_out(1, len(frame))
+        self._transport.write(frame)
 
-    def _write_frames(self, frames: Sequence[bytes]) -> None:
-        """Write frames to the transport in one go, and count them."""
-        count, size = len(frames), sum(map(len, frames))
+    def _write_frames(self, frames: list[bytes]) -> None:
+        """Write the frames a read made for this link, in one go."""
+        self._count_out(len(frames), sum(map(len, frames)))
+        self._transport.writeSequence(frames)
+
+    def _count_out(self, frames: int, size: int) -> None:
         stats, totals = self.stats, self._node.stats
-        stats.frames_out += count
-        totals.frames_out += count
+        stats.frames_out += frames
+        totals.frames_out += frames
         stats.bytes_out += size
         totals.bytes_out += size
-        self._transport.writeSequence(frames)
 
     def close(self, reason: str, *, error: bool = True, abort: bool = False) -> None:
         """

@@ -362,15 +362,18 @@ class FrameReader:
         bodies = []
         at = 0
         size = len(buffer)
-        while size - at >= 4:
-            length = _HEADER.unpack_from(buffer, at)[0]
-            if length > self.max_size:
-                raise FrameTooLarge(f"a frame announced {length} bytes, more than the limit of {self.max_size}")
-            end = at + 4 + length
-            if end > size:
-                break
-            bodies.append(bytes(buffer[at + 4 : end]))
-            at = end
+        # Bodies are copied out of a view: a slice of the bytearray would
+        # be one more copy.
+        with memoryview(buffer) as view:
+            while size - at >= 4:
+                length = _HEADER.unpack_from(buffer, at)[0]
+                if length > self.max_size:
+                    raise FrameTooLarge(f"a frame announced {length} bytes, more than the limit of {self.max_size}")
+                end = at + 4 + length
+                if end > size:
+                    break
+                bodies.append(bytes(view[at + 4 : end]))
+                at = end
         if at:
             del buffer[:at]
         return bodies
