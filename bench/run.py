@@ -68,7 +68,7 @@ def _merge(turns: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-#: The targets of the issue, checked where the table prints them.
+#: The targets, checked where the table prints them.
 TARGET_RATE = 40_000
 TARGET_VS_JS2P = 120.0
 TARGET_VS_RAW = 0.5
