@@ -208,7 +208,7 @@ class WireMessage:
     :ivar sender_is_bin: whether the sender field arrived as bin.
     """
 
-    __slots__ = ("msg_type", "sender", "time", "payload", "sender_is_bin", "_serials", "_key", "_frames")
+    __slots__ = ("msg_type", "sender", "time", "payload", "sender_is_bin", "_body", "_other_body", "_key", "_frames")
 
     def __init__(
         self,
@@ -224,10 +224,13 @@ class WireMessage:
         self.time = time
         self.payload = payload
         self.sender_is_bin = sender_is_bin
-        # The body (checksum + serial) in each sender form made so far.
-        self._serials: dict[bool, bytes] = {sender_is_bin: body}
+        # The body (checksum + serial) as it arrived, and in the other
+        # sender form once a peer needs that.
+        self._body = body
+        self._other_body: bytes | None = None
         self._key: bytes | None = body[:_CHECKSUM_SIZE] if sender_is_bin else None
-        self._frames: dict[tuple[bool, int | None], bytes] = {}
+        # The frames made so far, by sender form and compression.
+        self._frames: dict[tuple[bool, int | None], bytes] | None = None
 
     @classmethod
     def create(
@@ -298,7 +301,7 @@ class WireMessage:
             code = _compression.choose(codes, _compression.SUPPORTED)
         if code is not None:
             # Relayed as it came to a peer that reads the same method.
-            msg._frames[msg.sender_is_bin, code] = _HEADER.pack(len(body)) + body
+            msg._frames = {(msg.sender_is_bin, code): _HEADER.pack(len(body)) + body}
         return msg
 
     def body_in(self, sender_is_bin: bool) -> bytes:
@@ -306,14 +309,15 @@ class WireMessage:
         The uncompressed body (checksum + serial) with the sender field in
         the given form; every other byte stays as the message arrived.
         """
-        body = self._serials.get(sender_is_bin)
-        if body is None:
-            serial = self._serials[not sender_is_bin][_CHECKSUM_SIZE:]
+        if sender_is_bin == self.sender_is_bin:
+            return self._body
+        if self._other_body is None:
+            serial = self._body[_CHECKSUM_SIZE:]
             start, end = _sender_span(serial)
             sender: str | bytes = self.sender.encode("ascii") if sender_is_bin else self.sender
             serial = serial[:start] + pack(sender) + serial[end:]
-            body = self._serials[sender_is_bin] = sha256(serial).digest() + serial
-        return body
+            self._other_body = sha256(serial).digest() + serial
+        return self._other_body
 
     @property
     def key(self) -> bytes:
@@ -331,10 +335,13 @@ class WireMessage:
         compressed with C{code} (L{None}: not compressed).  Made once per
         form and code, then reused for every peer that needs the same.
         """
-        frame = self._frames.get((sender_is_bin, code))
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = {}
+        frame = frames.get((sender_is_bin, code))
         if frame is None:
             body = _compression.compress(code, self.body_in(sender_is_bin))
-            frame = self._frames[sender_is_bin, code] = _HEADER.pack(len(body)) + body
+            frame = frames[sender_is_bin, code] = _HEADER.pack(len(body)) + body
         return frame
 
 
