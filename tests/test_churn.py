@@ -43,8 +43,11 @@ import pytest_twisted
 from support import connected_components, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
 
 from twisted_mesh import MeshService, Message, Protocol
+from twisted_mesh._ids import new_node_id
+from twisted_mesh.service import MAINTENANCE_INTERVAL
 
 MESH = Protocol("mesh", "Plaintext")
 HOST = "127.0.0.1"
@@ -380,7 +383,9 @@ async def test_cut_off_group_rejoins(request: pytest.FixtureRequest) -> None:
     The smallest split the churn makes: two nodes whose only link to the
     rest of the mesh is their bootstrap node X, and which peer with each
     other.  X stops; a new X starts on its port.  The two must find their
-    way back to it, as a lone node re-dials its bootstrap and past peers.
+    way back to it, as a lone node re-dials its bootstrap and past peers;
+    and soon: a node that loses a peer looks for others after a second or
+    two, not at its next routine check (every MAINTENANCE_INTERVAL, 15 s).
     """
     services: list[MeshService] = []
 
@@ -398,18 +403,75 @@ async def test_cut_off_group_rejoins(request: pytest.FixtureRequest) -> None:
         await wait_for(lambda: a.id in x.routing_table, 10, "a to join x")
         b = await start(0, [(HOST, port)])
         await wait_for(lambda: b.id in a.routing_table and a.id in b.routing_table, 10, "b to peer with a too")
+        # Past their first re-check (a second or two after dialling x): from
+        # here on, a and b only check every MAINTENANCE_INTERVAL.
+        await task.deferLater(reactor, 3.0, lambda: None)
         await x.stopService()
         await wait_for(lambda: set(a.routing_table) == {b.id} and set(b.routing_table) == {a.id}, 10, "the cut")
         x = await start(port, [])
         began = now()
         try:
-            await wait_for(lambda: x.routing_table, 30, "a or b to dial x again")
+            await wait_for(lambda: x.routing_table, MAINTENANCE_INTERVAL - 5, "a or b to dial x again")
         except AssertionError:
             raise AssertionError(
-                "a and b, cut off together from the rest of the mesh, never dialled their bootstrap peer again "
-                f"(back on its port for 30 s): a's peers {len(a.routing_table)}, b's {len(b.routing_table)}. "
-                "The service re-dials only a node that has no peer at all."
+                "a and b, cut off together from the rest of the mesh, did not dial their bootstrap peer again "
+                f"(back on its port for {MAINTENANCE_INTERVAL - 5:g} s): a's peers {len(a.routing_table)}, "
+                f"b's {len(b.routing_table)}.  A node that loses a peer should look for others within seconds."
             ) from None
         report(request, f"\n  the cut-off pair rejoined {now() - began:.1f} s after their bootstrap node came back")
     finally:
         await defer.gatherResults([service.stopService() for service in services if service.running])
+
+
+class _GoneLink:
+    """A peer link, for the node's routing table: it only has to leave it."""
+
+    def __init__(self, peer_id: str, port: int) -> None:
+        self.peer_id = peer_id
+        self.peer_addr = (HOST, port)
+        self.outgoing = True
+        self.ids_as_bin = True
+        self.encryption = "Plaintext"
+
+    def send(self, msg: object) -> None:
+        return None
+
+    def close(self, reason: str, *, error: bool = True) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_lost_peers_bring_the_next_check_forward_never_back() -> None:
+    """
+    On a fake clock: a node that loses a peer checks its links within two
+    seconds, not at its routine check; peers that keep leaving never push
+    that check back (it would never come under steady churn).
+    """
+    clock = MemoryReactorClock()
+    service = MeshService(MESH, listen=[(HOST, 0)], reactor=clock)
+    service.startService()
+    node = service._node
+
+    def next_check() -> float:
+        (call,) = clock.getDelayedCalls()
+        return call.getTime() - clock.seconds()
+
+    assert next_check() == MAINTENANCE_INTERVAL
+    links = [_GoneLink(new_node_id(MESH), 5000 + i) for i in range(5)]
+    for link in links:
+        node.link_ready(link)
+    node.link_lost(links[0])
+    first = next_check()
+    assert 0 < first <= 2.0
+    for link in links[1:]:
+        clock.advance(first / 5)
+        due = next_check()
+        node.link_lost(link)
+        assert next_check() == due
+    service.stopService()
+    assert not clock.getDelayedCalls()

@@ -644,7 +644,8 @@ async def test_bad_options_give_a_usage_error(launch: Launcher, args: list[str],
 async def test_connect_bootstraps_and_redials(launch: Launcher, mesh: Callable[..., MeshSocket], form: str) -> None:
     """
     C{--connect}: the node dials the peer at start; when it loses it and has
-    no peer left, it dials it again (with a growing delay) until it is back.
+    no peer left, it dials it again within two seconds, then with a growing
+    delay until it is back.
     """
     first = mesh()
     port = first.out_addr[1]
@@ -660,7 +661,7 @@ async def test_connect_bootstraps_and_redials(launch: Launcher, mesh: Callable[.
     second = mesh("127.0.0.1", port)
     await wait_for(lambda: node.id in second.routing_table, 60, "the twistd node to dial again")
     delays = [float(delay) for delay in _REDIAL.findall(process.stdout)]
-    assert 0.5 <= delays[0] <= 2.0 and delays[0] < delays[1], delays
+    assert delays[0] <= 2.0 and delays[0] < delays[1], delays
     assert process.running
     assert_clean(process)
 

@@ -260,6 +260,8 @@ class MeshNode:
     :ivar max_outgoing: how many connections peer exchange may dial.
     :ivar dialer: called with C{(host, port, encryption)} to dial a peer;
         its Deferred fires with the peer's ID once the handshake is over.
+    :ivar peer_lost: called with the link of each peer that leaves the
+        routing table.
     :ivar event_source: the object passed to event callbacks.
     :ivar clock: where the node reads the time and schedules timeouts.
     :ivar limits: what the node accepts and holds.
@@ -291,6 +293,7 @@ class MeshNode:
         # The links of the routing table, for the relay to go through.
         self._peers: tuple[Link, ...] = ()
         self.dialer: Dialer | None = None
+        self.peer_lost: Callable[[Link], None] | None = None
         self.event_source: object = self
         self.events = Events()
         self.seen = SeenSet(
@@ -398,6 +401,8 @@ class MeshNode:
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
             self._peers = tuple(self.routing_table.values())
+            if self.peer_lost is not None:
+                self.peer_lost(link)
             if not self.routing_table:
                 self.events.emit("disconnect", self.event_source)
 

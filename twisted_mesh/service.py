@@ -117,7 +117,7 @@ class MeshService(Service):
         self._redial_attempts = 0
         self._redial_delay = backoffPolicy(initialDelay=1.0, maxDelay=MAINTENANCE_INTERVAL, factor=2.0)
         self._bootstrap_ids: dict[int, str] = {}
-        self._node.events.on("disconnect", self._alone)
+        self._node.peer_lost = self._peer_lost
         self.listening: Deferred[list[IListeningPort]] = Deferred()
         """Fires with the listening ports once every listener is up."""
 
@@ -249,8 +249,9 @@ class MeshService(Service):
         connected to and, to fill its outgoing links (or when it has no peer
         at all), the addresses of past peers it lost.  While something is
         missing, try again after a growing, jittered delay; else check again
-        every L{MAINTENANCE_INTERVAL} seconds.  So a node, or a group of
-        nodes cut off from the rest, re-joins once it can.
+        every L{MAINTENANCE_INTERVAL} seconds, or sooner when a peer leaves
+        (see L{_peer_lost}).  So a node, or a group of nodes cut off from
+        the rest, re-joins once it can.
         """
         self._redial = None
         if not self.running:
@@ -282,20 +283,32 @@ class MeshService(Service):
         return peer_id
 
     def _schedule_maintenance(self, delay: float | None = None) -> None:
-        if not self.running or self._redial is not None:
+        """
+        Run L{_maintain} after C{delay} seconds (by default, the next of the
+        growing delays), unless it is due sooner already.
+        """
+        if not self.running:
             return
+        growing = delay is None
         if delay is None:
             delay = self._redial_delay(self._redial_attempts)
             self._redial_attempts += 1
-            if not self._node.routing_table:
-                self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
-        self._redial = self._reactor.callLater(delay, self._maintain)
+        now = self._reactor.seconds()
+        if self._redial is not None and self._redial.getTime() <= now + delay:
+            delay = self._redial.getTime() - now
+        else:
+            if self._redial is not None:
+                self._redial.cancel()
+            self._redial = self._reactor.callLater(delay, self._maintain)
+        if growing and not self._node.routing_table:
+            self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
 
-    def _alone(self, _: object) -> None:
-        """The node lost its last peer: look for peers again soon."""
-        if self._redial is not None:
-            self._redial.cancel()
-            self._redial = None
+    def _peer_lost(self, link: object) -> None:
+        """
+        A peer left: look for others after the shortest delay, not after
+        the long one that failed dials may have grown to.  (While peers
+        keep leaving, the earliest check already due stands.)
+        """
         self._redial_attempts = 0
         self._schedule_maintenance()
 
