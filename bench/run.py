@@ -6,8 +6,9 @@ Run the benchmarks, each in fresh processes, and print one table.
     python -m bench --quick              # smaller counts, for a smoke run
     python -m bench --json results.json  # also keep every number
 
-Sections: C{line} (a line of three in one process), C{process} (a line of
-three, one process per node), C{mesh} (20 and 100 nodes: latency,
+Sections: C{line} (a line of three in one process), C{inflight} (the same
+with few messages in flight), C{process} (a line of three, one process per
+node), C{mesh} (20 and 100 nodes: latency,
 delivery, amplification, connections), C{memory}, C{seen} (the seen-set
 under load), C{compression}.  See C{bench/README.md}.
 """
@@ -182,6 +183,8 @@ def line_inproc(impl: str, size: int, count: int, runs: int, modules: str | None
         command += ["--payload", extra["payload"]]
     if extra.get("codec"):
         command += ["--codec", extra["codec"]]
+    if extra.get("window"):
+        command += ["--window", str(extra["window"])]
     return run_json(command, timeout=300, env=env)
 
 
@@ -576,6 +579,42 @@ def section_compression(args: argparse.Namespace, results: dict[str, Any], rows:
                 )
 
 
+#: Messages in flight for L{section_inflight}: one at a time; a few, where
+#: the raw relay does about the ~100k msg/s quoted with the targets (and the
+#: checked relay ~74k); more.  The line section keeps ~1 MiB in flight.
+WINDOWS = (1, 8, 64)
+
+
+def section_inflight(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
+    """The line of three, 100 B, with few messages in flight: the ratios at lighter loads."""
+    name = "line of 3, one process"
+    for window in WINDOWS:
+        turns: dict[str, list[dict[str, Any]]] = {"mesh": [], "raw": [], "checked": []}
+        for _ in range(1 if args.quick else 2):
+            for impl in turns:
+                progress(f"{name}: {impl}, 100 B, {window} in flight")
+                count = 2500 if args.quick else 10000
+                turns[impl].append(line_inproc(impl, 100, count, 1 if args.quick else 3, None, window=window))
+        case = {impl: _merge(taken) for impl, taken in turns.items()}
+        results[f"inflight/{window}"] = case
+        mesh, raw, checked = case["mesh"], case["raw"], case["checked"]
+        ratios = []
+        if "rate" in mesh and raw.get("rate"):
+            ratios.append(f"{mesh['rate'] / raw['rate']:.2f}x raw")
+        if "rate" in mesh and checked.get("rate"):
+            ratios.append(f"{mesh['rate'] / checked['rate']:.2f}x checked")
+        rows.append(
+            {
+                "benchmark": name,
+                "case": f"100 B, {window} in flight, msgs/s delivered",
+                "twisted_mesh": _rate(mesh),
+                "raw relay": _rate(raw),
+                "checked relay": _rate(checked),
+                "ratio": ", ".join(ratios),
+            }
+        )
+
+
 def flags_snappy() -> int:
     from twisted_mesh import flags
 
@@ -584,6 +623,7 @@ def flags_snappy() -> int:
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Any], list[Row]], None]] = {
     "line": lambda args, results, rows: section_line(args, results, rows, processes=False),
+    "inflight": section_inflight,
     "process": lambda args, results, rows: section_line(args, results, rows, processes=True),
     "mesh": section_mesh,
     "memory": section_memory,
