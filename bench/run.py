@@ -287,7 +287,7 @@ def _rate(result: dict[str, Any] | None) -> str:
     if not result:
         return "-"
     if "error" in result:
-        return "failed: " + result["error"][:60]
+        return "failed: " + str(result["error"])[:60]
     text = f"{result['rate']:,.0f}/s"
     delivery = result.get("delivery", 1.0)
     return text + ("" if delivery >= 1 else f" ({delivery:.0%} delivered)")
@@ -314,48 +314,57 @@ def _print_table(rows: list[Row]) -> None:
 # -- the sections ----------------------------------------------------------------------
 
 
+#: The Twisted implementations of the line: twisted_mesh and the two relays.
+TWISTED_IMPLS = ("mesh", "raw", "checked")
+
+
+def _in_turns(rounds: int, run: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """
+    Run twisted_mesh and the two relays in turns, C{rounds} times, so that
+    all see the same machine (it is shared, and its load comes and goes);
+    each one's turns merged.
+    """
+    turns: dict[str, list[dict[str, Any]]] = {impl: [] for impl in TWISTED_IMPLS}
+    for _ in range(rounds):
+        for impl in TWISTED_IMPLS:
+            turns[impl].append(run(impl))
+    return {impl: _merge(taken) for impl, taken in turns.items()}
+
+
+def _ratio(mesh: dict[str, Any], other: dict[str, Any]) -> float | None:
+    """twisted_mesh's rate over another's, when both ran."""
+    return mesh["rate"] / other["rate"] if "rate" in mesh and other.get("rate") else None
+
+
+def _relay_ratios(case: dict[str, Any]) -> list[str]:
+    """twisted_mesh against the raw and the checked relay, as the table shows it."""
+    mesh = case.get("mesh", {})
+    named = [(_ratio(mesh, case.get(impl, {})), name) for impl, name in (("raw", "raw"), ("checked", "checked"))]
+    return [f"{ratio:.2f}x {name}" for ratio, name in named if ratio is not None]
+
+
 def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[Row], processes: bool) -> None:
     modules = _js2p_modules()
     name = "line of 3, process per node" if processes else "line of 3, one process"
+    measure = line_processes if processes else line_inproc
     for size in SIZES:
-        case: dict[str, Any] = {}
-        # twisted_mesh and the raw relay take turns, so that both see the
-        # same machine (it is shared, and its load comes and goes).
-        turns: dict[str, list[dict[str, Any]]] = {"mesh": [], "raw": [], "checked": []}
-        for _ in range(1 if args.quick else LINE_ROUNDS):
-            for impl in turns:
-                progress(f"{name}: {impl}, {_size(size)}")
-                count = max(LINE_COUNTS[impl][size] // (4 if args.quick else 1), 10)
-                runs = 1 if args.quick else LINE_RUNS[impl]
-                if processes:
-                    turns[impl].append(line_processes(impl, size, count, 1, modules))
-                else:
-                    turns[impl].append(line_inproc(impl, size, count, runs, modules))
-        for impl, taken in turns.items():
-            case[impl] = _merge(taken)
+
+        def run(impl: str, size: int = size) -> dict[str, Any]:
+            progress(f"{name}: {impl}, {_size(size)}")
+            count = max(LINE_COUNTS[impl][size] // (4 if args.quick else 1), 10)
+            return measure(impl, size, count, 1 if args.quick or processes else LINE_RUNS[impl], modules)
+
+        case = _in_turns(1 if args.quick else LINE_ROUNDS, run)
         for impl in ("js2p", "py2p"):
             if impl == "js2p" and modules is None:
                 continue
             progress(f"{name}: {impl}, {_size(size)}")
             count = max(LINE_COUNTS[impl][size] // (4 if args.quick else 1), 10)
-            runs = 1 if args.quick or size != 100 else LINE_RUNS[impl]
-            if processes:
-                case[impl] = line_processes(impl, size, count, runs, modules)
-            else:
-                case[impl] = line_inproc(impl, size, count, runs, modules)
+            case[impl] = measure(impl, size, count, 1 if args.quick or size != 100 else LINE_RUNS[impl], modules)
         results[f"{'process' if processes else 'line'}/{size}"] = case
-        mesh, raw, js2p = case.get("mesh", {}), case.get("raw", {}), case.get("js2p", {})
-        ratios = []
-        vs_js2p = vs_raw = None
-        if "rate" in mesh and js2p.get("rate"):
-            vs_js2p = mesh["rate"] / js2p["rate"]
-            ratios.append(f"{vs_js2p:,.0f}x js2p")
-        if "rate" in mesh and raw.get("rate"):
-            vs_raw = mesh["rate"] / raw["rate"]
-            ratios.append(f"{vs_raw:.2f}x raw")
-        checked = case.get("checked", {})
-        if "rate" in mesh and checked.get("rate"):
-            ratios.append(f"{mesh['rate'] / checked['rate']:.2f}x checked")
+        mesh, raw, checked = case["mesh"], case["raw"], case["checked"]
+        vs_js2p, vs_raw = _ratio(mesh, case.get("js2p", {})), _ratio(mesh, raw)
+        ratios = ([f"{vs_js2p:,.0f}x js2p"] if vs_js2p is not None else []) + _relay_ratios(case)
         row = {
             "benchmark": name,
             "case": f"{_size(size)}, msgs/s delivered",
@@ -589,28 +598,22 @@ def section_inflight(args: argparse.Namespace, results: dict[str, Any], rows: li
     """The line of three, 100 B, with few messages in flight: the ratios at lighter loads."""
     name = "line of 3, one process"
     for window in WINDOWS:
-        turns: dict[str, list[dict[str, Any]]] = {"mesh": [], "raw": [], "checked": []}
-        for _ in range(1 if args.quick else 2):
-            for impl in turns:
-                progress(f"{name}: {impl}, 100 B, {window} in flight")
-                count = 2500 if args.quick else 10000
-                turns[impl].append(line_inproc(impl, 100, count, 1 if args.quick else 3, None, window=window))
-        case = {impl: _merge(taken) for impl, taken in turns.items()}
+
+        def run(impl: str, window: int = window) -> dict[str, Any]:
+            progress(f"{name}: {impl}, 100 B, {window} in flight")
+            count = 2500 if args.quick else 10000
+            return line_inproc(impl, 100, count, 1 if args.quick else 3, None, window=window)
+
+        case = _in_turns(1 if args.quick else 2, run)
         results[f"inflight/{window}"] = case
-        mesh, raw, checked = case["mesh"], case["raw"], case["checked"]
-        ratios = []
-        if "rate" in mesh and raw.get("rate"):
-            ratios.append(f"{mesh['rate'] / raw['rate']:.2f}x raw")
-        if "rate" in mesh and checked.get("rate"):
-            ratios.append(f"{mesh['rate'] / checked['rate']:.2f}x checked")
         rows.append(
             {
                 "benchmark": name,
                 "case": f"100 B, {window} in flight, msgs/s delivered",
-                "twisted_mesh": _rate(mesh),
-                "raw relay": _rate(raw),
-                "checked relay": _rate(checked),
-                "ratio": ", ".join(ratios),
+                "twisted_mesh": _rate(case["mesh"]),
+                "raw relay": _rate(case["raw"]),
+                "checked relay": _rate(case["checked"]),
+                "ratio": ", ".join(_relay_ratios(case)),
             }
         )
 

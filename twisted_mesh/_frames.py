@@ -130,34 +130,14 @@ def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) 
     return value
 
 
-def _sender_span(serial: bytes) -> tuple[int, int]:
+def _sender_start(serial: bytes) -> int:
     """
-    Find the sender field in a serial: where its msgpack tag starts, and
-    where the field ends.
+    Where the sender field starts in a serial that L{WireMessage.from_body}
+    accepted (or that L{WireMessage.create} made): after the array's header
+    (one, three or five bytes) and the one-byte msg_type.
     """
     lead = serial[0]
-    if 0x90 <= lead <= 0x9F:
-        at = 1
-    elif lead == 0xDC:
-        at = 3
-    elif lead == 0xDD:
-        at = 5
-    else:
-        raise FrameError("a message must be a msgpack array")
-    # msg_type is a small positive int: one byte.
-    if serial[at] > 0x7F:
-        raise FrameError("bad message type")
-    start = at + 1
-    tag = serial[start]
-    if 0xA0 <= tag <= 0xBF:
-        return start, start + 1 + (tag & 0x1F)
-    if tag in (0xC4, 0xD9):
-        return start, start + 2 + serial[start + 1]
-    if tag in (0xC5, 0xDA):
-        return start, start + 3 + int.from_bytes(serial[start + 1 : start + 3], "big")
-    if tag in (0xC6, 0xDB):
-        return start, start + 5 + int.from_bytes(serial[start + 1 : start + 5], "big")
-    raise FrameError("the sender must be bin or str")
+    return 2 if lead <= 0x9F else 4 if lead == 0xDC else 6
 
 
 #: The types an ID field may have on the wire: bin or str.
@@ -291,8 +271,7 @@ class WireMessage:
         # The relay rewrites the sender field in place, and the seen-set keys
         # on the bin form: both need the fields before the payload in
         # msgpack's shortest form (a one-byte msg_type, then the sender).
-        lead = serial[0]
-        if not serial.startswith(sender[1], 2 if lead <= 0x9F else 4 if lead == 0xDC else 6):
+        if not serial.startswith(sender[1], _sender_start(serial)):
             raise FrameError("the sender field is not in its shortest msgpack form")
         msg = cls(msg_type, sender[0], time, tuple(fields[3:]), reading, type(sender_field) is bytes)
         if code is None and len(body) >= _compression.MIN_COMPRESSED_SIZE:
@@ -313,9 +292,12 @@ class WireMessage:
             return self._body
         if self._other_body is None:
             serial = self._body[_CHECKSUM_SIZE:]
-            start, end = _sender_span(serial)
-            sender: str | bytes = self.sender.encode("ascii") if sender_is_bin else self.sender
-            serial = serial[:start] + pack(sender) + serial[end:]
+            # The field is in its shortest form (see from_body): swap it for
+            # the other form.
+            as_bin, as_str = pack(self.sender.encode("ascii")), pack(self.sender)
+            arrived, wanted = (as_bin, as_str) if self.sender_is_bin else (as_str, as_bin)
+            start = _sender_start(serial)
+            serial = serial[:start] + wanted + serial[start + len(arrived) :]
             self._other_body = sha256(serial).digest() + serial
         return self._other_body
 

@@ -10,7 +10,6 @@ dial an address through the C{dialer} it is given.
 from __future__ import annotations
 
 import heapq
-import math
 import os
 import random
 from collections import deque
@@ -153,12 +152,6 @@ class SeenSet:
         # The keys by the second they expire in, and those seconds as a heap.
         self._expiring: dict[int, deque[bytes]] = {}
         self._seconds: list[int] = []
-        # The bucket the latest key went to: the next key most likely goes
-        # there too.
-        self._last_second = -1
-        self._last_bucket: deque[bytes] = deque()
-        # The first second in C{_seconds}, or infinity.
-        self._next_expiry: float = math.inf
 
     def add(self, key: bytes, time: int, now: float) -> bool:
         """
@@ -166,9 +159,9 @@ class SeenSet:
 
         :return: whether it is new.
         """
-        if now > self._next_expiry:
-            self._expire(now)
-        keys = self._keys
+        keys, seconds = self._keys, self._seconds
+        while seconds and seconds[0] < now:
+            keys.difference_update(self._expiring.pop(heapq.heappop(seconds)))
         size = len(keys)
         keys.add(key)  # one lookup, where "in" then "add" would make two
         if len(keys) == size:
@@ -176,39 +169,20 @@ class SeenSet:
         # Kept until the message is too old to be accepted: by the stamp of
         # a message from a clock ahead of this one's.
         second = (time if time > now else int(now)) + MESSAGE_LIFETIME + 1
-        if second == self._last_second:
-            self._last_bucket.append(key)
-        else:
-            self._add_to_bucket(second, key)
-        if size >= self.max_size:
-            self._evict_oldest()
-        return True
-
-    def _add_to_bucket(self, second: int, key: bytes) -> None:
         bucket = self._expiring.get(second)
         if bucket is None:
             bucket = self._expiring[second] = deque()
-            heapq.heappush(self._seconds, second)
-            self._next_expiry = self._seconds[0]
+            heapq.heappush(seconds, second)
         bucket.append(key)
-        self._last_second, self._last_bucket = second, bucket
-
-    def _pop_bucket(self) -> deque[bytes]:
-        second = heapq.heappop(self._seconds)
-        self._next_expiry = self._seconds[0] if self._seconds else math.inf
-        if second == self._last_second:
-            self._last_second = -1
-        return self._expiring.pop(second)
-
-    def _expire(self, now: float) -> None:
-        while self._next_expiry < now:
-            self._keys.difference_update(self._pop_bucket())
+        if size >= self.max_size:
+            self._evict_oldest()
+        return True
 
     def _evict_oldest(self) -> None:
         oldest = self._expiring[self._seconds[0]]
         self._keys.discard(oldest.popleft())
         if not oldest:
-            self._pop_bucket()
+            del self._expiring[heapq.heappop(self._seconds)]
         self.evicted += 1
         if self._on_evict is not None:
             self._on_evict()
