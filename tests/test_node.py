@@ -233,7 +233,7 @@ class SeenModel:
         self.evicted = 0
 
     def add(self, key: bytes, time: int, now: float) -> bool:
-        self.keys = {k: second for k, second in self.keys.items() if second >= now}
+        self.keys = {k: second for k, second in self.keys.items() if second > now}
         if key in self.keys:
             return False
         self.keys[key] = int(max(time, now)) + MESSAGE_LIFETIME + 1

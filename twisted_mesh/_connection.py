@@ -196,13 +196,12 @@ class MeshProtocol(Protocol):
 
     def _read(self, bodies: list[bytes]) -> None:
         node, totals, limits = self._node, self._node.stats, self._limits
+        max_size, max_depth, max_items = limits.max_frame_size, limits.max_depth, limits.max_items
         for body in bodies:
             if self._closing:
                 return
             try:
-                msg = WireMessage.from_body(
-                    body, self.peer_codes, limits.max_frame_size, limits.max_depth, limits.max_items
-                )
+                msg = WireMessage.from_body(body, self.peer_codes, max_size, max_depth, max_items)
             except ChecksumError:
                 totals.dropped["bad_checksum"] += 1
                 self._frame_failed_checksum()

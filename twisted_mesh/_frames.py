@@ -126,7 +126,9 @@ def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) 
         raise
     except Exception as e:
         raise FrameError(f"bad msgpack: {e}") from None
-    _check_structure(value, max_depth)
+    if type(value) is not list or not _NESTED.isdisjoint(map(type, value)):
+        # Not a list of scalars, as most messages are: look deeper.
+        _check_structure(value, max_depth)
     return value
 
 
@@ -186,9 +188,11 @@ class WireMessage:
     :ivar time: the originator's UTC timestamp, in seconds.
     :ivar payload: the packets after the time field, sub-flag first.
     :ivar sender_is_bin: whether the sender field arrived as bin.
+    :ivar key: the message's identity whatever the form of its sender
+        field: the checksum of its bin form.  The seen-set keys on it.
     """
 
-    __slots__ = ("msg_type", "sender", "time", "payload", "sender_is_bin", "_body", "_other_body", "_key", "_frames")
+    __slots__ = ("msg_type", "sender", "time", "payload", "sender_is_bin", "key", "_body", "_other_body", "_frames")
 
     def __init__(
         self,
@@ -198,7 +202,15 @@ class WireMessage:
         payload: tuple[Any, ...],
         body: bytes,
         sender_is_bin: bool,
+        checksum: bytes,
     ) -> None:
+        """
+        Hold a message's fields and its body; L{create} and L{from_body}
+        are the ways to make one.
+
+        :param body: the checksum and the serial.
+        :param checksum: the checksum, the start of C{body}.
+        """
         self.msg_type = msg_type
         self.sender = sender
         self.time = time
@@ -208,9 +220,9 @@ class WireMessage:
         # sender form once a peer needs that.
         self._body = body
         self._other_body: bytes | None = None
-        self._key: bytes | None = body[:_CHECKSUM_SIZE] if sender_is_bin else None
         # The frames made so far, by sender form and compression.
         self._frames: dict[tuple[bool, int | None], bytes] | None = None
+        self.key = checksum if sender_is_bin else self.body_in(True)[:_CHECKSUM_SIZE]
 
     @classmethod
     def create(
@@ -228,7 +240,8 @@ class WireMessage:
         """
         sender_field: str | bytes = sender.encode("ascii") if sender_is_bin else sender
         serial = pack([msg_type, sender_field, time, *payload])
-        return cls(msg_type, sender, time, tuple(payload), sha256(serial).digest() + serial, sender_is_bin)
+        checksum = sha256(serial).digest()
+        return cls(msg_type, sender, time, tuple(payload), checksum + serial, sender_is_bin, checksum)
 
     @classmethod
     def from_body(
@@ -252,11 +265,12 @@ class WireMessage:
         :raise FrameError: when the body cannot be read (see its subclasses).
         """
         serial = body[_CHECKSUM_SIZE:]
-        if sha256(serial).digest() == body[:_CHECKSUM_SIZE]:  # a short checksum never matches
+        checksum = sha256(serial).digest()
+        if body.startswith(checksum):  # never, for a body shorter than a checksum
             reading, code = body, None
         else:
             reading, code = _inflated(body, codes, limit)
-            serial = reading[_CHECKSUM_SIZE:]
+            serial, checksum = reading[_CHECKSUM_SIZE:], reading[:_CHECKSUM_SIZE]
         fields = unpack(serial, max_depth, max_items)
         if type(fields) is not list or len(fields) < 4:
             raise FrameError("a message must be an array of at least 4 fields")
@@ -273,7 +287,7 @@ class WireMessage:
         # msgpack's shortest form (a one-byte msg_type, then the sender).
         if not serial.startswith(sender[1], _sender_start(serial)):
             raise FrameError("the sender field is not in its shortest msgpack form")
-        msg = cls(msg_type, sender[0], time, tuple(fields[3:]), reading, type(sender_field) is bytes)
+        msg = cls(msg_type, sender[0], time, tuple(fields[3:]), reading, type(sender_field) is bytes, checksum)
         if code is None and len(body) >= _compression.MIN_COMPRESSED_SIZE:
             # The peer would have compressed it with this method, had that
             # made it smaller (see _compression.compress).
@@ -301,16 +315,6 @@ class WireMessage:
             self._other_body = sha256(serial).digest() + serial
         return self._other_body
 
-    @property
-    def key(self) -> bytes:
-        """
-        The message's identity whatever the form of its sender field: the
-        checksum of its bin form.  The seen-set keys on it.
-        """
-        if self._key is None:
-            self._key = self.body_in(True)[:_CHECKSUM_SIZE]
-        return self._key
-
     def frame(self, sender_is_bin: bool, code: int | None) -> bytes:
         """
         The whole frame for a peer that reads the sender in the given form,
@@ -322,7 +326,9 @@ class WireMessage:
             frames = self._frames = {}
         frame = frames.get((sender_is_bin, code))
         if frame is None:
-            body = _compression.compress(code, self.body_in(sender_is_bin))
+            body = self.body_in(sender_is_bin)
+            if code is not None:
+                body = _compression.compress(code, body)
             frame = frames[sender_is_bin, code] = _HEADER.pack(len(body)) + body
         return frame
 
@@ -337,7 +343,10 @@ class FrameReader:
 
     def __init__(self, max_size: int = MAX_FRAME_SIZE) -> None:
         self.max_size = max_size
+        # The start of an incomplete frame, and how long it must grow before
+        # there is something to read: its header, or all of it.
         self._buffer = bytearray()
+        self._needed = 4
 
     def feed(self, data: bytes) -> list[bytes]:
         """
@@ -347,24 +356,28 @@ class FrameReader:
         :raise FrameTooLarge: when a header announces more than C{max_size}.
         """
         buffer = self._buffer
-        buffer += data
+        if buffer:
+            buffer += data
+            if len(buffer) < self._needed:
+                return []
+            data = bytes(buffer)
+            buffer.clear()
         bodies = []
-        at = 0
-        size = len(buffer)
-        # Bodies are copied out of a view: a slice of the bytearray would
-        # be one more copy.
-        with memoryview(buffer) as view:
-            while size - at >= 4:
-                length = _HEADER.unpack_from(buffer, at)[0]
-                if length > self.max_size:
-                    raise FrameTooLarge(f"a frame announced {length} bytes, more than the limit of {self.max_size}")
-                end = at + 4 + length
-                if end > size:
-                    break
-                bodies.append(bytes(view[at + 4 : end]))
-                at = end
-        if at:
-            del buffer[:at]
+        at, size = 0, len(data)
+        while size - at >= 4:
+            length = _HEADER.unpack_from(data, at)[0]
+            if length > self.max_size:
+                raise FrameTooLarge(f"a frame announced {length} bytes, more than the limit of {self.max_size}")
+            end = at + 4 + length
+            if end > size:
+                self._needed = end - at
+                break
+            bodies.append(data[at + 4 : end])
+            at = end
+        else:
+            self._needed = 4
+        if at < size:
+            buffer += memoryview(data)[at:]
         return bodies
 
     @property

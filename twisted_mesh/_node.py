@@ -138,8 +138,9 @@ class SeenSet:
 
     A key is kept until the message it names is too old to be accepted, or
     until more than C{max_size} keys are held: then the oldest go first.
-    Keys are kept by the whole second they expire in: a key goes at most a
-    second early, when its message is older than L{MESSAGE_LIFETIME} anyway.
+    Keys are kept by the whole second they expire in, and go when the clock
+    reaches it: a key goes at most a second early, when its message is
+    older than L{MESSAGE_LIFETIME} anyway.
 
     :ivar evicted: how many keys were forgotten early to stay in C{max_size}.
     """
@@ -152,6 +153,11 @@ class SeenSet:
         # The keys by the second they expire in, and those seconds as a heap.
         self._expiring: dict[int, deque[bytes]] = {}
         self._seconds: list[int] = []
+        # Until the clock reaches the next whole second (C{_turn}), nothing
+        # expires, and a key stamped no later than now joins C{_current}, the
+        # bucket of this second's keys (made with its first key).
+        self._turn = 0
+        self._current: deque[bytes] | None = None
 
     def add(self, key: bytes, time: int, now: float) -> bool:
         """
@@ -159,30 +165,47 @@ class SeenSet:
 
         :return: whether it is new.
         """
-        keys, seconds = self._keys, self._seconds
-        while seconds and seconds[0] < now:
-            keys.difference_update(self._expiring.pop(heapq.heappop(seconds)))
+        if now >= self._turn:
+            self._next_second(now)
+        keys = self._keys
         size = len(keys)
         keys.add(key)  # one lookup, where "in" then "add" would make two
         if len(keys) == size:
             return False
-        # Kept until the message is too old to be accepted: by the stamp of
-        # a message from a clock ahead of this one's.
-        second = (time if time > now else int(now)) + MESSAGE_LIFETIME + 1
-        bucket = self._expiring.get(second)
-        if bucket is None:
-            bucket = self._expiring[second] = deque()
-            heapq.heappush(seconds, second)
-        bucket.append(key)
+        if time < self._turn:
+            current = self._current
+            if current is None:
+                current = self._current = self._bucket(self._turn + MESSAGE_LIFETIME)
+            current.append(key)
+        else:
+            # From a clock ahead of this one's: kept until its own stamp expires.
+            self._bucket(time + MESSAGE_LIFETIME + 1).append(key)
         if size >= self.max_size:
             self._evict_oldest()
         return True
+
+    def _next_second(self, now: float) -> None:
+        """Forget the keys that expire by C{now}, and start a new second."""
+        keys, seconds = self._keys, self._seconds
+        while seconds and seconds[0] <= now:
+            keys.difference_update(self._expiring.pop(heapq.heappop(seconds)))
+        self._turn = int(now) + 1
+        self._current = None
+
+    def _bucket(self, second: int) -> deque[bytes]:
+        bucket = self._expiring.get(second)
+        if bucket is None:
+            bucket = self._expiring[second] = deque()
+            heapq.heappush(self._seconds, second)
+        return bucket
 
     def _evict_oldest(self) -> None:
         oldest = self._expiring[self._seconds[0]]
         self._keys.discard(oldest.popleft())
         if not oldest:
             del self._expiring[heapq.heappop(self._seconds)]
+            if oldest is self._current:
+                self._current = None
         self.evicted += 1
         if self._on_evict is not None:
             self._on_evict()
@@ -389,9 +412,11 @@ class MeshNode:
     def message_received(self, link: Link, msg: WireMessage) -> None:
         """
         Take a message a link read (not a handshake, not a renegotiation):
-        relay it when it is a new broadcast, then handle it.
+        relay it when it is a new broadcast, then act on its sub-flag, or
+        deliver it.
         """
-        if msg.msg_type == flags.broadcast:
+        msg_type = msg.msg_type
+        if msg_type == flags.broadcast:
             now = self.clock.seconds()
             if msg.time < now - MESSAGE_LIFETIME:
                 self.stats.dropped["expired"] += 1
@@ -407,18 +432,15 @@ class MeshNode:
                     peer.send(msg)
                     relayed += 1
             self.stats.relayed += relayed
-        self._handle(link, msg)
-
-    def _handle(self, link: Link, msg: WireMessage) -> None:
         payload = msg.payload
         if not payload:
             return
         subflag = payload[0]
-        if subflag == flags.peers and msg.msg_type == flags.whisper:
+        if subflag == flags.peers and msg_type == flags.whisper:
             self._on_peers(link, payload)
         elif subflag == flags.request:
             self._on_request(link, msg)
-        elif subflag == flags.response and msg.msg_type == flags.broadcast:
+        elif subflag == flags.response and msg_type == flags.broadcast:
             self._on_response(link, payload)
         else:
             self._deliver(link, msg)
