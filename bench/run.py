@@ -83,6 +83,13 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _spawn(command: list[str], env: dict[str, str] | None, *, stdin: int, stderr: int) -> subprocess.Popen[str]:
+    """Start C{command} from the repository root, its output read as text lines."""
+    return subprocess.Popen(
+        command, cwd=ROOT, env=_env(env), stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+
+
 def _js2p_modules() -> str | None:
     """Where js2p is installed (installing it if need be), or None."""
     if shutil.which("node") is None or shutil.which("npm") is None:
@@ -121,15 +128,7 @@ class Child:
     """A process of a process-per-node line, read line by line."""
 
     def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=_env(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self.process = _spawn(command, env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -242,15 +241,7 @@ def _line_processes_once(impl: str, size: int, count: int, modules: str | None) 
 
 def process_rss(command: list[str], ready: str, env: dict[str, str] | None = None) -> int | None:
     """The RSS of an idle node process, once it printed C{ready}."""
-    child = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=_env(env),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = _spawn(command, env, stdin=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert child.stdout is not None
         deadline = time.monotonic() + 30

@@ -326,9 +326,7 @@ class WireMessage:
             frames = self._frames = {}
         frame = frames.get((sender_is_bin, code))
         if frame is None:
-            body = self.body_in(sender_is_bin)
-            if code is not None:
-                body = _compression.compress(code, body)
+            body = _compression.compress(code, self.body_in(sender_is_bin))
             frame = frames[sender_is_bin, code] = _HEADER.pack(len(body)) + body
         return frame
 
