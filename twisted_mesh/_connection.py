@@ -258,8 +258,9 @@ class MeshProtocol(Protocol):
 
     def _write_frames(self, frames: list[bytes]) -> None:
         """Write the frames a read made for this link, in one go."""
-        self._count_out(len(frames), sum(map(len, frames)))
-        self._transport.writeSequence(frames)
+        data = b"".join(frames)
+        self._count_out(len(frames), len(data))
+        self._transport.write(data)
 
     def _count_out(self, frames: int, size: int) -> None:
         stats, totals = self.stats, self._node.stats

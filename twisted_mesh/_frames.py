@@ -192,7 +192,18 @@ class WireMessage:
         field: the checksum of its bin form.  The seen-set keys on it.
     """
 
-    __slots__ = ("msg_type", "sender", "time", "payload", "sender_is_bin", "key", "_body", "_other_body", "_frames")
+    __slots__ = (
+        "msg_type",
+        "sender",
+        "time",
+        "payload",
+        "sender_is_bin",
+        "key",
+        "_body",
+        "_other_body",
+        "_frame",
+        "_frames",
+    )
 
     def __init__(
         self,
@@ -220,7 +231,9 @@ class WireMessage:
         # sender form once a peer needs that.
         self._body = body
         self._other_body: bytes | None = None
-        # The frames made so far, by sender form and compression.
+        # The frame of the body as it is, and the others made so far, by
+        # sender form and compression.
+        self._frame: bytes | None = None
         self._frames: dict[tuple[bool, int | None], bytes] | None = None
         self.key = checksum if sender_is_bin else self.body_in(True)[:_CHECKSUM_SIZE]
 
@@ -287,7 +300,8 @@ class WireMessage:
         # msgpack's shortest form (a one-byte msg_type, then the sender).
         if not serial.startswith(sender[1], _sender_start(serial)):
             raise FrameError("the sender field is not in its shortest msgpack form")
-        msg = cls(msg_type, sender[0], time, tuple(fields[3:]), reading, type(sender_field) is bytes, checksum)
+        del fields[:3]
+        msg = cls(msg_type, sender[0], time, tuple(fields), reading, type(sender_field) is bytes, checksum)
         if code is None and len(body) >= _compression.MIN_COMPRESSED_SIZE:
             # The peer would have compressed it with this method, had that
             # made it smaller (see _compression.compress).
@@ -321,6 +335,13 @@ class WireMessage:
         compressed with C{code} (L{None}: not compressed).  Made once per
         form and code, then reused for every peer that needs the same.
         """
+        body = self._body
+        if sender_is_bin == self.sender_is_bin and (code is None or len(body) < _compression.MIN_COMPRESSED_SIZE):
+            # The body as it is: what most peers get.
+            frame = self._frame
+            if frame is None:
+                frame = self._frame = _HEADER.pack(len(body)) + body
+            return frame
         frames = self._frames
         if frames is None:
             frames = self._frames = {}

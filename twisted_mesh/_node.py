@@ -287,8 +287,8 @@ class MeshNode:
         self.out_addrs: dict[str, Address] = {}
         self.max_outgoing = max_outgoing
         self.routing_table: dict[str, Link] = {}
-        # The links of the routing table, for the relay to go through.
-        self._peers: tuple[Link, ...] = ()
+        # The routing table as it is, for the relay to go through.
+        self._peers: tuple[tuple[str, Link], ...] = ()
         self.dialer: Dialer | None = None
         self.peer_lost: Callable[[Link], None] | None = None
         self.event_source: object = self
@@ -348,7 +348,7 @@ class MeshNode:
                 return False
         was_empty = not self.routing_table
         self.routing_table[peer_id] = link
-        self._peers = tuple(self.routing_table.values())
+        self._peers = tuple(self.routing_table.items())
         if link.peer_addr is not None:
             known = (link.peer_addr, link.encryption)
             self.known_addresses.pop(known, None)
@@ -397,7 +397,7 @@ class MeshNode:
             self.link_drained(link)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
-            self._peers = tuple(self.routing_table.values())
+            self._peers = tuple(self.routing_table.items())
             if self.peer_lost is not None:
                 self.peer_lost(link)
             if not self.routing_table:
@@ -427,7 +427,7 @@ class MeshNode:
                 return
             origin = self.routing_table.get(msg.sender)
             relayed = 0
-            for peer in self._peers:
+            for _, peer in self._peers:
                 if peer is not link and peer is not origin:
                     peer.send(msg)
                     relayed += 1
@@ -644,7 +644,7 @@ class MeshNode:
 
     def _send_to_all(self, msg: WireMessage) -> SendResult:
         result = SendResult()
-        for peer_id, link in list(self.routing_table.items()):
+        for peer_id, link in self._peers:
             refused = link.send(msg)
             if refused is None:
                 result.queued.append(peer_id)

@@ -99,9 +99,7 @@ class TLSOptions:
     def server_options(self) -> Any:
         """The context factory a TLS listener uses."""
         if self.authority is None:
-            self._log.info(
-                "TLS in self-signed mode: links are encrypted, but no peer is authenticated"
-            )
+            self._log.info("TLS in self-signed mode: links are encrypted, but no peer is authenticated")
             return self.certificate.options()
         return ssl.CertificateOptions(
             privateKey=self.certificate.privateKey.original,
