@@ -422,7 +422,9 @@ class MeshNode:
                 self.stats.dropped["expired"] += 1
                 self._log.debug("dropped a broadcast older than {lifetime} s", lifetime=MESSAGE_LIFETIME)
                 return
-            if not self.seen.add(msg.key, msg.time, now):
+            # The node's own broadcasts come back by other paths: they are
+            # known by their sender, not kept in the seen-set.
+            if msg.sender == self.id or not self.seen.add(msg.key, msg.time, now):
                 self.stats.dropped["duplicate"] += 1
                 return
             origin = self.routing_table.get(msg.sender)
@@ -637,9 +639,7 @@ class MeshNode:
         return self._send_to_all(WireMessage.create(flag, self.id, self.now(), (type, *packets)))
 
     def _broadcast_new(self, payload: tuple[Any, ...]) -> SendResult:
-        now = self.clock.seconds()
-        msg = WireMessage.create(flags.broadcast, self.id, int(now), payload)
-        self.seen.add(msg.key, msg.time, now)
+        msg = WireMessage.create(flags.broadcast, self.id, self.now(), payload)
         return self._send_to_all(msg)
 
     def _send_to_all(self, msg: WireMessage) -> SendResult:
