@@ -46,10 +46,14 @@ class FakeLink:
         self.encryption = encryption
         self.sent: list[WireMessage] = []
         self.closes: list[str] = []
+        #: Why the link refuses to send, if it does.
+        self.refusal: str | None = None
 
-    def send(self, msg: WireMessage) -> None:
-        """Record C{msg}."""
-        self.sent.append(msg)
+    def send(self, msg: WireMessage) -> str | None:
+        """Record C{msg}, unless the link refuses it."""
+        if self.refusal is None:
+            self.sent.append(msg)
+        return self.refusal
 
     def close(self, reason: str, *, error: bool = True) -> None:
         """Record that the node closed this link."""
@@ -149,6 +153,16 @@ def test_relay_skips_the_arrival_link_and_the_originator() -> None:
     assert c.take() == [msg] and d.take() == [msg]
     assert origin.take() == [] and via.take() == []
     assert [m.packets for m in node.recv(10)] == [(flags.broadcast, "hello")]  # type: ignore[union-attr]
+
+
+def test_relayed_counts_the_frames_written() -> None:
+    """C{stats.relayed} counts the peers a broadcast was written to, not those whose link refused it."""
+    node, _, _ = make_node()
+    a, b, c = (add_link(node) for _ in range(3))
+    c.refusal = "the connection is closing"
+    node.message_received(a, broadcast(new_node_id(MESH), "hello"))
+    assert len(b.take()) == 1 and c.take() == []
+    assert node.stats.relayed == 1
 
 
 def test_relay_from_an_unknown_originator() -> None:

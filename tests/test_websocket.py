@@ -58,6 +58,7 @@ from twisted.web.server import Site
 
 from twisted_mesh import Protocol, flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
+from twisted_mesh._endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string
 from twisted_mesh._node import MeshNode
 from twisted_mesh.websocket import (
     WebSocketClientEndpoint,
@@ -532,6 +533,28 @@ async def test_endpoint_strings(ports: list[IListeningPort]) -> None:
     assert isinstance(proto, Framed)
     proto.sendString(b"from a string")
     assert await within((await within(factory.built.get())).strings.get()) == b"from a string"
+
+
+@pytest_twisted.ensureDeferred
+async def test_endpoint_strings_take_the_frame_limit(ports: list[IListeningPort]) -> None:
+    """
+    A node makes its C{ws:} endpoint strings accept messages as large as its
+    frames may be (and some slack), not the default size.
+    """
+    if not _plugins_found():
+        pytest.skip("the twisted/plugins of the checkout are not found: pip install . or set PYTHONPATH")
+    cap = 1024 + WEBSOCKET_SLACK
+    client = client_from_string(reactor, "ws:host=127.0.0.1:port=1", 1024)
+    assert isinstance(client, WebSocketClientEndpoint) and client.max_message_size == cap
+    assert isinstance(server_from_string(reactor, "tcp:0", 1024), TCP4ServerEndpoint)
+    server = server_from_string(reactor, "ws:0:interface=127.0.0.1", 1024)
+    assert isinstance(server, WebSocketServerEndpoint) and server.max_message_size == cap
+    near, far = await pair(ports, server=server)
+    near.sendString(b"x" * (cap - 4))
+    assert await within(far.strings.get()) == b"x" * (cap - 4)
+    near.sendString(b"x" * (cap - 3))
+    await within(far.lost)
+    assert not far.strings.pending
 
 
 # -- the mesh protocol -----------------------------------------------------------------

@@ -15,6 +15,8 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ClientEndpoint,
     TCP6ServerEndpoint,
+    clientFromString,
+    serverFromString,
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
@@ -45,6 +47,28 @@ def encryption_of(description: str, default: str) -> str:
     C{'ws'} for C{ws:}...; C{default} for a prefix that names none.
     """
     return _TRANSPORT_OF_PREFIX.get(description.split(":", 1)[0].lower(), default)
+
+
+def server_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamServerEndpoint:
+    """
+    The endpoint of a server endpoint string; a WebSocket one (C{ws:},
+    C{wss:}) accepts messages as large as frames of C{max_frame_size}.
+    """
+    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+    if isinstance(endpoint, WebSocketServerEndpoint):
+        endpoint.max_message_size = max_frame_size + WEBSOCKET_SLACK
+    return endpoint
+
+
+def client_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamClientEndpoint:
+    """
+    The endpoint of a client endpoint string; a WebSocket one (C{ws:},
+    C{wss:}) accepts messages as large as frames of C{max_frame_size}.
+    """
+    endpoint: IStreamClientEndpoint = clientFromString(reactor, description)
+    if isinstance(endpoint, WebSocketClientEndpoint):
+        endpoint.max_message_size = max_frame_size + WEBSOCKET_SLACK
+    return endpoint
 
 
 def _is_ipv6(host: str) -> bool:

@@ -430,8 +430,7 @@ class MeshNode:
             origin = self.routing_table.get(msg.sender)
             relayed = 0
             for _, peer in self._peers:
-                if peer is not link and peer is not origin:
-                    peer.send(msg)
+                if peer is not link and peer is not origin and peer.send(msg) is None:
                     relayed += 1
             self.stats.relayed += relayed
         payload = msg.payload

@@ -13,14 +13,16 @@ if TYPE_CHECKING:
 
 class Message:
     """
-    A broadcast or whisper this node received.
+    A message this node received for its user: a broadcast or a whisper,
+    most often.
 
     :ivar packets: the payload, sub-flag first: a broadcast of
         C{send("this is", "a test")} arrives as C{(0, "this is", "a test")}.
     :ivar sender: the node ID of the node that sent it.
     :ivar id: the message ID: 32 bytes, the same on every node.
     :ivar time: the UTC second the sender stamped it with.
-    :ivar msg_type: its main flag (L{flags.broadcast} or L{flags.whisper}).
+    :ivar msg_type: its main flag (most often L{flags.broadcast} or
+        L{flags.whisper}).
     """
 
     __slots__ = ("packets", "sender", "id", "time", "msg_type", "_node")

@@ -11,7 +11,6 @@ from typing import Any, Union
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
-from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
@@ -24,7 +23,15 @@ from twisted.python.failure import Failure
 
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
-from twisted_mesh._endpoints import Address, client_endpoint, encryption_of, outward_address, server_endpoint
+from twisted_mesh._endpoints import (
+    Address,
+    client_endpoint,
+    client_from_string,
+    encryption_of,
+    outward_address,
+    server_endpoint,
+    server_from_string,
+)
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._node import DEFAULT_LIMITS, Handler, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
@@ -61,7 +68,7 @@ class MeshService(Service):
 
     The transport is part of the protocol ID, so each transport is a network
     of its own.  An endpoint string's prefix names its transport (C{tcp:},
-    C{tcp6:} and C{unix:} are C{'Plaintext'}, C{ssl:} is C{'SSL'}, C{ws:}
+    C{tcp6:} and C{unix:} are C{'Plaintext'}, C{ssl:} and C{tls:} are C{'SSL'}, C{ws:}
     and C{wss:} are WebSocket); ports, pairs and endpoint objects use the
     main transport, C{protocol.encryption}.  A node that listens on several
     transports joins each one's network and relays broadcasts between them:
@@ -75,7 +82,8 @@ class MeshService(Service):
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param out_addr: the address peers should dial; by default, that of the
-        first listener (a wildcard interface gives the LAN address).
+        first listener of the main transport, else of the first listener (a
+        wildcard interface gives the LAN address).
     :param max_outgoing: how many connections peer exchange may dial.
     :param limits: what the node accepts from peers and holds for them.
     :param reactor: the reactor to use; by default the global one.
@@ -359,7 +367,7 @@ class MeshService(Service):
     def _server_endpoint(self, address: ListenAddress) -> tuple[IStreamServerEndpoint, str]:
         main = self.protocol.encryption
         if isinstance(address, str):
-            endpoint: IStreamServerEndpoint = serverFromString(self._reactor, address)
+            endpoint = server_from_string(self._reactor, address, self.limits.max_frame_size)
             return endpoint, encryption_of(address, main)
         if isinstance(address, int):
             address = ("", address)
@@ -371,8 +379,8 @@ class MeshService(Service):
 
     def _client_endpoint(self, address: DialAddress, encryption: str) -> tuple[IStreamClientEndpoint, str]:
         if isinstance(address, str):
-            endpoint: IStreamClientEndpoint = clientFromString(self._reactor, address)
-            return endpoint, encryption_of(address, encryption)
+            dialler = client_from_string(self._reactor, address, self.limits.max_frame_size)
+            return dialler, encryption_of(address, encryption)
         if isinstance(address, tuple):
             tls = self.tls if encryption in ("SSL", "wss") else None
             transport = Protocol(self.protocol.subnet, encryption)

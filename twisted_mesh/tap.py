@@ -60,9 +60,16 @@ class Options(usage.Options):
             None,
             None,
             "PEM certificate of the authority that signs every node's certificate: verify peers with it "
-            "(needs --tls-cert). Without it, SSL/wss links use a self-signed certificate and verify nobody.",
+            "(needs --tls-cert). Without it, SSL/wss links verify nobody, and use --tls-cert or a self-signed "
+            "certificate.",
         ],
-        ["web", None, None, "Serve /status, /metrics and a status page over HTTP on this port (or endpoint string)."],
+        [
+            "web",
+            None,
+            None,
+            "Serve a status page, /status, /metrics, the browser client and the mesh over WebSocket on this port "
+            "(or endpoint string; ssl: for https and wss).",
+        ],
     ]
     optFlags = [["verbose", "v", "Also log each message this node receives, with its packets."]]
 

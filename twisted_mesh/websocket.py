@@ -395,6 +395,7 @@ class WebSocketServerEndpoint:
         to check C{Origin} headers, and every origin is allowed.
     :param max_message_size: the largest message accepted, in bytes; a
         larger one closes the connection.
+    :ivar max_message_size: the same, for the connections made from now on.
     """
 
     def __init__(
@@ -408,7 +409,7 @@ class WebSocketServerEndpoint:
         self._inner = inner
         self._reactor = reactor
         self._url = url
-        self._max_message_size = max_message_size
+        self.max_message_size = max_message_size
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
@@ -419,7 +420,7 @@ class WebSocketServerEndpoint:
             port.
         """
         factory = websocket_server_factory(
-            protocolFactory, reactor=self._reactor, url=self._url, max_message_size=self._max_message_size
+            protocolFactory, reactor=self._reactor, url=self._url, max_message_size=self.max_message_size
         )
         return self._inner.listen(factory)
 
@@ -437,6 +438,7 @@ class WebSocketClientEndpoint:
         global one.
     :param max_message_size: the largest message accepted, in bytes; a
         larger one closes the connection.
+    :ivar max_message_size: the same, for the connections made from now on.
     """
 
     def __init__(
@@ -450,7 +452,7 @@ class WebSocketClientEndpoint:
         self._inner = inner
         self._url = url
         self._reactor = reactor
-        self._max_message_size = max_message_size
+        self.max_message_size = max_message_size
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """
@@ -466,7 +468,7 @@ class WebSocketClientEndpoint:
             the protocol raises in C{connectionMade}.  Cancelling it drops
             the connection.
         """
-        factory = _ClientFactory(protocolFactory, self._url, self._reactor, self._max_message_size)
+        factory = _ClientFactory(protocolFactory, self._url, self._reactor, self.max_message_size)
         connecting: Deferred[Any] = self._inner.connect(factory)
         return connecting.addCallback(lambda _: factory._ready)
 
