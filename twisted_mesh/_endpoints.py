@@ -6,7 +6,7 @@ the addresses peers are told to dial.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import (
@@ -49,15 +49,23 @@ def encryption_of(description: str, default: str) -> str:
     return _TRANSPORT_OF_PREFIX.get(description.split(":", 1)[0].lower(), default)
 
 
+_Endpoint = TypeVar("_Endpoint", IStreamServerEndpoint, IStreamClientEndpoint)
+
+
+def _fitted(endpoint: _Endpoint, max_frame_size: int) -> _Endpoint:
+    """C{endpoint}; if it is a WebSocket one, taking messages as large as frames of C{max_frame_size}."""
+    if isinstance(endpoint, (WebSocketServerEndpoint, WebSocketClientEndpoint)):
+        endpoint.max_message_size = max_frame_size + WEBSOCKET_SLACK
+    return endpoint
+
+
 def server_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamServerEndpoint:
     """
     The endpoint of a server endpoint string; a WebSocket one (C{ws:},
     C{wss:}) accepts messages as large as frames of C{max_frame_size}.
     """
     endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
-    if isinstance(endpoint, WebSocketServerEndpoint):
-        endpoint.max_message_size = max_frame_size + WEBSOCKET_SLACK
-    return endpoint
+    return _fitted(endpoint, max_frame_size)
 
 
 def client_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamClientEndpoint:
@@ -66,9 +74,7 @@ def client_from_string(reactor: Any, description: str, max_frame_size: int = MAX
     C{wss:}) accepts messages as large as frames of C{max_frame_size}.
     """
     endpoint: IStreamClientEndpoint = clientFromString(reactor, description)
-    if isinstance(endpoint, WebSocketClientEndpoint):
-        endpoint.max_message_size = max_frame_size + WEBSOCKET_SLACK
-    return endpoint
+    return _fitted(endpoint, max_frame_size)
 
 
 def _is_ipv6(host: str) -> bool:
