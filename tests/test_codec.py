@@ -40,10 +40,19 @@ from twisted_mesh._frames import (
     FrameReader,
     FrameTooLarge,
     WireMessage,
+    _sender_forms,
     pack,
     unpack,
 )
-from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id, protocol_id
+from twisted_mesh._ids import (
+    MAX_ID_LENGTH,
+    Protocol,
+    b58decode_int,
+    b58encode_int,
+    id_text,
+    new_node_id,
+    protocol_id,
+)
 
 
 def inflate(codes: Any, data: bytes, limit: int) -> list[bytes]:
@@ -333,11 +342,20 @@ def test_id_text_reads_either_form(value: bytes | str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [b"", "", b"\xff", b"abc\x80", "é".encode(), None, 5, 1.5, True, ["abc"], bytearray(b"abc"), {"a": 1}]
+    "value",
+    [
+        *(b"", "", b"\xff", b"abc\x80", "é".encode(), None, 5, 1.5, True, ["abc"], bytearray(b"abc"), {"a": 1}),
+        *(b"a" * (MAX_ID_LENGTH + 1), "a" * (MAX_ID_LENGTH + 1)),
+    ],
 )
 def test_id_text_rejects(value: object) -> None:
-    """Empty IDs, non-ASCII bin and anything but bin or str are not IDs."""
+    """Empty or overlong IDs, non-ASCII bin and anything but bin or str are not IDs."""
     assert id_text(value) is None
+
+
+def test_id_text_takes_the_longest_id() -> None:
+    """An ID of L{MAX_ID_LENGTH} characters is read, in either form."""
+    assert id_text(b"a" * MAX_ID_LENGTH) == id_text("a" * MAX_ID_LENGTH) == "a" * MAX_ID_LENGTH
 
 
 # --- flags -------------------------------------------------------------------------------
@@ -501,11 +519,11 @@ def test_translation_gives_the_other_vector(source: Vector, target: Vector) -> N
     assert made.frame(not source.sender_is_bin, None) == target.frame
 
 
-@pytest.mark.parametrize("length", [1, 31, 32, 66, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("length", [1, 31, 32, 66, MAX_ID_LENGTH])
 def test_translation_any_sender_length(length: int) -> None:
     """
-    Senders of every msgpack size class (fixstr vs bin8, str8/bin8,
-    str16/bin16, str32/bin32) translate both ways and keep one key.
+    Senders of every msgpack size class an ID can have (fixstr vs bin8,
+    str8/bin8) translate both ways and keep one key.
     """
     sender = ("123456789ABCDEFGH" * (length // 17 + 1))[:length]
     as_bin = WireMessage.create(0, sender, TIME, (0, "p"), True)
@@ -518,6 +536,18 @@ def test_translation_any_sender_length(length: int) -> None:
         assert received.sender == sender
         assert received.sender_is_bin is form
         assert received.key == as_bin.key
+
+
+@pytest.mark.parametrize("form", [True, False])
+@pytest.mark.parametrize("length", [MAX_ID_LENGTH + 1, 256, 65536])
+def test_sender_longer_than_an_id_is_refused(form: bool, length: int) -> None:
+    """A sender field longer than any ID is refused, and not kept in the sender cache."""
+    sender = ("123456789ABCDEFGH" * (length // 17 + 1))[:length]
+    frame = WireMessage.create(0, sender, TIME, (0, "p"), form).frame(form, None)
+    cached = _sender_forms.cache_info().currsize
+    with pytest.raises(FrameError, match="base58 node ID"):
+        WireMessage.from_body(frame[4:], [])
+    assert _sender_forms.cache_info().currsize == cached
 
 
 def test_relay_keeps_the_bytes_as_they_arrived() -> None:

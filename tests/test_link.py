@@ -548,7 +548,10 @@ def test_malformed_renegotiate_compression_closes() -> None:
 
 
 def test_renegotiate_resend_writes_the_last_message_again() -> None:
-    """[resend] writes the last message sent again."""
+    """
+    [resend] writes the last message sent again, once: asking again, even
+    many times in one read, writes nothing more until another message is sent.
+    """
     side = connected(codes=[])
     peer_id = side.proto.peer_id
     assert peer_id is not None
@@ -557,10 +560,16 @@ def test_renegotiate_resend_writes_the_last_message_again() -> None:
     side.proto.send(first)
     side.proto.send(last)
     side.transport.clear()
-    side.feed(renegotiate(peer_id, flags.resend))
+    resend = renegotiate(peer_id, flags.resend).frame(True, None)
+    side.proto.dataReceived(resend * 100)
     assert side.bodies() == [last.body_in(True)]
-    side.feed(renegotiate(peer_id, flags.resend))
-    assert side.bodies() == [last.body_in(True)]
+    side.proto.dataReceived(resend)
+    assert side.bodies() == []
+    side.proto.send(first)
+    side.transport.clear()
+    side.proto.dataReceived(resend * 2)
+    assert side.bodies() == [first.body_in(True)]
+    assert not side.closed
 
 
 def test_renegotiate_resend_with_nothing_sent_is_ignored() -> None:

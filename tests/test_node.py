@@ -19,7 +19,14 @@ from twisted.python.failure import Failure
 from twisted_mesh import _node, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, new_node_id
-from twisted_mesh._node import MESSAGE_LIFETIME, Address, MeshNode
+from twisted_mesh._node import (
+    MAX_HOST_LENGTH,
+    MESSAGE_LIFETIME,
+    PEERS_ANSWER_INTERVAL,
+    Address,
+    MeshNode,
+    parse_address,
+)
 from twisted_mesh.message import Message
 
 MESH = Protocol("mesh", "Plaintext")
@@ -48,6 +55,7 @@ class FakeLink:
         self.closes: list[str] = []
         #: Why the link refuses to send, if it does.
         self.refusal: str | None = None
+        self.closing = False
 
     def send(self, msg: WireMessage) -> str | None:
         """Record C{msg}, unless the link refuses it."""
@@ -58,6 +66,7 @@ class FakeLink:
     def close(self, reason: str, *, error: bool = True) -> None:
         """Record that the node closed this link."""
         self.closes.append(reason)
+        self.closing = True
 
     def take(self) -> list[WireMessage]:
         """What was sent since the last call."""
@@ -197,6 +206,20 @@ def test_old_broadcast_is_dropped() -> None:
     node.message_received(a, broadcast(new_node_id(MESH), "old", time=START - MESSAGE_LIFETIME - 1))
     assert b.take() == [] and not node.queue and len(node.seen) == 0
     node.message_received(a, broadcast(new_node_id(MESH), "just in time", time=START - MESSAGE_LIFETIME))
+    assert len(b.take()) == 1 and len(node.queue) == 1
+
+
+def test_broadcast_from_the_future_is_dropped() -> None:
+    """
+    A broadcast stamped more than MESSAGE_LIFETIME ahead is neither relayed,
+    delivered nor kept in the seen-set (it would stay there that much longer).
+    """
+    node, _, _ = make_node()
+    a, b = add_link(node), add_link(node)
+    node.message_received(a, broadcast(new_node_id(MESH), "ahead", time=START + MESSAGE_LIFETIME + 1))
+    assert b.take() == [] and not node.queue and len(node.seen) == 0
+    assert node.stats.dropped["expired"] == 1
+    node.message_received(a, broadcast(new_node_id(MESH), "a little ahead", time=START + MESSAGE_LIFETIME))
     assert len(b.take()) == 1 and len(node.queue) == 1
 
 
@@ -687,6 +710,52 @@ def test_request_for_peers_is_answered(star: str | bytes) -> None:
     assert b.take() == [] and not node.queue
 
 
+def test_requests_for_peers_are_answered_once_a_second() -> None:
+    """A link's requests for peers get one answer a second, however many come."""
+    node, clock, _ = make_node()
+    a = add_link(node)
+    add_link(node)
+    assert a.peer_id is not None
+    for _ in range(50):
+        node.message_received(a, arriving(flags.whisper, a.peer_id, (flags.request, b"*")))
+    assert [m.payload[0] for m in a.take()] == [flags.peers]
+    clock.advance(PEERS_ANSWER_INTERVAL)
+    node.message_received(a, arriving(flags.whisper, a.peer_id, (flags.request, b"*")))
+    assert [m.payload[0] for m in a.take()] == [flags.peers]
+
+
+@pytest.mark.parametrize("host", ["h" * (MAX_HOST_LENGTH + 1), b"h" * (MAX_HOST_LENGTH + 1), "", b""])
+def test_parse_address_refuses_bad_hosts(host: str | bytes) -> None:
+    """A host that is empty or longer than any DNS name is not an address."""
+    assert parse_address([host, 4444]) is None
+
+
+def test_parse_address_takes_the_longest_host() -> None:
+    """A host of MAX_HOST_LENGTH characters, as str or bin, is read."""
+    host = "h" * MAX_HOST_LENGTH
+    assert parse_address([host, 4444]) == parse_address([host.encode(), 4444]) == (host, 4444)
+
+
+def test_dialer_that_raises_fails_the_dial() -> None:
+    """
+    A dialer that raises at once (an address its endpoint refuses) fails the
+    dial's Deferred; the address is not left marked as being dialled.
+    """
+    node, _, _ = make_node()
+
+    def refusing(host: str, port: int, encryption: str) -> Deferred[str]:
+        raise ValueError(f"bad host {host!r}")
+
+    node.dialer = refusing
+    failures: list[Failure] = []
+    d = node.dial(("a#b", 4444))
+    assert d is not None
+    d.addErrback(failures.append)
+    assert failures and failures[0].check(ValueError)
+    assert node.outgoing_count() == 0
+    assert node.dial(("a#b", 4444)) is not None
+
+
 # -- connection conflicts ----------------------------------------------------
 
 LOW = b58encode_int(10**100)
@@ -751,6 +820,24 @@ def test_conflict_same_direction_keeps_the_first() -> None:
     node.link_ready(first)
     assert not node.link_ready(second)
     assert node.routing_table == {LOW: first} and second.closes and not first.closes
+
+
+def test_a_closing_link_makes_way_for_a_new_one() -> None:
+    """
+    A peer that connects again while its old link is still closing (a TLS or
+    WebSocket closing handshake) gets the new link; the old one, once gone,
+    does not take the peer out of the routing table.
+    """
+    node, _, _ = make_node(node_id=HIGH)
+    lost: list[object] = []
+    node.peer_lost = lost.append
+    old, new = FakeLink(LOW, outgoing=True), FakeLink(LOW, outgoing=True)
+    node.link_ready(old)
+    old.close("going")
+    assert node.link_ready(new)
+    assert node.routing_table == {LOW: new} and not new.closes
+    node.link_lost(old)
+    assert node.routing_table == {LOW: new} and not lost
 
 
 # -- replies -------------------------------------------------------------------

@@ -127,6 +127,11 @@ class MeshProtocol(Protocol):
         peer = self.transport.getPeer() if self.transport is not None else None
         return f"<MeshProtocol {self.peer_id or '?'} at {peer}>"
 
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is closing (or closed)."""
+        return self._closing
+
     def remote_address(self) -> object:
         """The address of the other end of the connection."""
         return self._transport.getPeer()
@@ -419,8 +424,11 @@ class MeshProtocol(Protocol):
                 agreed = [code for code in _compression.SUPPORTED if code in codes]
                 self._renegotiate(flags.compression, agreed)
         elif len(payload) == 1 and payload[0] == flags.resend:
-            if self._last_sent is not None:
-                self.send(self._last_sent)
+            # Once per message sent: asking again gets nothing more.
+            last = self._last_sent
+            if last is not None:
+                self.send(last)
+                self._last_sent = None
         else:
             self._log.debug("ignored a renegotiate message {payload!r}", payload=payload)
 

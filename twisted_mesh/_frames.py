@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from twisted_mesh import _compression
-from twisted_mesh._ids import id_text, is_base58
+from twisted_mesh._ids import MAX_ID_LENGTH, id_text, is_base58
 from twisted_mesh.limits import Limits
 
 _HEADER = Struct(">I")
@@ -292,7 +292,9 @@ class WireMessage:
             raise FrameError(f"bad message type {msg_type!r}")
         if type(time) is not int:
             raise FrameError("bad time field")
-        sender = _sender_forms(sender_field) if type(sender_field) in _ID_TYPES else None
+        # (Checked for length first: the cache keeps what it is given.)
+        is_id = type(sender_field) in _ID_TYPES and len(sender_field) <= MAX_ID_LENGTH
+        sender = _sender_forms(sender_field) if is_id else None
         if sender is None:
             raise FrameError("the sender must be a base58 node ID")
         # The relay rewrites the sender field in place, and the seen-set keys

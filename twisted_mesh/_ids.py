@@ -106,17 +106,24 @@ def new_node_id(protocol: Protocol) -> str:
     return b58encode_int(int.from_bytes(digest, "big"))
 
 
+#: The longest ID read from the wire.  Node IDs (base58 of a SHA-384) have
+#: at most 66 digits, protocol and request IDs (SHA-256) 44; a longer one is
+#: refused before anything is done with it.
+MAX_ID_LENGTH = 128
+
+
 def id_text(value: object) -> str | None:
     """
     Read an ID field from the wire in either form, bin or str.
 
     :return: the ID as text, or L{None} when C{value} is neither a non-empty
-        ASCII C{bytes} nor a non-empty ASCII C{str}.
+        ASCII C{bytes} nor a non-empty ASCII C{str} of at most
+        L{MAX_ID_LENGTH} characters.
     """
     if isinstance(value, bytes):
-        if not value or not value.isascii():
+        if not value or len(value) > MAX_ID_LENGTH or not value.isascii():
             return None
         return value.decode("ascii")
-    if isinstance(value, str) and value and value.isascii():
+    if isinstance(value, str) and value and len(value) <= MAX_ID_LENGTH and value.isascii():
         return value
     return None

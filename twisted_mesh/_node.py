@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from typing import Protocol as Interface
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +39,12 @@ LIMIT_LOG_INTERVAL = 10.0
 
 #: How many addresses of past peers a node keeps, to re-dial when alone.
 MAX_KNOWN_ADDRESSES = 16
+
+#: The longest host name an address may have (the longest DNS name).
+MAX_HOST_LENGTH = 253
+
+#: The least seconds between two answers to one peer's requests for peers.
+PEERS_ANSWER_INTERVAL = 1.0
 
 Address = tuple[str, int]
 Handler = Callable[[Message, "Link"], Any]
@@ -62,6 +68,10 @@ class Link(Interface):
     outgoing: bool
     ids_as_bin: bool
     encryption: str
+
+    @property
+    def closing(self) -> bool:
+        """Whether the link is closing: it is no longer the peer's link."""
 
     def send(self, msg: WireMessage) -> str | None:
         """
@@ -227,14 +237,17 @@ def parse_address(value: object) -> Address | None:
     """
     Read an address field, C{[host, port]}, from the wire.
 
-    :return: the address, or L{None} when it has the wrong shape.
+    :return: the address, or L{None} when it has the wrong shape, or a host
+        longer than L{MAX_HOST_LENGTH}.
     """
     if not isinstance(value, list) or len(value) != 2:
         return None
     host, port = value
-    if isinstance(host, bytes):
+    if isinstance(host, bytes) and len(host) <= MAX_HOST_LENGTH:
         host = host.decode("ascii", "replace")
-    if not isinstance(host, str) or not host or type(port) is not int or not 0 < port < 65536:
+    if not isinstance(host, str) or not 0 < len(host) <= MAX_HOST_LENGTH:
+        return None
+    if type(port) is not int or not 0 < port < 65536:
         return None
     return host, port
 
@@ -309,6 +322,8 @@ class MeshNode:
         self._dialing: dict[Address, str | None] = {}
         self._congested: set[Link] = set()
         self._limit_logged: dict[str, float] = {}
+        # When each link's last request for peers was answered.
+        self._peers_answered: dict[Link, float] = {}
 
     def limit_hit(self, limit: str, text: str, **fields: Any) -> None:
         """
@@ -332,16 +347,16 @@ class MeshNode:
         """
         Enter a link whose handshake arrived into the routing table.
 
-        When the peer already has a link, the one dialled by the node with
-        the higher ID is kept (the peer applies the same rule) and the other
-        is closed.
+        When the peer already has a link (that is not closing), the one
+        dialled by the node with the higher ID is kept (the peer applies the
+        same rule) and the other is closed.
 
         :return: whether C{link} was kept.
         """
         peer_id = link.peer_id
         assert peer_id is not None
         existing = self.routing_table.get(peer_id)
-        if existing is not None and existing is not link:
+        if existing is not None and existing is not link and not existing.closing:
             keep, drop = self._resolve_conflict(existing, link)
             drop.close("a second connection to the same peer", error=False)
             if keep is existing:
@@ -395,6 +410,7 @@ class MeshNode:
         """Forget a link that closed; emit C{'disconnect'} when it was the last peer."""
         if link in self._congested:
             self.link_drained(link)
+        self._peers_answered.pop(link, None)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
             self._peers = tuple(self.routing_table.items())
@@ -418,9 +434,11 @@ class MeshNode:
         msg_type = msg.msg_type
         if msg_type == flags.broadcast:
             now = self.clock.seconds()
-            if msg.time < now - MESSAGE_LIFETIME:
+            if not now - MESSAGE_LIFETIME <= msg.time <= now + MESSAGE_LIFETIME:
+                # Too old; or stamped so far ahead that its key would be kept
+                # (and take room in the seen-set) for longer than a lifetime.
                 self.stats.dropped["expired"] += 1
-                self._log.debug("dropped a broadcast older than {lifetime} s", lifetime=MESSAGE_LIFETIME)
+                self._log.debug("dropped a broadcast stamped over {lifetime} s away", lifetime=MESSAGE_LIFETIME)
                 return
             # The node's own broadcasts come back by other paths: they are
             # known by their sender, not kept in the seen-set.
@@ -526,7 +544,8 @@ class MeshNode:
         if peer_id is not None and (peer_id in self.routing_table or peer_id in self._dialing.values()):
             return None
         self._dialing[address] = peer_id
-        d = self.dialer(*address, encryption or self.protocol.encryption)
+        # (A dialer may raise at once, on an address its endpoint refuses.)
+        d: Deferred[str] = maybeDeferred(self.dialer, *address, encryption or self.protocol.encryption)
 
         def done(result: str | Failure) -> str | Failure:
             del self._dialing[address]
@@ -574,7 +593,10 @@ class MeshNode:
     def _on_request(self, link: Link, msg: WireMessage) -> None:
         payload = msg.payload
         if len(payload) == 2 and id_text(payload[1]) == "*":
-            self._send_peers(link)
+            now = self.clock.seconds()
+            if now - self._peers_answered.get(link, -PEERS_ANSWER_INTERVAL) >= PEERS_ANSWER_INTERVAL:
+                self._peers_answered[link] = now
+                self._send_peers(link)
             return
         target = id_text(payload[2]) if len(payload) == 3 else None
         if target is None or id_text(payload[1]) is None or msg.msg_type != flags.broadcast:
