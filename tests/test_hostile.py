@@ -811,6 +811,21 @@ def _cases() -> dict[str, Case]:
         counters={"dropped.expired": 1},
         log=matches("older than"),
     )
+    c["broadcast-an-hour-ahead"] = Case(
+        message(flags.broadcast, flags.broadcast, "ahead", stamp=now() + 3600),
+        closed=False,
+        counters={"dropped.expired": 1},
+        log=matches("stamped ahead"),
+    )
+    c["broadcast-time-most-positive"] = Case(
+        message(flags.broadcast, flags.broadcast, "ahead", stamp=2**64 - 1),
+        closed=False,
+        counters={"dropped.expired": 1},
+        log=matches("stamped ahead"),
+    )
+    c["broadcast-sender-longer-than-an-id"] = Case(
+        message(flags.broadcast, flags.broadcast, "who am I", sender="2" * 200), closed=None, counted=True
+    )
     c["broadcast-non-base58-sender"] = Case(
         message(flags.broadcast, flags.broadcast, "who am I", sender="0OIl-not-base58!"), closed=None, counted=True
     )

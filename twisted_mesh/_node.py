@@ -438,7 +438,8 @@ class MeshNode:
                 # Too old; or stamped so far ahead that its key would be kept
                 # (and take room in the seen-set) for longer than a lifetime.
                 self.stats.dropped["expired"] += 1
-                self._log.debug("dropped a broadcast stamped over {lifetime} s away", lifetime=MESSAGE_LIFETIME)
+                way = "older than" if msg.time < now else "stamped ahead by more than"
+                self._log.debug("dropped a broadcast {way} {lifetime} s", way=way, lifetime=MESSAGE_LIFETIME)
                 return
             # The node's own broadcasts come back by other paths: they are
             # known by their sender, not kept in the seen-set.
