@@ -753,7 +753,10 @@ def test_dialer_that_raises_fails_the_dial() -> None:
     d.addErrback(failures.append)
     assert failures and failures[0].check(ValueError)
     assert node.outgoing_count() == 0
-    assert node.dial(("a#b", 4444)) is not None
+    again = node.dial(("a#b", 4444))
+    assert again is not None
+    again.addErrback(failures.append)
+    assert len(failures) == 2
 
 
 # -- connection conflicts ----------------------------------------------------

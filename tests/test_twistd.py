@@ -28,12 +28,12 @@ from support import wait_for, within
 from twisted.internet import defer, error, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import ProcessProtocol, Protocol, ServerFactory, connectionDone
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 
-from twisted_mesh import MeshSocket, flags
+from twisted_mesh import MeshService, MeshSocket, flags
 from twisted_mesh import Protocol as MeshProtocolId
 
 REPO = Path(__file__).resolve().parent.parent
@@ -591,6 +591,28 @@ async def test_sigterm_with_peers(launch: Launcher, mesh: Callable[..., MeshSock
     assert_exited_0(process)
 
 
+@pytest.mark.parametrize("listener", ["--listen", "--web"])
+@pytest_twisted.ensureDeferred
+async def test_a_listener_that_fails_stops_the_process(launch: Launcher, listener: str) -> None:
+    """
+    A node, or its web site, that cannot listen (the port is taken) logs
+    why and stops the process, which exits with status 1.
+    """
+    taken = reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
+    try:
+        busy = f"tcp:{taken.getHost().port}:interface=127.0.0.1"
+        args = ["--listen", busy] if listener == "--listen" else ["--listen", LOOPBACK, "--web", busy]
+        process = launch.twistd(*args)
+        code = await process.wait_for_end()
+    finally:
+        await taken.stopListening()
+    assert code == 1 and process.signal is None, f"exit code {code}, signal {process.signal}\n{process.output}"
+    assert "Address already in use" in process.stdout, process.output
+    assert "stopping, with exit status 1" in process.stdout, process.output
+    assert "Server Shut Down" in process.stdout, process.output
+    assert_clean(process)
+
+
 # --- options -----------------------------------------------------------------------------
 
 
@@ -601,6 +623,7 @@ BAD_OPTIONS = [
     (["--max-outgoing", "-1"], "--max-outgoing"),
     (["--listen", "ssl:0"], "ssl:0"),  # no certificate
     (["--tls-ca", "x.pem"], "--tls-ca needs --tls-cert"),
+    (["--tls-key", "key.pem"], "--tls-key needs --tls-cert"),
     (["--tls-cert", "missing.pem"], "missing.pem"),
     (["--out-addr", "nohost"], "nohost"),
     (["--out-addr", "host:0"], "host:0"),
@@ -664,6 +687,43 @@ async def test_connect_bootstraps_and_redials(launch: Launcher, mesh: Callable[.
     assert delays[0] <= 2.0 and delays[0] < delays[1], delays
     assert process.running
     assert_clean(process)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_endpoint_strings_without_keywords(
+    launch: Launcher, mesh: Callable[..., MeshSocket], tmp_path: Path
+) -> None:
+    """
+    C{--connect} takes endpoint strings with positional parts only
+    (C{tcp:HOST:PORT}, C{ws:HOST:PORT}, C{unix:PATH}), and dials them over
+    their transports.
+    """
+    tcp_peer = mesh()
+    ws_peer = MeshService(MESH, listen=["ws:0:interface=127.0.0.1"])
+    path = tmp_path / "peer.sock"
+    unix_peer = MeshService(MESH, listen=[f"unix:{path}"])
+    services = [ws_peer, unix_peer]
+    for service in services:
+        service.startService()
+    try:
+        (ws_port,) = await within(ws_peer.listening)
+        await within(unix_peer.listening)
+        process, node = await launch.node(
+            *("--connect", f"tcp:127.0.0.1:{tcp_peer.out_addr[1]}"),
+            *("--connect", f"ws:127.0.0.1:{ws_port.getHost().port}"),
+            *("--connect", f"unix:{path}"),
+        )
+        peers = [tcp_peer, ws_peer, unix_peer]
+        await wait_for(
+            lambda: all(node.id in peer.routing_table for peer in peers) or not process.running,
+            30,
+            "the twistd node to dial its three peers",
+        )
+        assert all(node.id in peer.routing_table for peer in peers), process.output
+        assert ws_peer.routing_table[node.id].encryption == "ws"
+        assert_clean(process)
+    finally:
+        await defer.gatherResults([service.stopService() for service in services])
 
 
 @pytest_twisted.ensureDeferred

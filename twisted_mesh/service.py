@@ -35,6 +35,7 @@ from twisted_mesh._endpoints import (
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._node import DEFAULT_LIMITS, Handler, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
+from twisted_mesh.errors import SelfConnection
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 from twisted_mesh.tls import TLSOptions
@@ -125,9 +126,16 @@ class MeshService(Service):
         self._redial_attempts = 0
         self._redial_delay = backoffPolicy(initialDelay=1.0, maxDelay=MAINTENANCE_INTERVAL, factor=2.0)
         self._bootstrap_ids: dict[int, str] = {}
+        self._bootstrap_known: dict[int, tuple[Address, str]] = {}
+        self._bootstrap_self: set[int] = set()
+        self._listener_addrs: dict[str, Address] = {}
+        self._start: object | None = None
         self._node.peer_lost = self._peer_lost
         self.listening: Deferred[list[IListeningPort]] = Deferred()
-        """Fires with the listening ports once every listener is up."""
+        """
+        Fires with the listening ports once every listener is up (a new
+        Deferred each time the service starts).
+        """
 
     # -- the node's identity -------------------------------------------------
 
@@ -232,17 +240,52 @@ class MeshService(Service):
     def startService(self) -> None:
         """Listen on every C{listen} endpoint, then dial every C{connect} one."""
         super().startService()
-        listening = [endpoint.listen(self._factory(encryption, False)) for endpoint, encryption in self._listen]
-        gatherResults(listening, consumeErrors=True).addCallbacks(self._listening, self._listen_failed)
+        if self.listening.called:
+            self.listening = Deferred()
+        # Each start has a token of its own: ports that open for a start
+        # that is over (the service stopped, or another listener failed)
+        # are closed at once.
+        start = self._start = object()
+        self._redial_attempts = 0
+        listening = []
+        for endpoint, encryption in self._listen:
+            opening = maybeDeferred(endpoint.listen, self._factory(encryption, False))
+            listening.append(opening.addCallback(self._opened, start))
+        gatherResults(listening, consumeErrors=True).addCallbacks(
+            self._listening, self._listen_failed, callbackArgs=(start,), errbackArgs=(start,)
+        )
 
-    def _listening(self, ports: list[IListeningPort]) -> None:
+    def _opened(self, port: IListeningPort, start: object) -> IListeningPort:
+        """Keep a port that opened, to close it on stop; close it now if its start is over."""
+        if start is self._start:
+            self._ports.append(port)
+        else:
+            self._close_port(port)
+        return port
+
+    def _close_port(self, port: IListeningPort) -> Deferred[Any]:
+        def failed(failure: Failure) -> None:
+            self._log.warn("could not stop listening on {port}: {error}", port=port, error=failure.getErrorMessage())
+
+        return maybeDeferred(port.stopListening).addErrback(failed)
+
+    def _listening(self, ports: list[IListeningPort], start: object) -> None:
+        if start is not self._start:
+            return
         self._ports = ports
         node = self._node
+        addresses: dict[str, Address] = {}
         for port, (_, encryption) in zip(ports, self._listen, strict=True):
             outward = outward_address(port.getHost())
             given = self._out_addr_given and encryption == node.protocol.encryption
-            if outward is not None and encryption not in node.out_addrs and not given:
+            if outward is not None and encryption not in addresses and not given:
+                addresses[encryption] = outward
+        for encryption, outward in addresses.items():
+            # Replace what this service's listeners told peers before (a
+            # restart may listen on other ports), but not what was set since.
+            if node.out_addrs.get(encryption, outward) == self._listener_addrs.get(encryption, outward):
                 node.out_addrs[encryption] = outward
+        self._listener_addrs = addresses
         if not self._out_addr_given and node.out_addrs:
             node.out_addr = node.out_addrs.get(node.protocol.encryption) or next(iter(node.out_addrs.values()))
         self._log.info(
@@ -265,30 +308,64 @@ class MeshService(Service):
         if not self.running:
             return
         node = self._node
-        targets: list[tuple[int | None, DialAddress, str | None]] = [
-            (index, address, None)
-            for index, address in enumerate(self._bootstrap)
-            if self._bootstrap_ids.get(index) not in node.routing_table
-        ]
+        dials: list[Deferred[Any]] = []
+        # The (address, transport) pairs of the peers dialled this round,
+        # so that a past peer's address does not dial a bootstrap peer twice.
+        dialled: set[tuple[Address, str]] = set()
+        for index, address in enumerate(self._bootstrap):
+            peer_id = self._bootstrap_ids.get(index)
+            if peer_id in node.routing_table or index in self._bootstrap_self:
+                continue
+            bootstrap = self._dial_bootstrap(index, address, peer_id)
+            if bootstrap is not None:
+                dials.append(bootstrap)
+                if isinstance(address, tuple):
+                    dialled.add((address, node.protocol.encryption))
+                if index in self._bootstrap_known:
+                    dialled.add(self._bootstrap_known[index])
         connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
         room = node.max_outgoing - node.outgoing_count() if node.routing_table else len(node.known_addresses)
-        lost = [known for known in node.known_addresses if known not in connected]
-        targets += [(None, address, encryption) for address, encryption in lost[-room:] if room > 0]
-        if not targets:
+        lost = [known for known in node.known_addresses if known not in connected and known not in dialled]
+        for address, encryption in lost[-room:] if room > 0 else []:
+            # The node skips its own addresses and those it is dialling already.
+            past = node.dial(address, None, encryption)
+            if past is not None:
+                dials.append(past.addErrback(self._log_dial_failure, address))
+        if not dials:
             self._redial_attempts = 0
             self._schedule_maintenance(MAINTENANCE_INTERVAL)
             return
-        dials = []
-        for index, address, encryption in targets:
-            dial = self.connect(address, encryption=encryption)
-            if index is not None:
-                dial.addCallback(self._met_bootstrap_peer, index)
-            dials.append(dial.addErrback(self._log_dial_failure, address))
         DeferredList(dials).addCallback(lambda _: self._schedule_maintenance())
+
+    def _dial_bootstrap(self, index: int, address: DialAddress, peer_id: str | None) -> Deferred[str | None] | None:
+        """
+        Dial the bootstrap peer C{address} unless it is this node's own
+        address, or it (or the peer C{peer_id}) is being dialled already.
+        """
+        node = self._node
+        if isinstance(address, tuple):
+            # The node skips its own addresses and those it is dialling already.
+            dial = node.dial(address, peer_id, node.protocol.encryption)
+            if dial is None:
+                return None
+        else:
+            dial = self.connect(address)
+        dial.addCallback(self._met_bootstrap_peer, index)
+        return dial.addErrback(self._bootstrap_dial_failed, index, address)
 
     def _met_bootstrap_peer(self, peer_id: str, index: int) -> str:
         self._bootstrap_ids[index] = peer_id
+        link = self._node.routing_table.get(peer_id)
+        if isinstance(link, MeshProtocol) and link.peer_addr is not None:
+            self._bootstrap_known[index] = (link.peer_addr, link.encryption)
         return peer_id
+
+    def _bootstrap_dial_failed(self, failure: Failure, index: int, address: DialAddress) -> None:
+        if failure.check(SelfConnection):
+            self._bootstrap_self.add(index)
+            self._log.warn("the bootstrap peer {peer} is this node: not dialling it again", peer=address)
+            return
+        self._log_dial_failure(failure, address)
 
     def _schedule_maintenance(self, delay: float | None = None) -> None:
         """
@@ -320,7 +397,14 @@ class MeshService(Service):
         self._redial_attempts = 0
         self._schedule_maintenance()
 
-    def _listen_failed(self, failure: Failure) -> None:
+    def _listen_failed(self, failure: Failure, start: object) -> None:
+        if start is not self._start:
+            return
+        # The ports that did open close, and so do those still to open.
+        self._start = None
+        for port in self._ports:
+            self._close_port(port)
+        self._ports = []
         error = failure.value.subFailure if isinstance(failure.value, FirstError) else failure
         self._log.error("could not listen: {error}", error=error.getErrorMessage())
         self.listening.errback(error)
@@ -331,6 +415,7 @@ class MeshService(Service):
     def stopService(self) -> Deferred[None]:
         """Stop listening, give up the dials under way, and close every connection."""
         super().stopService()
+        self._start = None
         if self._redial is not None:
             self._redial.cancel()
             self._redial = None

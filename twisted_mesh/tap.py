@@ -4,14 +4,19 @@ The C{twistd mesh} command: its options, and the service they make.
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from twisted_mesh._endpoints import Address
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
@@ -26,6 +31,33 @@ def _address(text: str) -> Address:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise usage.UsageError(f"{text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+#: The client endpoint-string types of Twisted itself, and C{tcp6}, which is
+#: a server type only: a peer given as C{tcp6:...} is a bad endpoint string,
+#: not a host named C{tcp6}.
+_TWISTED_CLIENT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
+
+
+def _client_types() -> frozenset[str]:
+    """The types of client endpoint strings: Twisted's and its plugins' (C{ws}, C{wss}...)."""
+    from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
+    from twisted.plugin import getPlugins
+
+    plugins = getPlugins(IStreamClientEndpointStringParserWithReactor)
+    return _TWISTED_CLIENT_TYPES | {plugin.prefix.lower() for plugin in plugins}
+
+
+def _peer(text: str, client_types: frozenset[str]) -> str | Address:
+    """
+    A C{--connect} argument: an endpoint string when it has C{key=value}
+    parts or starts with a client endpoint type (C{tcp:127.0.0.1:4444},
+    C{unix:/run/mesh.sock}); else C{HOST:PORT} or C{[IPv6]:PORT}.
+    """
+    kind, sep, _ = text.partition(":")
+    if "=" in text or (sep and kind.lower() in client_types):
+        return text
+    return _address(text)
 
 
 def _check_endpoints(parse: Callable[[Any, str], object], descriptions: list[str]) -> None:
@@ -54,7 +86,7 @@ class Options(usage.Options):
         ["out-addr", None, None, "HOST:PORT other nodes should dial (default: the listening address)."],
         ["max-outgoing", None, 4, "How many connections peer exchange may dial.", int],
         ["tls-cert", None, None, "PEM certificate (with its key, or see --tls-key) for SSL/wss links."],
-        ["tls-key", None, None, "PEM private key of --tls-cert, when it is a file of its own."],
+        ["tls-key", None, None, "PEM private key of --tls-cert, when it is a file of its own (needs --tls-cert)."],
         [
             "tls-ca",
             None,
@@ -102,11 +134,14 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--web {web}: a port must be between 0 and 65535")
             self["web"] = f"tcp:{web}"
         _check_endpoints(serverFromString, [*self["listen"], *([self["web"]] if web is not None else [])])
-        # An endpoint string for a client always has "key=value" parts.
-        self["connect"] = [peer if "=" in peer else _address(peer) for peer in self["connect"]]
+        if self["connect"]:
+            client_types = _client_types()
+            self["connect"] = [_peer(peer, client_types) for peer in self["connect"]]
         _check_endpoints(clientFromString, [peer for peer in self["connect"] if isinstance(peer, str)])
         if self["tls-ca"] and not self["tls-cert"]:
             raise usage.UsageError("--tls-ca needs --tls-cert: this node's certificate, signed by that authority")
+        if self["tls-key"] and not self["tls-cert"]:
+            raise usage.UsageError("--tls-key needs --tls-cert: the certificate of that key")
         self["tls"] = None
         if self["tls-cert"] or self["tls-ca"]:
             try:
@@ -120,12 +155,17 @@ class Options(usage.Options):
 class _NodeProcess(MultiService):
     """
     The services of a C{twistd mesh} process.  SIGTERM and SIGINT stop it as
-    a clean exit (status 0), and a node that cannot listen stops it.
+    a clean exit (status 0).  When the node or its web site cannot listen,
+    the process stops once its reactor runs and exits with status 1 (after
+    twistd's own shutdown, as the last thing the process does).
     """
+
+    _log = Logger()
 
     def __init__(self, node: MeshService) -> None:
         super().__init__()
         self._node = node
+        self._failed = False
         node.setServiceParent(self)
 
     def startService(self) -> None:
@@ -141,7 +181,37 @@ class _NodeProcess(MultiService):
                 signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
 
         reactor.callWhenRunning(stop_on_signals)
-        self._node.listening.addErrback(lambda _: reactor.stop())
+        # twistd starts the services before it runs the reactor, so a
+        # listener that fails at once fails before the reactor can stop.
+        for service in self:
+            if isinstance(service, (MeshService, WebService)):
+                service.listening.addErrback(self._could_not_listen, reactor)
+
+    def _could_not_listen(self, failure: Failure, reactor: Any) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self._log.critical("cannot run without every listener: stopping, with exit status 1")
+        atexit.register(_exit_failed)
+        reactor.callWhenRunning(_stop, reactor)
+
+
+def _stop(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # stopping already
+
+
+def _exit_failed() -> None:
+    """End the process with status 1: twistd itself always ends with 0."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+    os._exit(1)
 
 
 def makeService(options: Options) -> MultiService:

@@ -6,6 +6,7 @@ format (C{/metrics}).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 
 from twisted.web.resource import Resource
@@ -33,11 +34,23 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _number(value: float) -> str:
+    """A sample's value in full: an integer's digits, a float's shortest exact form."""
+    if isinstance(value, int):
+        return str(int(value))  # (a bool as 0 or 1)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
 def _family(name: str, kind: str, text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> list[str]:
     lines = [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         label_text = ",".join(f'{key}="{_escape(item)}"' for key, item in labels.items())
-        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+        number = _number(value)
+        lines.append(f"{name}{{{label_text}}} {number}" if label_text else f"{name} {number}")
     return lines
 
 
