@@ -56,6 +56,8 @@ class FakeLink:
         #: Why the link refuses to send, if it does.
         self.refusal: str | None = None
         self.closing = False
+        #: The port the dialling end connected from, as both ends see it.
+        self.port: int | None = None
 
     def send(self, msg: WireMessage) -> str | None:
         """Record C{msg}, unless the link refuses it."""
@@ -67,6 +69,10 @@ class FakeLink:
         """Record that the node closed this link."""
         self.closes.append(reason)
         self.closing = True
+
+    def dialler_port(self) -> int | None:
+        """The port the test gave the connection."""
+        return self.port
 
     def take(self) -> list[WireMessage]:
         """What was sent since the last call."""
@@ -816,8 +822,29 @@ def test_conflict_both_sides_agree() -> None:
     assert low_1.closes and high_1.closes and not low_2.closes and not high_2.closes
 
 
+@pytest.mark.parametrize("lower_first", [True, False])
+def test_conflict_same_direction_both_ends_agree(lower_first: bool) -> None:
+    """
+    Two links dialled by one end, which the two ends see in either order:
+    both keep the one from the lower port, and close the other.
+    """
+    dialler, _, _ = make_node(node_id=HIGH)
+    accepter, _, _ = make_node(node_id=LOW)
+    ports = (40001, 40002) if lower_first else (40002, 40001)
+    out = [FakeLink(LOW, outgoing=True) for _ in ports]
+    into = [FakeLink(HIGH, outgoing=False) for _ in ports]
+    for link, port in (*zip(out, ports, strict=True), *zip(into, ports, strict=True)):
+        link.port = port
+    dialler.link_ready(out[0])
+    dialler.link_ready(out[1])
+    accepter.link_ready(into[1])  # the other end sees them the other way round
+    accepter.link_ready(into[0])
+    assert dialler.routing_table[LOW].dialler_port() == accepter.routing_table[HIGH].dialler_port() == 40001
+    assert [bool(link.closes) for link in out] == [bool(link.closes) for link in into] == [not lower_first, lower_first]
+
+
 def test_conflict_same_direction_keeps_the_first() -> None:
-    """Two links in the same direction: the first stays, the new one is closed."""
+    """Two links in the same direction, without ports: the first stays, the new one is closed."""
     node, _, _ = make_node(node_id=HIGH)
     first, second = FakeLink(LOW, outgoing=True), FakeLink(LOW, outgoing=True)
     node.link_ready(first)

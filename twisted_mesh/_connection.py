@@ -132,6 +132,12 @@ class MeshProtocol(Protocol):
         """Whether the connection is closing (or closed)."""
         return self._closing
 
+    def dialler_port(self) -> int | None:
+        """The port the dialling end connected from, if the connection has ports."""
+        address = self._transport.getHost() if self.outgoing else self._transport.getPeer()
+        port = getattr(address, "port", None)
+        return port if isinstance(port, int) else None
+
     def remote_address(self) -> object:
         """The address of the other end of the connection."""
         return self._transport.getPeer()

@@ -73,6 +73,13 @@ class Link(Interface):
     def closing(self) -> bool:
         """Whether the link is closing: it is no longer the peer's link."""
 
+    def dialler_port(self) -> int | None:
+        """
+        The port the dialling end connected from, which both ends see (the
+        dialler as its own, the other end as its peer's), or L{None} when
+        the connection has no ports.
+        """
+
     def send(self, msg: WireMessage) -> str | None:
         """
         Write C{msg} to the peer, its sender field in the peer's form.
@@ -378,6 +385,11 @@ class MeshNode:
     def _resolve_conflict(self, existing: Link, new: Link) -> tuple[Link, Link]:
         """Return (the link to keep, the link to close)."""
         if existing.outgoing == new.outgoing:
+            # Both dialled by the same end: each end may have seen the other
+            # one first, so keep the one from the lower port, which both see.
+            ports = existing.dialler_port(), new.dialler_port()
+            if ports[0] is not None and ports[1] is not None and ports[1] < ports[0]:
+                return new, existing
             return existing, new
         assert new.peer_id is not None
         we_are_higher = self._id_number > b58decode_int(new.peer_id)
