@@ -436,7 +436,7 @@ class _GoneLink:
     def send(self, msg: object) -> None:
         return None
 
-    def close(self, reason: str, *, error: bool = True) -> None:
+    def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         pass
 
     def pause_reading(self) -> None:

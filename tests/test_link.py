@@ -447,6 +447,23 @@ def test_bad_checksum_asks_for_a_resend() -> None:
     assert side.bodies() == [mine.body_in(True)]
 
 
+@pytest.mark.parametrize("read_on", [True, False])
+def test_what_arrives_after_a_close(read_on: bool) -> None:
+    """
+    A link closed to read on (a second connection to the same peer) still
+    hands over what its peer sent before it saw the close; any other closed
+    link throws it away.
+    """
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.proto.close("going", error=False, read_on=read_on)
+    assert side.closed
+    side.feed(message(peer_id, flags.broadcast, flags.broadcast, "late"))
+    assert [msg.packets for msg, _ in rig.delivered] == ([(flags.broadcast, "late")] if read_on else [])
+
+
 def test_too_many_bad_frames_in_a_row_close() -> None:
     """More than MAX_BAD_FRAMES failing frames in a row close the link."""
     side = connected()

@@ -65,7 +65,7 @@ class FakeLink:
             self.sent.append(msg)
         return self.refusal
 
-    def close(self, reason: str, *, error: bool = True) -> None:
+    def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         """Record that the node closed this link."""
         self.closes.append(reason)
         self.closing = True

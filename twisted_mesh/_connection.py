@@ -118,6 +118,9 @@ class MeshProtocol(Protocol):
         self._last_sent: WireMessage | None = None
         self._bad_frames = 0
         self._closing = False
+        # Whether what still arrives is thrown away: once the link closes,
+        # unless it was closed to read on (see close).
+        self._discarding = False
         self._timeout: IDelayedCall | None = None
         self._congestion: IDelayedCall | None = None
         self._bytes_out_when_congested = 0
@@ -153,7 +156,7 @@ class MeshProtocol(Protocol):
         self._transport: ITransport = self.transport
         node, connections = self._node, self.factory.connections
         if len(connections) >= self._limits.max_connections:
-            self._closing = True
+            self._closing = self._discarding = True
             node.limit_hit("max_connections", "refused a connection from {peer}", peer=self._transport.getPeer())
             self._transport.loseConnection()
             return
@@ -209,7 +212,7 @@ class MeshProtocol(Protocol):
         node, totals, limits = self._node, self._node.stats, self._limits
         max_size, max_depth, max_items = limits.max_frame_size, limits.max_depth, limits.max_items
         for body in bodies:
-            if self._closing:
+            if self._discarding:
                 return
             try:
                 msg = WireMessage.from_body(body, self.peer_codes, max_size, max_depth, max_items)
@@ -280,7 +283,7 @@ class MeshProtocol(Protocol):
         stats.bytes_out += size
         totals.bytes_out += size
 
-    def close(self, reason: str, *, error: bool = True, abort: bool = False) -> None:
+    def close(self, reason: str, *, error: bool = True, abort: bool = False, read_on: bool = False) -> None:
         """
         Close the connection, logging C{reason}: as a warning when C{error},
         as information otherwise.
@@ -288,6 +291,9 @@ class MeshProtocol(Protocol):
         :param abort: drop it at once, with what waits to be written (for a
             peer that does not read, which could not answer a closing
             handshake).
+        :param read_on: still hand the node what the peer sent before it saw
+            the close (a second connection to the same peer, whose frames
+            are as good as those of the link kept).
         """
         if self._closing:
             return
@@ -306,6 +312,7 @@ class MeshProtocol(Protocol):
         # TLS closes only once no producer is registered.
         self.resume_reading()
         self._closing = True
+        self._discarding = not read_on
         self._transport.unregisterProducer()  # type: ignore[attr-defined]
         abort_connection = getattr(self._transport, "abortConnection", None)
         if abort and abort_connection is not None:

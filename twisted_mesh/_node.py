@@ -87,8 +87,12 @@ class Link(Interface):
         :return: L{None} when it was written; else why not.
         """
 
-    def close(self, reason: str, *, error: bool = True) -> None:
-        """Close the connection, logging C{reason} (as a warning if C{error})."""
+    def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
+        """
+        Close the connection, logging C{reason} (as a warning if C{error});
+        with C{read_on}, still hand over what the peer sent before it saw
+        the close.
+        """
 
     def pause_reading(self) -> None:
         """Stop reading from the peer until L{resume_reading}."""
@@ -365,7 +369,7 @@ class MeshNode:
         existing = self.routing_table.get(peer_id)
         if existing is not None and existing is not link and not existing.closing:
             keep, drop = self._resolve_conflict(existing, link)
-            drop.close("a second connection to the same peer", error=False)
+            drop.close("a second connection to the same peer", error=False, read_on=True)
             if keep is existing:
                 return False
         was_empty = not self.routing_table

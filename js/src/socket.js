@@ -148,6 +148,8 @@ class Link {
     this._closing = false;
     this._lastSent = null;
     this._badFrames = 0;
+    // Renegotiations go out in the order they were made (see _renegotiate).
+    this._renegotiations = Promise.resolve();
     this.fatal = null;
     this.handshake = new Promise((resolve, reject) => {
       this._handshakeDone = resolve;
@@ -306,8 +308,11 @@ class Link {
   }
 
   _renegotiate(payload) {
-    this._sock
-      ._make(flags.renegotiate, payload)
+    // Each message is made asynchronously (its checksum): written in order,
+    // so that a [resend] never overtakes the [compression, []] before it.
+    const made = this._sock._make(flags.renegotiate, payload);
+    this._renegotiations = this._renegotiations
+      .then(() => made)
       .then((msg) => this._write(msg.frame()))
       .catch((error) => this._sock._report("a renegotiation", error));
   }

@@ -2309,6 +2309,7 @@ var twisted_mesh = (() => {
       this._closing = false;
       this._lastSent = null;
       this._badFrames = 0;
+      this._renegotiations = Promise.resolve();
       this.fatal = null;
       this.handshake = new Promise((resolve, reject) => {
         this._handshakeDone = resolve;
@@ -2452,7 +2453,8 @@ var twisted_mesh = (() => {
       }
     }
     _renegotiate(payload) {
-      this._sock._make(flags.renegotiate, payload).then((msg) => this._write(msg.frame())).catch((error) => this._sock._report("a renegotiation", error));
+      const made = this._sock._make(flags.renegotiate, payload);
+      this._renegotiations = this._renegotiations.then(() => made).then((msg) => this._write(msg.frame())).catch((error) => this._sock._report("a renegotiation", error));
     }
     _checksumFailed() {
       this._badFrames += 1;
