@@ -605,7 +605,7 @@ class MeshNode:
             self.limit_hit("max_pending_replies", "dropped the oldest reply waiting for an address")
         self._requests[request_id] = _PendingReply(target, packets, now + MESSAGE_LIFETIME)
         self._log.info("not connected to {target}: asking the mesh for its address", target=target)
-        self._broadcast_new((flags.request, request_id, target.encode("ascii")))
+        self._send_new(flags.broadcast, (flags.request, request_id, target.encode("ascii")))
 
     def _on_request(self, link: Link, msg: WireMessage) -> None:
         payload = msg.payload
@@ -622,7 +622,7 @@ class MeshNode:
         peer = self.routing_table.get(target)
         # Only an address the asker can dial: one of the transport it asked on.
         if peer is not None and peer.peer_addr is not None and peer.encryption == link.encryption:
-            self._broadcast_new((flags.response, payload[1], [list(peer.peer_addr), payload[2]]))
+            self._send_new(flags.broadcast, (flags.response, payload[1], [list(peer.peer_addr), payload[2]]))
 
     def _on_response(self, link: Link, payload: tuple[Any, ...]) -> None:
         request_id = id_text(payload[1]) if len(payload) == 3 else None
@@ -672,15 +672,11 @@ class MeshNode:
         :return: which peers it was written to, and which not and why.
         :raise TypeError: when a packet is not something msgpack can write.
         """
-        if flag == flags.broadcast:
-            return self._broadcast_new((type, *packets))
-        return self._send_to_all(WireMessage.create(flag, self.id, self.now(), (type, *packets)))
+        return self._send_new(flag, (type, *packets))
 
-    def _broadcast_new(self, payload: tuple[Any, ...]) -> SendResult:
-        msg = WireMessage.create(flags.broadcast, self.id, self.now(), payload)
-        return self._send_to_all(msg)
-
-    def _send_to_all(self, msg: WireMessage) -> SendResult:
+    def _send_new(self, flag: int, payload: tuple[Any, ...]) -> SendResult:
+        """Write a new message of this node's to every peer."""
+        msg = WireMessage.create(flag, self.id, self.now(), payload)
         result = SendResult()
         for peer_id, link in self._peers:
             refused = link.send(msg)

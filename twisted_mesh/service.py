@@ -319,8 +319,7 @@ class MeshService(Service):
             bootstrap = self._dial_bootstrap(index, address, peer_id)
             if bootstrap is not None:
                 dials.append(bootstrap)
-                if isinstance(address, tuple):
-                    dialled.add((address, node.protocol.encryption))
+                # (A pair is skipped below as it is: the node is dialling it.)
                 if index in self._bootstrap_known:
                     dialled.add(self._bootstrap_known[index])
         connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
@@ -356,7 +355,7 @@ class MeshService(Service):
     def _met_bootstrap_peer(self, peer_id: str, index: int) -> str:
         self._bootstrap_ids[index] = peer_id
         link = self._node.routing_table.get(peer_id)
-        if isinstance(link, MeshProtocol) and link.peer_addr is not None:
+        if link is not None and link.peer_addr is not None:
             self._bootstrap_known[index] = (link.peer_addr, link.encryption)
         return peer_id
 
