@@ -6,12 +6,22 @@
 //     serial = msgpack([msg_type, sender, time, ...payload])
 //     checksum = sha256(serial)
 
-import { Decoder, Encoder } from "@msgpack/msgpack";
+import { Encoder } from "@msgpack/msgpack";
 
 import { equalBytes, sha256, toHex } from "./hash.js";
 
 /** The largest body a frame may announce, by default (as twisted_mesh's). */
 export const MAX_FRAME_SIZE = 16 * 1024 * 1024;
+
+/**
+ * How deeply lists and maps may nest in a message that a twisted_mesh node
+ * reads, by default (its Limits.max_depth): the message is at depth 0, the
+ * payload's lists and maps at depth 1, and none may be at depth MAX_DEPTH.
+ */
+export const MAX_DEPTH = 32;
+
+/** The most items one list or map of a message may hold (Limits.max_items). */
+export const MAX_ITEMS = 1000000;
 
 const CHECKSUM_SIZE = 32;
 const HEADER_SIZE = 4;
@@ -52,16 +62,18 @@ const noExtensions = {
 };
 
 const encoder = new Encoder({ extensionCodec: noExtensions });
-const decoder = new Decoder({ extensionCodec: noExtensions });
 
 /**
  * Check that `value` is something the protocol carries, and return it with
  * ArrayBuffers turned into Uint8Arrays: null, booleans, numbers, strings
  * (msgpack str), byte arrays (msgpack bin), arrays, and plain objects with
- * string keys (msgpack maps).
+ * string keys (msgpack maps).  `depth` is where `value` lies in the message
+ * (a packet of the payload: 1).  Lists and maps must fit twisted_mesh's
+ * default limits, or its nodes would close the link on the message: a
+ * TypeError when they nest too deeply (MAX_DEPTH), a RangeError when one
+ * holds more than MAX_ITEMS items.
  */
-export function checkPacket(value, depth = 0) {
-  if (depth > 100) throw new TypeError("packets nest too deeply");
+export function checkPacket(value, depth = 1) {
   if (value === null || value === undefined) return null;
   switch (typeof value) {
     case "boolean":
@@ -77,14 +89,41 @@ export function checkPacket(value, depth = 0) {
   if (ArrayBuffer.isView(value)) {
     return value instanceof Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   }
-  if (Array.isArray(value)) return value.map((item) => checkPacket(item, depth + 1));
+  if (Array.isArray(value)) {
+    checkContainer(value.length, depth);
+    return value.map((item) => checkPacket(item, depth + 1));
+  }
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) {
     throw new TypeError(`a packet cannot hold a ${Object.prototype.toString.call(value)}: use arrays, plain objects, strings, numbers or bytes`);
   }
+  const entries = Object.entries(value);
+  checkContainer(entries.length, depth);
   const copy = {};
-  for (const [key, item] of Object.entries(value)) copy[key] = checkPacket(item, depth + 1);
+  for (const [key, item] of entries) setEntry(copy, key, checkPacket(item, depth + 1));
   return copy;
+}
+
+/** Refuse a list or map of `size` items at `depth` that a node would not read. */
+function checkContainer(size, depth) {
+  if (depth >= MAX_DEPTH) {
+    throw new TypeError(`packets nest too deeply: twisted_mesh nodes read lists and maps nested up to ${MAX_DEPTH - 1} deep in a message`);
+  }
+  if (size > MAX_ITEMS) {
+    throw new RangeError(`a list or map of ${size} items: twisted_mesh nodes read at most ${MAX_ITEMS}`);
+  }
+}
+
+/**
+ * `object[key] = value`, where the key "__proto__" makes an own property (as
+ * JSON.parse makes it) and never changes the object's prototype.
+ */
+function setEntry(object, key, value) {
+  if (key === "__proto__") {
+    Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+  } else {
+    object[key] = value;
+  }
 }
 
 /** msgpack with str and bin kept apart: strings as str, byte arrays as bin. */
@@ -92,13 +131,186 @@ export function pack(value) {
   return encoder.encode(value);
 }
 
-/** Read one msgpack value: str as strings, bin as Uint8Arrays. */
+/**
+ * Read one msgpack value: str as strings, bin as Uint8Arrays, ints and
+ * floats as numbers, maps as plain objects.  Map keys are read as Python
+ * peers read them (any scalar; they relay what they read), made strings: a
+ * str as it is, a bin as UTF-8 text (bytes that are not UTF-8 as U+FFFD),
+ * nil, a boolean or a number as `String(key)`; "__proto__" is an own
+ * property.  Keys that become the same string keep the last value.  A
+ * FrameError for what a Python peer would refuse too: malformed or trailing
+ * data, a str that is not UTF-8, an extension type, an array or map as a
+ * map key, or lists and maps nested deeper than msgpack for Python reads.
+ */
 export function unpack(bytes) {
+  const reader = new MsgpackReader(bytes);
+  let value;
   try {
-    return decoder.decode(bytes);
+    value = reader.value(0);
   } catch (error) {
     if (error instanceof FrameError) throw error;
     throw new FrameError(`bad msgpack: ${error.message}`);
+  }
+  if (reader.at !== bytes.length) throw new FrameError(`bad msgpack: ${bytes.length - reader.at} bytes after the value`);
+  return value;
+}
+
+// Not @msgpack/msgpack's Decoder: it refuses map keys other than strings and
+// numbers, and the key "__proto__", all of which twisted_mesh reads
+// (strict_map_key=False) and relays, so that one such message was a bad
+// frame and closed the link.
+
+/** How deeply msgpack for Python nests lists and maps (its C reader's stack). */
+const MAX_READ_DEPTH = 1024;
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+const lenientUtf8 = new TextDecoder("utf-8");
+
+/** A reader of one msgpack value, `at` the offset of the next byte. */
+class MsgpackReader {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.at = 0;
+  }
+
+  /** Pass the next `size` bytes: return their offset. */
+  take(size) {
+    const at = this.at;
+    if (size > this.bytes.length - at) throw new FrameError("bad msgpack: the data ends too soon");
+    this.at = at + size;
+    return at;
+  }
+
+  u8() {
+    return this.bytes[this.take(1)];
+  }
+
+  u16() {
+    return this.view.getUint16(this.take(2));
+  }
+
+  u32() {
+    return this.view.getUint32(this.take(4));
+  }
+
+  /** The next value, inside `depth` lists and maps. */
+  value(depth) {
+    const tag = this.u8();
+    if (tag <= 0x7f) return tag;
+    if (tag >= 0xe0) return tag - 0x100;
+    if (tag <= 0x8f) return this.map(tag & 0x0f, depth);
+    if (tag <= 0x9f) return this.array(tag & 0x0f, depth);
+    if (tag <= 0xbf) return this.str(tag & 0x1f);
+    const view = this.view;
+    switch (tag) {
+      case 0xc0:
+        return null;
+      case 0xc2:
+        return false;
+      case 0xc3:
+        return true;
+      case 0xc4:
+        return this.bin(this.u8());
+      case 0xc5:
+        return this.bin(this.u16());
+      case 0xc6:
+        return this.bin(this.u32());
+      case 0xca:
+        return view.getFloat32(this.take(4));
+      case 0xcb:
+        return view.getFloat64(this.take(8));
+      case 0xcc:
+        return this.u8();
+      case 0xcd:
+        return this.u16();
+      case 0xce:
+        return this.u32();
+      case 0xcf: {
+        // Beyond 2 ** 53 a number is the nearest double, as @msgpack/msgpack reads it.
+        const at = this.take(8);
+        return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
+      }
+      case 0xd0:
+        return view.getInt8(this.take(1));
+      case 0xd1:
+        return view.getInt16(this.take(2));
+      case 0xd2:
+        return view.getInt32(this.take(4));
+      case 0xd3: {
+        const at = this.take(8);
+        return view.getInt32(at) * 2 ** 32 + view.getUint32(at + 4);
+      }
+      case 0xd9:
+        return this.str(this.u8());
+      case 0xda:
+        return this.str(this.u16());
+      case 0xdb:
+        return this.str(this.u32());
+      case 0xdc:
+        return this.array(this.u16(), depth);
+      case 0xdd:
+        return this.array(this.u32(), depth);
+      case 0xde:
+        return this.map(this.u16(), depth);
+      case 0xdf:
+        return this.map(this.u32(), depth);
+      case 0xc1:
+        throw new FrameError("bad msgpack: the unused type byte 0xc1");
+      default:
+        throw new FrameError(`msgpack extension type ${this.extType(tag)} is not allowed`);
+    }
+  }
+
+  str(size) {
+    const at = this.take(size);
+    return strictUtf8.decode(this.bytes.subarray(at, at + size));
+  }
+
+  bin(size) {
+    const at = this.take(size);
+    return this.bytes.slice(at, at + size);
+  }
+
+  /** The type of an extension (fixext 0xd4-0xd8, ext 0xc7-0xc9). */
+  extType(tag) {
+    if (tag === 0xc7) this.u8();
+    else if (tag === 0xc8) this.u16();
+    else if (tag === 0xc9) this.u32();
+    return this.view.getInt8(this.take(1));
+  }
+
+  /** Enter a list or map of `items` values; each takes one byte at least. */
+  enter(items, depth) {
+    if (depth >= MAX_READ_DEPTH) throw new FrameError(`bad msgpack: lists and maps nest deeper than ${MAX_READ_DEPTH}`);
+    if (items > this.bytes.length - this.at) throw new FrameError("bad msgpack: the data ends too soon");
+  }
+
+  array(size, depth) {
+    this.enter(size, depth);
+    const array = new Array(size);
+    for (let i = 0; i < size; i++) array[i] = this.value(depth + 1);
+    return array;
+  }
+
+  map(size, depth) {
+    this.enter(2 * size, depth);
+    const map = {};
+    for (let i = 0; i < size; i++) {
+      const key = this.key(depth + 1);
+      setEntry(map, key, this.value(depth + 1));
+    }
+    return map;
+  }
+
+  /** A map key, as a string (see unpack). */
+  key(depth) {
+    const key = this.value(depth);
+    if (typeof key === "string") return key;
+    if (key instanceof Uint8Array) return lenientUtf8.decode(key);
+    // Python refuses these too: a list or dict cannot be a dict's key.
+    if (key !== null && typeof key === "object") throw new FrameError("bad msgpack: an array or a map as a map key");
+    return String(key);
   }
 }
 
@@ -183,9 +395,17 @@ export class WireMessage {
     this._key = senderIsBin ? checksum : null;
   }
 
-  /** Make a new message: a Promise of a WireMessage. */
-  static async create(msgType, sender, time, payload, senderIsBin = false) {
+  /**
+   * Make a new message: a Promise of a WireMessage.  It fails with a
+   * RangeError when the body (checksum and serial) would be larger than
+   * `maxSize` bytes: a peer would close the link on such a frame.
+   */
+  static async create(msgType, sender, time, payload, senderIsBin = false, maxSize = Infinity) {
     const serial = pack([msgType, wireId(sender, senderIsBin), time, ...payload]);
+    const size = CHECKSUM_SIZE + serial.length;
+    if (size > maxSize) {
+      throw new RangeError(`a message of ${size} bytes: peers read frame bodies of at most ${maxSize} bytes`);
+    }
     return new WireMessage(msgType, sender, time, payload, serial, await sha256(serial), senderIsBin);
   }
 

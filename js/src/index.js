@@ -20,6 +20,8 @@ import * as hash from "./hash.js";
 /** The frame codec, for tests and tools: no I/O. */
 export const codec = Object.freeze({
   MAX_FRAME_SIZE: frames.MAX_FRAME_SIZE,
+  MAX_DEPTH: frames.MAX_DEPTH,
+  MAX_ITEMS: frames.MAX_ITEMS,
   FrameError: frames.FrameError,
   FrameTooLarge: frames.FrameTooLarge,
   ChecksumError: frames.ChecksumError,

@@ -14,13 +14,17 @@ import {
   FrameError,
   FrameReader,
   MAX_FRAME_SIZE,
+  MAX_ITEMS,
   WireMessage,
   checkPacket,
   idText,
 } from "./frames.js";
 import { isBase58, newNodeId, Protocol } from "./ids.js";
 
-/** How long a broadcast stays new, in seconds: older ones are dropped. */
+/**
+ * How long a broadcast stays new, in seconds: older ones are dropped, and
+ * so are ones stamped further ahead (as twisted_mesh drops them).
+ */
 export const MESSAGE_LIFETIME = 60;
 
 /** Milliseconds a peer has to send its handshake. */
@@ -79,8 +83,10 @@ export class Message {
 
   /**
    * Whisper `packets` (an array) back to the sender: they arrive as
-   * [flags.whisper, ...packets].  A Promise; it fails with NotConnected
-   * when the sender is not a peer of this node (see MeshSocket.reply).
+   * [flags.whisper, ...packets].  A Promise of the message ID; it fails
+   * with NotConnected when the sender is not a peer of this node, or its
+   * link is closing, and with a TypeError or RangeError as send() does
+   * (see MeshSocket._reply).
    */
   reply(packets) {
     return this._sock._reply(this.sender, packets);
@@ -91,7 +97,12 @@ export class Message {
   }
 }
 
-/** The broadcasts seen in the last MESSAGE_LIFETIME seconds, by ID. */
+/**
+ * The broadcasts seen in the last MESSAGE_LIFETIME seconds, by ID.  Entries
+ * are forgotten in the order they came, up to the first that has not
+ * expired: that holds the others back no more than MESSAGE_LIFETIME seconds,
+ * as a broadcast stamped further ahead is dropped before it gets here.
+ */
 class SeenSet {
   constructor() {
     this._expiries = new Map();
@@ -159,9 +170,15 @@ class Link {
     this.closed = new Promise((resolve) => {
       this._closedDone = resolve;
     });
-    this._timer = setTimeout(() => this._fail(new HandshakeFailed(`no handshake from ${url} within ${HANDSHAKE_TIMEOUT / 1000} s`)), HANDSHAKE_TIMEOUT);
     const WebSocketImpl = sock.options.WebSocket;
-    const ws = (this._ws = new WebSocketImpl(url));
+    let ws;
+    try {
+      ws = this._ws = new WebSocketImpl(url);
+    } catch (error) {
+      this._refused(error);
+      return;
+    }
+    this._timer = setTimeout(() => this._fail(new HandshakeFailed(`no handshake from ${url} within ${HANDSHAKE_TIMEOUT / 1000} s`)), HANDSHAKE_TIMEOUT);
     ws.binaryType = "arraybuffer";
     ws.onopen = () => this._opened();
     ws.onmessage = (event) => this._data(event.data);
@@ -171,6 +188,19 @@ class Link {
 
   toString() {
     return `Link(${this.peer_id ? this.peer_id.slice(0, 10) + "…" : "?"} at ${this.url})`;
+  }
+
+  /**
+   * The WebSocket constructor threw: a URL it refuses (one with a fragment;
+   * ws:// from an https page; a blocked port).  The same URL would be refused
+   * again, so the link fails for good: no timer, no dialling again.
+   */
+  _refused(error) {
+    this._ws = null;
+    this._closing = true;
+    this.fatal = new HandshakeFailed(`${this.url}: cannot open a WebSocket: ${error.message}`);
+    this._handshakeFailed(this.fatal);
+    this._closedDone(this.fatal.message);
   }
 
   // -- the WebSocket's events ------------------------------------------------
@@ -330,19 +360,25 @@ class Link {
 
   // -- writing and closing ---------------------------------------------------
 
-  /** Write a frame of a whisper or broadcast (kept for a resend request). */
+  /**
+   * Write a frame of a whisper or broadcast (kept for a resend request);
+   * return whether it was written.
+   */
   send(frame) {
+    if (!this._write(frame)) return false;
     this._lastSent = frame;
-    this._write(frame);
+    return true;
   }
 
+  /** Write a frame, unless the link is closing: return whether it was written. */
   _write(frame) {
-    if (this._closing || this._ws.readyState !== OPEN) return;
+    if (this._closing || this._ws.readyState !== OPEN) return false;
     this.stats.frames_out += 1;
     this.stats.bytes_out += frame.length;
     this._sock.stats.frames_out += 1;
     this._sock.stats.bytes_out += frame.length;
     this._ws.send(frame);
+    return true;
   }
 
   _fail(error, fatal = false) {
@@ -387,7 +423,28 @@ class Dialer {
       this._resolveFirst = resolve;
       this._rejectFirst = reject;
     });
+    // What connect() gave out while no link was being made: settled by the
+    // next link's handshake.
+    this._next = null;
     this._dial();
+  }
+
+  /**
+   * A Promise of the peer's ID: at once when connected; else the outcome of
+   * the handshake of the link being made, or (while waiting to dial again,
+   * or while the link closes) of the next link dialled.
+   */
+  nextHandshake() {
+    const link = this.link;
+    if (link && !link._closing) return link.handshake;
+    if (this._next === null) {
+      let settle;
+      const promise = new Promise((resolve, reject) => {
+        settle = { resolve, reject };
+      });
+      this._next = { promise, ...settle };
+    }
+    return this._next.promise;
   }
 
   _dial() {
@@ -404,7 +461,18 @@ class Dialer {
       },
       (error) => this._rejectFirst(error),
     );
+    if (this._next !== null) {
+      link.handshake.then(this._next.resolve, this._next.reject);
+      this._next = null;
+    }
     link.closed.then((reason) => this._closed(link, reason));
+  }
+
+  /** Fail what connect() gave out for a next link, when none will be dialled. */
+  _noNext(error) {
+    if (this._next === null) return;
+    this._next.reject(error);
+    this._next = null;
   }
 
   _closed(link, reason) {
@@ -415,6 +483,7 @@ class Dialer {
     if (this.state === "stopped") return;
     if (link.fatal || sock.closed || !sock.options.reconnect) {
       this.state = "stopped";
+      this._noNext(link.fatal || new HandshakeFailed(`${this.url}: ${reason} (not dialled again)`));
       if (link.fatal) sock._events.emit("error", sock, link.fatal);
       sock._events.emit("status", sock);
       return;
@@ -443,7 +512,9 @@ class Dialer {
     clearTimeout(this._timer);
     this._timer = null;
     if (this.link) this.link.close("the node is closing");
-    this._rejectFirst(new HandshakeFailed(`${this.url}: the node closed`));
+    const error = new HandshakeFailed(`${this.url}: the node closed`);
+    this._rejectFirst(error);
+    this._noNext(error);
   }
 }
 
@@ -462,7 +533,8 @@ function defaultLog(level, text) {
  * Options: `reconnect` (default true: dial a lost server again, after a
  * delay growing from `minDelay` to `maxDelay` ms by `factor`), `id` (this
  * node's ID; a fresh one by default), `WebSocket` (the WebSocket class),
- * `maxFrameSize`, `log(level, text)` (default: warnings to the console).
+ * `maxFrameSize` (the largest frame body read or sent; 16 MiB, twisted_mesh's
+ * default), `log(level, text)` (default: warnings to the console).
  */
 export class MeshSocket {
   constructor(protocol, options = {}) {
@@ -501,10 +573,14 @@ export class MeshSocket {
    * Dial the server node at `url` (ws://host:port/ or wss://...).  A
    * Promise of the peer's ID once its handshake is accepted; it fails with
    * ProtocolMismatch when the node belongs to another network, and with
-   * HandshakeFailed when the link cannot be made.  While `reconnect` is on,
-   * the node keeps dialling the URL whenever the link is lost (or could not
-   * be made), with a growing delay: watch the 'connect', 'disconnect' and
-   * 'reconnecting' events.
+   * HandshakeFailed when the link cannot be made (also when the WebSocket
+   * refuses the URL: then it is not dialled again).  While `reconnect` is
+   * on, the node keeps dialling the URL whenever the link is lost (or could
+   * not be made), with a growing delay: watch the 'connect', 'disconnect'
+   * and 'reconnecting' events.  Called again for a URL it is dialling, it
+   * gives the peer's ID at once when connected, else the outcome of the
+   * next handshake: that of the attempt under way, or of the next attempt
+   * when waiting to dial again (retryNow() dials at once).
    */
   connect(url) {
     if (this.closed) return Promise.reject(new Error("the node is closed"));
@@ -520,9 +596,7 @@ export class MeshSocket {
       );
     }
     const existing = this._dialers.get(url);
-    if (existing && existing.state !== "stopped") {
-      return existing.link && existing.link.peer_id ? Promise.resolve(existing.link.peer_id) : existing.first;
-    }
+    if (existing && existing.state !== "stopped") return existing.nextHandshake();
     const dialer = new Dialer(this, url);
     this._dialers.set(url, dialer);
     this._events.emit("status", this);
@@ -590,7 +664,10 @@ export class MeshSocket {
   async _received(link, msg) {
     if (msg.msgType === flags.broadcast) {
       const now = this._now();
-      if (msg.time < now - MESSAGE_LIFETIME) {
+      // As twisted_mesh drops them: stamped more than MESSAGE_LIFETIME
+      // before now, or after (a clock far ahead), which the seen-set would
+      // otherwise hold, and hold back the forgetting of the others, as long.
+      if (msg.time < now - MESSAGE_LIFETIME || msg.time > now + MESSAGE_LIFETIME) {
         this._drop("expired");
         return;
       }
@@ -642,8 +719,9 @@ export class MeshSocket {
     const target = idText(payload[2]);
     const peer = target !== null ? this.routing_table.get(target) : undefined;
     if (peer && peer.peer_addr !== null) {
-      this._broadcastNew([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch((error) =>
-        this._report("a response", error),
+      // NotConnected: the links closed meanwhile, and the request with them.
+      this._broadcastNew([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch(
+        (error) => error instanceof NotConnected || this._report("a response", error),
       );
     }
   }
@@ -687,8 +765,9 @@ export class MeshSocket {
    * gets its first peer, 'disconnect' when it loses its last one, 'message'
    * when a message is queued; also 'reconnecting' (sock, {url, attempt,
    * delay, reason}), 'error' (sock, error) for a link that will not be
-   * dialled again (a protocol mismatch), and 'status' (sock) whenever
-   * a link changes state.
+   * dialled again (a protocol mismatch, a URL the WebSocket refuses, a node
+   * reached by another link, or this node itself), and 'status' (sock)
+   * whenever a link changes state.
    */
   on(event, callback) {
     this._events.on(event, callback);
@@ -710,17 +789,24 @@ export class MeshSocket {
    * Send `packets` (an array) to the mesh; they arrive as [type, ...packets].
    * `flag` flags.broadcast (the default) reaches every node of the mesh;
    * flags.whisper this node's peers only.  A Promise of the message ID
-   * (hex); it fails with NotConnected when the node has no peer, and with a
-   * TypeError when a packet is not something the protocol carries.
+   * (hex), once the message is written to at least one link.  It fails with
+   * NotConnected when nothing was written: the node has no peer, its links
+   * are closing, or it is closed.  It fails with a TypeError when a packet
+   * is not something the protocol carries, or nests lists and maps deeper
+   * than twisted_mesh nodes read (31 levels in a packet: MAX_DEPTH), and
+   * with a RangeError when the message is larger than they read: a list or
+   * map of more than 1,000,000 items (MAX_ITEMS), or a body of more than
+   * `maxFrameSize` bytes.  A node closes the link on such a message, and
+   * what is sent after it is lost: the checks are made here instead.
    */
   send(packets, flag = flags.broadcast, type = flags.broadcast) {
-    if (!Array.isArray(packets)) return Promise.reject(new TypeError("send() takes an array of packets"));
     let checked;
     try {
-      checked = [type, ...packets.map((packet) => checkPacket(packet))];
+      checked = this._checked(packets, type, "send()");
     } catch (error) {
       return Promise.reject(error);
     }
+    if (this.closed) return Promise.reject(new NotConnected("the node is closed: nothing was sent"));
     if (this.routing_table.size === 0) {
       return Promise.reject(new NotConnected("not connected to any node: nothing was sent"));
     }
@@ -728,10 +814,22 @@ export class MeshSocket {
     if (flag !== flags.whisper) return Promise.reject(new RangeError("the flag must be flags.broadcast or flags.whisper"));
     return this._serially(async () => {
       const msg = await this._make(flags.whisper, checked);
-      const frame = msg.frame();
-      for (const link of this.routing_table.values()) link.send(frame);
+      this._writeNew(this.routing_table.values(), msg.frame());
       return msg.id();
     });
+  }
+
+  /**
+   * The payload [subflag, ...packets] with each packet checked (see
+   * checkPacket); `what` names the caller.  A message is an array too, of
+   * msg_type, sender, time and the payload: it holds MAX_ITEMS at most.
+   */
+  _checked(packets, subflag, what) {
+    if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
+    if (packets.length + 4 > MAX_ITEMS) {
+      throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
+    }
+    return [subflag, ...packets.map((packet) => checkPacket(packet))];
   }
 
   _broadcastNew(payload) {
@@ -739,10 +837,21 @@ export class MeshSocket {
       const msg = await this._make(flags.broadcast, payload);
       const id = await msg.id();
       this._seen.add(id, msg.time, this._now());
-      const frame = msg.frame();
-      for (const link of this.routing_table.values()) link.send(frame);
+      this._writeNew(this.routing_table.values(), msg.frame());
       return id;
     });
+  }
+
+  /**
+   * Write the frame of a new message to `links`: throw NotConnected when
+   * none took it (each is closing: a link drops what it is given then).
+   */
+  _writeNew(links, frame) {
+    let written = 0;
+    for (const link of links) if (link.send(frame)) written += 1;
+    if (written === 0) {
+      throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+    }
   }
 
   _whisper(link, payload) {
@@ -756,13 +865,13 @@ export class MeshSocket {
    * Whisper `packets` to the node `target` (see Message.reply).  This node
    * reaches only its own peers: a browser cannot dial the address a
    * `request` would bring back (a TCP node's), so a reply to a node that is
-   * not a peer fails with NotConnected.
+   * not a peer fails with NotConnected (as one does when the link to the
+   * peer is closing).  The packets are checked as send() checks them.
    */
   _reply(target, packets) {
-    if (!Array.isArray(packets)) return Promise.reject(new TypeError("reply() takes an array of packets"));
     let checked;
     try {
-      checked = [flags.whisper, ...packets.map((packet) => checkPacket(packet))];
+      checked = this._checked(packets, flags.whisper, "reply()");
     } catch (error) {
       return Promise.reject(error);
     }
@@ -777,7 +886,7 @@ export class MeshSocket {
     }
     return this._serially(async () => {
       const msg = await this._make(flags.whisper, checked);
-      link.send(msg.frame());
+      this._writeNew([link], msg.frame());
       return msg.id();
     });
   }
@@ -790,8 +899,10 @@ export class MeshSocket {
     return done;
   }
 
+  // A message larger than a peer reads fails here (a RangeError), before it
+  // is written: the peer would close the link on it.
   _make(msgType, payload) {
-    return WireMessage.create(msgType, this.id, this._now(), payload, false);
+    return WireMessage.create(msgType, this.id, this._now(), payload, false, this.options.maxFrameSize);
   }
 
   _now() {

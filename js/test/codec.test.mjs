@@ -301,3 +301,248 @@ test("a MeshSocket refuses a node of another network, and dials again after a lo
   await assert.rejects(sock.connect("ws://127.0.0.1:3/"));
   await assert.rejects(new tm.MeshSocket(protocol).connect("http://x/"), TypeError);
 });
+
+// -- what Python peers send and read ----------------------------------------------------
+
+/** The body of a message whose payload is given as raw msgpack (what pack() would not write). */
+async function rawBody(msgType, sender, time, ...rawPayload) {
+  const parts = [new Uint8Array([0x90 + 3 + rawPayload.length]), codec.pack(msgType), codec.pack(sender), codec.pack(time), ...rawPayload];
+  const serial = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    serial.set(part, at);
+    at += part.length;
+  }
+  const body = new Uint8Array(32 + serial.length);
+  body.set(await codec.sha256(serial));
+  body.set(serial, 32);
+  return body;
+}
+
+/** A MeshSocket linked to a fake server node: the socket, the fake WebSocket, the server's ID. */
+async function linked(options = {}, url = "ws://127.0.0.1:9/") {
+  const protocol = new tm.Protocol("mesh", "ws");
+  const sock = new tm.MeshSocket(protocol, { WebSocket: FakeWebSocket, reconnect: false, log: () => {}, ...options });
+  const server = tm.newNodeId();
+  const connected = sock.connect(url);
+  await settle();
+  const ws = FakeWebSocket.last;
+  ws.push(await serverShake(server, protocol));
+  assert.equal(await connected, server);
+  await settle();
+  ws.sent.length = 0;
+  return { sock, ws, server, protocol };
+}
+
+async function serverShake(server, protocol) {
+  return (await codec.WireMessage.create(flags.whisper, server, now(), [flags.handshake, server, protocol.id, ["h", 9], []])).frame();
+}
+
+test("map keys are read as Python peers read them: bin, nil, bool, numbers, __proto__", () => {
+  const read = (text) => codec.unpack(unhex(text.replace(/ /g, "")));
+  // {b"key": 1}, {None: 1}, {True: 1}, {False: 1}, {7: 1}, {-1: 1}, {1.5: 1}
+  assert.deepEqual(read("81 c4 03 6b6579 01"), { key: 1 });
+  assert.deepEqual(read("81 c0 01"), { null: 1 });
+  assert.deepEqual(read("81 c3 01"), { true: 1 });
+  assert.deepEqual(read("81 c2 01"), { false: 1 });
+  assert.deepEqual(read("81 07 01"), { 7: 1 });
+  assert.deepEqual(read("81 ff 01"), { "-1": 1 });
+  assert.deepEqual(read("81 cb 3ff8000000000000 01"), { "1.5": 1 });
+  // Bytes that are not UTF-8: U+FFFD.
+  assert.deepEqual(read("81 c4 01 ff 01"), { "\ufffd": 1 });
+  // "__proto__" is an own key, as JSON.parse makes it: no prototype changes.
+  const proto = read("82 a9 5f5f70726f746f5f5f 81 a1 78 01 a1 79 02");
+  assert.equal(Object.getPrototypeOf(proto), Object.prototype);
+  assert.deepEqual(Object.keys(proto), ["__proto__", "y"]);
+  assert.deepEqual(Object.getOwnPropertyDescriptor(proto, "__proto__").value, { x: 1 });
+  assert.equal(proto.x, undefined);
+  assert.equal({}.x, undefined);
+  // ... and it is sent back as it came.
+  assert.equal(hex(codec.pack(codec.checkPacket(proto))), "82a95f5f70726f746f5f5f81a17801a17902");
+  // What Python refuses too: an array as a key, an extension, trailing data, bad UTF-8.
+  assert.throws(() => read("81 91 01 01"), codec.FrameError);
+  assert.throws(() => read("d6 ff 00000000"), /extension type -1/);
+  assert.throws(() => read("c7 01 05 00"), /extension type 5/);
+  assert.throws(() => read("01 01"), codec.FrameError);
+  assert.throws(() => read("a1 ff"), codec.FrameError);
+  assert.throws(() => read("92 01"), codec.FrameError);
+  assert.throws(() => read("dd ffffffff"), codec.FrameError);
+  assert.throws(() => read("c1"), codec.FrameError);
+  // Nesting: as deep as msgpack for Python reads (1024), and no deeper.
+  assert.ok(Array.isArray(codec.unpack(new Uint8Array([...new Array(1024).fill(0x91), 0x01]))));
+  assert.throws(() => codec.unpack(new Uint8Array([...new Array(1025).fill(0x91), 0x01])), codec.FrameError);
+  // Every other type, at its limits.
+  assert.deepEqual(read("99 cc ff cd ffff ce ffffffff cf 0000000100000000 d0 80 d1 8000 d2 80000000 d3 ffffffffffffffff ca 3fc00000"), [
+    255, 65535, 4294967295, 2 ** 32, -128, -32768, -(2 ** 31), -1, 1.5,
+  ]);
+});
+
+test("a message with odd map keys is delivered, and the link stays up", async () => {
+  const { sock, ws, server } = await linked();
+  const other = tm.newNodeId();
+  const messages = [];
+  sock.on("message", (s) => messages.push(s.recv()));
+  // {b"key": 1, None: 2, True: 3, "__proto__": {"polluted": True}}
+  const odd = "84 c4036b657901 c002 c303 a95f5f70726f746f5f5f 81 a8706f6c6c75746564 c3".replace(/ /g, "");
+  const body = await rawBody(flags.broadcast, other, now(), codec.pack(flags.broadcast), unhex(odd));
+  const after = await codec.WireMessage.create(flags.broadcast, other, now(), [flags.broadcast, "after"], false);
+  ws.push(codec.frameOf(body), after.frame());
+  await settle();
+  assert.equal(sock.routing_table.size, 1, "the link stays");
+  assert.deepEqual(sock.stats.dropped, {});
+  assert.equal(messages.length, 2);
+  const map = messages[0].packets[1];
+  assert.deepEqual(Object.keys(map), ["key", "null", "true", "__proto__"]);
+  assert.equal(map.polluted, undefined);
+  assert.equal({}.polluted, undefined);
+  assert.equal(messages[1].packets[1], "after");
+  // Relayed to another link as the bytes it arrived as (see the main test); here, sent on.
+  await sock.send([map]);
+  const [sent] = await ws.received();
+  assert.deepEqual(Object.keys(sent.payload[1]), ["key", "null", "true", "__proto__"]);
+  assert.ok(server);
+  sock.close();
+});
+
+test("send() refuses what a twisted_mesh node would not read, before writing it", async () => {
+  const { sock, ws } = await linked({ maxFrameSize: 4096 });
+  const nest = (depth, wrap) => {
+    let value = "x";
+    for (let i = 0; i < depth; i++) value = wrap(value);
+    return value;
+  };
+  // The message is depth 0, a packet depth 1: lists and maps up to depth 31.
+  assert.equal(codec.MAX_DEPTH, 32);
+  await sock.send([nest(31, (v) => [v])]);
+  await sock.send([nest(31, (v) => ({ k: v }))]);
+  await assert.rejects(sock.send([nest(32, (v) => [v])]), TypeError);
+  await assert.rejects(sock.send([nest(32, (v) => ({ k: v }))]), TypeError);
+  await assert.rejects(sock.send(["a", [1, nest(31, (v) => [v])]]), TypeError);
+  const cyclic = [];
+  cyclic.push(cyclic);
+  await assert.rejects(sock.send([cyclic]), TypeError);
+  // Items: 1,000,000 per list or map, the message's own array included.
+  assert.equal(codec.MAX_ITEMS, 1000000);
+  await assert.rejects(sock.send([new Array(codec.MAX_ITEMS + 1).fill(0)]), RangeError);
+  await assert.rejects(sock.send(new Array(codec.MAX_ITEMS - 3).fill(0)), RangeError);
+  const many = {};
+  for (let i = 0; i <= codec.MAX_ITEMS; i++) many[i] = 0;
+  await assert.rejects(sock.send([many]), RangeError);
+  // The frame size: the body (checksum and serial) fits maxFrameSize.
+  await assert.rejects(sock.send([new Uint8Array(4096)]), RangeError);
+  await assert.rejects(sock.send([new Uint8Array(4096)], flags.whisper), RangeError);
+  const fits = 4096 - 32 - (await codec.WireMessage.create(flags.broadcast, sock.id, now(), [0, new Uint8Array(0)])).serial.length;
+  await sock.send([new Uint8Array(fits - 1)]); // bin16, not bin8: a byte more
+  await assert.rejects(sock.send([new Uint8Array(fits)]), RangeError);
+  const received = await ws.received();
+  assert.equal(received.length, 3, "only what fits was written");
+  assert.equal(received[2].frame().length - 4, 4096);
+  assert.equal(sock.routing_table.size, 1);
+  // The default is twisted_mesh's.
+  const big = await linked({}, "ws://127.0.0.1:10/");
+  await assert.rejects(big.sock.send([new Uint8Array(codec.MAX_FRAME_SIZE)]), RangeError);
+  assert.equal(big.ws.sent.length, 0);
+  sock.close();
+  big.sock.close();
+});
+
+test("connect() during a redial gives the next handshake, not the first attempt's", async () => {
+  const protocol = new tm.Protocol("mesh", "ws");
+  const sock = new tm.MeshSocket(protocol, { WebSocket: FakeWebSocket, minDelay: 30, maxDelay: 30, log: () => {} });
+  const url = "ws://127.0.0.1:11/";
+  const first = sock.connect(url);
+  await settle();
+  FakeWebSocket.last.close(1006); // the first attempt fails
+  await assert.rejects(first, tm.HandshakeFailed);
+  assert.equal(sock.links()[0].state, "waiting");
+  const second = sock.connect(url);
+  assert.equal(sock.connect(url), second, "one promise for the next attempt");
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  const server = tm.newNodeId();
+  FakeWebSocket.last.push(await serverShake(server, protocol));
+  assert.equal(await second, server);
+  assert.equal(await sock.connect(url), server, "connected: at once");
+
+  // Connected, then lost: the next peer (another node at that URL), not the old one.
+  FakeWebSocket.last.close(1006);
+  await settle();
+  assert.equal(sock.links()[0].state, "waiting");
+  const third = sock.connect(url);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  const next = tm.newNodeId();
+  FakeWebSocket.last.push(await serverShake(next, protocol));
+  assert.equal(await third, next);
+
+  // Waiting when the node closes: the promise fails.
+  FakeWebSocket.last.close(1006);
+  await settle();
+  const fourth = sock.connect(url);
+  sock.close();
+  await assert.rejects(fourth, tm.HandshakeFailed);
+});
+
+test("send() fails with NotConnected when nothing was written", async () => {
+  const { sock, ws, server } = await linked();
+  const messages = [];
+  sock.on("message", (s) => messages.push(s.recv()));
+  ws.push((await codec.WireMessage.create(flags.whisper, server, now(), [flags.whisper, "hi"], false)).frame());
+  await settle();
+  // The link is closing (its WebSocket not closed yet): every send drops.
+  sock.routing_table.get(server).close("a test");
+  assert.equal(sock.routing_table.size, 1);
+  await assert.rejects(sock.send(["lost"]), tm.NotConnected);
+  await assert.rejects(sock.send(["lost"], flags.whisper), tm.NotConnected);
+  await assert.rejects(messages[0].reply(["lost"]), tm.NotConnected);
+  assert.equal(ws.sent.length, 0);
+  await settle();
+
+  // Closed: at once, with or without links.
+  const other = await linked({}, "ws://127.0.0.1:12/");
+  const queued = other.sock.send(["queued before close()"]);
+  other.sock.close();
+  await assert.rejects(queued, tm.NotConnected);
+  await assert.rejects(other.sock.send(["after close()"]), /closed/);
+  assert.equal(other.ws.sent.length, 0);
+  sock.close();
+});
+
+test("connect() fails, not throws, when the WebSocket refuses the URL", async () => {
+  class Refusing extends FakeWebSocket {
+    constructor(url) {
+      if (url.includes("#")) throw new SyntaxError("The URL contains a fragment identifier");
+      super(url);
+    }
+  }
+  const sock = new tm.MeshSocket(new tm.Protocol("mesh", "ws"), { WebSocket: Refusing, minDelay: 10, log: () => {} });
+  const errors = [];
+  sock.on("error", (s, error) => errors.push(error));
+  const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
+  const before = timers();
+  const refused = sock.connect("ws://127.0.0.1:13/#x");
+  assert.equal(timers(), before, "no handshake timer left running");
+  await assert.rejects(refused, (error) => error instanceof tm.HandshakeFailed && /fragment/.test(error.message));
+  await settle();
+  assert.deepEqual(sock.links().map((l) => [l.url, l.state]), [["ws://127.0.0.1:13/#x", "stopped"]]);
+  assert.equal(errors.length, 1, "not dialled again: reported");
+  assert.equal(timers(), before);
+  sock.close();
+});
+
+test("broadcasts stamped more than MESSAGE_LIFETIME ahead are dropped, as twisted_mesh drops them", async () => {
+  const { sock, ws } = await linked();
+  const other = tm.newNodeId();
+  const messages = [];
+  sock.on("message", (s) => messages.push(s.recv()));
+  const at = async (time, text) => (await codec.WireMessage.create(flags.broadcast, other, time, [flags.broadcast, text], false)).frame();
+  ws.push(
+    await at(now() + tm.MESSAGE_LIFETIME + 5, "an hour ahead"),
+    await at(1e300, "far ahead"),
+    await at(now() + 30, "a little ahead"),
+    await at(now() - 30, "a little behind"),
+  );
+  await settle();
+  assert.deepEqual(messages.map((m) => m.packets[1]), ["a little ahead", "a little behind"]);
+  assert.equal(sock.stats.dropped.expired, 2);
+  assert.equal(sock.routing_table.size, 1);
+  sock.close();
+});

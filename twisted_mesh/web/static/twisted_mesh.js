@@ -658,60 +658,7 @@ var twisted_mesh = (() => {
       utf8EncodeJs(str, output, outputOffset);
     }
   }
-  var CHUNK_SIZE = 4096;
-  function utf8DecodeJs(bytes, inputOffset, byteLength) {
-    let offset = inputOffset;
-    const end = offset + byteLength;
-    const units = [];
-    let result = "";
-    while (offset < end) {
-      const byte1 = bytes[offset++];
-      if ((byte1 & 128) === 0) {
-        units.push(byte1);
-      } else if ((byte1 & 224) === 192) {
-        const byte2 = bytes[offset++] & 63;
-        units.push((byte1 & 31) << 6 | byte2);
-      } else if ((byte1 & 240) === 224) {
-        const byte2 = bytes[offset++] & 63;
-        const byte3 = bytes[offset++] & 63;
-        units.push((byte1 & 31) << 12 | byte2 << 6 | byte3);
-      } else if ((byte1 & 248) === 240) {
-        const byte2 = bytes[offset++] & 63;
-        const byte3 = bytes[offset++] & 63;
-        const byte4 = bytes[offset++] & 63;
-        let unit = (byte1 & 7) << 18 | byte2 << 12 | byte3 << 6 | byte4;
-        if (unit > 65535) {
-          unit -= 65536;
-          units.push(unit >>> 10 & 1023 | 55296);
-          unit = 56320 | unit & 1023;
-        }
-        units.push(unit);
-      } else {
-        units.push(byte1);
-      }
-      if (units.length >= CHUNK_SIZE) {
-        result += String.fromCharCode(...units);
-        units.length = 0;
-      }
-    }
-    if (units.length > 0) {
-      result += String.fromCharCode(...units);
-    }
-    return result;
-  }
   var sharedTextDecoder = new TextDecoder();
-  var TEXT_DECODER_THRESHOLD = 200;
-  function utf8DecodeTD(bytes, inputOffset, byteLength) {
-    const stringBytes = bytes.subarray(inputOffset, inputOffset + byteLength);
-    return sharedTextDecoder.decode(stringBytes);
-  }
-  function utf8Decode(bytes, inputOffset, byteLength) {
-    if (byteLength > TEXT_DECODER_THRESHOLD) {
-      return utf8DecodeTD(bytes, inputOffset, byteLength);
-    } else {
-      return utf8DecodeJs(bytes, inputOffset, byteLength);
-    }
-  }
 
   // node_modules/@msgpack/msgpack/dist.esm/ExtData.mjs
   var ExtData = class {
@@ -738,7 +685,6 @@ var twisted_mesh = (() => {
   };
 
   // node_modules/@msgpack/msgpack/dist.esm/utils/int.mjs
-  var UINT32_MAX = 4294967295;
   function setUint64(view, offset, value) {
     const high = value / 4294967296;
     const low = value;
@@ -753,11 +699,6 @@ var twisted_mesh = (() => {
   }
   function getInt64(view, offset) {
     const high = view.getInt32(offset);
-    const low = view.getUint32(offset + 4);
-    return high * 4294967296 + low;
-  }
-  function getUint64(view, offset) {
-    const high = view.getUint32(offset);
     const low = view.getUint32(offset + 4);
     return high * 4294967296 + low;
   }
@@ -1324,699 +1265,10 @@ var twisted_mesh = (() => {
     }
   };
 
-  // node_modules/@msgpack/msgpack/dist.esm/utils/prettyByte.mjs
-  function prettyByte(byte) {
-    return `${byte < 0 ? "-" : ""}0x${Math.abs(byte).toString(16).padStart(2, "0")}`;
-  }
-
-  // node_modules/@msgpack/msgpack/dist.esm/CachedKeyDecoder.mjs
-  var DEFAULT_MAX_KEY_LENGTH = 16;
-  var DEFAULT_MAX_LENGTH_PER_KEY = 16;
-  var CachedKeyDecoder = class {
-    constructor(maxKeyLength = DEFAULT_MAX_KEY_LENGTH, maxLengthPerKey = DEFAULT_MAX_LENGTH_PER_KEY) {
-      __publicField(this, "hit", 0);
-      __publicField(this, "miss", 0);
-      __publicField(this, "caches");
-      __publicField(this, "maxKeyLength");
-      __publicField(this, "maxLengthPerKey");
-      this.maxKeyLength = maxKeyLength;
-      this.maxLengthPerKey = maxLengthPerKey;
-      this.caches = [];
-      for (let i = 0; i < this.maxKeyLength; i++) {
-        this.caches.push([]);
-      }
-    }
-    canBeCached(byteLength) {
-      return byteLength > 0 && byteLength <= this.maxKeyLength;
-    }
-    find(bytes, inputOffset, byteLength) {
-      const records = this.caches[byteLength - 1];
-      FIND_CHUNK: for (const record of records) {
-        const recordBytes = record.bytes;
-        for (let j = 0; j < byteLength; j++) {
-          if (recordBytes[j] !== bytes[inputOffset + j]) {
-            continue FIND_CHUNK;
-          }
-        }
-        return record.str;
-      }
-      return null;
-    }
-    store(bytes, value) {
-      const records = this.caches[bytes.length - 1];
-      const record = { bytes, str: value };
-      if (records.length >= this.maxLengthPerKey) {
-        records[Math.random() * records.length | 0] = record;
-      } else {
-        records.push(record);
-      }
-    }
-    decode(bytes, inputOffset, byteLength) {
-      const cachedValue = this.find(bytes, inputOffset, byteLength);
-      if (cachedValue != null) {
-        this.hit++;
-        return cachedValue;
-      }
-      this.miss++;
-      const str = utf8DecodeJs(bytes, inputOffset, byteLength);
-      const slicedCopyOfBytes = Uint8Array.prototype.slice.call(bytes, inputOffset, inputOffset + byteLength);
-      this.store(slicedCopyOfBytes, str);
-      return str;
-    }
-  };
-
-  // node_modules/@msgpack/msgpack/dist.esm/Decoder.mjs
-  var STATE_ARRAY = "array";
-  var STATE_MAP_KEY = "map_key";
-  var STATE_MAP_VALUE = "map_value";
-  var mapKeyConverter = (key) => {
-    if (typeof key === "string" || typeof key === "number") {
-      return key;
-    }
-    throw new DecodeError("The type of key must be string or number but " + typeof key);
-  };
-  var StackPool = class {
-    constructor() {
-      __publicField(this, "stack", []);
-      __publicField(this, "stackHeadPosition", -1);
-    }
-    get length() {
-      return this.stackHeadPosition + 1;
-    }
-    top() {
-      return this.stack[this.stackHeadPosition];
-    }
-    pushArrayState(size) {
-      const state = this.getUninitializedStateFromPool();
-      state.type = STATE_ARRAY;
-      state.position = 0;
-      state.size = size;
-      state.array = new Array(size);
-    }
-    pushMapState(size) {
-      const state = this.getUninitializedStateFromPool();
-      state.type = STATE_MAP_KEY;
-      state.readCount = 0;
-      state.size = size;
-      state.map = {};
-    }
-    getUninitializedStateFromPool() {
-      this.stackHeadPosition++;
-      if (this.stackHeadPosition === this.stack.length) {
-        const partialState = {
-          type: void 0,
-          size: 0,
-          array: void 0,
-          position: 0,
-          readCount: 0,
-          map: void 0,
-          key: null
-        };
-        this.stack.push(partialState);
-      }
-      return this.stack[this.stackHeadPosition];
-    }
-    release(state) {
-      const topStackState = this.stack[this.stackHeadPosition];
-      if (topStackState !== state) {
-        throw new Error("Invalid stack state. Released state is not on top of the stack.");
-      }
-      if (state.type === STATE_ARRAY) {
-        const partialState = state;
-        partialState.size = 0;
-        partialState.array = void 0;
-        partialState.position = 0;
-        partialState.type = void 0;
-      }
-      if (state.type === STATE_MAP_KEY || state.type === STATE_MAP_VALUE) {
-        const partialState = state;
-        partialState.size = 0;
-        partialState.map = void 0;
-        partialState.readCount = 0;
-        partialState.type = void 0;
-      }
-      this.stackHeadPosition--;
-    }
-    reset() {
-      this.stack.length = 0;
-      this.stackHeadPosition = -1;
-    }
-  };
-  var HEAD_BYTE_REQUIRED = -1;
-  var EMPTY_VIEW = new DataView(new ArrayBuffer(0));
-  var EMPTY_BYTES = new Uint8Array(EMPTY_VIEW.buffer);
-  try {
-    EMPTY_VIEW.getInt8(0);
-  } catch (e) {
-    if (!(e instanceof RangeError)) {
-      throw new Error("This module is not supported in the current JavaScript engine because DataView does not throw RangeError on out-of-bounds access");
-    }
-  }
-  var MORE_DATA = new RangeError("Insufficient data");
-  var sharedCachedKeyDecoder = new CachedKeyDecoder();
-  var Decoder = class _Decoder {
-    constructor(options) {
-      __publicField(this, "extensionCodec");
-      __publicField(this, "context");
-      __publicField(this, "useBigInt64");
-      __publicField(this, "rawStrings");
-      __publicField(this, "maxStrLength");
-      __publicField(this, "maxBinLength");
-      __publicField(this, "maxArrayLength");
-      __publicField(this, "maxMapLength");
-      __publicField(this, "maxExtLength");
-      __publicField(this, "keyDecoder");
-      __publicField(this, "mapKeyConverter");
-      __publicField(this, "totalPos", 0);
-      __publicField(this, "pos", 0);
-      __publicField(this, "view", EMPTY_VIEW);
-      __publicField(this, "bytes", EMPTY_BYTES);
-      __publicField(this, "headByte", HEAD_BYTE_REQUIRED);
-      __publicField(this, "stack", new StackPool());
-      __publicField(this, "entered", false);
-      this.extensionCodec = options?.extensionCodec ?? ExtensionCodec.defaultCodec;
-      this.context = options?.context;
-      this.useBigInt64 = options?.useBigInt64 ?? false;
-      this.rawStrings = options?.rawStrings ?? false;
-      this.maxStrLength = options?.maxStrLength ?? UINT32_MAX;
-      this.maxBinLength = options?.maxBinLength ?? UINT32_MAX;
-      this.maxArrayLength = options?.maxArrayLength ?? UINT32_MAX;
-      this.maxMapLength = options?.maxMapLength ?? UINT32_MAX;
-      this.maxExtLength = options?.maxExtLength ?? UINT32_MAX;
-      this.keyDecoder = options?.keyDecoder !== void 0 ? options.keyDecoder : sharedCachedKeyDecoder;
-      this.mapKeyConverter = options?.mapKeyConverter ?? mapKeyConverter;
-    }
-    clone() {
-      return new _Decoder({
-        extensionCodec: this.extensionCodec,
-        context: this.context,
-        useBigInt64: this.useBigInt64,
-        rawStrings: this.rawStrings,
-        maxStrLength: this.maxStrLength,
-        maxBinLength: this.maxBinLength,
-        maxArrayLength: this.maxArrayLength,
-        maxMapLength: this.maxMapLength,
-        maxExtLength: this.maxExtLength,
-        keyDecoder: this.keyDecoder
-      });
-    }
-    reinitializeState() {
-      this.totalPos = 0;
-      this.headByte = HEAD_BYTE_REQUIRED;
-      this.stack.reset();
-    }
-    setBuffer(buffer) {
-      const bytes = ensureUint8Array(buffer);
-      this.bytes = bytes;
-      this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      this.pos = 0;
-    }
-    appendBuffer(buffer) {
-      if (this.headByte === HEAD_BYTE_REQUIRED && !this.hasRemaining(1)) {
-        this.setBuffer(buffer);
-      } else {
-        const remainingData = this.bytes.subarray(this.pos);
-        const newData = ensureUint8Array(buffer);
-        const newBuffer = new Uint8Array(remainingData.length + newData.length);
-        newBuffer.set(remainingData);
-        newBuffer.set(newData, remainingData.length);
-        this.setBuffer(newBuffer);
-      }
-    }
-    hasRemaining(size) {
-      return this.view.byteLength - this.pos >= size;
-    }
-    createExtraByteError(posToShow) {
-      const { view, pos } = this;
-      return new RangeError(`Extra ${view.byteLength - pos} of ${view.byteLength} byte(s) found at buffer[${posToShow}]`);
-    }
-    /**
-     * @throws {@link DecodeError}
-     * @throws {@link RangeError}
-     */
-    decode(buffer) {
-      if (this.entered) {
-        const instance = this.clone();
-        return instance.decode(buffer);
-      }
-      try {
-        this.entered = true;
-        this.reinitializeState();
-        this.setBuffer(buffer);
-        const object = this.doDecodeSync();
-        if (this.hasRemaining(1)) {
-          throw this.createExtraByteError(this.pos);
-        }
-        return object;
-      } finally {
-        this.entered = false;
-      }
-    }
-    *decodeMulti(buffer) {
-      if (this.entered) {
-        const instance = this.clone();
-        yield* instance.decodeMulti(buffer);
-        return;
-      }
-      try {
-        this.entered = true;
-        this.reinitializeState();
-        this.setBuffer(buffer);
-        while (this.hasRemaining(1)) {
-          yield this.doDecodeSync();
-        }
-      } finally {
-        this.entered = false;
-      }
-    }
-    async decodeAsync(stream) {
-      if (this.entered) {
-        const instance = this.clone();
-        return instance.decodeAsync(stream);
-      }
-      try {
-        this.entered = true;
-        let decoded = false;
-        let object;
-        for await (const buffer of stream) {
-          if (decoded) {
-            this.entered = false;
-            throw this.createExtraByteError(this.totalPos);
-          }
-          this.appendBuffer(buffer);
-          try {
-            object = this.doDecodeSync();
-            decoded = true;
-          } catch (e) {
-            if (!(e instanceof RangeError)) {
-              throw e;
-            }
-          }
-          this.totalPos += this.pos;
-        }
-        if (decoded) {
-          if (this.hasRemaining(1)) {
-            throw this.createExtraByteError(this.totalPos);
-          }
-          return object;
-        }
-        const { headByte, pos, totalPos } = this;
-        throw new RangeError(`Insufficient data in parsing ${prettyByte(headByte)} at ${totalPos} (${pos} in the current buffer)`);
-      } finally {
-        this.entered = false;
-      }
-    }
-    decodeArrayStream(stream) {
-      return this.decodeMultiAsync(stream, true);
-    }
-    decodeStream(stream) {
-      return this.decodeMultiAsync(stream, false);
-    }
-    async *decodeMultiAsync(stream, isArray) {
-      if (this.entered) {
-        const instance = this.clone();
-        yield* instance.decodeMultiAsync(stream, isArray);
-        return;
-      }
-      try {
-        this.entered = true;
-        let isArrayHeaderRequired = isArray;
-        let arrayItemsLeft = -1;
-        for await (const buffer of stream) {
-          if (isArray && arrayItemsLeft === 0) {
-            throw this.createExtraByteError(this.totalPos);
-          }
-          this.appendBuffer(buffer);
-          if (isArrayHeaderRequired) {
-            arrayItemsLeft = this.readArraySize();
-            isArrayHeaderRequired = false;
-            this.complete();
-          }
-          try {
-            while (true) {
-              yield this.doDecodeSync();
-              if (--arrayItemsLeft === 0) {
-                break;
-              }
-            }
-          } catch (e) {
-            if (!(e instanceof RangeError)) {
-              throw e;
-            }
-          }
-          this.totalPos += this.pos;
-        }
-      } finally {
-        this.entered = false;
-      }
-    }
-    doDecodeSync() {
-      DECODE: while (true) {
-        const headByte = this.readHeadByte();
-        let object;
-        if (headByte >= 224) {
-          object = headByte - 256;
-        } else if (headByte < 192) {
-          if (headByte < 128) {
-            object = headByte;
-          } else if (headByte < 144) {
-            const size = headByte - 128;
-            if (size !== 0) {
-              this.pushMapState(size);
-              this.complete();
-              continue DECODE;
-            } else {
-              object = {};
-            }
-          } else if (headByte < 160) {
-            const size = headByte - 144;
-            if (size !== 0) {
-              this.pushArrayState(size);
-              this.complete();
-              continue DECODE;
-            } else {
-              object = [];
-            }
-          } else {
-            const byteLength = headByte - 160;
-            object = this.decodeString(byteLength, 0);
-          }
-        } else if (headByte === 192) {
-          object = null;
-        } else if (headByte === 194) {
-          object = false;
-        } else if (headByte === 195) {
-          object = true;
-        } else if (headByte === 202) {
-          object = this.readF32();
-        } else if (headByte === 203) {
-          object = this.readF64();
-        } else if (headByte === 204) {
-          object = this.readU8();
-        } else if (headByte === 205) {
-          object = this.readU16();
-        } else if (headByte === 206) {
-          object = this.readU32();
-        } else if (headByte === 207) {
-          if (this.useBigInt64) {
-            object = this.readU64AsBigInt();
-          } else {
-            object = this.readU64();
-          }
-        } else if (headByte === 208) {
-          object = this.readI8();
-        } else if (headByte === 209) {
-          object = this.readI16();
-        } else if (headByte === 210) {
-          object = this.readI32();
-        } else if (headByte === 211) {
-          if (this.useBigInt64) {
-            object = this.readI64AsBigInt();
-          } else {
-            object = this.readI64();
-          }
-        } else if (headByte === 217) {
-          const byteLength = this.lookU8();
-          object = this.decodeString(byteLength, 1);
-        } else if (headByte === 218) {
-          const byteLength = this.lookU16();
-          object = this.decodeString(byteLength, 2);
-        } else if (headByte === 219) {
-          const byteLength = this.lookU32();
-          object = this.decodeString(byteLength, 4);
-        } else if (headByte === 220) {
-          const size = this.readU16();
-          if (size !== 0) {
-            this.pushArrayState(size);
-            this.complete();
-            continue DECODE;
-          } else {
-            object = [];
-          }
-        } else if (headByte === 221) {
-          const size = this.readU32();
-          if (size !== 0) {
-            this.pushArrayState(size);
-            this.complete();
-            continue DECODE;
-          } else {
-            object = [];
-          }
-        } else if (headByte === 222) {
-          const size = this.readU16();
-          if (size !== 0) {
-            this.pushMapState(size);
-            this.complete();
-            continue DECODE;
-          } else {
-            object = {};
-          }
-        } else if (headByte === 223) {
-          const size = this.readU32();
-          if (size !== 0) {
-            this.pushMapState(size);
-            this.complete();
-            continue DECODE;
-          } else {
-            object = {};
-          }
-        } else if (headByte === 196) {
-          const size = this.lookU8();
-          object = this.decodeBinary(size, 1);
-        } else if (headByte === 197) {
-          const size = this.lookU16();
-          object = this.decodeBinary(size, 2);
-        } else if (headByte === 198) {
-          const size = this.lookU32();
-          object = this.decodeBinary(size, 4);
-        } else if (headByte === 212) {
-          object = this.decodeExtension(1, 0);
-        } else if (headByte === 213) {
-          object = this.decodeExtension(2, 0);
-        } else if (headByte === 214) {
-          object = this.decodeExtension(4, 0);
-        } else if (headByte === 215) {
-          object = this.decodeExtension(8, 0);
-        } else if (headByte === 216) {
-          object = this.decodeExtension(16, 0);
-        } else if (headByte === 199) {
-          const size = this.lookU8();
-          object = this.decodeExtension(size, 1);
-        } else if (headByte === 200) {
-          const size = this.lookU16();
-          object = this.decodeExtension(size, 2);
-        } else if (headByte === 201) {
-          const size = this.lookU32();
-          object = this.decodeExtension(size, 4);
-        } else {
-          throw new DecodeError(`Unrecognized type byte: ${prettyByte(headByte)}`);
-        }
-        this.complete();
-        const stack = this.stack;
-        while (stack.length > 0) {
-          const state = stack.top();
-          if (state.type === STATE_ARRAY) {
-            state.array[state.position] = object;
-            state.position++;
-            if (state.position === state.size) {
-              object = state.array;
-              stack.release(state);
-            } else {
-              continue DECODE;
-            }
-          } else if (state.type === STATE_MAP_KEY) {
-            if (object === "__proto__") {
-              throw new DecodeError("The key __proto__ is not allowed");
-            }
-            state.key = this.mapKeyConverter(object);
-            state.type = STATE_MAP_VALUE;
-            continue DECODE;
-          } else {
-            state.map[state.key] = object;
-            state.readCount++;
-            if (state.readCount === state.size) {
-              object = state.map;
-              stack.release(state);
-            } else {
-              state.key = null;
-              state.type = STATE_MAP_KEY;
-              continue DECODE;
-            }
-          }
-        }
-        return object;
-      }
-    }
-    readHeadByte() {
-      if (this.headByte === HEAD_BYTE_REQUIRED) {
-        this.headByte = this.readU8();
-      }
-      return this.headByte;
-    }
-    complete() {
-      this.headByte = HEAD_BYTE_REQUIRED;
-    }
-    readArraySize() {
-      const headByte = this.readHeadByte();
-      switch (headByte) {
-        case 220:
-          return this.readU16();
-        case 221:
-          return this.readU32();
-        default: {
-          if (headByte < 160) {
-            return headByte - 144;
-          } else {
-            throw new DecodeError(`Unrecognized array type byte: ${prettyByte(headByte)}`);
-          }
-        }
-      }
-    }
-    pushMapState(size) {
-      if (size > this.maxMapLength) {
-        throw new DecodeError(`Max length exceeded: map length (${size}) > maxMapLengthLength (${this.maxMapLength})`);
-      }
-      this.stack.pushMapState(size);
-    }
-    pushArrayState(size) {
-      if (size > this.maxArrayLength) {
-        throw new DecodeError(`Max length exceeded: array length (${size}) > maxArrayLength (${this.maxArrayLength})`);
-      }
-      this.stack.pushArrayState(size);
-    }
-    decodeString(byteLength, headerOffset) {
-      if (!this.rawStrings || this.stateIsMapKey()) {
-        return this.decodeUtf8String(byteLength, headerOffset);
-      }
-      return this.decodeBinary(byteLength, headerOffset);
-    }
-    /**
-     * @throws {@link RangeError}
-     */
-    decodeUtf8String(byteLength, headerOffset) {
-      if (byteLength > this.maxStrLength) {
-        throw new DecodeError(`Max length exceeded: UTF-8 byte length (${byteLength}) > maxStrLength (${this.maxStrLength})`);
-      }
-      if (this.bytes.byteLength < this.pos + headerOffset + byteLength) {
-        throw MORE_DATA;
-      }
-      const offset = this.pos + headerOffset;
-      let object;
-      if (this.stateIsMapKey() && this.keyDecoder?.canBeCached(byteLength)) {
-        object = this.keyDecoder.decode(this.bytes, offset, byteLength);
-      } else {
-        object = utf8Decode(this.bytes, offset, byteLength);
-      }
-      this.pos += headerOffset + byteLength;
-      return object;
-    }
-    stateIsMapKey() {
-      if (this.stack.length > 0) {
-        const state = this.stack.top();
-        return state.type === STATE_MAP_KEY;
-      }
-      return false;
-    }
-    /**
-     * @throws {@link RangeError}
-     */
-    decodeBinary(byteLength, headOffset) {
-      if (byteLength > this.maxBinLength) {
-        throw new DecodeError(`Max length exceeded: bin length (${byteLength}) > maxBinLength (${this.maxBinLength})`);
-      }
-      if (!this.hasRemaining(byteLength + headOffset)) {
-        throw MORE_DATA;
-      }
-      const offset = this.pos + headOffset;
-      const object = this.bytes.subarray(offset, offset + byteLength);
-      this.pos += headOffset + byteLength;
-      return object;
-    }
-    decodeExtension(size, headOffset) {
-      if (size > this.maxExtLength) {
-        throw new DecodeError(`Max length exceeded: ext length (${size}) > maxExtLength (${this.maxExtLength})`);
-      }
-      const extType = this.view.getInt8(this.pos + headOffset);
-      const data = this.decodeBinary(
-        size,
-        headOffset + 1
-        /* extType */
-      );
-      return this.extensionCodec.decode(data, extType, this.context);
-    }
-    lookU8() {
-      return this.view.getUint8(this.pos);
-    }
-    lookU16() {
-      return this.view.getUint16(this.pos);
-    }
-    lookU32() {
-      return this.view.getUint32(this.pos);
-    }
-    readU8() {
-      const value = this.view.getUint8(this.pos);
-      this.pos++;
-      return value;
-    }
-    readI8() {
-      const value = this.view.getInt8(this.pos);
-      this.pos++;
-      return value;
-    }
-    readU16() {
-      const value = this.view.getUint16(this.pos);
-      this.pos += 2;
-      return value;
-    }
-    readI16() {
-      const value = this.view.getInt16(this.pos);
-      this.pos += 2;
-      return value;
-    }
-    readU32() {
-      const value = this.view.getUint32(this.pos);
-      this.pos += 4;
-      return value;
-    }
-    readI32() {
-      const value = this.view.getInt32(this.pos);
-      this.pos += 4;
-      return value;
-    }
-    readU64() {
-      const value = getUint64(this.view, this.pos);
-      this.pos += 8;
-      return value;
-    }
-    readI64() {
-      const value = getInt64(this.view, this.pos);
-      this.pos += 8;
-      return value;
-    }
-    readU64AsBigInt() {
-      const value = this.view.getBigUint64(this.pos);
-      this.pos += 8;
-      return value;
-    }
-    readI64AsBigInt() {
-      const value = this.view.getBigInt64(this.pos);
-      this.pos += 8;
-      return value;
-    }
-    readF32() {
-      const value = this.view.getFloat32(this.pos);
-      this.pos += 4;
-      return value;
-    }
-    readF64() {
-      const value = this.view.getFloat64(this.pos);
-      this.pos += 8;
-      return value;
-    }
-  };
-
   // src/frames.js
   var MAX_FRAME_SIZE = 16 * 1024 * 1024;
+  var MAX_DEPTH = 32;
+  var MAX_ITEMS = 1e6;
   var CHECKSUM_SIZE = 32;
   var HEADER_SIZE = 4;
   var FrameError = class extends Error {
@@ -2046,9 +1298,7 @@ var twisted_mesh = (() => {
     }
   };
   var encoder = new Encoder({ extensionCodec: noExtensions });
-  var decoder = new Decoder({ extensionCodec: noExtensions });
-  function checkPacket(value, depth = 0) {
-    if (depth > 100) throw new TypeError("packets nest too deeply");
+  function checkPacket(value, depth = 1) {
     if (value === null || value === void 0) return null;
     switch (typeof value) {
       case "boolean":
@@ -2064,26 +1314,185 @@ var twisted_mesh = (() => {
     if (ArrayBuffer.isView(value)) {
       return value instanceof Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
     }
-    if (Array.isArray(value)) return value.map((item) => checkPacket(item, depth + 1));
+    if (Array.isArray(value)) {
+      checkContainer(value.length, depth);
+      return value.map((item) => checkPacket(item, depth + 1));
+    }
     const proto = Object.getPrototypeOf(value);
     if (proto !== Object.prototype && proto !== null) {
       throw new TypeError(`a packet cannot hold a ${Object.prototype.toString.call(value)}: use arrays, plain objects, strings, numbers or bytes`);
     }
+    const entries = Object.entries(value);
+    checkContainer(entries.length, depth);
     const copy = {};
-    for (const [key, item] of Object.entries(value)) copy[key] = checkPacket(item, depth + 1);
+    for (const [key, item] of entries) setEntry(copy, key, checkPacket(item, depth + 1));
     return copy;
+  }
+  function checkContainer(size, depth) {
+    if (depth >= MAX_DEPTH) {
+      throw new TypeError(`packets nest too deeply: twisted_mesh nodes read lists and maps nested up to ${MAX_DEPTH - 1} deep in a message`);
+    }
+    if (size > MAX_ITEMS) {
+      throw new RangeError(`a list or map of ${size} items: twisted_mesh nodes read at most ${MAX_ITEMS}`);
+    }
+  }
+  function setEntry(object, key, value) {
+    if (key === "__proto__") {
+      Object.defineProperty(object, key, { value, writable: true, enumerable: true, configurable: true });
+    } else {
+      object[key] = value;
+    }
   }
   function pack(value) {
     return encoder.encode(value);
   }
   function unpack(bytes) {
+    const reader = new MsgpackReader(bytes);
+    let value;
     try {
-      return decoder.decode(bytes);
+      value = reader.value(0);
     } catch (error) {
       if (error instanceof FrameError) throw error;
       throw new FrameError(`bad msgpack: ${error.message}`);
     }
+    if (reader.at !== bytes.length) throw new FrameError(`bad msgpack: ${bytes.length - reader.at} bytes after the value`);
+    return value;
   }
+  var MAX_READ_DEPTH = 1024;
+  var strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+  var lenientUtf8 = new TextDecoder("utf-8");
+  var MsgpackReader = class {
+    constructor(bytes) {
+      this.bytes = bytes;
+      this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      this.at = 0;
+    }
+    /** Pass the next `size` bytes: return their offset. */
+    take(size) {
+      const at = this.at;
+      if (size > this.bytes.length - at) throw new FrameError("bad msgpack: the data ends too soon");
+      this.at = at + size;
+      return at;
+    }
+    u8() {
+      return this.bytes[this.take(1)];
+    }
+    u16() {
+      return this.view.getUint16(this.take(2));
+    }
+    u32() {
+      return this.view.getUint32(this.take(4));
+    }
+    /** The next value, inside `depth` lists and maps. */
+    value(depth) {
+      const tag = this.u8();
+      if (tag <= 127) return tag;
+      if (tag >= 224) return tag - 256;
+      if (tag <= 143) return this.map(tag & 15, depth);
+      if (tag <= 159) return this.array(tag & 15, depth);
+      if (tag <= 191) return this.str(tag & 31);
+      const view = this.view;
+      switch (tag) {
+        case 192:
+          return null;
+        case 194:
+          return false;
+        case 195:
+          return true;
+        case 196:
+          return this.bin(this.u8());
+        case 197:
+          return this.bin(this.u16());
+        case 198:
+          return this.bin(this.u32());
+        case 202:
+          return view.getFloat32(this.take(4));
+        case 203:
+          return view.getFloat64(this.take(8));
+        case 204:
+          return this.u8();
+        case 205:
+          return this.u16();
+        case 206:
+          return this.u32();
+        case 207: {
+          const at = this.take(8);
+          return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
+        }
+        case 208:
+          return view.getInt8(this.take(1));
+        case 209:
+          return view.getInt16(this.take(2));
+        case 210:
+          return view.getInt32(this.take(4));
+        case 211: {
+          const at = this.take(8);
+          return view.getInt32(at) * 2 ** 32 + view.getUint32(at + 4);
+        }
+        case 217:
+          return this.str(this.u8());
+        case 218:
+          return this.str(this.u16());
+        case 219:
+          return this.str(this.u32());
+        case 220:
+          return this.array(this.u16(), depth);
+        case 221:
+          return this.array(this.u32(), depth);
+        case 222:
+          return this.map(this.u16(), depth);
+        case 223:
+          return this.map(this.u32(), depth);
+        case 193:
+          throw new FrameError("bad msgpack: the unused type byte 0xc1");
+        default:
+          throw new FrameError(`msgpack extension type ${this.extType(tag)} is not allowed`);
+      }
+    }
+    str(size) {
+      const at = this.take(size);
+      return strictUtf8.decode(this.bytes.subarray(at, at + size));
+    }
+    bin(size) {
+      const at = this.take(size);
+      return this.bytes.slice(at, at + size);
+    }
+    /** The type of an extension (fixext 0xd4-0xd8, ext 0xc7-0xc9). */
+    extType(tag) {
+      if (tag === 199) this.u8();
+      else if (tag === 200) this.u16();
+      else if (tag === 201) this.u32();
+      return this.view.getInt8(this.take(1));
+    }
+    /** Enter a list or map of `items` values; each takes one byte at least. */
+    enter(items, depth) {
+      if (depth >= MAX_READ_DEPTH) throw new FrameError(`bad msgpack: lists and maps nest deeper than ${MAX_READ_DEPTH}`);
+      if (items > this.bytes.length - this.at) throw new FrameError("bad msgpack: the data ends too soon");
+    }
+    array(size, depth) {
+      this.enter(size, depth);
+      const array = new Array(size);
+      for (let i = 0; i < size; i++) array[i] = this.value(depth + 1);
+      return array;
+    }
+    map(size, depth) {
+      this.enter(2 * size, depth);
+      const map = {};
+      for (let i = 0; i < size; i++) {
+        const key = this.key(depth + 1);
+        setEntry(map, key, this.value(depth + 1));
+      }
+      return map;
+    }
+    /** A map key, as a string (see unpack). */
+    key(depth) {
+      const key = this.value(depth);
+      if (typeof key === "string") return key;
+      if (key instanceof Uint8Array) return lenientUtf8.decode(key);
+      if (key !== null && typeof key === "object") throw new FrameError("bad msgpack: an array or a map as a map key");
+      return String(key);
+    }
+  };
   var ascii = new TextEncoder();
   var asciiDecoder = new TextDecoder("utf-8", { fatal: false });
   function idText(value) {
@@ -2140,9 +1549,17 @@ var twisted_mesh = (() => {
       this.checksum = checksum;
       this._key = senderIsBin ? checksum : null;
     }
-    /** Make a new message: a Promise of a WireMessage. */
-    static async create(msgType, sender, time, payload, senderIsBin = false) {
+    /**
+     * Make a new message: a Promise of a WireMessage.  It fails with a
+     * RangeError when the body (checksum and serial) would be larger than
+     * `maxSize` bytes: a peer would close the link on such a frame.
+     */
+    static async create(msgType, sender, time, payload, senderIsBin = false, maxSize = Infinity) {
       const serial = pack([msgType, wireId(sender, senderIsBin), time, ...payload]);
+      const size = CHECKSUM_SIZE + serial.length;
+      if (size > maxSize) {
+        throw new RangeError(`a message of ${size} bytes: peers read frame bodies of at most ${maxSize} bytes`);
+      }
       return new _WireMessage(msgType, sender, time, payload, serial, await sha2562(serial), senderIsBin);
     }
     /**
@@ -2257,8 +1674,10 @@ var twisted_mesh = (() => {
     }
     /**
      * Whisper `packets` (an array) back to the sender: they arrive as
-     * [flags.whisper, ...packets].  A Promise; it fails with NotConnected
-     * when the sender is not a peer of this node (see MeshSocket.reply).
+     * [flags.whisper, ...packets].  A Promise of the message ID; it fails
+     * with NotConnected when the sender is not a peer of this node, or its
+     * link is closing, and with a TypeError or RangeError as send() does
+     * (see MeshSocket._reply).
      */
     reply(packets) {
       return this._sock._reply(this.sender, packets);
@@ -2320,9 +1739,15 @@ var twisted_mesh = (() => {
       this.closed = new Promise((resolve) => {
         this._closedDone = resolve;
       });
-      this._timer = setTimeout(() => this._fail(new HandshakeFailed(`no handshake from ${url} within ${HANDSHAKE_TIMEOUT / 1e3} s`)), HANDSHAKE_TIMEOUT);
       const WebSocketImpl = sock.options.WebSocket;
-      const ws = this._ws = new WebSocketImpl(url);
+      let ws;
+      try {
+        ws = this._ws = new WebSocketImpl(url);
+      } catch (error) {
+        this._refused(error);
+        return;
+      }
+      this._timer = setTimeout(() => this._fail(new HandshakeFailed(`no handshake from ${url} within ${HANDSHAKE_TIMEOUT / 1e3} s`)), HANDSHAKE_TIMEOUT);
       ws.binaryType = "arraybuffer";
       ws.onopen = () => this._opened();
       ws.onmessage = (event) => this._data(event.data);
@@ -2332,6 +1757,18 @@ var twisted_mesh = (() => {
     }
     toString() {
       return `Link(${this.peer_id ? this.peer_id.slice(0, 10) + "…" : "?"} at ${this.url})`;
+    }
+    /**
+     * The WebSocket constructor threw: a URL it refuses (one with a fragment;
+     * ws:// from an https page; a blocked port).  The same URL would be refused
+     * again, so the link fails for good: no timer, no dialling again.
+     */
+    _refused(error) {
+      this._ws = null;
+      this._closing = true;
+      this.fatal = new HandshakeFailed(`${this.url}: cannot open a WebSocket: ${error.message}`);
+      this._handshakeFailed(this.fatal);
+      this._closedDone(this.fatal.message);
     }
     // -- the WebSocket's events ------------------------------------------------
     _opened() {
@@ -2467,18 +1904,24 @@ var twisted_mesh = (() => {
       this._renegotiate([flags.resend]);
     }
     // -- writing and closing ---------------------------------------------------
-    /** Write a frame of a whisper or broadcast (kept for a resend request). */
+    /**
+     * Write a frame of a whisper or broadcast (kept for a resend request);
+     * return whether it was written.
+     */
     send(frame) {
+      if (!this._write(frame)) return false;
       this._lastSent = frame;
-      this._write(frame);
+      return true;
     }
+    /** Write a frame, unless the link is closing: return whether it was written. */
     _write(frame) {
-      if (this._closing || this._ws.readyState !== OPEN) return;
+      if (this._closing || this._ws.readyState !== OPEN) return false;
       this.stats.frames_out += 1;
       this.stats.bytes_out += frame.length;
       this._sock.stats.frames_out += 1;
       this._sock.stats.bytes_out += frame.length;
       this._ws.send(frame);
+      return true;
     }
     _fail(error, fatal = false) {
       if (this._closing) return;
@@ -2512,7 +1955,25 @@ var twisted_mesh = (() => {
         this._resolveFirst = resolve;
         this._rejectFirst = reject;
       });
+      this._next = null;
       this._dial();
+    }
+    /**
+     * A Promise of the peer's ID: at once when connected; else the outcome of
+     * the handshake of the link being made, or (while waiting to dial again,
+     * or while the link closes) of the next link dialled.
+     */
+    nextHandshake() {
+      const link = this.link;
+      if (link && !link._closing) return link.handshake;
+      if (this._next === null) {
+        let settle;
+        const promise = new Promise((resolve, reject) => {
+          settle = { resolve, reject };
+        });
+        this._next = { promise, ...settle };
+      }
+      return this._next.promise;
     }
     _dial() {
       this._timer = null;
@@ -2528,7 +1989,17 @@ var twisted_mesh = (() => {
         },
         (error) => this._rejectFirst(error)
       );
+      if (this._next !== null) {
+        link.handshake.then(this._next.resolve, this._next.reject);
+        this._next = null;
+      }
       link.closed.then((reason) => this._closed(link, reason));
+    }
+    /** Fail what connect() gave out for a next link, when none will be dialled. */
+    _noNext(error) {
+      if (this._next === null) return;
+      this._next.reject(error);
+      this._next = null;
     }
     _closed(link, reason) {
       if (this.link !== link) return;
@@ -2538,6 +2009,7 @@ var twisted_mesh = (() => {
       if (this.state === "stopped") return;
       if (link.fatal || sock.closed || !sock.options.reconnect) {
         this.state = "stopped";
+        this._noNext(link.fatal || new HandshakeFailed(`${this.url}: ${reason} (not dialled again)`));
         if (link.fatal) sock._events.emit("error", sock, link.fatal);
         sock._events.emit("status", sock);
         return;
@@ -2564,7 +2036,9 @@ var twisted_mesh = (() => {
       clearTimeout(this._timer);
       this._timer = null;
       if (this.link) this.link.close("the node is closing");
-      this._rejectFirst(new HandshakeFailed(`${this.url}: the node closed`));
+      const error = new HandshakeFailed(`${this.url}: the node closed`);
+      this._rejectFirst(error);
+      this._noNext(error);
     }
   };
   function defaultLog(level, text) {
@@ -2600,10 +2074,14 @@ var twisted_mesh = (() => {
      * Dial the server node at `url` (ws://host:port/ or wss://...).  A
      * Promise of the peer's ID once its handshake is accepted; it fails with
      * ProtocolMismatch when the node belongs to another network, and with
-     * HandshakeFailed when the link cannot be made.  While `reconnect` is on,
-     * the node keeps dialling the URL whenever the link is lost (or could not
-     * be made), with a growing delay: watch the 'connect', 'disconnect' and
-     * 'reconnecting' events.
+     * HandshakeFailed when the link cannot be made (also when the WebSocket
+     * refuses the URL: then it is not dialled again).  While `reconnect` is
+     * on, the node keeps dialling the URL whenever the link is lost (or could
+     * not be made), with a growing delay: watch the 'connect', 'disconnect'
+     * and 'reconnecting' events.  Called again for a URL it is dialling, it
+     * gives the peer's ID at once when connected, else the outcome of the
+     * next handshake: that of the attempt under way, or of the next attempt
+     * when waiting to dial again (retryNow() dials at once).
      */
     connect(url) {
       if (this.closed) return Promise.reject(new Error("the node is closed"));
@@ -2619,9 +2097,7 @@ var twisted_mesh = (() => {
         );
       }
       const existing = this._dialers.get(url);
-      if (existing && existing.state !== "stopped") {
-        return existing.link && existing.link.peer_id ? Promise.resolve(existing.link.peer_id) : existing.first;
-      }
+      if (existing && existing.state !== "stopped") return existing.nextHandshake();
       const dialer = new Dialer(this, url);
       this._dialers.set(url, dialer);
       this._events.emit("status", this);
@@ -2680,7 +2156,7 @@ var twisted_mesh = (() => {
     async _received(link, msg) {
       if (msg.msgType === flags.broadcast) {
         const now = this._now();
-        if (msg.time < now - MESSAGE_LIFETIME) {
+        if (msg.time < now - MESSAGE_LIFETIME || msg.time > now + MESSAGE_LIFETIME) {
           this._drop("expired");
           return;
         }
@@ -2728,7 +2204,7 @@ var twisted_mesh = (() => {
       const peer = target !== null ? this.routing_table.get(target) : void 0;
       if (peer && peer.peer_addr !== null) {
         this._broadcastNew([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch(
-          (error) => this._report("a response", error)
+          (error) => error instanceof NotConnected || this._report("a response", error)
         );
       }
     }
@@ -2768,8 +2244,9 @@ var twisted_mesh = (() => {
      * gets its first peer, 'disconnect' when it loses its last one, 'message'
      * when a message is queued; also 'reconnecting' (sock, {url, attempt,
      * delay, reason}), 'error' (sock, error) for a link that will not be
-     * dialled again (a protocol mismatch), and 'status' (sock) whenever
-     * a link changes state.
+     * dialled again (a protocol mismatch, a URL the WebSocket refuses, a node
+     * reached by another link, or this node itself), and 'status' (sock)
+     * whenever a link changes state.
      */
     on(event, callback) {
       this._events.on(event, callback);
@@ -2787,17 +2264,24 @@ var twisted_mesh = (() => {
      * Send `packets` (an array) to the mesh; they arrive as [type, ...packets].
      * `flag` flags.broadcast (the default) reaches every node of the mesh;
      * flags.whisper this node's peers only.  A Promise of the message ID
-     * (hex); it fails with NotConnected when the node has no peer, and with a
-     * TypeError when a packet is not something the protocol carries.
+     * (hex), once the message is written to at least one link.  It fails with
+     * NotConnected when nothing was written: the node has no peer, its links
+     * are closing, or it is closed.  It fails with a TypeError when a packet
+     * is not something the protocol carries, or nests lists and maps deeper
+     * than twisted_mesh nodes read (31 levels in a packet: MAX_DEPTH), and
+     * with a RangeError when the message is larger than they read: a list or
+     * map of more than 1,000,000 items (MAX_ITEMS), or a body of more than
+     * `maxFrameSize` bytes.  A node closes the link on such a message, and
+     * what is sent after it is lost: the checks are made here instead.
      */
     send(packets, flag = flags.broadcast, type = flags.broadcast) {
-      if (!Array.isArray(packets)) return Promise.reject(new TypeError("send() takes an array of packets"));
       let checked;
       try {
-        checked = [type, ...packets.map((packet) => checkPacket(packet))];
+        checked = this._checked(packets, type, "send()");
       } catch (error) {
         return Promise.reject(error);
       }
+      if (this.closed) return Promise.reject(new NotConnected("the node is closed: nothing was sent"));
       if (this.routing_table.size === 0) {
         return Promise.reject(new NotConnected("not connected to any node: nothing was sent"));
       }
@@ -2805,20 +2289,41 @@ var twisted_mesh = (() => {
       if (flag !== flags.whisper) return Promise.reject(new RangeError("the flag must be flags.broadcast or flags.whisper"));
       return this._serially(async () => {
         const msg = await this._make(flags.whisper, checked);
-        const frame = msg.frame();
-        for (const link of this.routing_table.values()) link.send(frame);
+        this._writeNew(this.routing_table.values(), msg.frame());
         return msg.id();
       });
+    }
+    /**
+     * The payload [subflag, ...packets] with each packet checked (see
+     * checkPacket); `what` names the caller.  A message is an array too, of
+     * msg_type, sender, time and the payload: it holds MAX_ITEMS at most.
+     */
+    _checked(packets, subflag, what) {
+      if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
+      if (packets.length + 4 > MAX_ITEMS) {
+        throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
+      }
+      return [subflag, ...packets.map((packet) => checkPacket(packet))];
     }
     _broadcastNew(payload) {
       return this._serially(async () => {
         const msg = await this._make(flags.broadcast, payload);
         const id = await msg.id();
         this._seen.add(id, msg.time, this._now());
-        const frame = msg.frame();
-        for (const link of this.routing_table.values()) link.send(frame);
+        this._writeNew(this.routing_table.values(), msg.frame());
         return id;
       });
+    }
+    /**
+     * Write the frame of a new message to `links`: throw NotConnected when
+     * none took it (each is closing: a link drops what it is given then).
+     */
+    _writeNew(links, frame) {
+      let written = 0;
+      for (const link of links) if (link.send(frame)) written += 1;
+      if (written === 0) {
+        throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+      }
     }
     _whisper(link, payload) {
       this._serially(async () => {
@@ -2830,13 +2335,13 @@ var twisted_mesh = (() => {
      * Whisper `packets` to the node `target` (see Message.reply).  This node
      * reaches only its own peers: a browser cannot dial the address a
      * `request` would bring back (a TCP node's), so a reply to a node that is
-     * not a peer fails with NotConnected.
+     * not a peer fails with NotConnected (as one does when the link to the
+     * peer is closing).  The packets are checked as send() checks them.
      */
     _reply(target, packets) {
-      if (!Array.isArray(packets)) return Promise.reject(new TypeError("reply() takes an array of packets"));
       let checked;
       try {
-        checked = [flags.whisper, ...packets.map((packet) => checkPacket(packet))];
+        checked = this._checked(packets, flags.whisper, "reply()");
       } catch (error) {
         return Promise.reject(error);
       }
@@ -2850,7 +2355,7 @@ var twisted_mesh = (() => {
       }
       return this._serially(async () => {
         const msg = await this._make(flags.whisper, checked);
-        link.send(msg.frame());
+        this._writeNew([link], msg.frame());
         return msg.id();
       });
     }
@@ -2862,8 +2367,10 @@ var twisted_mesh = (() => {
       });
       return done;
     }
+    // A message larger than a peer reads fails here (a RangeError), before it
+    // is written: the peer would close the link on it.
     _make(msgType, payload) {
-      return WireMessage.create(msgType, this.id, this._now(), payload, false);
+      return WireMessage.create(msgType, this.id, this._now(), payload, false, this.options.maxFrameSize);
     }
     _now() {
       return Math.floor(Date.now() / 1e3);
@@ -2889,6 +2396,8 @@ var twisted_mesh = (() => {
   // src/index.js
   var codec = Object.freeze({
     MAX_FRAME_SIZE,
+    MAX_DEPTH,
+    MAX_ITEMS,
     FrameError,
     FrameTooLarge,
     ChecksumError,
