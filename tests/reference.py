@@ -341,12 +341,13 @@ class ReferenceNode:
         """
         return bool(await self._command("connect", timeout, host=host, port=port))
 
-    def send(self, *packets: Any, timeout: float = 30.0) -> Deferred[None]:
-        """Broadcast ``packets`` (the reference's ``send(*packets)``).
+    def send(self, *packets: Any, whisper: bool = False, timeout: float = 30.0) -> Deferred[None]:
+        """Broadcast ``packets`` (the reference's ``send(*packets)``); with
+        ``whisper``, send them to the direct peers only, as a whisper.
 
         Commands run in order, so awaiting the result is optional.
         """
-        return self._command("send", timeout, packets=to_json(packets))
+        return self._command("send", timeout, packets=to_json(packets), whisper=whisper)
 
     def reply(self, *packets: Any, to: str | None = None, timeout: float = 30.0) -> Deferred[None]:
         """Reply to a received message (the reference's ``msg.reply(*packets)``).

@@ -46,6 +46,7 @@ from twisted_mesh._frames import (
 )
 from twisted_mesh._ids import (
     MAX_ID_LENGTH,
+    MIN_NODE_ID_LENGTH,
     Protocol,
     b58decode_int,
     b58encode_int,
@@ -519,11 +520,11 @@ def test_translation_gives_the_other_vector(source: Vector, target: Vector) -> N
     assert made.frame(not source.sender_is_bin, None) == target.frame
 
 
-@pytest.mark.parametrize("length", [1, 31, 32, 66, MAX_ID_LENGTH])
+@pytest.mark.parametrize("length", [MIN_NODE_ID_LENGTH, 66, MAX_ID_LENGTH])
 def test_translation_any_sender_length(length: int) -> None:
     """
-    Senders of every msgpack size class an ID can have (fixstr vs bin8,
-    str8/bin8) translate both ways and keep one key.
+    Senders of every length a node ID may have translate both ways, keep one
+    key, and keep the body's size.
     """
     sender = ("123456789ABCDEFGH" * (length // 17 + 1))[:length]
     as_bin = WireMessage.create(0, sender, TIME, (0, "p"), True)
@@ -531,11 +532,26 @@ def test_translation_any_sender_length(length: int) -> None:
     assert as_bin.key == as_str.key
     assert as_bin.frame(False, None) == as_str.frame(False, None)
     assert as_str.frame(True, None) == as_bin.frame(True, None)
+    assert len(as_bin.body_in(True)) == len(as_bin.body_in(False))
     for form, frame in ((True, as_bin.frame(True, None)), (False, as_str.frame(False, None))):
         received = WireMessage.from_body(frame[4:], [])
         assert received.sender == sender
         assert received.sender_is_bin is form
         assert received.key == as_bin.key
+
+
+@pytest.mark.parametrize("form", [True, False])
+@pytest.mark.parametrize("length", [1, MIN_NODE_ID_LENGTH - 1])
+def test_sender_shorter_than_a_node_id_is_refused(form: bool, length: int) -> None:
+    """
+    A sender field shorter than a node ID is refused: its str form is shorter
+    than its bin form, so relayed in the other form it would grow past the
+    size limit it came within.
+    """
+    sender = ("123456789ABCDEFGH" * 2)[:length]
+    frame = WireMessage.create(0, sender, TIME, (0, "p"), form).frame(form, None)
+    with pytest.raises(FrameError, match="node ID"):
+        WireMessage.from_body(frame[4:], [])
 
 
 @pytest.mark.parametrize("form", [True, False])
@@ -545,7 +561,7 @@ def test_sender_longer_than_an_id_is_refused(form: bool, length: int) -> None:
     sender = ("123456789ABCDEFGH" * (length // 17 + 1))[:length]
     frame = WireMessage.create(0, sender, TIME, (0, "p"), form).frame(form, None)
     cached = _sender_forms.cache_info().currsize
-    with pytest.raises(FrameError, match="base58 node ID"):
+    with pytest.raises(FrameError, match="node ID"):
         WireMessage.from_body(frame[4:], [])
     assert _sender_forms.cache_info().currsize == cached
 
@@ -645,8 +661,8 @@ def test_from_body_rejects_bad_fields(fields: object) -> None:
 
 def test_from_body_minimal_message() -> None:
     """Four fields is enough: a message with one packet."""
-    message = WireMessage.from_body(body_of(pack([3, "abc", 0, 3])), [])
-    assert (message.msg_type, message.sender, message.time, message.payload) == (3, "abc", 0, (3,))
+    message = WireMessage.from_body(body_of(pack([3, "abc" * 11, 0, 3])), [])
+    assert (message.msg_type, message.sender, message.time, message.payload) == (3, "abc" * 11, 0, (3,))
     assert message.sender_is_bin is False
 
 
@@ -898,3 +914,25 @@ def test_msgpack_refuses_more_items_than_the_limit() -> None:
         unpack(pack([0] * 11), max_items=10)
     with pytest.raises(FrameError):
         unpack(pack({str(n): n for n in range(11)}), max_items=10)
+
+
+def test_msgpack_refuses_more_lists_and_maps_than_the_limit() -> None:
+    """
+    A message may hold at most max_items lists and maps in all, however they
+    are spread (each could be one byte that becomes an object of some 80).
+    """
+    from twisted_mesh._frames import unpack
+
+    def spread(count: int) -> list[Any]:
+        # Lists of at most 5 empty lists, in a list of at most 10 items.
+        return [[[] for _ in range(min(5, count - start))] for start in range(0, count, 5)]
+
+    within = [spread(30), "x" * 20]  # 30 + 6 + 1 + 1 lists, in more than 40 bytes
+    assert len(pack(within)) > 40
+    assert unpack(pack(within), max_items=40) == within
+    with pytest.raises(FrameError, match="more than 40 lists and maps"):
+        unpack(pack(spread(40)), max_items=40)
+    with pytest.raises(FrameError, match="more than 40 lists and maps"):
+        unpack(pack([{} for _ in range(8)] * 5), max_items=40)
+    # A value shorter than max_items bytes cannot hold more.
+    assert unpack(pack(spread(10)), max_items=1000) == spread(10)

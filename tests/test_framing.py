@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from twisted_mesh._compression import SUPPORTED
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, FrameTooLarge, WireMessage
+from twisted_mesh._ids import MAX_ID_LENGTH, MIN_NODE_ID_LENGTH
 
 # Deterministic and quick: the same examples every run, no example database.
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -191,7 +192,7 @@ payloads = st.builds(
     st.lists(values, max_size=6),
     st.lists(st.text(alphabet="mesh ", min_size=400, max_size=1500), max_size=1),
 )
-senders = st.text(alphabet=BASE58, min_size=1, max_size=300)
+senders = st.text(alphabet=BASE58, min_size=MIN_NODE_ID_LENGTH, max_size=MAX_ID_LENGTH)
 codes = st.sampled_from([*SUPPORTED, None])
 
 

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted_mesh import _compression, flags
 from twisted_mesh._connection import MeshFactory
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
-from twisted_mesh._ids import Protocol, b58encode_int, is_base58
+from twisted_mesh._ids import Protocol, b58encode_int, is_node_id
 from twisted_mesh._node import Link, MeshNode
 from twisted_mesh.limits import Limits
 
@@ -51,7 +51,8 @@ FUZZ = settings(
 
 # -- strategies --------------------------------------------------------------
 
-node_ids = st.integers(1, 2**384).map(b58encode_int)
+#: Node IDs of every length a node accepts (32 digits and more).
+node_ids = st.integers(58**31, 2**384).map(b58encode_int)
 leaves = (
     st.none()
     | st.booleans()
@@ -236,7 +237,7 @@ def test_structured_messages_are_accepted_exactly_when_valid(
         type(msg_type) is int
         and 0 <= msg_type <= 0x7F
         and isinstance(sender, (str, bytes))
-        and is_base58(sender.decode("latin-1") if isinstance(sender, bytes) else sender)
+        and is_node_id(sender.decode("latin-1") if isinstance(sender, bytes) else sender)
         and type(time) is int
         and len(payload) > 0
         and not holds_ext(payload)
@@ -303,7 +304,7 @@ SENDER_TAGS = {
 
 @settings(FUZZ, max_examples=60)
 @given(
-    sender=st.integers(1, 2**384).map(b58encode_int),
+    sender=node_ids,
     tag=st.sampled_from(sorted(SENDER_TAGS)),
     payload=st.lists(values, min_size=1, max_size=3),
 )
@@ -426,13 +427,13 @@ def test_a_link_fed_any_stream_never_raises(
 
     for link, msg in node.handed:
         assert link is proto
-        assert link.peer_id is not None and is_base58(link.peer_id)
+        assert link.peer_id is not None and is_node_id(link.peer_id)
         assert_well_formed(msg)
         assert msg.msg_type != flags.renegotiate
         assert not (msg.msg_type == flags.whisper and msg.payload[0] == flags.handshake)
-        assert is_base58(msg.sender), f"a message from the non-base58 sender {msg.sender!r} was handed to the node"
+        assert is_node_id(msg.sender), f"a message from the non-node-ID sender {msg.sender!r} was handed to the node"
     for link in node.joined:
-        assert link.peer_id is not None and is_base58(link.peer_id)
+        assert link.peer_id is not None and is_node_id(link.peer_id)
     assert node.routing_table == {}
 
     reader = FrameReader(2**24)

@@ -1025,7 +1025,8 @@ async def test_max_connections(make_arena: ArenaFactory) -> None:
 async def test_handshake_timeout(make_arena: ArenaFactory) -> None:
     """
     Limits(handshake_timeout=1): a silent connection, and one that sends half
-    a handshake, are closed after about a second, counted and logged.
+    a handshake, are closed after about a second, counted and logged (the
+    node, which waits for an accepted peer's handshake, sent them nothing).
     """
     arena = await make_arena(limits=Limits(handshake_timeout=1), sinks=0)
     arena.start_traffic()
@@ -1039,7 +1040,7 @@ async def test_handshake_timeout(make_arena: ArenaFactory) -> None:
         await within(peer.lost, 15)
         assert peer.lost_at is not None
         assert 0.9 <= peer.lost_at - peer.connected_at < 10, peer.lost_at - peer.connected_at
-        assert [msg.payload[0] for msg in peer.received] == [flags.handshake]
+        assert peer.received == []
     await wait_for(lambda: arena.connections() == 2, 10)
     assert dict(arena.counters()) == {"handshake_failures.timeout": 2}
     assert any(re.search(r"no handshake within 1 s", line) for line in arena.new_lines(mark))

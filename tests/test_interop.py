@@ -91,6 +91,24 @@ async def test_whisper_to_direct_peers(reference: Reference, node: MeshSocket, k
     assert msg["packets"] == [flags.whisper, "just you"]
 
 
+@pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_their_whispers_arrive_once(reference: Reference, node: MeshSocket, kind: str, we_dial: bool) -> None:
+    """
+    A whisper the reference sends to its peers arrives once, the same one
+    sent again arrives again (a js2p node that we dialled writes each twice).
+    """
+    ref = await reference(kind)
+    await joined(node, ref, we_dial)
+    for text in ("first", "first", "second"):
+        await ref.send(text, whisper=True)
+    got = [(await within(node.next_message())).packets for _ in range(3)]
+    assert got == [(flags.whisper, "first"), (flags.whisper, "first"), (flags.whisper, "second")]
+    await settle()
+    assert node.recv() is None
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest_twisted.ensureDeferred
 async def test_triangle_with_two_references_delivers_once(

@@ -183,10 +183,10 @@ def connected(rig: Rig | None = None, *, as_bin: bool = True, codes: Any = SUPPO
 # -- the handshake we send ---------------------------------------------------
 
 
-def test_connection_writes_one_bin_handshake() -> None:
-    """On connection: exactly one handshake, uncompressed, IDs as bin."""
+def test_dialled_connection_writes_one_bin_handshake() -> None:
+    """On a connection it dialled, the node speaks first: one handshake, uncompressed, IDs as bin."""
     rig = Rig()
-    side = rig.link()
+    side = rig.link(outgoing=True)
     bodies = side.bodies()
     assert len(bodies) == 1
     body = bodies[0]
@@ -204,6 +204,22 @@ def test_connection_writes_one_bin_handshake() -> None:
     assert body[SENDER_TAG_AT] == BIN8
     assert side.proto in rig.connections
     assert not side.closed and side.results == []
+
+
+@pytest.mark.parametrize("as_bin", [True, False])
+def test_accepted_connection_answers_in_the_peers_form(as_bin: bool) -> None:
+    """On a connection it accepted, the node waits for the peer's handshake and answers once, in its form."""
+    rig = Rig()
+    side = rig.link()
+    assert side.bodies() == []
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, as_bin=as_bin), as_bin=as_bin)
+    ours, peers = side.messages()
+    ids = wire(rig.node.id, as_bin), wire(MESH.id, as_bin)
+    assert ours.payload == (flags.handshake, *ids, list(OUT_ADDR), list(SUPPORTED))
+    assert ours.sender_is_bin is as_bin and peers.sender_is_bin is as_bin
+    assert peers.payload[0] == flags.peers
+    assert side.proto.ids_as_bin is as_bin and side.results == [peer_id]
 
 
 # -- the peer's handshake ----------------------------------------------------
@@ -232,10 +248,10 @@ def test_bin_handshake_py2p_style() -> None:
 
 
 def test_str_handshake_js2p_style() -> None:
-    """A str handshake: our handshake again with str IDs, then everything in str form."""
+    """A dialled node's str handshake: our handshake again with str IDs, then everything in str form."""
     rig = Rig()
     bin_side = connected(rig)
-    side = rig.link()
+    side = rig.link(outgoing=True)
     side.transport.clear()
     peer_id = new_node_id(MESH)
     side.feed(handshake(peer_id, as_bin=False, codes=[flags.zlib, flags.gzip]), as_bin=False)
@@ -273,6 +289,35 @@ def test_str_handshake_js2p_style() -> None:
     side.feed(renegotiate(peer_id, flags.compression, [flags.gzip], as_bin=False), as_bin=False)
     (answer,) = side.bodies()
     assert answer[SENDER_TAG_AT] == STR8
+
+
+def test_a_js2p_whisper_written_twice_is_delivered_once() -> None:
+    """
+    A dialled js2p node holds the connection under both forms of our ID, and
+    writes each whisper it sends to all its peers twice: the second copy is
+    dropped, and the same whisper sent again is delivered again.
+    """
+    rig = Rig()
+    side = connected(rig, as_bin=False, outgoing=True)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    hello = message(peer_id, flags.whisper, flags.whisper, "hello")
+    later = message(peer_id, flags.whisper, flags.whisper, "later")
+    for msg in (hello, hello, hello, hello, later, later):
+        side.feed(msg, as_bin=False)
+    assert [m.packets for m in rig.node.recv(10)] == [(flags.whisper, "hello")] * 2 + [(flags.whisper, "later")]  # type: ignore[union-attr]
+
+
+def test_whispers_written_twice_by_other_peers_are_delivered_twice() -> None:
+    """Only a node that was told our ID twice writes whispers twice: from others, each copy is a message."""
+    rig = Rig()
+    side = connected(rig, as_bin=False)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    hello = message(peer_id, flags.whisper, flags.whisper, "hello")
+    side.feed(hello, as_bin=False)
+    side.feed(hello, as_bin=False)
+    assert len(rig.node.recv(10)) == 2  # type: ignore[arg-type]
 
 
 def test_protocol_mismatch_closes() -> None:

@@ -9,12 +9,17 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import log_text, raw_peer, wait_for, within
+from support import RawPeer, log_text, raw_peer, wait_for, within
 from twisted.internet import defer, reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import LogEvent
+from zope.interface import implementer
 
 from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
+from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import SelfConnection
 
 MESH = Protocol("mesh", "Plaintext")
@@ -362,3 +367,44 @@ async def test_close_stops_listening_and_disconnects(mesh: Callable[..., MeshSoc
     await wait_for(lambda: not b.routing_table)
     with pytest.raises(ConnectionRefusedError):
         await b.connect("127.0.0.1", a.out_addr[1])
+
+
+@implementer(IHalfCloseableProtocol)
+class LingeringPeer(RawPeer):
+    """A raw peer that writes on after the node closed its side, as one that has not yet seen the close."""
+
+    def __init__(self, protocol: Protocol, **kwargs: Any) -> None:
+        super().__init__(protocol, **kwargs)
+        self.closed_by_node: Deferred[LingeringPeer] = Deferred()
+
+    def readConnectionLost(self) -> None:
+        self.closed_by_node.callback(self)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_connection_is_read_until_the_peer_closes_it(mesh: Callable[..., MeshSocket]) -> None:
+    """
+    Of two connections from one peer, the node closes one; what the peer
+    writes on it before it sees the close (over real TCP, which stops reading
+    a socket it closes) is still delivered.
+    """
+    node = mesh()
+    peer_id = new_node_id(MESH)
+    peers = [LingeringPeer(MESH, node_id=peer_id) for _ in range(2)]
+    for peer in peers:
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", node.out_addr[1]), peer)
+    peers[0].handshake()
+    await wait_for(lambda: peer_id in node.routing_table)
+    peers[1].handshake()
+    dropped = await within(defer.DeferredList([peer.closed_by_node for peer in peers], fireOnOneCallback=True))
+    closed: LingeringPeer = dropped[0]
+    closed.send(flags.broadcast, flags.broadcast, "written before it saw the close")
+    assert closed.transport is not None
+    closed.transport.loseConnection()
+    msg = await within(node.next_message())
+    assert msg.packets == (flags.broadcast, "written before it saw the close")
+    await within(closed.lost)
+    assert peer_id in node.routing_table

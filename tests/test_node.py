@@ -58,6 +58,8 @@ class FakeLink:
         self.closing = False
         #: The port the dialling end connected from, as both ends see it.
         self.port: int | None = None
+        #: Whether the node lets the link read from its peer.
+        self.reading = True
 
     def send(self, msg: WireMessage) -> str | None:
         """Record C{msg}, unless the link refuses it."""
@@ -73,6 +75,14 @@ class FakeLink:
     def dialler_port(self) -> int | None:
         """The port the test gave the connection."""
         return self.port
+
+    def pause_reading(self) -> None:
+        """Stop reading."""
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        """Read again."""
+        self.reading = True
 
     def take(self) -> list[WireMessage]:
         """What was sent since the last call."""
@@ -852,6 +862,22 @@ def test_conflict_same_direction_keeps_the_first() -> None:
     assert node.routing_table == {LOW: first} and second.closes and not first.closes
 
 
+@pytest.mark.parametrize("outgoing", [True, False])
+def test_a_redial_replaces_a_lingering_link(outgoing: bool) -> None:
+    """
+    A peer that dials again long after its first link (which it lost, but
+    which lingers here, half open) gets the new link, whatever its port; at
+    the other end, a second dial that late replaces the first as well.
+    """
+    node, clock, _ = make_node(node_id=HIGH)
+    old, new = FakeLink(LOW, outgoing=outgoing), FakeLink(LOW, outgoing=outgoing)
+    old.port, new.port = 40001, 40002
+    node.link_ready(old)
+    clock.advance(_node.REDIAL_AFTER)
+    assert node.link_ready(new)
+    assert node.routing_table == {LOW: new} and old.closes and not new.closes
+
+
 def test_a_closing_link_makes_way_for_a_new_one() -> None:
     """
     A peer that connects again while its old link is still closing (a TLS or
@@ -870,11 +896,57 @@ def test_a_closing_link_makes_way_for_a_new_one() -> None:
     assert node.routing_table == {LOW: new} and not lost
 
 
+# -- slow peers ---------------------------------------------------------------
+
+
+def test_a_slow_peer_pauses_the_others() -> None:
+    """While a peer is slow to read, the node reads from no other peer, and from all once it caught up."""
+    node, _, _ = make_node()
+    slow, b, c = (add_link(node) for _ in range(3))
+    node.link_congested(slow)
+    assert (slow.reading, b.reading, c.reading) == (True, False, False)
+    node.link_drained(slow)
+    assert (slow.reading, b.reading, c.reading) == (True, True, True)
+
+
+def test_two_slow_peers_do_not_wait_on_each_other() -> None:
+    """A peer that was paused for a slow one reads while it is slow itself, and waits again once it is not."""
+    node, _, _ = make_node()
+    first, second, other = (add_link(node) for _ in range(3))
+    node.link_congested(first)
+    node.link_congested(second)
+    assert (first.reading, second.reading, other.reading) == (True, True, False)
+    node.link_drained(second)
+    assert (first.reading, second.reading, other.reading) == (True, False, False)
+    node.link_drained(first)
+    assert (first.reading, second.reading, other.reading) == (True, True, True)
+
+
+def test_a_peer_that_joins_while_another_is_slow_waits() -> None:
+    """A new peer is not read from while a peer is slow: it would feed the slow one."""
+    node, _, _ = make_node()
+    slow = add_link(node)
+    node.link_congested(slow)
+    joined = add_link(node)
+    assert not joined.reading
+    node.link_drained(slow)
+    assert joined.reading
+
+
+def test_losing_the_slow_peer_resumes_the_others() -> None:
+    """A slow peer that leaves holds no one up."""
+    node, _, _ = make_node()
+    slow, other = add_link(node), add_link(node)
+    node.link_congested(slow)
+    node.link_lost(slow)
+    assert other.reading
+
+
 # -- replies -------------------------------------------------------------------
 
 
 def test_reply_to_a_connected_sender() -> None:
-    """A reply to a peer is a [whisper, *packets] whisper on its link, in its form."""
+    """A reply to a peer is a [whisper, *packets] whisper on its link (which writes it in the peer's form)."""
     node, _, _ = make_node()
     a = add_link(node, ids_as_bin=False)
     b = add_link(node)
@@ -885,7 +957,7 @@ def test_reply_to_a_connected_sender() -> None:
     assert isinstance(msg, Message)
     msg.reply("pong", 1)
     (sent,) = a.take()
-    assert sent.msg_type == flags.whisper and not sent.sender_is_bin
+    assert sent.msg_type == flags.whisper
     assert sent.sender == node.id
     assert sent.payload == (flags.whisper, "pong", 1)
     assert b.take() == []
@@ -913,9 +985,9 @@ def unreachable_reply(node: MeshNode, links: list[FakeLink], target: str) -> str
     return request_id
 
 
-def response(sender: str, request_id: Any, address: Address, target: str) -> WireMessage:
+def response(sender: str, request_id: Any, address: Address, target: str, *, time: int = START) -> WireMessage:
     """A response broadcast naming C{target}'s address."""
-    return arriving(flags.broadcast, sender, (flags.response, request_id, [list(address), target.encode()]))
+    return arriving(flags.broadcast, sender, (flags.response, request_id, [list(address), target.encode()]), time=time)
 
 
 def test_reply_through_a_request_and_response() -> None:
@@ -932,16 +1004,67 @@ def test_reply_through_a_request_and_response() -> None:
 
     new = FakeLink(target, addr=address, outgoing=True)
     node.link_ready(new)
-    assert [m.payload[0] for m in new.take()] == [flags.peers]
-    dialer.pending[address].callback(target)
-    (sent,) = new.take()
+    peers, sent = new.take()
+    assert peers.payload[0] == flags.peers
     assert sent.msg_type == flags.whisper and sent.payload == (flags.whisper, "pong")
+    dialer.pending[address].callback(target)
+    assert new.take() == []
     assert all(link.take() == [] for link in links)
 
     # The request is answered once only: a second response is just relayed.
     node.message_received(links[1], response(new_node_id(MESH), request_id, address, target))
     assert [m.payload[0] for m in new.take()] == [flags.response]
     assert dialer.calls == [address]
+
+
+def test_two_replies_to_one_unconnected_sender_both_arrive() -> None:
+    """A second reply whose response comes while the first one's dial is under way goes on the same link."""
+    node, _, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    first = unreachable_reply(node, links, target)
+    node.reply(target, ("pong",))
+    (request,) = links[0].take()
+    second = request.payload[1]
+    assert request.payload[0] == flags.request and second != first
+    address = ("10.6.0.9", 6000)
+    for request_id in (first, second):
+        node.message_received(links[1], response(new_node_id(MESH), request_id, address, target))
+    assert dialer.calls == [address]
+    new = FakeLink(target, addr=address, outgoing=True)
+    node.link_ready(new)
+    dialer.pending[address].callback(target)
+    replies = [m.payload for m in new.take() if m.payload[0] == flags.whisper]
+    assert replies == [(flags.whisper, "pong"), (flags.whisper, "pong")]
+
+
+def test_a_reply_expires_with_its_request() -> None:
+    """A response that comes after the message lifetime dials no one and sends nothing."""
+    node, clock, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+    clock.advance(MESSAGE_LIFETIME + 1)
+    address = ("10.6.0.7", 6000)
+    node.message_received(links[1], response(new_node_id(MESH), request_id, address, target, time=int(clock.seconds())))
+    assert dialer.calls == []
+    assert not node._requests and not node._replies
+
+
+def test_a_reply_waiting_for_a_link_expires() -> None:
+    """A reply whose dial never ends is not sent on a link that comes after the lifetime."""
+    node, clock, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    request_id = unreachable_reply(node, links, target)
+    address = ("10.6.0.8", 6000)
+    node.message_received(links[1], response(new_node_id(MESH), request_id, address, target))
+    assert dialer.calls == [address]
+    clock.advance(MESSAGE_LIFETIME + 1)
+    new = FakeLink(target, addr=address, outgoing=True)
+    node.link_ready(new)
+    dialer.pending[address].callback(target)
+    assert [m.payload[0] for m in new.take()] == [flags.peers]
 
 
 def test_reply_dial_reaching_another_node_drops_the_reply() -> None:
@@ -1094,6 +1217,24 @@ def test_send_whisper_is_not_recorded() -> None:
     assert all(len(s) == 1 for s in sent)
     assert all(s[0].msg_type == flags.whisper and s[0].payload == (flags.whisper, "psst") for s in sent)
     assert len(node.seen) == 0
+
+
+def test_a_message_larger_than_a_frame_is_refused() -> None:
+    """A send or a reply larger than the frame limit raises ValueError, and nothing is written."""
+    clock = task.Clock()
+    clock.advance(START)
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=_node.Limits(max_frame_size=1000))
+    link = add_link(node)
+    assert link.peer_id is not None
+    node.send(("x" * 800,))
+    assert len(link.take()) == 1
+    with pytest.raises(ValueError, match="frame limit of 1000"):
+        node.send(("x" * 1000,))
+    with pytest.raises(ValueError, match="frame limit of 1000"):
+        node.reply(link.peer_id, ("x" * 1000,))
+    with pytest.raises(ValueError, match="frame limit of 1000"):
+        node.reply(new_node_id(MESH), ("x" * 1000,))
+    assert link.take() == [] and not node._requests
 
 
 def test_send_unpackable_raises() -> None:

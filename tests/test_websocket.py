@@ -239,6 +239,29 @@ async def test_too_large_message_closes(ports: list[IListeningPort]) -> None:
     assert server.reasons[0].check(ConnectionLost) and not server.strings.pending
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_write_longer_than_a_message_goes_out_in_several(ports: list[IListeningPort]) -> None:
+    """
+    A write longer than the endpoint's message limit (frames a read made
+    together, say) is cut into messages within the limit, read as one stream.
+    """
+    small = dict(reactor=reactor, max_message_size=1024)
+    server_endpoint = WebSocketServerEndpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), **small)
+    factory = Recording()
+    port = await listen(ports, factory, server_endpoint)
+    client_endpoint = WebSocketClientEndpoint(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port), f"ws://127.0.0.1:{port}/", **small
+    )
+    client = await within(client_endpoint.connect(Recording()))
+    server = await within(factory.built.get())
+    assert client.transport is not None
+    strings = [bytes([n]) * 900 for n in range(3)]
+    client.transport.write(b"".join(frame(string) for string in strings))
+    assert [await within(server.strings.get()) for _ in strings] == strings
+    assert len(server.chunks) == 3 and max(map(len, server.chunks)) <= 1024
+    assert not server.lost.called and not client.lost.called
+
+
 # -- closing ---------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from twisted_mesh import _compression, flags
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
-from twisted_mesh._ids import id_text, is_base58, protocol_id
+from twisted_mesh._ids import id_text, is_node_id, protocol_id
 from twisted_mesh._node import Address, MeshNode, parse_address
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
@@ -117,6 +117,12 @@ class MeshProtocol(Protocol):
         self._send_code: int | None = None
         self._last_sent: WireMessage | None = None
         self._bad_frames = 0
+        # Whether the peer holds this connection under two IDs (see
+        # _on_handshake), and so writes each of its whispers to it twice;
+        # and the key of the whisper it sent last, if that was its last frame.
+        self._sends_twice = False
+        self._handshake_sent = False
+        self._last_whisper: bytes | None = None
         self._closing = False
         # Whether what still arrives is thrown away: once the link closes,
         # unless it was closed to read on (see close).
@@ -166,7 +172,10 @@ class MeshProtocol(Protocol):
         # The transport tells this producer when its write buffer is full.
         self._transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._timeout = node.clock.callLater(self._limits.handshake_timeout, self._handshake_timed_out)
-        self._send_handshake()
+        if self.outgoing:
+            # An accepting node answers in the form of our IDs (see
+            # _on_handshake); one that wants bin (py2p) reads nothing else.
+            self._send_handshake()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
@@ -236,8 +245,19 @@ class MeshProtocol(Protocol):
                 self._on_handshake(payload)
             elif self.peer_id is None:
                 self._fail_handshake(HandshakeFailed("a message came before the handshake"), "malformed")
+            elif self._sends_twice and self._second_copy(msg):
+                totals.dropped["duplicate"] += 1
             else:
                 node.message_received(self, msg)
+
+    def _second_copy(self, msg: WireMessage) -> bool:
+        """Whether C{msg} is the copy of the whisper the peer wrote just before it."""
+        key = msg.key if msg.msg_type == flags.whisper else None
+        if key is not None and key == self._last_whisper:
+            self._last_whisper = None
+            return True
+        self._last_whisper = key
+        return False
 
     # -- the Link interface --------------------------------------------------
 
@@ -318,7 +338,14 @@ class MeshProtocol(Protocol):
         if abort and abort_connection is not None:
             abort_connection()
             return
-        self._transport.loseConnection()
+        # To read on over TCP, which stops reading once it is told to close,
+        # close only our side: the peer, reading its end, closes its own.
+        # (TLS and WebSocket read on until the peer answers their close.)
+        close_our_side = getattr(self._transport, "loseWriteConnection", None) if read_on else None
+        if close_our_side is not None:
+            close_our_side()
+        else:
+            self._transport.loseConnection()
         # A peer that does not finish closing is cut off.
         if abort_connection is not None:
             if self._timeout is not None and self._timeout.active():
@@ -370,6 +397,7 @@ class MeshProtocol(Protocol):
     # -- what the link handles itself ----------------------------------------
 
     def _send_handshake(self) -> None:
+        self._handshake_sent = True
         node = self._node
         payload = (
             flags.handshake,
@@ -390,6 +418,20 @@ class MeshProtocol(Protocol):
             self._fail_handshake(HandshakeFailed("malformed handshake"), "malformed")
             return
         peer_id, theirs, address, codes = fields
+        peer_writes_str = isinstance(payload[1], str)
+        if not self._handshake_sent:
+            # Accepted: the peer spoke first, and hears our handshake once,
+            # in its own form.
+            self.ids_as_bin = not peer_writes_str
+            self._send_handshake()
+        elif self.ids_as_bin and peer_writes_str and self.peer_id is None:
+            # We dialled a node that writes IDs as str (js2p): restate ours in
+            # its form.  js2p then keeps this connection under both forms of
+            # our ID, and a whisper it sends to all its peers comes twice,
+            # back to back.
+            self.ids_as_bin = False
+            self._sends_twice = True
+            self._send_handshake()
         ours = self._protocol_id
         if theirs != ours:
             self._fail_handshake(ProtocolMismatch(ours, theirs), "protocol_mismatch")
@@ -402,10 +444,6 @@ class MeshProtocol(Protocol):
         if peer_id == self._node.id:
             self._fail_handshake(SelfConnection("connected to itself"), "self")
             return
-        if self.ids_as_bin and isinstance(payload[1], str):
-            # The peer writes IDs as str (js2p): restate ours in its form.
-            self.ids_as_bin = False
-            self._send_handshake()
         self.peer_id, self.peer_addr, self.peer_codes = peer_id, address, codes
         self._send_code = _compression.choose(_compression.SUPPORTED, codes)
         if self._timeout is not None and self._timeout.active():
@@ -487,7 +525,7 @@ def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address | None
     peer_id, theirs = id_text(payload[1]), id_text(payload[2])
     address, codes = parse_address(payload[3]), _parse_codes(payload[4])
     undialable = isinstance(payload[3], list) and len(payload[3]) == 2 and payload[3][1] == 0
-    if peer_id is None or theirs is None or codes is None or not is_base58(peer_id):
+    if peer_id is None or theirs is None or codes is None or not is_node_id(peer_id):
         return None
     if address is None and not undialable:
         return None

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from twisted_mesh import _compression
-from twisted_mesh._ids import MAX_ID_LENGTH, id_text, is_base58
+from twisted_mesh._ids import MAX_ID_LENGTH, id_text, is_node_id
 from twisted_mesh.limits import Limits
 
 _HEADER = Struct(">I")
@@ -103,16 +103,37 @@ def pack(obj: Any) -> bytes:
 _packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
 
 
+class _ContainerBudget:
+    """
+    Counts the lists and maps msgpack makes for one value (as its
+    C{list_hook} and C{object_hook}), and stops it past C{most}.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.left = most
+
+    def __call__(self, container: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise FrameError(f"more than {self.most} lists and maps in one message")
+        return container
+
+
 def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
     """
     Read one msgpack value, keeping bin (C{bytes}) and str (C{str}) apart.
 
     :param max_depth: how deeply lists and maps may nest, the outermost
         being at depth 0.
-    :param max_items: the most items a list or map may hold.
+    :param max_items: the most items a list or map may hold, and the most
+        lists and maps the whole value may hold.
     :raise FrameError: on malformed or trailing data, an extension type,
         nesting deeper than C{max_depth}, or more than C{max_items} items.
     """
+    # Each byte can be a list (an empty one, which takes some 80 bytes of
+    # memory): the lists and maps of data longer than max_items are counted.
+    budget = _ContainerBudget(max_items) if len(data) > max_items else None
     try:
         value = msgpack.unpackb(
             data,
@@ -121,6 +142,8 @@ def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) 
             ext_hook=_reject_ext,
             max_array_len=max_items,
             max_map_len=max_items,
+            list_hook=budget,
+            object_hook=budget,
         )
     except FrameError:
         raise
@@ -150,11 +173,11 @@ _ID_TYPES = (bytes, str)
 def _sender_forms(field: str | bytes) -> tuple[str, bytes] | None:
     """
     Read a sender field: the ID as text and the field's shortest msgpack
-    form, or L{None} when it is not a base58 ID.  Cached: a link brings
+    form, or L{None} when it is not a node ID.  Cached: a link brings
     the same few senders again and again.
     """
     sender = id_text(field)
-    if sender is None or not is_base58(sender):
+    if sender is None or not is_node_id(sender):
         return None
     return sender, pack(field)
 
@@ -296,7 +319,7 @@ class WireMessage:
         is_id = type(sender_field) in _ID_TYPES and len(sender_field) <= MAX_ID_LENGTH
         sender = _sender_forms(sender_field) if is_id else None
         if sender is None:
-            raise FrameError("the sender must be a base58 node ID")
+            raise FrameError("the sender must be a node ID: base58, 32 to 128 characters")
         # The relay rewrites the sender field in place, and the seen-set keys
         # on the bin form: both need the fields before the payload in
         # msgpack's shortest form (a one-byte msg_type, then the sender).

@@ -106,6 +106,18 @@ def new_node_id(protocol: Protocol) -> str:
     return b58encode_int(int.from_bytes(digest, "big"))
 
 
+#: The shortest node ID accepted from the wire.  Node IDs have 64 to 66
+#: digits; from 32 characters on, an ID takes as many bytes as msgpack bin as
+#: it does as msgpack str, so a message relayed with its sender in the other
+#: form keeps its size (and stays within the size limit it arrived within).
+MIN_NODE_ID_LENGTH = 32
+
+
+def is_node_id(text: str) -> bool:
+    """Whether C{text} can be a node ID: base58, of L{MIN_NODE_ID_LENGTH} characters or more."""
+    return len(text) >= MIN_NODE_ID_LENGTH and is_base58(text)
+
+
 #: The longest ID read from the wire.  Node IDs (base58 of a SHA-384) have
 #: at most 66 digits, protocol and request IDs (SHA-256) 44; a longer one is
 #: refused before anything is done with it.

@@ -46,6 +46,11 @@ MAX_HOST_LENGTH = 253
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0
 
+#: Seconds after which a second link dialled by the same end replaces the
+#: first (a peer that lost its link dials again; a browser reconnects),
+#: rather than being a twin dialled at about the same time.
+REDIAL_AFTER = 5.0
+
 Address = tuple[str, int]
 Handler = Callable[[Message, "Link"], Any]
 Dialer = Callable[[str, int, str], "Deferred[str]"]
@@ -329,12 +334,17 @@ class MeshNode:
         self._id_number = b58decode_int(self.id)
         self._handlers: list[Handler] = []
         self._waiters: deque[Deferred[Message]] = deque()
+        # Replies waiting for their target's address, by request ID; and
+        # those waiting for a link to their target, by target.
         self._requests: dict[str, _PendingReply] = {}
+        self._replies: dict[str, list[_PendingReply]] = {}
         self._dialing: dict[Address, str | None] = {}
         self._congested: set[Link] = set()
         self._limit_logged: dict[str, float] = {}
         # When each link's last request for peers was answered.
         self._peers_answered: dict[Link, float] = {}
+        # When each link in the routing table entered it.
+        self._joined: dict[Link, float] = {}
 
     def limit_hit(self, limit: str, text: str, **fields: Any) -> None:
         """
@@ -374,6 +384,7 @@ class MeshNode:
                 return False
         was_empty = not self.routing_table
         self.routing_table[peer_id] = link
+        self._joined[link] = self.clock.seconds()
         self._peers = tuple(self.routing_table.items())
         if link.peer_addr is not None:
             known = (link.peer_addr, link.encryption)
@@ -381,7 +392,13 @@ class MeshNode:
             self.known_addresses[known] = None
             while len(self.known_addresses) > MAX_KNOWN_ADDRESSES:
                 del self.known_addresses[next(iter(self.known_addresses))]
+        if self._congested and link not in self._congested:
+            # A peer slow to read waits: this one must not feed it either.
+            link.pause_reading()
         self._send_peers(link)
+        for pending in self._replies.pop(peer_id, ()):
+            if pending.expires > self.clock.seconds():
+                self._whisper(link, (flags.whisper, *pending.packets))
         if was_empty:
             self.events.emit("connect", self.event_source)
         return True
@@ -389,8 +406,13 @@ class MeshNode:
     def _resolve_conflict(self, existing: Link, new: Link) -> tuple[Link, Link]:
         """Return (the link to keep, the link to close)."""
         if existing.outgoing == new.outgoing:
-            # Both dialled by the same end: each end may have seen the other
-            # one first, so keep the one from the lower port, which both see.
+            # Both dialled by the same end.  Long after the first: the dialler
+            # has lost the first one (which may linger here, half open) and
+            # dials again, or wants the new one; both ends keep the new one.
+            if self.clock.seconds() - self._joined.get(existing, 0.0) >= REDIAL_AFTER:
+                return new, existing
+            # At about the same time: each end may have seen the other one
+            # first, so keep the one from the lower port, which both see.
             ports = existing.dialler_port(), new.dialler_port()
             if ports[0] is not None and ports[1] is not None and ports[1] < ports[0]:
                 return new, existing
@@ -411,22 +433,34 @@ class MeshNode:
         self._congested.add(link)
         if len(self._congested) == 1:
             self._log.info("peer {peer} is slow to read: pausing the others", peer=link.peer_id)
-        for other in list(self.routing_table.values()):
-            if other not in self._congested:
-                other.pause_reading()
+            for other in list(self.routing_table.values()):
+                if other is not link:
+                    other.pause_reading()
+        else:
+            # Paused for another slow peer until now.
+            link.resume_reading()
 
     def link_drained(self, link: Link) -> None:
         """A slow peer caught up: read again once no peer is slow."""
         self._congested.discard(link)
-        if not self._congested:
-            for other in list(self.routing_table.values()):
-                other.resume_reading()
+        if self._congested:
+            # Another peer is still slow: this one must not feed it.
+            link.pause_reading()
+        else:
+            self._resume_all()
+
+    def _resume_all(self) -> None:
+        for link in list(self.routing_table.values()):
+            link.resume_reading()
 
     def link_lost(self, link: Link) -> None:
         """Forget a link that closed; emit C{'disconnect'} when it was the last peer."""
         if link in self._congested:
-            self.link_drained(link)
+            self._congested.discard(link)
+            if not self._congested:
+                self._resume_all()
         self._peers_answered.pop(link, None)
+        self._joined.pop(link, None)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
             self._peers = tuple(self.routing_table.items())
@@ -591,13 +625,18 @@ class MeshNode:
         """
         Whisper C{packets} to the node C{target}; ask the mesh for its
         address first when it is not a peer.
+
+        :raise TypeError: when a packet is not something msgpack can write.
+        :raise ValueError: when the reply is larger than a frame may be.
         """
+        # Refused now if it cannot be sent, whenever it would go.
+        reply = self._new_message(flags.whisper, (flags.whisper, *packets))
         link = self.routing_table.get(target)
         if link is not None:
-            self._whisper(link, (flags.whisper, *packets))
+            link.send(reply)
             return
         now = self.clock.seconds()
-        self._requests = {key: value for key, value in self._requests.items() if value.expires > now}
+        self._forget_expired_replies(now)
         request_id = b58encode_int(int.from_bytes(os.urandom(32), "big"))
         if len(self._requests) >= self.limits.max_pending_replies:
             dropped = next(iter(self._requests))
@@ -606,6 +645,13 @@ class MeshNode:
         self._requests[request_id] = _PendingReply(target, packets, now + MESSAGE_LIFETIME)
         self._log.info("not connected to {target}: asking the mesh for its address", target=target)
         self._send_new(flags.broadcast, (flags.request, request_id, target.encode("ascii")))
+
+    def _forget_expired_replies(self, now: float) -> None:
+        self._requests = {key: value for key, value in self._requests.items() if value.expires > now}
+        for target, waiting in list(self._replies.items()):
+            waiting[:] = [pending for pending in waiting if pending.expires > now]
+            if not waiting:
+                del self._replies[target]
 
     def _on_request(self, link: Link, msg: WireMessage) -> None:
         payload = msg.payload
@@ -640,26 +686,39 @@ class MeshNode:
             return
         del self._requests[request_id]
         assert address is not None
-        if pending.target in self.routing_table:
-            self.reply(pending.target, pending.packets)
+        now = self.clock.seconds()
+        self._forget_expired_replies(now)
+        if pending.expires <= now:
+            self._log.info("the address of {target} came too late: reply dropped", target=target)
             return
-        d = self.dial(address, pending.target, link.encryption)
+        if target in self.routing_table:
+            self.reply(target, pending.packets)
+            return
+        # Sent by link_ready once a link to the target is up: the one dialled
+        # here, or one on its way already.
+        self._replies.setdefault(target, []).append(pending)
+        d = self.dial(address, target, link.encryption)
         if d is None:
-            self._log.warn("could not dial {address} to reply to {target}", address=address, target=pending.target)
+            if address not in self._dialing and target not in self._dialing.values():
+                self._log.warn("could not dial {address} to reply to {target}", address=address, target=target)
+                self._drop_replies(target)
             return
 
         def connected(peer_id: str) -> None:
-            if peer_id == pending.target:
-                self.reply(peer_id, pending.packets)
-            else:
-                self._log.warn("{address} is not {target}: reply dropped", address=address, target=pending.target)
+            if peer_id != target:
+                self._log.warn("{address} is not {target}: reply dropped", address=address, target=target)
+                self._drop_replies(target)
 
         def failed(failure: Failure) -> None:
-            self._log.warn(
-                "could not reach {target} to reply: {error}", target=pending.target, error=failure.getErrorMessage()
-            )
+            self._log.warn("could not reach {target} to reply: {error}", target=target, error=failure.getErrorMessage())
+            self._drop_replies(target)
 
         d.addCallbacks(connected, failed)
+
+    def _drop_replies(self, target: str) -> None:
+        """Give up the replies waiting for C{target}, unless a dial may still bring it."""
+        if target not in self.routing_table and target not in self._dialing.values():
+            self._replies.pop(target, None)
 
     # -- sending ----------------------------------------------------------
 
@@ -671,12 +730,27 @@ class MeshNode:
 
         :return: which peers it was written to, and which not and why.
         :raise TypeError: when a packet is not something msgpack can write.
+        :raise ValueError: when the message is larger than a frame may be
+            (L{Limits.max_frame_size}).
         """
         return self._send_new(flag, (type, *packets))
 
+    def _new_message(self, flag: int, payload: tuple[Any, ...]) -> WireMessage:
+        """
+        A new message of this node's.
+
+        :raise TypeError: when the payload holds a value msgpack cannot write.
+        :raise ValueError: when it is larger than a frame may be.
+        """
+        msg = WireMessage.create(flag, self.id, self.now(), payload)
+        size, limit = len(msg.body_in(True)), self.limits.max_frame_size
+        if size > limit:
+            raise ValueError(f"the message takes {size} bytes, more than the frame limit of {limit}")
+        return msg
+
     def _send_new(self, flag: int, payload: tuple[Any, ...]) -> SendResult:
         """Write a new message of this node's to every peer."""
-        msg = WireMessage.create(flag, self.id, self.now(), payload)
+        msg = self._new_message(flag, payload)
         result = SendResult()
         for peer_id, link in self._peers:
             refused = link.send(msg)

@@ -23,7 +23,8 @@ class Limits:
     :ivar max_frame_size: the largest frame body a header may announce, and
         the most bytes a compressed body may inflate to.
     :ivar max_depth: how deeply lists and maps may nest in a message.
-    :ivar max_items: the most items one list or map of a message may hold.
+    :ivar max_items: the most items one list or map of a message may hold,
+        and the most lists and maps a message may hold in all.
     :ivar max_connections: open connections, accepted and dialled, with or
         without a handshake; more are closed at once.
     :ivar handshake_timeout: seconds a new connection has to send its

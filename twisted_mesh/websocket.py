@@ -6,7 +6,9 @@ L{WebSocketServerEndpoint} and L{WebSocketClientEndpoint} wrap another
 stream endpoint (TCP, TLS...) and speak WebSocket (RFC 6455, with Autobahn)
 on it.  The protocol they connect sees a plain byte stream:
 
-    - each C{transport.write(data)} goes out as one B{binary} message;
+    - each C{transport.write(data)} goes out as one B{binary} message, or
+      as several when it is longer than L{MAX_WRITTEN_MESSAGE} or than the
+      endpoint's own message limit;
     - the payloads of the binary messages received are handed to
       C{dataReceived} in order, as one stream: message boundaries mean
       nothing, a frame of the wrapped protocol may span several messages or
@@ -100,6 +102,11 @@ OPEN_HANDSHAKE_TIMEOUT = 30.0
 #: dropped.
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
+#: The longest message a write goes out as: a longer write is cut into
+#: several, which a reader of the stream joins again.  Readers limit the
+#: messages they take (twisted_mesh to its frame limit and 64 KiB more).
+MAX_WRITTEN_MESSAGE = 1 << 20
+
 _NORMAL_CLOSE = 1000
 _UNSUPPORTED_DATA = 1003
 
@@ -138,8 +145,17 @@ class _StreamTransport:
         return self._websocket.transport
 
     def write(self, data: bytes) -> None:
-        if data and self._websocket.state == self._websocket.STATE_OPEN:
-            self._websocket.sendMessage(bytes(data), isBinary=True)
+        websocket = self._websocket
+        if not data or websocket.state != websocket.STATE_OPEN:
+            return
+        # (Autobahn also refuses to send a message over its own limit.)
+        longest = min(MAX_WRITTEN_MESSAGE, websocket.maxMessagePayloadSize or MAX_WRITTEN_MESSAGE)
+        if len(data) <= longest:
+            websocket.sendMessage(bytes(data), isBinary=True)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), longest):
+            websocket.sendMessage(bytes(view[start : start + longest]), isBinary=True)
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
@@ -202,6 +218,7 @@ class _StreamAdapter(WebSocketProtocol):
     # Set by Autobahn and Twisted.
     factory: Any
     transport: Any
+    maxMessagePayloadSize: int  # Autobahn's option (0: no limit)
 
     def _opened(self, wrapped: IProtocol) -> None:
         """Called once the wrapped protocol is connected."""

@@ -179,7 +179,12 @@ class Node {
             return dialled(handler);
         }
         case 'send':
-            this.sock.send(fromJson(cmd.packets));
+            if (cmd.whisper) {
+                const whisper = js2p.base.flags.whisper;
+                this.sock.send(fromJson(cmd.packets), whisper, whisper);
+            } else {
+                this.sock.send(fromJson(cmd.packets));
+            }
             return null;
         case 'reply': {
             const msg = cmd.to ? this.messages.get(cmd.to) : this.last;

@@ -40,7 +40,7 @@ os.dup2(2, 1)
 sys.stdout = sys.stderr
 
 from packets_json import from_json, to_json  # noqa: E402 - beside this script
-from py2p import mesh  # noqa: E402 - after the stdout swap above
+from py2p import flags, mesh  # noqa: E402 - after the stdout swap above
 from py2p.base import Protocol  # noqa: E402
 
 POLL_INTERVAL = 0.005
@@ -122,7 +122,11 @@ class Node:
         if name == "connect":
             return self.sock.connect(cmd["host"], int(cmd["port"])) is not False
         if name == "send":
-            self.sock.send(*from_json(cmd["packets"]))
+            if cmd.get("whisper"):
+                whisper = flags.whisper
+                self.sock.send(*from_json(cmd["packets"]), flag=whisper, type=whisper)
+            else:
+                self.sock.send(*from_json(cmd["packets"]))
             return None
         if name == "reply":
             with self.lock:
