@@ -79,6 +79,17 @@ class RecordingNode(MeshNode):
         super().message_received(link, msg)
 
 
+class StreamTransport(FakeTransport):
+    """
+    iosim's transport, with TCP's half-close: once one end closes its side,
+    the other (a L{MeshProtocol}, which closes when its stream ends) closes
+    too, after what both wrote is delivered.
+    """
+
+    def loseWriteConnection(self) -> None:
+        self.loseConnection()
+
+
 class Mesh:
     """Nodes, their factories and the pumps of their links."""
 
@@ -121,7 +132,12 @@ class Mesh:
         server = self.servers[j].buildProtocol(None)
         self.pumps.append(
             connect(
-                server, FakeTransport(server, True), client, FakeTransport(client, False), greet=False, clock=self.clock
+                server,
+                StreamTransport(server, True),
+                client,
+                StreamTransport(client, False),
+                greet=False,
+                clock=self.clock,
             )
         )
         return client
