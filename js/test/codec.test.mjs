@@ -519,12 +519,13 @@ test("connect() fails, not throws, when the WebSocket refuses the URL", async ()
   const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
   const before = timers();
   const refused = sock.connect("ws://127.0.0.1:13/#x");
-  assert.equal(timers(), before, "no handshake timer left running");
+  // (Timers of earlier tests may end meanwhile: none may start.)
+  assert.ok(timers() <= before, "no handshake timer left running");
   await assert.rejects(refused, (error) => error instanceof tm.HandshakeFailed && /fragment/.test(error.message));
   await settle();
   assert.deepEqual(sock.links().map((l) => [l.url, l.state]), [["ws://127.0.0.1:13/#x", "stopped"]]);
   assert.equal(errors.length, 1, "not dialled again: reported");
-  assert.equal(timers(), before);
+  assert.ok(timers() <= before, "no redial timer");
   sock.close();
 });
 
