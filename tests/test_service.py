@@ -1,11 +1,13 @@
 """
 L{MeshService} as a service: starting, stopping and starting again, its
-listeners when some of them fail or open late, and the peers it dials to
-stay in the mesh.
+listeners when some of them fail or open late, the peers it dials to stay
+in the mesh, and its py2p-style dialling.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -14,18 +16,22 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import log_text, wait_for, within
+from support import RawPeer, log_text, wait_for, within
+from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
-from twisted.internet.error import CannotListenError, ConnectionRefusedError
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.error import CannotListenError, ConnectError, ConnectionRefusedError
+from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, ServerFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
-from twisted_mesh import MeshService, Protocol
+from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol
+from twisted_mesh.tls import self_signed_certificate
+from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
 
 MESH = Protocol("mesh", "Plaintext")
@@ -91,6 +97,52 @@ class AdoptedEndpoint:
             self._socket.close()  # the port has a copy
 
 
+class SilentServer(ServerFactory):
+    """Accepts connections, and says nothing on them."""
+
+    noisy = False
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def buildProtocol(self, addr: Any) -> TwistedProtocol:
+        self.made += 1
+        return TwistedProtocol()
+
+
+@implementer(IStreamClientEndpoint)
+class BrokenEndpoint:
+    """A client endpoint that raises when it is asked to dial."""
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        raise RuntimeError("this endpoint is broken")
+
+    def __repr__(self) -> str:
+        return "<BrokenEndpoint>"
+
+
+class RawWebSocket(TwistedProtocol):
+    """A WebSocket client written by hand: it asks to upgrade when told to, and never answers a close."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def upgrade(self) -> None:
+        assert self.transport is not None
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
 async def refused(port: int) -> bool:
     """Whether a TCP dial to C{port} of loopback is refused."""
     try:
@@ -148,17 +200,106 @@ async def test_failed_listener_closes_the_others(services: Callable[..., MeshSer
 
 @pytest_twisted.ensureDeferred
 async def test_listener_that_opens_after_the_stop_is_closed(services: Callable[..., MeshService]) -> None:
-    """A port that opens once the service has stopped is closed at once, and not kept."""
+    """
+    A port that opens once the service has stopped is closed at once, and
+    not kept; C{listening} failed with L{CancelledError} at the stop.
+    """
     gate: Deferred[None] = Deferred()
     late = RecordingEndpoint(gate)
     node = services(listen=[late])
+    listening = node.listening
     await node.stopService()
+    with pytest.raises(CancelledError):
+        await within(listening)
     gate.callback(None)
     (port,) = late.ports
     await wait_for(lambda: not port.connected, what="the late port to close")
     assert node.ports == []
-    assert not node.listening.called
     assert await refused(late.numbers[0])
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["port 0", "fixed port"])
+@pytest_twisted.ensureDeferred
+async def test_a_running_service_ignores_start(fixed: bool) -> None:
+    """
+    A MeshSocket (started as it is made) added to an application that
+    starts keeps its port, and the application's stop closes it.
+    """
+    sock = MeshSocket("127.0.0.1", 0)
+    if fixed:
+        port = sock.ports[0].getHost().port
+        await sock.close()
+        sock = MeshSocket("127.0.0.1", port)
+    (first,) = sock.ports
+    number = first.getHost().port
+    application = MultiService()
+    sock.setServiceParent(application)
+    try:
+        application.startService()
+        assert sock.ports == [first] and sock.listening.called
+        assert not await refused(number)
+    finally:
+        await application.stopService()
+    assert sock.ports == []
+    assert await refused(number)
+
+
+@pytest.mark.parametrize("face", ["node", "web"])
+@pytest_twisted.ensureDeferred
+async def test_websocket_still_opening_at_the_stop_is_closed(face: str) -> None:
+    """
+    A WebSocket of the node's own listener, or of its web site, that is
+    still in its opening handshake when the service stops is closed once
+    it opens, and never becomes a link of the node.
+    """
+    if face == "node":
+        node = MeshService(Protocol("mesh", "ws"), listen=[("127.0.0.1", 0)])
+        stopping: Any = node
+        node.startService()
+        (port,) = await within(node.listening)
+    else:
+        node = MeshService(MESH, listen=[LOOPBACK])
+        stopping = WebService(node, LOOPBACK)
+        node.startService()
+        stopping.startService()
+        port = await within(stopping.listening)
+    client = RawWebSocket()
+    try:
+        await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client))
+        await stopping.stopService()
+        client.upgrade()
+        await wait_for(lambda: b"\r\n\r\n" in client.received, what="the answer to the upgrade")
+        assert b" 101 " in client.received, client.received
+        await within(client.lost)
+        assert not node._connections
+        assert "in" not in node.stats.connections
+    finally:
+        if client.transport is not None:
+            client.transport.loseConnection()
+        await node.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_service_stops_advertising_its_port(services: Callable[..., MeshService]) -> None:
+    """Once the web site stops, WebSocket peers are no longer told to dial its port."""
+    node = services(listen=[LOOPBACK])
+    web = WebService(node, LOOPBACK)
+    web.startService()
+    try:
+        port = await within(web.listening)
+        assert node.status()["out_addrs"]["ws"] == ["127.0.0.1", port.getHost().port]
+    finally:
+        await web.stopService()
+    assert "ws" not in node.status()["out_addrs"]
+
+
+@pytest.mark.parametrize(("kind", "encryption"), [("tcp", "ws"), ("ssl", "wss"), ("tls", "wss")])
+def test_web_service_over_tls_carries_wss(tmp_path: Path, kind: str, encryption: str) -> None:
+    """A web site on Twisted's C{ssl:} or C{tls:} serves C{https}, and its mesh links are C{'wss'}."""
+    pem = tmp_path / "localhost.pem"
+    pem.write_bytes(self_signed_certificate("localhost").dumpPEM())
+    endpoint = {"tcp": "tcp:0", "ssl": f"ssl:0:privateKey={pem}", "tls": f"tls:{tmp_path}:port=0"}[kind]
+    assert WebService(MeshService(MESH, reactor=Clock()), endpoint).encryption == encryption
 
 
 # --- staying in the mesh ------------------------------------------------------------------
@@ -225,6 +366,149 @@ async def test_bootstrap_peer_and_its_past_address_are_dialled_once(
     text = log_text(log_events)
     failed = re.findall(rf"could not connect to .*127\.0\.0\.1.*\b{port}\b", text)
     assert len(failed) == 1, text
+
+
+@pytest_twisted.ensureDeferred
+async def test_bootstrap_endpoint_slow_to_answer_is_dialled_once_at_a_time(
+    services: Callable[..., MeshService], log_events: list[LogEvent]
+) -> None:
+    """
+    A bootstrap endpoint string whose peer does not answer is not dialled
+    again, by the rounds that peers leaving start, while its dial is open.
+    """
+    silent = SilentServer()
+    port = await within(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(silent))
+    try:
+        bootstrap = f"tcp:host=127.0.0.1:port={port.getHost().port}"
+        node = services(listen=[LOOPBACK], connect=[bootstrap], limits=Limits(handshake_timeout=600))
+        await wait_for(lambda: silent.made == 1, what="the first dial of the silent peer")
+        for _ in range(3):
+            # A peer comes and goes: the node dials the silent peer's
+            # endpoint again (not) and the peer that left (refused).
+            churn = services(listen=[LOOPBACK])
+            await within(churn.listening)
+            await within(churn.connect(*node.out_addr))
+            await churn.stopService()
+            lost = re.compile(rf"could not connect to \('127\.0\.0\.1', {churn.out_addr[1]}\)")
+            await wait_for(lambda lost=lost: lost.search(log_text(log_events)), 60, "a round of dials")
+        assert silent.made == 1
+    finally:
+        await port.stopListening()
+
+
+def test_bad_endpoint_strings_are_refused_at_once() -> None:
+    """A C{listen} or C{connect} endpoint string that cannot be parsed is a ValueError naming it."""
+    with pytest.raises(ValueError, match="bad endpoint string 'tcp:host=127.0.0.1'"):
+        MeshService(MESH, connect=["tcp:host=127.0.0.1"], reactor=Clock())
+    with pytest.raises(ValueError, match="bad endpoint string 'tcp:notaport'"):
+        MeshService(MESH, listen=["tcp:notaport"], reactor=Clock())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bootstrap_endpoint_that_raises_spoils_no_round(
+    services: Callable[..., MeshService], log_events: list[LogEvent]
+) -> None:
+    """A bootstrap endpoint that raises when it dials is logged; the next bootstrap peer is dialled all the same."""
+    peer = services(listen=[LOOPBACK])
+    (peer_port,) = await within(peer.listening)
+    node = services(listen=[LOOPBACK], connect=[BrokenEndpoint(), ("127.0.0.1", peer_port.getHost().port)])
+    await wait_for(lambda: peer.id in node.routing_table, what="the node to dial its second bootstrap peer")
+    assert "could not connect to <BrokenEndpoint>: this endpoint is broken" in log_text(log_events)
+    assert "Unhandled" not in log_text(log_events)
+
+
+# --- dialling -----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_closed_socket_dials_nothing(services: Callable[..., MeshService]) -> None:
+    """C{connect()} on a closed MeshSocket fails at once, and dials nothing."""
+    peer = services(listen=[LOOPBACK])
+    await within(peer.listening)
+    sock = MeshSocket("127.0.0.1", 0)
+    await sock.close()
+    with pytest.raises(ConnectError, match="not running"):
+        await within(sock.connect(*peer.out_addr))
+    assert not sock._connections
+    assert not peer.stats.connections
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_connect_closes_the_link(services: Callable[..., MeshService]) -> None:
+    """
+    A C{connect()} cancelled once the connection is made, before the
+    peer's handshake, closes that connection: the peer's late handshake
+    makes no link.
+    """
+    peers: list[RawPeer] = []
+
+    def accept() -> RawPeer:
+        peers.append(RawPeer(MESH))
+        return peers[-1]
+
+    port = await within(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(accept)))
+    try:
+        node = services(listen=[LOOPBACK], limits=Limits(handshake_timeout=600))
+        dialling = node.connect("127.0.0.1", port.getHost().port)
+        await wait_for(lambda: peers and peers[0].transport is not None, what="the connection")
+        await wait_for(lambda: node._connections, what="the node's end of the connection")
+        dialling.cancel()
+        with pytest.raises(CancelledError):
+            await within(dialling)
+        peers[0].handshake()
+        await within(peers[0].lost)
+        assert not node.routing_table
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_with_the_expected_peer_id(services: Callable[..., MeshService]) -> None:
+    """
+    C{connect(host, port, id)}, as py2p and js2p take it: a peer connected
+    already is not dialled again, and another node at that address is
+    refused.
+    """
+    peer = services(listen=[LOOPBACK])
+    await within(peer.listening)
+    node = services(listen=[LOOPBACK])
+    assert await within(node.connect(*peer.out_addr, peer.id)) == peer.id
+    assert await within(node.connect(*peer.out_addr, peer.id.encode())) == peer.id
+    assert node.stats.connections["out"] == 1
+
+    other, third = services(listen=[LOOPBACK]), services(listen=[LOOPBACK])
+    await within(other.listening)
+    with pytest.raises(HandshakeFailed, match=f"the peer is {other.id}, not {peer.id}"):
+        await within(third.connect(*other.out_addr, peer.id))
+    await wait_for(lambda: not third.routing_table and not other.routing_table, what="the link to close")
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_closes_a_link(services: Callable[..., MeshService]) -> None:
+    """C{disconnect(conn)} closes the connection a handler is given, as in py2p and js2p."""
+    peer = services(listen=[LOOPBACK])
+    await within(peer.listening)
+    node = services(listen=[LOOPBACK], max_outgoing=0)
+    links: list[Any] = []
+    node.register_handler(lambda msg, conn: links.append(conn) or True)
+    await within(node.connect(*peer.out_addr))
+    peer.send("hello")
+    await wait_for(lambda: links, what="the message")
+    await within(node.disconnect(links[0]))
+    await wait_for(lambda: node.id not in peer.routing_table, what="the peer to see the link close")
+    assert not node.routing_table
+    with pytest.raises(ValueError, match="not a connection of this node"):
+        node.disconnect(object())  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_py2p_socket_arguments() -> None:
+    """py2p's and js2p's C{MeshSocket(addr, port, prot, out_addr, debug_level)}: C{debug_level} is taken."""
+    sock = MeshSocket("127.0.0.1", 0, MESH, None, 1)
+    try:
+        assert sock.running and sock.listening.called
+    finally:
+        await sock.close()
 
 
 # --- /metrics -----------------------------------------------------------------------------

@@ -5,10 +5,13 @@ the command itself).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.python import usage
 
-from twisted_mesh.tap import Options
+from twisted_mesh.tap import Options, _daemonizing
+from twisted_mesh.tls import self_signed_certificate
 
 
 def parsed(*args: str) -> Options:
@@ -68,3 +71,81 @@ def test_tls_key_needs_tls_cert() -> None:
     """C{--tls-key} alone is a usage error, not ignored."""
     with pytest.raises(usage.UsageError, match="--tls-key needs --tls-cert"):
         parsed("--tls-key", "node-key.pem")
+
+
+def test_web_given_twice_is_a_usage_error() -> None:
+    """A node serves one web site: a second C{--web} is a usage error, not the one kept."""
+    with pytest.raises(usage.UsageError, match="--web is given twice"):
+        parsed("--web", "8080", "--web", "8081")
+    assert parsed("--web", "8080")["web"] == "tcp:8080"
+
+
+def test_port_and_listen_do_not_mix() -> None:
+    """C{--port} is for a node without C{--listen}: both together is a usage error, not a port ignored."""
+    with pytest.raises(usage.UsageError, match="--port is for a node without --listen"):
+        parsed("--port", "4445", "--listen", "tcp:4446")
+    assert parsed()["listen"] == [4444]
+    assert parsed("--port", "4445")["listen"] == [4445]
+    assert parsed("--listen", "tcp:4446")["listen"] == ["tcp:4446"]
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> str:
+    """A PEM file with a self-signed certificate and its key."""
+    pem = tmp_path / "node.pem"
+    pem.write_bytes(self_signed_certificate("node.example").dumpPEM())
+    return str(pem)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--transport", "SSL"],
+        ["--transport", "wss"],
+        ["--listen", "tcp:4444", "--listen", "ssl:4445:privateKey={pem}"],
+        ["--listen", "tcp:4444", "--connect", "wss:host=node.example:port=4445"],
+        ["--web", "ssl:8443:privateKey={pem}"],
+    ],
+)
+def test_tls_options_with_tls_links(certificate: str, args: list[str]) -> None:
+    """The C{--tls} options are taken when the node may have SSL or wss links."""
+    options = parsed("--tls-cert", certificate, *(arg.format(pem=certificate) for arg in args))
+    assert options["tls"] is not None
+
+
+@pytest.mark.parametrize("args", [[], ["--transport", "ws", "--web", "8080"], ["--listen", "tcp:4444"]])
+def test_tls_options_without_tls_links_are_a_usage_error(certificate: str, args: list[str]) -> None:
+    """The C{--tls} options of a node that has no SSL or wss link would do nothing: a usage error."""
+    with pytest.raises(usage.UsageError, match="this node has none"):
+        parsed("--tls-cert", certificate, *args)
+
+
+def test_tls_listener_needs_a_folder_of_pems(tmp_path: Path) -> None:
+    """
+    Twisted's C{tls:} server string takes a folder of PEM files first:
+    C{tls:4444} (port 443, folder "4444") is a usage error.
+    """
+    with pytest.raises(usage.UsageError, match="'4444' is not a folder"):
+        parsed("--listen", "tls:4444")
+    with pytest.raises(usage.UsageError, match="is not a folder"):
+        parsed("--web", f"tls:path={tmp_path / 'missing'}:port=8443")
+    assert parsed("--listen", f"tls:{tmp_path}:port=4444")["listen"] == [f"tls:{tmp_path}:port=4444"]
+
+
+def test_help_says_what_the_options_do() -> None:
+    """C{--help} tells the port's transport, the default C{--out-addr} and what C{--tls-cert} secures."""
+    text = " ".join(str(Options()).split())
+    assert "over --transport (TCP, TLS or WebSocket)" in text
+    assert "the LAN address when it listens on every interface" in text
+    assert "an ssl:, tls: or wss: endpoint string names its own" in text
+
+
+@pytest.mark.parametrize(
+    ("twistd", "daemon"), [(None, False), ({"nodaemon": True}, False), ({"nodaemon": False}, True)]
+)
+def test_daemon_mode_is_read_from_twistd(twistd: dict[str, bool] | None, daemon: bool) -> None:
+    """The node raises at start, for twistd's launcher to report, only when twistd runs it as a daemon."""
+    options = parsed()
+    if twistd is not None:
+        options.parent = twistd  # type: ignore[attr-defined]
+    assert _daemonizing(options) == daemon

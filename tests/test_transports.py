@@ -185,6 +185,13 @@ def test_tls_options_from_files(tmp_path: Path) -> None:
     assert options.certificate.getSubject().commonName == b"node.example"
 
 
+def test_a_key_needs_its_certificate(tmp_path: Path) -> None:
+    """A key file without the certificate it goes with is refused, not ignored."""
+    (tmp_path / "key.pem").write_bytes(b"a key")
+    with pytest.raises(ValueError, match="needs its certificate"):
+        TLSOptions.from_files(key=tmp_path / "key.pem")
+
+
 def test_verified_tls_needs_a_certificate() -> None:
     authority, _ = authority_and_certificates()
     with pytest.raises(ValueError):

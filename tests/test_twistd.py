@@ -6,6 +6,7 @@ loopback, meshed with in-process twisted_mesh nodes and py2p.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -812,6 +813,74 @@ async def test_daemon_with_port(launch: Launcher, mesh: Callable[..., MeshSocket
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_daemon_that_cannot_listen_exits_1(launch: Launcher) -> None:
+    """
+    C{twistd mesh} (no C{-n}) whose port is taken: the command itself says
+    why and exits with status 1, and the daemon's log tells it without a
+    traceback.
+    """
+    taken = reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
+    try:
+        busy = f"tcp:{taken.getHost().port}:interface=127.0.0.1"
+        process, cwd = launch.spawn(
+            [launch.venv.exe("twistd"), "--logfile", "mesh.log", "--pidfile", "mesh.pid", "mesh", "--listen", busy]
+        )
+        code = await process.wait_for_end()
+        log = cwd / "mesh.log"
+        await wait_for(lambda: log.exists() and "exit status 1" in log.read_text(), 30, "the daemon's log")
+    finally:
+        await taken.stopListening()
+    assert code == 1, process.output
+    assert "An error has occurred" in process.stderr and "Address already in use" in process.stderr, process.output
+    assert_clean(process)
+    await wait_for(lambda: not (cwd / "mesh.pid").exists(), 30, "the daemon to end")
+    text = log.read_text()
+    assert "could not listen" in text and "Traceback" not in text, text
+
+
+class RawWebSocket(Protocol):
+    """A WebSocket client written by hand: it opens, and never answers a close."""
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_signal_while_stopping(launch: Launcher) -> None:
+    """
+    Ctrl-C twice, while the node waits for a WebSocket peer that does not
+    answer its close: the node stops as after one, with status 0.
+    """
+    process, node = await launch.node("--web", LOOPBACK)
+    assert node.web
+    client = RawWebSocket()
+    await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", node.web), client))
+    try:
+        await wait_for(lambda: b" 101 " in client.received, 30, "the WebSocket to open")
+        process.terminate("INT")
+        await process.wait_for_text("is stopping")
+        process.terminate("INT")
+        await process.wait_for_end()
+    finally:
+        if client.transport is not None:
+            client.transport.loseConnection()
+    assert_clean(process)
+    assert "ReactorNotRunning" not in process.stdout, process.output
+    assert_exited_0(process)
 
 
 @pytest_twisted.ensureDeferred

@@ -42,6 +42,9 @@ class Message:
 
         When this node is not connected to the sender, it asks the mesh for
         the sender's address, dials it and sends the reply once connected.
+
+        :raise TypeError: when a packet is not something msgpack can write.
+        :raise ValueError: when the reply is larger than a frame may be.
         """
         self._node.reply(self.sender, packets)
 

@@ -6,11 +6,21 @@ diallers named by endpoint strings.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    FirstError,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
@@ -18,6 +28,8 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,7 +47,7 @@ from twisted_mesh._endpoints import (
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._node import DEFAULT_LIMITS, Handler, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
-from twisted_mesh.errors import SelfConnection
+from twisted_mesh.errors import HandshakeFailed, SelfConnection
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 from twisted_mesh.tls import TLSOptions
@@ -62,6 +74,10 @@ class MeshService(Service):
 
     - an endpoint string: C{"tcp:4444"}, C{"ssl:4444:privateKey=key.pem"},
       C{"ws:4444"}; for dialling C{"tcp:host=192.0.2.7:port=4444"};
+      Twisted's C{tls:} listens with a folder of PEM files, its first
+      argument, on C{port=} (443 by default): C{"tls:/etc/mesh/pems:port=4444"};
+      it dials C{"tls:host=node.example:port=4444"}, checking the
+      certificate;
     - an endpoint object;
     - a port number (listen only) or a C{(host, port)} pair: the node's own
       transport (C{protocol.encryption}) at that address, secured by C{tls}
@@ -80,6 +96,8 @@ class MeshService(Service):
     :param connect: peers to dial once listening, and again (after a growing,
         jittered delay, up to L{MAINTENANCE_INTERVAL}) whenever the node is
         not connected to them.
+    :raise ValueError: when an endpoint string of C{listen} or C{connect}
+        cannot be parsed.
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param out_addr: the address peers should dial; by default, that of the
@@ -114,10 +132,18 @@ class MeshService(Service):
             protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing, limits=limits
         )
         self._factories: dict[tuple[str, bool], MeshFactory] = {}
+        self._accepting: dict[str, _Accepting] = {}
         self._connections: set[MeshProtocol] = set()
         self._connecting: set[Deferred[IProtocol]] = set()
         self._listen = [self._server_endpoint(address) for address in listen]
-        self._bootstrap = list(connect)
+        # Each bootstrap peer as given (for the log), with its endpoint and
+        # transport unless it is a (host, port) pair, which the node dials.
+        self._bootstrap: list[tuple[DialAddress, tuple[IStreamClientEndpoint, str] | None]] = [
+            (address, None if isinstance(address, tuple) else self._client_endpoint(address, protocol.encryption))
+            for address in connect
+        ]
+        # The bootstrap endpoints being dialled: not dialled again until that dial ends.
+        self._bootstrap_dialling: set[int] = set()
         self._out_addr_given = out_addr is not None
         self._node.dialer = self._dial_address
         self._node.event_source = self
@@ -133,8 +159,9 @@ class MeshService(Service):
         self._node.peer_lost = self._peer_lost
         self.listening: Deferred[list[IListeningPort]] = Deferred()
         """
-        Fires with the listening ports once every listener is up (a new
-        Deferred each time the service starts).
+        Fires with the listening ports once every listener is up, or fails
+        with the first error, or with L{CancelledError} when the service
+        stops first (a new Deferred each time the service starts).
         """
 
     # -- the node's identity -------------------------------------------------
@@ -238,7 +265,13 @@ class MeshService(Service):
     # -- starting and stopping -----------------------------------------------
 
     def startService(self) -> None:
-        """Listen on every C{listen} endpoint, then dial every C{connect} one."""
+        """
+        Listen on every C{listen} endpoint, then dial every C{connect} one.
+        A service that runs already (a L{MeshSocket} added to an
+        application, say) is left as it is.
+        """
+        if self.running:
+            return
         super().startService()
         if self.listening.called:
             self.listening = Deferred()
@@ -249,7 +282,7 @@ class MeshService(Service):
         self._redial_attempts = 0
         listening = []
         for endpoint, encryption in self._listen:
-            opening = maybeDeferred(endpoint.listen, self._factory(encryption, False))
+            opening = maybeDeferred(endpoint.listen, self._accepting_factory(encryption))
             listening.append(opening.addCallback(self._opened, start))
         gatherResults(listening, consumeErrors=True).addCallbacks(
             self._listening, self._listen_failed, callbackArgs=(start,), errbackArgs=(start,)
@@ -312,16 +345,18 @@ class MeshService(Service):
         # The (address, transport) pairs of the peers dialled this round,
         # so that a past peer's address does not dial a bootstrap peer twice.
         dialled: set[tuple[Address, str]] = set()
-        for index, address in enumerate(self._bootstrap):
+        for index, (address, endpoint) in enumerate(self._bootstrap):
             peer_id = self._bootstrap_ids.get(index)
             if peer_id in node.routing_table or index in self._bootstrap_self:
                 continue
-            bootstrap = self._dial_bootstrap(index, address, peer_id)
-            if bootstrap is not None:
+            if index not in self._bootstrap_dialling:
+                bootstrap = self._dial_bootstrap(index, address, endpoint, peer_id)
+                if bootstrap is None:
+                    continue
                 dials.append(bootstrap)
-                # (A pair is skipped below as it is: the node is dialling it.)
-                if index in self._bootstrap_known:
-                    dialled.add(self._bootstrap_known[index])
+            # (A pair is skipped below as it is: the node is dialling it.)
+            if index in self._bootstrap_known:
+                dialled.add(self._bootstrap_known[index])
         connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
         room = node.max_outgoing - node.outgoing_count() if node.routing_table else len(node.known_addresses)
         lost = [known for known in node.known_addresses if known not in connected and known not in dialled]
@@ -336,19 +371,34 @@ class MeshService(Service):
             return
         DeferredList(dials).addCallback(lambda _: self._schedule_maintenance())
 
-    def _dial_bootstrap(self, index: int, address: DialAddress, peer_id: str | None) -> Deferred[str | None] | None:
+    def _dial_bootstrap(
+        self,
+        index: int,
+        address: DialAddress,
+        endpoint: tuple[IStreamClientEndpoint, str] | None,
+        peer_id: str | None,
+    ) -> Deferred[str | None] | None:
         """
-        Dial the bootstrap peer C{address} unless it is this node's own
-        address, or it (or the peer C{peer_id}) is being dialled already.
+        Dial the bootstrap peer C{address} (through C{endpoint}, unless it is
+        a pair) unless it is this node's own address, or it (or the peer
+        C{peer_id}) is being dialled already.
         """
         node = self._node
-        if isinstance(address, tuple):
+        if endpoint is None:
+            assert isinstance(address, tuple)
             # The node skips its own addresses and those it is dialling already.
             dial = node.dial(address, peer_id, node.protocol.encryption)
             if dial is None:
                 return None
         else:
-            dial = self.connect(address)
+            self._bootstrap_dialling.add(index)
+
+            def ended(result: object) -> object:
+                self._bootstrap_dialling.discard(index)
+                return result
+
+            # (An endpoint may raise at once: the round goes on.)
+            dial = maybeDeferred(self._dial, *endpoint).addBoth(ended)
         dial.addCallback(self._met_bootstrap_peer, index)
         return dial.addErrback(self._bootstrap_dial_failed, index, address)
 
@@ -412,8 +462,15 @@ class MeshService(Service):
         self._log.warn("could not connect to {peer}: {error}", peer=address, error=failure.getErrorMessage())
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening, give up the dials under way, and close every connection."""
+        """
+        Stop listening, give up the dials under way, and close every
+        connection; a connection accepted from now on (a WebSocket that was
+        still opening, say) is closed at once.  L{listening}, if it has not
+        fired, fails with L{CancelledError}.
+        """
         super().stopService()
+        if self._start is not None and not self.listening.called:
+            self.listening.errback(CancelledError("the service stopped before it was listening"))
         self._start = None
         if self._redial is not None:
             self._redial.cancel()
@@ -429,17 +486,27 @@ class MeshService(Service):
 
     # -- dialling ------------------------------------------------------------
 
-    def protocol_factory(self, encryption: str) -> MeshFactory:
+    def protocol_factory(self, encryption: str) -> Factory:
         """
         The factory of this node's accepted connections of a transport, for
         a listener the node does not own (a web site serving the mesh over
-        WebSocket, say).  See L{advertise}.
+        WebSocket, say).  While the service is not running, a connection it
+        is asked for is closed at once.  See L{advertise}.
         """
-        return self._factory(encryption, False)
+        return self._accepting_factory(encryption)
 
     def advertise(self, encryption: str, address: Address) -> None:
         """Tell peers of the transport C{encryption} to dial this node at C{address}."""
         self._node.out_addrs[encryption] = address
+
+    def withdraw(self, encryption: str, address: Address) -> None:
+        """
+        Stop telling peers of the transport C{encryption} to dial this node
+        at C{address} (its listener there stopped), unless another address
+        was advertised since.
+        """
+        if self._node.out_addrs.get(encryption) == address:
+            del self._node.out_addrs[encryption]
 
     def _factory(self, encryption: str, outgoing: bool) -> MeshFactory:
         factory = self._factories.get((encryption, outgoing))
@@ -448,10 +515,16 @@ class MeshService(Service):
             self._factories[encryption, outgoing] = factory
         return factory
 
+    def _accepting_factory(self, encryption: str) -> _Accepting:
+        factory = self._accepting.get(encryption)
+        if factory is None:
+            factory = self._accepting[encryption] = _Accepting(self, self._factory(encryption, False))
+        return factory
+
     def _server_endpoint(self, address: ListenAddress) -> tuple[IStreamServerEndpoint, str]:
         main = self.protocol.encryption
         if isinstance(address, str):
-            endpoint = server_from_string(self._reactor, address, self.limits.max_frame_size)
+            endpoint = _parsed(server_from_string, self._reactor, address, self.limits.max_frame_size)
             return endpoint, encryption_of(address, main)
         if isinstance(address, int):
             address = ("", address)
@@ -463,7 +536,7 @@ class MeshService(Service):
 
     def _client_endpoint(self, address: DialAddress, encryption: str) -> tuple[IStreamClientEndpoint, str]:
         if isinstance(address, str):
-            dialler = client_from_string(self._reactor, address, self.limits.max_frame_size)
+            dialler = _parsed(client_from_string, self._reactor, address, self.limits.max_frame_size)
             return dialler, encryption_of(address, encryption)
         if isinstance(address, tuple):
             tls = self.tls if encryption in ("SSL", "wss") else None
@@ -473,7 +546,12 @@ class MeshService(Service):
         return address, encryption
 
     def connect(
-        self, address: DialAddress | str, port: int | None = None, *, encryption: str | None = None
+        self,
+        address: DialAddress | str,
+        port: int | None = None,
+        id: str | bytes | None = None,
+        *,
+        encryption: str | None = None,
     ) -> Deferred[str]:
         """
         Dial a peer.
@@ -481,28 +559,85 @@ class MeshService(Service):
         :param address: an endpoint string (C{"tcp:host=h:port=4444"}), an
             endpoint, a C{(host, port)} pair, or a host when C{port} is given.
         :param port: the peer's port, when C{address} is a host.
+        :param id: the ID of the peer expected there, as py2p's and js2p's
+            C{connect(addr, port, id)} take it: when it is connected
+            already, nothing is dialled; when another node answers, the
+            link is closed and the dial fails with L{HandshakeFailed}.
         :param encryption: the transport of a pair or an endpoint object; by
             default the main one.  An endpoint string's prefix names its own.
         :return: a Deferred that fires with the peer's ID once its handshake
             is accepted.  It fails with L{ProtocolMismatch} when the peer's
             subnet is another; with L{HandshakeFailed} or a connection error
-            when the peer speaks another transport or goes away.
+            when the peer speaks another transport or goes away; with a
+            L{ConnectError} at once when the service is not running.
+            Cancelling it gives the dial up, and closes the connection if
+            it was made.
+        :raise ValueError: when C{address} is an endpoint string that cannot
+            be parsed.
         """
         if port is not None:
             address = (str(address), port)
         endpoint, transport = self._client_endpoint(address, encryption or self.protocol.encryption)
-        connecting = endpoint.connect(self._factory(transport, True))
+        if not self.running:
+            return fail(ConnectError(string="the node is not running: start it (or make a new MeshSocket) first"))
+        expected = id.decode("ascii") if isinstance(id, bytes) else id
+        if expected is not None and expected in self._node.routing_table:
+            return succeed(expected)
+        return self._dial(endpoint, transport, expected)
+
+    def _dial(self, endpoint: IStreamClientEndpoint, encryption: str, expected: str | None = None) -> Deferred[str]:
+        """
+        Dial C{endpoint} over C{encryption}: a Deferred of the peer's ID, as
+        L{connect} returns it.
+        """
+        link: MeshProtocol | None = None
+
+        def cancel(result: Deferred[str]) -> None:
+            if link is None:
+                connecting.cancel()
+            else:
+                link.close("the dial was cancelled", error=False)
+
+        result: Deferred[str] = Deferred(cancel)
+
+        def connected(protocol: IProtocol) -> None:
+            nonlocal link
+            self._connecting.discard(connecting)
+            assert isinstance(protocol, MeshProtocol)
+            link = protocol
+            link.handshake_done.addCallbacks(handshake_done, failed)
+
+        def handshake_done(peer_id: str) -> None:
+            if expected is not None and peer_id != expected:
+                assert link is not None
+                link.close(f"the peer is {peer_id}, not the one expected ({expected})")
+                failed(Failure(HandshakeFailed(f"the peer is {peer_id}, not {expected}")))
+            elif not result.called:
+                result.callback(peer_id)
+
+        def failed(failure: Failure) -> None:
+            self._connecting.discard(connecting)
+            if not result.called:
+                result.errback(failure)
+
+        connecting = endpoint.connect(self._factory(encryption, True))
         self._connecting.add(connecting)
+        connecting.addCallbacks(connected, failed)
+        return result
 
-        def connected(result: IProtocol) -> IProtocol:
-            self._connecting.discard(connecting)
-            return result
+    def disconnect(self, link: MeshProtocol) -> Deferred[None]:
+        """
+        Close the connection C{link} (the C{conn} a handler is given, or a
+        value of L{routing_table}), as py2p's and js2p's
+        C{disconnect(handler)} do.
 
-        def failed(failure: Failure) -> Failure:
-            self._connecting.discard(connecting)
-            return failure
-
-        return connecting.addCallbacks(connected, failed).addCallback(_handshake_done)
+        :return: a Deferred that fires once it is closed.
+        :raise ValueError: when C{link} is not a connection of this node.
+        """
+        if not isinstance(link, MeshProtocol) or link.factory.node is not self._node:
+            raise ValueError(f"{link!r} is not a connection of this node")
+        link.close("disconnected by this node's user", error=False)
+        return link.closed
 
     def _dial_address(self, host: str, port: int, encryption: str) -> Deferred[str]:
         return self.connect((host, port), encryption=encryption)
@@ -519,6 +654,8 @@ class MeshService(Service):
         :return: which peers it was written to, and which not and why; true
             when it was written to at least one peer.
         :raise TypeError: when a packet is not something msgpack can write.
+        :raise ValueError: when the message is larger than a frame may be
+            (L{Limits.max_frame_size}).
         """
         return self._node.send(packets, flag, type)
 
@@ -558,6 +695,44 @@ class MeshService(Service):
         self._node.request_peers()
 
 
-def _handshake_done(link: IProtocol) -> Deferred[str]:
-    assert isinstance(link, MeshProtocol)
-    return link.handshake_done
+class _Accepting(Factory):
+    """
+    The factory of a node's accepted connections of one transport: the
+    node's own factory while its service runs.  A connection it is asked
+    for while the service does not run (a WebSocket that was still opening
+    when it stopped, say) is closed at once, and never reaches the node.
+    """
+
+    noisy = False
+
+    def __init__(self, service: MeshService, links: MeshFactory) -> None:
+        self._service = service
+        self._links = links
+
+    def logPrefix(self) -> str:
+        # "MeshFactory starting on 4444", as before.
+        return type(self._links).__name__
+
+    def buildProtocol(self, addr: Any) -> TwistedProtocol | None:
+        if not self._service.running:
+            return _Refused()
+        return self._links.buildProtocol(addr)
+
+
+class _Refused(TwistedProtocol):
+    """A connection that came when nothing may take it: it is closed at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _parsed(parse: Callable[[Any, str, int], _Parsed], reactor: Any, description: str, max_frame_size: int) -> _Parsed:
+    """What C{parse} makes of the endpoint string C{description}; a L{ValueError} that names it if it cannot."""
+    try:
+        return parse(reactor, description, max_frame_size)
+    except Exception as e:
+        raise ValueError(f"bad endpoint string {description!r}: {e}") from e

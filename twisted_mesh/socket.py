@@ -34,6 +34,8 @@ class MeshSocket(MeshService):
     :param prot: the network to join.
     :param out_addr: the address peers should dial, when it is not
         C{(addr, port)} (behind NAT, say).
+    :param debug_level: accepted for py2p's and js2p's sake, and ignored:
+        the node logs through C{twisted.logger}.
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param max_outgoing: how many connections peer exchange may dial.
@@ -48,6 +50,7 @@ class MeshSocket(MeshService):
         port: int,
         prot: Protocol = DEFAULT_PROTOCOL,
         out_addr: Address | None = None,
+        debug_level: int = 0,
         *,
         tls: TLSOptions | None = None,
         max_outgoing: int = 4,
@@ -70,5 +73,8 @@ class MeshSocket(MeshService):
             failures[0].raiseException()
 
     def close(self) -> Deferred[None]:
-        """Stop listening and close every connection."""
+        """
+        Stop listening and close every connection; the socket then dials
+        nothing (C{connect()} fails).
+        """
         return self.stopService()

@@ -9,21 +9,26 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Address
+from twisted_mesh._endpoints import Address, encryption_of
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh.message import Message
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
 from twisted_mesh.web import WebService
+
+#: The port a node listens on without --port or --listen.
+_DEFAULT_PORT = 4444
 
 
 def _address(text: str) -> Address:
@@ -70,6 +75,25 @@ def _check_endpoints(parse: Callable[[Any, str], object], descriptions: list[str
             raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
 
 
+def _check_tls_folder(description: str) -> None:
+    """
+    Twisted's C{tls:} server string takes a folder of PEM files first, and
+    C{port=} (443 by default): C{tls:4444} would listen on port 443 with a
+    folder named C{4444}.
+    """
+    kind, _, rest = description.partition(":")
+    if kind.lower() != "tls":
+        return
+    args = rest.split(":")
+    paths = [arg[len("path=") :] for arg in args if arg.startswith("path=")]
+    folder = (paths or [arg for arg in args if "=" not in arg] or [""])[0]
+    if not os.path.isdir(folder):
+        raise usage.UsageError(
+            f"bad endpoint {description!r}: tls: listens with a folder of PEM files (certificate and key) first, "
+            f"then port= (443 by default), as in tls:/etc/mesh/pems:port=4444; {folder!r} is not a folder"
+        )
+
+
 class Options(usage.Options):
     """The options of C{twistd mesh}."""
 
@@ -80,12 +104,31 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["port", "p", 4444, "The TCP port to listen on, when no --listen is given.", int],
+        [
+            "port",
+            "p",
+            None,
+            f"The port to listen on, on every interface, over --transport (TCP, TLS or WebSocket), when no --listen "
+            f"is given (default: {_DEFAULT_PORT}).",
+            int,
+        ],
         ["subnet", "s", "mesh", "The subnet: only nodes of the same subnet and transport mesh."],
         ["transport", "t", "Plaintext", "The transport: " + ", ".join(ENCRYPTIONS) + "."],
-        ["out-addr", None, None, "HOST:PORT other nodes should dial (default: the listening address)."],
+        [
+            "out-addr",
+            None,
+            None,
+            "HOST:PORT other nodes should dial (default: the address of the first listener, the LAN address when "
+            "it listens on every interface).",
+        ],
         ["max-outgoing", None, 4, "How many connections peer exchange may dial.", int],
-        ["tls-cert", None, None, "PEM certificate (with its key, or see --tls-key) for SSL/wss links."],
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate (with its key, or see --tls-key) for the SSL/wss links of --port, of HOST:PORT peers and "
+            "of the peers found through them; an ssl:, tls: or wss: endpoint string names its own.",
+        ],
         ["tls-key", None, None, "PEM private key of --tls-cert, when it is a file of its own (needs --tls-cert)."],
         [
             "tls-ca",
@@ -95,13 +138,6 @@ class Options(usage.Options):
             "(needs --tls-cert). Without it, SSL/wss links verify nobody, and use --tls-cert or a self-signed "
             "certificate.",
         ],
-        [
-            "web",
-            None,
-            None,
-            "Serve a status page, /status, /metrics, the browser client and the mesh over WebSocket on this port "
-            "(or endpoint string; ssl: for https and wss).",
-        ],
     ]
     optFlags = [["verbose", "v", "Also log each message this node receives, with its packets."]]
 
@@ -109,6 +145,18 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["connect"] = []
+        self["web"] = None
+
+    def opt_web(self, endpoint: str) -> None:
+        if self["web"] is not None:
+            raise usage.UsageError("--web is given twice: a node serves one web site")
+        self["web"] = endpoint
+
+    # (--help shows a docstring as it is, line breaks and indentation included.)
+    opt_web.__doc__ = (
+        "Serve a status page, /status, /metrics, the browser client and the mesh over WebSocket on this port "
+        "(or endpoint string; ssl: or tls: for https and wss)."
+    )
 
     def opt_listen(self, endpoint: str) -> None:
         """An endpoint string to listen on, such as tcp:4444 (repeatable)."""
@@ -121,8 +169,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["transport"] not in ENCRYPTIONS:
             raise usage.UsageError(f"--transport must be one of {', '.join(ENCRYPTIONS)}")
-        if not 0 <= self["port"] < 65536:
+        if self["port"] is not None and not 0 <= self["port"] < 65536:
             raise usage.UsageError("--port must be between 0 and 65535")
+        if self["port"] is not None and self["listen"]:
+            raise usage.UsageError("--port is for a node without --listen: give --listen tcp:PORT (or ssl:, ws:...)")
         if self["max-outgoing"] < 0:
             raise usage.UsageError("--max-outgoing must not be negative")
         if self["out-addr"] is not None:
@@ -133,7 +183,10 @@ class Options(usage.Options):
             if not 0 <= int(web) < 65536:
                 raise usage.UsageError(f"--web {web}: a port must be between 0 and 65535")
             self["web"] = f"tcp:{web}"
-        _check_endpoints(serverFromString, [*self["listen"], *([self["web"]] if web is not None else [])])
+        servers = [*self["listen"], *([self["web"]] if web is not None else [])]
+        _check_endpoints(serverFromString, servers)
+        for description in servers:
+            _check_tls_folder(description)
         if self["connect"]:
             client_types = _client_types()
             self["connect"] = [_peer(peer, client_types) for peer in self["connect"]]
@@ -148,8 +201,27 @@ class Options(usage.Options):
                 self["tls"] = TLSOptions.from_files(self["tls-cert"], self["tls-key"], self["tls-ca"])
             except Exception as e:
                 raise usage.UsageError(f"cannot load the TLS files: {e}") from None
+            if not self._has_tls_links():
+                raise usage.UsageError(
+                    "--tls-cert, --tls-key and --tls-ca secure SSL and wss links, and this node has none: "
+                    "give --transport SSL or wss, or an ssl:, tls: or wss: endpoint"
+                )
         if not self["listen"]:
-            self["listen"] = [self["port"]]
+            self["listen"] = [_DEFAULT_PORT if self["port"] is None else self["port"]]
+
+    def _has_tls_links(self) -> bool:
+        """
+        Whether the node may have SSL or wss links, whose TLS the --tls
+        options make: links of its own transport, or of a TLS listener,
+        web site or peer (and of the peers found through them).
+        """
+        main = self["transport"]
+        transports = {main}
+        transports |= {encryption_of(description, main) for description in self["listen"]}
+        transports |= {encryption_of(peer, main) for peer in self["connect"] if isinstance(peer, str)}
+        if self["web"] is not None:
+            transports.add(encryption_of(self["web"], "Plaintext"))
+        return bool(transports & {"SSL", "wss"})
 
 
 class _NodeProcess(MultiService):
@@ -158,14 +230,20 @@ class _NodeProcess(MultiService):
     a clean exit (status 0).  When the node or its web site cannot listen,
     the process stops once its reactor runs and exits with status 1 (after
     twistd's own shutdown, as the last thing the process does).
+
+    :param daemon: whether twistd runs the process as a daemon, its
+        launcher waiting for word of the start: then a listener that fails
+        at once makes L{startService} raise, for twistd to pass the error
+        on to the launcher, which prints it and exits with status 1.
     """
 
     _log = Logger()
 
-    def __init__(self, node: MeshService) -> None:
+    def __init__(self, node: MeshService, daemon: bool = False) -> None:
         super().__init__()
         self._node = node
-        self._failed = False
+        self._daemon = daemon
+        self._failure: Failure | None = None
         node.setServiceParent(self)
 
     def startService(self) -> None:
@@ -177,8 +255,9 @@ class _NodeProcess(MultiService):
         def stop_on_signals() -> None:
             # Twisted's own handlers make twistd die of the signal after a
             # clean stop; a node that stopped cleanly exits with status 0.
+            # A second signal, while the node stops, changes nothing.
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
+                signal.signal(signum, lambda *_: reactor.callFromThread(_stop, reactor))
 
         reactor.callWhenRunning(stop_on_signals)
         # twistd starts the services before it runs the reactor, so a
@@ -186,14 +265,37 @@ class _NodeProcess(MultiService):
         for service in self:
             if isinstance(service, (MeshService, WebService)):
                 service.listening.addErrback(self._could_not_listen, reactor)
+        if self._daemon and self._failure is not None:
+            # twistd hands what startService raises to its launcher, which
+            # prints it and exits with status 1.  (A builtin exception: the
+            # launcher shows 100 bytes of "RuntimeError: ...", and a module
+            # path would take many.)
+            error = RuntimeError(self._failure.getErrorMessage())
+            _no_traceback_for(error)
+            raise error
 
     def _could_not_listen(self, failure: Failure, reactor: Any) -> None:
-        if self._failed:
+        if self._failure is not None or failure.check(CancelledError):
+            # (Cancelled: the process stopped before it listened.)
             return
-        self._failed = True
+        self._failure = failure
         self._log.critical("cannot run without every listener: stopping, with exit status 1")
         atexit.register(_exit_failed)
         reactor.callWhenRunning(_stop, reactor)
+
+
+def _no_traceback_for(error: BaseException) -> None:
+    """
+    Let C{error}, if it ends the process, end it without a traceback in the
+    log: why is logged already.
+    """
+    previous = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if value is not error:
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 def _stop(reactor: Any) -> None:
@@ -224,12 +326,21 @@ def makeService(options: Options) -> MultiService:
         out_addr=options["out-addr"],
         max_outgoing=options["max-outgoing"],
     )
-    top = _NodeProcess(node)
+    top = _NodeProcess(node, daemon=_daemonizing(options))
     # Nobody reads this node's queue: take every message, logging it if asked.
     node.register_handler(_log_message if options["verbose"] else _take_message)
     if options["web"] is not None:
         WebService(node, options["web"]).setServiceParent(top)
     return top
+
+
+def _daemonizing(options: Options) -> bool:
+    """
+    Whether twistd (the parent command of C{options}) runs the node as a
+    daemon, its launcher waiting for word of the start (POSIX only).
+    """
+    twistd = getattr(options, "parent", None)
+    return os.name == "posix" and twistd is not None and not twistd.get("nodaemon", True)
 
 
 _log = Logger(namespace="twisted_mesh")

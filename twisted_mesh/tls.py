@@ -86,7 +86,11 @@ class TLSOptions:
         """
         Read PEM files: a certificate and its key (or one file with both),
         and the authority's certificate.
+
+        :raise ValueError: when a key is given without its certificate.
         """
+        if key is not None and certificate is None:
+            raise ValueError("a private key needs its certificate")
         private = None
         if certificate is not None:
             pem = Path(certificate).read_bytes()

@@ -28,7 +28,8 @@ def make_application(listen, connect=(), web=None):
     """
     An application with one mesh node that listens on the endpoint strings
     in listen, dials those in connect at start (and again whenever it is
-    left with no peers), and serves its page, /status and /metrics on web.
+    not connected to one of them), and serves its page, /status and
+    /metrics on web.
     """
     application = service.Application("mesh")
     limits = Limits(max_queue=10_000)

@@ -34,8 +34,8 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from twisted_mesh._connection import MeshProtocol
-from twisted_mesh._endpoints import WEBSOCKET_SLACK, outward_address
-from twisted_mesh.service import MeshService
+from twisted_mesh._endpoints import WEBSOCKET_SLACK, Address, encryption_of, outward_address
+from twisted_mesh.service import MeshService, _Refused
 from twisted_mesh.web.status import MetricsResource, StatusResource
 from twisted_mesh.websocket import websocket_server_factory
 
@@ -52,13 +52,19 @@ class _Links(Factory):
     """
     Builds the node's WebSocket links, through the node's own factory, and
     keeps them so that L{WebService} can close them when it stops.
+
+    :ivar accepting: whether to build links; once L{WebService} stopped, a
+        WebSocket that was still opening is closed as soon as it opens.
     """
 
     def __init__(self, wrapped: Factory) -> None:
         self._wrapped = wrapped
         self.links: set[MeshProtocol] = set()
+        self.accepting = True
 
     def buildProtocol(self, addr: Any) -> Any:
+        if not self.accepting:
+            return _Refused()
         link = self._wrapped.buildProtocol(addr)
         if isinstance(link, MeshProtocol):
             self.links.add(link)
@@ -186,7 +192,8 @@ def web_site(service: MeshService, encryption: str = "ws", *, reactor: Any = Non
 
 
 def _encryption_of(endpoint: str | IStreamServerEndpoint) -> str:
-    if isinstance(endpoint, str) and endpoint.split(":", 1)[0].lower() == "ssl":
+    """C{'wss'} for a TLS endpoint string (C{ssl:}, C{tls:}), else C{'ws'}."""
+    if isinstance(endpoint, str) and encryption_of(endpoint, "Plaintext") == "SSL":
         return "wss"
     return "ws"
 
@@ -200,14 +207,16 @@ class WebService(Service):
 
     :param mesh: the node.
     :param endpoint: where to listen: an endpoint string (C{"tcp:8080"};
-        C{"ssl:8443:..."} serves C{https} and C{wss}) or an endpoint.
+        C{"ssl:8443:..."} or C{"tls:PEM-FOLDER:port=8443"} serves C{https}
+        and C{wss}) or an endpoint.
     :param encryption: C{'ws'} or C{'wss'}; by default C{'wss'} for an
-        C{ssl:} string and C{'ws'} otherwise.
+        C{ssl:} or C{tls:} string and C{'ws'} otherwise.
     :param advertise: whether to tell peers to dial this port.
     :param reactor: the reactor; by default the global one.
 
-    :ivar listening: fires with the listening port once it listens (a new
-        Deferred each time the service starts).
+    :ivar listening: fires with the listening port once it listens, or
+        fails with why it cannot, or with L{CancelledError} when the
+        service stops first (a new Deferred each time the service starts).
     """
 
     _log = Logger()
@@ -232,6 +241,7 @@ class WebService(Service):
         self.site: Site = site
         self._links = site.links
         self._port: IListeningPort | None = None
+        self._advertised: Address | None = None
         self._starting: Deferred[IListeningPort] | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
 
@@ -241,10 +251,16 @@ class WebService(Service):
         return self._port
 
     def startService(self) -> None:
-        """Listen; once listening, advertise the port to WebSocket peers."""
+        """
+        Listen; once listening, advertise the port to WebSocket peers.  A
+        service that runs already is left as it is.
+        """
+        if self.running:
+            return
         super().startService()
         if self.listening.called:
             self.listening = Deferred()
+        self._links.accepting = True
         self._starting = self._endpoint.listen(self.site)
         self._starting.addCallbacks(self._listened, self._failed)
 
@@ -254,6 +270,7 @@ class WebService(Service):
         address = outward_address(port.getHost())
         if self._advertise and address is not None:
             self._mesh.advertise(self.encryption, address)
+            self._advertised = address
         self._log.info(
             "web page and {encryption} mesh endpoint at {address}",
             encryption=self.encryption,
@@ -263,17 +280,24 @@ class WebService(Service):
 
     def _failed(self, failure: Failure) -> None:
         self._starting = None
-        if failure.check(CancelledError):
-            return
-        self._log.error("could not serve the web site: {error}", error=failure.getErrorMessage())
+        if not failure.check(CancelledError):
+            self._log.error("could not serve the web site: {error}", error=failure.getErrorMessage())
         self.listening.errback(failure)
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening and close the WebSocket links of this site."""
+        """
+        Stop listening, stop telling peers to dial this port, and close the
+        WebSocket links of this site (and those still opening, once they
+        open).
+        """
         super().stopService()
+        self._links.accepting = False
         waiting: list[Deferred[Any]] = []
         if self._starting is not None:
             self._starting.cancel()
+        if self._advertised is not None:
+            self._mesh.withdraw(self.encryption, self._advertised)
+            self._advertised = None
         if self._port is not None:
             waiting.append(maybeDeferred(self._port.stopListening))
             self._port = None
