@@ -5,6 +5,8 @@ raw peer that speaks frames by hand.
 
 from __future__ import annotations
 
+import base64
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -142,3 +144,29 @@ def connected_components(tables: dict[str, set[str]]) -> list[set[str]]:
             left -= edges[node_id]
         parts.append(part)
     return parts
+
+
+class RawWebSocket(Protocol):
+    """
+    A WebSocket client written by hand: it asks to upgrade when told to
+    (L{upgrade}), keeps what it receives, and never answers a close.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[None] = Deferred()
+
+    def upgrade(self) -> None:
+        """Send the opening handshake."""
+        assert self.transport is not None
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)

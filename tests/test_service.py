@@ -6,8 +6,6 @@ in the mesh, and its py2p-style dialling.
 
 from __future__ import annotations
 
-import base64
-import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import RawPeer, log_text, wait_for, within
+from support import RawPeer, RawWebSocket, log_text, wait_for, within
 from twisted.application.service import MultiService
 from twisted.internet import defer, reactor
 from twisted.internet.defer import CancelledError, Deferred
@@ -119,28 +117,6 @@ class BrokenEndpoint:
 
     def __repr__(self) -> str:
         return "<BrokenEndpoint>"
-
-
-class RawWebSocket(TwistedProtocol):
-    """A WebSocket client written by hand: it asks to upgrade when told to, and never answers a close."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: Deferred[None] = Deferred()
-
-    def upgrade(self) -> None:
-        assert self.transport is not None
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
 
 
 async def refused(port: int) -> bool:

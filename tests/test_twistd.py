@@ -6,7 +6,6 @@ loopback, meshed with in-process twisted_mesh nodes and py2p.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from reference import ReferenceNode
-from support import wait_for, within
+from support import RawWebSocket, wait_for, within
 from twisted.internet import defer, error, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -841,24 +840,6 @@ async def test_daemon_that_cannot_listen_exits_1(launch: Launcher) -> None:
     assert "could not listen" in text and "Traceback" not in text, text
 
 
-class RawWebSocket(Protocol):
-    """A WebSocket client written by hand: it opens, and never answers a close."""
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_second_signal_while_stopping(launch: Launcher) -> None:
     """
@@ -869,6 +850,7 @@ async def test_a_second_signal_while_stopping(launch: Launcher) -> None:
     assert node.web
     client = RawWebSocket()
     await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", node.web), client))
+    client.upgrade()
     try:
         await wait_for(lambda: b" 101 " in client.received, 30, "the WebSocket to open")
         process.terminate("INT")
