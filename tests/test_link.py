@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import struct
 import zlib
 from hashlib import sha256
 from typing import Any
@@ -20,7 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
-from twisted_mesh._connection import MAX_BAD_FRAMES, MeshFactory, MeshProtocol
+from twisted_mesh._connection import MAX_BAD_FRAMES, MAX_UNIDENTIFIED_BUFFER, MeshFactory, MeshProtocol
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, new_node_id
 from twisted_mesh._node import MeshNode
@@ -534,6 +535,31 @@ def test_a_good_frame_resets_the_bad_frame_count() -> None:
     for _ in range(MAX_BAD_FRAMES):
         side.proto.dataReceived(bad)
     assert not side.closed
+
+
+def test_a_large_frame_before_the_handshake_is_not_held() -> None:
+    """
+    A peer that has not sent its handshake may not have the node hold more
+    than MAX_UNIDENTIFIED_BUFFER bytes of a frame; once it has, it may send
+    frames up to the limit, even in the read that brings its handshake.
+    """
+    rig = Rig()
+    side = rig.link()
+    side.proto.dataReceived(struct.pack(">I", 1 << 20) + b"x" * (MAX_UNIDENTIFIED_BUFFER - 4))
+    assert not side.closed
+    side.proto.dataReceived(b"x")
+    assert side.closed
+    assert rig.node.stats.dropped["too_large"] == rig.node.stats.handshake_failures["malformed"] == 1
+
+    rig = Rig()
+    side = rig.link()
+    peer_id = new_node_id(MESH)
+    big = message(peer_id, flags.broadcast, flags.broadcast, "x" * (2 * MAX_UNIDENTIFIED_BUFFER))
+    frame = big.frame(True, None)
+    side.proto.dataReceived(handshake(peer_id).frame(True, None) + frame[: len(frame) // 2])
+    side.proto.dataReceived(frame[len(frame) // 2 :])
+    assert not side.closed
+    assert [msg.packets for msg, _ in rig.delivered] == [(flags.broadcast, "x" * (2 * MAX_UNIDENTIFIED_BUFFER))]
 
 
 def test_undecodable_frame_closes() -> None:

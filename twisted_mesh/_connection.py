@@ -70,6 +70,11 @@ def _tune_tcp(transport: object) -> None:
 #: Frames in a row that may fail their checksum before the link is closed.
 MAX_BAD_FRAMES = 3
 
+#: Bytes of an incomplete frame held for a peer whose handshake has not come
+#: (a handshake takes a few hundred): past it the connection is closed, so
+#: that unidentified connections cannot hold a frame limit's worth each.
+MAX_UNIDENTIFIED_BUFFER = 64 * 1024
+
 #: While a link handles what one read brought, the frames written to each
 #: link: each writes its share in one go when the read is handled.  One
 #: for the process: a reactor handles one read at a time, in its own thread.
@@ -249,6 +254,11 @@ class MeshProtocol(Protocol):
                 totals.dropped["duplicate"] += 1
             else:
                 node.message_received(self, msg)
+        if self.peer_id is None and self._reader.buffered > MAX_UNIDENTIFIED_BUFFER and not self._closing:
+            # A frame far larger than a handshake, from a peer that sent none.
+            totals.dropped["too_large"] += 1
+            error = f"more than {MAX_UNIDENTIFIED_BUFFER} bytes of a frame before the handshake"
+            self._fail_handshake(HandshakeFailed(error), "malformed")
 
     def _second_copy(self, msg: WireMessage) -> bool:
         """Whether C{msg} is the copy of the whisper the peer wrote just before it."""
