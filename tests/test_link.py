@@ -510,6 +510,46 @@ def test_what_arrives_after_a_close(read_on: bool) -> None:
     assert [msg.packets for msg, _ in rig.delivered] == ([(flags.broadcast, "late")] if read_on else [])
 
 
+class HalfClosing(StringTransport):
+    """A transport that can close its writing side only (as TCP can)."""
+
+    half_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.half_closed = True
+
+
+class Wrapping(StringTransport):
+    """
+    A transport that hands on the attributes it lacks from the one it wraps,
+    as Twisted's TLS does: closing its writing side only is not its own.
+    """
+
+    def __init__(self, wrapped: HalfClosing) -> None:
+        super().__init__()
+        self.wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+def test_read_on_closes_only_our_side_of_a_transport_that_can() -> None:
+    """
+    Closed to read on, a link over TCP closes its writing side only (TCP
+    stops reading once it closes); over TLS, which reads on until the peer
+    answers its close, it closes the TLS, not the TCP under it.
+    """
+    rig = Rig()
+    for transport in (HalfClosing(), Wrapping(HalfClosing())):
+        proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
+        proto.makeConnection(transport)
+        proto.close("going", error=False, read_on=True)
+        if isinstance(transport, Wrapping):
+            assert transport.disconnecting and not transport.wrapped.half_closed
+        else:
+            assert transport.half_closed and not transport.disconnecting
+
+
 def test_too_many_bad_frames_in_a_row_close() -> None:
     """More than MAX_BAD_FRAMES failing frames in a row close the link."""
     side = connected()

@@ -1237,6 +1237,27 @@ def test_a_message_larger_than_a_frame_is_refused() -> None:
     assert link.take() == [] and not node._requests
 
 
+def test_a_message_peers_would_refuse_is_refused() -> None:
+    """A send or reply whose lists nest too deeply, or are too many, raises ValueError, and nothing is written."""
+    clock = task.Clock()
+    clock.advance(START)
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=_node.Limits(max_depth=4, max_items=50))
+    link = add_link(node)
+    assert link.peer_id is not None
+    nested: Any = "deep"
+    for _ in range(3):
+        nested = [nested]
+    node.send((nested, {"k": (1, 2)}))  # depths 1 to 3
+    assert len(link.take()) == 1
+    with pytest.raises(ValueError, match="nest deeper than 4"):
+        node.send(([nested],))
+    with pytest.raises(ValueError, match="nest deeper than 4"):
+        node.reply(link.peer_id, ({"k": [nested]},))
+    with pytest.raises(ValueError, match="more than 50 lists and maps"):
+        node.send(([[] for _ in range(30)], [[] for _ in range(30)]))
+    assert link.take() == []
+
+
 def test_send_unpackable_raises() -> None:
     """A packet msgpack cannot write raises TypeError and sends nothing."""
     node, _, _ = make_node()

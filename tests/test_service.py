@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 from support import RawPeer, RawWebSocket, log_text, wait_for, within
 from twisted.application.service import MultiService
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError, ConnectError, ConnectionRefusedError
@@ -27,7 +27,8 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
-from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol
+from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node
+from twisted_mesh._ids import new_node_id
 from twisted_mesh.tls import self_signed_certificate
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
@@ -457,6 +458,42 @@ async def test_connect_with_the_expected_peer_id(services: Callable[..., MeshSer
     with pytest.raises(HandshakeFailed, match=f"the peer is {other.id}, not {peer.id}"):
         await within(third.connect(*other.out_addr, peer.id))
     await wait_for(lambda: not third.routing_table and not other.routing_table, what="the link to close")
+    assert third.stats.handshake_failures["unexpected"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_to_a_connected_peer_dials_nothing(services: Callable[..., MeshService]) -> None:
+    """C{connect()} to the address of a peer connected already fires with its ID, and makes no second link."""
+    peer = services(listen=[LOOPBACK])
+    node = services(listen=[LOOPBACK], max_outgoing=0)
+    await within(peer.listening)
+    assert await within(node.connect(*peer.out_addr)) == peer.id
+    assert await within(node.connect(*peer.out_addr)) == peer.id
+    assert await within(node.connect(peer.out_addr)) == peer.id
+    assert node.stats.connections["out"] == 1
+    with pytest.raises(HandshakeFailed):
+        await within(node.connect(*peer.out_addr, new_node_id(MESH)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_with_a_wrong_id_keeps_the_peer_at_that_address(
+    services: Callable[..., MeshService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A dial for another ID, to the address of a peer connected long since,
+    leaves that peer's link as it is (the new one never enters the routing
+    table, where it would replace it).
+    """
+    monkeypatch.setattr(_node, "REDIAL_AFTER", 0.2)
+    peer = services(listen=[LOOPBACK])
+    node = services(listen=[LOOPBACK], max_outgoing=0)
+    await within(peer.listening)
+    await within(node.connect(*peer.out_addr))
+    link = node.routing_table[peer.id]
+    await task.deferLater(reactor, 0.3)
+    with pytest.raises(HandshakeFailed):
+        await within(node.connect(*peer.out_addr, new_node_id(MESH)))
+    assert node.routing_table == {peer.id: link} and not link.closing
 
 
 @pytest_twisted.ensureDeferred

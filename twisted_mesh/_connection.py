@@ -93,6 +93,8 @@ class MeshProtocol(Protocol):
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
     :ivar encryption: the transport of this link; its handshake carries the
         protocol ID of the node's subnet over this transport.
+    :ivar expected_id: the ID of the peer dialled for, if it is known: a
+        handshake with another ID fails.
     :ivar handshake_done: fires with the peer's ID once its handshake is
         accepted, or fails with L{ProtocolMismatch} or L{HandshakeFailed}.
     :ivar closed: fires once the connection is closed.
@@ -111,6 +113,7 @@ class MeshProtocol(Protocol):
         self.peer_addr: Address | None = None
         self.peer_codes: tuple[int, ...] = ()
         self.ids_as_bin = True
+        self.expected_id: str | None = None
         self.handshake_done: Deferred[str] = Deferred()
         if not self.outgoing:
             # Nobody waits on an accepted connection's handshake; a failure
@@ -351,9 +354,10 @@ class MeshProtocol(Protocol):
         # To read on over TCP, which stops reading once it is told to close,
         # close only our side: the peer, reading its end, closes its own.
         # (TLS and WebSocket read on until the peer answers their close.)
-        close_our_side = getattr(self._transport, "loseWriteConnection", None) if read_on else None
+        # (Looked up on the class: TLS wraps TCP, and would hand on TCP's.)
+        close_our_side = getattr(type(self._transport), "loseWriteConnection", None) if read_on else None
         if close_our_side is not None:
-            close_our_side()
+            close_our_side(self._transport)
         else:
             self._transport.loseConnection()
         # A peer that does not finish closing is cut off.
@@ -453,6 +457,10 @@ class MeshProtocol(Protocol):
             return
         if peer_id == self._node.id:
             self._fail_handshake(SelfConnection("connected to itself"), "self")
+            return
+        if self.expected_id is not None and peer_id != self.expected_id:
+            # Before the routing table: this peer is not the one dialled for.
+            self._fail_handshake(HandshakeFailed(f"the peer is {peer_id}, not {self.expected_id}"), "unexpected")
             return
         self.peer_id, self.peer_addr, self.peer_codes = peer_id, address, codes
         self._send_code = _compression.choose(_compression.SUPPORTED, codes)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
-from twisted_mesh._frames import WireMessage
+from twisted_mesh._frames import FrameError, WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.limits import Limits
@@ -50,6 +50,10 @@ PEERS_ANSWER_INTERVAL = 1.0
 #: first (a peer that lost its link dials again; a browser reconnects),
 #: rather than being a twin dialled at about the same time.
 REDIAL_AFTER = 5.0
+
+#: The types of packets a message may hold that need no look at its
+#: structure before it is sent.
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None)))
 
 Address = tuple[str, int]
 Handler = Callable[[Message, "Link"], Any]
@@ -740,12 +744,21 @@ class MeshNode:
         A new message of this node's.
 
         :raise TypeError: when the payload holds a value msgpack cannot write.
-        :raise ValueError: when it is larger than a frame may be.
+        :raise ValueError: when peers with this node's limits would refuse
+            it: larger than a frame may be, lists and maps nested too deeply
+            or too many of them.
         """
         msg = WireMessage.create(flag, self.id, self.now(), payload)
-        size, limit = len(msg.body_in(True)), self.limits.max_frame_size
-        if size > limit:
-            raise ValueError(f"the message takes {size} bytes, more than the frame limit of {limit}")
+        body, limits = msg.body_in(True), self.limits
+        size, most = len(body), limits.max_frame_size
+        if size > most:
+            raise ValueError(f"the message takes {size} bytes, more than the frame limit of {most}")
+        if size > limits.max_items or not _SCALARS.issuperset(map(type, payload)):
+            # Read as a peer reads it (most messages hold no list to check).
+            try:
+                WireMessage.from_body(body, (), limits.max_frame_size, limits.max_depth, limits.max_items)
+            except FrameError as e:
+                raise ValueError(f"peers would refuse the message: {e}") from None
         return msg
 
     def _send_new(self, flag: int, payload: tuple[Any, ...]) -> SendResult:

@@ -45,9 +45,9 @@ from twisted_mesh._endpoints import (
     server_from_string,
 )
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
-from twisted_mesh._node import DEFAULT_LIMITS, Handler, MeshNode, SendResult
+from twisted_mesh._node import DEFAULT_LIMITS, Handler, Link, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
-from twisted_mesh.errors import HandshakeFailed, SelfConnection
+from twisted_mesh.errors import SelfConnection
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 from twisted_mesh.tls import TLSOptions
@@ -563,6 +563,8 @@ class MeshService(Service):
             C{connect(addr, port, id)} take it: when it is connected
             already, nothing is dialled; when another node answers, the
             link is closed and the dial fails with L{HandshakeFailed}.
+            Nor is a C{(host, port)} pair dialled when a peer that gave that
+            address is connected.
         :param encryption: the transport of a pair or an endpoint object; by
             default the main one.  An endpoint string's prefix names its own.
         :return: a Deferred that fires with the peer's ID once its handshake
@@ -583,6 +585,12 @@ class MeshService(Service):
         expected = id.decode("ascii") if isinstance(id, bytes) else id
         if expected is not None and expected in self._node.routing_table:
             return succeed(expected)
+        if isinstance(address, tuple):
+            # A peer connected at that address already: a second link to it
+            # would be one too many.
+            for peer_id, link in self._node.routing_table.items():
+                if link.encryption == transport and expected in (None, peer_id) and address in _addresses_of(link):
+                    return succeed(peer_id)
         return self._dial(endpoint, transport, expected)
 
     def _dial(self, endpoint: IStreamClientEndpoint, encryption: str, expected: str | None = None) -> Deferred[str]:
@@ -605,14 +613,11 @@ class MeshService(Service):
             self._connecting.discard(connecting)
             assert isinstance(protocol, MeshProtocol)
             link = protocol
+            link.expected_id = expected
             link.handshake_done.addCallbacks(handshake_done, failed)
 
         def handshake_done(peer_id: str) -> None:
-            if expected is not None and peer_id != expected:
-                assert link is not None
-                link.close(f"the peer is {peer_id}, not the one expected ({expected})")
-                failed(Failure(HandshakeFailed(f"the peer is {peer_id}, not {expected}")))
-            elif not result.called:
+            if not result.called:
                 result.callback(peer_id)
 
         def failed(failure: Failure) -> None:
@@ -693,6 +698,17 @@ class MeshService(Service):
     def request_peers(self) -> None:
         """Ask every peer for its peers, to dial those not connected."""
         self._node.request_peers()
+
+
+def _addresses_of(link: Link) -> list[Address]:
+    """Where a peer can be reached: the address it gives, and the one dialled."""
+    addresses = [] if link.peer_addr is None else [link.peer_addr]
+    if link.outgoing and isinstance(link, MeshProtocol):
+        remote = link.remote_address()
+        host, port = getattr(remote, "host", None), getattr(remote, "port", None)
+        if isinstance(host, str) and isinstance(port, int):
+            addresses.append((host, port))
+    return addresses
 
 
 class _Accepting(Factory):
