@@ -71,9 +71,11 @@ const encoder = new Encoder({ extensionCodec: noExtensions });
  * (a packet of the payload: 1).  Lists and maps must fit twisted_mesh's
  * default limits, or its nodes would close the link on the message: a
  * TypeError when they nest too deeply (MAX_DEPTH), a RangeError when one
- * holds more than MAX_ITEMS items.
+ * holds more than MAX_ITEMS items, or when the message holds more than
+ * MAX_ITEMS lists and maps in all (`budget.left` of them are left, for the
+ * packets of one message).
  */
-export function checkPacket(value, depth = 1) {
+export function checkPacket(value, depth = 1, budget = { left: MAX_ITEMS - 1 }) {
   if (value === null || value === undefined) return null;
   switch (typeof value) {
     case "boolean":
@@ -90,22 +92,26 @@ export function checkPacket(value, depth = 1) {
     return value instanceof Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   }
   if (Array.isArray(value)) {
-    checkContainer(value.length, depth);
-    return value.map((item) => checkPacket(item, depth + 1));
+    checkContainer(value.length, depth, budget);
+    return value.map((item) => checkPacket(item, depth + 1, budget));
   }
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) {
     throw new TypeError(`a packet cannot hold a ${Object.prototype.toString.call(value)}: use arrays, plain objects, strings, numbers or bytes`);
   }
   const entries = Object.entries(value);
-  checkContainer(entries.length, depth);
+  checkContainer(entries.length, depth, budget);
   const copy = {};
-  for (const [key, item] of entries) setEntry(copy, key, checkPacket(item, depth + 1));
+  for (const [key, item] of entries) setEntry(copy, key, checkPacket(item, depth + 1, budget));
   return copy;
 }
 
 /** Refuse a list or map of `size` items at `depth` that a node would not read. */
-function checkContainer(size, depth) {
+function checkContainer(size, depth, budget) {
+  budget.left -= 1;
+  if (budget.left < 0) {
+    throw new RangeError(`more than ${MAX_ITEMS} lists and maps in one message: twisted_mesh nodes read at most ${MAX_ITEMS}`);
+  }
   if (depth >= MAX_DEPTH) {
     throw new TypeError(`packets nest too deeply: twisted_mesh nodes read lists and maps nested up to ${MAX_DEPTH - 1} deep in a message`);
   }
@@ -143,6 +149,7 @@ export function pack(value) {
  * map key, or lists and maps nested deeper than msgpack for Python reads.
  */
 export function unpack(bytes) {
+  if (!(bytes instanceof Uint8Array)) bytes = new Uint8Array(bytes);
   const reader = new MsgpackReader(bytes);
   let value;
   try {
@@ -163,8 +170,9 @@ export function unpack(bytes) {
 /** How deeply msgpack for Python nests lists and maps (its C reader's stack). */
 const MAX_READ_DEPTH = 1024;
 
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-const lenientUtf8 = new TextDecoder("utf-8");
+// (ignoreBOM: a str that starts with U+FEFF keeps it, as Python keeps it.)
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const lenientUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** A reader of one msgpack value, `at` the offset of the next byte. */
 class MsgpackReader {
@@ -426,8 +434,11 @@ export class WireMessage {
     if (!Number.isInteger(msgType) || msgType < 0 || msgType > 0x7f) throw new FrameError(`bad message type ${msgType}`);
     const sender = idText(senderField);
     if (sender === null) throw new FrameError("bad sender field");
-    if (!Number.isInteger(time)) throw new FrameError("bad time field");
-    senderSpan(serial);
+    const [, senderEnd] = senderSpan(serial);
+    // (An integer, as Python nodes read it: not a float, even a whole one.)
+    if (!Number.isInteger(time) || serial[senderEnd] === 0xca || serial[senderEnd] === 0xcb) {
+      throw new FrameError("bad time field");
+    }
     return new WireMessage(msgType, sender, time, payload, serial, checksum, senderField instanceof Uint8Array);
   }
 

@@ -682,8 +682,7 @@ export class MeshSocket {
       for (const peer of this.routing_table.values()) {
         if (peer !== link && peer !== origin) {
           frame = frame || msg.frame();
-          peer.send(frame);
-          this.stats.relayed += 1;
+          if (peer.send(frame)) this.stats.relayed += 1;
         }
       }
       this._handle(link, msg, id);
@@ -829,7 +828,9 @@ export class MeshSocket {
     if (packets.length + 4 > MAX_ITEMS) {
       throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
     }
-    return [subflag, ...packets.map((packet) => checkPacket(packet))];
+    // The message array is a list too.
+    const budget = { left: MAX_ITEMS - 1 };
+    return [subflag, ...packets.map((packet) => checkPacket(packet, 1, budget))];
   }
 
   _broadcastNew(payload) {

@@ -371,6 +371,14 @@ test("map keys are read as Python peers read them: bin, nil, bool, numbers, __pr
   // Nesting: as deep as msgpack for Python reads (1024), and no deeper.
   assert.ok(Array.isArray(codec.unpack(new Uint8Array([...new Array(1024).fill(0x91), 0x01]))));
   assert.throws(() => codec.unpack(new Uint8Array([...new Array(1025).fill(0x91), 0x01])), codec.FrameError);
+  // A leading U+FEFF is kept, in a str, a str key and a bin key, as Python keeps it.
+  assert.equal(read("a5 efbbbf 6869"), "\ufeffhi");
+  assert.deepEqual(read("82 a5efbbbf6869 01 a26869 02"), { "\ufeffhi": 1, hi: 2 });
+  assert.deepEqual(read("81 c405efbbbf6869 01"), { "\ufeffhi": 1 });
+  assert.equal(hex(codec.pack(read("a5 efbbbf 6869"))), "a5efbbbf6869");
+  // Bytes of another kind than a Uint8Array are read too.
+  assert.deepEqual(codec.unpack(unhex("9201a161").buffer), [1, "a"]);
+  assert.deepEqual(codec.unpack([0x92, 0x01, 0xa1, 0x61]), [1, "a"]);
   // Every other type, at its limits.
   assert.deepEqual(read("99 cc ff cd ffff ce ffffffff cf 0000000100000000 d0 80 d1 8000 d2 80000000 d3 ffffffffffffffff ca 3fc00000"), [
     255, 65535, 4294967295, 2 ** 32, -128, -32768, -(2 ** 31), -1, 1.5,
@@ -428,6 +436,13 @@ test("send() refuses what a twisted_mesh node would not read, before writing it"
   const many = {};
   for (let i = 0; i <= codec.MAX_ITEMS; i++) many[i] = 0;
   await assert.rejects(sock.send([many]), RangeError);
+  // Lists and maps: MAX_ITEMS in the whole message, its own array included.
+  const lists = (count) => Array.from({ length: count }, () => []);
+  const fill = (total) => Array.from({ length: total / 1000 }, () => lists(1000));
+  await assert.rejects(sock.send(fill(codec.MAX_ITEMS)), /more than 1000000 lists and maps/);
+  // (The message's array, the packet's list, and the lists in it.)
+  sock._checked([lists(codec.MAX_ITEMS - 2)], 0, "send()");
+  assert.throws(() => sock._checked([lists(codec.MAX_ITEMS - 1)], 0, "send()"), /more than 1000000 lists and maps/);
   // The frame size: the body (checksum and serial) fits maxFrameSize.
   await assert.rejects(sock.send([new Uint8Array(4096)]), RangeError);
   await assert.rejects(sock.send([new Uint8Array(4096)], flags.whisper), RangeError);
@@ -529,6 +544,18 @@ test("connect() fails, not throws, when the WebSocket refuses the URL", async ()
   sock.close();
 });
 
+test("a time field written as a float is refused, as twisted_mesh refuses it", async () => {
+  const other = tm.newNodeId();
+  const sender = codec.pack(other);
+  const serial = (time) => new Uint8Array([0x94, flags.broadcast, ...sender, ...unhex(time.replace(/ /g, "")), flags.broadcast]);
+  const body = async (time) => new Uint8Array([...(await codec.sha256(serial(time))), ...serial(time)]);
+  const ok = await codec.WireMessage.fromBody(await body("ce 65 53 f1 00"));
+  assert.equal(ok.time, 0x6553f100);
+  for (const float of ["cb 41d954fc40000000", "ca 4ecaa7e2"]) {
+    await assert.rejects(codec.WireMessage.fromBody(await body(float)), /bad time field/);
+  }
+});
+
 test("broadcasts stamped more than MESSAGE_LIFETIME ahead are dropped, as twisted_mesh drops them", async () => {
   const { sock, ws } = await linked();
   const other = tm.newNodeId();
@@ -537,7 +564,7 @@ test("broadcasts stamped more than MESSAGE_LIFETIME ahead are dropped, as twiste
   const at = async (time, text) => (await codec.WireMessage.create(flags.broadcast, other, time, [flags.broadcast, text], false)).frame();
   ws.push(
     await at(now() + tm.MESSAGE_LIFETIME + 5, "an hour ahead"),
-    await at(1e300, "far ahead"),
+    await at(Number.MAX_SAFE_INTEGER, "far ahead"),
     await at(now() + 30, "a little ahead"),
     await at(now() - 30, "a little behind"),
   );

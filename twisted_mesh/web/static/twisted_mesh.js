@@ -1298,7 +1298,7 @@ var twisted_mesh = (() => {
     }
   };
   var encoder = new Encoder({ extensionCodec: noExtensions });
-  function checkPacket(value, depth = 1) {
+  function checkPacket(value, depth = 1, budget = { left: MAX_ITEMS - 1 }) {
     if (value === null || value === void 0) return null;
     switch (typeof value) {
       case "boolean":
@@ -1315,20 +1315,24 @@ var twisted_mesh = (() => {
       return value instanceof Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
     }
     if (Array.isArray(value)) {
-      checkContainer(value.length, depth);
-      return value.map((item) => checkPacket(item, depth + 1));
+      checkContainer(value.length, depth, budget);
+      return value.map((item) => checkPacket(item, depth + 1, budget));
     }
     const proto = Object.getPrototypeOf(value);
     if (proto !== Object.prototype && proto !== null) {
       throw new TypeError(`a packet cannot hold a ${Object.prototype.toString.call(value)}: use arrays, plain objects, strings, numbers or bytes`);
     }
     const entries = Object.entries(value);
-    checkContainer(entries.length, depth);
+    checkContainer(entries.length, depth, budget);
     const copy = {};
-    for (const [key, item] of entries) setEntry(copy, key, checkPacket(item, depth + 1));
+    for (const [key, item] of entries) setEntry(copy, key, checkPacket(item, depth + 1, budget));
     return copy;
   }
-  function checkContainer(size, depth) {
+  function checkContainer(size, depth, budget) {
+    budget.left -= 1;
+    if (budget.left < 0) {
+      throw new RangeError(`more than ${MAX_ITEMS} lists and maps in one message: twisted_mesh nodes read at most ${MAX_ITEMS}`);
+    }
     if (depth >= MAX_DEPTH) {
       throw new TypeError(`packets nest too deeply: twisted_mesh nodes read lists and maps nested up to ${MAX_DEPTH - 1} deep in a message`);
     }
@@ -1347,6 +1351,7 @@ var twisted_mesh = (() => {
     return encoder.encode(value);
   }
   function unpack(bytes) {
+    if (!(bytes instanceof Uint8Array)) bytes = new Uint8Array(bytes);
     const reader = new MsgpackReader(bytes);
     let value;
     try {
@@ -1359,8 +1364,8 @@ var twisted_mesh = (() => {
     return value;
   }
   var MAX_READ_DEPTH = 1024;
-  var strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-  var lenientUtf8 = new TextDecoder("utf-8");
+  var strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  var lenientUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
   var MsgpackReader = class {
     constructor(bytes) {
       this.bytes = bytes;
@@ -1579,8 +1584,10 @@ var twisted_mesh = (() => {
       if (!Number.isInteger(msgType) || msgType < 0 || msgType > 127) throw new FrameError(`bad message type ${msgType}`);
       const sender = idText(senderField);
       if (sender === null) throw new FrameError("bad sender field");
-      if (!Number.isInteger(time)) throw new FrameError("bad time field");
-      senderSpan(serial);
+      const [, senderEnd] = senderSpan(serial);
+      if (!Number.isInteger(time) || serial[senderEnd] === 202 || serial[senderEnd] === 203) {
+        throw new FrameError("bad time field");
+      }
       return new _WireMessage(msgType, sender, time, payload, serial, checksum, senderField instanceof Uint8Array);
     }
     /**
@@ -2170,8 +2177,7 @@ var twisted_mesh = (() => {
         for (const peer of this.routing_table.values()) {
           if (peer !== link && peer !== origin) {
             frame = frame || msg.frame();
-            peer.send(frame);
-            this.stats.relayed += 1;
+            if (peer.send(frame)) this.stats.relayed += 1;
           }
         }
         this._handle(link, msg, id);
@@ -2303,7 +2309,8 @@ var twisted_mesh = (() => {
       if (packets.length + 4 > MAX_ITEMS) {
         throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
       }
-      return [subflag, ...packets.map((packet) => checkPacket(packet))];
+      const budget = { left: MAX_ITEMS - 1 };
+      return [subflag, ...packets.map((packet) => checkPacket(packet, 1, budget))];
     }
     _broadcastNew(payload) {
       return this._serially(async () => {
