@@ -32,6 +32,7 @@ from twisted_mesh._compression import (
     choose,
     compress,
     inflations,
+    mistaken_for_packed,
 )
 from twisted_mesh._frames import (
     MAX_FRAME_SIZE,
@@ -737,6 +738,38 @@ def test_short_bodies_stay_raw(code: int) -> None:
     assert compress(code, b"") == b""
     assert compress(code, COMPRESSIBLE[:MIN_COMPRESSED_SIZE]) != COMPRESSIBLE[:MIN_COMPRESSED_SIZE]
     assert compress(None, COMPRESSIBLE) == COMPRESSIBLE
+
+
+def mistaken_message(size: int) -> WireMessage:
+    """A broadcast whose bin-form body starts with a zlib header (its checksum's first two bytes)."""
+    for n in range(100_000):
+        msg = WireMessage.create(0, SENDER, TIME, (0, n, random.Random(n).randbytes(size)))
+        if mistaken_for_packed(flags.zlib, msg.body_in(True)):
+            return msg
+    raise AssertionError("no body with a zlib header")
+
+
+@pytest.mark.parametrize("size", [10, 2000])
+def test_a_raw_body_that_reads_as_zlib_is_compressed(size: int) -> None:
+    """
+    js2p tries zlib on every body, and takes a raw one whose first two bytes
+    make a zlib header for zlib output (and loses it): such a body goes out
+    compressed to a peer that reads zlib, whatever its size, and raw to
+    others.
+    """
+    msg = mistaken_message(size)
+    body = msg.body_in(True)
+    frame = msg.frame(True, flags.zlib)
+    assert frame[4:] != body and zlib.decompress(frame[4:]) == body
+    assert WireMessage.from_body(frame[4:], [flags.zlib]).key == msg.key
+    other = next(code for code in SUPPORTED if code != flags.zlib) if len(SUPPORTED) > 1 else None
+    assert msg.frame(True, None)[4:] == body
+    if size == 10 and other is not None:
+        assert msg.frame(True, other)[4:] == body
+    # Relayed: what arrived raw is compressed for a peer that reads zlib.
+    received = WireMessage.from_body(body, [flags.zlib])
+    assert zlib.decompress(received.frame(True, flags.zlib)[4:]) == body
+    assert not mistaken_for_packed(flags.gzip, body)
 
 
 @pytest.mark.parametrize("code", SUPPORTED)

@@ -563,6 +563,35 @@ def test_too_many_bad_frames_in_a_row_close() -> None:
     assert side.closed
 
 
+def test_after_a_bad_checksum_nothing_is_inflated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Once a frame failed its checksum (and the peer was asked for raw frames),
+    the peer's bodies are no longer inflated: a body may inflate to the frame
+    limit, at some cost, and fail all the same.  Raw frames are read on.
+    """
+    rig = Rig()
+    side = connected(rig, codes=[flags.zlib])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    inflated: list[int] = []
+    real = _compression.inflations
+
+    def counting(codes: Any, data: bytes, limit: int) -> Any:
+        if codes:  # (with none, nothing is tried)
+            inflated.append(len(data))
+        return real(codes, data, limit)
+
+    monkeypatch.setattr(_compression, "inflations", counting)
+    side.feed(large(peer_id), code=flags.zlib)
+    assert len(rig.delivered) == 1 and len(inflated) == 1
+    side.proto.dataReceived(corrupt(message(peer_id, flags.broadcast, flags.broadcast, "bad")))
+    inflated.clear()
+    side.feed(message(peer_id, flags.broadcast, flags.broadcast, "zlib again", "x" * 2000), code=flags.zlib)
+    assert inflated == [] and len(rig.delivered) == 1
+    side.feed(message(peer_id, flags.broadcast, flags.broadcast, "raw"))
+    assert rig.delivered[-1][0].packets == (flags.broadcast, "raw")
+
+
 def test_a_good_frame_resets_the_bad_frame_count() -> None:
     """Bad frames must come in a row to close the link."""
     side = connected()

@@ -129,8 +129,29 @@ def choose(ours: Sequence[int], theirs: Iterable[int]) -> int | None:
 
 
 #: Bodies shorter than this go out uncompressed whatever was agreed: the
-#: references, like this node, read a body that does not inflate as raw.
+#: references, like this node, read a body that does not inflate as raw
+#: (but see L{mistaken_for_packed}).
 MIN_COMPRESSED_SIZE = 512
+
+
+def mistaken_for_packed(code: int, data: bytes) -> bool:
+    """
+    Whether a reader of the method C{code} could take C{data}, sent as it
+    is, for that method's output.  js2p tries the agreed methods on every
+    body, and its zlib skips the final check: a raw body whose first two
+    bytes make a zlib header (about one in 500; it then fails one in 13 or
+    so) inflates to garbage there and is lost.  Such a body is compressed.
+    """
+    return code == flags.zlib and len(data) > 1 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+
+
+def kept_raw(code: int | None, data: bytes) -> bool:
+    """
+    Whether C{data} goes out as it is to a peer that reads C{code}, without
+    an attempt to compress it: no method, or shorter than
+    L{MIN_COMPRESSED_SIZE} (and not L{mistaken_for_packed}).
+    """
+    return code is None or (len(data) < MIN_COMPRESSED_SIZE and not mistaken_for_packed(code, data))
 
 
 #: Bodies of this size and more are probed before they are compressed: a
@@ -146,22 +167,24 @@ def compress(code: int | None, data: bytes) -> bytes:
     """
     Compress C{data} with the method C{code}.
 
-    L{None}, data shorter than L{MIN_COMPRESSED_SIZE}, and data that the
-    method does not make smaller (already compressed, encrypted, random;
-    from L{PROBE_FROM} bytes on, as a probe of it tells) are left as they
-    are: a receiver reads such a body as raw, at once, where it would first
-    hash the compressed bytes and then inflate them.
+    Data L{kept_raw}, and data that the method does not make smaller
+    (already compressed, encrypted, random; from L{PROBE_FROM} bytes on, as
+    a probe of it tells) are left as they are: a receiver reads such a body
+    as raw, at once, where it would first hash the compressed bytes and then
+    inflate them.  Data L{mistaken_for_packed} is always compressed.
     """
-    if code is None or len(data) < MIN_COMPRESSED_SIZE:
+    if kept_raw(code, data):
         return data
+    assert code is not None
     method = _METHODS[code][0]
-    if len(data) >= PROBE_FROM:
+    mistaken = mistaken_for_packed(code, data)
+    if len(data) >= PROBE_FROM and not mistaken:
         middle = len(data) // 2
         probe = data[middle : middle + PROBE_SIZE]
         if len(method(probe)) >= len(probe):
             return data
     packed = method(data)
-    return packed if len(packed) < len(data) else data
+    return packed if len(packed) < len(data) or mistaken else data
 
 
 def inflations(codes: Iterable[int], data: bytes, limit: int) -> Iterator[tuple[int, bytes]]:

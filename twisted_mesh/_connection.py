@@ -130,6 +130,7 @@ class MeshProtocol(Protocol):
         # and the key of the whisper it sent last, if that was its last frame.
         self._sends_twice = False
         self._handshake_sent = False
+        self._inflating = True
         self._last_whisper: bytes | None = None
         self._closing = False
         # Whether what still arrives is thrown away: once the link closes,
@@ -231,8 +232,12 @@ class MeshProtocol(Protocol):
         for body in bodies:
             if self._discarding:
                 return
+            # (Once a frame failed its checksum, the peer was asked to send
+            # raw frames: nothing of its is inflated any more, for a body
+            # may inflate to max_frame_size, at some cost, and still fail.)
+            codes = self.peer_codes if self._inflating else ()
             try:
-                msg = WireMessage.from_body(body, self.peer_codes, max_size, max_depth, max_items)
+                msg = WireMessage.from_body(body, codes, max_size, max_depth, max_items)
             except ChecksumError:
                 totals.dropped["bad_checksum"] += 1
                 self._frame_failed_checksum()
@@ -509,6 +514,7 @@ class MeshProtocol(Protocol):
         self._write(msg.frame(self.ids_as_bin, self._send_code))
 
     def _frame_failed_checksum(self) -> None:
+        self._inflating = False
         self._bad_frames += 1
         if self._bad_frames > MAX_BAD_FRAMES:
             self.close(f"{self._bad_frames} frames in a row failed their checksum")

@@ -331,6 +331,8 @@ class WireMessage:
             # The peer would have compressed it with this method, had that
             # made it smaller (see _compression.compress).
             code = _compression.choose(codes, _compression.SUPPORTED)
+            if code is not None and _compression.mistaken_for_packed(code, body):
+                code = None  # compressed for such peers all the same
         if code is not None:
             # Relayed as it came to a peer that reads the same method.
             msg._frames = {(msg.sender_is_bin, code): _HEADER.pack(len(body)) + body}
@@ -361,7 +363,7 @@ class WireMessage:
         form and code, then reused for every peer that needs the same.
         """
         body = self._body
-        if sender_is_bin == self.sender_is_bin and (code is None or len(body) < _compression.MIN_COMPRESSED_SIZE):
+        if sender_is_bin == self.sender_is_bin and (code is None or _compression.kept_raw(code, body)):
             # The body as it is: what most peers get.
             frame = self._frame
             if frame is None:

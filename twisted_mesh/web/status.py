@@ -92,7 +92,7 @@ def metrics_text(service: MeshService) -> str:
         ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
         ("mesh_seen_messages", "gauge", "Broadcasts remembered to drop repeats.", [({}, status["seen"])]),
         ("mesh_queued_messages", "gauge", "Messages waiting for recv().", [({}, status["queued"])]),
-        ("mesh_uptime_seconds", "gauge", "Seconds since the node started.", [({}, status["uptime"])]),
+        ("mesh_uptime_seconds", "gauge", "Seconds since the node was made.", [({}, status["uptime"])]),
     ]
     lines = []
     for name, kind, text, samples in families:
