@@ -383,6 +383,29 @@ def test_recv_n_takes_at_most_n() -> None:
     assert len(node.queue) == 1
 
 
+def test_the_queue_holds_at_most_max_queue_bytes() -> None:
+    """Past max_queue_bytes (each message counted as it came), the oldest messages go; taking them frees room."""
+    clock = task.Clock()
+    clock.advance(START)
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=_node.Limits(max_queue_bytes=1300))
+    a = add_link(node)
+    assert a.peer_id is not None
+    sizes = []
+    for i in range(5):
+        msg = whisper(a.peer_id, i, "x" * 200)
+        sizes.append(len(msg.body_in(True)))
+        node.message_received(a, msg)
+    assert sum(sizes[:4]) <= 1300 < sum(sizes)
+    assert [m.packets[1] for m in node.queue] == [1, 2, 3, 4]
+    assert node.stats.limit_hits["max_queue_bytes"] == 1
+    assert node.recv().packets[1] == 1  # type: ignore[union-attr]
+    node.message_received(a, whisper(a.peer_id, 5, "x" * 200))
+    assert [m.packets[1] for m in node.recv(10)] == [2, 3, 4, 5]  # type: ignore[union-attr]
+    assert node.stats.limit_hits["max_queue_bytes"] == 1
+    node.message_received(a, whisper(a.peer_id, 6, "x" * 2000))  # larger than the limit: queued alone
+    assert [m.packets[1] for m in node.queue] == [6]
+
+
 @pytest.mark.parametrize("subflag", [flags.notify, flags.store, flags.ping, 0x30, 0x7F])
 def test_other_subflags_are_not_queued(subflag: int) -> None:
     """Only the broadcast and whisper sub-flags reach the queue; handlers see the rest."""

@@ -334,6 +334,9 @@ class MeshNode:
         self.stats = NodeStats()
         self.started = clock.seconds()
         self.queue: deque[Message] = deque()
+        # The size on the wire of each queued message, and their sum.
+        self._queue_sizes: deque[int] = deque()
+        self._queued_bytes = 0
         self.clock = clock
         self._id_number = b58decode_int(self.id)
         self._handlers: list[Handler] = []
@@ -534,11 +537,26 @@ class MeshNode:
         if self._waiters:
             self._waiters.popleft().callback(message)
         else:
-            if len(self.queue) >= self.limits.max_queue:
-                self.queue.popleft()
-                self.limit_hit("max_queue", "the receive queue is full: dropped its oldest message")
-            self.queue.append(message)
+            self._enqueue(message, len(wire.body_in(wire.sender_is_bin)))
         self.events.emit("message", self.event_source)
+
+    def _enqueue(self, message: Message, size: int) -> None:
+        """Queue C{message}, of C{size} bytes on the wire, dropping the oldest past the limits."""
+        limits = self.limits
+        while self.queue and len(self.queue) >= limits.max_queue:
+            self._take()
+            self.limit_hit("max_queue", "the receive queue is full: dropped its oldest message")
+        while self.queue and self._queued_bytes + size > limits.max_queue_bytes:
+            self._take()
+            self.limit_hit("max_queue_bytes", "the receive queue holds too many bytes: dropped its oldest message")
+        self.queue.append(message)
+        self._queue_sizes.append(size)
+        self._queued_bytes += size
+
+    def _take(self) -> Message:
+        """The oldest queued message, out of the queue."""
+        self._queued_bytes -= self._queue_sizes.popleft()
+        return self.queue.popleft()
 
     # -- peer exchange ----------------------------------------------------
 
@@ -798,13 +816,13 @@ class MeshNode:
         or L{None}; with a number, a list of up to that many.
         """
         if quantity is None:
-            return self.queue.popleft() if self.queue else None
-        return [self.queue.popleft() for _ in range(min(quantity, len(self.queue)))]
+            return self._take() if self.queue else None
+        return [self._take() for _ in range(min(quantity, len(self.queue)))]
 
     def next_message(self) -> Deferred[Message]:
         """A Deferred that fires with the next message (the queue's oldest)."""
         if self.queue:
-            return succeed(self.queue.popleft())
+            return succeed(self._take())
         d: Deferred[Message] = Deferred(lambda d: self._waiters.remove(d))
         self._waiters.append(d)
         return d

@@ -37,6 +37,9 @@ class Limits:
         are forgotten early.
     :ivar max_queue: received messages waiting for C{recv()}; past it the
         oldest is dropped.
+    :ivar max_queue_bytes: bytes (as the messages came, uncompressed) that
+        messages waiting for C{recv()} may take; past it the oldest are
+        dropped.
     :ivar max_send_buffer: bytes that may wait for a slow peer.  While a
         peer's transport has more than its own buffer size (64 KiB for TCP)
         waiting, the node stops reading from its other peers; a peer with
@@ -54,5 +57,6 @@ class Limits:
     max_pending_replies: int = 256
     max_seen: int = 1_000_000
     max_queue: int = 100_000
+    max_queue_bytes: int = 256 * 1024 * 1024
     max_send_buffer: int = 32 * 1024 * 1024
     congestion_timeout: float = 30.0
