@@ -96,11 +96,14 @@ async def test_whisper_to_direct_peers(reference: Reference, node: MeshSocket, k
 @pytest_twisted.ensureDeferred
 async def test_their_whispers_arrive_once(reference: Reference, node: MeshSocket, kind: str, we_dial: bool) -> None:
     """
-    A whisper the reference sends to its peers arrives once, the same one
-    sent again arrives again (a js2p node that we dialled writes each twice).
+    A whisper the reference sends to its peers arrives once, and the same one
+    sent again arrives again: the reference, told our ID once, holds us once
+    (js2p told it twice writes everything twice).
     """
     ref = await reference(kind)
     await joined(node, ref, we_dial)
+    # Told our ID once, in its form: the reference keys us once.
+    assert [key.decode() if isinstance(key, bytes) else key for key in await ref.routing_table()] == [node.id]
     for text in ("first", "first", "second"):
         await ref.send(text, whisper=True)
     got = [(await within(node.next_message())).packets for _ in range(3)]

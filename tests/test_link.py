@@ -21,7 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
-from twisted_mesh._connection import MAX_BAD_FRAMES, MAX_UNIDENTIFIED_BUFFER, MeshFactory, MeshProtocol
+from twisted_mesh._connection import FIRST_WORD_WAIT, MAX_BAD_FRAMES, MAX_UNIDENTIFIED_BUFFER, MeshFactory, MeshProtocol
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, new_node_id
 from twisted_mesh._node import MeshNode
@@ -184,27 +184,98 @@ def connected(rig: Rig | None = None, *, as_bin: bool = True, codes: Any = SUPPO
 # -- the handshake we send ---------------------------------------------------
 
 
-def test_dialled_connection_writes_one_bin_handshake() -> None:
-    """On a connection it dialled, the node speaks first: one handshake, uncompressed, IDs as bin."""
-    rig = Rig()
-    side = rig.link(outgoing=True)
-    bodies = side.bodies()
-    assert len(bodies) == 1
-    body = bodies[0]
+def our_handshake(body: bytes, node_id: str, as_bin: bool) -> None:
+    """C{body} is a node's handshake, uncompressed, its IDs in the given form."""
     assert is_raw(body)
     fields = msgpack.unpackb(body[32:], raw=False)
-    assert fields[:2] == [flags.whisper, rig.node.id.encode()]
+    assert fields[:2] == [flags.whisper, wire(node_id, as_bin)]
     assert type(fields[2]) is int
-    assert fields[3:] == [
-        flags.handshake,
-        rig.node.id.encode(),
-        MESH.id.encode(),
-        list(OUT_ADDR),
-        list(SUPPORTED),
-    ]
-    assert body[SENDER_TAG_AT] == BIN8
-    assert side.proto in rig.connections
+    ids = wire(node_id, as_bin), wire(MESH.id, as_bin)
+    assert fields[3:] == [flags.handshake, *ids, list(OUT_ADDR), list(SUPPORTED)]
+    assert body[SENDER_TAG_AT] == (BIN8 if as_bin else STR8)
+
+
+def test_dialled_connection_waits_for_the_first_word() -> None:
+    """
+    On a connection it dialled, the node first writes a renegotiation (which
+    a twisted_mesh node answers), and its handshake only once the node
+    dialled said something.
+    """
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    (word,) = side.messages()
+    assert word.msg_type == flags.renegotiate and word.payload == (flags.compression, list(SUPPORTED))
+    assert word.sender_is_bin and side.proto in rig.connections
     assert not side.closed and side.results == []
+
+
+@pytest.mark.parametrize("as_bin", [True, False])
+def test_dialled_connection_answers_the_handshake_in_its_form(as_bin: bool) -> None:
+    """The node dialled sent its handshake at once (py2p, js2p): ours answers it, once, in its form."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.transport.clear()
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, as_bin=as_bin), as_bin=as_bin)
+    ours, peers = side.bodies()
+    our_handshake(ours, rig.node.id, as_bin)
+    assert WireMessage.from_body(peers, ()).payload[0] == flags.peers
+    assert side.results == [peer_id]
+    rig.clock.advance(FIRST_WORD_WAIT)
+    assert side.bodies() == []
+
+
+@pytest.mark.parametrize("as_bin", [True, False])
+def test_dialled_twisted_mesh_node_answers_the_first_word(as_bin: bool) -> None:
+    """A twisted_mesh node dialled answers the renegotiation with its own: our handshake follows, in its form."""
+    rig = Rig()
+    side = rig.link(outgoing=True)
+    side.transport.clear()
+    peer_id = new_node_id(MESH)
+    side.feed(renegotiate(peer_id, flags.compression, list(SUPPORTED), as_bin=as_bin), as_bin=as_bin)
+    (ours,) = side.bodies()
+    our_handshake(ours, rig.node.id, as_bin)
+    side.feed(handshake(peer_id, as_bin=as_bin), as_bin=as_bin)
+    assert side.results == [peer_id]
+    assert [WireMessage.from_body(body, ()).payload[0] for body in side.bodies()] == [flags.peers]
+
+
+@pytest.mark.parametrize(("encryption", "as_bin"), [("Plaintext", True), ("SSL", True), ("ws", False), ("wss", False)])
+def test_dialled_node_that_says_nothing_gets_our_handshake_first(encryption: str, as_bin: bool) -> None:
+    """
+    After FIRST_WORD_WAIT of silence, the handshake goes out all the same: in
+    bin (py2p reads nothing else), or over WebSocket in str (js2p's listener
+    speaks only once it has the dialler's handshake).
+    """
+    rig = Rig()
+    factory = MeshFactory(rig.node, True, rig.connections, encryption)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    side = Side(proto, transport)
+    side.transport.clear()
+    rig.clock.advance(FIRST_WORD_WAIT - 0.1)
+    assert side.bodies() == []
+    rig.clock.advance(0.1)
+    (ours,) = side.bodies()
+    assert is_raw(ours) and ours[SENDER_TAG_AT] == (BIN8 if as_bin else STR8)
+
+
+def test_accepted_connection_answers_the_first_word_once() -> None:
+    """A twisted_mesh node that dialled says a renegotiation first: it is answered with one, once."""
+    rig = Rig()
+    side = rig.link()
+    peer_id = new_node_id(MESH)
+    for _ in range(2):
+        side.feed(renegotiate(peer_id, flags.compression, [flags.zlib]))
+    (word,) = side.messages()
+    assert word.msg_type == flags.renegotiate and word.payload == (flags.compression, list(SUPPORTED))
+    assert side.proto.peer_codes == (flags.zlib,)
+    side.feed(handshake(peer_id))
+    ours, peers = side.bodies()
+    our_handshake(ours, rig.node.id, True)
+    assert WireMessage.from_body(peers, ()).payload[0] == flags.peers
+    assert rig.node.routing_table == {peer_id: side.proto}
 
 
 @pytest.mark.parametrize("as_bin", [True, False])
@@ -227,7 +298,7 @@ def test_accepted_connection_answers_in_the_peers_form(as_bin: bool) -> None:
 
 
 def test_bin_handshake_py2p_style() -> None:
-    """A bin handshake: routing table, handshake_done, peers in bin, no second handshake."""
+    """A bin handshake: routing table, handshake_done, our handshake and peers in bin, no second handshake."""
     rig = Rig()
     side = rig.link(outgoing=True)
     side.transport.clear()
@@ -238,7 +309,8 @@ def test_bin_handshake_py2p_style() -> None:
     assert side.proto.peer_addr == PEER_ADDR
     assert side.proto.peer_codes == (flags.zlib, flags.gzip)
     assert side.proto.ids_as_bin
-    bodies = side.bodies()
+    ours, *bodies = side.bodies()
+    our_handshake(ours, rig.node.id, True)
     assert len(bodies) == 1
     (peers,) = [WireMessage.from_body(body, ()) for body in bodies]
     assert peers.msg_type == flags.whisper
@@ -294,14 +366,17 @@ def test_str_handshake_js2p_style() -> None:
 
 def test_a_js2p_whisper_written_twice_is_delivered_once() -> None:
     """
-    A dialled js2p node holds the connection under both forms of our ID, and
-    writes each whisper it sends to all its peers twice: the second copy is
-    dropped, and the same whisper sent again is delivered again.
+    A dialled js2p node that spoke after us holds the connection under both
+    forms of our ID, and writes each whisper it sends to all its peers twice:
+    the second copy is dropped, and the same whisper sent again is delivered
+    again.
     """
     rig = Rig()
-    side = connected(rig, as_bin=False, outgoing=True)
-    peer_id = side.proto.peer_id
-    assert peer_id is not None
+    side = rig.link(outgoing=True)
+    rig.clock.advance(FIRST_WORD_WAIT)  # a js2p node slow to speak: ours goes first, in bin
+    peer_id = new_node_id(MESH)
+    side.feed(handshake(peer_id, as_bin=False), as_bin=False)
+    assert side.proto.peer_id == peer_id and not side.proto.ids_as_bin
     hello = message(peer_id, flags.whisper, flags.whisper, "hello")
     later = message(peer_id, flags.whisper, flags.whisper, "later")
     for msg in (hello, hello, hello, hello, later, later):
@@ -333,7 +408,8 @@ def test_protocol_mismatch_closes() -> None:
     assert isinstance(error, ProtocolMismatch)
     assert (error.ours, error.theirs) == (MESH.id, other)
     assert rig.node.routing_table == {}
-    assert side.bodies() == []
+    (ours,) = side.bodies()  # the peer hears which network this is
+    our_handshake(ours, rig.node.id, True)
 
 
 def test_protocol_mismatch_other_transport_str_form() -> None:
@@ -879,7 +955,8 @@ def test_connecting_to_itself() -> None:
     assert side.closed
     assert side.failure().check(SelfConnection)
     assert rig.node.routing_table == {}
-    assert side.bodies() == []
+    (ours,) = side.bodies()
+    our_handshake(ours, rig.node.id, True)
 
 
 # -- compression chosen from the handshake -----------------------------------

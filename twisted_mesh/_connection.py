@@ -70,6 +70,10 @@ def _tune_tcp(transport: object) -> None:
 #: Frames in a row that may fail their checksum before the link is closed.
 MAX_BAD_FRAMES = 3
 
+#: Seconds a dialler waits for the first word of the node dialled before it
+#: sends its handshake all the same (see MeshProtocol.connectionMade).
+FIRST_WORD_WAIT = 1.0
+
 #: Bytes of an incomplete frame held for a peer whose handshake has not come
 #: (a handshake takes a few hundred): past it the connection is closed, so
 #: that unidentified connections cannot hold a frame limit's worth each.
@@ -130,6 +134,8 @@ class MeshProtocol(Protocol):
         # and the key of the whisper it sent last, if that was its last frame.
         self._sends_twice = False
         self._handshake_sent = False
+        self._answered_first_word = False
+        self._first_word: IDelayedCall | None = None
         self._inflating = True
         self._last_whisper: bytes | None = None
         self._closing = False
@@ -182,14 +188,21 @@ class MeshProtocol(Protocol):
         self._transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._timeout = node.clock.callLater(self._limits.handshake_timeout, self._handshake_timed_out)
         if self.outgoing:
-            # An accepting node answers in the form of our IDs (see
-            # _on_handshake); one that wants bin (py2p) reads nothing else.
-            self._send_handshake()
+            # Our handshake goes out once, in the form of the IDs of the
+            # node dialled (js2p, told our ID in both forms, keys the
+            # connection twice and writes to it twice): after the first word
+            # of that node.  py2p and js2p send their handshake as soon as
+            # they accept a connection (js2p over WebSocket only once it has
+            # ours); a twisted_mesh node waits for the dialler's, and answers
+            # this renegotiation (which states what our handshake will) with
+            # one of its own.
+            self._renegotiate(flags.compression, list(_compression.SUPPORTED))
+            self._first_word = node.clock.callLater(FIRST_WORD_WAIT, self._no_first_word)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self.factory.connections.discard(self)
-        for timer in (self._timeout, self._congestion):
+        for timer in (self._timeout, self._congestion, self._first_word):
             if timer is not None and timer.active():
                 timer.cancel()
         self._node.link_lost(self)
@@ -253,7 +266,7 @@ class MeshProtocol(Protocol):
             # What the link handles itself, then what the node does.
             msg_type, payload = msg.msg_type, msg.payload
             if msg_type == flags.renegotiate:
-                self._on_renegotiate(payload)
+                self._on_renegotiate(msg)
             elif msg_type == flags.whisper and payload and payload[0] == flags.handshake:
                 self._on_handshake(payload)
             elif self.peer_id is None:
@@ -417,6 +430,9 @@ class MeshProtocol(Protocol):
 
     def _send_handshake(self) -> None:
         self._handshake_sent = True
+        if self._first_word is not None and self._first_word.active():
+            self._first_word.cancel()
+        self._first_word = None
         node = self._node
         payload = (
             flags.handshake,
@@ -439,15 +455,14 @@ class MeshProtocol(Protocol):
         peer_id, theirs, address, codes = fields
         peer_writes_str = isinstance(payload[1], str)
         if not self._handshake_sent:
-            # Accepted: the peer spoke first, and hears our handshake once,
-            # in its own form.
+            # The peer spoke first, and hears our handshake once, in its form.
             self.ids_as_bin = not peer_writes_str
             self._send_handshake()
         elif self.ids_as_bin and peer_writes_str and self.peer_id is None:
-            # We dialled a node that writes IDs as str (js2p): restate ours in
-            # its form.  js2p then keeps this connection under both forms of
-            # our ID, and a whisper it sends to all its peers comes twice,
-            # back to back.
+            # A node that writes IDs as str (js2p) spoke after we did (it was
+            # slow to, see _no_first_word): restate ours in its form.  js2p
+            # then keeps this connection under both forms of our ID, and a
+            # whisper it sends to all its peers comes twice, back to back.
             self.ids_as_bin = False
             self._sends_twice = True
             self._send_handshake()
@@ -485,16 +500,19 @@ class MeshProtocol(Protocol):
         timeout = self._limits.handshake_timeout
         self._fail_handshake(HandshakeFailed(f"no handshake within {timeout:g} s"), "timeout")
 
-    def _on_renegotiate(self, payload: tuple[Any, ...]) -> None:
+    def _on_renegotiate(self, msg: WireMessage) -> None:
+        payload = msg.payload
         if len(payload) == 2 and payload[0] == flags.compression:
             codes = _parse_codes(payload[1])
             if codes is None:
                 self.close("malformed compression renegotiation")
                 return
+            if not self._handshake_sent:
+                self._before_handshakes(msg)
             changed = codes != self.peer_codes
             self.peer_codes = codes
             self._send_code = _compression.choose(_compression.SUPPORTED, codes)
-            if changed:
+            if changed and self.peer_id is not None:
                 agreed = [code for code in _compression.SUPPORTED if code in codes]
                 self._renegotiate(flags.compression, agreed)
         elif len(payload) == 1 and payload[0] == flags.resend:
@@ -505,6 +523,27 @@ class MeshProtocol(Protocol):
                 self._last_sent = None
         else:
             self._log.debug("ignored a renegotiate message {payload!r}", payload=payload)
+
+    def _before_handshakes(self, msg: WireMessage) -> None:
+        """A renegotiation before any handshake: a twisted_mesh node's first word (see connectionMade)."""
+        if self.outgoing:
+            # The node dialled is a twisted_mesh node: it waits for our
+            # handshake, and this is the form of its IDs.
+            self.ids_as_bin = msg.sender_is_bin
+            self._send_handshake()
+        elif not self._answered_first_word:
+            # A twisted_mesh node dialled us, and waits for a word of ours.
+            self._answered_first_word = True
+            self._renegotiate(flags.compression, list(_compression.SUPPORTED))
+
+    def _no_first_word(self) -> None:
+        """The node dialled says nothing: speak first, in the form it most likely reads."""
+        self._first_word = None
+        if not self._handshake_sent and not self._closing:
+            # Over WebSocket, js2p (py2p has no WebSocket); else py2p, which
+            # reads nothing but bin.
+            self.ids_as_bin = self.encryption not in ("ws", "wss")
+            self._send_handshake()
 
     def _renegotiate(self, *payload: Any) -> None:
         # Not through send(): a renegotiation is never what a peer asks to
