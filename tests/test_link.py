@@ -18,6 +18,7 @@ import msgpack
 import pytest
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
@@ -549,6 +550,27 @@ def corrupt(msg: WireMessage) -> bytes:
     frame = bytearray(msg.frame(True, None))
     frame[-1] ^= 0x01
     return bytes(frame)
+
+
+def test_bad_checksums_are_told_and_renegotiated_once() -> None:
+    """
+    Bad frames between good ones (which keep the link open): the warning and
+    [compression, []] come once, a [resend] for each.
+    """
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    events: list[Any] = []
+    side.proto._log = Logger(observer=events.append)  # type: ignore[arg-type]
+    for n in range(5):
+        side.proto.dataReceived(corrupt(message(peer_id, flags.broadcast, flags.broadcast, "bad", n)))
+        side.feed(message(peer_id, flags.broadcast, flags.broadcast, "good", n))
+    assert not side.closed and len(rig.delivered) == 5
+    payloads = [m.payload for m in side.messages() if m.msg_type == flags.renegotiate]
+    assert payloads == [(flags.compression, []), *[(flags.resend,)] * 5]
+    warnings = [event for event in events if event["log_level"].name == "warn"]
+    assert len(warnings) == 1
 
 
 def test_bad_checksum_asks_for_a_resend() -> None:

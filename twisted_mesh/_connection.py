@@ -553,13 +553,17 @@ class MeshProtocol(Protocol):
         self._write(msg.frame(self.ids_as_bin, self._send_code))
 
     def _frame_failed_checksum(self) -> None:
-        self._inflating = False
         self._bad_frames += 1
         if self._bad_frames > MAX_BAD_FRAMES:
             self.close(f"{self._bad_frames} frames in a row failed their checksum")
             return
-        self._log.warn("a frame from {peer} failed its checksum: asking for it uncompressed", peer=self.peer_id)
-        self._renegotiate(flags.compression, [])
+        if self._inflating:
+            # The first time: said once, and asked once.
+            self._inflating = False
+            self._log.warn("a frame from {peer} failed its checksum: asking for it uncompressed", peer=self.peer_id)
+            self._renegotiate(flags.compression, [])
+        else:
+            self._log.debug("a frame from {peer} failed its checksum: asking for it again", peer=self.peer_id)
         self._renegotiate(flags.resend)
 
 
