@@ -113,6 +113,12 @@ SUPPORTED: tuple[int, ...] = tuple(
 )
 
 
+#: The codes this node compresses with, in its order of preference: it reads
+#: bz2 and lzma, but sends neither (they take tens of times zlib's time, for
+#: each large message relayed to a peer that asks for nothing else).
+SENT: tuple[int, ...] = tuple(code for code in SUPPORTED if code not in (flags.bz2, flags.lzma))
+
+
 def choose(ours: Sequence[int], theirs: Iterable[int]) -> int | None:
     """
     Pick the code a sender uses towards a peer.

@@ -483,7 +483,7 @@ class MeshProtocol(Protocol):
             self._fail_handshake(HandshakeFailed(f"the peer is {peer_id}, not {self.expected_id}"), "unexpected")
             return
         self.peer_id, self.peer_addr, self.peer_codes = peer_id, address, codes
-        self._send_code = _compression.choose(_compression.SUPPORTED, codes)
+        self._send_code = _compression.choose(_compression.SENT, codes)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         if self._node.link_ready(self):
@@ -511,7 +511,7 @@ class MeshProtocol(Protocol):
                 self._before_handshakes(msg)
             changed = codes != self.peer_codes
             self.peer_codes = codes
-            self._send_code = _compression.choose(_compression.SUPPORTED, codes)
+            self._send_code = _compression.choose(_compression.SENT, codes)
             if changed and self.peer_id is not None:
                 agreed = [code for code in _compression.SUPPORTED if code in codes]
                 self._renegotiate(flags.compression, agreed)
