@@ -58,20 +58,28 @@ class Rig:
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
-        return Side(proto, transport)
+        self.clock.advance(0)  # the end of the reactor's turn: what the link sent is written
+        return Side(proto, transport, self.clock)
 
 
 class Side:
     """The far end of one link: feeds frames in and reads what was written."""
 
-    def __init__(self, proto: MeshProtocol, transport: StringTransport) -> None:
+    def __init__(self, proto: MeshProtocol, transport: StringTransport, clock: task.Clock) -> None:
         self.proto = proto
         self.transport = transport
+        self.clock = clock
         self.results: list[Any] = []
         proto.handshake_done.addBoth(self.results.append)
 
+    def clear(self) -> None:
+        """Forget what was written so far."""
+        self.clock.advance(0)
+        self.transport.clear()
+
     def bodies(self) -> list[bytes]:
         """The frame bodies written since the last call (raw, as sent)."""
+        self.clock.advance(0)  # the end of the reactor's turn, when what was sent is written
         data = self.transport.value()
         self.transport.clear()
         reader = FrameReader()
@@ -178,7 +186,7 @@ def connected(rig: Rig | None = None, *, as_bin: bool = True, codes: Any = SUPPO
     peer_id = new_node_id(MESH)
     side.feed(handshake(peer_id, as_bin=as_bin, codes=codes), as_bin=as_bin)
     assert side.proto.peer_id == peer_id
-    side.transport.clear()
+    side.clear()
     return side
 
 
@@ -215,7 +223,7 @@ def test_dialled_connection_answers_the_handshake_in_its_form(as_bin: bool) -> N
     """The node dialled sent its handshake at once (py2p, js2p): ours answers it, once, in its form."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     peer_id = new_node_id(MESH)
     side.feed(handshake(peer_id, as_bin=as_bin), as_bin=as_bin)
     ours, peers = side.bodies()
@@ -231,7 +239,7 @@ def test_dialled_twisted_mesh_node_answers_the_first_word(as_bin: bool) -> None:
     """A twisted_mesh node dialled answers the renegotiation with its own: our handshake follows, in its form."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     peer_id = new_node_id(MESH)
     side.feed(renegotiate(peer_id, flags.compression, list(SUPPORTED), as_bin=as_bin), as_bin=as_bin)
     (ours,) = side.bodies()
@@ -253,8 +261,9 @@ def test_dialled_node_that_says_nothing_gets_our_handshake_first(encryption: str
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
-    side = Side(proto, transport)
-    side.transport.clear()
+    rig.clock.advance(0)
+    side = Side(proto, transport, rig.clock)
+    side.clear()
     rig.clock.advance(FIRST_WORD_WAIT - 0.1)
     assert side.bodies() == []
     rig.clock.advance(0.1)
@@ -302,7 +311,7 @@ def test_bin_handshake_py2p_style() -> None:
     """A bin handshake: routing table, handshake_done, our handshake and peers in bin, no second handshake."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     peer_id = new_node_id(MESH)
     side.feed(handshake(peer_id, codes=[flags.zlib, flags.gzip]))
     assert rig.node.routing_table == {peer_id: side.proto}
@@ -328,7 +337,7 @@ def test_str_handshake_js2p_style() -> None:
     # raw body that js2p's zlib would misread goes out compressed.)
     bin_side = connected(rig, codes=[flags.gzip])
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     peer_id = new_node_id(MESH)
     side.feed(handshake(peer_id, as_bin=False, codes=[flags.gzip]), as_bin=False)
     assert side.results == [peer_id]
@@ -344,7 +353,7 @@ def test_str_handshake_js2p_style() -> None:
     assert all(body[SENDER_TAG_AT] == STR8 for body in bodies)
 
     # A message of the node's own goes out in each peer's form.
-    bin_side.transport.clear()
+    bin_side.clear()
     rig.node.send(("hello",))
     (to_str,) = side.bodies()
     (to_bin,) = bin_side.bodies()
@@ -403,7 +412,7 @@ def test_protocol_mismatch_closes() -> None:
     """Another protocol ID: closed, ProtocolMismatch, not in the routing table."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     other = Protocol("other", "Plaintext").id
     side.feed(handshake(new_node_id(MESH), protocol_id=other))
     assert side.closed
@@ -452,7 +461,7 @@ def test_malformed_handshake(payload: tuple[Any, ...]) -> None:
     """A malformed handshake: closed, HandshakeFailed, the node untouched."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     side.feed(WireMessage.create(flags.whisper, "PEER", 0, payload))
     assert side.closed
     failure = side.failure()
@@ -580,7 +589,7 @@ def test_bad_checksum_asks_for_a_resend() -> None:
     assert peer_id is not None
     mine = message(side.proto._node.id, flags.broadcast, flags.broadcast, "mine")
     side.proto.send(mine)
-    side.transport.clear()
+    side.clear()
     side.proto.dataReceived(corrupt(message(peer_id, flags.broadcast, flags.broadcast, "hi")))
     assert not side.closed
     compression, resend = side.messages()
@@ -804,6 +813,71 @@ def test_malformed_renegotiate_compression_closes() -> None:
     assert side.closed
 
 
+# -- writing -------------------------------------------------------------------
+
+
+def count_writes(transport: StringTransport) -> list[bytes]:
+    """Keep each write made to C{transport}, as it goes on writing."""
+    writes: list[bytes] = []
+    write = transport.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    transport.write = counted  # type: ignore[method-assign]
+    return writes
+
+
+def test_frames_sent_in_one_turn_are_written_at_its_end_in_one_write() -> None:
+    """
+    Messages sent outside a read (a user's sends) are written when the
+    reactor's turn ends, all of them in one write, in order; and counted then.
+    """
+    side = connected()
+    writes = count_writes(side.transport)
+    stats = side.proto.stats
+    frames_before, bytes_before = stats.frames_out, stats.bytes_out
+    node_id = side.proto._node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i) for i in range(5)]
+    for msg in sent:
+        assert side.proto.send(msg) is None
+    assert writes == [] and stats.frames_out == frames_before
+    side.clock.advance(0)
+    assert writes == [b"".join(msg.frame(True, None) for msg in sent)]
+    assert (stats.frames_out, stats.bytes_out) == (frames_before + 5, bytes_before + len(writes[0]))
+    assert [body for body in side.bodies()] == [msg.body_in(True) for msg in sent]
+
+
+def test_frames_of_a_turn_and_of_a_read_in_it_keep_their_order() -> None:
+    """
+    A frame sent in a turn, then one written in a read of the same turn (the
+    answer to a resend): both go out at the end of the turn, in that order.
+    """
+    side = connected(codes=[])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    writes = count_writes(side.transport)
+    msg = message(side.proto._node.id, flags.whisper, flags.whisper, "first")
+    side.proto.send(msg)
+    side.feed(renegotiate(peer_id, flags.resend))
+    assert writes == []
+    assert side.bodies() == [msg.body_in(True)] * 2
+    assert len(writes) == 1
+
+
+def test_a_closing_link_writes_what_it_gathered_first() -> None:
+    """Frames sent in the turn a link is closed in are written before it closes."""
+    side = connected()
+    writes = count_writes(side.transport)
+    msg = message(side.proto._node.id, flags.broadcast, flags.broadcast, "last words")
+    side.proto.send(msg)
+    side.proto.close("done", error=False)
+    assert writes == [msg.frame(True, None)] and side.closed
+    side.clock.advance(0)
+    assert writes == [msg.frame(True, None)]
+
+
 def test_renegotiate_resend_writes_the_last_message_again() -> None:
     """
     [resend] writes the last message sent again, once: asking again, even
@@ -816,14 +890,14 @@ def test_renegotiate_resend_writes_the_last_message_again() -> None:
     last = message(side.proto._node.id, flags.whisper, flags.whisper, "last")
     side.proto.send(first)
     side.proto.send(last)
-    side.transport.clear()
+    side.clear()
     resend = renegotiate(peer_id, flags.resend).frame(True, None)
     side.proto.dataReceived(resend * 100)
     assert side.bodies() == [last.body_in(True)]
     side.proto.dataReceived(resend)
     assert side.bodies() == []
     side.proto.send(first)
-    side.transport.clear()
+    side.clear()
     side.proto.dataReceived(resend * 2)
     assert side.bodies() == [first.body_in(True)]
     assert not side.closed
@@ -832,7 +906,7 @@ def test_renegotiate_resend_writes_the_last_message_again() -> None:
 def test_renegotiate_resend_with_nothing_sent_is_ignored() -> None:
     """[resend] before we sent anything writes nothing."""
     side = Rig().link()
-    side.transport.clear()
+    side.clear()
     side.feed(renegotiate(new_node_id(MESH), flags.resend))
     assert side.bodies() == []
     assert not side.closed
@@ -849,7 +923,7 @@ def test_resend_after_compression_renegotiation_resends_the_last_message() -> No
     assert peer_id is not None
     msg = large(side.proto._node.id)
     side.proto.send(msg)
-    side.transport.clear()
+    side.clear()
     side.feed(renegotiate(peer_id, flags.compression, []))
     side.feed(renegotiate(peer_id, flags.resend))
     answer, resent = side.bodies()
@@ -974,7 +1048,7 @@ def test_connecting_to_itself() -> None:
     """A handshake carrying the node's own ID: closed, SelfConnection."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.transport.clear()
+    side.clear()
     side.feed(handshake(rig.node.id, address=OUT_ADDR))
     assert side.closed
     assert side.failure().check(SelfConnection)

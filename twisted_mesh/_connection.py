@@ -79,10 +79,11 @@ FIRST_WORD_WAIT = 1.0
 #: that unidentified connections cannot hold a frame limit's worth each.
 MAX_UNIDENTIFIED_BUFFER = 64 * 1024
 
-#: While a link handles what one read brought, the frames written to each
-#: link: each writes its share in one go when the read is handled.  One
-#: for the process: a reactor handles one read at a time, in its own thread.
-_batch: dict[MeshProtocol, list[bytes]] | None = None
+#: While a link handles what one read brought, the links that frames were
+#: written to: each writes what it gathered in one go when the read is
+#: handled.  One for the process: a reactor handles one read at a time, in
+#: its own thread.
+_written_in_read: list[MeshProtocol] | None = None
 
 
 @implementer(IPushProducer)
@@ -144,6 +145,10 @@ class MeshProtocol(Protocol):
         self._discarding = False
         self._timeout: IDelayedCall | None = None
         self._congestion: IDelayedCall | None = None
+        # The frames written since the link last wrote to its transport, and
+        # the call that writes them when they were not written in a read.
+        self._unwritten: list[bytes] = []
+        self._write_call: IDelayedCall | None = None
         self._bytes_out_when_congested = 0
         self.stats = LinkStats()
 
@@ -202,7 +207,7 @@ class MeshProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self.factory.connections.discard(self)
-        for timer in (self._timeout, self._congestion, self._first_word):
+        for timer in (self._timeout, self._congestion, self._first_word, self._write_call):
             if timer is not None and timer.active():
                 timer.cancel()
         self._node.link_lost(self)
@@ -226,18 +231,18 @@ class MeshProtocol(Protocol):
             return
         stats.frames_in += len(bodies)
         totals.frames_in += len(bodies)
-        global _batch
-        if _batch is not None:  # a read handled within another one
+        global _written_in_read
+        if _written_in_read is not None:  # a read handled within another one
             self._read(bodies)
             return
-        batch: dict[MeshProtocol, list[bytes]] = {}
-        _batch = batch
+        written: list[MeshProtocol] = []
+        _written_in_read = written
         try:
             self._read(bodies)
         finally:
-            _batch = None
-            for link, frames in batch.items():
-                link._write_frames(frames)
+            _written_in_read = None
+            for link in written:
+                link._write_unwritten()
 
     def _read(self, bodies: list[bytes]) -> None:
         node, totals, limits = self._node, self._node.stats, self._limits
@@ -311,28 +316,34 @@ class MeshProtocol(Protocol):
         return None
 
     def _write(self, frame: bytes) -> None:
-        if _batch is not None:
-            frames = _batch.get(self)
-            if frames is None:
-                _batch[self] = [frame]
-            else:
-                frames.append(frame)
+        """
+        Write C{frame} to the peer, with the others written in the same
+        read, or else in the same turn of the reactor: in one go when the
+        read is handled, or at the end of the turn (a node's user sending
+        many messages at once makes one write of them).
+        """
+        unwritten = self._unwritten
+        unwritten.append(frame)
+        if len(unwritten) > 1:
             return
-        self._count_out(1, len(frame))
-        self._transport.write(frame)
+        if _written_in_read is not None:
+            _written_in_read.append(self)
+        else:
+            self._write_call = self._node.clock.callLater(0, self._write_unwritten)
 
-    def _write_frames(self, frames: list[bytes]) -> None:
-        """Write the frames a read made for this link, in one go."""
+    def _write_unwritten(self) -> None:
+        """Write the frames gathered so far, in one go."""
+        frames = self._unwritten
+        if not frames:
+            return
+        self._unwritten = []
         data = b"".join(frames)
-        self._count_out(len(frames), len(data))
-        self._transport.write(data)
-
-    def _count_out(self, frames: int, size: int) -> None:
         stats, totals = self.stats, self._node.stats
-        stats.frames_out += frames
-        totals.frames_out += frames
-        stats.bytes_out += size
-        totals.bytes_out += size
+        stats.frames_out += len(frames)
+        totals.frames_out += len(frames)
+        stats.bytes_out += len(data)
+        totals.bytes_out += len(data)
+        self._transport.write(data)
 
     def close(self, reason: str, *, error: bool = True, abort: bool = False, read_on: bool = False) -> None:
         """
@@ -357,8 +368,7 @@ class MeshProtocol(Protocol):
             self._node.link_drained(self)
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
-        if _batch is not None and self in _batch:
-            self._write_frames(_batch.pop(self))
+        self._write_unwritten()
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
         # TLS closes only once no producer is registered.
         self.resume_reading()
