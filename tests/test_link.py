@@ -22,7 +22,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import _compression, flags
-from twisted_mesh._connection import FIRST_WORD_WAIT, MAX_BAD_FRAMES, MAX_UNIDENTIFIED_BUFFER, MeshFactory, MeshProtocol
+from twisted_mesh._connection import (
+    FIRST_WORD_WAIT,
+    MAX_BAD_FRAMES,
+    MAX_GATHERED,
+    MAX_UNIDENTIFIED_BUFFER,
+    MeshFactory,
+    MeshProtocol,
+)
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, new_node_id
 from twisted_mesh._node import MeshNode
@@ -847,6 +854,26 @@ def test_frames_sent_in_one_turn_are_written_at_its_end_in_one_write() -> None:
     assert writes == [b"".join(msg.frame(True, None) for msg in sent)]
     assert (stats.frames_out, stats.bytes_out) == (frames_before + 5, bytes_before + len(writes[0]))
     assert [body for body in side.bodies()] == [msg.body_in(True) for msg in sent]
+
+
+def test_a_link_writes_once_it_gathered_max_gathered_bytes() -> None:
+    """
+    Frames are not gathered past MAX_GATHERED bytes: then they are written at
+    once (so that the transport can tell a sender that the peer is slow),
+    the rest at the end of the turn.
+    """
+    side = connected(codes=[])
+    writes = count_writes(side.transport)
+    node_id = side.proto._node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000) for i in range(100)]
+    size = len(sent[0].frame(True, None))
+    for msg in sent:
+        side.proto.send(msg)
+    per_write = -(-MAX_GATHERED // size)  # the frames that reach the limit
+    assert [len(data) for data in writes] == [per_write * size] * (len(sent) // per_write)
+    side.clock.advance(0)
+    assert b"".join(writes) == b"".join(msg.frame(True, None) for msg in sent)
+    assert len(writes) == -(-len(sent) // per_write)
 
 
 def test_frames_of_a_turn_and_of_a_read_in_it_keep_their_order() -> None:

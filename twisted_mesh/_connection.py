@@ -79,6 +79,12 @@ FIRST_WORD_WAIT = 1.0
 #: that unidentified connections cannot hold a frame limit's worth each.
 MAX_UNIDENTIFIED_BUFFER = 64 * 1024
 
+#: The most bytes of frames a link gathers before it writes them (see
+#: MeshProtocol._write): as much as a TCP transport buffers before it tells
+#: its producer to pause, so that a sender looking at that hears of a slow
+#: peer in time.
+MAX_GATHERED = 64 * 1024
+
 #: While a link handles what one read brought, the links that frames were
 #: written to: each writes what it gathered in one go when the read is
 #: handled.  One for the process: a reactor handles one read at a time, in
@@ -148,6 +154,7 @@ class MeshProtocol(Protocol):
         # The frames written since the link last wrote to its transport, and
         # the call that writes them when they were not written in a read.
         self._unwritten: list[bytes] = []
+        self._unwritten_size = 0
         self._write_call: IDelayedCall | None = None
         self._bytes_out_when_congested = 0
         self.stats = LinkStats()
@@ -320,16 +327,19 @@ class MeshProtocol(Protocol):
         Write C{frame} to the peer, with the others written in the same
         read, or else in the same turn of the reactor: in one go when the
         read is handled, or at the end of the turn (a node's user sending
-        many messages at once makes one write of them).
+        many messages at once makes one write of them); or once
+        L{MAX_GATHERED} bytes are gathered.
         """
         unwritten = self._unwritten
         unwritten.append(frame)
-        if len(unwritten) > 1:
-            return
-        if _written_in_read is not None:
-            _written_in_read.append(self)
-        else:
-            self._write_call = self._node.clock.callLater(0, self._write_unwritten)
+        self._unwritten_size += len(frame)
+        if self._unwritten_size >= MAX_GATHERED:
+            self._write_unwritten()
+        elif len(unwritten) == 1:
+            if _written_in_read is not None:
+                _written_in_read.append(self)
+            else:
+                self._write_call = self._node.clock.callLater(0, self._write_unwritten)
 
     def _write_unwritten(self) -> None:
         """Write the frames gathered so far, in one go."""
@@ -337,6 +347,7 @@ class MeshProtocol(Protocol):
         if not frames:
             return
         self._unwritten = []
+        self._unwritten_size = 0
         data = b"".join(frames)
         stats, totals = self.stats, self._node.stats
         stats.frames_out += len(frames)
