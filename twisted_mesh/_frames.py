@@ -149,9 +149,13 @@ def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) 
         raise
     except Exception as e:
         raise FrameError(f"bad msgpack: {e}") from None
-    if type(value) is not list or not _NESTED.isdisjoint(map(type, value)):
-        # Not a list of scalars, as most messages are: look deeper.
-        _check_structure(value, max_depth)
+    if type(value) is list:
+        for item in value:
+            if type(item) in _NESTED:
+                break
+        else:
+            return value  # a list of scalars, as most messages are
+    _check_structure(value, max_depth)
     return value
 
 
