@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 from twisted.internet import task
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -874,6 +875,57 @@ def test_a_link_writes_once_it_gathered_max_gathered_bytes() -> None:
     side.clock.advance(0)
     assert b"".join(writes) == b"".join(msg.frame(True, None) for msg in sent)
     assert len(writes) == -(-len(sent) // per_write)
+
+
+class FillingTransport(StringTransport):
+    """A transport that tells its producer to pause once it holds C{most} bytes."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) >= self.most and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def test_closing_a_link_its_last_frames_fill_does_not_pause_the_others() -> None:
+    """
+    A link closed in the turn its user sent it frames writes them first; when
+    they fill its transport, the congestion they make ends with the close:
+    the node goes on reading from its other peers.
+    """
+    rig = Rig()
+    other = connected(rig)
+    proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
+    transport = FillingTransport(most=4096)
+    proto.makeConnection(transport)
+    side = Side(proto, transport, rig.clock)
+    side.feed(handshake(new_node_id(MESH), codes=[]))
+    side.clear()
+    msg = message(rig.node.id, flags.whisper, flags.whisper, b"x" * 5000)
+    assert side.proto.send(msg) is None
+    side.proto.close("done with it", error=False)
+    assert msg.frame(True, None) in transport.value()
+    assert not rig.node._congested
+    assert other.transport.producerState == "producing"
+
+
+def test_a_lost_link_writes_nothing_more() -> None:
+    """
+    Frames gathered past MAX_GATHERED are written at once; the end of the
+    turn, when the connection was lost meanwhile, writes nothing more.
+    """
+    side = connected(codes=[])
+    writes = count_writes(side.transport)
+    node_id = side.proto._node.id
+    for i in range(70):
+        side.proto.send(message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000))
+    assert len(writes) == 1
+    side.proto.connectionLost(Failure(ConnectionDone()))
+    side.clock.advance(0)
+    assert len(writes) == 1 and not side.clock.getDelayedCalls()
 
 
 def test_frames_of_a_turn_and_of_a_read_in_it_keep_their_order() -> None:

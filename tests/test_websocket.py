@@ -56,7 +56,7 @@ from twisted.web.client import Agent
 from twisted.web.pages import notFound
 from twisted.web.server import Site
 
-from twisted_mesh import Protocol, flags
+from twisted_mesh import MeshService, Protocol, flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string
 from twisted_mesh._node import MeshNode
@@ -658,3 +658,33 @@ async def test_we_dial_js2p_ws_listener(reference: Reference, nodes: Callable[[]
     await ref.send("hello over ws")
     msg = await within(ours.node.next_message())
     assert msg.packets == (flags.broadcast, "hello over ws") and msg.sender == ref.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_node_sends_as_its_peer_closes_goes_out_before_its_close() -> None:
+    """
+    A node sends a message in the turn it reads its peer's close (the peer
+    closes to read on, as it closes a second connection to a node): the
+    message goes out before the node answers the close, and the peer's node
+    gets it.
+    """
+    a = MeshService(WS_MESH, listen=[("127.0.0.1", 0)])
+    b = MeshService(WS_MESH, listen=[("127.0.0.1", 0)])
+    a.startService()
+    b.startService()
+    try:
+        await within(a.listening)
+        (port,) = await within(b.listening)
+        await within(a.connect(("127.0.0.1", port.getHost().port), encryption="ws"))
+        await wait_for(lambda: a.id in b.routing_table, what="the link at b")
+        a_to_b, b_to_a = a.routing_table[b.id], b.routing_table[a.id]
+        a_to_b.pause_reading()  # a reads b's close once it reads again
+        b_to_a.close("a second connection", error=False, read_on=True)
+        await task.deferLater(reactor, 0.5, lambda: None)  # b's close is there to read
+        # In one turn: a's user sends, and a reads again, b's close first.
+        assert a.send("sent as b closes")
+        a_to_b.resume_reading()
+        message = await within(b.next_message(), 10)
+        assert message.packets == (flags.broadcast, "sent as b closes")
+    finally:
+        await defer.gatherResults([a.stopService(), b.stopService()])

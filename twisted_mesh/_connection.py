@@ -217,6 +217,7 @@ class MeshProtocol(Protocol):
         for timer in (self._timeout, self._congestion, self._first_word, self._write_call):
             if timer is not None and timer.active():
                 timer.cancel()
+        self._unwritten = []  # never to be written
         self._node.link_lost(self)
         if not self.handshake_done.called:
             self._node.stats.handshake_failures["closed"] += 1
@@ -249,7 +250,7 @@ class MeshProtocol(Protocol):
         finally:
             _written_in_read = None
             for link in written:
-                link._write_unwritten()
+                link.flush()
 
     def _read(self, bodies: list[bytes]) -> None:
         node, totals, limits = self._node, self._node.stats, self._limits
@@ -334,15 +335,23 @@ class MeshProtocol(Protocol):
         unwritten.append(frame)
         self._unwritten_size += len(frame)
         if self._unwritten_size >= MAX_GATHERED:
-            self._write_unwritten()
+            self.flush()
         elif len(unwritten) == 1:
             if _written_in_read is not None:
                 _written_in_read.append(self)
-            else:
-                self._write_call = self._node.clock.callLater(0, self._write_unwritten)
+            elif self._write_call is None:
+                self._write_call = self._node.clock.callLater(0, self._end_of_turn)
 
-    def _write_unwritten(self) -> None:
-        """Write the frames gathered so far, in one go."""
+    def _end_of_turn(self) -> None:
+        self._write_call = None
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Write the frames gathered so far, in one go: for a transport that
+        must not wait for the end of the turn (a WebSocket whose peer is
+        closing, see L{twisted_mesh.websocket}).
+        """
         frames = self._unwritten
         if not frames:
             return
@@ -370,6 +379,9 @@ class MeshProtocol(Protocol):
         """
         if self._closing:
             return
+        # What was gathered goes first; it may fill the transport's buffer,
+        # and so make the link congested, which the close then ends.
+        self.flush()
         if self._congestion is not None:
             # Whatever waits for this peer will never be read: the other
             # peers need not wait for it any more.
@@ -379,7 +391,6 @@ class MeshProtocol(Protocol):
             self._node.link_drained(self)
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
-        self._write_unwritten()
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
         # TLS closes only once no producer is registered.
         self.resume_reading()

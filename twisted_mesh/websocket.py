@@ -271,6 +271,16 @@ class _StreamAdapter(WebSocketProtocol):
             self._log.failure("{protocol!r} raised in dataReceived: dropping the connection", protocol=wrapped)
             self._abort()
 
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        # The peer is closing.  What the wrapped protocol gathered to write
+        # (a MeshProtocol writes at the end of the reactor's turn) goes out
+        # now, before Autobahn answers with its own close, after which
+        # nothing may be sent.
+        flush = getattr(self._wrapped, "flush", None)
+        if flush is not None and self.state == self.STATE_OPEN:
+            flush()
+        return super().onCloseFrame(code, reasonRaw)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self._lost:
             return
