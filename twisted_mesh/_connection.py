@@ -217,7 +217,7 @@ class MeshProtocol(Protocol):
         for timer in (self._timeout, self._congestion, self._first_word, self._write_call):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._unwritten = []  # never to be written
+        self._unwritten, self._unwritten_size = [], 0  # never to be written
         self._node.link_lost(self)
         if not self.handshake_done.called:
             self._node.stats.handshake_failures["closed"] += 1
