@@ -269,7 +269,6 @@ def test_dialled_node_that_says_nothing_gets_our_handshake_first(encryption: str
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
-    rig.clock.advance(0)
     side = Side(proto, transport, rig.clock)
     side.clear()
     rig.clock.advance(FIRST_WORD_WAIT - 0.1)
@@ -854,7 +853,7 @@ def test_frames_sent_in_one_turn_are_written_at_its_end_in_one_write() -> None:
     side.clock.advance(0)
     assert writes == [b"".join(msg.frame(True, None) for msg in sent)]
     assert (stats.frames_out, stats.bytes_out) == (frames_before + 5, bytes_before + len(writes[0]))
-    assert [body for body in side.bodies()] == [msg.body_in(True) for msg in sent]
+    assert side.bodies() == [msg.body_in(True) for msg in sent]
 
 
 def test_a_link_writes_once_it_gathered_max_gathered_bytes() -> None:
