@@ -10,7 +10,9 @@ Sections: C{line} (a line of three in one process), C{inflight} (the same
 with few messages in flight), C{process} (a line of three, one process per
 node), C{mesh} (20 and 100 nodes: latency,
 delivery, amplification, connections), C{memory}, C{seen} (the seen-set
-under load), C{compression}.  See C{bench/README.md}.
+under load), C{compression}, C{producer} (a node's user sending in
+batches, paced by C{drained()} or not, beside a peer that never reads).
+See C{bench/README.md}.
 """
 
 from __future__ import annotations
@@ -616,6 +618,38 @@ def section_inflight(args: argparse.Namespace, results: dict[str, Any], rows: li
         rows.append(row)
 
 
+#: The producer section's cases: (paced, a peer that never reads attached).
+PRODUCER_CASES = ((True, False), (True, True), (False, True))
+
+
+def section_producer(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
+    """A node's user sending 2 kB messages in batches, paced by drained() or not, beside a peer that never reads."""
+    name = "producer, 2 kB, good peer on the same reactor"
+    count = 20000 if args.quick else 100000
+    for paced, stuck in PRODUCER_CASES:
+        case = ("drained()" if paced else "a reactor turn") + " between batches"
+        case += ", never-reading peer" if stuck else ""
+        progress(f"{name}: {case}")
+        command = [PYTHON, "-m", "bench.producer", "--count", str(count), "--size", "2000", "--congestion-timeout", "5"]
+        command += [*(["--stuck"] if stuck else []), *([] if paced else ["--unpaced"])]
+        result = run_json(command, timeout=300)
+        results[f"producer/{'paced' if paced else 'unpaced'}/{'stuck' if stuck else 'good'}"] = result
+        if "error" in result:
+            rows.append({"benchmark": name, "case": case, "twisted_mesh": "failed: " + result["error"][:80]})
+            continue
+        notes = [f"RSS +{result['rss_growth'] / 1024 / 1024:.0f} MiB", f"{result['skipped']:,} skipped"]
+        if result["cut_after"] is not None:
+            notes.append(f"stuck peer cut at {result['cut_after']:.1f} s, then {result['rate_after_cut']:,.0f}/s")
+        rows.append(
+            {
+                "benchmark": name,
+                "case": case + ", msgs/s delivered",
+                "twisted_mesh": f"{result['rate']:,.0f}",
+                "ratio": ", ".join(notes),
+            }
+        )
+
+
 def flags_snappy() -> int:
     from twisted_mesh import flags
 
@@ -630,6 +664,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Any], list[Row]], No
     "memory": section_memory,
     "seen": section_seen,
     "compression": section_compression,
+    "producer": section_producer,
 }
 
 

@@ -63,3 +63,16 @@ def test_bench_prints_its_table() -> None:
     for row in rows:
         assert "failed" not in row
         assert "x raw" in row and "x checked" in row
+
+
+def test_producer_loses_nothing_beside_a_peer_that_never_reads() -> None:
+    """
+    C{python -m bench.producer}, paced by drained(), with a peer that never
+    reads: every message reaches the good peer, none is skipped, and the
+    peer that never reads is cut off after its congestion timeout.
+    """
+    output = run("bench.producer", "--count", "3000", "--stuck", "--congestion-timeout", "1")
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    assert result["delivered"] == 3000 and result["skipped"] == 0
+    assert result["cut_after"] is not None and result["cut_after"] >= 0.9
+    assert result["rate"] > 0 and result["rss_growth"] >= 0

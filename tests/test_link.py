@@ -911,6 +911,135 @@ def test_closing_a_link_its_last_frames_fill_does_not_pause_the_others() -> None
     assert other.transport.producerState == "producing"
 
 
+class PausingTransport(StringTransport):
+    """
+    A transport that holds what is written until L{drain}, and tells its
+    producer to pause while it holds more than C{most} bytes, as Twisted's
+    TCP transport does.
+    """
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+        self.held = 0
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.held += len(data)
+        if self.held > self.most and not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        """The peer read everything: empty the buffer, and ask the producer for more."""
+        self.held = 0
+        if self.paused and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()
+
+
+def paused_link(rig: Rig, **limits: Any) -> tuple[Side, PausingTransport]:
+    """A handshaken link, with C{limits}, whose transport pauses past 64 kB."""
+    rig.node.limits = Limits(**limits)
+    proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
+    transport = PausingTransport(most=64 * 1024)
+    proto.makeConnection(transport)
+    side = Side(proto, transport, rig.clock)
+    side.feed(handshake(new_node_id(MESH), codes=[]))
+    side.clear()
+    return side, transport
+
+
+def test_frames_wait_in_the_link_while_the_transport_is_full() -> None:
+    """
+    Once the transport is full, frames wait in the link, and the node hears
+    that the peer is congested; when the transport asks for more, they go
+    out in writes of about MAX_GATHERED bytes until it is full again, and
+    when all are out the congestion ends.  Nothing is lost or reordered.
+    """
+    rig = Rig()
+    other = connected(rig)
+    side, transport = paused_link(rig)
+    node_id = rig.node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000) for i in range(300)]
+    for msg in sent:
+        assert side.proto.send(msg) is None
+    rig.clock.advance(0)
+    assert transport.paused and rig.node._congested == {side.proto}
+    assert other.transport.producerState == "paused"
+    held = len(transport.value())
+    assert held <= 2 * MAX_GATHERED + 1100, held
+    rig.clock.advance(0)
+    assert len(transport.value()) == held, "the link wrote to a full transport"
+    writes = count_writes(transport)
+    transport.drain()
+    assert transport.paused and writes and all(len(data) <= MAX_GATHERED + 1100 for data in writes)
+    while transport.paused:
+        transport.drain()
+    assert not rig.node._congested and other.transport.producerState == "producing"
+    assert side.bodies() == [msg.body_in(True) for msg in sent]
+
+
+def test_own_messages_past_max_send_buffer_are_skipped_with_a_reason() -> None:
+    """
+    More than max_send_buffer bytes waiting for a peer: a new message is not
+    queued; send() says why, and the limit is counted; once the peer read,
+    messages are queued again.
+    """
+    rig = Rig()
+    side, transport = paused_link(rig, max_send_buffer=200_000)
+    node_id = rig.node.id
+    results = [side.proto.send(message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 10_000)) for i in range(40)]
+    refused = [i for i, result in enumerate(results) if result is not None]
+    assert refused and refused == list(range(refused[0], 40))
+    assert results[refused[0]] is not None and "max_send_buffer (200000)" in results[refused[0]]
+    assert rig.node.stats.limit_hits["max_send_buffer"] == len(refused)
+    assert side.proto._unwritten_size <= 200_000 + 10_100
+    while transport.paused:
+        transport.drain()
+    assert side.proto.send(message(node_id, flags.broadcast, flags.broadcast, "again")) is None
+
+
+def test_a_peer_that_makes_progress_is_not_cut_off() -> None:
+    """
+    A congested peer that keeps reading (its transport asks for more now and
+    then) stays, however long it is congested; one that reads nothing for
+    congestion_timeout is cut off, and what waited for it is dropped.
+    """
+    rig = Rig()
+    side, transport = paused_link(rig, congestion_timeout=5)
+    node_id = rig.node.id
+    for i in range(2000):
+        side.proto.send(message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000))
+    rig.clock.advance(0)
+    for _ in range(10):
+        rig.clock.advance(4)
+        transport.drain()
+        assert transport.paused and not side.closed
+    assert not rig.node.stats.limit_hits
+    rig.clock.advance(5)
+    assert rig.node.stats.limit_hits["congestion_timeout"] == 1
+    assert side.closed and side.proto._unwritten == []
+
+
+def test_a_link_closed_while_its_transport_is_full_writes_what_waited() -> None:
+    """
+    What send() queued is written unless the connection is lost: a link
+    closed (not aborted) while frames wait hands them all to the transport,
+    which writes them before it closes.
+    """
+    rig = Rig()
+    side, transport = paused_link(rig)
+    sent = [message(rig.node.id, flags.broadcast, flags.broadcast, i, b"x" * 1000) for i in range(300)]
+    for msg in sent:
+        side.proto.send(msg)
+    rig.clock.advance(0)
+    side.proto.close("done", error=False)
+    assert side.closed and not rig.node._congested
+    assert side.bodies() == [msg.body_in(True) for msg in sent]
+
+
 def test_a_lost_link_writes_nothing_more() -> None:
     """
     Frames gathered past MAX_GATHERED are written at once; the end of the

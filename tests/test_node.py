@@ -965,6 +965,30 @@ def test_losing_the_slow_peer_resumes_the_others() -> None:
     assert other.reading
 
 
+def test_drained_fires_once_no_peer_is_congested() -> None:
+    """
+    drained() fires at once while no peer is congested; else once the last
+    congested peer caught up or left.  A cancelled one is forgotten.
+    """
+    node, _, _ = make_node()
+    first, second = add_link(node), add_link(node)
+    fired: list[object] = []
+    node.drained().addCallback(fired.append)
+    assert fired == [None]
+    node.link_congested(first)
+    node.link_congested(second)
+    waiting = node.drained()
+    waiting.addCallback(fired.append)
+    cancelled = node.drained()
+    cancelled.addErrback(lambda failure: fired.append(failure.type))
+    cancelled.cancel()
+    assert fired == [None, CancelledError]
+    node.link_drained(first)
+    assert fired == [None, CancelledError]
+    node.link_lost(second)
+    assert fired == [None, CancelledError, None]
+
+
 # -- replies -------------------------------------------------------------------
 
 

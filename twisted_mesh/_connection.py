@@ -132,6 +132,7 @@ class MeshProtocol(Protocol):
             self.handshake_done.addErrback(lambda _: None)
         self.closed: Deferred[None] = Deferred()
         self._limits = limits = factory.node.limits
+        self._max_send_buffer = limits.max_send_buffer
         self._reader = FrameReader(limits.max_frame_size)
         self._send_code: int | None = None
         self._last_sent: WireMessage | None = None
@@ -150,13 +151,17 @@ class MeshProtocol(Protocol):
         # unless it was closed to read on (see close).
         self._discarding = False
         self._timeout: IDelayedCall | None = None
+        # While the peer is congested (see pauseProducing), the call that
+        # cuts it off unless it makes progress first.
         self._congestion: IDelayedCall | None = None
-        # The frames written since the link last wrote to its transport, and
-        # the call that writes them when they were not written in a read.
+        # The frames not written to the transport yet (gathered in this turn,
+        # or held while the transport is full), their size, and the call
+        # that writes them when they were not written in a read.
         self._unwritten: list[bytes] = []
         self._unwritten_size = 0
         self._write_call: IDelayedCall | None = None
-        self._bytes_out_when_congested = 0
+        # Whether the transport asked for no more writes (its buffer is full).
+        self._transport_full = False
         self.stats = LinkStats()
 
     def __repr__(self) -> str:
@@ -307,21 +312,26 @@ class MeshProtocol(Protocol):
 
     def send(self, msg: WireMessage) -> str | None:
         """
-        Write C{msg} to the peer, its sender field in the peer's form.
+        Write C{msg} to the peer, its sender field in the peer's form: it
+        goes out unless the connection is lost.
 
-        :return: L{None} when it was written; else why not.
+        :return: L{None} when it was queued; else why not: the connection is
+            closing, or more than L{Limits.max_send_buffer} bytes wait for
+            the peer already.
         """
         if self._closing:
             return "the connection is closing"
-        if self._congestion is not None:
-            waiting = self.stats.bytes_out - self._bytes_out_when_congested
-            if waiting > self._limits.max_send_buffer:
-                self._node.limit_hit("max_send_buffer", "{peer} is not reading", peer=self.peer_id)
-                self.close(f"the peer is not reading: {waiting} bytes wait for it", abort=True)
-                return "the peer is not reading"
+        if self._unwritten_size > self._max_send_buffer:
+            return self._send_buffer_full()
         self._last_sent = msg
         self._write(msg.frame(self.ids_as_bin, self._send_code))
         return None
+
+    def _send_buffer_full(self) -> str:
+        waiting, most = self._unwritten_size, self._max_send_buffer
+        text = "{peer} has {waiting} bytes waiting: not queuing more"
+        self._node.limit_hit("max_send_buffer", text, peer=self.peer_id, waiting=waiting)
+        return f"the send buffer is full: {waiting} bytes wait for the peer, more than max_send_buffer ({most})"
 
     def _write(self, frame: bytes) -> None:
         """
@@ -329,11 +339,14 @@ class MeshProtocol(Protocol):
         read, or else in the same turn of the reactor: in one go when the
         read is handled, or at the end of the turn (a node's user sending
         many messages at once makes one write of them); or once
-        L{MAX_GATHERED} bytes are gathered.
+        L{MAX_GATHERED} bytes are gathered.  While the transport is full,
+        frames wait here until it asks for more (L{resumeProducing}).
         """
         unwritten = self._unwritten
         unwritten.append(frame)
         self._unwritten_size += len(frame)
+        if self._transport_full:
+            return
         if self._unwritten_size >= MAX_GATHERED:
             self.flush()
         elif len(unwritten) == 1:
@@ -348,15 +361,33 @@ class MeshProtocol(Protocol):
 
     def flush(self) -> None:
         """
-        Write the frames gathered so far, in one go: for a transport that
-        must not wait for the end of the turn (a WebSocket whose peer is
-        closing, see L{twisted_mesh.websocket}).
+        Write the frames gathered so far, as far as the transport takes
+        them: in one go, or (after the transport was full) in writes of
+        about L{MAX_GATHERED} bytes until it is full again.  For a transport
+        that must not wait for the end of the turn too (a WebSocket whose
+        peer is closing, see L{twisted_mesh.websocket}).
         """
-        frames = self._unwritten
-        if not frames:
+        if self._transport_full or not self._unwritten:
             return
-        self._unwritten = []
-        self._unwritten_size = 0
+        if self._unwritten_size <= MAX_GATHERED:
+            frames, self._unwritten, self._unwritten_size = self._unwritten, [], 0
+            self._write_frames(frames)
+            return
+        frames, self._unwritten = self._unwritten, []
+        start = 0
+        while start < len(frames) and not self._transport_full:
+            end, size = start, 0
+            while end < len(frames) and size < MAX_GATHERED:
+                size += len(frames[end])
+                end += 1
+            self._unwritten_size -= size
+            self._write_frames(frames[start:end])
+            start = end
+        # (What was gathered while writing, if anything, comes after the rest.)
+        self._unwritten[:0] = frames[start:]
+
+    def _write_frames(self, frames: list[bytes]) -> None:
+        """Write C{frames} to the transport in one write, and count them."""
         data = b"".join(frames)
         stats, totals = self.stats, self._node.stats
         stats.frames_out += len(frames)
@@ -379,9 +410,13 @@ class MeshProtocol(Protocol):
         """
         if self._closing:
             return
-        # What was gathered goes first; it may fill the transport's buffer,
-        # and so make the link congested, which the close then ends.
-        self.flush()
+        # What was queued goes first, unless the connection is dropped: the
+        # transport writes it before it closes (or the close times out).  It
+        # may fill the transport's buffer, and so make the link congested,
+        # which the close then ends.
+        frames, self._unwritten, self._unwritten_size = self._unwritten, [], 0
+        if frames and not abort:
+            self._write_frames(frames)
         if self._congestion is not None:
             # Whatever waits for this peer will never be read: the other
             # peers need not wait for it any more.
@@ -433,18 +468,32 @@ class MeshProtocol(Protocol):
     def pauseProducing(self) -> None:
         """
         The transport has a full write buffer: the peer is slow to read.
+        Frames wait in the link until the transport asks for more, and the
+        node hears that the peer is congested.  When this comes while the
+        link writes what waited, the peer did read: it made progress.
         (Before the handshake, TLS pauses its producer until it is secure:
         that is not a slow peer.)
         """
-        if self._congestion is not None or self._closing or self.peer_id is None:
+        if self._closing or self.peer_id is None:
             return
-        self._bytes_out_when_congested = self.stats.bytes_out
-        self._congestion = self._node.clock.callLater(self._limits.congestion_timeout, self._congestion_timed_out)
-        self._node.link_congested(self)
+        self._transport_full = True
+        timeout = self._limits.congestion_timeout
+        if self._congestion is None:
+            self._congestion = self._node.clock.callLater(timeout, self._congestion_timed_out)
+            self._node.link_congested(self)
+        elif self._congestion.active():
+            self._congestion.reset(timeout)
 
     def resumeProducing(self) -> None:
-        """The transport's write buffer drained."""
-        if self._congestion is None:
+        """
+        The transport wrote all it held: write what waited, and if that
+        does not fill it again, the peer caught up.
+        """
+        if not self._transport_full:
+            return
+        self._transport_full = False
+        self.flush()
+        if self._transport_full or self._congestion is None:
             return
         if self._congestion.active():
             self._congestion.cancel()
@@ -455,8 +504,10 @@ class MeshProtocol(Protocol):
         """The transport is going away; L{connectionLost} follows."""
 
     def _congestion_timed_out(self) -> None:
-        self._node.limit_hit("congestion_timeout", "{peer} stayed slow", peer=self.peer_id)
-        self.close(f"the peer read too slowly for {self._limits.congestion_timeout:g} s", abort=True)
+        timeout = self._limits.congestion_timeout
+        text = "{peer} read nothing for {timeout:g} s"
+        self._node.limit_hit("congestion_timeout", text, peer=self.peer_id, timeout=timeout)
+        self.close(f"the peer read nothing for {timeout:g} s: dropping what waits for it", abort=True)
 
     # -- what the link handles itself ----------------------------------------
 

@@ -347,6 +347,7 @@ class MeshNode:
         self._replies: dict[str, list[_PendingReply]] = {}
         self._dialing: dict[Address, str | None] = {}
         self._congested: set[Link] = set()
+        self._drain_waiters: list[Deferred[None]] = []
         self._limit_logged: dict[str, float] = {}
         # When each link's last request for peers was answered.
         self._peers_answered: dict[Link, float] = {}
@@ -454,18 +455,35 @@ class MeshNode:
             # Another peer is still slow: this one must not feed it.
             link.pause_reading()
         else:
-            self._resume_all()
+            self._congestion_over()
 
-    def _resume_all(self) -> None:
+    def _congestion_over(self) -> None:
+        """No peer is slow any more: read from every peer, and tell those waiting for it."""
         for link in list(self.routing_table.values()):
             link.resume_reading()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def drained(self) -> Deferred[None]:
+        """
+        A Deferred that fires once no peer is congested: none has more
+        waiting for it than its transport buffers (at once when none has).
+        A peer that reads nothing for L{Limits.congestion_timeout} seconds
+        is cut off, so it is waited for that long at most.
+        """
+        if not self._congested:
+            return succeed(None)
+        d: Deferred[None] = Deferred(self._drain_waiters.remove)
+        self._drain_waiters.append(d)
+        return d
 
     def link_lost(self, link: Link) -> None:
         """Forget a link that closed; emit C{'disconnect'} when it was the last peer."""
         if link in self._congested:
             self._congested.discard(link)
             if not self._congested:
-                self._resume_all()
+                self._congestion_over()
         self._peers_answered.pop(link, None)
         self._joined.pop(link, None)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
@@ -750,7 +768,7 @@ class MeshNode:
         mesh when C{flag} is L{flags.broadcast}, to direct peers only when it
         is L{flags.whisper}.
 
-        :return: which peers it was written to, and which not and why.
+        :return: which peers it was queued to, and which not and why.
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the message is larger than a frame may be
             (L{Limits.max_frame_size}).

@@ -41,11 +41,15 @@ class Limits:
         messages waiting for C{recv()} may take; past it the oldest are
         dropped.
     :ivar max_send_buffer: bytes that may wait for a slow peer.  While a
-        peer's transport has more than its own buffer size (64 KiB for TCP)
-        waiting, the node stops reading from its other peers; a peer with
-        more than this waiting is disconnected.
-    :ivar congestion_timeout: seconds a slow peer may keep the node from
-        reading before it is disconnected.
+        peer's transport holds more than its own buffer size (64 KiB for
+        TCP), what is sent to the peer waits in its link, and the node stops
+        reading from its other peers.  Past this, messages are not queued to
+        the peer: C{send()} reports it in C{skipped}, and a relayed
+        broadcast is not written to it.
+    :ivar congestion_timeout: seconds a slow peer may read nothing (its
+        transport's buffer does not drain once) while it keeps the node from
+        reading, before it is disconnected.  A peer that reads, however
+        slowly, is kept.
     """
 
     max_frame_size: int = 16 * 1024 * 1024

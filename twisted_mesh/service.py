@@ -656,13 +656,27 @@ class MeshService(Service):
         :param flag: L{flags.broadcast} relays them to every node of the
             mesh; L{flags.whisper} sends them to this node's peers only.
         :param type: the sub-flag, the first packet the receivers see.
-        :return: which peers it was written to, and which not and why; true
-            when it was written to at least one peer.
+        :return: which peers it was queued to (each gets it unless its
+            connection is lost), and which not and why; true when it was
+            queued to at least one peer.  See L{drained} to send no faster
+            than the peers read.
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the message is larger than a frame may be
             (L{Limits.max_frame_size}).
         """
         return self._node.send(packets, flag, type)
+
+    def drained(self) -> Deferred[None]:
+        """
+        A Deferred that fires once what was sent is on its way: no peer has
+        more waiting for it than its connection buffers (at once when none
+        has).  A producer that sends faster than its peers read waits on it
+        between batches (C{await sock.drained()}), and so loses nothing to
+        L{Limits.max_send_buffer}.  A peer that reads nothing for
+        L{Limits.congestion_timeout} seconds is cut off, so that is the
+        longest wait for one peer.
+        """
+        return self._node.drained()
 
     def recv(self, quantity: int | None = None) -> Message | list[Message] | None:
         """
