@@ -25,8 +25,11 @@ from twisted_mesh._node import (
     PEERS_ANSWER_INTERVAL,
     Address,
     MeshNode,
+    SendResult,
     parse_address,
 )
+from twisted_mesh.errors import MeshClosed
+from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 
 MESH = Protocol("mesh", "Plaintext")
@@ -1154,6 +1157,123 @@ def test_reply_when_the_target_connected_meanwhile() -> None:
     assert dialer.calls == []
     sent = [m for m in new.take() if m.msg_type == flags.whisper]
     assert [m.payload for m in sent] == [(flags.whisper, "pong")]
+
+
+def reply_to(node: MeshNode, links: list[FakeLink], target: str) -> tuple[SendResult, str]:
+    """Reply to a broadcast of C{target}, a node not connected: the reply's result and its request ID."""
+    node.message_received(links[0], broadcast(target, "ping"))
+    msg = node.recv()
+    assert isinstance(msg, Message)
+    for link in links:
+        link.take()
+    result = msg.reply("pong")
+    (request,) = links[0].take()
+    return result, request.payload[1]
+
+
+def settled(result: SendResult) -> list[SendResult]:
+    """What the result's settled() fired with so far."""
+    fired: list[SendResult] = []
+    result.settled().addCallback(fired.append)
+    return fired
+
+
+def test_a_reply_to_a_peer_says_where_it_went() -> None:
+    """A reply to a peer is queued, or skipped with the link's reason; either way it is settled at once."""
+    node, _, _ = make_node()
+    peer = add_link(node)
+    assert peer.peer_id is not None
+    node.message_received(peer, broadcast(peer.peer_id, "ping"))
+    msg = node.recv()
+    assert isinstance(msg, Message)
+    result = msg.reply("pong")
+    assert result.queued == [peer.peer_id] and result and settled(result) == [result]
+    peer.refusal = "the send buffer is full"
+    refused = msg.reply("pong again")
+    assert refused.skipped == {peer.peer_id: "the send buffer is full"} and not refused
+
+
+def test_a_reply_with_no_peer_to_ask_is_skipped() -> None:
+    """With no peer at all, a reply to a node not connected is skipped at once, and says why."""
+    node, _, _ = make_node()
+    target = new_node_id(MESH)
+    result = node.reply(target, ("pong",))
+    assert not result.pending and "nor to any node to ask" in result.skipped[target]
+
+
+def test_a_reply_that_goes_once_its_target_is_reached_settles_queued() -> None:
+    """A pending reply, sent on the link dialled for it: its result moves the target to queued."""
+    node, _, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    result, request_id = reply_to(node, links, target)
+    assert result.pending == (target,) and not result
+    fired = settled(result)
+    address = ("10.6.1.1", 6000)
+    node.message_received(links[1], response(new_node_id(MESH), request_id, address, target))
+    assert fired == []
+    node.link_ready(FakeLink(target, addr=address, outgoing=True))
+    assert fired == [result] and result.queued == [target] and not result.pending
+
+
+def test_a_reply_no_node_answers_for_is_given_up_after_the_lifetime() -> None:
+    """No response within the message lifetime: the result settles with the target skipped, and the log says so."""
+    node, clock, _ = make_node()
+    events = capture(node)
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    result, _ = reply_to(node, links, target)
+    fired = settled(result)
+    clock.advance(MESSAGE_LIFETIME - 1)
+    assert fired == []
+    clock.advance(1)
+    assert fired == [result] and "no node gave the address" in result.skipped[target]
+    assert not node._requests and not clock.getDelayedCalls()
+    assert any("was given up" in event.get("log_format", "") for event in events)
+
+
+def test_a_reply_whose_dial_fails_is_given_up_with_the_reason() -> None:
+    """The dial for a reply fails: its result settles with the target skipped, naming the address."""
+    node, clock, dialer = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    result, request_id = reply_to(node, links, target)
+    fired = settled(result)
+    node.message_received(links[0], response(new_node_id(MESH), request_id, ("10.6.1.2", 6000), target))
+    dialer.pending["10.6.1.2", 6000].errback(ConnectionError("refused"))
+    assert fired == [result] and "could not connect to 10.6.1.2:6000" in result.skipped[target]
+    assert not clock.getDelayedCalls()
+
+
+def test_the_oldest_pending_reply_past_the_limit_is_given_up() -> None:
+    """Past max_pending_replies, the oldest waiting reply is given up, and its result says so."""
+    node, _, _ = make_node()
+    node.limits = Limits(max_pending_replies=1)
+    links = [add_link(node), add_link(node)]
+    first, _ = reply_to(node, links, new_node_id(MESH))
+    second, _ = reply_to(node, links, new_node_id(MESH))
+    assert not first.pending and "max_pending_replies (1)" in next(iter(first.skipped.values()))
+    assert second.pending
+
+
+def test_closing_the_node_gives_up_waiting_replies_and_receivers() -> None:
+    """Closing: waiting replies settle as skipped, next_message() fails, send() and reply() raise."""
+    node, clock, _ = make_node()
+    links = [add_link(node), add_link(node)]
+    target = new_node_id(MESH)
+    result, _ = reply_to(node, links, target)
+    waiting = node.next_message()
+    failures: list[Failure] = []
+    waiting.addErrback(failures.append)
+    node.close("the node is closed")
+    assert "the node closed" in result.skipped[target] and not clock.getDelayedCalls()
+    assert len(failures) == 1 and failures[0].check(MeshClosed)
+    with pytest.raises(MeshClosed):
+        node.send(("x",))
+    with pytest.raises(MeshClosed):
+        node.reply(target, ("x",))
+    node.open()
+    assert node.send(("back",))
 
 
 def test_response_for_an_unknown_request_does_nothing() -> None:

@@ -19,16 +19,17 @@ from twisted.application.service import MultiService
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
-from twisted.internet.error import CannotListenError, ConnectError, ConnectionRefusedError
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ServerFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node
 from twisted_mesh._ids import new_node_id
+from twisted_mesh.errors import MeshClosed
 from twisted_mesh.tls import self_signed_certificate
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
@@ -404,8 +405,8 @@ async def test_a_closed_socket_dials_nothing(services: Callable[..., MeshService
     await within(peer.listening)
     sock = MeshSocket("127.0.0.1", 0)
     await sock.close()
-    with pytest.raises(ConnectError, match="not running"):
-        await within(sock.connect(*peer.out_addr))
+    with pytest.raises(MeshClosed, match="the node is closed"):
+        sock.connect(*peer.out_addr)
     assert not sock._connections
     assert not peer.stats.connections
 
@@ -539,3 +540,110 @@ def test_metrics_write_every_digit() -> None:
     assert samples['mesh_dropped_total{reason="old"}'] == "10000001"
     assert samples["mesh_peers"] == "0"
     assert samples["mesh_uptime_seconds"] == "1234567.125"
+
+
+# --- closing and misuse -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_fails_a_waiting_next_message() -> None:
+    """
+    A next_message() that waits when the node closes fails with MeshClosed
+    (it would wait for ever); one asked for after the close fails at once.
+    """
+    sock = MeshSocket("127.0.0.1", 0)
+    waiting = sock.next_message()
+    await sock.close()
+    with pytest.raises(MeshClosed, match="the node is closed"):
+        await within(waiting, 5)
+    with pytest.raises(MeshClosed):
+        await within(sock.next_message(), 5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_reply_and_connect_on_a_closed_node_raise() -> None:
+    """
+    send(), a message's reply() and connect() on a closed node raise
+    MeshClosed, where they returned an empty result (or a failed dial).
+    """
+    alice, bob = MeshSocket("127.0.0.1", 0), MeshSocket("127.0.0.1", 0)
+    try:
+        await within(bob.connect("127.0.0.1", alice.out_addr[1]))
+        bob.send("hello")
+        msg = await within(alice.next_message())
+        await alice.close()
+        with pytest.raises(MeshClosed):
+            alice.send("anyone?")
+        with pytest.raises(MeshClosed):
+            msg.reply("too late")
+        with pytest.raises(MeshClosed):
+            alice.connect("127.0.0.1", bob.out_addr[1])
+    finally:
+        await defer.gatherResults([alice.close(), bob.close()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_service_not_started_says_so() -> None:
+    """A MeshService that was never started raises MeshClosed that says to start it."""
+    service = MeshService(MESH, listen=[LOOPBACK])
+    with pytest.raises(MeshClosed, match="has not started"):
+        service.send("hello")
+    with pytest.raises(MeshClosed, match="has not started"):
+        service.connect("127.0.0.1", 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reply_to_a_sender_that_cannot_be_reached_says_so(log_events: list[LogEvent]) -> None:
+    """
+    Bob replies to Carol, whom he reaches only through Alice, and whose
+    address (as she gives it) refuses connections: reply() returns a result
+    with Carol pending; it settles with Carol skipped, and the reason; the
+    log says why.  A peer of Bob's gets a reply queued at once.
+    """
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    dead_port = refusing.getsockname()[1]
+    refusing.close()
+    alice = MeshSocket("127.0.0.1", 0, max_outgoing=0)
+    bob = MeshSocket("127.0.0.1", 0, max_outgoing=0)
+    carol = MeshSocket("127.0.0.1", 0, max_outgoing=0, out_addr=("127.0.0.1", dead_port))
+    try:
+        await within(bob.connect("127.0.0.1", alice.out_addr[1]))
+        await within(carol.connect("127.0.0.1", alice.out_addr[1]))
+        carol.send("hello from carol")
+        msg = await within(bob.next_message())
+        assert msg.sender == carol.id
+        result = msg.reply("hello back")
+        assert result.pending == (carol.id,) and not result and not result.skipped
+        settled = await within(result.settled())
+        assert settled is result and result.pending == ()
+        assert carol.id in result.skipped and f"could not connect to 127.0.0.1:{dead_port}" in result.skipped[carol.id]
+        assert f"could not reach {carol.id} to reply" in log_text(log_events)
+        alice.send("hello from alice")
+        from_alice = await within(bob.next_message())
+        direct = from_alice.reply("hi alice")
+        assert direct.queued == [alice.id] and not direct.pending
+        assert (await within(direct.settled())) is direct
+    finally:
+        await defer.gatherResults([alice.close(), bob.close(), carol.close()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_no_handler_took_is_counted_and_told(log_events: list[LogEvent]) -> None:
+    """
+    Messages of a sub-flag of the application's that no handler took are
+    counted (dropped, reason unhandled) and the first of each sub-flag is
+    logged at info, where they vanished with a debug line.
+    """
+    alice, bob = MeshSocket("127.0.0.1", 0), MeshSocket("127.0.0.1", 0)
+    try:
+        await within(bob.connect("127.0.0.1", alice.out_addr[1]))
+        for i in range(3):
+            bob.send("custom", i, type=0x40)
+        bob.send("last")
+        assert (await within(alice.next_message())).packets == (0, "last")
+        assert alice.stats.dropped["unhandled"] == 3
+        lines = [e for e in log_events if "no handler took it" in formatEvent(e) and e["log_level"] == LogLevel.info]
+        assert len(lines) == 1 and "64" in formatEvent(lines[0])
+    finally:
+        await defer.gatherResults([alice.close(), bob.close()])

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 from typing import Protocol as Interface
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,6 +26,7 @@ from twisted_mesh import flags
 from twisted_mesh._frames import FrameError, WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._stats import NodeStats
+from twisted_mesh.errors import MeshClosed
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 
@@ -45,6 +46,10 @@ MAX_HOST_LENGTH = 253
 
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0
+
+#: The most sub-flags that no handler took which the node remembers having
+#: logged (it logs the first message of each, then counts them).
+MAX_LOGGED_SUBFLAGS = 64
 
 #: Seconds after which a second link dialled by the same end replaces the
 #: first (a peer that lost its link dials again; a browser reconnects),
@@ -112,23 +117,61 @@ class Link(Interface):
 
 class SendResult:
     """
-    What a send (L{twisted_mesh.MeshService.send}) did with a message.
+    What a send (L{twisted_mesh.MeshService.send}) or a reply
+    (L{twisted_mesh.Message.reply}) did with a message.
 
-    :ivar queued: the peers it was written to, by node ID.
-    :ivar skipped: the peers it was not written to, with the reason.
+    :ivar queued: the peers it was queued to, by node ID: each gets it
+        unless its connection is lost.
+    :ivar skipped: the peers it was not queued to, with the reason (the
+        connection is closing, the peer's send buffer is full (see
+        L{Limits.max_send_buffer}), a reply's target could not be reached).
+    :ivar pending: the peers it will be queued to once they are reached: a
+        reply to a node this node is not connected to waits while the mesh
+        is asked for the node's address and the node is dialled.  Each
+        moves to C{queued} or C{skipped} then; L{settled} tells when.
     """
 
-    __slots__ = ("queued", "skipped")
+    __slots__ = ("queued", "skipped", "pending", "_waiters")
 
     def __init__(self) -> None:
         self.queued: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.pending: tuple[str, ...] = ()
+        self._waiters: list[Deferred[SendResult]] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.queued)
 
     def __repr__(self) -> str:
-        return f"SendResult(queued={self.queued!r}, skipped={self.skipped!r})"
+        pending = f", pending={list(self.pending)!r}" if self.pending else ""
+        return f"SendResult(queued={self.queued!r}, skipped={self.skipped!r}{pending})"
+
+    def settled(self) -> Deferred[SendResult]:
+        """
+        A Deferred that fires with this result once nothing is C{pending}
+        (at once when nothing is): a reply to a node that was not a peer
+        is then in C{queued}, or in C{skipped} with the reason.
+        """
+        if not self.pending:
+            return succeed(self)
+        d: Deferred[SendResult] = Deferred()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(d)
+        return d
+
+    def _settle(self, peer_id: str, refused: str | None) -> None:
+        """C{peer_id}, pending, was queued to (when C{refused} is None) or skipped."""
+        self.pending = tuple(pending for pending in self.pending if pending != peer_id)
+        if refused is None:
+            self.queued.append(peer_id)
+        else:
+            self.skipped[peer_id] = refused
+        waiters = self._waiters
+        if waiters is not None and not self.pending:
+            self._waiters = None
+            for waiter in waiters:
+                waiter.callback(self)
 
 
 class Events:
@@ -245,12 +288,16 @@ class SeenSet:
 
 
 class _PendingReply:
-    __slots__ = ("target", "packets", "expires")
+    """A reply waiting for its target's address, then for a link to it."""
 
-    def __init__(self, target: str, packets: tuple[Any, ...], expires: float) -> None:
+    __slots__ = ("request_id", "target", "packets", "result", "expiry")
+
+    def __init__(self, request_id: str, target: str, packets: tuple[Any, ...], result: SendResult) -> None:
+        self.request_id = request_id
         self.target = target
         self.packets = packets
-        self.expires = expires
+        self.result = result
+        self.expiry: IDelayedCall | None = None
 
 
 def parse_address(value: object) -> Address | None:
@@ -353,6 +400,37 @@ class MeshNode:
         self._peers_answered: dict[Link, float] = {}
         # When each link in the routing table entered it.
         self._joined: dict[Link, float] = {}
+        # Why the node takes no more messages of its user's, once it closed.
+        self._closed: str | None = None
+        self._logged_subflags: set[object] = set()
+
+    # -- opening and closing ------------------------------------------------
+
+    def open(self) -> None:
+        """Take messages of the user's again (a service that starts)."""
+        self._closed = None
+
+    def close(self, reason: str) -> None:
+        """
+        Take no more messages of the user's: C{send()} and C{reply()} raise
+        L{MeshClosed} with C{reason}, and so do the C{next_message()}
+        Deferreds waiting; replies waiting for their target are given up.
+        """
+        self._closed = reason
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            waiter.errback(MeshClosed(reason))
+        pending = [*self._requests.values(), *(p for waiting in self._replies.values() for p in waiting)]
+        self._requests, self._replies = {}, {}
+        for reply in pending:
+            self._settle_reply(reply, f"the node closed before the reply could go: {reason}")
+
+    def ensure_open(self) -> None:
+        """
+        :raise MeshClosed: when the node is closed.
+        """
+        if self._closed is not None:
+            raise MeshClosed(self._closed)
 
     def limit_hit(self, limit: str, text: str, **fields: Any) -> None:
         """
@@ -405,8 +483,7 @@ class MeshNode:
             link.pause_reading()
         self._send_peers(link)
         for pending in self._replies.pop(peer_id, ()):
-            if pending.expires > self.clock.seconds():
-                self._whisper(link, (flags.whisper, *pending.packets))
+            self._send_reply(link, pending)
         if was_empty:
             self.events.emit("connect", self.event_source)
         return True
@@ -549,14 +626,28 @@ class MeshNode:
                     return
             except Exception:
                 self._log.failure("the handler {handler!r} raised", handler=handler)
-        if message.packets[0] not in (flags.broadcast, flags.whisper):
-            self._log.debug("ignored a message with sub-flag {subflag!r}", subflag=message.packets[0])
+        subflag = message.packets[0]
+        if subflag not in (flags.broadcast, flags.whisper):
+            self._unhandled(subflag)
             return
         if self._waiters:
             self._waiters.popleft().callback(message)
         else:
             self._enqueue(message, len(wire.body_in(wire.sender_is_bin)))
         self.events.emit("message", self.event_source)
+
+    def _unhandled(self, subflag: object) -> None:
+        """A message of sub-flag C{subflag} that no handler took: counted, and logged the first time."""
+        self.stats.dropped["unhandled"] += 1
+        logged = self._logged_subflags
+        if subflag in logged or len(logged) >= MAX_LOGGED_SUBFLAGS:
+            return
+        logged.add(subflag)
+        self._log.info(
+            "a message of sub-flag {subflag!r} came and no handler took it: dropped (register a handler for it); "
+            "more are counted as dropped, reason unhandled",
+            subflag=subflag,
+        )
 
     def _enqueue(self, message: Message, size: int) -> None:
         """Queue C{message}, of C{size} bytes on the wire, dropping the oldest past the limits."""
@@ -661,37 +752,70 @@ class MeshNode:
 
     # -- replies ----------------------------------------------------------
 
-    def reply(self, target: str, packets: tuple[Any, ...]) -> None:
+    def reply(self, target: str, packets: tuple[Any, ...]) -> SendResult:
         """
-        Whisper C{packets} to the node C{target}; ask the mesh for its
-        address first when it is not a peer.
+        Whisper C{packets} to the node C{target}; when it is not a peer, ask
+        the mesh for its address, dial it and send once connected.
 
+        :return: whether it was queued to C{target}, or skipped and why; or,
+            when C{target} is not a peer, C{target} in C{pending} until it
+            is reached or given up (L{SendResult.settled}), within
+            L{MESSAGE_LIFETIME} seconds.
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the reply is larger than a frame may be.
+        :raise MeshClosed: when the node is closed.
         """
+        self.ensure_open()
         # Refused now if it cannot be sent, whenever it would go.
         reply = self._new_message(flags.whisper, (flags.whisper, *packets))
+        result = SendResult()
         link = self.routing_table.get(target)
         if link is not None:
-            link.send(reply)
-            return
-        now = self.clock.seconds()
-        self._forget_expired_replies(now)
+            result._settle(target, link.send(reply))
+            return result
+        if not self.routing_table:
+            self._log.warn("could not reply to {target}: no peer to ask for its address", target=target)
+            result._settle(target, "not connected to it, nor to any node to ask for its address")
+            return result
         request_id = b58encode_int(int.from_bytes(os.urandom(32), "big"))
         if len(self._requests) >= self.limits.max_pending_replies:
-            dropped = next(iter(self._requests))
-            del self._requests[dropped]
+            dropped = self._requests.pop(next(iter(self._requests)))
+            most = self.limits.max_pending_replies
             self.limit_hit("max_pending_replies", "dropped the oldest reply waiting for an address")
-        self._requests[request_id] = _PendingReply(target, packets, now + MESSAGE_LIFETIME)
+            self._settle_reply(dropped, f"given up: more than max_pending_replies ({most}) replies waited")
+        pending = self._requests[request_id] = _PendingReply(request_id, target, packets, result)
+        pending.expiry = self.clock.callLater(MESSAGE_LIFETIME, self._reply_expired, pending)
+        result.pending = (target,)
         self._log.info("not connected to {target}: asking the mesh for its address", target=target)
         self._send_new(flags.broadcast, (flags.request, request_id, target.encode("ascii")))
+        return result
 
-    def _forget_expired_replies(self, now: float) -> None:
-        self._requests = {key: value for key, value in self._requests.items() if value.expires > now}
-        for target, waiting in list(self._replies.items()):
-            waiting[:] = [pending for pending in waiting if pending.expires > now]
+    def _reply_expired(self, pending: _PendingReply) -> None:
+        pending.expiry = None
+        target = pending.target
+        if self._requests.get(pending.request_id) is pending:
+            del self._requests[pending.request_id]
+            reason = f"no node gave the address of {target} within {MESSAGE_LIFETIME} s"
+        else:
+            waiting = self._replies.get(target, [])
+            if pending in waiting:
+                waiting.remove(pending)
             if not waiting:
-                del self._replies[target]
+                self._replies.pop(target, None)
+            reason = f"{target} was not reached within {MESSAGE_LIFETIME} s"
+        self._log.warn("a reply to {target} was given up: {reason}", target=target, reason=reason)
+        self._settle_reply(pending, reason)
+
+    def _settle_reply(self, pending: _PendingReply, refused: str | None) -> None:
+        """A waiting reply went (C{refused} is None) or was given up: say so in its result."""
+        if pending.expiry is not None and pending.expiry.active():
+            pending.expiry.cancel()
+        pending.expiry = None
+        pending.result._settle(pending.target, refused)
+
+    def _send_reply(self, link: Link, pending: _PendingReply) -> None:
+        """Send a reply that waited, now that its target is a peer."""
+        self._settle_reply(pending, self._whisper(link, (flags.whisper, *pending.packets)))
 
     def _on_request(self, link: Link, msg: WireMessage) -> None:
         payload = msg.payload
@@ -726,13 +850,9 @@ class MeshNode:
             return
         del self._requests[request_id]
         assert address is not None
-        now = self.clock.seconds()
-        self._forget_expired_replies(now)
-        if pending.expires <= now:
-            self._log.info("the address of {target} came too late: reply dropped", target=target)
-            return
-        if target in self.routing_table:
-            self.reply(target, pending.packets)
+        peer = self.routing_table.get(target)
+        if peer is not None:
+            self._send_reply(peer, pending)
             return
         # Sent by link_ready once a link to the target is up: the one dialled
         # here, or one on its way already.
@@ -740,25 +860,27 @@ class MeshNode:
         d = self.dial(address, target, link.encryption)
         if d is None:
             if address not in self._dialing and target not in self._dialing.values():
-                self._log.warn("could not dial {address} to reply to {target}", address=address, target=target)
-                self._drop_replies(target)
+                self._drop_replies(target, f"could not dial {address[0]}:{address[1]}")
             return
 
         def connected(peer_id: str) -> None:
             if peer_id != target:
-                self._log.warn("{address} is not {target}: reply dropped", address=address, target=target)
-                self._drop_replies(target)
+                self._drop_replies(target, f"{address[0]}:{address[1]} is another node")
 
         def failed(failure: Failure) -> None:
-            self._log.warn("could not reach {target} to reply: {error}", target=target, error=failure.getErrorMessage())
-            self._drop_replies(target)
+            self._drop_replies(target, f"could not connect to {address[0]}:{address[1]}: {failure.getErrorMessage()}")
 
         d.addCallbacks(connected, failed)
 
-    def _drop_replies(self, target: str) -> None:
+    def _drop_replies(self, target: str, reason: str) -> None:
         """Give up the replies waiting for C{target}, unless a dial may still bring it."""
-        if target not in self.routing_table and target not in self._dialing.values():
-            self._replies.pop(target, None)
+        if target in self.routing_table or target in self._dialing.values():
+            return
+        given_up = self._replies.pop(target, ())
+        if given_up:
+            self._log.warn("could not reach {target} to reply: {reason}", target=target, reason=reason)
+        for pending in given_up:
+            self._settle_reply(pending, reason)
 
     # -- sending ----------------------------------------------------------
 
@@ -772,7 +894,9 @@ class MeshNode:
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the message is larger than a frame may be
             (L{Limits.max_frame_size}).
+        :raise MeshClosed: when the node is closed.
         """
+        self.ensure_open()
         return self._send_new(flag, (type, *packets))
 
     def _new_message(self, flag: int, payload: tuple[Any, ...]) -> WireMessage:
@@ -809,8 +933,9 @@ class MeshNode:
                 result.skipped[peer_id] = refused
         return result
 
-    def _whisper(self, link: Link, payload: tuple[Any, ...]) -> None:
-        link.send(WireMessage.create(flags.whisper, self.id, self.now(), payload, link.ids_as_bin))
+    def _whisper(self, link: Link, payload: tuple[Any, ...]) -> str | None:
+        """Whisper C{payload} to one peer: L{None} when it was queued, else why not."""
+        return link.send(WireMessage.create(flags.whisper, self.id, self.now(), payload, link.ids_as_bin))
 
     def _wire_id(self, link: Link, node_id: str) -> str | bytes:
         return node_id.encode("ascii") if link.ids_as_bin else node_id
@@ -838,9 +963,15 @@ class MeshNode:
         return [self._take() for _ in range(min(quantity, len(self.queue)))]
 
     def next_message(self) -> Deferred[Message]:
-        """A Deferred that fires with the next message (the queue's oldest)."""
+        """
+        A Deferred that fires with the next message (the queue's oldest).
+        It fails with L{MeshClosed} when the node closes first, or is
+        closed with nothing queued.
+        """
         if self.queue:
             return succeed(self._take())
+        if self._closed is not None:
+            return fail(MeshClosed(self._closed))
         d: Deferred[Message] = Deferred(lambda d: self._waiters.remove(d))
         self._waiters.append(d)
         return d

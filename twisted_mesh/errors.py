@@ -23,5 +23,14 @@ class HandshakeFailed(MeshError):
     """The connection closed, or broke a rule, before its handshake ended."""
 
 
+class MeshClosed(MeshError):
+    """
+    The node is not running: it was closed (or its service stopped), or its
+    service has not started.  Raised by C{send()}, C{reply()} and
+    C{connect()}, and the error of a C{next_message()} that was waiting
+    when the node closed.
+    """
+
+
 class SelfConnection(HandshakeFailed):
     """The address dialled is this node's own."""

@@ -32,7 +32,8 @@ class Limits:
     :ivar max_peers_per_message: entries of one peers message that are
         considered; the rest are ignored.
     :ivar max_pending_replies: replies waiting for the address of a node this
-        node is not connected to; the oldest is dropped.
+        node is not connected to; the oldest is given up (its C{SendResult}
+        says so).
     :ivar max_seen: broadcasts remembered to drop repeats; past it the oldest
         are forgotten early.
     :ivar max_queue: received messages waiting for C{recv()}; past it the

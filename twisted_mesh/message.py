@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from twisted_mesh._frames import WireMessage
-    from twisted_mesh._node import MeshNode
+    from twisted_mesh._node import MeshNode, SendResult
 
 
 class Message:
@@ -35,7 +35,7 @@ class Message:
         self.msg_type: int = wire.msg_type
         self._node = node
 
-    def reply(self, *packets: Any) -> None:
+    def reply(self, *packets: Any) -> SendResult:
         """
         Whisper C{packets} back to the sender: they arrive as
         C{(flags.whisper, *packets)}.
@@ -43,10 +43,14 @@ class Message:
         When this node is not connected to the sender, it asks the mesh for
         the sender's address, dials it and sends the reply once connected.
 
+        :return: whether the reply was queued to the sender, or skipped and
+            why; when the sender is not a peer, the sender is in C{pending}
+            until it is reached or given up (C{settled()} tells when).
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the reply is larger than a frame may be.
+        :raise MeshClosed: when the node is closed.
         """
-        self._node.reply(self.sender, packets)
+        return self._node.reply(self.sender, packets)
 
     def __repr__(self) -> str:
         return f"<Message from {self.sender[:10]}... packets={self.packets!r}>"

@@ -15,12 +15,10 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     FirstError,
-    fail,
     gatherResults,
     maybeDeferred,
     succeed,
 )
-from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
@@ -147,6 +145,7 @@ class MeshService(Service):
         self._out_addr_given = out_addr is not None
         self._node.dialer = self._dial_address
         self._node.event_source = self
+        self._node.close("the node has not started: start its service (or make a MeshSocket) first")
         self._ports: list[IListeningPort] = []
         self._redial: IDelayedCall | None = None
         self._redial_attempts = 0
@@ -273,6 +272,7 @@ class MeshService(Service):
         if self.running:
             return
         super().startService()
+        self._node.open()
         if self.listening.called:
             self.listening = Deferred()
         # Each start has a token of its own: ports that open for a start
@@ -469,6 +469,7 @@ class MeshService(Service):
         fired, fails with L{CancelledError}.
         """
         super().stopService()
+        self._node.close("the node is closed")
         if self._start is not None and not self.listening.called:
             self.listening.errback(CancelledError("the service stopped before it was listening"))
         self._start = None
@@ -570,18 +571,17 @@ class MeshService(Service):
         :return: a Deferred that fires with the peer's ID once its handshake
             is accepted.  It fails with L{ProtocolMismatch} when the peer's
             subnet is another; with L{HandshakeFailed} or a connection error
-            when the peer speaks another transport or goes away; with a
-            L{ConnectError} at once when the service is not running.
-            Cancelling it gives the dial up, and closes the connection if
-            it was made.
+            when the peer speaks another transport or goes away.  Cancelling
+            it gives the dial up, and closes the connection if it was made.
         :raise ValueError: when C{address} is an endpoint string that cannot
             be parsed.
+        :raise MeshClosed: when the node is closed (or its service has not
+            started).
         """
         if port is not None:
             address = (str(address), port)
         endpoint, transport = self._client_endpoint(address, encryption or self.protocol.encryption)
-        if not self.running:
-            return fail(ConnectError(string="the node is not running: start it (or make a new MeshSocket) first"))
+        self._node.ensure_open()
         expected = id.decode("ascii") if isinstance(id, bytes) else id
         if expected is not None and expected in self._node.routing_table:
             return succeed(expected)
