@@ -10,8 +10,11 @@ export {
   ProtocolMismatch,
   HandshakeFailed,
   NotConnected,
+  SendBufferFull,
   MESSAGE_LIFETIME,
   HANDSHAKE_TIMEOUT,
+  MAX_SEND_BUFFER,
+  DRAINED_BUFFER,
 } from "./socket.js";
 
 import * as frames from "./frames.js";

@@ -33,6 +33,31 @@ export const HANDSHAKE_TIMEOUT = 30000;
 /** Frames in a row that may fail their checksum before the link is closed. */
 const MAX_BAD_FRAMES = 3;
 
+/**
+ * The default of the `maxSendBuffer` option: bytes that may wait in a
+ * link's WebSocket before it takes no new message of this node, as
+ * twisted_mesh's `Limits.max_send_buffer`.
+ */
+export const MAX_SEND_BUFFER = 32 * 1024 * 1024;
+
+/**
+ * drained() waits until no link has more than this many bytes waiting: what
+ * a twisted_mesh node's TCP transport buffers before it says it is full.
+ */
+export const DRAINED_BUFFER = 64 * 1024;
+
+/**
+ * Milliseconds between two looks at the links while drained() is awaited: a
+ * WebSocket fires no event when its buffer empties.
+ */
+const DRAIN_POLL_INTERVAL = 15;
+
+/** Milliseconds between two log lines about frames a full send buffer refused. */
+const SEND_BUFFER_LOG_INTERVAL = 10000;
+
+/** Why a link that is closing took no message. */
+const CLOSING = "the link is closing";
+
 const OPEN = 1; // WebSocket.OPEN
 
 /** A peer of another network: another subnet, or another transport. */
@@ -64,6 +89,21 @@ export class NotConnected extends Error {
   }
 }
 
+/**
+ * No link took a new message: more than `maxSendBuffer` bytes wait in the
+ * WebSocket of each (the others, if any, are closing).  Nothing was sent;
+ * await sock.drained() and send it again.  `skipped` maps each peer's ID to
+ * why its link did not take it.
+ */
+export class SendBufferFull extends Error {
+  constructor(skipped) {
+    const reasons = Object.entries(skipped).map(([peerId, reason]) => `${peerId.slice(0, 10)}…: ${reason}`);
+    super(`nothing was sent (${reasons.join("; ")}): await sock.drained() before sending more`);
+    this.name = "SendBufferFull";
+    this.skipped = skipped;
+  }
+}
+
 /** A broadcast or whisper this node received. */
 export class Message {
   constructor(wire, id, sock, link) {
@@ -85,7 +125,8 @@ export class Message {
    * Whisper `packets` (an array) back to the sender: they arrive as
    * [flags.whisper, ...packets].  A Promise of the message ID; it fails
    * with NotConnected when the sender is not a peer of this node, or its
-   * link is closing, and with a TypeError or RangeError as send() does
+   * link is closing, with SendBufferFull when more than `maxSendBuffer`
+   * bytes wait for it, and with a TypeError or RangeError as send() does
    * (see MeshSocket._reply).
    */
   reply(packets) {
@@ -361,18 +402,34 @@ class Link {
   // -- writing and closing ---------------------------------------------------
 
   /**
-   * Write a frame of a whisper or broadcast (kept for a resend request);
-   * return whether it was written.
+   * The bytes written to the WebSocket that the network has not taken yet
+   * (0 for a WebSocket class that does not tell).
    */
-  send(frame) {
-    if (!this._write(frame)) return false;
+  get buffered() {
+    return this._ws.bufferedAmount ?? 0;
+  }
+
+  /**
+   * Write a frame of a whisper or broadcast (kept for a resend request),
+   * `relayed` (another node's broadcast) or not: null when it was written,
+   * else why not: the link is closing, or more than `maxSendBuffer` bytes
+   * wait in its WebSocket (see MeshSocket._sendBufferFull).
+   */
+  send(frame, relayed = false) {
+    if (!this._open) return CLOSING;
+    if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._sendBufferFull(this, relayed);
+    this._write(frame);
     this._lastSent = frame;
-    return true;
+    return null;
+  }
+
+  get _open() {
+    return !this._closing && this._ws.readyState === OPEN;
   }
 
   /** Write a frame, unless the link is closing: return whether it was written. */
   _write(frame) {
-    if (this._closing || this._ws.readyState !== OPEN) return false;
+    if (!this._open) return false;
     this.stats.frames_out += 1;
     this.stats.bytes_out += frame.length;
     this._sock.stats.frames_out += 1;
@@ -534,7 +591,9 @@ function defaultLog(level, text) {
  * delay growing from `minDelay` to `maxDelay` ms by `factor`), `id` (this
  * node's ID; a fresh one by default), `WebSocket` (the WebSocket class),
  * `maxFrameSize` (the largest frame body read or sent; 16 MiB, twisted_mesh's
- * default), `log(level, text)` (default: warnings to the console).
+ * default), `maxSendBuffer` (bytes that may wait in a link's WebSocket before
+ * it takes no new message; 32 MiB, twisted_mesh's default), `log(level,
+ * text)` (default: warnings to the console).
  */
 export class MeshSocket {
   constructor(protocol, options = {}) {
@@ -546,6 +605,7 @@ export class MeshSocket {
       maxDelay: 30000,
       factor: 2,
       maxFrameSize: MAX_FRAME_SIZE,
+      maxSendBuffer: MAX_SEND_BUFFER,
       WebSocket: globalThis.WebSocket,
       log: defaultLog,
       ...options,
@@ -558,13 +618,22 @@ export class MeshSocket {
     this.queue = [];
     /** Whether close() was called. */
     this.closed = false;
-    /** Counters: frames and bytes in and out, messages delivered, drops by reason. */
-    this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {} };
+    /**
+     * Counters: frames and bytes in and out, messages delivered and relayed,
+     * drops by reason (`send_buffer`: relayed broadcasts a link over its send
+     * buffer did not take), and this node's own messages a link did not take
+     * (`skipped.send_buffer`, one a link).
+     */
+    this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {}, skipped: {} };
     this._events = new Events((event, error) => this._report(`the ${event} callback`, error));
     this._handlers = [];
     this._seen = new SeenSet();
     this._dialers = new Map();
     this._outgoing = Promise.resolve();
+    // While drained() is awaited: the Promise its callers share.
+    this._drainedPoll = null;
+    // When a full send buffer was last logged, for relayed messages and own ones.
+    this._sendBufferLogged = { relayed: -Infinity, own: -Infinity };
   }
 
   // -- links -------------------------------------------------------------------
@@ -682,7 +751,7 @@ export class MeshSocket {
       for (const peer of this.routing_table.values()) {
         if (peer !== link && peer !== origin) {
           frame = frame || msg.frame();
-          if (peer.send(frame)) this.stats.relayed += 1;
+          if (peer.send(frame, true) === null) this.stats.relayed += 1;
         }
       }
       this._handle(link, msg, id);
@@ -790,13 +859,17 @@ export class MeshSocket {
    * flags.whisper this node's peers only.  A Promise of the message ID
    * (hex), once the message is written to at least one link.  It fails with
    * NotConnected when nothing was written: the node has no peer, its links
-   * are closing, or it is closed.  It fails with a TypeError when a packet
-   * is not something the protocol carries, or nests lists and maps deeper
-   * than twisted_mesh nodes read (31 levels in a packet: MAX_DEPTH), and
-   * with a RangeError when the message is larger than they read: a list or
-   * map of more than 1,000,000 items (MAX_ITEMS), or a body of more than
-   * `maxFrameSize` bytes.  A node closes the link on such a message, and
-   * what is sent after it is lost: the checks are made here instead.
+   * are closing, or it is closed; and with SendBufferFull when each link
+   * that is not closing has more than `maxSendBuffer` bytes waiting (a link
+   * that is over it while others take the message skips it: counted in
+   * `stats.skipped.send_buffer`, and logged).  It fails with a TypeError
+   * when a packet is not something the protocol carries, or nests lists
+   * and maps deeper than twisted_mesh nodes read (31 levels in a packet:
+   * MAX_DEPTH), and with a RangeError when the message is larger than they
+   * read: a list or map of more than 1,000,000 items (MAX_ITEMS), or a body
+   * of more than `maxFrameSize` bytes.  A node closes the link on such a
+   * message, and what is sent after it is lost: the checks are made here
+   * instead.
    */
   send(packets, flag = flags.broadcast, type = flags.broadcast) {
     let checked;
@@ -844,15 +917,84 @@ export class MeshSocket {
   }
 
   /**
-   * Write the frame of a new message to `links`: throw NotConnected when
-   * none took it (each is closing: a link drops what it is given then).
+   * Write the frame of a new message to `links`: throw when none took it,
+   * SendBufferFull when one was over its send buffer, else NotConnected
+   * (each is closing: a link drops what it is given then).
    */
   _writeNew(links, frame) {
+    const skipped = {};
     let written = 0;
-    for (const link of links) if (link.send(frame)) written += 1;
-    if (written === 0) {
-      throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+    for (const link of links) {
+      const refused = link.send(frame);
+      if (refused === null) written += 1;
+      else skipped[link.peer_id] = refused;
     }
+    if (written > 0) return;
+    if (Object.values(skipped).some((reason) => reason !== CLOSING)) throw new SendBufferFull(skipped);
+    throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+  }
+
+  /**
+   * `link` refused a frame: more than `maxSendBuffer` bytes wait in its
+   * WebSocket.  Count it (a relayed broadcast in `stats.dropped`, one of
+   * this node's own in `stats.skipped`), log it at most every
+   * SEND_BUFFER_LOG_INTERVAL ms for each kind, and return why.
+   */
+  _sendBufferFull(link, relayed) {
+    const counts = relayed ? this.stats.dropped : this.stats.skipped;
+    counts.send_buffer = (counts.send_buffer || 0) + 1;
+    const reason =
+      `the send buffer is full: ${link.buffered} bytes wait for the peer, ` +
+      `more than maxSendBuffer (${this.options.maxSendBuffer})`;
+    const kind = relayed ? "relayed" : "own";
+    const now = Date.now();
+    if (now - this._sendBufferLogged[kind] >= SEND_BUFFER_LOG_INTERVAL) {
+      this._sendBufferLogged[kind] = now;
+      const what = relayed ? "dropping the broadcasts relayed to it" : "not sending this node's messages to it";
+      this._log("warn", `peer ${link.peer_id}: ${reason}: ${what} (${counts.send_buffer} so far)`);
+    }
+    return reason;
+  }
+
+  /**
+   * A Promise that resolves once what was sent so far is on its way: every
+   * message sent before the call is written, and no link has more than
+   * DRAINED_BUFFER (64 KiB) waiting in its WebSocket; at once when that is
+   * so already.  A link that closes is not waited for.  A producer awaits
+   * it between batches, and so never meets SendBufferFull while a batch is
+   * smaller than `maxSendBuffer` less 64 KiB:
+   *
+   *     for (let i = 0; i < count; i++) {
+   *       sock.send([i]);
+   *       if (i % 500 === 499) await sock.drained();
+   *     }
+   */
+  drained() {
+    return this._outgoing.then(() => this._linksDrained());
+  }
+
+  _linksDrained() {
+    if (this._isDrained()) return undefined;
+    if (this._drainedPoll === null) {
+      // One timer for every caller: browsers fire no event when a
+      // WebSocket's buffer empties, so the links are looked at until it has.
+      this._drainedPoll = new Promise((resolve) => {
+        const timer = setInterval(() => {
+          if (!this._isDrained()) return;
+          clearInterval(timer);
+          this._drainedPoll = null;
+          resolve();
+        }, DRAIN_POLL_INTERVAL);
+      });
+    }
+    return this._drainedPoll;
+  }
+
+  _isDrained() {
+    for (const link of this.routing_table.values()) {
+      if (link._open && link.buffered > DRAINED_BUFFER) return false;
+    }
+    return true;
   }
 
   _whisper(link, payload) {
@@ -867,7 +1009,9 @@ export class MeshSocket {
    * reaches only its own peers: a browser cannot dial the address a
    * `request` would bring back (a TCP node's), so a reply to a node that is
    * not a peer fails with NotConnected (as one does when the link to the
-   * peer is closing).  The packets are checked as send() checks them.
+   * peer is closing), and with SendBufferFull when more than
+   * `maxSendBuffer` bytes wait for it.  The packets are checked as send()
+   * checks them.
    */
   _reply(target, packets) {
     let checked;

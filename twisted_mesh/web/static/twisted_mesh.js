@@ -25,8 +25,10 @@ var twisted_mesh = (() => {
   // src/index.js
   var index_exports = {};
   __export(index_exports, {
+    DRAINED_BUFFER: () => DRAINED_BUFFER,
     HANDSHAKE_TIMEOUT: () => HANDSHAKE_TIMEOUT,
     HandshakeFailed: () => HandshakeFailed,
+    MAX_SEND_BUFFER: () => MAX_SEND_BUFFER,
     MESSAGE_LIFETIME: () => MESSAGE_LIFETIME,
     MeshSocket: () => MeshSocket,
     Message: () => Message,
@@ -34,6 +36,7 @@ var twisted_mesh = (() => {
     PROTOCOL_VERSION: () => PROTOCOL_VERSION,
     Protocol: () => Protocol,
     ProtocolMismatch: () => ProtocolMismatch,
+    SendBufferFull: () => SendBufferFull,
     b58decodeInt: () => b58decodeInt,
     b58encodeInt: () => b58encodeInt,
     codec: () => codec,
@@ -1646,6 +1649,11 @@ var twisted_mesh = (() => {
   var MESSAGE_LIFETIME = 60;
   var HANDSHAKE_TIMEOUT = 3e4;
   var MAX_BAD_FRAMES = 3;
+  var MAX_SEND_BUFFER = 32 * 1024 * 1024;
+  var DRAINED_BUFFER = 64 * 1024;
+  var DRAIN_POLL_INTERVAL = 15;
+  var SEND_BUFFER_LOG_INTERVAL = 1e4;
+  var CLOSING = "the link is closing";
   var OPEN = 1;
   var ProtocolMismatch = class extends Error {
     constructor(ours, theirs, url) {
@@ -1669,6 +1677,14 @@ var twisted_mesh = (() => {
       this.name = "NotConnected";
     }
   };
+  var SendBufferFull = class extends Error {
+    constructor(skipped) {
+      const reasons = Object.entries(skipped).map(([peerId, reason]) => `${peerId.slice(0, 10)}…: ${reason}`);
+      super(`nothing was sent (${reasons.join("; ")}): await sock.drained() before sending more`);
+      this.name = "SendBufferFull";
+      this.skipped = skipped;
+    }
+  };
   var Message = class {
     constructor(wire, id, sock, link) {
       this.packets = wire.payload;
@@ -1683,7 +1699,8 @@ var twisted_mesh = (() => {
      * Whisper `packets` (an array) back to the sender: they arrive as
      * [flags.whisper, ...packets].  A Promise of the message ID; it fails
      * with NotConnected when the sender is not a peer of this node, or its
-     * link is closing, and with a TypeError or RangeError as send() does
+     * link is closing, with SendBufferFull when more than `maxSendBuffer`
+     * bytes wait for it, and with a TypeError or RangeError as send() does
      * (see MeshSocket._reply).
      */
     reply(packets) {
@@ -1912,17 +1929,31 @@ var twisted_mesh = (() => {
     }
     // -- writing and closing ---------------------------------------------------
     /**
-     * Write a frame of a whisper or broadcast (kept for a resend request);
-     * return whether it was written.
+     * The bytes written to the WebSocket that the network has not taken yet
+     * (0 for a WebSocket class that does not tell).
      */
-    send(frame) {
-      if (!this._write(frame)) return false;
+    get buffered() {
+      return this._ws.bufferedAmount ?? 0;
+    }
+    /**
+     * Write a frame of a whisper or broadcast (kept for a resend request),
+     * `relayed` (another node's broadcast) or not: null when it was written,
+     * else why not: the link is closing, or more than `maxSendBuffer` bytes
+     * wait in its WebSocket (see MeshSocket._sendBufferFull).
+     */
+    send(frame, relayed = false) {
+      if (!this._open) return CLOSING;
+      if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._sendBufferFull(this, relayed);
+      this._write(frame);
       this._lastSent = frame;
-      return true;
+      return null;
+    }
+    get _open() {
+      return !this._closing && this._ws.readyState === OPEN;
     }
     /** Write a frame, unless the link is closing: return whether it was written. */
     _write(frame) {
-      if (this._closing || this._ws.readyState !== OPEN) return false;
+      if (!this._open) return false;
       this.stats.frames_out += 1;
       this.stats.bytes_out += frame.length;
       this._sock.stats.frames_out += 1;
@@ -2061,6 +2092,7 @@ var twisted_mesh = (() => {
         maxDelay: 3e4,
         factor: 2,
         maxFrameSize: MAX_FRAME_SIZE,
+        maxSendBuffer: MAX_SEND_BUFFER,
         WebSocket: globalThis.WebSocket,
         log: defaultLog,
         ...options
@@ -2069,12 +2101,14 @@ var twisted_mesh = (() => {
       this.routing_table = /* @__PURE__ */ new Map();
       this.queue = [];
       this.closed = false;
-      this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {} };
+      this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {}, skipped: {} };
       this._events = new Events((event, error) => this._report(`the ${event} callback`, error));
       this._handlers = [];
       this._seen = new SeenSet();
       this._dialers = /* @__PURE__ */ new Map();
       this._outgoing = Promise.resolve();
+      this._drainedPoll = null;
+      this._sendBufferLogged = { relayed: -Infinity, own: -Infinity };
     }
     // -- links -------------------------------------------------------------------
     /**
@@ -2177,7 +2211,7 @@ var twisted_mesh = (() => {
         for (const peer of this.routing_table.values()) {
           if (peer !== link && peer !== origin) {
             frame = frame || msg.frame();
-            if (peer.send(frame)) this.stats.relayed += 1;
+            if (peer.send(frame, true) === null) this.stats.relayed += 1;
           }
         }
         this._handle(link, msg, id);
@@ -2272,13 +2306,17 @@ var twisted_mesh = (() => {
      * flags.whisper this node's peers only.  A Promise of the message ID
      * (hex), once the message is written to at least one link.  It fails with
      * NotConnected when nothing was written: the node has no peer, its links
-     * are closing, or it is closed.  It fails with a TypeError when a packet
-     * is not something the protocol carries, or nests lists and maps deeper
-     * than twisted_mesh nodes read (31 levels in a packet: MAX_DEPTH), and
-     * with a RangeError when the message is larger than they read: a list or
-     * map of more than 1,000,000 items (MAX_ITEMS), or a body of more than
-     * `maxFrameSize` bytes.  A node closes the link on such a message, and
-     * what is sent after it is lost: the checks are made here instead.
+     * are closing, or it is closed; and with SendBufferFull when each link
+     * that is not closing has more than `maxSendBuffer` bytes waiting (a link
+     * that is over it while others take the message skips it: counted in
+     * `stats.skipped.send_buffer`, and logged).  It fails with a TypeError
+     * when a packet is not something the protocol carries, or nests lists
+     * and maps deeper than twisted_mesh nodes read (31 levels in a packet:
+     * MAX_DEPTH), and with a RangeError when the message is larger than they
+     * read: a list or map of more than 1,000,000 items (MAX_ITEMS), or a body
+     * of more than `maxFrameSize` bytes.  A node closes the link on such a
+     * message, and what is sent after it is lost: the checks are made here
+     * instead.
      */
     send(packets, flag = flags.broadcast, type = flags.broadcast) {
       let checked;
@@ -2322,15 +2360,76 @@ var twisted_mesh = (() => {
       });
     }
     /**
-     * Write the frame of a new message to `links`: throw NotConnected when
-     * none took it (each is closing: a link drops what it is given then).
+     * Write the frame of a new message to `links`: throw when none took it,
+     * SendBufferFull when one was over its send buffer, else NotConnected
+     * (each is closing: a link drops what it is given then).
      */
     _writeNew(links, frame) {
+      const skipped = {};
       let written = 0;
-      for (const link of links) if (link.send(frame)) written += 1;
-      if (written === 0) {
-        throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+      for (const link of links) {
+        const refused = link.send(frame);
+        if (refused === null) written += 1;
+        else skipped[link.peer_id] = refused;
       }
+      if (written > 0) return;
+      if (Object.values(skipped).some((reason) => reason !== CLOSING)) throw new SendBufferFull(skipped);
+      throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+    }
+    /**
+     * `link` refused a frame: more than `maxSendBuffer` bytes wait in its
+     * WebSocket.  Count it (a relayed broadcast in `stats.dropped`, one of
+     * this node's own in `stats.skipped`), log it at most every
+     * SEND_BUFFER_LOG_INTERVAL ms for each kind, and return why.
+     */
+    _sendBufferFull(link, relayed) {
+      const counts = relayed ? this.stats.dropped : this.stats.skipped;
+      counts.send_buffer = (counts.send_buffer || 0) + 1;
+      const reason = `the send buffer is full: ${link.buffered} bytes wait for the peer, more than maxSendBuffer (${this.options.maxSendBuffer})`;
+      const kind = relayed ? "relayed" : "own";
+      const now = Date.now();
+      if (now - this._sendBufferLogged[kind] >= SEND_BUFFER_LOG_INTERVAL) {
+        this._sendBufferLogged[kind] = now;
+        const what = relayed ? "dropping the broadcasts relayed to it" : "not sending this node's messages to it";
+        this._log("warn", `peer ${link.peer_id}: ${reason}: ${what} (${counts.send_buffer} so far)`);
+      }
+      return reason;
+    }
+    /**
+     * A Promise that resolves once what was sent so far is on its way: every
+     * message sent before the call is written, and no link has more than
+     * DRAINED_BUFFER (64 KiB) waiting in its WebSocket; at once when that is
+     * so already.  A link that closes is not waited for.  A producer awaits
+     * it between batches, and so never meets SendBufferFull while a batch is
+     * smaller than `maxSendBuffer` less 64 KiB:
+     *
+     *     for (let i = 0; i < count; i++) {
+     *       sock.send([i]);
+     *       if (i % 500 === 499) await sock.drained();
+     *     }
+     */
+    drained() {
+      return this._outgoing.then(() => this._linksDrained());
+    }
+    _linksDrained() {
+      if (this._isDrained()) return void 0;
+      if (this._drainedPoll === null) {
+        this._drainedPoll = new Promise((resolve) => {
+          const timer = setInterval(() => {
+            if (!this._isDrained()) return;
+            clearInterval(timer);
+            this._drainedPoll = null;
+            resolve();
+          }, DRAIN_POLL_INTERVAL);
+        });
+      }
+      return this._drainedPoll;
+    }
+    _isDrained() {
+      for (const link of this.routing_table.values()) {
+        if (link._open && link.buffered > DRAINED_BUFFER) return false;
+      }
+      return true;
     }
     _whisper(link, payload) {
       this._serially(async () => {
@@ -2343,7 +2442,9 @@ var twisted_mesh = (() => {
      * reaches only its own peers: a browser cannot dial the address a
      * `request` would bring back (a TCP node's), so a reply to a node that is
      * not a peer fails with NotConnected (as one does when the link to the
-     * peer is closing).  The packets are checked as send() checks them.
+     * peer is closing), and with SendBufferFull when more than
+     * `maxSendBuffer` bytes wait for it.  The packets are checked as send()
+     * checks them.
      */
     _reply(target, packets) {
       let checked;
