@@ -1,21 +1,30 @@
 """
 What the benchmarks share: payloads, a windowed flow of messages, timing,
-percentiles, memory, and the JSON lines a benchmark process reports with.
+percentiles, memory, the JSON lines a benchmark process reports with, and
+the child processes that report them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import resource
+import signal
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+
+#: The repository root: benchmark processes run from it, and import its code.
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The largest payload the benchmarks send; frames of it must pass the limits.
 MAX_PAYLOAD = 1024 * 1024
@@ -165,3 +174,78 @@ def report(obj: dict[str, Any]) -> None:
     """Write one JSON line for the process that runs this benchmark."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def short_by(value: float, target: float, higher_is_better: bool = True) -> str:
+    """C{"met"}, or by how much C{value} misses C{target}."""
+    if higher_is_better:
+        return "met" if value >= target else f"MISS by {1 - value / target:.0%}"
+    return "met" if value < target else f"MISS by {value / target - 1:.0%}"
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table in Markdown, its columns padded to line up."""
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    lines = ["| " + " | ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    lines += [
+        "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |" for row in rows
+    ]
+    return "\n".join(lines)
+
+
+# -- child processes -------------------------------------------------------------------
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a benchmark process: this one's, importing the repository's code, unbuffered."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env.update(extra or {})
+    return env
+
+
+def spawn(command: list[str], env: dict[str, str] | None, *, stdin: int, stderr: int) -> subprocess.Popen[str]:
+    """Start C{command} from the repository root, its output read as text lines."""
+    return subprocess.Popen(
+        command, cwd=ROOT, env=child_env(env), stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+
+
+class Child:
+    """A benchmark process, its JSON lines read as they come."""
+
+    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        self.process = spawn(command, env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def expect(self, key: str, timeout: float) -> Any:
+        """The value of C{key} in the next JSON line that has it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no {key!r} within {timeout:g} s") from None
+            if line is None:
+                raise RuntimeError(f"exited ({self.process.wait()}) before {key!r}")
+            if line.startswith("{"):
+                event = json.loads(line)
+                if key in event:
+                    return event[key]
+
+    def stop(self) -> None:
+        """End the process: C{SIGTERM}, then C{SIGKILL} if it still runs 3 s later."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(3)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

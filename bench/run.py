@@ -20,21 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._common import rss_bytes
+from bench._common import ROOT, Child, child_env, markdown_table, rss_bytes, short_by, spawn
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 SIZES = (100, 1024, 65536)
@@ -79,19 +75,6 @@ TARGET_MESH_P99_MS = 50.0
 TARGET_IDLE_NODE = 2 * 1024 * 1024
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    env.update(extra or {})
-    return env
-
-
-def _spawn(command: list[str], env: dict[str, str] | None, *, stdin: int, stderr: int) -> subprocess.Popen[str]:
-    """Start C{command} from the repository root, its output read as text lines."""
-    return subprocess.Popen(
-        command, cwd=ROOT, env=_env(env), stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True
-    )
-
-
 def _js2p_modules() -> str | None:
     """Where js2p is installed (installing it if need be), or None."""
     if shutil.which("node") is None or shutil.which("npm") is None:
@@ -115,7 +98,7 @@ def run_json(command: list[str], timeout: float, env: dict[str, str] | None = No
     """Run a benchmark process; return the last JSON line it printed (or the error)."""
     try:
         done = subprocess.run(
-            command, cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout, check=False
+            command, cwd=ROOT, env=child_env(env), capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g} s"}
@@ -124,45 +107,6 @@ def run_json(command: list[str], timeout: float, env: dict[str, str] | None = No
             result: dict[str, Any] = json.loads(line)
             return result
     return {"error": f"exit {done.returncode}: {done.stderr.strip()[-400:]}"}
-
-
-class Child:
-    """A process of a process-per-node line, read line by line."""
-
-    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = _spawn(command, env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def expect(self, key: str, timeout: float) -> Any:
-        """The value of C{key} in the next JSON line that has it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"no {key!r} within {timeout:g} s") from None
-            if line is None:
-                raise RuntimeError(f"exited ({self.process.wait()}) before {key!r}")
-            if line.startswith("{"):
-                event = json.loads(line)
-                if key in event:
-                    return event[key]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(3)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def _line_command(impl: str, modules: str | None) -> tuple[list[str], dict[str, str] | None]:
@@ -243,7 +187,7 @@ def _line_processes_once(impl: str, size: int, count: int, modules: str | None) 
 
 def process_rss(command: list[str], ready: str, env: dict[str, str] | None = None) -> int | None:
     """The RSS of an idle node process, once it printed C{ready}."""
-    child = _spawn(command, env, stdin=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = spawn(command, env, stdin=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert child.stdout is not None
         deadline = time.monotonic() + 30
@@ -286,22 +230,8 @@ def _rate(result: dict[str, Any] | None) -> str:
     return text + ("" if delivery >= 1 else f" ({delivery:.0%} delivered)")
 
 
-def _short_by(value: float, target: float, higher_is_better: bool = True) -> str:
-    if higher_is_better:
-        return "met" if value >= target else f"MISS by {1 - value / target:.0%}"
-    return "met" if value < target else f"MISS by {value / target - 1:.0%}"
-
-
 def _size(size: int) -> str:
     return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-
-
-def _print_table(rows: list[Row]) -> None:
-    widths = {column: max(len(column), *(len(row.get(column, "")) for row in rows)) for column in COLUMNS}
-    print("| " + " | ".join(column.ljust(widths[column]) for column in COLUMNS) + " |")
-    print("|" + "|".join("-" * (widths[column] + 2) for column in COLUMNS) + "|")
-    for row in rows:
-        print("| " + " | ".join(row.get(column, "").ljust(widths[column]) for column in COLUMNS) + " |")
 
 
 # -- the sections ----------------------------------------------------------------------
@@ -372,7 +302,7 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
         if size == 100 and not processes and "rate" in mesh:
             delivered = mesh.get("delivery", 0) >= 1
             row["target"] = f">= {TARGET_RATE:,}/s, 100 %"
-            row["result"] = _short_by(mesh["rate"], TARGET_RATE) if delivered else "MISS: not all delivered"
+            row["result"] = short_by(mesh["rate"], TARGET_RATE) if delivered else "MISS: not all delivered"
             if vs_js2p is not None:
                 rows.append(
                     {
@@ -380,7 +310,7 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
                         "case": "100 B, vs js2p (same run)",
                         "ratio": f"{vs_js2p:,.0f}x",
                         "target": f">= {TARGET_VS_JS2P:.0f}x",
-                        "result": _short_by(vs_js2p, TARGET_VS_JS2P),
+                        "result": short_by(vs_js2p, TARGET_VS_JS2P),
                     }
                 )
             if vs_raw is not None:
@@ -390,7 +320,7 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
                         "case": "100 B, vs raw relay (same run)",
                         "ratio": f"{vs_raw:.2f}x",
                         "target": f">= {TARGET_VS_RAW:.2f}x",
-                        "result": _short_by(vs_raw, TARGET_VS_RAW),
+                        "result": short_by(vs_raw, TARGET_VS_RAW),
                     }
                 )
 
@@ -422,7 +352,7 @@ def section_mesh(args: argparse.Namespace, results: dict[str, Any], rows: list[R
         }
         if big:
             row["target"] = f"p99 < {TARGET_MESH_P99_MS:.0f} ms"
-            row["result"] = _short_by(result["mesh_p99_ms"], TARGET_MESH_P99_MS, higher_is_better=False)
+            row["result"] = short_by(result["mesh_p99_ms"], TARGET_MESH_P99_MS, higher_is_better=False)
         rows.append(row)
         once = result["delivered_all"] and result["duplicates_delivered"] == 0
         rows.append(
@@ -482,7 +412,7 @@ def section_memory(args: argparse.Namespace, results: dict[str, Any], rows: list
             "case": "RSS per idle node (listening, one process)",
             "twisted_mesh": f"{result['per_idle_node'] / 1024:,.0f} KiB",
             "target": "< 2 MiB",
-            "result": _short_by(result["per_idle_node"], TARGET_IDLE_NODE, False),
+            "result": short_by(result["per_idle_node"], TARGET_IDLE_NODE, False),
         }
     )
     rows.append(
@@ -499,7 +429,7 @@ def section_memory(args: argparse.Namespace, results: dict[str, Any], rows: list
             "twisted_mesh": f"{result['per_meshed_node'] / 1024:,.0f} KiB",
             "ratio": f"{result['kept']} connections",
             "target": "< 2 MiB",
-            "result": _short_by(result["per_meshed_node"], TARGET_IDLE_NODE, False),
+            "result": short_by(result["per_meshed_node"], TARGET_IDLE_NODE, False),
         }
     )
     modules = _js2p_modules()
@@ -614,7 +544,7 @@ def section_inflight(args: argparse.Namespace, results: dict[str, Any], rows: li
         vs_raw = _ratio(case["mesh"], case["raw"])
         if window == QUOTED_LOAD and vs_raw is not None:
             row["target"] = f">= {TARGET_VS_RAW:.2f}x raw"
-            row["result"] = _short_by(vs_raw, TARGET_VS_RAW)
+            row["result"] = short_by(vs_raw, TARGET_VS_RAW)
         rows.append(row)
 
 
@@ -689,7 +619,7 @@ def main(argv: list[str] | None = None) -> None:
         SECTIONS[name](args, results, rows)
     results["seconds"] = time.monotonic() - start
     print()
-    _print_table(rows)
+    print(markdown_table(COLUMNS, [[row.get(column, "") for column in COLUMNS] for row in rows]))
     print(f"\n{os.cpu_count()} CPUs, {results['seconds']:.0f} s; msgs/s are medians of several runs.")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
