@@ -27,6 +27,8 @@ setup(
     extras_require={
         # Snappy compression (offered first when installed).
         "snappy": ["python-snappy>=0.7"],
+        # The plot of the scale benchmark (python -m bench.scale --png ...).
+        "bench": ["matplotlib"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",

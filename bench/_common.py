@@ -18,13 +18,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 #: The repository root: benchmark processes run from it, and import its code.
 ROOT = Path(__file__).resolve().parent.parent
+
+#: The project's target for the RSS an idle node adds to a process it shares with others.
+TARGET_IDLE_NODE = 2 * 1024 * 1024
 
 #: The largest payload the benchmarks send; frames of it must pass the limits.
 MAX_PAYLOAD = 1024 * 1024
@@ -176,6 +179,12 @@ def report(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def raise_fd_limit() -> None:
+    """Raise this process's limit of open files to its hard limit (a node takes one per link)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def short_by(value: float, target: float, higher_is_better: bool = True) -> str:
     """C{"met"}, or by how much C{value} misses C{target}."""
     if higher_is_better:
@@ -196,6 +205,10 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 # -- child processes -------------------------------------------------------------------
 
+#: Seconds a benchmark process whose standard input closed has to end by
+#: itself (closing its nodes and their connections) before it is killed.
+STOP_GRACE = 10.0
+
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a benchmark process: this one's, importing the repository's code, unbuffered."""
@@ -204,7 +217,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spawn(command: list[str], env: dict[str, str] | None, *, stdin: int, stderr: int) -> subprocess.Popen[str]:
+def spawn(
+    command: list[str], env: dict[str, str] | None, *, stdin: int, stderr: int | IO[Any]
+) -> subprocess.Popen[str]:
     """Start C{command} from the repository root, its output read as text lines."""
     return subprocess.Popen(
         command, cwd=ROOT, env=child_env(env), stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True
@@ -212,10 +227,24 @@ def spawn(command: list[str], env: dict[str, str] | None, *, stdin: int, stderr:
 
 
 class Child:
-    """A benchmark process, its JSON lines read as they come."""
+    """
+    A benchmark process, its JSON lines read as they come.
 
-    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
-        self.process = spawn(command, env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    :param commands: give it a pipe on its standard input, for L{tell};
+        closing it (L{stop} does) tells the process to end.
+    :param stderr: where its standard error goes (by default, nowhere).
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        commands: bool = False,
+        stderr: int | IO[Any] = subprocess.DEVNULL,
+    ) -> None:
+        stdin = subprocess.PIPE if commands else subprocess.DEVNULL
+        self.process = spawn(command, env, stdin=stdin, stderr=stderr)
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -224,6 +253,12 @@ class Child:
         for line in self.process.stdout:
             self.lines.put(line)
         self.lines.put(None)
+
+    def tell(self, command: dict[str, Any]) -> None:
+        """Write C{command} to the process's standard input, as one JSON line."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
 
     def expect(self, key: str, timeout: float) -> Any:
         """The value of C{key} in the next JSON line that has it."""
@@ -241,7 +276,19 @@ class Child:
                     return event[key]
 
     def stop(self) -> None:
-        """End the process: C{SIGTERM}, then C{SIGKILL} if it still runs 3 s later."""
+        """
+        End the process: close its standard input (if it has a pipe) and give
+        it L{STOP_GRACE} seconds to exit; then C{SIGTERM}, then C{SIGKILL}.
+        """
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.process.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

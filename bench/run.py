@@ -11,7 +11,9 @@ with few messages in flight), C{process} (a line of three, one process per
 node), C{mesh} (20 and 100 nodes: latency,
 delivery, amplification, connections), C{memory}, C{seen} (the seen-set
 under load), C{compression}, C{producer} (a node's user sending in
-batches, paced by C{drained()} or not, beside a peer that never reads).
+batches, paced by C{drained()} or not, beside a peer that never reads),
+C{scale} (10 to 1,000 nodes in 10 processes, all joining through one
+seed).
 See C{bench/README.md}.
 """
 
@@ -29,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._common import ROOT, Child, child_env, markdown_table, rss_bytes, short_by, spawn
+from bench._common import ROOT, TARGET_IDLE_NODE, Child, child_env, markdown_table, rss_bytes, short_by, spawn
+from bench.scale import measures
 
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
@@ -72,7 +75,6 @@ TARGET_RATE = 40_000
 TARGET_VS_JS2P = 120.0
 TARGET_VS_RAW = 0.5
 TARGET_MESH_P99_MS = 50.0
-TARGET_IDLE_NODE = 2 * 1024 * 1024
 
 
 def _js2p_modules() -> str | None:
@@ -580,6 +582,34 @@ def section_producer(args: argparse.Namespace, results: dict[str, Any], rows: li
         )
 
 
+#: The sizes of the scale section's meshes, and its broadcasts: in full, and with --quick.
+SCALE_NODES = (10, 100, 300, 1000)
+SCALE_NODES_QUICK = (10, 100)
+SCALE_BROADCASTS = 100
+SCALE_BROADCASTS_QUICK = 20
+
+
+def section_scale(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
+    """Meshes of 10 to 1,000 nodes in 10 worker processes, every node joining through one seed."""
+    broadcasts = SCALE_BROADCASTS_QUICK if args.quick else SCALE_BROADCASTS
+    for nodes in SCALE_NODES_QUICK if args.quick else SCALE_NODES:
+        progress(f"scale: {nodes} nodes")
+        command = [PYTHON, "-m", "bench.scale", "--nodes", str(nodes), "--broadcasts", str(broadcasts)]
+        result = run_json(command, timeout=1800)
+        results[f"scale/{nodes}"] = result
+        name = f"scale, {nodes:,} nodes through one seed"
+        for measure in measures(result):
+            rows.append(
+                {
+                    "benchmark": name,
+                    "case": measure.case,
+                    "twisted_mesh": measure.value,
+                    "target": measure.target,
+                    "result": measure.result,
+                }
+            )
+
+
 def flags_snappy() -> int:
     from twisted_mesh import flags
 
@@ -595,6 +625,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Any], list[Row]], No
     "seen": section_seen,
     "compression": section_compression,
     "producer": section_producer,
+    "scale": section_scale,
 }
 
 

@@ -1,7 +1,8 @@
 """
 The benchmark commands still run and measure what they say: a smoke run of
-each line implementation and of C{python -m bench}.  Nothing here is timed:
-the rates themselves are for C{bench/README.md}, not for tests.
+each line implementation, of the scale benchmark and of C{python -m bench}.
+Nothing here is timed: the rates themselves are for C{bench/README.md}, not
+for tests.
 """
 
 from __future__ import annotations
@@ -76,3 +77,61 @@ def test_producer_loses_nothing_beside_a_peer_that_never_reads() -> None:
     assert result["delivered"] == 3000 and result["skipped"] == 0
     assert result["cut_after"] is not None and result["cut_after"] >= 0.9
     assert result["rate"] > 0 and result["rss_growth"] >= 0
+
+
+@pytest.fixture(scope="module")
+def scale_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    """A scale run of 10 nodes in 2 worker processes (and the seed's): its result, its output, its JSON file."""
+    saved = tmp_path_factory.mktemp("scale") / "scale.json"
+    output = run("bench.scale", "--nodes", "10", "--processes", "2", "--broadcasts", "5", "--json", str(saved))
+    return json.loads(output.splitlines()[0]), output, saved
+
+
+def test_scale_meshes_every_node_through_the_seed(scale_run: tuple[dict[str, Any], str, Path]) -> None:
+    """
+    C{python -m bench.scale}: every node dials the seed and gets in, the mesh
+    settles in one piece, and its shape adds up.
+    """
+    result, _, _ = scale_run
+    assert "error" not in result
+    assert result["nodes"] == 10 and result["processes"] == 2
+    assert result["joins"] == {"joined": 9}
+    assert result["converged"] and result["connected"] and result["pieces"] == 1 and result["isolated"] == 0
+    assert 1 <= result["degree_min"] <= result["degree_mean"] <= result["degree_max"] <= 9
+    assert result["seed_degree"] >= 1 and result["one_sided"] == 0
+    assert result["kept"] == round(result["degree_mean"] * 10) // 2
+    assert result["made"] >= result["kept"] and result["accepted"] >= result["kept"]
+
+
+def test_scale_counts_every_delivery(scale_run: tuple[dict[str, Any], str, Path]) -> None:
+    """Each broadcast reaches the 9 other nodes once; frames, bytes and latencies agree with that."""
+    result, _, _ = scale_run
+    assert result["deliveries"] == result["expected_deliveries"] == 5 * 9
+    assert result["reached_every_node"] == result["once_to_every_node"] == 5
+    assert result["repeats"] == 0 and result["unfinished"] == 0
+    assert result["frames"] >= result["deliveries"] and result["bytes"] >= result["frames"] * result["size"]
+    assert result["no_echo_bound"] is not None and result["cpu_seconds"] > 0
+    assert 0 <= result["one_hop_p50_ms"] <= result["one_hop_p99_ms"]
+    assert 0 <= result["mesh_p50_ms"] <= result["mesh_p99_ms"]
+    assert result["rss_total"] > result["rss_seed"] > 0 and result["rss_idle_node"] is not None
+
+
+def test_scale_tables_again_from_its_json(scale_run: tuple[dict[str, Any], str, Path]) -> None:
+    """The tables of a run, a verdict for each target, and the same tables from its saved JSON."""
+    _, output, saved = scale_run
+    tables = output[output.index("| measure") :]
+    targets = tables[tables.index("| target") :].splitlines()[2:]
+    assert len(targets) == 7
+    for row in targets:
+        verdict = row.split("|")[2].strip()
+        assert verdict == "met" or verdict.startswith("MISS"), row
+    assert run("bench.scale", "--from-json", str(saved)).strip() == tables.strip()
+
+
+def test_scale_plots_its_json(scale_run: tuple[dict[str, Any], str, Path], tmp_path: Path) -> None:
+    """C{--png} draws the plot (with the bench extra's matplotlib)."""
+    pytest.importorskip("matplotlib")
+    _, _, saved = scale_run
+    png = tmp_path / "scale.png"
+    run("bench.scale", "--from-json", str(saved), "--png", str(png))
+    assert png.read_bytes().startswith(b"\x89PNG")
