@@ -124,6 +124,37 @@ async def raw_peer(port: int, protocol: MeshProtocolId, **kwargs: Any) -> RawPee
     return peer
 
 
+class GoneLink:
+    """
+    A peer's link for a node's routing table, with no connection behind it:
+    it writes nothing, and only has to enter the table and leave it.
+    """
+
+    closing = False
+
+    def __init__(self, peer_id: str, peer_addr: tuple[str, int], encryption: str = "Plaintext") -> None:
+        self.peer_id = peer_id
+        self.peer_addr = peer_addr
+        self.outgoing = True
+        self.ids_as_bin = True
+        self.encryption = encryption
+
+    def dialler_port(self) -> None:
+        return None
+
+    def send(self, msg: object) -> None:
+        return None
+
+    def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
 def connected_components(tables: dict[str, set[str]]) -> list[set[str]]:
     """
     The groups of nodes that reach each other, from each node's routing

@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import connected_components, wait_for, within
+from support import GoneLink, connected_components, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
@@ -423,29 +423,6 @@ async def test_cut_off_group_rejoins(request: pytest.FixtureRequest) -> None:
         await defer.gatherResults([service.stopService() for service in services if service.running])
 
 
-class _GoneLink:
-    """A peer link, for the node's routing table: it only has to leave it."""
-
-    def __init__(self, peer_id: str, port: int) -> None:
-        self.peer_id = peer_id
-        self.peer_addr = (HOST, port)
-        self.outgoing = True
-        self.ids_as_bin = True
-        self.encryption = "Plaintext"
-
-    def send(self, msg: object) -> None:
-        return None
-
-    def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def test_lost_peers_bring_the_next_check_forward_never_back() -> None:
     """
     On a fake clock: a node that loses a peer checks its links within two
@@ -462,7 +439,7 @@ def test_lost_peers_bring_the_next_check_forward_never_back() -> None:
         return call.getTime()
 
     assert next_check() - clock.seconds() == MAINTENANCE_INTERVAL
-    links = [_GoneLink(new_node_id(MESH), 5000 + i) for i in range(5)]
+    links = [GoneLink(new_node_id(MESH), (HOST, 5000 + i)) for i in range(5)]
     for link in links:
         node.link_ready(link)
     node.link_lost(links[0])

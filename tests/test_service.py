@@ -6,6 +6,8 @@ in the mesh, and its py2p-style dialling.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import RawPeer, RawWebSocket, log_text, wait_for, within
+from support import GoneLink, RawPeer, RawWebSocket, log_text, wait_for, within
 from twisted.application.service import MultiService
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import CancelledError, Deferred
@@ -24,12 +26,17 @@ from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint, I
 from twisted.internet.protocol import Factory, ServerFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, LogLevel, formatEvent
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node
+from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node, flags
+from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
+from twisted_mesh._redial import JITTER, MAX_DELAY
 from twisted_mesh.errors import MeshClosed
+from twisted_mesh.service import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL
 from twisted_mesh.tls import self_signed_certificate
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
@@ -328,7 +335,7 @@ async def test_bootstrap_peer_and_its_past_address_are_dialled_once(
 ) -> None:
     """
     A lost bootstrap peer, whose address is also that of a past peer, is
-    dialled once a round, not twice.
+    dialled once each time it is due, not once more as a past peer.
     """
     peer = services(listen=[LOOPBACK])
     (peer_port,) = await within(peer.listening)
@@ -338,12 +345,16 @@ async def test_bootstrap_peer_and_its_past_address_are_dialled_once(
     await wait_for(lambda: peer.id in node.routing_table, what="the node to dial its peer")
     assert list(node._node.known_addresses) == [(("127.0.0.1", port), "Plaintext")]
     await peer.stopService()
-    # Once when the peer leaves, and again at the end of the round that
-    # dialled it, when every dial of the round has failed.
-    await wait_for(lambda: log_text(log_events).count("no peers: dialling the known peers again") >= 2, 60, "a round")
-    text = log_text(log_events)
-    failed = re.findall(rf"could not connect to .*127\.0\.0\.1.*\b{port}\b", text)
-    assert len(failed) == 1, text
+    failed = re.compile(rf"could not connect to .*127\.0\.0\.1.*\b{port}\b")
+
+    def failures() -> list[float]:
+        return [event["log_time"] for event in log_events if failed.search(formatEvent(event) or "")]
+
+    await wait_for(lambda: len(failures()) >= 3, 60, "three failed dials")
+    # Each dial waits two thirds of a second or more after the last one
+    # failed; a second dial at the same time would have failed at once.
+    times = failures()
+    assert all(later - earlier > 0.5 for earlier, later in itertools.pairwise(times)), times
 
 
 @pytest_twisted.ensureDeferred
@@ -393,6 +404,185 @@ async def test_a_bootstrap_endpoint_that_raises_spoils_no_round(
     await wait_for(lambda: peer.id in node.routing_table, what="the node to dial its second bootstrap peer")
     assert "could not connect to <BrokenEndpoint>: this endpoint is broken" in log_text(log_events)
     assert "Unhandled" not in log_text(log_events)
+
+
+# --- peers that stay away -----------------------------------------------------------------
+
+HOST = "127.0.0.1"
+
+
+class Unanswered:
+    """
+    A node on a fake clock (a MemoryReactorClock) whose every dial is
+    refused, as by a port nothing listens on.  It keeps when each dial was
+    made, and to which port, and when each log line was written, by the
+    fake clock.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.clock = MemoryReactorClock()
+        self.logged: list[tuple[float, LogEvent]] = []
+        globalLogPublisher.addObserver(self._log)
+        self.service = MeshService(MESH, listen=[(HOST, 0)], reactor=self.clock, **kwargs)
+        self.node = self.service._node
+        self.dials: list[tuple[float, int]] = []
+        self.service.startService()
+        self.refuse()
+
+    def _log(self, event: LogEvent) -> None:
+        self.logged.append((self.clock.seconds(), event))
+
+    def close(self) -> None:
+        """Stop the node, and keep no more log lines."""
+        globalLogPublisher.removeObserver(self._log)
+        self.service.stopService()
+
+    def refuse(self) -> None:
+        """Refuse the dials made since the last call."""
+        clients = self.clock.tcpClients
+        while len(self.dials) < len(clients):
+            _, port, factory, *_ = clients[len(self.dials)]
+            self.dials.append((self.clock.seconds(), port))
+            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+
+    def lose(self, port: int) -> None:
+        """A peer that listens on C{port} joins, and leaves at once."""
+        link = GoneLink(new_node_id(MESH), (HOST, port))
+        self.node.link_ready(link)
+        self.node.link_lost(link)
+
+    def run_until(self, when: float) -> None:
+        """Advance the clock to C{when}, call after call, refusing each dial as it is made."""
+        while True:
+            due = min((call.getTime() for call in self.clock.getDelayedCalls()), default=math.inf)
+            self.clock.advance(min(due, when) - self.clock.seconds())
+            self.refuse()
+            if due >= when:
+                return
+
+    def dials_to(self, port: int, after: float = -math.inf) -> list[float]:
+        """When the dials to C{port} made after C{after} were made."""
+        return [time for time, dialled in self.dials if dialled == port and time > after]
+
+    def lines(self, pattern: str, level: LogLevel | None = None, after: float = -math.inf) -> list[float]:
+        """When the log lines that match C{pattern} (at C{level}) were written after C{after}."""
+        return [
+            time
+            for time, event in self.logged
+            if time > after
+            and (level is None or event["log_level"] == level)
+            and re.search(pattern, formatEvent(event) or "")
+        ]
+
+
+@pytest.fixture
+def unanswered() -> Iterator[Callable[..., Unanswered]]:
+    """A factory of L{Unanswered} nodes, closed at teardown."""
+    made: list[Unanswered] = []
+
+    def make(**kwargs: Any) -> Unanswered:
+        made.append(Unanswered(**kwargs))
+        return made[-1]
+
+    yield make
+    for net in made:
+        net.close()
+
+
+def test_a_vanished_peer_in_the_minute_after_it_left(unanswered: Callable[..., Unanswered]) -> None:
+    """
+    A past peer that leaves for good (its port refuses dials) is dialled
+    again within a second, then less and less often: at most 8 times in the
+    minute after it left.  Only the first failure is a warning; the others
+    are logged at debug level.
+    """
+    net = unanswered()
+    net.run_until(100.0)
+    net.lose(5002)
+    net.run_until(160.0)
+    dials = net.dials_to(5002)
+    failed = r"could not connect to \('127\.0\.0\.1', 5002\)"
+    assert net.lines(failed, LogLevel.warn) == dials[:1]
+    assert not net.lines("", LogLevel.warn, after=dials[0])
+    assert len(net.lines(failed)) == len(dials)
+    assert dials[0] <= 101.0 and 5 <= len(dials) <= 8, dials
+
+
+def test_a_vanished_peer_is_dialled_every_few_minutes_at_most(unanswered: Callable[..., Unanswered]) -> None:
+    """
+    The delays between dials to a peer that never answers (here a bootstrap
+    peer) double up to five minutes, and stay between two thirds of that
+    and that.  A line at info level lists the peers the node cannot reach,
+    at most every five minutes; the first failure is the only warning.
+    """
+    net = unanswered(connect=[(HOST, 5001)])
+    net.run_until(3 * 3600.0)
+    dials = net.dials_to(5001)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(dials)]
+    assert all((1 - JITTER) * MAX_DELAY <= gap <= MAX_DELAY for gap in gaps[8:]), gaps
+    assert gaps[:8] == sorted(gaps[:8]) and gaps[0] <= 2.0 and len(gaps) >= 30, gaps
+    summaries = net.lines(r"still cannot reach these peers, .*: \('127\.0\.0\.1', 5001\); ")
+    assert net.lines("still cannot reach", LogLevel.info) == summaries
+    assert SUMMARY_INTERVAL <= summaries[0] <= SUMMARY_INTERVAL + MAINTENANCE_INTERVAL, summaries
+    between = [later - earlier for earlier, later in itertools.pairwise(summaries)]
+    assert all(SUMMARY_INTERVAL <= gap <= SUMMARY_INTERVAL + MAINTENANCE_INTERVAL for gap in between), between
+    assert net.lines("", LogLevel.warn) == [0.0]
+
+
+def test_a_past_peer_named_by_peer_exchange_is_warned_of_once(unanswered: Callable[..., Unanswered]) -> None:
+    """
+    A missing past peer that a peers message names is dialled (it may be
+    back), and that dial's failure is one more of that peer's: logged at
+    debug level, not warned of again.
+    """
+    net = unanswered()
+    net.lose(5002)
+    net.run_until(3.0)  # dialled twice: within a second, then one to two seconds later
+    failed = r"could not connect to \('127\.0\.0\.1', 5002\)"
+    assert len(net.lines(failed, LogLevel.warn)) == 1 and len(net.dials) == 2
+    other = GoneLink(new_node_id(MESH), (HOST, 5003))
+    net.node.link_ready(other)
+    listed = WireMessage.create(flags.whisper, other.peer_id, 5, (flags.peers, [[[HOST, 5002], new_node_id(MESH)]]))
+    net.node.message_received(other, WireMessage.from_body(listed.body_in(True), ()))
+    net.refuse()
+    assert len(net.dials) == 3
+    assert len(net.lines(failed, LogLevel.warn)) == 1
+    assert net.lines(failed + r" \(3 failures in a row\)", LogLevel.debug) == [3.0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_peer_that_comes_back_is_joined_again(
+    services: Callable[..., MeshService], log_events: list[LogEvent]
+) -> None:
+    """
+    On real sockets: a past peer that stops is dialled again (its port
+    refuses) and warned of once; a node that listens on its port again is
+    joined; when that one stops, its first failed dial is warned of again.
+    """
+    peer = services(listen=[LOOPBACK])
+    (peer_port,) = await within(peer.listening)
+    port = peer_port.getHost().port
+    node = services(listen=[LOOPBACK])
+    await within(node.connect(HOST, port))
+    await peer.stopService()
+    failed = re.compile(rf"could not connect to \('127\.0\.0\.1', {port}\)")
+
+    def failures(level: LogLevel | None = None) -> int:
+        return sum(
+            1
+            for event in log_events
+            if (level is None or event["log_level"] == level) and failed.search(formatEvent(event) or "")
+        )
+
+    await wait_for(lambda: failures() >= 2, 60, "two failed dials")
+    assert failures(LogLevel.warn) == 1
+    back = services(listen=[f"tcp:{port}:interface=127.0.0.1"])
+    await within(back.listening)
+    await wait_for(lambda: back.id in node.routing_table, 60, "the node to dial the port again")
+    before = failures()
+    await back.stopService()
+    await wait_for(lambda: failures() >= before + 2, 60, "two failed dials")
+    assert failures(LogLevel.warn) == 2
 
 
 # --- dialling -----------------------------------------------------------------------------

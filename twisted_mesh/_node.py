@@ -339,6 +339,9 @@ class MeshNode:
         its Deferred fires with the peer's ID once the handshake is over.
     :ivar peer_lost: called with the link of each peer that leaves the
         routing table.
+    :ivar dial_failed: called with C{(failure, address, encryption)} when a
+        dial to a peer that peer exchange told of fails; by default, the
+        failure is logged.
     :ivar event_source: the object passed to event callbacks.
     :ivar clock: where the node reads the time and schedules timeouts.
     :ivar limits: what the node accepts and holds.
@@ -371,6 +374,7 @@ class MeshNode:
         self._peers: tuple[tuple[str, Link], ...] = ()
         self.dialer: Dialer | None = None
         self.peer_lost: Callable[[Link], None] | None = None
+        self.dial_failed: Callable[[Failure, Address, str], None] = self._dial_failed
         self.event_source: object = self
         self.events = Events()
         self.seen = SeenSet(
@@ -711,7 +715,7 @@ class MeshNode:
             if peer_id != self.id and peer_id not in self.routing_table:
                 d = self.dial(address, peer_id, link.encryption)
                 if d is not None:
-                    d.addErrback(self._dial_failed, address)
+                    d.addErrback(self.dial_failed, address, link.encryption)
 
     def dial(self, address: Address, peer_id: str | None = None, encryption: str | None = None) -> Deferred[str] | None:
         """
@@ -742,7 +746,7 @@ class MeshNode:
         self.stats.dropped["malformed"] += 1
         self._log.warn("dropped a malformed {what} from {peer}", what=what, peer=link.peer_id)
 
-    def _dial_failed(self, failure: Failure, address: Address) -> None:
+    def _dial_failed(self, failure: Failure, address: Address, encryption: str) -> None:
         self._log.info("could not connect to {address}: {error}", address=address, error=failure.getErrorMessage())
 
     def request_peers(self) -> None:

@@ -5,10 +5,10 @@ diallers named by endpoint strings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar, Union
 
-from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -44,6 +44,7 @@ from twisted_mesh._endpoints import (
 )
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._node import DEFAULT_LIMITS, Handler, Link, MeshNode, SendResult
+from twisted_mesh._redial import MAX_DELAY, MissingPeers
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.errors import SelfConnection
 from twisted_mesh.limits import Limits
@@ -52,9 +53,13 @@ from twisted_mesh.tls import TLSOptions
 
 DEFAULT_PROTOCOL = Protocol("mesh", "Plaintext")
 
-#: The longest wait, in seconds, between two rounds of dialling missing
-#: bootstrap peers and lost past peers.
+#: The longest wait, in seconds, between two checks that the node is in the
+#: mesh: that it dials the missing peers that are due, and has room for.
 MAINTENANCE_INTERVAL = 15.0
+
+#: The least seconds between two log lines that list the peers the node
+#: still cannot reach.
+SUMMARY_INTERVAL = 300.0
 
 # zope interfaces do not support "|" at run time, hence Union.
 #: Where to listen: an endpoint string, an endpoint, a port, or (host, port).
@@ -91,9 +96,10 @@ class MeshService(Service):
 
     :param protocol: the subnet, and the main transport.
     :param listen: where to listen.
-    :param connect: peers to dial once listening, and again (after a growing,
-        jittered delay, up to L{MAINTENANCE_INTERVAL}) whenever the node is
-        not connected to them.
+    :param connect: peers to dial once listening, and again whenever the
+        node is not connected to them: about a second after one leaves, then
+        after a delay that doubles with each failed dial, jittered, up to
+        five minutes.  Past peers the node lost are dialled in the same way.
     :raise ValueError: when an endpoint string of C{listen} or C{connect}
         cannot be parsed.
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
@@ -148,14 +154,19 @@ class MeshService(Service):
         self._node.close("the node has not started: start its service (or make a MeshSocket) first")
         self._ports: list[IListeningPort] = []
         self._redial: IDelayedCall | None = None
-        self._redial_attempts = 0
-        self._redial_delay = backoffPolicy(initialDelay=1.0, maxDelay=MAINTENANCE_INTERVAL, factor=2.0)
+        # The bootstrap peers (by index) and the past peers the node misses,
+        # with when to dial each again.
+        self._missing_bootstrap: MissingPeers[int] = MissingPeers(reactor)
+        self._missing_past: MissingPeers[tuple[Address, str]] = MissingPeers(reactor)
+        # When the peers the node still cannot reach were last listed.
+        self._summarised = -math.inf
         self._bootstrap_ids: dict[int, str] = {}
         self._bootstrap_known: dict[int, tuple[Address, str]] = {}
         self._bootstrap_self: set[int] = set()
         self._listener_addrs: dict[str, Address] = {}
         self._start: object | None = None
         self._node.peer_lost = self._peer_lost
+        self._node.dial_failed = self._exchange_dial_failed
         self.listening: Deferred[list[IListeningPort]] = Deferred()
         """
         Fires with the listening ports once every listener is up, or fails
@@ -279,7 +290,9 @@ class MeshService(Service):
         # that is over (the service stopped, or another listener failed)
         # are closed at once.
         start = self._start = object()
-        self._redial_attempts = 0
+        # Every missing peer is due at once.
+        self._missing_bootstrap.clear()
+        self._missing_past.clear()
         listening = []
         for endpoint, encryption in self._listen:
             opening = maybeDeferred(endpoint.listen, self._accepting_factory(encryption))
@@ -329,47 +342,54 @@ class MeshService(Service):
 
     def _maintain(self) -> None:
         """
-        Keep the node in the mesh: dial the bootstrap peers it is not
+        Keep the node in the mesh: dial each bootstrap peer it is not
         connected to and, to fill its outgoing links (or when it has no peer
-        at all), the addresses of past peers it lost.  While something is
-        missing, try again after a growing, jittered delay; else check again
-        every L{MAINTENANCE_INTERVAL} seconds, or sooner when a peer leaves
-        (see L{_peer_lost}).  So a node, or a group of nodes cut off from
-        the rest, re-joins once it can.
+        at all), the past peers it lost, each when it is due (see
+        L{MissingPeers}: about a second after it left, then after delays that
+        double with each failed dial, up to five minutes).  Check again when
+        the next missing peer is due, or after L{MAINTENANCE_INTERVAL}
+        seconds.  So a node, or a group of nodes cut off from the rest,
+        re-joins once it can.
         """
         self._redial = None
         if not self.running:
             return
         node = self._node
-        dials: list[Deferred[Any]] = []
-        # The (address, transport) pairs of the peers dialled this round,
-        # so that a past peer's address does not dial a bootstrap peer twice.
-        dialled: set[tuple[Address, str]] = set()
         for index, (address, endpoint) in enumerate(self._bootstrap):
             peer_id = self._bootstrap_ids.get(index)
-            if peer_id in node.routing_table or index in self._bootstrap_self:
+            if peer_id in node.routing_table:
+                self._missing_bootstrap.reached(index)
                 continue
-            if index not in self._bootstrap_dialling:
-                bootstrap = self._dial_bootstrap(index, address, endpoint, peer_id)
-                if bootstrap is None:
-                    continue
-                dials.append(bootstrap)
-            # (A pair is skipped below as it is: the node is dialling it.)
-            if index in self._bootstrap_known:
-                dialled.add(self._bootstrap_known[index])
+            # Not one found to be this node, nor one whose dial is under way.
+            given_up_or_dialling = index in self._bootstrap_self or index in self._bootstrap_dialling
+            if not given_up_or_dialling and self._missing_bootstrap.due(index):
+                self._dial_bootstrap(index, address, endpoint, peer_id)
+        self._dial_past_peers()
+        self._summarise()
+        self._schedule_maintenance()
+
+    def _dial_past_peers(self) -> None:
+        """
+        Dial the past peers that are due, the latest first, as many as the
+        node has room for (all of them when it has no peer).  A bootstrap
+        peer's address is left to its own dials.
+        """
+        node, missing = self._node, self._missing_past
+        bootstrap = set(self._bootstrap_known.values())
         connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
-        room = node.max_outgoing - node.outgoing_count() if node.routing_table else len(node.known_addresses)
-        lost = [known for known in node.known_addresses if known not in connected and known not in dialled]
-        for address, encryption in lost[-room:] if room > 0 else []:
+        lost = [known for known in node.known_addresses if known not in connected and known not in bootstrap]
+        missing.retain(set(lost))
+        due = [known for known in lost if missing.due(known)]
+        room = node.max_outgoing - node.outgoing_count() if node.routing_table else len(due)
+        for known in due[-room:] if room > 0 else []:
             # The node skips its own addresses and those it is dialling already.
-            past = node.dial(address, None, encryption)
-            if past is not None:
-                dials.append(past.addErrback(self._log_dial_failure, address))
-        if not dials:
-            self._redial_attempts = 0
-            self._schedule_maintenance(MAINTENANCE_INTERVAL)
-            return
-        DeferredList(dials).addCallback(lambda _: self._schedule_maintenance())
+            dial = node.dial(known[0], None, known[1])
+            if dial is not None:
+                dial.addCallbacks(
+                    lambda _, known=known: missing.reached(known),
+                    self._dial_failed,
+                    errbackArgs=(known[0], missing, known),
+                )
 
     def _dial_bootstrap(
         self,
@@ -377,7 +397,7 @@ class MeshService(Service):
         address: DialAddress,
         endpoint: tuple[IStreamClientEndpoint, str] | None,
         peer_id: str | None,
-    ) -> Deferred[str | None] | None:
+    ) -> None:
         """
         Dial the bootstrap peer C{address} (through C{endpoint}, unless it is
         a pair) unless it is this node's own address, or it (or the peer
@@ -389,7 +409,7 @@ class MeshService(Service):
             # The node skips its own addresses and those it is dialling already.
             dial = node.dial(address, peer_id, node.protocol.encryption)
             if dial is None:
-                return None
+                return
         else:
             self._bootstrap_dialling.add(index)
 
@@ -399,52 +419,122 @@ class MeshService(Service):
 
             # (An endpoint may raise at once: the round goes on.)
             dial = maybeDeferred(self._dial, *endpoint).addBoth(ended)
-        dial.addCallback(self._met_bootstrap_peer, index)
-        return dial.addErrback(self._bootstrap_dial_failed, index, address)
+        dial.addCallbacks(
+            self._met_bootstrap_peer, self._bootstrap_dial_failed, callbackArgs=(index,), errbackArgs=(index, address)
+        )
 
-    def _met_bootstrap_peer(self, peer_id: str, index: int) -> str:
+    def _met_bootstrap_peer(self, peer_id: str, index: int) -> None:
+        self._missing_bootstrap.reached(index)
         self._bootstrap_ids[index] = peer_id
         link = self._node.routing_table.get(peer_id)
         if link is not None and link.peer_addr is not None:
             self._bootstrap_known[index] = (link.peer_addr, link.encryption)
-        return peer_id
 
     def _bootstrap_dial_failed(self, failure: Failure, index: int, address: DialAddress) -> None:
         if failure.check(SelfConnection):
             self._bootstrap_self.add(index)
+            self._missing_bootstrap.reached(index)
             self._log.warn("the bootstrap peer {peer} is this node: not dialling it again", peer=address)
             return
-        self._log_dial_failure(failure, address)
+        self._dial_failed(failure, address, self._missing_bootstrap, index)
 
-    def _schedule_maintenance(self, delay: float | None = None) -> None:
+    def _exchange_dial_failed(self, failure: Failure, address: Address, encryption: str) -> None:
         """
-        Run L{_maintain} after C{delay} seconds (by default, the next of the
-        growing delays), unless it is due sooner already.
+        A dial to a peer that peer exchange told of failed: one to a past
+        peer the node misses counts as one of that peer's failed dials
+        (see L{_dial_failed}); another is logged at debug level.
+        """
+        self._dial_failed(failure, address, self._missing_past, (address, encryption))
+
+    def _dial_failed(self, failure: Failure, name: object, missing: MissingPeers[Any], peer: Hashable) -> None:
+        """
+        A dial the node made on its own failed, to C{peer} of C{missing}
+        (C{name} in the log): warn of the first failure since
+        the peer was last connected; later ones are logged at debug level,
+        and listed now and then by L{_summarise}.  Dial again when it is due.
+        """
+        if not self.running:
+            return  # (the dial was given up at the stop)
+        retry = missing.failed(peer)
+        error = failure.getErrorMessage()
+        if retry is None:
+            self._log.debug("could not connect to {peer}: {error}", peer=name, error=error)
+            return
+        if retry.failures == 1:
+            self._log.warn(
+                "could not connect to {peer}: {error}; trying again in {delay:.1f} s, then less and less often "
+                "(at least once every {most:.0f} s), logging further failures at debug level",
+                peer=name,
+                error=error,
+                delay=retry.delay,
+                most=MAX_DELAY,
+            )
+        else:
+            self._log.debug(
+                "could not connect to {peer} ({failures} failures in a row): {error}; trying again in {delay:.1f} s",
+                peer=name,
+                failures=retry.failures,
+                error=error,
+                delay=retry.delay,
+            )
+        self._schedule_maintenance()
+
+    def _summarise(self) -> None:
+        """
+        List the peers the node has been unable to reach for
+        L{SUMMARY_INTERVAL} seconds or more, at most once every
+        L{SUMMARY_INTERVAL} seconds.
+        """
+        now = self._reactor.seconds()
+        if now - self._summarised < SUMMARY_INTERVAL:
+            return
+        peers = [self._bootstrap[index][0] for index in self._missing_bootstrap.unreachable(SUMMARY_INTERVAL)]
+        peers.extend(address for address, _ in self._missing_past.unreachable(SUMMARY_INTERVAL))
+        if peers:
+            self._summarised = now
+            self._log.info(
+                "still cannot reach these peers, missing for {minutes:.0f} minutes or more: {peers}; "
+                "dialling each at least once every {most:.0f} s",
+                count=len(peers),
+                minutes=SUMMARY_INTERVAL / 60,
+                peers=", ".join(map(str, peers)),
+                most=MAX_DELAY,
+            )
+
+    def _schedule_maintenance(self) -> None:
+        """
+        Run L{_maintain} when the next missing peer is due, or after
+        L{MAINTENANCE_INTERVAL} seconds, unless it is to run sooner already.
         """
         if not self.running:
             return
-        growing = delay is None
-        if delay is None:
-            delay = self._redial_delay(self._redial_attempts)
-            self._redial_attempts += 1
         now = self._reactor.seconds()
-        if self._redial is not None and self._redial.getTime() <= now + delay:
-            delay = self._redial.getTime() - now
-        else:
-            if self._redial is not None:
-                self._redial.cancel()
-            self._redial = self._reactor.callLater(delay, self._maintain)
-        if growing and not self._node.routing_table:
-            self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
+        when = min(now + MAINTENANCE_INTERVAL, self._missing_bootstrap.next_due(), self._missing_past.next_due())
+        if self._redial is not None:
+            if self._redial.getTime() <= when:
+                return
+            self._redial.cancel()
+        self._redial = self._reactor.callLater(when - now, self._maintain)
 
-    def _peer_lost(self, link: object) -> None:
+    def _peer_lost(self, link: Link) -> None:
         """
-        A peer left: look for others after the shortest delay, not after
-        the long one that failed dials may have grown to.  (While peers
-        keep leaving, the earliest check already due stands.)
+        A peer left: dial it again in about a second (its delays start
+        over), when it is a bootstrap peer or a past peer the node can dial.
+        (While peers keep leaving, the earliest check already due stands.)
         """
-        self._redial_attempts = 0
+        if not self.running:
+            return
+        for index, peer_id in self._bootstrap_ids.items():
+            if peer_id == link.peer_id:
+                self._missing_bootstrap.lost(index)
+        if link.peer_addr is not None:
+            known = (link.peer_addr, link.encryption)
+            if known not in self._bootstrap_known.values():
+                self._missing_past.lost(known)
         self._schedule_maintenance()
+        if not self._node.routing_table and self._redial is not None:
+            delay = self._redial.getTime() - self._reactor.seconds()
+            self._log.info("no peers: dialling the known peers again in {delay:.1f} s", delay=delay)
 
     def _listen_failed(self, failure: Failure, start: object) -> None:
         if start is not self._start:
@@ -457,9 +547,6 @@ class MeshService(Service):
         error = failure.value.subFailure if isinstance(failure.value, FirstError) else failure
         self._log.error("could not listen: {error}", error=error.getErrorMessage())
         self.listening.errback(error)
-
-    def _log_dial_failure(self, failure: Failure, address: DialAddress) -> None:
-        self._log.warn("could not connect to {peer}: {error}", peer=address, error=failure.getErrorMessage())
 
     def stopService(self) -> Deferred[None]:
         """

@@ -1,0 +1,141 @@
+"""
+When a node dials its missing peers again (L{twisted_mesh._redial}), on a
+fake clock: the delays, their jitter and their cap, and the bookkeeping of
+each missing peer.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+from twisted.internet.task import Clock
+
+from twisted_mesh._redial import FACTOR, FIRST_DELAY, JITTER, MAX_DELAY, MissingPeers, Retry, redial_delay
+
+#: A draw as close to 1 as random.random() comes: the shortest delay.
+NEARLY_ONE = 1 - 2**-53
+
+
+def shortest(failures: int) -> float:
+    """The shortest delay after C{failures} failed dials."""
+    return redial_delay(failures, lambda: NEARLY_ONE)
+
+
+def longest(failures: int) -> float:
+    """The longest delay after C{failures} failed dials."""
+    return redial_delay(failures, lambda: 0.0)
+
+
+def test_delays_double_up_to_the_cap() -> None:
+    """Without jitter, the delays are 1, 2, 4... seconds, and never more than L{MAX_DELAY}."""
+    assert [longest(failures) for failures in range(5)] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert longest(8) == FIRST_DELAY * FACTOR**8 == 256.0
+    assert longest(9) == longest(10) == longest(10**9) == MAX_DELAY
+
+
+@pytest.mark.parametrize("failures", [0, 1, 2, 5, 8, 9, 100])
+def test_jitter_takes_up_to_a_third(failures: int) -> None:
+    """A delay is drawn between two thirds of the longest one and the longest one."""
+    most = longest(failures)
+    rng = random.Random(failures)
+    delays = [redial_delay(failures, rng.random) for _ in range(2000)]
+    assert all((1 - JITTER) * most <= delay <= most for delay in delays)
+    # The draws spread over the whole range.
+    assert min(delays) < (1 - 0.9 * JITTER) * most and max(delays) > (1 - 0.1 * JITTER) * most
+    assert shortest(failures) == pytest.approx((1 - JITTER) * most)
+
+
+def test_delays_grow_whatever_the_draws() -> None:
+    """Below the cap, the shortest delay after a failure is longer than the longest before it."""
+    failures = 0
+    while longest(failures + 1) < MAX_DELAY:
+        assert shortest(failures + 1) > longest(failures)
+        failures += 1
+    assert failures >= 6
+
+
+@pytest.mark.parametrize("draw", [lambda: NEARLY_ONE, lambda: 0.0], ids=["shortest", "longest"])
+def test_a_minute_after_a_peer_left(draw: Callable[[], float]) -> None:
+    """
+    A peer that stays away is dialled at most 8 times in the minute after it
+    left, whatever the draws; and at least 5 times, the first within a
+    second, so that a partition heals in seconds.
+    """
+    dials, failures, now = [], 0, redial_delay(0, draw)
+    while now <= 60:
+        dials.append(now)
+        failures += 1
+        now += redial_delay(failures, draw)
+    assert dials[0] <= FIRST_DELAY
+    assert 5 <= len(dials) <= 8, dials
+
+
+def test_a_lost_peer_is_due_after_the_first_delay() -> None:
+    """A peer that left is due after the first delay, and not before."""
+    clock = Clock()
+    missing: MissingPeers[str] = MissingPeers(clock, delay=longest)
+    missing.lost("a")
+    assert "a" in missing
+    assert not missing.due("a")
+    assert missing.next_due() == 1.0
+    clock.advance(1.0)
+    assert missing.due("a")
+    assert missing.next_due() == math.inf  # due already: it waits for its dial
+
+
+def test_a_peer_found_missing_is_due_at_once() -> None:
+    """A peer that was never connected is missing from the first time it is asked about, and due at once."""
+    clock = Clock()
+    missing: MissingPeers[str] = MissingPeers(clock)
+    assert "a" not in missing
+    assert missing.due("a")
+    assert "a" in missing
+
+
+def test_failed_dials_push_the_next_one_back() -> None:
+    """Each failed dial makes the peer due after the next, longer, delay; reaching it starts over."""
+    clock = Clock()
+    missing: MissingPeers[str] = MissingPeers(clock, delay=longest)
+    missing.lost("a")
+    clock.advance(1.0)
+    assert missing.failed("a") == Retry(1, 2.0)
+    assert missing.unreachable() == ["a"]
+    assert missing.next_due() == 3.0
+    clock.advance(2.0)
+    assert missing.due("a")
+    assert missing.failed("a") == Retry(2, 4.0)
+    missing.reached("a")
+    assert "a" not in missing and missing.unreachable() == []
+    assert missing.failed("a") is None  # a dial that ends after the peer was reached
+    missing.lost("a")
+    clock.advance(1.0)
+    assert missing.failed("a") == Retry(1, 2.0)
+
+
+def test_unreachable_for_a_while() -> None:
+    """The peers whose last dial failed, missing for some time or more."""
+    clock = Clock()
+    missing: MissingPeers[str] = MissingPeers(clock)
+    missing.lost("a")
+    missing.lost("never dialled")
+    clock.advance(100.0)
+    missing.lost("b")
+    missing.failed("a")
+    missing.failed("b")
+    assert missing.unreachable() == ["a", "b"]
+    assert missing.unreachable(100.0) == ["a"]
+    assert missing.unreachable(101.0) == []
+
+
+def test_retain_and_clear() -> None:
+    """C{retain} keeps the peers named; C{clear} forgets them all."""
+    missing: MissingPeers[str] = MissingPeers(Clock())
+    for peer in "abc":
+        missing.lost(peer)
+    missing.retain({"a", "c", "d"})
+    assert ["a" in missing, "b" in missing, "c" in missing, "d" in missing] == [True, False, True, False]
+    missing.clear()
+    assert "a" not in missing and missing.next_due() == math.inf
