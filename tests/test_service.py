@@ -506,6 +506,7 @@ def test_a_vanished_peer_in_the_minute_after_it_left(unanswered: Callable[..., U
     assert not net.lines("", LogLevel.warn, after=dials[0])
     assert len(net.lines(failed)) == len(dials)
     assert dials[0] <= 101.0 and 5 <= len(dials) <= 8, dials
+    assert net.node.stats.failed_dials == len(dials)
 
 
 def test_a_vanished_peer_is_dialled_every_few_minutes_at_most(unanswered: Callable[..., Unanswered]) -> None:
@@ -514,6 +515,7 @@ def test_a_vanished_peer_is_dialled_every_few_minutes_at_most(unanswered: Callab
     peer) double up to five minutes, and stay between two thirds of that
     and that.  A line at info level lists the peers the node cannot reach,
     at most every five minutes; the first failure is the only warning.
+    Status and metrics count the failed dials, and the peer unreachable.
     """
     net = unanswered(connect=[(HOST, 5001)])
     net.run_until(3 * 3600.0)
@@ -527,6 +529,11 @@ def test_a_vanished_peer_is_dialled_every_few_minutes_at_most(unanswered: Callab
     between = [later - earlier for earlier, later in itertools.pairwise(summaries)]
     assert all(SUMMARY_INTERVAL <= gap <= SUMMARY_INTERVAL + MAINTENANCE_INTERVAL for gap in between), between
     assert net.lines("", LogLevel.warn) == [0.0]
+    status = net.service.status()
+    assert status["failed_dials"] == len(dials) and status["unreachable"] == 1
+    samples = dict(line.rsplit(" ", 1) for line in metrics_text(net.service).splitlines() if line[0] != "#")
+    assert samples["mesh_failed_dials_total"] == str(len(dials))
+    assert samples["mesh_unreachable_peers"] == "1"
 
 
 def test_a_past_peer_named_by_peer_exchange_is_warned_of_once(unanswered: Callable[..., Unanswered]) -> None:
@@ -548,6 +555,7 @@ def test_a_past_peer_named_by_peer_exchange_is_warned_of_once(unanswered: Callab
     assert len(net.dials) == 3
     assert len(net.lines(failed, LogLevel.warn)) == 1
     assert net.lines(failed + r" \(3 failures in a row\)", LogLevel.debug) == [3.0]
+    assert net.node.stats.failed_dials == 3
 
 
 @pytest_twisted.ensureDeferred

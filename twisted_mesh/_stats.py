@@ -30,9 +30,12 @@ class NodeStats(LinkStats):
     :ivar connections: connections made, by direction (C{in}, C{out}).
     :ivar handshake_failures: handshakes that failed, by reason.
     :ivar limit_hits: times each limit bit, by limit.
+    :ivar failed_dials: dials the node made on its own (to its bootstrap
+        peers, its past peers, and the peers peer exchange told of) that
+        failed.
     """
 
-    __slots__ = ("relayed", "delivered", "dropped", "connections", "handshake_failures", "limit_hits")
+    __slots__ = ("relayed", "delivered", "dropped", "connections", "handshake_failures", "limit_hits", "failed_dials")
 
     def __init__(self) -> None:
         super().__init__()
@@ -42,3 +45,4 @@ class NodeStats(LinkStats):
         self.connections: Counter[str] = Counter()
         self.handshake_failures: Counter[str] = Counter()
         self.limit_hits: Counter[str] = Counter()
+        self.failed_dials = 0

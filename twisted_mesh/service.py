@@ -270,6 +270,8 @@ class MeshService(Service):
             "connections_made": dict(stats.connections),
             "handshake_failures": dict(stats.handshake_failures),
             "limit_hits": dict(stats.limit_hits),
+            "failed_dials": stats.failed_dials,
+            "unreachable": len(self._missing_bootstrap.unreachable()) + len(self._missing_past.unreachable()),
         }
 
     # -- starting and stopping -----------------------------------------------
@@ -449,12 +451,13 @@ class MeshService(Service):
     def _dial_failed(self, failure: Failure, name: object, missing: MissingPeers[Any], peer: Hashable) -> None:
         """
         A dial the node made on its own failed, to C{peer} of C{missing}
-        (C{name} in the log): warn of the first failure since
+        (C{name} in the log): count it, and warn of the first failure since
         the peer was last connected; later ones are logged at debug level,
         and listed now and then by L{_summarise}.  Dial again when it is due.
         """
         if not self.running:
             return  # (the dial was given up at the stop)
+        self._node.stats.failed_dials += 1
         retry = missing.failed(peer)
         error = failure.getErrorMessage()
         if retry is None:

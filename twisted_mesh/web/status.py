@@ -88,10 +88,22 @@ def metrics_text(service: MeshService) -> str:
             "Times a limit bit, by limit.",
             labelled("limit", stats.limit_hits),
         ),
+        (
+            "mesh_failed_dials_total",
+            "counter",
+            "Dials the node made on its own that failed.",
+            [({}, stats.failed_dials)],
+        ),
         ("mesh_peers", "gauge", "Peers in the routing table.", [({}, len(status["peers"]))]),
         ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
         ("mesh_seen_messages", "gauge", "Broadcasts remembered to drop repeats.", [({}, status["seen"])]),
         ("mesh_queued_messages", "gauge", "Messages waiting for recv().", [({}, status["queued"])]),
+        (
+            "mesh_unreachable_peers",
+            "gauge",
+            "Missing peers whose last dial failed, dialled again with backoff.",
+            [({}, status["unreachable"])],
+        ),
         ("mesh_uptime_seconds", "gauge", "Seconds since the node was made.", [({}, status["uptime"])]),
     ]
     lines = []
