@@ -115,6 +115,30 @@ def test_failed_dials_push_the_next_one_back() -> None:
     assert missing.failed("a") == Retry(1, 2.0)
 
 
+def test_only_past_peers_are_forgotten() -> None:
+    """With C{forget_after}, a peer missing that long is forgotten; without it, never."""
+    clock = Clock()
+    past: MissingPeers[str] = MissingPeers(clock, forget_after=3600.0, delay=lambda failures: MAX_DELAY)
+    bootstrap: MissingPeers[str] = MissingPeers(clock, delay=lambda failures: MAX_DELAY)
+    past.lost("a")
+    bootstrap.lost("b")
+    clock.advance(3000.0)
+    past.lost("c")
+    assert past.next_due() == 3300.0
+    clock.advance(300.0)
+    past.failed("a")
+    past.failed("c")
+    assert past.next_due() == 3600.0  # "a" is forgotten then
+    clock.advance(299.0)
+    assert past.forget_expired() == []
+    clock.advance(1.0)
+    assert past.forget_expired() == ["a"]
+    assert "a" not in past and "c" in past
+    clock.advance(10 * 3600.0)
+    assert bootstrap.forget_expired() == []
+    assert "b" in bootstrap
+
+
 def test_unreachable_for_a_while() -> None:
     """The peers whose last dial failed, missing for some time or more."""
     clock = Clock()

@@ -536,6 +536,29 @@ def test_a_vanished_peer_is_dialled_every_few_minutes_at_most(unanswered: Callab
     assert samples["mesh_unreachable_peers"] == "1"
 
 
+def test_a_past_peer_is_forgotten_a_bootstrap_peer_never(unanswered: Callable[..., Unanswered]) -> None:
+    """
+    A past peer missing for C{Limits.forget_lost_peer_after} (an hour) is
+    forgotten: no longer dialled, its address dropped, the limit counted
+    and logged.  A bootstrap peer is dialled for as long as the node runs.
+    """
+    net = unanswered(connect=[(HOST, 5001)])
+    net.lose(5002)
+    known = ((HOST, 5002), "Plaintext")
+    net.run_until(3599.0)
+    assert known in net.node.known_addresses
+    net.run_until(3600.0)
+    assert known not in net.node.known_addresses
+    assert net.lines(r"forgot the past peer \('127\.0\.0\.1', 5002\): missing for 3600 s", LogLevel.info) == [3600.0]
+    net.run_until(3 * 3600.0)
+    assert net.dials_to(5002, after=3600.0) == []
+    assert len(net.dials_to(5001, after=2 * 3600.0)) >= 3600 / MAX_DELAY
+    assert net.node.stats.limit_hits == {"forget_lost_peer_after": 1}
+    assert net.service.status()["unreachable"] == 1
+    samples = dict(line.rsplit(" ", 1) for line in metrics_text(net.service).splitlines() if line[0] != "#")
+    assert samples['mesh_limit_hits_total{limit="forget_lost_peer_after"}'] == "1"
+
+
 def test_a_past_peer_named_by_peer_exchange_is_warned_of_once(unanswered: Callable[..., Unanswered]) -> None:
     """
     A missing past peer that a peers message names is dialled (it may be
@@ -591,6 +614,31 @@ async def test_a_peer_that_comes_back_is_joined_again(
     await back.stopService()
     await wait_for(lambda: failures() >= before + 2, 60, "two failed dials")
     assert failures(LogLevel.warn) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_vanished_peer_is_forgotten(services: Callable[..., MeshService], log_events: list[LogEvent]) -> None:
+    """
+    On real sockets, with a short C{Limits.forget_lost_peer_after}: a past
+    peer that stops is dialled again (its port refuses) until that time has
+    passed, then forgotten and no longer dialled.
+    """
+    peer = services(listen=[LOOPBACK])
+    (peer_port,) = await within(peer.listening)
+    port = peer_port.getHost().port
+    node = services(listen=[LOOPBACK], limits=Limits(forget_lost_peer_after=8.0))
+    await within(node.connect(HOST, port))
+    known = ((HOST, port), "Plaintext")
+    assert known in node._node.known_addresses
+    await peer.stopService()
+    await wait_for(lambda: known not in node._node.known_addresses, 60, "the peer to be forgotten")
+    assert node.stats.failed_dials >= 2
+    assert node.stats.limit_hits["forget_lost_peer_after"] == 1
+    assert f"forgot the past peer ('127.0.0.1', {port}): missing for 8 s" in log_text(log_events)
+    failed = node.stats.failed_dials
+    await task.deferLater(reactor, 3.0)
+    assert node.stats.failed_dials == failed
+    assert node.status()["unreachable"] == 0
 
 
 # --- dialling -----------------------------------------------------------------------------

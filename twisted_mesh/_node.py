@@ -347,7 +347,8 @@ class MeshNode:
     :ivar limits: what the node accepts and holds.
     :ivar stats: counters of what the node and its links did.
     :ivar known_addresses: the addresses of the latest peers, with their
-        transports, oldest first.
+        transports, oldest first (the service drops those of the peers
+        missing for L{Limits.forget_lost_peer_after} seconds).
     :ivar started: when the node was made, by C{clock}.
     """
 

@@ -80,9 +80,12 @@ class MissingPeers(Generic[_Peer]):
     The peers a node misses, each with when to dial it next.
 
     A peer is missing from when it is L{lost} (or found missing, by L{due})
-    until it is L{reached}.
+    until it is L{reached}, and, when the node forgets peers, until it has
+    been missing for C{forget_after} seconds (see L{forget_expired}).
 
     :param clock: where the time is read.
+    :param forget_after: seconds after which a missing peer is forgotten;
+        L{None}: never.
     :param delay: the delays between dials, by failures so far (see
         L{redial_delay}).
     """
@@ -90,9 +93,11 @@ class MissingPeers(Generic[_Peer]):
     def __init__(
         self,
         clock: IReactorTime,
+        forget_after: float | None = None,
         delay: Callable[[int], float] = redial_delay,
     ) -> None:
         self._clock = clock
+        self._forget_after = forget_after
         self._delay = delay
         self._missing: dict[_Peer, _Missing] = {}
 
@@ -143,14 +148,31 @@ class MissingPeers(Generic[_Peer]):
         """Forget every missing peer."""
         self._missing.clear()
 
+    def forget_expired(self) -> list[_Peer]:
+        """
+        Forget the peers missing for C{forget_after} seconds or more.
+
+        :return: those peers.
+        """
+        if self._forget_after is None:
+            return []
+        now = self._clock.seconds()
+        expired = [peer for peer, missing in self._missing.items() if missing.since + self._forget_after <= now]
+        for peer in expired:
+            del self._missing[peer]
+        return expired
+
     def next_due(self) -> float:
         """
-        The next time, after now, that a missing peer is due; infinity when
-        there is none.  (A peer due already waits for its dial to end, or for
-        room to dial it.)
+        The next time, after now, that a missing peer is due or is to be
+        forgotten; infinity when there is none.  (A peer due already waits
+        for its dial to end, or for room to dial it.)
         """
         now = self._clock.seconds()
-        return min((missing.due for missing in self._missing.values() if missing.due > now), default=math.inf)
+        times = [missing.due for missing in self._missing.values()]
+        if self._forget_after is not None:
+            times.extend(missing.since + self._forget_after for missing in self._missing.values())
+        return min((time for time in times if time > now), default=math.inf)
 
     def unreachable(self, longer_than: float = 0.0) -> list[_Peer]:
         """The peers whose last dial failed, missing for C{longer_than} seconds or more."""

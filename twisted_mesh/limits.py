@@ -7,7 +7,8 @@ metric under the limit's name, except C{max_depth}, C{max_items} and a body
 that inflates
 past C{max_frame_size} (C{mesh_dropped_total}, reasons C{malformed} and
 C{too_large}) and C{handshake_timeout} (C{mesh_handshake_failures_total},
-reason C{timeout}).
+reason C{timeout}).  C{forget_lost_peer_after} is logged, at info level,
+for each peer it forgets.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class Limits:
         transport's buffer does not drain once) while it keeps the node from
         reading, before it is disconnected.  A peer that reads, however
         slowly, is kept.
+    :ivar forget_lost_peer_after: seconds a past peer the node lost (not a
+        bootstrap peer) may stay away: past it, the node no longer dials it,
+        and forgets its address.
     """
 
     max_frame_size: int = 16 * 1024 * 1024
@@ -65,3 +69,4 @@ class Limits:
     max_queue_bytes: int = 256 * 1024 * 1024
     max_send_buffer: int = 32 * 1024 * 1024
     congestion_timeout: float = 30.0
+    forget_lost_peer_after: float = 3600.0

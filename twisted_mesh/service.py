@@ -99,7 +99,8 @@ class MeshService(Service):
     :param connect: peers to dial once listening, and again whenever the
         node is not connected to them: about a second after one leaves, then
         after a delay that doubles with each failed dial, jittered, up to
-        five minutes.  Past peers the node lost are dialled in the same way.
+        five minutes.  Past peers the node lost are dialled in the same way,
+        until L{Limits.forget_lost_peer_after} has passed.
     :raise ValueError: when an endpoint string of C{listen} or C{connect}
         cannot be parsed.
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
@@ -155,9 +156,9 @@ class MeshService(Service):
         self._ports: list[IListeningPort] = []
         self._redial: IDelayedCall | None = None
         # The bootstrap peers (by index) and the past peers the node misses,
-        # with when to dial each again.
+        # with when to dial each again.  Only past peers are forgotten.
         self._missing_bootstrap: MissingPeers[int] = MissingPeers(reactor)
-        self._missing_past: MissingPeers[tuple[Address, str]] = MissingPeers(reactor)
+        self._missing_past: MissingPeers[tuple[Address, str]] = MissingPeers(reactor, limits.forget_lost_peer_after)
         # When the peers the node still cannot reach were last listed.
         self._summarised = -math.inf
         self._bootstrap_ids: dict[int, str] = {}
@@ -348,10 +349,11 @@ class MeshService(Service):
         connected to and, to fill its outgoing links (or when it has no peer
         at all), the past peers it lost, each when it is due (see
         L{MissingPeers}: about a second after it left, then after delays that
-        double with each failed dial, up to five minutes).  Check again when
-        the next missing peer is due, or after L{MAINTENANCE_INTERVAL}
-        seconds.  So a node, or a group of nodes cut off from the rest,
-        re-joins once it can.
+        double with each failed dial, up to five minutes); forget the past
+        peers missing for L{Limits.forget_lost_peer_after} seconds.  Check
+        again when the next missing peer is due, or after
+        L{MAINTENANCE_INTERVAL} seconds.  So a node, or a group of nodes cut
+        off from the rest, re-joins once it can.
         """
         self._redial = None
         if not self.running:
@@ -372,15 +374,25 @@ class MeshService(Service):
 
     def _dial_past_peers(self) -> None:
         """
-        Dial the past peers that are due, the latest first, as many as the
-        node has room for (all of them when it has no peer).  A bootstrap
-        peer's address is left to its own dials.
+        Forget the past peers missing for too long, then dial those that are
+        due, the latest first, as many as the node has room for (all of them
+        when it has no peer).  A bootstrap peer's address is left to its own
+        dials.
         """
         node, missing = self._node, self._missing_past
         bootstrap = set(self._bootstrap_known.values())
         connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
         lost = [known for known in node.known_addresses if known not in connected and known not in bootstrap]
         missing.retain(set(lost))
+        for known in missing.forget_expired():
+            lost.remove(known)
+            del node.known_addresses[known]
+            node.stats.limit_hits["forget_lost_peer_after"] += 1
+            self._log.info(
+                "forgot the past peer {peer}: missing for {seconds:.0f} s",
+                peer=known[0],
+                seconds=self.limits.forget_lost_peer_after,
+            )
         due = [known for known in lost if missing.due(known)]
         room = node.max_outgoing - node.outgoing_count() if node.routing_table else len(due)
         for known in due[-room:] if room > 0 else []:
