@@ -513,6 +513,7 @@ async def test_status_metrics_and_page(launch: Launcher, mesh: Callable[..., Mes
         assert peer["frames_in"] >= 1 and peer["frames_out"] >= 1
         assert peer["bytes_in"] > 0 and peer["bytes_out"] > 0
     assert status["connections"] == 2
+    assert status["pending"] == 0
     assert status["seen"] >= 1  # the broadcast
     assert status["relayed"] >= 1  # ... relayed to the right
     assert status["frames_in"] >= sum(p["frames_in"] for p in peers.values())
@@ -529,6 +530,7 @@ async def test_status_metrics_and_page(launch: Launcher, mesh: Callable[..., Mes
 
     assert sample("mesh_peers") == 2
     assert sample("mesh_connections") == 2
+    assert sample("mesh_pending_connections") == 0
     assert sample("mesh_connections_total", direction="in") == 2
     assert sample("mesh_frames_received_total") >= status["frames_in"] >= 4
     assert sample("mesh_frames_sent_total") >= status["frames_out"] >= 3

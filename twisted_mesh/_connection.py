@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_mesh import _compression, flags
+from twisted_mesh._admission import Slot, source_of
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
 from twisted_mesh._ids import id_text, is_node_id, protocol_id
 from twisted_mesh._node import Address, MeshNode, parse_address
@@ -110,12 +111,16 @@ class MeshProtocol(Protocol):
         accepted, or fails with L{ProtocolMismatch} or L{HandshakeFailed}.
     :ivar closed: fires once the connection is closed.
     :ivar stats: what crossed this link.
+    :ivar slot: the connection's place among the node's, once it is made
+        (see L{twisted_mesh._admission}); a WebSocket link is given, before
+        it is connected, the one its connection took when it was accepted.
     """
 
     _log = Logger()
 
     def __init__(self, factory: MeshFactory) -> None:
         self.factory = factory
+        self.slot: Slot | None = None
         self._node = factory.node
         self.outgoing = factory.outgoing
         self.encryption = factory.encryption
@@ -192,13 +197,18 @@ class MeshProtocol(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self._transport: ITransport = self.transport
-        node, connections = self._node, self.factory.connections
-        if len(connections) >= self._limits.max_connections:
-            self._closing = self._discarding = True
-            node.limit_hit("max_connections", "refused a connection from {peer}", peer=self._transport.getPeer())
-            self._transport.loseConnection()
+        node, admission = self._node, self._node.admission
+        if self.slot is not None:
+            self.slot.close = self.evict
+        elif self.outgoing:
+            self.slot = admission.dial(self.evict)
+        else:
+            self.slot = admission.admit(source_of(self._transport.getPeer()), self.evict)
+        if self.slot is None:
+            # Every slot is a peer's: refused (and logged as a limit).
+            self._drop()
             return
-        connections.add(self)
+        self.factory.connections.add(self)
         node.stats.connections["out" if self.outgoing else "in"] += 1
         _tune_tcp(self._transport)
         # The transport tells this producer when its write buffer is full.
@@ -219,6 +229,8 @@ class MeshProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self.factory.connections.discard(self)
+        if self.slot is not None:
+            self._node.admission.release(self.slot)
         for timer in (self._timeout, self._congestion, self._first_word, self._write_call):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -451,6 +463,22 @@ class MeshProtocol(Protocol):
                 self._timeout.cancel()
             self._timeout = self._node.clock.callLater(CLOSE_TIMEOUT, abort_connection)
 
+    def evict(self, reason: str) -> None:
+        """
+        Drop the connection at once: its handshake has not come, and a newer
+        connection needs its place (the node's L{Admission
+        <twisted_mesh._admission.Admission>} logs that as a limit).
+        """
+        if not self._closing:
+            peer = self._transport.getPeer()
+            self._log.debug("dropping the connection from {peer}: {reason}", peer=peer, reason=reason)
+            self._drop()
+
+    def _drop(self) -> None:
+        """Drop the connection at once, with what it sent and what waits to be written."""
+        self._closing = self._discarding = True
+        getattr(self._transport, "abortConnection", self._transport.loseConnection)()
+
     def pause_reading(self) -> None:
         """Stop reading from the peer until L{resume_reading}."""
         pause = getattr(self._transport, "pauseProducing", None)
@@ -566,6 +594,8 @@ class MeshProtocol(Protocol):
             self._fail_handshake(HandshakeFailed(f"the peer is {peer_id}, not {self.expected_id}"), "unexpected")
             return
         self.peer_id, self.peer_addr, self.peer_codes = peer_id, address, codes
+        if self.slot is not None:
+            self._node.admission.handshaken(self.slot)
         self._send_code = _compression.choose(_compression.SENT, codes)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
+from twisted_mesh._admission import Admission
 from twisted_mesh._frames import FrameError, WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._stats import NodeStats
@@ -346,6 +347,8 @@ class MeshNode:
     :ivar clock: where the node reads the time and schedules timeouts.
     :ivar limits: what the node accepts and holds.
     :ivar stats: counters of what the node and its links did.
+    :ivar admission: the slots of the node's connections, handshaken or
+        not; those without a handshake are bounded on their own.
     :ivar known_addresses: the addresses of the latest peers, with their
         transports, oldest first (the service drops those of the peers
         missing for L{Limits.forget_lost_peer_after} seconds).
@@ -384,6 +387,7 @@ class MeshNode:
         )
         self.known_addresses: dict[tuple[Address, str], None] = {}
         self.stats = NodeStats()
+        self.admission = Admission(limits, self.limit_hit)
         self.started = clock.seconds()
         self.queue: deque[Message] = deque()
         # The size on the wire of each queued message, and their sum.

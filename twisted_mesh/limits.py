@@ -27,7 +27,14 @@ class Limits:
     :ivar max_items: the most items one list or map of a message may hold,
         and the most lists and maps a message may hold in all.
     :ivar max_connections: open connections, accepted and dialled, with or
-        without a handshake; more are closed at once.
+        without a handshake.  When there are as many, a new one takes the
+        place of the oldest accepted connection whose handshake has not
+        come; when all are peers, it is closed at once.
+    :ivar max_pending: accepted connections whose handshake has not come
+        (from all addresses); one more takes the place of the oldest, which
+        is closed.  Connections this node dials are not counted.
+    :ivar max_pending_per_address: the same, from one IP address: one more
+        takes the place of the oldest from that address.
     :ivar handshake_timeout: seconds a new connection has to send its
         handshake.
     :ivar max_peers_per_message: entries of one peers message that are
@@ -61,6 +68,8 @@ class Limits:
     max_depth: int = 32
     max_items: int = 1_000_000
     max_connections: int = 256
+    max_pending: int = 64
+    max_pending_per_address: int = 16
     handshake_timeout: float = 30.0
     max_peers_per_message: int = 64
     max_pending_replies: int = 256

@@ -259,6 +259,7 @@ class MeshService(Service):
             "uptime": self._reactor.seconds() - node.started,
             "peers": peers,
             "connections": len(self._connections),
+            "pending": node.admission.pending,
             "seen": len(node.seen),
             "queued": len(node.queue),
             "frames_in": stats.frames_in,

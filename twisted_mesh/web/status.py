@@ -96,6 +96,12 @@ def metrics_text(service: MeshService) -> str:
         ),
         ("mesh_peers", "gauge", "Peers in the routing table.", [({}, len(status["peers"]))]),
         ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
+        (
+            "mesh_pending_connections",
+            "gauge",
+            "Accepted connections whose handshake has not come.",
+            [({}, status["pending"])],
+        ),
         ("mesh_seen_messages", "gauge", "Broadcasts remembered to drop repeats.", [({}, status["seen"])]),
         ("mesh_queued_messages", "gauge", "Messages waiting for recv().", [({}, status["queued"])]),
         (

@@ -1,0 +1,235 @@
+"""
+Connections without a handshake, on loopback: strangers who connect and
+never handshake cannot take the places of peers.  Floods of raw sockets
+against a live node over TCP, from many addresses and from the good
+peers' own.  (The slots themselves, with no reactor: test_admission.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import pytest_twisted
+from support import wait_for, within
+from twisted.internet import reactor, task
+from twisted.logger import LogEvent, Logger, formatEvent
+
+from twisted_mesh import MeshService, MeshSocket, Protocol
+
+MESH = Protocol("mesh", "Plaintext")
+
+#: Strangers in a flood, as many as the issue saw.
+FLOOD = 1500
+
+#: How many connect at once: fewer than a node's listen backlog (50).
+BATCH = 40
+
+#: The flood's own addresses: all from the good peers' one, or spread
+#: over a hundred loopback addresses (Linux answers all of 127.0.0.0/8).
+ONE_ADDRESS = ["127.0.0.1"]
+MANY_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 102)]
+
+#: The default bounds of pending connections, from one address and in all.
+PER_ADDRESS = 16
+IN_ALL = 64
+
+#: How much the process's resident memory may grow while a flood lasts.
+MAX_RSS_GROWTH = 100 * 1024 * 1024
+
+_log = Logger()
+
+
+# -- floods on loopback ----------------------------------------------------------
+
+
+@pytest.fixture
+def files_for_a_flood() -> Iterator[None]:
+    """Room for a flood's sockets, both ends of each: the soft limit of open files raised, then restored."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * FLOOD + 512
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"a flood needs {needed} open files; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def rss() -> int:
+    """The process's resident memory, in bytes."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def flood(port: int, sources: list[str], first_bytes: list[bytes]) -> list[socket.socket]:
+    """
+    Connect C{FLOOD} sockets to C{port} of 127.0.0.1, from each of
+    C{sources} in turn, C{BATCH} at a time, with a turn of the reactor
+    between batches: the kernel holds each connection for the node to
+    accept.  Then each writes the next of C{first_bytes}, in turn, and
+    never more.  The node may close them as they come: what fails is passed
+    over.
+    """
+    sockets: list[socket.socket] = []
+    for start in range(0, FLOOD, BATCH):
+        for n in range(start, min(start + BATCH, FLOOD)):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sockets.append(sock)
+            sock.bind((sources[n % len(sources)], 0))
+            sock.connect_ex(("127.0.0.1", port))
+        await task.deferLater(reactor, 0.005)
+    for n, sock in enumerate(sockets):
+        try:
+            sock.send(first_bytes[n % len(first_bytes)])
+        except OSError:
+            pass
+    return sockets
+
+
+def still_open(sockets: list[socket.socket]) -> int:
+    """How many of C{sockets} (non-blocking) the node has not closed."""
+    count = 0
+    for sock in sockets:
+        try:
+            count += sock.recv(1) != b""
+        except BlockingIOError:
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def lines(events: list[LogEvent]) -> list[str]:
+    return [formatEvent(event) for event in events]
+
+
+def assert_no_tracebacks(events: list[LogEvent]) -> None:
+    for event in events:
+        text = formatEvent(event)
+        assert "log_failure" not in event, f"a failure was logged: {text}\n{event['log_failure']}"
+        assert "Traceback" not in text and "Unhandled" not in text, text
+
+
+async def join_during_flood(
+    node: MeshService,
+    port: int,
+    protocol: Protocol,
+    flooding: tuple[list[str], list[bytes], int],
+    events: list[LogEvent],
+) -> list[socket.socket]:
+    """
+    With a good peer connected to C{node}, strangers flood it from
+    C{sources} and never handshake, beyond the pending bound C{limit}; a
+    second after the node has seen them all, another good peer joins: its
+    handshake is not refused, and a broadcast goes each way, while the
+    first peer's link stays as it was and the process's memory stays
+    within bounds.
+
+    :param flooding: the strangers' addresses, what they send, and how
+        many of them may stay.
+
+    :return: the strangers' sockets, still to close.
+    """
+    first = MeshSocket("127.0.0.1", 0, protocol, max_outgoing=0)
+    late = MeshSocket("127.0.0.1", 0, protocol, max_outgoing=0)
+    strangers: list[socket.socket] = []
+    try:
+        assert await within(first.connect("127.0.0.1", port)) == node.id
+        first_link = node.routing_table[first.id]
+        sources, first_bytes, bound = flooding
+        before = rss()
+        started = time.monotonic()
+        strangers = await flood(port, sources, first_bytes)
+        flooded = time.monotonic() - started
+        peak = rss()
+        await task.deferLater(reactor, 1.0)
+        joining = time.monotonic()
+        # The handshake is not refused: the dial fires with the node's ID.
+        assert await within(late.connect("127.0.0.1", port)) == node.id
+        await wait_for(lambda: late.id in node.routing_table, 30, "the late peer in the node's table")
+        late.send("from the late peer")
+        got = await within(first.next_message())
+        assert got.packets == (0, "from the late peer") and got.sender == late.id
+        first.send("to the late peer")
+        got = await within(late.next_message())
+        assert got.packets == (0, "to the late peer") and got.sender == first.id
+        joined = time.monotonic() - joining
+        # The strangers beyond the bound were closed as newer ones came.
+        await wait_for(lambda: still_open(strangers) <= bound, 10, "the strangers beyond the bound to be closed")
+        peak = max(peak, rss())
+        _log.info(
+            "{count} strangers connected in {flooded:.2f} s; a good peer joined and a broadcast went each way "
+            "in {joined:.2f} s; resident memory grew by {grown:.1f} MB",
+            count=FLOOD,
+            flooded=flooded,
+            joined=joined,
+            grown=(peak - before) / 1e6,
+        )
+        assert peak - before < MAX_RSS_GROWTH, f"resident memory grew by {(peak - before) / 1e6:.1f} MB"
+        # No peer was closed to make room.
+        assert node.routing_table[first.id] is first_link and not first_link.closing
+        assert set(node.routing_table) == {first.id, late.id}
+        assert not any(f"peer {first.id} left" in line for line in lines(events))
+        return strangers
+    except BaseException:
+        close_all(strangers)
+        raise
+    finally:
+        await first.close()
+        await late.close()
+
+
+#: What the strangers of each transport send: three bytes of a frame's
+#: length header; or nothing.
+FIRST_BYTES = {"tcp": [b"", b"\x00\x00\x01"]}
+
+
+@pytest.mark.parametrize(
+    ("sources", "limit", "bound"),
+    [(ONE_ADDRESS, "max_pending_per_address", PER_ADDRESS), (MANY_ADDRESSES, "max_pending", IN_ALL)],
+    ids=["one-address", "many-addresses"],
+)
+@pytest.mark.parametrize("transport", ["tcp"])
+@pytest_twisted.ensureDeferred
+async def test_strangers_do_not_take_the_slots_of_peers(
+    transport: str, sources: list[str], limit: str, bound: int, log_events: list[LogEvent], files_for_a_flood: None
+) -> None:
+    """
+    1,500 raw connections that never handshake, from the good peers' own
+    address or from a hundred others: over TCP, half of them send three
+    bytes of a frame header.  With the node's default limits, a good peer
+    that connects a second later joins; the strangers beyond the pending
+    bound were closed, and the log says why.
+    """
+    protocol = MESH
+    node = MeshService(protocol, listen=[f"{transport}:0:interface=127.0.0.1"])
+    node.startService()
+    strangers: list[socket.socket] = []
+    try:
+        (listening,) = await within(node.listening)
+        port = listening.getHost().port
+        flooding = (sources, FIRST_BYTES[transport], bound)
+        strangers = await join_during_flood(node, port, protocol, flooding, log_events)
+        # Each stranger is pending, or was closed for a newer one; and the log says why.
+        assert getattr(node.limits, limit) == bound
+        status = node.status()
+        assert 0 < status["pending"] <= bound
+        assert status["limit_hits"].keys() == {limit}
+        assert status["pending"] + status["limit_hits"][limit] == FLOOD
+        why = "without a handshake: closed the oldest"
+        assert any(f"limit {limit}" in line and why in line for line in lines(log_events))
+        assert_no_tracebacks(log_events)
+    finally:
+        close_all(strangers)
+        await node.stopService()
