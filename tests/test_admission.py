@@ -162,3 +162,4 @@ def test_connections_are_counted_by_ip_address() -> None:
 def test_the_defaults_keep_room_for_peers() -> None:
     limits = Limits()
     assert limits.max_pending_per_address < limits.max_pending < limits.max_connections
+    assert limits.handshake_timeout == 10.0

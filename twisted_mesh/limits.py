@@ -70,7 +70,7 @@ class Limits:
     max_connections: int = 256
     max_pending: int = 64
     max_pending_per_address: int = 16
-    handshake_timeout: float = 30.0
+    handshake_timeout: float = 10.0
     max_peers_per_message: int = 64
     max_pending_replies: int = 256
     max_seen: int = 1_000_000
