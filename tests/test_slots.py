@@ -12,16 +12,21 @@ import resource
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from support import wait_for, within
 from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, Logger, formatEvent
 
-from twisted_mesh import MeshService, MeshSocket, Protocol
+from twisted_mesh import Limits, MeshService, MeshSocket, Protocol
 
 MESH = Protocol("mesh", "Plaintext")
+WS = Protocol("mesh", "ws")
 
 #: Strangers in a flood, as many as the issue saw.
 FLOOD = 1500
@@ -232,4 +237,36 @@ async def test_strangers_do_not_take_the_slots_of_peers(
         assert_no_tracebacks(log_events)
     finally:
         close_all(strangers)
+        await node.stopService()
+
+
+class Watched(TwistedProtocol):
+    """A client that sends nothing; C{lost} fires with the time its connection was lost."""
+
+    def __init__(self) -> None:
+        self.lost: Deferred[float] = Deferred()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(time.monotonic())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_has_the_handshake_timeout_to_open() -> None:
+    """
+    A connection to a ws: listener that sends nothing is closed once
+    Limits.handshake_timeout has passed, not Autobahn's 30 s.
+    """
+    node = MeshService(WS, listen=["ws:0:interface=127.0.0.1"], limits=Limits(handshake_timeout=1))
+    node.startService()
+    silent = Watched()
+    try:
+        (listening,) = await within(node.listening)
+        await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", listening.getHost().port), silent))
+        started = time.monotonic()
+        closed_at = await within(silent.lost, 15)
+        assert closed_at - started < 10
+        await wait_for(lambda: node.status()["pending"] == 0, 10, "the pending connection to be released")
+    finally:
+        if silent.transport is not None:
+            silent.transport.loseConnection()
         await node.stopService()

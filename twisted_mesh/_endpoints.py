@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStream
 from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import Protocol
 from twisted_mesh.tls import TLSOptions
-from twisted_mesh.websocket import WebSocketClientEndpoint, WebSocketServerEndpoint
+from twisted_mesh.websocket import OPEN_HANDSHAKE_TIMEOUT, WebSocketClientEndpoint, WebSocketServerEndpoint
 
 # A WebSocket message carries a frame and its header; leave room for both.
 WEBSOCKET_SLACK = 64 * 1024
@@ -59,13 +59,18 @@ def _fitted(endpoint: _Endpoint, max_frame_size: int) -> _Endpoint:
     return endpoint
 
 
-def server_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamServerEndpoint:
+def server_from_string(
+    reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE, open_timeout: float = OPEN_HANDSHAKE_TIMEOUT
+) -> IStreamServerEndpoint:
     """
     The endpoint of a server endpoint string; a WebSocket one (C{ws:},
-    C{wss:}) accepts messages as large as frames of C{max_frame_size}.
+    C{wss:}) accepts messages as large as frames of C{max_frame_size}, and
+    gives a connection C{open_timeout} seconds to open its WebSocket.
     """
-    endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
-    return _fitted(endpoint, max_frame_size)
+    endpoint: IStreamServerEndpoint = _fitted(serverFromString(reactor, description), max_frame_size)
+    if isinstance(endpoint, WebSocketServerEndpoint):
+        endpoint.open_timeout = open_timeout
+    return endpoint
 
 
 def client_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamClientEndpoint:
@@ -86,11 +91,18 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 
 def server_endpoint(
-    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int, max_frame_size: int = MAX_FRAME_SIZE
+    reactor: Any,
+    protocol: Protocol,
+    tls: TLSOptions | None,
+    host: str,
+    port: int,
+    max_frame_size: int = MAX_FRAME_SIZE,
+    open_timeout: float = OPEN_HANDSHAKE_TIMEOUT,
 ) -> IStreamServerEndpoint:
     """
     The endpoint a node of C{protocol} listens on at C{host:port} (C{host}
-    empty or C{'0.0.0.0'}: every interface).
+    empty or C{'0.0.0.0'}: every interface); over WebSocket, a connection
+    has C{open_timeout} seconds to open its WebSocket.
     """
     interface = "" if host in ("", "0.0.0.0") else host
     encryption = protocol.encryption
@@ -103,7 +115,9 @@ def server_endpoint(
     else:
         tcp = TCP4ServerEndpoint(reactor, port, interface=interface)
     if encryption in ("ws", "wss"):
-        return WebSocketServerEndpoint(tcp, reactor=reactor, max_message_size=max_frame_size + WEBSOCKET_SLACK)
+        return WebSocketServerEndpoint(
+            tcp, reactor=reactor, max_message_size=max_frame_size + WEBSOCKET_SLACK, open_timeout=open_timeout
+        )
     return tcp
 
 

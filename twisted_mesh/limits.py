@@ -36,7 +36,8 @@ class Limits:
     :ivar max_pending_per_address: the same, from one IP address: one more
         takes the place of the oldest from that address.
     :ivar handshake_timeout: seconds a new connection has to send its
-        handshake.
+        handshake; and a connection to a WebSocket listener, to open its
+        WebSocket first.
     :ivar max_peers_per_message: entries of one peers message that are
         considered; the rest are ignored.
     :ivar max_pending_replies: replies waiting for the address of a node this

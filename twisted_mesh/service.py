@@ -627,14 +627,17 @@ class MeshService(Service):
 
     def _server_endpoint(self, address: ListenAddress) -> tuple[IStreamServerEndpoint, str]:
         main = self.protocol.encryption
+        # A WebSocket listener takes messages as large as frames, and gives a
+        # connection the handshake's time to open its WebSocket.
+        fitting = (self.limits.max_frame_size, self.limits.handshake_timeout)
         if isinstance(address, str):
-            endpoint = _parsed(server_from_string, self._reactor, address, self.limits.max_frame_size)
+            endpoint = _parsed(server_from_string, self._reactor, address, *fitting)
             return endpoint, encryption_of(address, main)
         if isinstance(address, int):
             address = ("", address)
         if isinstance(address, tuple):
             tls = self.tls if main in ("SSL", "wss") else None
-            endpoint = server_endpoint(self._reactor, self.protocol, tls, *address, self.limits.max_frame_size)
+            endpoint = server_endpoint(self._reactor, self.protocol, tls, *address, *fitting)
             return endpoint, main
         return address, main
 
@@ -863,9 +866,12 @@ class _Refused(TwistedProtocol):
 _Parsed = TypeVar("_Parsed")
 
 
-def _parsed(parse: Callable[[Any, str, int], _Parsed], reactor: Any, description: str, max_frame_size: int) -> _Parsed:
-    """What C{parse} makes of the endpoint string C{description}; a L{ValueError} that names it if it cannot."""
+def _parsed(parse: Callable[..., _Parsed], reactor: Any, description: str, *limits: float) -> _Parsed:
+    """
+    What C{parse} makes of the endpoint string C{description} with
+    C{limits}; a L{ValueError} that names it if it cannot.
+    """
     try:
-        return parse(reactor, description, max_frame_size)
+        return parse(reactor, description, *limits)
     except Exception as e:
         raise ValueError(f"bad endpoint string {description!r}: {e}") from e

@@ -95,7 +95,8 @@ __all__ = [
 #: largest size, its length header, and some slack.
 DEFAULT_MAX_MESSAGE_SIZE = MAX_FRAME_SIZE + 64 * 1024
 
-#: Seconds the peer has to finish the opening handshake.
+#: Seconds the peer has to finish the opening handshake, unless the endpoint
+#: or factory is given another C{open_timeout}.
 OPEN_HANDSHAKE_TIMEOUT = 30.0
 
 #: Seconds the peer has to answer our close before the TCP connection is
@@ -119,11 +120,11 @@ class WebSocketHandshakeError(ConnectError):
     """
 
 
-def _options(max_message_size: int) -> dict[str, Any]:
+def _options(max_message_size: int, open_timeout: float = OPEN_HANDSHAKE_TIMEOUT) -> dict[str, Any]:
     return {
         "maxMessagePayloadSize": max_message_size,
         "maxFramePayloadSize": max_message_size,
-        "openHandshakeTimeout": OPEN_HANDSHAKE_TIMEOUT,
+        "openHandshakeTimeout": open_timeout,
         "closeHandshakeTimeout": CLOSE_HANDSHAKE_TIMEOUT,
         "autoPingInterval": 0,
     }
@@ -354,11 +355,13 @@ class _ServerFactory(WebSocketServerFactory):
     protocol = _ServerProtocol
     noisy = False
 
-    def __init__(self, protocol_factory: IProtocolFactory, url: str | None, reactor: Any, max_size: int) -> None:
+    def __init__(
+        self, protocol_factory: IProtocolFactory, url: str | None, reactor: Any, max_size: int, open_timeout: float
+    ) -> None:
         super().__init__(url, reactor=reactor)
         self._protocol_factory = protocol_factory
         # Without webStatus a plain HTTP request gets 426 Upgrade Required.
-        self.setProtocolOptions(webStatus=False, allowNullOrigin=True, **_options(max_size))
+        self.setProtocolOptions(webStatus=False, allowNullOrigin=True, **_options(max_size, open_timeout))
 
     def startFactory(self) -> None:
         self._protocol_factory.doStart()
@@ -373,13 +376,16 @@ def websocket_server_factory(
     reactor: Any = None,
     url: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    open_timeout: float = OPEN_HANDSHAKE_TIMEOUT,
 ) -> WebSocketServerFactory:
     """
     An Autobahn server factory that runs a protocol of C{protocol_factory}
     over each WebSocket, as L{WebSocketServerEndpoint} does; wrap it in
     C{autobahn.twisted.resource.WebSocketResource} to serve it in a site.
+
+    :param open_timeout: seconds a connection has to open its WebSocket.
     """
-    return _ServerFactory(protocol_factory, url, reactor, max_message_size)
+    return _ServerFactory(protocol_factory, url, reactor, max_message_size, open_timeout)
 
 
 class _ClientFactory(WebSocketClientFactory):
@@ -422,7 +428,9 @@ class WebSocketServerEndpoint:
         to check C{Origin} headers, and every origin is allowed.
     :param max_message_size: the largest message accepted, in bytes; a
         larger one closes the connection.
+    :param open_timeout: seconds a connection has to open its WebSocket.
     :ivar max_message_size: the same, for the connections made from now on.
+    :ivar open_timeout: the same, for the connections made from now on.
     """
 
     def __init__(
@@ -432,11 +440,13 @@ class WebSocketServerEndpoint:
         reactor: Any = None,
         url: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        open_timeout: float = OPEN_HANDSHAKE_TIMEOUT,
     ) -> None:
         self._inner = inner
         self._reactor = reactor
         self._url = url
         self.max_message_size = max_message_size
+        self.open_timeout = open_timeout
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
@@ -447,7 +457,11 @@ class WebSocketServerEndpoint:
             port.
         """
         factory = websocket_server_factory(
-            protocolFactory, reactor=self._reactor, url=self._url, max_message_size=self.max_message_size
+            protocolFactory,
+            reactor=self._reactor,
+            url=self._url,
+            max_message_size=self.max_message_size,
+            open_timeout=self.open_timeout,
         )
         return self._inner.listen(factory)
 

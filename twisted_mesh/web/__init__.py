@@ -138,8 +138,12 @@ def _resources(service: MeshService, encryption: str, reactor: Any) -> tuple[Res
     from autobahn.twisted.resource import WebSocketResource
 
     links = _Links(service.protocol_factory(encryption))
+    limits = service.limits
     factory = websocket_server_factory(
-        links, reactor=reactor, max_message_size=service.limits.max_frame_size + WEBSOCKET_SLACK
+        links,
+        reactor=reactor,
+        max_message_size=limits.max_frame_size + WEBSOCKET_SLACK,
+        open_timeout=limits.handshake_timeout,
     )
     websocket = WebSocketResource(factory)
     root = Resource()
