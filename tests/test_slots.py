@@ -1,8 +1,9 @@
 """
 Connections without a handshake, on loopback: strangers who connect and
 never handshake cannot take the places of peers.  Floods of raw sockets
-against a live node over TCP, from many addresses and from the good
-peers' own.  (The slots themselves, with no reactor: test_admission.py.)
+against a live node, over TCP and WebSocket, from many addresses and from
+the good peers' own; then WebSockets on the web port.  (The slots
+themselves, with no reactor: test_admission.py.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import wait_for, within
+from support import RawWebSocket, wait_for, within
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -24,6 +25,8 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, Logger, formatEvent
 
 from twisted_mesh import Limits, MeshService, MeshSocket, Protocol
+from twisted_mesh.web import WebService
+from twisted_mesh.web.status import metrics_text
 
 MESH = Protocol("mesh", "Plaintext")
 WS = Protocol("mesh", "ws")
@@ -196,8 +199,11 @@ async def join_during_flood(
 
 
 #: What the strangers of each transport send: three bytes of a frame's
-#: length header; or nothing.
-FIRST_BYTES = {"tcp": [b"", b"\x00\x00\x01"]}
+#: length header, or part of an HTTP upgrade; or nothing.
+FIRST_BYTES = {
+    "tcp": [b"", b"\x00\x00\x01"],
+    "ws": [b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConn"],
+}
 
 
 @pytest.mark.parametrize(
@@ -205,7 +211,7 @@ FIRST_BYTES = {"tcp": [b"", b"\x00\x00\x01"]}
     [(ONE_ADDRESS, "max_pending_per_address", PER_ADDRESS), (MANY_ADDRESSES, "max_pending", IN_ALL)],
     ids=["one-address", "many-addresses"],
 )
-@pytest.mark.parametrize("transport", ["tcp"])
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
 @pytest_twisted.ensureDeferred
 async def test_strangers_do_not_take_the_slots_of_peers(
     transport: str, sources: list[str], limit: str, bound: int, log_events: list[LogEvent], files_for_a_flood: None
@@ -213,11 +219,13 @@ async def test_strangers_do_not_take_the_slots_of_peers(
     """
     1,500 raw connections that never handshake, from the good peers' own
     address or from a hundred others: over TCP, half of them send three
-    bytes of a frame header.  With the node's default limits, a good peer
-    that connects a second later joins; the strangers beyond the pending
-    bound were closed, and the log says why.
+    bytes of a frame header; on a ws: listener, they never finish their
+    HTTP upgrade (half of them send part of one), which makes them pending
+    connections too.  With the node's default limits, a good peer that
+    connects a second later joins; the strangers beyond the pending bound
+    were closed, and the log says why.
     """
-    protocol = MESH
+    protocol = MESH if transport == "tcp" else WS
     node = MeshService(protocol, listen=[f"{transport}:0:interface=127.0.0.1"])
     node.startService()
     strangers: list[socket.socket] = []
@@ -269,4 +277,40 @@ async def test_a_websocket_has_the_handshake_timeout_to_open() -> None:
     finally:
         if silent.transport is not None:
             silent.transport.loseConnection()
+        await node.stopService()
+
+
+# -- the web port ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_on_the_web_port_is_pending_until_its_handshake(log_events: list[LogEvent]) -> None:
+    """
+    WebSockets opened on the web port that never send a mesh handshake are
+    the node's pending connections: one more than max_pending_per_address
+    closes the oldest at once, and the others stay pending.
+    """
+    node = MeshService(MESH, listen=["tcp:0:interface=127.0.0.1"])
+    web = WebService(node, "tcp:0:interface=127.0.0.1")
+    node.startService()
+    web.startService()
+    clients = [RawWebSocket() for _ in range(PER_ADDRESS + 1)]
+    try:
+        port = (await within(web.listening)).getHost().port
+        for client in clients:
+            await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client))
+            client.upgrade()
+            await wait_for(lambda client=client: b" 101 " in client.received, 10, "the WebSocket to open")
+        await within(clients[0].lost, 5)
+        assert not any(client.lost.called for client in clients[1:])
+        assert node.status()["pending"] == PER_ADDRESS
+        assert f"\nmesh_pending_connections {PER_ADDRESS}\n" in metrics_text(node)
+        assert node.status()["limit_hits"] == {"max_pending_per_address": 1}
+        assert any("limit max_pending_per_address" in line for line in lines(log_events))
+        assert_no_tracebacks(log_events)
+    finally:
+        for client in clients:
+            if client.transport is not None:
+                client.transport.loseConnection()
+        await web.stopService()
         await node.stopService()

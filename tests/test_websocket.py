@@ -61,6 +61,7 @@ from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string
 from twisted_mesh._node import MeshNode
 from twisted_mesh.websocket import (
+    OpeningFactory,
     WebSocketClientEndpoint,
     WebSocketClientParser,
     WebSocketHandshakeError,
@@ -309,6 +310,76 @@ async def test_connection_closed_before_opening(ports: list[IListeningPort], log
     await within(raw.lost)
     await settle()
     assert factory.count == 0
+    no_traceback(log_events)
+
+
+class Watching(Recording):
+    """
+    A L{Recording} that is an L{OpeningFactory}: it keeps what it is told of
+    each connection, and drops them all while they open if told to.
+    """
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.told: list[tuple[str, object]] = []
+        self.drops: list[Callable[[str], None]] = []
+
+    def opening(self, peer: Any, drop: Callable[[str], None]) -> object | None:
+        token = object()
+        self.told.append(("opening", token))
+        self.drops.append(drop)
+        return None if self.refuse else token
+
+    def opened(self, token: object, protocol: Any) -> None:
+        assert protocol.transport is None, "told once connected"
+        self.told.append(("opened", token))
+
+    def closed(self, token: object) -> None:
+        self.told.append(("closed", token))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_opening_factory_hears_of_connections_before_they_open(
+    ports: list[IListeningPort], log_events: list[LogEvent]
+) -> None:
+    """
+    A factory that is an OpeningFactory is told of each connection as it is
+    accepted; then that its protocol was built for it, or that it closed
+    before its WebSocket opened; and it may drop a connection while it opens.
+    """
+    assert isinstance(Watching(), OpeningFactory) and not isinstance(Recording(), OpeningFactory)
+    factory = Watching()
+    port = await listen(ports, factory)
+    near = await within(ws_client(port).connect(Recording()))
+    far = await within(factory.built.get())
+    (_, token), opened = factory.told
+    assert opened == ("opened", token)
+    del factory.told[:]
+
+    raw = await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Framed()))
+    await wait_for(lambda: len(factory.told) == 1)
+    assert raw.transport is not None
+    raw.transport.loseConnection()
+    await wait_for(lambda: len(factory.told) == 2)
+    (_, token), closed = factory.told
+    assert closed == ("closed", token)
+    del factory.told[:]
+
+    dropped = await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Framed()))
+    await wait_for(lambda: len(factory.told) == 1)
+    factory.drops[-1]("room for another")
+    await within(dropped.lost)
+    await wait_for(lambda: len(factory.told) == 2)
+    assert factory.told[1][0] == "closed"
+
+    refusing = Watching(refuse=True)
+    port = await listen(ports, refusing)
+    with pytest.raises(WebSocketHandshakeError):
+        await within(ws_client(port).connect(Recording()))
+    assert [what for what, _ in refusing.told] == ["opening"] and refusing.count == 0
+    assert isinstance(near, Framed) and not near.lost.called and not far.lost.called
+    assert factory.count == 1
     no_traceback(log_events)
 
 

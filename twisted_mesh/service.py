@@ -20,6 +20,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
     IListeningPort,
     IProtocol,
@@ -32,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
+from twisted_mesh._admission import Slot, source_of
 from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import (
     Address,
@@ -837,6 +839,13 @@ class _Accepting(Factory):
     node's own factory while its service runs.  A connection it is asked
     for while the service does not run (a WebSocket that was still opening
     when it stopped, say) is closed at once, and never reaches the node.
+
+    Over WebSocket, a connection takes its place among the node's pending
+    connections as soon as it is accepted, and its link is given that place
+    once the WebSocket opens (an L{OpeningFactory
+    <twisted_mesh.websocket.OpeningFactory>}): an opening handshake that
+    never ends holds a pending place, as a mesh handshake that never comes
+    does.
     """
 
     noisy = False
@@ -853,6 +862,23 @@ class _Accepting(Factory):
         if not self._service.running:
             return _Refused()
         return self._links.buildProtocol(addr)
+
+    def opening(self, peer: IAddress, drop: Callable[[str], None]) -> Slot | None:
+        if not self._service.running:
+            return None
+        return self._links.node.admission.admit(source_of(peer), drop)
+
+    def opened(self, token: object, protocol: IProtocol) -> None:
+        assert isinstance(token, Slot)
+        if isinstance(protocol, MeshProtocol):
+            protocol.slot = token
+        else:
+            # Refused: the service stopped while the WebSocket opened.
+            self.closed(token)
+
+    def closed(self, token: object) -> None:
+        assert isinstance(token, Slot)
+        self._links.node.admission.release(token)
 
 
 class _Refused(TwistedProtocol):

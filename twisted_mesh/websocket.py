@@ -26,6 +26,11 @@ connection is closed; the wrapped protocol then sees a L{ConnectionLost}.
 A plain HTTP request (no upgrade) gets C{426 Upgrade Required}; Autobahn's
 status page is off.
 
+A server's connections exist before their WebSocket opens, and one whose
+opening handshake never ends holds a connection all the same, until the
+open timeout.  A wrapped factory that is an L{OpeningFactory} hears of each
+connection from the moment it is accepted, and may drop it.
+
 The endpoint strings C{ws:}/C{wss:} are parsed by L{WebSocketServerParser}
 and L{WebSocketClientParser} (registered as plugins by
 C{twisted/plugins/twisted_mesh_websocket.py})::
@@ -38,7 +43,9 @@ C{twisted/plugins/twisted_mesh_websocket.py})::
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, runtime_checkable
+from typing import Protocol as Interface
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -83,6 +90,7 @@ from twisted_mesh._frames import MAX_FRAME_SIZE
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "OpeningFactory",
     "WebSocketClientEndpoint",
     "WebSocketClientParser",
     "WebSocketHandshakeError",
@@ -118,6 +126,38 @@ class WebSocketHandshakeError(ConnectError):
     connection closed, failed its TLS handshake or timed out before the
     opening handshake was over.  The message tells which.
     """
+
+
+@runtime_checkable
+class OpeningFactory(Interface):
+    """
+    What a protocol factory run by a WebSocket server may have as well, to
+    know each connection from the moment it is accepted, while its
+    WebSocket opens (an opening handshake that never ends holds a connection
+    too), and to drop it.
+
+    C{buildProtocol} is still called once the WebSocket is open; L{opened}
+    then says which connection the protocol was built for.
+    """
+
+    def opening(self, peer: IAddress, drop: Callable[[str], None]) -> object | None:
+        """
+        A connection from C{peer} was accepted; its WebSocket is not open.
+
+        :param drop: drops the connection at once, with the reason to log,
+            while its WebSocket is not open.
+        :return: a token for L{opened} or L{closed}, or L{None} to drop the
+            connection now.
+        """
+
+    def opened(self, token: object, protocol: IProtocol) -> None:
+        """
+        The WebSocket of the connection of C{token} opened, and C{protocol}
+        was built for it; it is connected next.
+        """
+
+    def closed(self, token: object) -> None:
+        """The connection of C{token} closed, and no protocol was built for it."""
 
 
 def _options(max_message_size: int, open_timeout: float = OPEN_HANDSHAKE_TIMEOUT) -> dict[str, Any]:
@@ -230,11 +270,18 @@ class _StreamAdapter(WebSocketProtocol):
         connected, with Autobahn's reason.
         """
 
+    def _built(self, wrapped: IProtocol) -> None:
+        """Called once the wrapped protocol is built, before it is connected."""
+
     def onOpen(self) -> None:
+        if self._aborted:
+            # Dropped while it opened (its data was being read).
+            return
         try:
             wrapped = self.factory._protocol_factory.buildProtocol(self.transport.getPeer())
             if wrapped is None:
                 raise NoProtocol()
+            self._built(wrapped)
         except Exception:
             self._start_failed(Failure(), "could not build a protocol")
             return
@@ -314,6 +361,37 @@ class _StreamAdapter(WebSocketProtocol):
 
 
 class _ServerProtocol(_StreamAdapter, WebSocketServerProtocol):  # type: ignore[misc]
+    # The token of the wrapped factory (an OpeningFactory) for this
+    # connection, until it is told the connection opened or closed.
+    _opening: object | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        watcher = self.factory._protocol_factory
+        if not isinstance(watcher, OpeningFactory):
+            return
+        try:
+            self._opening = watcher.opening(self.transport.getPeer(), self._drop)
+        except Exception:
+            self._log.failure("{factory!r} raised in opening: dropping the connection", factory=watcher)
+        if self._opening is None:
+            self._abort()
+
+    def _drop(self, reason: str) -> None:
+        self._log.debug("dropping the WebSocket from {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
+        self._abort()
+
+    def _built(self, wrapped: IProtocol) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            self.factory._protocol_factory.opened(opening, wrapped)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            self.factory._protocol_factory.closed(opening)
+
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders: Any = None) -> None:
         # An empty body that HTTP clients can tell is complete.
         headers = [*(responseHeaders or ()), ("Content-Length", "0"), ("Connection", "close")]
@@ -380,8 +458,10 @@ def websocket_server_factory(
 ) -> WebSocketServerFactory:
     """
     An Autobahn server factory that runs a protocol of C{protocol_factory}
-    over each WebSocket, as L{WebSocketServerEndpoint} does; wrap it in
-    C{autobahn.twisted.resource.WebSocketResource} to serve it in a site.
+    (told of each connection from the moment it is accepted, if it is an
+    L{OpeningFactory}) over each WebSocket, as L{WebSocketServerEndpoint}
+    does; wrap it in C{autobahn.twisted.resource.WebSocketResource} to serve
+    it in a site.
 
     :param open_timeout: seconds a connection has to open its WebSocket.
     """

@@ -19,13 +19,14 @@ peers to dial this port; L{web_site} is the site alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,7 +38,7 @@ from twisted_mesh._connection import MeshProtocol
 from twisted_mesh._endpoints import WEBSOCKET_SLACK, Address, encryption_of, outward_address
 from twisted_mesh.service import MeshService, _Refused
 from twisted_mesh.web.status import MetricsResource, StatusResource
-from twisted_mesh.websocket import websocket_server_factory
+from twisted_mesh.websocket import OpeningFactory, websocket_server_factory
 
 __all__ = ["MetricsResource", "StatusResource", "WebService", "static_path", "web_resource", "web_site"]
 
@@ -51,13 +52,16 @@ def static_path(name: str = "") -> str:
 class _Links(Factory):
     """
     Builds the node's WebSocket links, through the node's own factory, and
-    keeps them so that L{WebService} can close them when it stops.
+    keeps them so that L{WebService} can close them when it stops.  An
+    upgrade to the mesh is one of the node's pending connections from the
+    moment it is asked for (see L{OpeningFactory}).
 
     :ivar accepting: whether to build links; once L{WebService} stopped, a
         WebSocket that was still opening is closed as soon as it opens.
     """
 
     def __init__(self, wrapped: Factory) -> None:
+        assert isinstance(wrapped, OpeningFactory)
         self._wrapped = wrapped
         self.links: set[MeshProtocol] = set()
         self.accepting = True
@@ -70,6 +74,15 @@ class _Links(Factory):
             self.links.add(link)
             link.closed.addBoth(lambda _: self.links.discard(link))
         return link
+
+    def opening(self, peer: IAddress, drop: Callable[[str], None]) -> object | None:
+        return self._wrapped.opening(peer, drop)
+
+    def opened(self, token: object, protocol: IProtocol) -> None:
+        self._wrapped.opened(token, protocol)
+
+    def closed(self, token: object) -> None:
+        self._wrapped.closed(token)
 
     def doStart(self) -> None:
         self._wrapped.doStart()
