@@ -2,8 +2,8 @@
 Connections without a handshake, on loopback: strangers who connect and
 never handshake cannot take the places of peers.  Floods of raw sockets
 against a live node, over TCP and WebSocket, from many addresses and from
-the good peers' own; then WebSockets on the web port.  (The slots
-themselves, with no reactor: test_admission.py.)
+the good peers' own; then the web port.  (The slots themselves, with no
+reactor: test_admission.py.)
 """
 
 from __future__ import annotations
@@ -281,6 +281,55 @@ async def test_a_websocket_has_the_handshake_timeout_to_open() -> None:
 
 
 # -- the web port ------------------------------------------------------------------
+
+
+class Trickle(Watched):
+    """An HTTP client that sends a request a byte at a time, slower than any browser."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._request = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: a very slow client\r\n\r\n"
+        self._sending: task.LoopingCall | None = None
+
+    def connectionMade(self) -> None:
+        self._sending = task.LoopingCall(self._next)
+        self._sending.start(0.2)
+
+    def _next(self) -> None:
+        assert self.transport is not None
+        byte, self._request = self._request[:1], self._request[1:]
+        if byte:
+            self.transport.write(byte)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._sending is not None and self._sending.running:
+            self._sending.stop()
+        super().connectionLost(reason)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_trickled_http_request_does_not_hold_the_web_port() -> None:
+    """
+    A request to the web port sent a byte every 0.2 s, which twisted.web's
+    idle timeout would wait for as long as it lasts, is cut off once the
+    node's handshake timeout has passed.
+    """
+    node = MeshService(MESH, listen=["tcp:0:interface=127.0.0.1"], limits=Limits(handshake_timeout=1))
+    web = WebService(node, "tcp:0:interface=127.0.0.1")
+    node.startService()
+    web.startService()
+    client = Trickle()
+    try:
+        port = await within(web.listening)
+        await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client))
+        started = time.monotonic()
+        closed_at = await within(client.lost, 15)
+        assert closed_at - started < 10
+    finally:
+        if client.transport is not None:
+            client.transport.loseConnection()
+        await web.stopService()
+        await node.stopService()
 
 
 @pytest_twisted.ensureDeferred

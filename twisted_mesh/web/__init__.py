@@ -29,7 +29,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
@@ -180,15 +182,35 @@ def web_resource(service: MeshService, encryption: str = "ws", *, reactor: Any =
     return _resources(service, encryption, reactor)[0]
 
 
-class _Site(Site):
+class _Channel(HTTPChannel):
     """
-    The site, without a line in the log for each request (the page polls
-    /status), and with the WebSocket links it accepted.
+    An HTTP connection whose timeout runs from its start, or from the answer
+    to its last request, and not from the last byte that came: a request
+    must come whole within it, and one sent a byte at a time does not hold
+    the connection for long.  (While a request is answered, the timeout is
+    off; a WebSocket takes the connection over for good.)
     """
 
-    def __init__(self, root: Resource, links: _Links) -> None:
-        super().__init__(root)
-        self.links = links
+    def dataReceived(self, data: bytes) -> None:
+        # HTTPChannel's, without its resetTimeout().
+        LineReceiver.dataReceived(self, data)
+
+
+class _Site(Site):
+    """
+    The site of C{service}, without a line in the log for each request (the
+    page polls /status), and with the WebSocket links it accepted.  An HTTP
+    connection must send each request whole within the node's handshake
+    timeout.
+    """
+
+    # (Twisted's own channel would also switch to HTTP/2, which this site's
+    # TLS does not offer.)
+    protocol = _Channel  # type: ignore[assignment]
+
+    def __init__(self, service: MeshService, encryption: str, reactor: Any) -> None:
+        root, self.links = _resources(service, encryption, reactor)
+        super().__init__(root, timeout=service.limits.handshake_timeout)
         self.displayTracebacks = False
 
     def log(self, request: Any) -> None:
@@ -205,7 +227,7 @@ def web_site(service: MeshService, encryption: str = "ws", *, reactor: Any = Non
     :param encryption: C{'ws'}, or C{'wss'} when the site is served over TLS.
     :param reactor: the reactor for Autobahn; by default the global one.
     """
-    return _Site(*_resources(service, encryption, reactor))
+    return _Site(service, encryption, reactor)
 
 
 def _encryption_of(endpoint: str | IStreamServerEndpoint) -> str:
@@ -254,7 +276,7 @@ class WebService(Service):
         self._endpoint = serverFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
         self.encryption = encryption or _encryption_of(endpoint)
         self._advertise = advertise
-        site = _Site(*_resources(mesh, self.encryption, reactor))
+        site = _Site(mesh, self.encryption, reactor)
         self.site: Site = site
         self._links = site.links
         self._port: IListeningPort | None = None
