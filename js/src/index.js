@@ -4,18 +4,11 @@
 
 export { flags } from "./flags.js";
 export { Protocol, protocolId, newNodeId, b58encodeInt, b58decodeInt, PROTOCOL_VERSION } from "./ids.js";
-export {
-  MeshSocket,
-  Message,
-  ProtocolMismatch,
-  HandshakeFailed,
-  NotConnected,
-  SendBufferFull,
-  MESSAGE_LIFETIME,
-  HANDSHAKE_TIMEOUT,
-  MAX_SEND_BUFFER,
-  DRAINED_BUFFER,
-} from "./socket.js";
+export { MeshSocket, MAX_SEND_BUFFER, DRAINED_BUFFER } from "./socket.js";
+export { Message } from "./message.js";
+export { ProtocolMismatch, HandshakeFailed, NotConnected, SendBufferFull } from "./errors.js";
+export { MESSAGE_LIFETIME } from "./seen.js";
+export { HANDSHAKE_TIMEOUT } from "./link.js";
 
 import * as frames from "./frames.js";
 import * as hash from "./hash.js";

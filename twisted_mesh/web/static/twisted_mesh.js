@@ -546,42 +546,35 @@ var twisted_mesh = (() => {
     }
   };
 
-  // src/events.js
-  var Events = class {
-    constructor(onError) {
-      this._callbacks = /* @__PURE__ */ new Map();
-      this._onError = onError;
+  // src/errors.js
+  var ProtocolMismatch = class extends Error {
+    constructor(ours, theirs, url) {
+      super(
+        `the node at ${url} belongs to another network: its protocol ID is ${theirs}, ours is ${ours} (another subnet, or another transport)`
+      );
+      this.name = "ProtocolMismatch";
+      this.ours = ours;
+      this.theirs = theirs;
     }
-    /** Call `callback` each time `event` happens. */
-    on(event, callback) {
-      this._add(event, callback, false);
+  };
+  var HandshakeFailed = class extends Error {
+    constructor(message) {
+      super(message);
+      this.name = "HandshakeFailed";
     }
-    /** Call `callback` the next time `event` happens only. */
-    once(event, callback) {
-      this._add(event, callback, true);
+  };
+  var NotConnected = class extends Error {
+    constructor(message) {
+      super(message);
+      this.name = "NotConnected";
     }
-    /** Forget `callback` (every registration of it) for `event`. */
-    off(event, callback) {
-      const callbacks = this._callbacks.get(event);
-      if (callbacks) this._callbacks.set(event, callbacks.filter((entry) => entry.callback !== callback));
-    }
-    /** Call the callbacks of `event` with `args`; one that throws is reported, not propagated. */
-    emit(event, ...args) {
-      const callbacks = this._callbacks.get(event);
-      if (!callbacks || !callbacks.length) return;
-      this._callbacks.set(event, callbacks.filter((entry) => !entry.once));
-      for (const { callback } of callbacks) {
-        try {
-          callback(...args);
-        } catch (error) {
-          this._onError(event, error);
-        }
-      }
-    }
-    _add(event, callback, once) {
-      if (typeof callback !== "function") throw new TypeError("the callback must be a function");
-      if (!this._callbacks.has(event)) this._callbacks.set(event, []);
-      this._callbacks.get(event).push({ callback, once });
+  };
+  var SendBufferFull = class extends Error {
+    constructor(skipped) {
+      const reasons = Object.entries(skipped).map(([peerId, reason]) => `${peerId.slice(0, 10)}…: ${reason}`);
+      super(`nothing was sent (${reasons.join("; ")}): await sock.drained() before sending more`);
+      this.name = "SendBufferFull";
+      this.skipped = skipped;
     }
   };
 
@@ -1645,89 +1638,11 @@ var twisted_mesh = (() => {
     }
   };
 
-  // src/socket.js
-  var MESSAGE_LIFETIME = 60;
+  // src/link.js
   var HANDSHAKE_TIMEOUT = 3e4;
   var MAX_BAD_FRAMES = 3;
-  var MAX_SEND_BUFFER = 32 * 1024 * 1024;
-  var DRAINED_BUFFER = 64 * 1024;
-  var DRAIN_POLL_INTERVAL = 15;
-  var SEND_BUFFER_LOG_INTERVAL = 1e4;
   var CLOSING = "the link is closing";
   var OPEN = 1;
-  var ProtocolMismatch = class extends Error {
-    constructor(ours, theirs, url) {
-      super(
-        `the node at ${url} belongs to another network: its protocol ID is ${theirs}, ours is ${ours} (another subnet, or another transport)`
-      );
-      this.name = "ProtocolMismatch";
-      this.ours = ours;
-      this.theirs = theirs;
-    }
-  };
-  var HandshakeFailed = class extends Error {
-    constructor(message) {
-      super(message);
-      this.name = "HandshakeFailed";
-    }
-  };
-  var NotConnected = class extends Error {
-    constructor(message) {
-      super(message);
-      this.name = "NotConnected";
-    }
-  };
-  var SendBufferFull = class extends Error {
-    constructor(skipped) {
-      const reasons = Object.entries(skipped).map(([peerId, reason]) => `${peerId.slice(0, 10)}…: ${reason}`);
-      super(`nothing was sent (${reasons.join("; ")}): await sock.drained() before sending more`);
-      this.name = "SendBufferFull";
-      this.skipped = skipped;
-    }
-  };
-  var Message = class {
-    constructor(wire, id, sock, link) {
-      this.packets = wire.payload;
-      this.sender = wire.sender;
-      this.id = id;
-      this.time = wire.time;
-      this.msg_type = wire.msgType;
-      this._sock = sock;
-      this._link = link;
-    }
-    /**
-     * Whisper `packets` (an array) back to the sender: they arrive as
-     * [flags.whisper, ...packets].  A Promise of the message ID; it fails
-     * with NotConnected when the sender is not a peer of this node, or its
-     * link is closing, with SendBufferFull when more than `maxSendBuffer`
-     * bytes wait for it, and with a TypeError or RangeError as send() does
-     * (see MeshSocket._reply).
-     */
-    reply(packets) {
-      return this._sock._reply(this.sender, packets);
-    }
-    toString() {
-      return `Message(from ${this.sender.slice(0, 10)}…, ${JSON.stringify(this.packets)})`;
-    }
-  };
-  var SeenSet = class {
-    constructor() {
-      this._expiries = /* @__PURE__ */ new Map();
-    }
-    /** Record `key` (hex), a message stamped `time`; return whether it is new. */
-    add(key, time, nowSeconds) {
-      for (const [old, expiry] of this._expiries) {
-        if (expiry >= nowSeconds) break;
-        this._expiries.delete(old);
-      }
-      if (this._expiries.has(key)) return false;
-      this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
-      return true;
-    }
-    get size() {
-      return this._expiries.size;
-    }
-  };
   function parseAddress(value) {
     if (!Array.isArray(value) || value.length !== 2) return null;
     let [host, port] = value;
@@ -1979,6 +1894,8 @@ var twisted_mesh = (() => {
       }
     }
   };
+
+  // src/dialer.js
   var Dialer = class {
     constructor(sock, url) {
       this.url = url;
@@ -2079,6 +1996,99 @@ var twisted_mesh = (() => {
       this._noNext(error);
     }
   };
+
+  // src/events.js
+  var Events = class {
+    constructor(onError) {
+      this._callbacks = /* @__PURE__ */ new Map();
+      this._onError = onError;
+    }
+    /** Call `callback` each time `event` happens. */
+    on(event, callback) {
+      this._add(event, callback, false);
+    }
+    /** Call `callback` the next time `event` happens only. */
+    once(event, callback) {
+      this._add(event, callback, true);
+    }
+    /** Forget `callback` (every registration of it) for `event`. */
+    off(event, callback) {
+      const callbacks = this._callbacks.get(event);
+      if (callbacks) this._callbacks.set(event, callbacks.filter((entry) => entry.callback !== callback));
+    }
+    /** Call the callbacks of `event` with `args`; one that throws is reported, not propagated. */
+    emit(event, ...args) {
+      const callbacks = this._callbacks.get(event);
+      if (!callbacks || !callbacks.length) return;
+      this._callbacks.set(event, callbacks.filter((entry) => !entry.once));
+      for (const { callback } of callbacks) {
+        try {
+          callback(...args);
+        } catch (error) {
+          this._onError(event, error);
+        }
+      }
+    }
+    _add(event, callback, once) {
+      if (typeof callback !== "function") throw new TypeError("the callback must be a function");
+      if (!this._callbacks.has(event)) this._callbacks.set(event, []);
+      this._callbacks.get(event).push({ callback, once });
+    }
+  };
+
+  // src/message.js
+  var Message = class {
+    constructor(wire, id, sock, link) {
+      this.packets = wire.payload;
+      this.sender = wire.sender;
+      this.id = id;
+      this.time = wire.time;
+      this.msg_type = wire.msgType;
+      this._sock = sock;
+      this._link = link;
+    }
+    /**
+     * Whisper `packets` (an array) back to the sender: they arrive as
+     * [flags.whisper, ...packets].  A Promise of the message ID; it fails
+     * with NotConnected when the sender is not a peer of this node, or its
+     * link is closing, with SendBufferFull when more than `maxSendBuffer`
+     * bytes wait for it, and with a TypeError or RangeError as send() does
+     * (see MeshSocket._reply).
+     */
+    reply(packets) {
+      return this._sock._reply(this.sender, packets);
+    }
+    toString() {
+      return `Message(from ${this.sender.slice(0, 10)}…, ${JSON.stringify(this.packets)})`;
+    }
+  };
+
+  // src/seen.js
+  var MESSAGE_LIFETIME = 60;
+  var SeenSet = class {
+    constructor() {
+      this._expiries = /* @__PURE__ */ new Map();
+    }
+    /** Record `key` (hex), a message stamped `time`; return whether it is new. */
+    add(key, time, nowSeconds) {
+      for (const [old, expiry] of this._expiries) {
+        if (expiry >= nowSeconds) break;
+        this._expiries.delete(old);
+      }
+      if (this._expiries.has(key)) return false;
+      this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
+      return true;
+    }
+    get size() {
+      return this._expiries.size;
+    }
+  };
+
+  // src/socket.js
+  var MAX_SEND_BUFFER = 32 * 1024 * 1024;
+  var DRAINED_BUFFER = 64 * 1024;
+  var DRAIN_POLL_INTERVAL = 15;
+  var SEND_BUFFER_LOG_INTERVAL = 1e4;
   function defaultLog(level, text) {
     if (level === "warn") console.warn(`twisted_mesh: ${text}`);
   }

@@ -1,0 +1,313 @@
+// One WebSocket link to a server node: framing, the handshake, the peer's ID
+// form, renegotiation, and writing within the send buffer.  The link tells
+// its node (the MeshSocket) what happens: _linkReady, _received, _linkLost.
+
+import { HandshakeFailed, ProtocolMismatch } from "./errors.js";
+import { flags } from "./flags.js";
+import { ChecksumError, FrameError, FrameReader, WireMessage, idText } from "./frames.js";
+import { isBase58 } from "./ids.js";
+
+/** Milliseconds a peer has to send its handshake. */
+export const HANDSHAKE_TIMEOUT = 30000;
+
+/** Frames in a row that may fail their checksum before the link is closed. */
+const MAX_BAD_FRAMES = 3;
+
+/** Why a link that is closing took no message. */
+export const CLOSING = "the link is closing";
+
+const OPEN = 1; // WebSocket.OPEN
+
+function parseAddress(value) {
+  if (!Array.isArray(value) || value.length !== 2) return null;
+  let [host, port] = value;
+  if (host instanceof Uint8Array) host = idText(host);
+  if (typeof host !== "string" || !host || !Number.isInteger(port) || port <= 0 || port >= 65536) return null;
+  return [host, port];
+}
+
+function parseCodes(value) {
+  return Array.isArray(value) && value.every(Number.isInteger) ? value : null;
+}
+
+/**
+ * One WebSocket link to a server node: framing, handshake, renegotiation.
+ * Made by a Dialer; its `handshake` Promise fires with the peer's
+ * ID once the peer's handshake is accepted.
+ */
+export class Link {
+  constructor(sock, url) {
+    this.url = url;
+    /** The peer's node ID, once its handshake came. */
+    this.peer_id = null;
+    /** The address the peer asks others to dial, or null. */
+    this.peer_addr = null;
+    /** The compression codes the peer listed (this node uses none). */
+    this.peer_codes = [];
+    /** Whether the peer wrote its handshake IDs as bin. */
+    this.peer_ids_as_bin = false;
+    this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0 };
+    this._sock = sock;
+    this._reader = new FrameReader(sock.options.maxFrameSize);
+    this._inbox = Promise.resolve();
+    this._closing = false;
+    this._lastSent = null;
+    this._badFrames = 0;
+    // Renegotiations go out in the order they were made (see _renegotiate).
+    this._renegotiations = Promise.resolve();
+    this.fatal = null;
+    this.handshake = new Promise((resolve, reject) => {
+      this._handshakeDone = resolve;
+      this._handshakeFailed = reject;
+    });
+    this.handshake.catch(() => {});
+    this.closed = new Promise((resolve) => {
+      this._closedDone = resolve;
+    });
+    const WebSocketImpl = sock.options.WebSocket;
+    let ws;
+    try {
+      ws = this._ws = new WebSocketImpl(url);
+    } catch (error) {
+      this._refused(error);
+      return;
+    }
+    this._timer = setTimeout(() => this._fail(new HandshakeFailed(`no handshake from ${url} within ${HANDSHAKE_TIMEOUT / 1000} s`)), HANDSHAKE_TIMEOUT);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => this._opened();
+    ws.onmessage = (event) => this._data(event.data);
+    ws.onclose = (event) => this._lost(event);
+    ws.onerror = () => {}; // onclose follows, with the code
+  }
+
+  toString() {
+    return `Link(${this.peer_id ? this.peer_id.slice(0, 10) + "…" : "?"} at ${this.url})`;
+  }
+
+  /**
+   * The WebSocket constructor threw: a URL it refuses (one with a fragment;
+   * ws:// from an https page; a blocked port).  The same URL would be refused
+   * again, so the link fails for good: no timer, no dialling again.
+   */
+  _refused(error) {
+    this._ws = null;
+    this._closing = true;
+    this.fatal = new HandshakeFailed(`${this.url}: cannot open a WebSocket: ${error.message}`);
+    this._handshakeFailed(this.fatal);
+    this._closedDone(this.fatal.message);
+  }
+
+  // -- the WebSocket's events ------------------------------------------------
+
+  _opened() {
+    const sock = this._sock;
+    this._sock._log("debug", `WebSocket to ${this.url} open: sending the handshake`);
+    // Str IDs (js2p's form); ["", 0]: this node cannot be dialled.
+    sock
+      ._make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []])
+      .then((msg) => this._write(msg.frame()))
+      .catch((error) => this.close(`could not make the handshake: ${error.message}`));
+  }
+
+  _data(data) {
+    if (this._closing) return;
+    if (typeof data === "string") {
+      this.close("a text message came: the mesh carries binary messages only");
+      return;
+    }
+    const bytes = new Uint8Array(data);
+    const sock = this._sock;
+    this.stats.bytes_in += bytes.length;
+    sock.stats.bytes_in += bytes.length;
+    let bodies;
+    try {
+      bodies = this._reader.feed(bytes);
+    } catch (error) {
+      sock._drop("too_large");
+      this.close(error.message);
+      return;
+    }
+    for (const body of bodies) {
+      this.stats.frames_in += 1;
+      sock.stats.frames_in += 1;
+      // Checksums may be computed asynchronously (WebCrypto): keep the order.
+      this._inbox = this._inbox.then(() => this._body(body)).catch((error) => sock._report("a frame", error));
+    }
+  }
+
+  _lost(event) {
+    const wasClosing = this._closing;
+    this._closing = true;
+    clearTimeout(this._timer);
+    const reason = this._closeReason || `WebSocket closed (code ${event.code}${event.reason ? ": " + event.reason : ""})`;
+    this._handshakeFailed(new HandshakeFailed(`${this.url}: ${reason}`));
+    this._sock._linkLost(this, reason, wasClosing);
+    this._closedDone(reason);
+  }
+
+  // -- frames ----------------------------------------------------------------
+
+  async _body(body) {
+    if (this._closing) return;
+    const sock = this._sock;
+    let msg;
+    try {
+      msg = await WireMessage.fromBody(body);
+    } catch (error) {
+      if (error instanceof ChecksumError) {
+        sock._drop("bad_checksum");
+        this._checksumFailed();
+      } else if (error instanceof FrameError) {
+        sock._drop("malformed");
+        this.close(`bad frame: ${error.message}`);
+      } else {
+        throw error;
+      }
+      return;
+    }
+    this._badFrames = 0;
+    const payload = msg.payload;
+    if (msg.msgType === flags.renegotiate) {
+      this._renegotiated(payload);
+    } else if (msg.msgType === flags.whisper && payload[0] === flags.handshake) {
+      this._handshake(payload);
+    } else if (this.peer_id === null) {
+      this._fail(new HandshakeFailed(`${this.url}: a message came before the handshake`));
+    } else {
+      await sock._received(this, msg);
+    }
+  }
+
+  _handshake(payload) {
+    const sock = this._sock;
+    const peerId = idText(payload[1]);
+    const theirs = idText(payload[2]);
+    const codes = parseCodes(payload[4]);
+    const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
+    const address = parseAddress(payload[3]);
+    if (payload.length !== 5 || !isBase58(peerId) || theirs === null || codes === null || (address === null && !undialable)) {
+      this._fail(new HandshakeFailed(`${this.url}: malformed handshake`));
+      return;
+    }
+    if (theirs !== sock.protocol.id) {
+      this._fail(new ProtocolMismatch(sock.protocol.id, theirs, this.url), true);
+      return;
+    }
+    if (this.peer_id !== null) {
+      // A second handshake: the peer restates itself (in our ID form, say).
+      if (peerId !== this.peer_id) this.close("the peer changed its ID");
+      return;
+    }
+    if (peerId === sock.id) {
+      this._fail(new HandshakeFailed(`${this.url}: connected to itself`), true);
+      return;
+    }
+    if (sock.routing_table.has(peerId)) {
+      this._fail(new HandshakeFailed(`${this.url}: already connected to node ${peerId} by another link`), true);
+      return;
+    }
+    clearTimeout(this._timer);
+    this.peer_id = peerId;
+    this.peer_addr = address;
+    this.peer_codes = codes;
+    this.peer_ids_as_bin = payload[1] instanceof Uint8Array;
+    sock._linkReady(this);
+    this._handshakeDone(peerId);
+  }
+
+  _renegotiated(payload) {
+    if (payload.length === 2 && payload[0] === flags.compression) {
+      const codes = parseCodes(payload[1]);
+      if (codes === null) {
+        this.close("malformed compression renegotiation");
+        return;
+      }
+      const changed = codes.length !== this.peer_codes.length || codes.some((code, i) => code !== this.peer_codes[i]);
+      this.peer_codes = codes;
+      // This node compresses nothing: the intersection is always empty.
+      if (changed) this._renegotiate([flags.compression, []]);
+    } else if (payload.length === 1 && payload[0] === flags.resend) {
+      if (this._lastSent !== null) this._write(this._lastSent);
+    }
+  }
+
+  _renegotiate(payload) {
+    // Each message is made asynchronously (its checksum): written in order,
+    // so that a [resend] never overtakes the [compression, []] before it.
+    const made = this._sock._make(flags.renegotiate, payload);
+    this._renegotiations = this._renegotiations
+      .then(() => made)
+      .then((msg) => this._write(msg.frame()))
+      .catch((error) => this._sock._report("a renegotiation", error));
+  }
+
+  _checksumFailed() {
+    this._badFrames += 1;
+    if (this._badFrames > MAX_BAD_FRAMES) {
+      this.close(`${this._badFrames} frames in a row failed their checksum`);
+      return;
+    }
+    this._sock._log("warn", `a frame from ${this.peer_id || this.url} failed its checksum: asking for it uncompressed`);
+    this._renegotiate([flags.compression, []]);
+    this._renegotiate([flags.resend]);
+  }
+
+  // -- writing and closing ---------------------------------------------------
+
+  /**
+   * The bytes written to the WebSocket that the network has not taken yet
+   * (0 for a WebSocket class that does not tell).
+   */
+  get buffered() {
+    return this._ws.bufferedAmount ?? 0;
+  }
+
+  /**
+   * Write a frame of a whisper or broadcast (kept for a resend request),
+   * `relayed` (another node's broadcast) or not: null when it was written,
+   * else why not: the link is closing, or more than `maxSendBuffer` bytes
+   * wait in its WebSocket (see MeshSocket._sendBufferFull).
+   */
+  send(frame, relayed = false) {
+    if (!this._open) return CLOSING;
+    if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._sendBufferFull(this, relayed);
+    this._write(frame);
+    this._lastSent = frame;
+    return null;
+  }
+
+  get _open() {
+    return !this._closing && this._ws.readyState === OPEN;
+  }
+
+  /** Write a frame, unless the link is closing: return whether it was written. */
+  _write(frame) {
+    if (!this._open) return false;
+    this.stats.frames_out += 1;
+    this.stats.bytes_out += frame.length;
+    this._sock.stats.frames_out += 1;
+    this._sock.stats.bytes_out += frame.length;
+    this._ws.send(frame);
+    return true;
+  }
+
+  _fail(error, fatal = false) {
+    if (this._closing) return;
+    if (fatal) this.fatal = error;
+    this._handshakeFailed(error);
+    this.close(error.message);
+  }
+
+  /** Close the link, saying why. */
+  close(reason) {
+    if (this._closing) return;
+    this._closing = true;
+    this._closeReason = reason;
+    this._sock._log("info", `closing the link to ${this.peer_id || this.url}: ${reason}`);
+    try {
+      this._ws.close(1000);
+    } catch {
+      // already closing
+    }
+  }
+}
