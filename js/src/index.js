@@ -4,7 +4,8 @@
 
 export { flags } from "./flags.js";
 export { Protocol, protocolId, newNodeId, b58encodeInt, b58decodeInt, PROTOCOL_VERSION } from "./ids.js";
-export { MeshSocket, MAX_SEND_BUFFER, DRAINED_BUFFER } from "./socket.js";
+export { MeshSocket } from "./socket.js";
+export { MAX_SEND_BUFFER, DRAINED_BUFFER } from "./outbox.js";
 export { Message } from "./message.js";
 export { ProtocolMismatch, HandshakeFailed, NotConnected, SendBufferFull } from "./errors.js";
 export { MESSAGE_LIFETIME } from "./seen.js";

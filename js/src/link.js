@@ -1,6 +1,8 @@
 // One WebSocket link to a server node: framing, the handshake, the peer's ID
 // form, renegotiation, and writing within the send buffer.  The link tells
-// its node (the MeshSocket) what happens: _linkReady, _received, _linkLost.
+// its node (a MeshSocket) what happens: _linkReady, _inbox.received and
+// _linkLost; its node's _outbox makes its messages and counts what a full
+// send buffer refuses.
 
 import { HandshakeFailed, ProtocolMismatch } from "./errors.js";
 import { flags } from "./flags.js";
@@ -49,7 +51,7 @@ export class Link {
     this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0 };
     this._sock = sock;
     this._reader = new FrameReader(sock.options.maxFrameSize);
-    this._inbox = Promise.resolve();
+    this._reading = Promise.resolve();
     this._closing = false;
     this._lastSent = null;
     this._badFrames = 0;
@@ -103,8 +105,8 @@ export class Link {
     const sock = this._sock;
     this._sock._log("debug", `WebSocket to ${this.url} open: sending the handshake`);
     // Str IDs (js2p's form); ["", 0]: this node cannot be dialled.
-    sock
-      ._make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []])
+    sock._outbox
+      .make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []])
       .then((msg) => this._write(msg.frame()))
       .catch((error) => this.close(`could not make the handshake: ${error.message}`));
   }
@@ -131,7 +133,7 @@ export class Link {
       this.stats.frames_in += 1;
       sock.stats.frames_in += 1;
       // Checksums may be computed asynchronously (WebCrypto): keep the order.
-      this._inbox = this._inbox.then(() => this._body(body)).catch((error) => sock._report("a frame", error));
+      this._reading = this._reading.then(() => this._body(body)).catch((error) => sock._report("a frame", error));
     }
   }
 
@@ -174,7 +176,7 @@ export class Link {
     } else if (this.peer_id === null) {
       this._fail(new HandshakeFailed(`${this.url}: a message came before the handshake`));
     } else {
-      await sock._received(this, msg);
+      await sock._inbox.received(this, msg);
     }
   }
 
@@ -234,7 +236,7 @@ export class Link {
   _renegotiate(payload) {
     // Each message is made asynchronously (its checksum): written in order,
     // so that a [resend] never overtakes the [compression, []] before it.
-    const made = this._sock._make(flags.renegotiate, payload);
+    const made = this._sock._outbox.make(flags.renegotiate, payload);
     this._renegotiations = this._renegotiations
       .then(() => made)
       .then((msg) => this._write(msg.frame()))
@@ -266,11 +268,11 @@ export class Link {
    * Write a frame of a whisper or broadcast (kept for a resend request),
    * `relayed` (another node's broadcast) or not: null when it was written,
    * else why not: the link is closing, or more than `maxSendBuffer` bytes
-   * wait in its WebSocket (see MeshSocket._sendBufferFull).
+   * wait in its WebSocket (see Outbox.refused).
    */
   send(frame, relayed = false) {
     if (!this._open) return CLOSING;
-    if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._sendBufferFull(this, relayed);
+    if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._outbox.refused(this, relayed);
     this._write(frame);
     this._lastSent = frame;
     return null;

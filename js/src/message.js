@@ -23,10 +23,10 @@ export class Message {
    * with NotConnected when the sender is not a peer of this node, or its
    * link is closing, with SendBufferFull when more than `maxSendBuffer`
    * bytes wait for it, and with a TypeError or RangeError as send() does
-   * (see MeshSocket._reply).
+   * (see Outbox.reply).
    */
   reply(packets) {
-    return this._sock._reply(this.sender, packets);
+    return this._sock._outbox.reply(this.sender, packets);
   }
 
   toString() {

@@ -1,5 +1,6 @@
-// The browser mesh node: MeshSocket, its routing table, relaying, sending,
-// receiving and events.
+// The browser mesh node: MeshSocket, its API, its routing table and the URLs
+// it dials.  What it receives is handled by its Inbox, what it sends by its
+// Outbox.
 //
 // A browser cannot accept connections: it dials server nodes over
 // WebSocket (`ws://host:port/`, each binary message carrying frames) and
@@ -9,36 +10,13 @@
 // its links when it has several.
 
 import { Dialer } from "./dialer.js";
-import { NotConnected, SendBufferFull } from "./errors.js";
 import { Events } from "./events.js";
 import { flags } from "./flags.js";
-import { MAX_FRAME_SIZE, MAX_ITEMS, WireMessage, checkPacket, idText } from "./frames.js";
+import { MAX_FRAME_SIZE } from "./frames.js";
 import { newNodeId, Protocol } from "./ids.js";
-import { CLOSING } from "./link.js";
-import { Message } from "./message.js";
-import { MESSAGE_LIFETIME, SeenSet } from "./seen.js";
-
-/**
- * The default of the `maxSendBuffer` option: bytes that may wait in a
- * link's WebSocket before it takes no new message of this node, as
- * twisted_mesh's `Limits.max_send_buffer`.
- */
-export const MAX_SEND_BUFFER = 32 * 1024 * 1024;
-
-/**
- * drained() waits until no link has more than this many bytes waiting: what
- * a twisted_mesh node's TCP transport buffers before it says it is full.
- */
-export const DRAINED_BUFFER = 64 * 1024;
-
-/**
- * Milliseconds between two looks at the links while drained() is awaited: a
- * WebSocket fires no event when its buffer empties.
- */
-const DRAIN_POLL_INTERVAL = 15;
-
-/** Milliseconds between two log lines about frames a full send buffer refused. */
-const SEND_BUFFER_LOG_INTERVAL = 10000;
+import { Inbox } from "./inbox.js";
+import { MAX_SEND_BUFFER, Outbox } from "./outbox.js";
+import { SeenSet } from "./seen.js";
 
 function defaultLog(level, text) {
   if (level === "warn") console.warn(`twisted_mesh: ${text}`);
@@ -91,14 +69,10 @@ export class MeshSocket {
      */
     this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {}, skipped: {} };
     this._events = new Events((event, error) => this._report(`the ${event} callback`, error));
-    this._handlers = [];
     this._seen = new SeenSet();
     this._dialers = new Map();
-    this._outgoing = Promise.resolve();
-    // While drained() is awaited: the Promise its callers share.
-    this._drainedPoll = null;
-    // When a full send buffer was last logged, for relayed messages and own ones.
-    this._sendBufferLogged = { relayed: -Infinity, own: -Infinity };
+    this._inbox = new Inbox(this);
+    this._outbox = new Outbox(this);
   }
 
   // -- links -------------------------------------------------------------------
@@ -171,7 +145,7 @@ export class MeshSocket {
     this.routing_table.set(link.peer_id, link);
     this._log("info", `peer ${link.peer_id} joined from ${link.url}`);
     // Answer with peers, as every node does on a handshake.
-    this._whisper(link, [flags.peers, this._peerEntries(link)]);
+    this._outbox.answer(link, [flags.peers, this._peerEntries(link)]);
     if (wasEmpty) this._events.emit("connect", this);
     this._events.emit("status", this);
   }
@@ -195,85 +169,6 @@ export class MeshSocket {
 
   // -- receiving ---------------------------------------------------------------
 
-  async _received(link, msg) {
-    if (msg.msgType === flags.broadcast) {
-      const now = this._now();
-      // As twisted_mesh drops them: stamped more than MESSAGE_LIFETIME
-      // before now, or after (a clock far ahead), which the seen-set would
-      // otherwise hold, and hold back the forgetting of the others, as long.
-      if (msg.time < now - MESSAGE_LIFETIME || msg.time > now + MESSAGE_LIFETIME) {
-        this._drop("expired");
-        return;
-      }
-      const id = await msg.id();
-      if (!this._seen.add(id, msg.time, now)) {
-        this._drop("duplicate");
-        return;
-      }
-      const origin = this.routing_table.get(msg.sender);
-      // Relay between this node's links (as the frame arrived).
-      let frame = null;
-      for (const peer of this.routing_table.values()) {
-        if (peer !== link && peer !== origin) {
-          frame = frame || msg.frame();
-          if (peer.send(frame, true) === null) this.stats.relayed += 1;
-        }
-      }
-      this._handle(link, msg, id);
-    } else {
-      this._handle(link, msg, await msg.id());
-    }
-  }
-
-  _handle(link, msg, id) {
-    const payload = msg.payload;
-    if (!payload.length) return;
-    const subflag = payload[0];
-    if (subflag === flags.peers && msg.msgType === flags.whisper) {
-      // A browser cannot dial the TCP nodes listed; ws ones it could, but
-      // it keeps to the servers it was told to dial.
-      return;
-    }
-    if (subflag === flags.request) {
-      this._request(link, msg);
-      return;
-    }
-    if (subflag === flags.response) return; // this node sends no requests
-    this._deliver(link, msg, id);
-  }
-
-  _request(link, msg) {
-    const payload = msg.payload;
-    if (payload.length === 2 && idText(payload[1]) === "*") {
-      this._whisper(link, [flags.peers, this._peerEntries(link)]);
-      return;
-    }
-    if (payload.length !== 3 || msg.msgType !== flags.broadcast) return;
-    const target = idText(payload[2]);
-    const peer = target !== null ? this.routing_table.get(target) : undefined;
-    if (peer && peer.peer_addr !== null) {
-      // NotConnected: the links closed meanwhile, and the request with them.
-      this._broadcastNew([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch(
-        (error) => error instanceof NotConnected || this._report("a response", error),
-      );
-    }
-  }
-
-  _deliver(link, wire, id) {
-    const message = new Message(wire, id, this, link);
-    for (const handler of this._handlers) {
-      try {
-        if (handler(message, link)) return;
-      } catch (error) {
-        this._report("a handler", error);
-      }
-    }
-    if (message.packets[0] !== flags.broadcast && message.packets[0] !== flags.whisper) return;
-    this.stats.delivered += 1;
-    this.queue.push(message);
-    this._events.emit("message", this);
-  }
-
   /**
    * Take received messages, oldest first: with no argument the next one
    * (undefined when there is none); with a number, an array of up to that
@@ -289,8 +184,7 @@ export class MeshSocket {
    * queued; a handler that returns a true value takes it.
    */
   register_handler(handler) {
-    if (typeof handler !== "function") throw new TypeError("the handler must be a function");
-    this._handlers.push(handler);
+    this._inbox.addHandler(handler);
   }
 
   /**
@@ -337,88 +231,7 @@ export class MeshSocket {
    * instead.
    */
   send(packets, flag = flags.broadcast, type = flags.broadcast) {
-    let checked;
-    try {
-      checked = this._checked(packets, type, "send()");
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (this.closed) return Promise.reject(new NotConnected("the node is closed: nothing was sent"));
-    if (this.routing_table.size === 0) {
-      return Promise.reject(new NotConnected("not connected to any node: nothing was sent"));
-    }
-    if (flag === flags.broadcast) return this._broadcastNew(checked);
-    if (flag !== flags.whisper) return Promise.reject(new RangeError("the flag must be flags.broadcast or flags.whisper"));
-    return this._serially(async () => {
-      const msg = await this._make(flags.whisper, checked);
-      this._writeNew(this.routing_table.values(), msg.frame());
-      return msg.id();
-    });
-  }
-
-  /**
-   * The payload [subflag, ...packets] with each packet checked (see
-   * checkPacket); `what` names the caller.  A message is an array too, of
-   * msg_type, sender, time and the payload: it holds MAX_ITEMS at most.
-   */
-  _checked(packets, subflag, what) {
-    if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
-    if (packets.length + 4 > MAX_ITEMS) {
-      throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
-    }
-    // The message array is a list too.
-    const budget = { left: MAX_ITEMS - 1 };
-    return [subflag, ...packets.map((packet) => checkPacket(packet, 1, budget))];
-  }
-
-  _broadcastNew(payload) {
-    return this._serially(async () => {
-      const msg = await this._make(flags.broadcast, payload);
-      const id = await msg.id();
-      this._seen.add(id, msg.time, this._now());
-      this._writeNew(this.routing_table.values(), msg.frame());
-      return id;
-    });
-  }
-
-  /**
-   * Write the frame of a new message to `links`: throw when none took it,
-   * SendBufferFull when one was over its send buffer, else NotConnected
-   * (each is closing: a link drops what it is given then).
-   */
-  _writeNew(links, frame) {
-    const skipped = {};
-    let written = 0;
-    for (const link of links) {
-      const refused = link.send(frame);
-      if (refused === null) written += 1;
-      else skipped[link.peer_id] = refused;
-    }
-    if (written > 0) return;
-    if (Object.values(skipped).some((reason) => reason !== CLOSING)) throw new SendBufferFull(skipped);
-    throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
-  }
-
-  /**
-   * `link` refused a frame: more than `maxSendBuffer` bytes wait in its
-   * WebSocket.  Count it (a relayed broadcast in `stats.dropped`, one of
-   * this node's own in `stats.skipped`), log it at most every
-   * SEND_BUFFER_LOG_INTERVAL ms for each kind, and return why.
-   */
-  _sendBufferFull(link, relayed) {
-    const counts = relayed ? this.stats.dropped : this.stats.skipped;
-    counts.send_buffer = (counts.send_buffer || 0) + 1;
-    const reason =
-      `the send buffer is full: ${link.buffered} bytes wait for the peer, ` +
-      `more than maxSendBuffer (${this.options.maxSendBuffer})`;
-    const kind = relayed ? "relayed" : "own";
-    const now = Date.now();
-    if (now - this._sendBufferLogged[kind] >= SEND_BUFFER_LOG_INTERVAL) {
-      this._sendBufferLogged[kind] = now;
-      const what = relayed ? "dropping the broadcasts relayed to it" : "not sending this node's messages to it";
-      this._log("warn", `peer ${link.peer_id}: ${reason}: ${what} (${counts.send_buffer} so far)`);
-    }
-    return reason;
+    return this._outbox.send(packets, flag, type);
   }
 
   /**
@@ -435,86 +248,11 @@ export class MeshSocket {
    *     }
    */
   drained() {
-    return this._outgoing.then(() => this._linksDrained());
+    return this._outbox.drained();
   }
 
-  _linksDrained() {
-    if (this._isDrained()) return undefined;
-    if (this._drainedPoll === null) {
-      // One timer for every caller: browsers fire no event when a
-      // WebSocket's buffer empties, so the links are looked at until it has.
-      this._drainedPoll = new Promise((resolve) => {
-        const timer = setInterval(() => {
-          if (!this._isDrained()) return;
-          clearInterval(timer);
-          this._drainedPoll = null;
-          resolve();
-        }, DRAIN_POLL_INTERVAL);
-      });
-    }
-    return this._drainedPoll;
-  }
-
-  _isDrained() {
-    for (const link of this.routing_table.values()) {
-      if (link._open && link.buffered > DRAINED_BUFFER) return false;
-    }
-    return true;
-  }
-
-  _whisper(link, payload) {
-    this._serially(async () => {
-      const msg = await this._make(flags.whisper, payload);
-      link.send(msg.frame());
-    }).catch((error) => this._report("a whisper", error));
-  }
-
-  /**
-   * Whisper `packets` to the node `target` (see Message.reply).  This node
-   * reaches only its own peers: a browser cannot dial the address a
-   * `request` would bring back (a TCP node's), so a reply to a node that is
-   * not a peer fails with NotConnected (as one does when the link to the
-   * peer is closing), and with SendBufferFull when more than
-   * `maxSendBuffer` bytes wait for it.  The packets are checked as send()
-   * checks them.
-   */
-  _reply(target, packets) {
-    let checked;
-    try {
-      checked = this._checked(packets, flags.whisper, "reply()");
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const link = this.routing_table.get(target);
-    if (!link) {
-      return Promise.reject(
-        new NotConnected(
-          `not connected to ${target}: a browser node replies only to its direct peers (it cannot dial the ` +
-            "TCP address a request for the sender would bring back); broadcast instead",
-        ),
-      );
-    }
-    return this._serially(async () => {
-      const msg = await this._make(flags.whisper, checked);
-      this._writeNew([link], msg.frame());
-      return msg.id();
-    });
-  }
-
-  // Messages are made one after the other (a checksum may be computed
-  // asynchronously), so they go out in the order they were sent.
-  _serially(task) {
-    const done = this._outgoing.then(task);
-    this._outgoing = done.catch(() => {});
-    return done;
-  }
-
-  // A message larger than a peer reads fails here (a RangeError), before it
-  // is written: the peer would close the link on it.
-  _make(msgType, payload) {
-    return WireMessage.create(msgType, this.id, this._now(), payload, false, this.options.maxFrameSize);
-  }
-
+  // The UTC second: what this node stamps its messages with, and judges
+  // the age of a broadcast by.
   _now() {
     return Math.floor(Date.now() / 1000);
   }

@@ -448,8 +448,8 @@ test("send() refuses what a twisted_mesh node would not read, before writing it"
   const fill = (total) => Array.from({ length: total / 1000 }, () => lists(1000));
   await assert.rejects(sock.send(fill(codec.MAX_ITEMS)), /more than 1000000 lists and maps/);
   // (The message's array, the packet's list, and the lists in it.)
-  sock._checked([lists(codec.MAX_ITEMS - 2)], 0, "send()");
-  assert.throws(() => sock._checked([lists(codec.MAX_ITEMS - 1)], 0, "send()"), /more than 1000000 lists and maps/);
+  sock._outbox.check([lists(codec.MAX_ITEMS - 2)], 0, "send()");
+  assert.throws(() => sock._outbox.check([lists(codec.MAX_ITEMS - 1)], 0, "send()"), /more than 1000000 lists and maps/);
   // The frame size: the body (checksum and serial) fits maxFrameSize.
   await assert.rejects(sock.send([new Uint8Array(4096)]), RangeError);
   await assert.rejects(sock.send([new Uint8Array(4096)], flags.whisper), RangeError);

@@ -1663,7 +1663,7 @@ var twisted_mesh = (() => {
       this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0 };
       this._sock = sock;
       this._reader = new FrameReader(sock.options.maxFrameSize);
-      this._inbox = Promise.resolve();
+      this._reading = Promise.resolve();
       this._closing = false;
       this._lastSent = null;
       this._badFrames = 0;
@@ -1713,7 +1713,7 @@ var twisted_mesh = (() => {
     _opened() {
       const sock = this._sock;
       this._sock._log("debug", `WebSocket to ${this.url} open: sending the handshake`);
-      sock._make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []]).then((msg) => this._write(msg.frame())).catch((error) => this.close(`could not make the handshake: ${error.message}`));
+      sock._outbox.make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []]).then((msg) => this._write(msg.frame())).catch((error) => this.close(`could not make the handshake: ${error.message}`));
     }
     _data(data) {
       if (this._closing) return;
@@ -1736,7 +1736,7 @@ var twisted_mesh = (() => {
       for (const body of bodies) {
         this.stats.frames_in += 1;
         sock.stats.frames_in += 1;
-        this._inbox = this._inbox.then(() => this._body(body)).catch((error) => sock._report("a frame", error));
+        this._reading = this._reading.then(() => this._body(body)).catch((error) => sock._report("a frame", error));
       }
     }
     _lost(event) {
@@ -1776,7 +1776,7 @@ var twisted_mesh = (() => {
       } else if (this.peer_id === null) {
         this._fail(new HandshakeFailed(`${this.url}: a message came before the handshake`));
       } else {
-        await sock._received(this, msg);
+        await sock._inbox.received(this, msg);
       }
     }
     _handshake(payload) {
@@ -1829,7 +1829,7 @@ var twisted_mesh = (() => {
       }
     }
     _renegotiate(payload) {
-      const made = this._sock._make(flags.renegotiate, payload);
+      const made = this._sock._outbox.make(flags.renegotiate, payload);
       this._renegotiations = this._renegotiations.then(() => made).then((msg) => this._write(msg.frame())).catch((error) => this._sock._report("a renegotiation", error));
     }
     _checksumFailed() {
@@ -1854,11 +1854,11 @@ var twisted_mesh = (() => {
      * Write a frame of a whisper or broadcast (kept for a resend request),
      * `relayed` (another node's broadcast) or not: null when it was written,
      * else why not: the link is closing, or more than `maxSendBuffer` bytes
-     * wait in its WebSocket (see MeshSocket._sendBufferFull).
+     * wait in its WebSocket (see Outbox.refused).
      */
     send(frame, relayed = false) {
       if (!this._open) return CLOSING;
-      if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._sendBufferFull(this, relayed);
+      if (this.buffered > this._sock.options.maxSendBuffer) return this._sock._outbox.refused(this, relayed);
       this._write(frame);
       this._lastSent = frame;
       return null;
@@ -2053,10 +2053,10 @@ var twisted_mesh = (() => {
      * with NotConnected when the sender is not a peer of this node, or its
      * link is closing, with SendBufferFull when more than `maxSendBuffer`
      * bytes wait for it, and with a TypeError or RangeError as send() does
-     * (see MeshSocket._reply).
+     * (see Outbox.reply).
      */
     reply(packets) {
-      return this._sock._reply(this.sender, packets);
+      return this._sock._outbox.reply(this.sender, packets);
     }
     toString() {
       return `Message(from ${this.sender.slice(0, 10)}…, ${JSON.stringify(this.packets)})`;
@@ -2084,11 +2084,270 @@ var twisted_mesh = (() => {
     }
   };
 
-  // src/socket.js
+  // src/inbox.js
+  var Inbox = class {
+    constructor(sock) {
+      this._sock = sock;
+      this._handlers = [];
+    }
+    /** MeshSocket.register_handler(), which says what a handler does. */
+    addHandler(handler) {
+      if (typeof handler !== "function") throw new TypeError("the handler must be a function");
+      this._handlers.push(handler);
+    }
+    /** Handle `msg`, a message that `link` read. */
+    async received(link, msg) {
+      const sock = this._sock;
+      if (msg.msgType === flags.broadcast) {
+        const now = sock._now();
+        if (msg.time < now - MESSAGE_LIFETIME || msg.time > now + MESSAGE_LIFETIME) {
+          sock._drop("expired");
+          return;
+        }
+        const id = await msg.id();
+        if (!sock._seen.add(id, msg.time, now)) {
+          sock._drop("duplicate");
+          return;
+        }
+        const origin = sock.routing_table.get(msg.sender);
+        let frame = null;
+        for (const peer of sock.routing_table.values()) {
+          if (peer !== link && peer !== origin) {
+            frame = frame || msg.frame();
+            if (peer.send(frame, true) === null) sock.stats.relayed += 1;
+          }
+        }
+        this._handle(link, msg, id);
+      } else {
+        this._handle(link, msg, await msg.id());
+      }
+    }
+    _handle(link, msg, id) {
+      const payload = msg.payload;
+      if (!payload.length) return;
+      const subflag = payload[0];
+      if (subflag === flags.peers && msg.msgType === flags.whisper) {
+        return;
+      }
+      if (subflag === flags.request) {
+        this._request(link, msg);
+        return;
+      }
+      if (subflag === flags.response) return;
+      this._deliver(link, msg, id);
+    }
+    _request(link, msg) {
+      const sock = this._sock;
+      const payload = msg.payload;
+      if (payload.length === 2 && idText(payload[1]) === "*") {
+        sock._outbox.answer(link, [flags.peers, sock._peerEntries(link)]);
+        return;
+      }
+      if (payload.length !== 3 || msg.msgType !== flags.broadcast) return;
+      const target = idText(payload[2]);
+      const peer = target !== null ? sock.routing_table.get(target) : void 0;
+      if (peer && peer.peer_addr !== null) {
+        sock._outbox.broadcast([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch((error) => error instanceof NotConnected || sock._report("a response", error));
+      }
+    }
+    _deliver(link, wire, id) {
+      const sock = this._sock;
+      const message = new Message(wire, id, sock, link);
+      for (const handler of this._handlers) {
+        try {
+          if (handler(message, link)) return;
+        } catch (error) {
+          sock._report("a handler", error);
+        }
+      }
+      if (message.packets[0] !== flags.broadcast && message.packets[0] !== flags.whisper) return;
+      sock.stats.delivered += 1;
+      sock.queue.push(message);
+      sock._events.emit("message", sock);
+    }
+  };
+
+  // src/outbox.js
   var MAX_SEND_BUFFER = 32 * 1024 * 1024;
   var DRAINED_BUFFER = 64 * 1024;
   var DRAIN_POLL_INTERVAL = 15;
   var SEND_BUFFER_LOG_INTERVAL = 1e4;
+  var Outbox = class {
+    constructor(sock) {
+      this._sock = sock;
+      this._outgoing = Promise.resolve();
+      this._drainedPoll = null;
+      this._sendBufferLogged = { relayed: -Infinity, own: -Infinity };
+    }
+    /** MeshSocket.send(), which says what it does and how it fails. */
+    send(packets, flag, type) {
+      let checked;
+      try {
+        checked = this.check(packets, type, "send()");
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      const sock = this._sock;
+      if (sock.closed) return Promise.reject(new NotConnected("the node is closed: nothing was sent"));
+      if (sock.routing_table.size === 0) {
+        return Promise.reject(new NotConnected("not connected to any node: nothing was sent"));
+      }
+      if (flag === flags.broadcast) return this.broadcast(checked);
+      if (flag !== flags.whisper) return Promise.reject(new RangeError("the flag must be flags.broadcast or flags.whisper"));
+      return this._whisper(checked, () => sock.routing_table.values());
+    }
+    /**
+     * Whisper `packets` to the node `target` (see Message.reply).  This node
+     * reaches only its own peers: a browser cannot dial the address a
+     * `request` would bring back (a TCP node's), so a reply to a node that is
+     * not a peer fails with NotConnected (as one does when the link to the
+     * peer is closing), and with SendBufferFull when more than
+     * `maxSendBuffer` bytes wait for it.  The packets are checked as send()
+     * checks them.
+     */
+    reply(target, packets) {
+      let checked;
+      try {
+        checked = this.check(packets, flags.whisper, "reply()");
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      const link = this._sock.routing_table.get(target);
+      if (!link) {
+        return Promise.reject(
+          new NotConnected(
+            `not connected to ${target}: a browser node replies only to its direct peers (it cannot dial the TCP address a request for the sender would bring back); broadcast instead`
+          )
+        );
+      }
+      return this._whisper(checked, () => [link]);
+    }
+    /**
+     * The payload [subflag, ...packets] with each packet checked (see
+     * checkPacket); `what` names the caller.  A message is an array too, of
+     * msg_type, sender, time and the payload: it holds MAX_ITEMS at most.
+     */
+    check(packets, subflag, what) {
+      if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
+      if (packets.length + 4 > MAX_ITEMS) {
+        throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
+      }
+      const budget = { left: MAX_ITEMS - 1 };
+      return [subflag, ...packets.map((packet) => checkPacket(packet, 1, budget))];
+    }
+    /**
+     * Broadcast `payload` to every peer, and count it as seen (a peer may
+     * relay it back): a Promise of its ID, which fails as send() does.
+     */
+    broadcast(payload) {
+      return this._serially(async () => {
+        const msg = await this.make(flags.broadcast, payload);
+        const id = await msg.id();
+        this._sock._seen.add(id, msg.time, this._sock._now());
+        this._writeNew(this._sock.routing_table.values(), msg.frame());
+        return id;
+      });
+    }
+    /** Whisper `payload` to `link`, the protocol's answer to it: a failure is reported, not returned. */
+    answer(link, payload) {
+      this._serially(async () => {
+        const msg = await this.make(flags.whisper, payload);
+        link.send(msg.frame());
+      }).catch((error) => this._sock._report("a whisper", error));
+    }
+    /**
+     * A Promise of a new message of this node.  One larger than a peer reads
+     * fails here (a RangeError), before it is written: the peer would close
+     * the link on it.
+     */
+    make(msgType, payload) {
+      const sock = this._sock;
+      return WireMessage.create(msgType, sock.id, sock._now(), payload, false, sock.options.maxFrameSize);
+    }
+    /**
+     * Whisper `payload` (checked) to the links `links()` gives once the
+     * message is made: a Promise of its ID, which fails as send() does.
+     */
+    _whisper(payload, links) {
+      return this._serially(async () => {
+        const msg = await this.make(flags.whisper, payload);
+        this._writeNew(links(), msg.frame());
+        return msg.id();
+      });
+    }
+    /**
+     * Write the frame of a new message to `links`: throw when none took it,
+     * SendBufferFull when one was over its send buffer, else NotConnected
+     * (each is closing: a link drops what it is given then).
+     */
+    _writeNew(links, frame) {
+      const skipped = {};
+      let written = 0;
+      for (const link of links) {
+        const refused = link.send(frame);
+        if (refused === null) written += 1;
+        else skipped[link.peer_id] = refused;
+      }
+      if (written > 0) return;
+      if (Object.values(skipped).some((reason) => reason !== CLOSING)) throw new SendBufferFull(skipped);
+      throw new NotConnected(this._sock.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
+    }
+    // Messages are made one after the other (a checksum may be computed
+    // asynchronously), so they go out in the order they were sent.
+    _serially(task) {
+      const done = this._outgoing.then(task);
+      this._outgoing = done.catch(() => {
+      });
+      return done;
+    }
+    // -- the send buffers --------------------------------------------------------
+    /**
+     * `link` refused a frame: more than `maxSendBuffer` bytes wait in its
+     * WebSocket.  Count it (a relayed broadcast in `stats.dropped`, one of
+     * this node's own in `stats.skipped`), log it at most every
+     * SEND_BUFFER_LOG_INTERVAL ms for each kind, and return why.
+     */
+    refused(link, relayed) {
+      const sock = this._sock;
+      const counts = relayed ? sock.stats.dropped : sock.stats.skipped;
+      counts.send_buffer = (counts.send_buffer || 0) + 1;
+      const reason = `the send buffer is full: ${link.buffered} bytes wait for the peer, more than maxSendBuffer (${sock.options.maxSendBuffer})`;
+      const kind = relayed ? "relayed" : "own";
+      const now = Date.now();
+      if (now - this._sendBufferLogged[kind] >= SEND_BUFFER_LOG_INTERVAL) {
+        this._sendBufferLogged[kind] = now;
+        const what = relayed ? "dropping the broadcasts relayed to it" : "not sending this node's messages to it";
+        sock._log("warn", `peer ${link.peer_id}: ${reason}: ${what} (${counts.send_buffer} so far)`);
+      }
+      return reason;
+    }
+    /** MeshSocket.drained(): once what was sent is written, and the links have drained. */
+    drained() {
+      return this._outgoing.then(() => this._linksDrained());
+    }
+    _linksDrained() {
+      if (this._isDrained()) return void 0;
+      if (this._drainedPoll === null) {
+        this._drainedPoll = new Promise((resolve) => {
+          const timer = setInterval(() => {
+            if (!this._isDrained()) return;
+            clearInterval(timer);
+            this._drainedPoll = null;
+            resolve();
+          }, DRAIN_POLL_INTERVAL);
+        });
+      }
+      return this._drainedPoll;
+    }
+    _isDrained() {
+      for (const link of this._sock.routing_table.values()) {
+        if (link._open && link.buffered > DRAINED_BUFFER) return false;
+      }
+      return true;
+    }
+  };
+
+  // src/socket.js
   function defaultLog(level, text) {
     if (level === "warn") console.warn(`twisted_mesh: ${text}`);
   }
@@ -2113,12 +2372,10 @@ var twisted_mesh = (() => {
       this.closed = false;
       this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0, delivered: 0, relayed: 0, dropped: {}, skipped: {} };
       this._events = new Events((event, error) => this._report(`the ${event} callback`, error));
-      this._handlers = [];
       this._seen = new SeenSet();
       this._dialers = /* @__PURE__ */ new Map();
-      this._outgoing = Promise.resolve();
-      this._drainedPoll = null;
-      this._sendBufferLogged = { relayed: -Infinity, own: -Infinity };
+      this._inbox = new Inbox(this);
+      this._outbox = new Outbox(this);
     }
     // -- links -------------------------------------------------------------------
     /**
@@ -2184,7 +2441,7 @@ var twisted_mesh = (() => {
       const wasEmpty = this.routing_table.size === 0;
       this.routing_table.set(link.peer_id, link);
       this._log("info", `peer ${link.peer_id} joined from ${link.url}`);
-      this._whisper(link, [flags.peers, this._peerEntries(link)]);
+      this._outbox.answer(link, [flags.peers, this._peerEntries(link)]);
       if (wasEmpty) this._events.emit("connect", this);
       this._events.emit("status", this);
     }
@@ -2204,74 +2461,6 @@ var twisted_mesh = (() => {
       return entries;
     }
     // -- receiving ---------------------------------------------------------------
-    async _received(link, msg) {
-      if (msg.msgType === flags.broadcast) {
-        const now = this._now();
-        if (msg.time < now - MESSAGE_LIFETIME || msg.time > now + MESSAGE_LIFETIME) {
-          this._drop("expired");
-          return;
-        }
-        const id = await msg.id();
-        if (!this._seen.add(id, msg.time, now)) {
-          this._drop("duplicate");
-          return;
-        }
-        const origin = this.routing_table.get(msg.sender);
-        let frame = null;
-        for (const peer of this.routing_table.values()) {
-          if (peer !== link && peer !== origin) {
-            frame = frame || msg.frame();
-            if (peer.send(frame, true) === null) this.stats.relayed += 1;
-          }
-        }
-        this._handle(link, msg, id);
-      } else {
-        this._handle(link, msg, await msg.id());
-      }
-    }
-    _handle(link, msg, id) {
-      const payload = msg.payload;
-      if (!payload.length) return;
-      const subflag = payload[0];
-      if (subflag === flags.peers && msg.msgType === flags.whisper) {
-        return;
-      }
-      if (subflag === flags.request) {
-        this._request(link, msg);
-        return;
-      }
-      if (subflag === flags.response) return;
-      this._deliver(link, msg, id);
-    }
-    _request(link, msg) {
-      const payload = msg.payload;
-      if (payload.length === 2 && idText(payload[1]) === "*") {
-        this._whisper(link, [flags.peers, this._peerEntries(link)]);
-        return;
-      }
-      if (payload.length !== 3 || msg.msgType !== flags.broadcast) return;
-      const target = idText(payload[2]);
-      const peer = target !== null ? this.routing_table.get(target) : void 0;
-      if (peer && peer.peer_addr !== null) {
-        this._broadcastNew([flags.response, payload[1], [[...peer.peer_addr], payload[2]]]).catch(
-          (error) => error instanceof NotConnected || this._report("a response", error)
-        );
-      }
-    }
-    _deliver(link, wire, id) {
-      const message = new Message(wire, id, this, link);
-      for (const handler of this._handlers) {
-        try {
-          if (handler(message, link)) return;
-        } catch (error) {
-          this._report("a handler", error);
-        }
-      }
-      if (message.packets[0] !== flags.broadcast && message.packets[0] !== flags.whisper) return;
-      this.stats.delivered += 1;
-      this.queue.push(message);
-      this._events.emit("message", this);
-    }
     /**
      * Take received messages, oldest first: with no argument the next one
      * (undefined when there is none); with a number, an array of up to that
@@ -2286,8 +2475,7 @@ var twisted_mesh = (() => {
      * queued; a handler that returns a true value takes it.
      */
     register_handler(handler) {
-      if (typeof handler !== "function") throw new TypeError("the handler must be a function");
-      this._handlers.push(handler);
+      this._inbox.addHandler(handler);
     }
     /**
      * Call `callback(sock)` each time `event` happens: 'connect' when the node
@@ -2329,81 +2517,7 @@ var twisted_mesh = (() => {
      * instead.
      */
     send(packets, flag = flags.broadcast, type = flags.broadcast) {
-      let checked;
-      try {
-        checked = this._checked(packets, type, "send()");
-      } catch (error) {
-        return Promise.reject(error);
-      }
-      if (this.closed) return Promise.reject(new NotConnected("the node is closed: nothing was sent"));
-      if (this.routing_table.size === 0) {
-        return Promise.reject(new NotConnected("not connected to any node: nothing was sent"));
-      }
-      if (flag === flags.broadcast) return this._broadcastNew(checked);
-      if (flag !== flags.whisper) return Promise.reject(new RangeError("the flag must be flags.broadcast or flags.whisper"));
-      return this._serially(async () => {
-        const msg = await this._make(flags.whisper, checked);
-        this._writeNew(this.routing_table.values(), msg.frame());
-        return msg.id();
-      });
-    }
-    /**
-     * The payload [subflag, ...packets] with each packet checked (see
-     * checkPacket); `what` names the caller.  A message is an array too, of
-     * msg_type, sender, time and the payload: it holds MAX_ITEMS at most.
-     */
-    _checked(packets, subflag, what) {
-      if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
-      if (packets.length + 4 > MAX_ITEMS) {
-        throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
-      }
-      const budget = { left: MAX_ITEMS - 1 };
-      return [subflag, ...packets.map((packet) => checkPacket(packet, 1, budget))];
-    }
-    _broadcastNew(payload) {
-      return this._serially(async () => {
-        const msg = await this._make(flags.broadcast, payload);
-        const id = await msg.id();
-        this._seen.add(id, msg.time, this._now());
-        this._writeNew(this.routing_table.values(), msg.frame());
-        return id;
-      });
-    }
-    /**
-     * Write the frame of a new message to `links`: throw when none took it,
-     * SendBufferFull when one was over its send buffer, else NotConnected
-     * (each is closing: a link drops what it is given then).
-     */
-    _writeNew(links, frame) {
-      const skipped = {};
-      let written = 0;
-      for (const link of links) {
-        const refused = link.send(frame);
-        if (refused === null) written += 1;
-        else skipped[link.peer_id] = refused;
-      }
-      if (written > 0) return;
-      if (Object.values(skipped).some((reason) => reason !== CLOSING)) throw new SendBufferFull(skipped);
-      throw new NotConnected(this.closed ? "the node is closed: nothing was sent" : "every link is closing: nothing was sent");
-    }
-    /**
-     * `link` refused a frame: more than `maxSendBuffer` bytes wait in its
-     * WebSocket.  Count it (a relayed broadcast in `stats.dropped`, one of
-     * this node's own in `stats.skipped`), log it at most every
-     * SEND_BUFFER_LOG_INTERVAL ms for each kind, and return why.
-     */
-    _sendBufferFull(link, relayed) {
-      const counts = relayed ? this.stats.dropped : this.stats.skipped;
-      counts.send_buffer = (counts.send_buffer || 0) + 1;
-      const reason = `the send buffer is full: ${link.buffered} bytes wait for the peer, more than maxSendBuffer (${this.options.maxSendBuffer})`;
-      const kind = relayed ? "relayed" : "own";
-      const now = Date.now();
-      if (now - this._sendBufferLogged[kind] >= SEND_BUFFER_LOG_INTERVAL) {
-        this._sendBufferLogged[kind] = now;
-        const what = relayed ? "dropping the broadcasts relayed to it" : "not sending this node's messages to it";
-        this._log("warn", `peer ${link.peer_id}: ${reason}: ${what} (${counts.send_buffer} so far)`);
-      }
-      return reason;
+      return this._outbox.send(packets, flag, type);
     }
     /**
      * A Promise that resolves once what was sent so far is on its way: every
@@ -2419,77 +2533,10 @@ var twisted_mesh = (() => {
      *     }
      */
     drained() {
-      return this._outgoing.then(() => this._linksDrained());
+      return this._outbox.drained();
     }
-    _linksDrained() {
-      if (this._isDrained()) return void 0;
-      if (this._drainedPoll === null) {
-        this._drainedPoll = new Promise((resolve) => {
-          const timer = setInterval(() => {
-            if (!this._isDrained()) return;
-            clearInterval(timer);
-            this._drainedPoll = null;
-            resolve();
-          }, DRAIN_POLL_INTERVAL);
-        });
-      }
-      return this._drainedPoll;
-    }
-    _isDrained() {
-      for (const link of this.routing_table.values()) {
-        if (link._open && link.buffered > DRAINED_BUFFER) return false;
-      }
-      return true;
-    }
-    _whisper(link, payload) {
-      this._serially(async () => {
-        const msg = await this._make(flags.whisper, payload);
-        link.send(msg.frame());
-      }).catch((error) => this._report("a whisper", error));
-    }
-    /**
-     * Whisper `packets` to the node `target` (see Message.reply).  This node
-     * reaches only its own peers: a browser cannot dial the address a
-     * `request` would bring back (a TCP node's), so a reply to a node that is
-     * not a peer fails with NotConnected (as one does when the link to the
-     * peer is closing), and with SendBufferFull when more than
-     * `maxSendBuffer` bytes wait for it.  The packets are checked as send()
-     * checks them.
-     */
-    _reply(target, packets) {
-      let checked;
-      try {
-        checked = this._checked(packets, flags.whisper, "reply()");
-      } catch (error) {
-        return Promise.reject(error);
-      }
-      const link = this.routing_table.get(target);
-      if (!link) {
-        return Promise.reject(
-          new NotConnected(
-            `not connected to ${target}: a browser node replies only to its direct peers (it cannot dial the TCP address a request for the sender would bring back); broadcast instead`
-          )
-        );
-      }
-      return this._serially(async () => {
-        const msg = await this._make(flags.whisper, checked);
-        this._writeNew([link], msg.frame());
-        return msg.id();
-      });
-    }
-    // Messages are made one after the other (a checksum may be computed
-    // asynchronously), so they go out in the order they were sent.
-    _serially(task) {
-      const done = this._outgoing.then(task);
-      this._outgoing = done.catch(() => {
-      });
-      return done;
-    }
-    // A message larger than a peer reads fails here (a RangeError), before it
-    // is written: the peer would close the link on it.
-    _make(msgType, payload) {
-      return WireMessage.create(msgType, this.id, this._now(), payload, false, this.options.maxFrameSize);
-    }
+    // The UTC second: what this node stamps its messages with, and judges
+    // the age of a broadcast by.
     _now() {
       return Math.floor(Date.now() / 1e3);
     }

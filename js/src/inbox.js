@@ -1,0 +1,106 @@
+// What the node receives: broadcasts out of their lifetime or seen before
+// are dropped, new ones relayed to the other links; requests are answered;
+// the rest goes to the handlers, then to the user's queue.
+
+import { NotConnected } from "./errors.js";
+import { flags } from "./flags.js";
+import { idText } from "./frames.js";
+import { Message } from "./message.js";
+import { MESSAGE_LIFETIME } from "./seen.js";
+
+/** The messages that a MeshSocket's links read after their handshake. */
+export class Inbox {
+  constructor(sock) {
+    this._sock = sock;
+    this._handlers = [];
+  }
+
+  /** MeshSocket.register_handler(), which says what a handler does. */
+  addHandler(handler) {
+    if (typeof handler !== "function") throw new TypeError("the handler must be a function");
+    this._handlers.push(handler);
+  }
+
+  /** Handle `msg`, a message that `link` read. */
+  async received(link, msg) {
+    const sock = this._sock;
+    if (msg.msgType === flags.broadcast) {
+      const now = sock._now();
+      // As twisted_mesh drops them: stamped more than MESSAGE_LIFETIME
+      // before now, or after (a clock far ahead), which the seen-set would
+      // otherwise hold, and hold back the forgetting of the others, as long.
+      if (msg.time < now - MESSAGE_LIFETIME || msg.time > now + MESSAGE_LIFETIME) {
+        sock._drop("expired");
+        return;
+      }
+      const id = await msg.id();
+      if (!sock._seen.add(id, msg.time, now)) {
+        sock._drop("duplicate");
+        return;
+      }
+      const origin = sock.routing_table.get(msg.sender);
+      // Relay between this node's links (as the frame arrived).
+      let frame = null;
+      for (const peer of sock.routing_table.values()) {
+        if (peer !== link && peer !== origin) {
+          frame = frame || msg.frame();
+          if (peer.send(frame, true) === null) sock.stats.relayed += 1;
+        }
+      }
+      this._handle(link, msg, id);
+    } else {
+      this._handle(link, msg, await msg.id());
+    }
+  }
+
+  _handle(link, msg, id) {
+    const payload = msg.payload;
+    if (!payload.length) return;
+    const subflag = payload[0];
+    if (subflag === flags.peers && msg.msgType === flags.whisper) {
+      // A browser cannot dial the TCP nodes listed; ws ones it could, but
+      // it keeps to the servers it was told to dial.
+      return;
+    }
+    if (subflag === flags.request) {
+      this._request(link, msg);
+      return;
+    }
+    if (subflag === flags.response) return; // this node sends no requests
+    this._deliver(link, msg, id);
+  }
+
+  _request(link, msg) {
+    const sock = this._sock;
+    const payload = msg.payload;
+    if (payload.length === 2 && idText(payload[1]) === "*") {
+      sock._outbox.answer(link, [flags.peers, sock._peerEntries(link)]);
+      return;
+    }
+    if (payload.length !== 3 || msg.msgType !== flags.broadcast) return;
+    const target = idText(payload[2]);
+    const peer = target !== null ? sock.routing_table.get(target) : undefined;
+    if (peer && peer.peer_addr !== null) {
+      // NotConnected: the links closed meanwhile, and the request with them.
+      sock._outbox
+        .broadcast([flags.response, payload[1], [[...peer.peer_addr], payload[2]]])
+        .catch((error) => error instanceof NotConnected || sock._report("a response", error));
+    }
+  }
+
+  _deliver(link, wire, id) {
+    const sock = this._sock;
+    const message = new Message(wire, id, sock, link);
+    for (const handler of this._handlers) {
+      try {
+        if (handler(message, link)) return;
+      } catch (error) {
+        sock._report("a handler", error);
+      }
+    }
+    if (message.packets[0] !== flags.broadcast && message.packets[0] !== flags.whisper) return;
+    sock.stats.delivered += 1;
+    sock.queue.push(message);
+    sock._events.emit("message", sock);
+  }
+}
