@@ -1,5 +1,6 @@
 // Dialling: one URL kept connected, dialled again after a growing delay.
 
+import { deferred } from "./deferred.js";
 import { HandshakeFailed } from "./errors.js";
 import { Link } from "./link.js";
 
@@ -12,18 +13,19 @@ export class Dialer {
     this.url = url;
     /** "connecting", "connected", "waiting" (to dial again) or "stopped". */
     this.state = "connecting";
+    /** The dials that failed or were lost since the last handshake. */
     this.attempt = 0;
     /** When the next dial is due (ms since the epoch), while waiting. */
     this.retryAt = null;
     /** Why the last link closed. */
     this.lastError = null;
+    /** The link being made, or made; null while there is none. */
     this.link = null;
     this._sock = sock;
     this._timer = null;
-    this.first = new Promise((resolve, reject) => {
-      this._resolveFirst = resolve;
-      this._rejectFirst = reject;
-    });
+    this._first = deferred();
+    /** The outcome of the first handshake: what connect() gave out. */
+    this.first = this._first.promise;
     // What connect() gave out while no link was being made: settled by the
     // next link's handshake.
     this._next = null;
@@ -38,13 +40,7 @@ export class Dialer {
   nextHandshake() {
     const link = this.link;
     if (link && !link._closing) return link.handshake;
-    if (this._next === null) {
-      let settle;
-      const promise = new Promise((resolve, reject) => {
-        settle = { resolve, reject };
-      });
-      this._next = { promise, ...settle };
-    }
+    if (this._next === null) this._next = deferred();
     return this._next.promise;
   }
 
@@ -58,9 +54,9 @@ export class Dialer {
         this.attempt = 0;
         this.state = "connected";
         this.lastError = null;
-        this._resolveFirst(peerId);
+        this._first.resolve(peerId);
       },
-      (error) => this._rejectFirst(error),
+      this._first.reject,
     );
     if (this._next !== null) {
       link.handshake.then(this._next.resolve, this._next.reject);
@@ -108,13 +104,14 @@ export class Dialer {
     this._dial();
   }
 
+  /** Stop dialling, close the link, and fail what connect() gave out. */
   stop() {
     this.state = "stopped";
     clearTimeout(this._timer);
     this._timer = null;
     if (this.link) this.link.close("the node is closing");
     const error = new HandshakeFailed(`${this.url}: the node closed`);
-    this._rejectFirst(error);
+    this._first.reject(error);
     this._noNext(error);
   }
 }

@@ -4,6 +4,7 @@
 // _linkLost; its node's _outbox makes its messages and counts what a full
 // send buffer refuses.
 
+import { deferred } from "./deferred.js";
 import { HandshakeFailed, ProtocolMismatch } from "./errors.js";
 import { flags } from "./flags.js";
 import { ChecksumError, FrameError, FrameReader, WireMessage, idText } from "./frames.js";
@@ -33,7 +34,88 @@ function parseCodes(value) {
 }
 
 /**
- * One WebSocket link to a server node: framing, handshake, renegotiation.
+ * The fields of a handshake's payload, `[handshake, id, protocol_id,
+ * address, compression]`, its IDs in either form: `{peerId, protocolId,
+ * address, codes, idsAsBin}`, `address` null for a node that cannot be
+ * dialled (port 0); null when the handshake is malformed.
+ */
+function readHandshake(payload) {
+  const peerId = idText(payload[1]);
+  const protocolId = idText(payload[2]);
+  const codes = parseCodes(payload[4]);
+  const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
+  const address = parseAddress(payload[3]);
+  if (payload.length !== 5 || !isBase58(peerId) || protocolId === null || codes === null || (address === null && !undialable)) {
+    return null;
+  }
+  return { peerId, protocolId, address, codes, idsAsBin: payload[1] instanceof Uint8Array };
+}
+
+/**
+ * A link's side of renegotiation.  This node compresses nothing: it answers
+ * a peer's list of compressions with the empty list, and asks for a frame
+ * that failed its checksum (a compressed one, say) again, raw; after
+ * MAX_BAD_FRAMES such frames in a row it closes the link.  A [resend] gets
+ * the last whisper or broadcast written again.
+ */
+class Renegotiation {
+  constructor(link) {
+    this._link = link;
+    this._badFrames = 0;
+    // Renegotiations go out in the order they were made (see _send).
+    this._sent = Promise.resolve();
+  }
+
+  /** A frame passed its checksum: those that failed are no longer in a row. */
+  frameRead() {
+    this._badFrames = 0;
+  }
+
+  /** Answer the peer's renegotiation, `payload`. */
+  received(payload) {
+    const link = this._link;
+    if (payload.length === 2 && payload[0] === flags.compression) {
+      const codes = parseCodes(payload[1]);
+      if (codes === null) {
+        link.close("malformed compression renegotiation");
+        return;
+      }
+      const changed = codes.length !== link.peer_codes.length || codes.some((code, i) => code !== link.peer_codes[i]);
+      link.peer_codes = codes;
+      // This node compresses nothing: the intersection is always empty.
+      if (changed) this._send([flags.compression, []]);
+    } else if (payload.length === 1 && payload[0] === flags.resend) {
+      link._resend();
+    }
+  }
+
+  /** A frame failed its checksum: ask for it raw, or give up on the link. */
+  checksumFailed() {
+    const link = this._link;
+    this._badFrames += 1;
+    if (this._badFrames > MAX_BAD_FRAMES) {
+      link.close(`${this._badFrames} frames in a row failed their checksum`);
+      return;
+    }
+    link._sock._log("warn", `a frame from ${link.peer_id || link.url} failed its checksum: asking for it uncompressed`);
+    this._send([flags.compression, []]);
+    this._send([flags.resend]);
+  }
+
+  _send(payload) {
+    // Each message is made asynchronously (its checksum): written in order,
+    // so that a [resend] never overtakes the [compression, []] before it.
+    const link = this._link;
+    const made = link._sock._outbox.make(flags.renegotiate, payload);
+    this._sent = this._sent
+      .then(() => made)
+      .then((msg) => link._write(msg.frame()))
+      .catch((error) => link._sock._report("a renegotiation", error));
+  }
+}
+
+/**
+ * One WebSocket link to a server node: framing, handshake, writing.
  * Made by a Dialer; its `handshake` Promise fires with the peer's
  * ID once the peer's handshake is accepted.
  */
@@ -48,24 +130,23 @@ export class Link {
     this.peer_codes = [];
     /** Whether the peer wrote its handshake IDs as bin. */
     this.peer_ids_as_bin = false;
+    /** Frames and bytes read and written on this link. */
     this.stats = { frames_in: 0, frames_out: 0, bytes_in: 0, bytes_out: 0 };
     this._sock = sock;
     this._reader = new FrameReader(sock.options.maxFrameSize);
     this._reading = Promise.resolve();
     this._closing = false;
     this._lastSent = null;
-    this._badFrames = 0;
-    // Renegotiations go out in the order they were made (see _renegotiate).
-    this._renegotiations = Promise.resolve();
+    this._renegotiation = new Renegotiation(this);
+    /** Why the URL is not to be dialled again, once the link failed so. */
     this.fatal = null;
-    this.handshake = new Promise((resolve, reject) => {
-      this._handshakeDone = resolve;
-      this._handshakeFailed = reject;
-    });
+    this._handshakeResult = deferred();
+    /** The peer's ID once its handshake is accepted; fails when the link closes first. */
+    this.handshake = this._handshakeResult.promise;
     this.handshake.catch(() => {});
-    this.closed = new Promise((resolve) => {
-      this._closedDone = resolve;
-    });
+    this._closedResult = deferred();
+    /** Why the link closed, once it has. */
+    this.closed = this._closedResult.promise;
     const WebSocketImpl = sock.options.WebSocket;
     let ws;
     try {
@@ -95,8 +176,8 @@ export class Link {
     this._ws = null;
     this._closing = true;
     this.fatal = new HandshakeFailed(`${this.url}: cannot open a WebSocket: ${error.message}`);
-    this._handshakeFailed(this.fatal);
-    this._closedDone(this.fatal.message);
+    this._handshakeResult.reject(this.fatal);
+    this._closedResult.resolve(this.fatal.message);
   }
 
   // -- the WebSocket's events ------------------------------------------------
@@ -138,13 +219,12 @@ export class Link {
   }
 
   _lost(event) {
-    const wasClosing = this._closing;
     this._closing = true;
     clearTimeout(this._timer);
     const reason = this._closeReason || `WebSocket closed (code ${event.code}${event.reason ? ": " + event.reason : ""})`;
-    this._handshakeFailed(new HandshakeFailed(`${this.url}: ${reason}`));
-    this._sock._linkLost(this, reason, wasClosing);
-    this._closedDone(reason);
+    this._handshakeResult.reject(new HandshakeFailed(`${this.url}: ${reason}`));
+    this._sock._linkLost(this, reason);
+    this._closedResult.resolve(reason);
   }
 
   // -- frames ----------------------------------------------------------------
@@ -158,7 +238,7 @@ export class Link {
     } catch (error) {
       if (error instanceof ChecksumError) {
         sock._drop("bad_checksum");
-        this._checksumFailed();
+        this._renegotiation.checksumFailed();
       } else if (error instanceof FrameError) {
         sock._drop("malformed");
         this.close(`bad frame: ${error.message}`);
@@ -167,10 +247,10 @@ export class Link {
       }
       return;
     }
-    this._badFrames = 0;
+    this._renegotiation.frameRead();
     const payload = msg.payload;
     if (msg.msgType === flags.renegotiate) {
-      this._renegotiated(payload);
+      this._renegotiation.received(payload);
     } else if (msg.msgType === flags.whisper && payload[0] === flags.handshake) {
       this._handshake(payload);
     } else if (this.peer_id === null) {
@@ -182,17 +262,14 @@ export class Link {
 
   _handshake(payload) {
     const sock = this._sock;
-    const peerId = idText(payload[1]);
-    const theirs = idText(payload[2]);
-    const codes = parseCodes(payload[4]);
-    const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
-    const address = parseAddress(payload[3]);
-    if (payload.length !== 5 || !isBase58(peerId) || theirs === null || codes === null || (address === null && !undialable)) {
+    const shake = readHandshake(payload);
+    if (shake === null) {
       this._fail(new HandshakeFailed(`${this.url}: malformed handshake`));
       return;
     }
-    if (theirs !== sock.protocol.id) {
-      this._fail(new ProtocolMismatch(sock.protocol.id, theirs, this.url), true);
+    const peerId = shake.peerId;
+    if (shake.protocolId !== sock.protocol.id) {
+      this._fail(new ProtocolMismatch(sock.protocol.id, shake.protocolId, this.url), true);
       return;
     }
     if (this.peer_id !== null) {
@@ -210,48 +287,11 @@ export class Link {
     }
     clearTimeout(this._timer);
     this.peer_id = peerId;
-    this.peer_addr = address;
-    this.peer_codes = codes;
-    this.peer_ids_as_bin = payload[1] instanceof Uint8Array;
+    this.peer_addr = shake.address;
+    this.peer_codes = shake.codes;
+    this.peer_ids_as_bin = shake.idsAsBin;
     sock._linkReady(this);
-    this._handshakeDone(peerId);
-  }
-
-  _renegotiated(payload) {
-    if (payload.length === 2 && payload[0] === flags.compression) {
-      const codes = parseCodes(payload[1]);
-      if (codes === null) {
-        this.close("malformed compression renegotiation");
-        return;
-      }
-      const changed = codes.length !== this.peer_codes.length || codes.some((code, i) => code !== this.peer_codes[i]);
-      this.peer_codes = codes;
-      // This node compresses nothing: the intersection is always empty.
-      if (changed) this._renegotiate([flags.compression, []]);
-    } else if (payload.length === 1 && payload[0] === flags.resend) {
-      if (this._lastSent !== null) this._write(this._lastSent);
-    }
-  }
-
-  _renegotiate(payload) {
-    // Each message is made asynchronously (its checksum): written in order,
-    // so that a [resend] never overtakes the [compression, []] before it.
-    const made = this._sock._outbox.make(flags.renegotiate, payload);
-    this._renegotiations = this._renegotiations
-      .then(() => made)
-      .then((msg) => this._write(msg.frame()))
-      .catch((error) => this._sock._report("a renegotiation", error));
-  }
-
-  _checksumFailed() {
-    this._badFrames += 1;
-    if (this._badFrames > MAX_BAD_FRAMES) {
-      this.close(`${this._badFrames} frames in a row failed their checksum`);
-      return;
-    }
-    this._sock._log("warn", `a frame from ${this.peer_id || this.url} failed its checksum: asking for it uncompressed`);
-    this._renegotiate([flags.compression, []]);
-    this._renegotiate([flags.resend]);
+    this._handshakeResult.resolve(peerId);
   }
 
   // -- writing and closing ---------------------------------------------------
@@ -282,21 +322,25 @@ export class Link {
     return !this._closing && this._ws.readyState === OPEN;
   }
 
-  /** Write a frame, unless the link is closing: return whether it was written. */
+  /** Write the last whisper or broadcast again: the peer asked for it (a [resend]). */
+  _resend() {
+    if (this._lastSent !== null) this._write(this._lastSent);
+  }
+
+  /** Write a frame, unless the link is closing. */
   _write(frame) {
-    if (!this._open) return false;
+    if (!this._open) return;
     this.stats.frames_out += 1;
     this.stats.bytes_out += frame.length;
     this._sock.stats.frames_out += 1;
     this._sock.stats.bytes_out += frame.length;
     this._ws.send(frame);
-    return true;
   }
 
   _fail(error, fatal = false) {
     if (this._closing) return;
     if (fatal) this.fatal = error;
-    this._handshakeFailed(error);
+    this._handshakeResult.reject(error);
     this.close(error.message);
   }
 

@@ -546,6 +546,17 @@ var twisted_mesh = (() => {
     }
   };
 
+  // src/deferred.js
+  function deferred() {
+    let resolve;
+    let reject;
+    const promise = new Promise((resolvePromise, rejectPromise) => {
+      resolve = resolvePromise;
+      reject = rejectPromise;
+    });
+    return { promise, resolve, reject };
+  }
+
   // src/errors.js
   var ProtocolMismatch = class extends Error {
     constructor(ours, theirs, url) {
@@ -1653,6 +1664,61 @@ var twisted_mesh = (() => {
   function parseCodes(value) {
     return Array.isArray(value) && value.every(Number.isInteger) ? value : null;
   }
+  function readHandshake(payload) {
+    const peerId = idText(payload[1]);
+    const protocolId2 = idText(payload[2]);
+    const codes = parseCodes(payload[4]);
+    const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
+    const address = parseAddress(payload[3]);
+    if (payload.length !== 5 || !isBase58(peerId) || protocolId2 === null || codes === null || address === null && !undialable) {
+      return null;
+    }
+    return { peerId, protocolId: protocolId2, address, codes, idsAsBin: payload[1] instanceof Uint8Array };
+  }
+  var Renegotiation = class {
+    constructor(link) {
+      this._link = link;
+      this._badFrames = 0;
+      this._sent = Promise.resolve();
+    }
+    /** A frame passed its checksum: those that failed are no longer in a row. */
+    frameRead() {
+      this._badFrames = 0;
+    }
+    /** Answer the peer's renegotiation, `payload`. */
+    received(payload) {
+      const link = this._link;
+      if (payload.length === 2 && payload[0] === flags.compression) {
+        const codes = parseCodes(payload[1]);
+        if (codes === null) {
+          link.close("malformed compression renegotiation");
+          return;
+        }
+        const changed = codes.length !== link.peer_codes.length || codes.some((code, i) => code !== link.peer_codes[i]);
+        link.peer_codes = codes;
+        if (changed) this._send([flags.compression, []]);
+      } else if (payload.length === 1 && payload[0] === flags.resend) {
+        link._resend();
+      }
+    }
+    /** A frame failed its checksum: ask for it raw, or give up on the link. */
+    checksumFailed() {
+      const link = this._link;
+      this._badFrames += 1;
+      if (this._badFrames > MAX_BAD_FRAMES) {
+        link.close(`${this._badFrames} frames in a row failed their checksum`);
+        return;
+      }
+      link._sock._log("warn", `a frame from ${link.peer_id || link.url} failed its checksum: asking for it uncompressed`);
+      this._send([flags.compression, []]);
+      this._send([flags.resend]);
+    }
+    _send(payload) {
+      const link = this._link;
+      const made = link._sock._outbox.make(flags.renegotiate, payload);
+      this._sent = this._sent.then(() => made).then((msg) => link._write(msg.frame())).catch((error) => link._sock._report("a renegotiation", error));
+    }
+  };
   var Link = class {
     constructor(sock, url) {
       this.url = url;
@@ -1666,18 +1732,14 @@ var twisted_mesh = (() => {
       this._reading = Promise.resolve();
       this._closing = false;
       this._lastSent = null;
-      this._badFrames = 0;
-      this._renegotiations = Promise.resolve();
+      this._renegotiation = new Renegotiation(this);
       this.fatal = null;
-      this.handshake = new Promise((resolve, reject) => {
-        this._handshakeDone = resolve;
-        this._handshakeFailed = reject;
-      });
+      this._handshakeResult = deferred();
+      this.handshake = this._handshakeResult.promise;
       this.handshake.catch(() => {
       });
-      this.closed = new Promise((resolve) => {
-        this._closedDone = resolve;
-      });
+      this._closedResult = deferred();
+      this.closed = this._closedResult.promise;
       const WebSocketImpl = sock.options.WebSocket;
       let ws;
       try {
@@ -1706,8 +1768,8 @@ var twisted_mesh = (() => {
       this._ws = null;
       this._closing = true;
       this.fatal = new HandshakeFailed(`${this.url}: cannot open a WebSocket: ${error.message}`);
-      this._handshakeFailed(this.fatal);
-      this._closedDone(this.fatal.message);
+      this._handshakeResult.reject(this.fatal);
+      this._closedResult.resolve(this.fatal.message);
     }
     // -- the WebSocket's events ------------------------------------------------
     _opened() {
@@ -1740,13 +1802,12 @@ var twisted_mesh = (() => {
       }
     }
     _lost(event) {
-      const wasClosing = this._closing;
       this._closing = true;
       clearTimeout(this._timer);
       const reason = this._closeReason || `WebSocket closed (code ${event.code}${event.reason ? ": " + event.reason : ""})`;
-      this._handshakeFailed(new HandshakeFailed(`${this.url}: ${reason}`));
-      this._sock._linkLost(this, reason, wasClosing);
-      this._closedDone(reason);
+      this._handshakeResult.reject(new HandshakeFailed(`${this.url}: ${reason}`));
+      this._sock._linkLost(this, reason);
+      this._closedResult.resolve(reason);
     }
     // -- frames ----------------------------------------------------------------
     async _body(body) {
@@ -1758,7 +1819,7 @@ var twisted_mesh = (() => {
       } catch (error) {
         if (error instanceof ChecksumError) {
           sock._drop("bad_checksum");
-          this._checksumFailed();
+          this._renegotiation.checksumFailed();
         } else if (error instanceof FrameError) {
           sock._drop("malformed");
           this.close(`bad frame: ${error.message}`);
@@ -1767,10 +1828,10 @@ var twisted_mesh = (() => {
         }
         return;
       }
-      this._badFrames = 0;
+      this._renegotiation.frameRead();
       const payload = msg.payload;
       if (msg.msgType === flags.renegotiate) {
-        this._renegotiated(payload);
+        this._renegotiation.received(payload);
       } else if (msg.msgType === flags.whisper && payload[0] === flags.handshake) {
         this._handshake(payload);
       } else if (this.peer_id === null) {
@@ -1781,17 +1842,14 @@ var twisted_mesh = (() => {
     }
     _handshake(payload) {
       const sock = this._sock;
-      const peerId = idText(payload[1]);
-      const theirs = idText(payload[2]);
-      const codes = parseCodes(payload[4]);
-      const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
-      const address = parseAddress(payload[3]);
-      if (payload.length !== 5 || !isBase58(peerId) || theirs === null || codes === null || address === null && !undialable) {
+      const shake = readHandshake(payload);
+      if (shake === null) {
         this._fail(new HandshakeFailed(`${this.url}: malformed handshake`));
         return;
       }
-      if (theirs !== sock.protocol.id) {
-        this._fail(new ProtocolMismatch(sock.protocol.id, theirs, this.url), true);
+      const peerId = shake.peerId;
+      if (shake.protocolId !== sock.protocol.id) {
+        this._fail(new ProtocolMismatch(sock.protocol.id, shake.protocolId, this.url), true);
         return;
       }
       if (this.peer_id !== null) {
@@ -1808,39 +1866,11 @@ var twisted_mesh = (() => {
       }
       clearTimeout(this._timer);
       this.peer_id = peerId;
-      this.peer_addr = address;
-      this.peer_codes = codes;
-      this.peer_ids_as_bin = payload[1] instanceof Uint8Array;
+      this.peer_addr = shake.address;
+      this.peer_codes = shake.codes;
+      this.peer_ids_as_bin = shake.idsAsBin;
       sock._linkReady(this);
-      this._handshakeDone(peerId);
-    }
-    _renegotiated(payload) {
-      if (payload.length === 2 && payload[0] === flags.compression) {
-        const codes = parseCodes(payload[1]);
-        if (codes === null) {
-          this.close("malformed compression renegotiation");
-          return;
-        }
-        const changed = codes.length !== this.peer_codes.length || codes.some((code, i) => code !== this.peer_codes[i]);
-        this.peer_codes = codes;
-        if (changed) this._renegotiate([flags.compression, []]);
-      } else if (payload.length === 1 && payload[0] === flags.resend) {
-        if (this._lastSent !== null) this._write(this._lastSent);
-      }
-    }
-    _renegotiate(payload) {
-      const made = this._sock._outbox.make(flags.renegotiate, payload);
-      this._renegotiations = this._renegotiations.then(() => made).then((msg) => this._write(msg.frame())).catch((error) => this._sock._report("a renegotiation", error));
-    }
-    _checksumFailed() {
-      this._badFrames += 1;
-      if (this._badFrames > MAX_BAD_FRAMES) {
-        this.close(`${this._badFrames} frames in a row failed their checksum`);
-        return;
-      }
-      this._sock._log("warn", `a frame from ${this.peer_id || this.url} failed its checksum: asking for it uncompressed`);
-      this._renegotiate([flags.compression, []]);
-      this._renegotiate([flags.resend]);
+      this._handshakeResult.resolve(peerId);
     }
     // -- writing and closing ---------------------------------------------------
     /**
@@ -1866,20 +1896,23 @@ var twisted_mesh = (() => {
     get _open() {
       return !this._closing && this._ws.readyState === OPEN;
     }
-    /** Write a frame, unless the link is closing: return whether it was written. */
+    /** Write the last whisper or broadcast again: the peer asked for it (a [resend]). */
+    _resend() {
+      if (this._lastSent !== null) this._write(this._lastSent);
+    }
+    /** Write a frame, unless the link is closing. */
     _write(frame) {
-      if (!this._open) return false;
+      if (!this._open) return;
       this.stats.frames_out += 1;
       this.stats.bytes_out += frame.length;
       this._sock.stats.frames_out += 1;
       this._sock.stats.bytes_out += frame.length;
       this._ws.send(frame);
-      return true;
     }
     _fail(error, fatal = false) {
       if (this._closing) return;
       if (fatal) this.fatal = error;
-      this._handshakeFailed(error);
+      this._handshakeResult.reject(error);
       this.close(error.message);
     }
     /** Close the link, saying why. */
@@ -1906,10 +1939,8 @@ var twisted_mesh = (() => {
       this.link = null;
       this._sock = sock;
       this._timer = null;
-      this.first = new Promise((resolve, reject) => {
-        this._resolveFirst = resolve;
-        this._rejectFirst = reject;
-      });
+      this._first = deferred();
+      this.first = this._first.promise;
       this._next = null;
       this._dial();
     }
@@ -1921,13 +1952,7 @@ var twisted_mesh = (() => {
     nextHandshake() {
       const link = this.link;
       if (link && !link._closing) return link.handshake;
-      if (this._next === null) {
-        let settle;
-        const promise = new Promise((resolve, reject) => {
-          settle = { resolve, reject };
-        });
-        this._next = { promise, ...settle };
-      }
+      if (this._next === null) this._next = deferred();
       return this._next.promise;
     }
     _dial() {
@@ -1940,9 +1965,9 @@ var twisted_mesh = (() => {
           this.attempt = 0;
           this.state = "connected";
           this.lastError = null;
-          this._resolveFirst(peerId);
+          this._first.resolve(peerId);
         },
-        (error) => this._rejectFirst(error)
+        this._first.reject
       );
       if (this._next !== null) {
         link.handshake.then(this._next.resolve, this._next.reject);
@@ -1986,13 +2011,14 @@ var twisted_mesh = (() => {
       clearTimeout(this._timer);
       this._dial();
     }
+    /** Stop dialling, close the link, and fail what connect() gave out. */
     stop() {
       this.state = "stopped";
       clearTimeout(this._timer);
       this._timer = null;
       if (this.link) this.link.close("the node is closing");
       const error = new HandshakeFailed(`${this.url}: the node closed`);
-      this._rejectFirst(error);
+      this._first.reject(error);
       this._noNext(error);
     }
   };
