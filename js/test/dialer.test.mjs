@@ -5,11 +5,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { codec, flags, tm } from "../testing/bundle.mjs";
-import { FakeWebSocket, activeTimers, now, serverShake, settle } from "../testing/fake-server.mjs";
+import { FakeWebSocket, activeTimers, nextEvent, now, serverShake, settle } from "../testing/fake-server.mjs";
 
-test("a MeshSocket refuses a node of another network, and dials again after a loss", async () => {
+test("a MeshSocket refuses a node of another network, and dials again after a loss", async (t) => {
   const protocol = new tm.Protocol("mesh", "ws");
   const sock = new tm.MeshSocket(protocol, { WebSocket: FakeWebSocket, minDelay: 10, maxDelay: 40 });
+  t.after(() => sock.close()); // even when the test fails: else it dials for ever
   const errors = [];
   sock.on("error", (s, error) => errors.push(error));
   const failing = sock.connect("ws://127.0.0.1:2/");
@@ -45,9 +46,10 @@ test("a MeshSocket refuses a node of another network, and dials again after a lo
   await assert.rejects(new tm.MeshSocket(protocol).connect("http://x/"), TypeError);
 });
 
-test("connect() during a redial gives the next handshake, not the first attempt's", async () => {
+test("connect() during a redial gives the next handshake, not the first attempt's", async (t) => {
   const protocol = new tm.Protocol("mesh", "ws");
   const sock = new tm.MeshSocket(protocol, { WebSocket: FakeWebSocket, minDelay: 30, maxDelay: 30, log: () => {} });
+  t.after(() => sock.close());
   const url = "ws://127.0.0.1:11/";
   const first = sock.connect(url);
   await settle();
@@ -63,8 +65,9 @@ test("connect() during a redial gives the next handshake, not the first attempt'
   assert.equal(await sock.connect(url), server, "connected: at once");
 
   // Connected, then lost: the next peer (another node at that URL), not the old one.
+  const lost = nextEvent(sock, "reconnecting");
   FakeWebSocket.last.close(1006);
-  await settle();
+  await lost;
   assert.equal(sock.links()[0].state, "waiting");
   const third = sock.connect(url);
   await new Promise((resolve) => setTimeout(resolve, 60));
@@ -73,8 +76,10 @@ test("connect() during a redial gives the next handshake, not the first attempt'
   assert.equal(await third, next);
 
   // Waiting when the node closes: the promise fails.
+  const lostAgain = nextEvent(sock, "reconnecting");
   FakeWebSocket.last.close(1006);
-  await settle();
+  await lostAgain;
+  assert.equal(sock.links()[0].state, "waiting");
   const fourth = sock.connect(url);
   sock.close();
   await assert.rejects(fourth, tm.HandshakeFailed);

@@ -59,8 +59,36 @@ export class BufferingWebSocket extends FakeWebSocket {
   }
 }
 
-/** Wait for what the fake WebSockets and the node do next (open, read, close). */
-export const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+// WebCrypto computes checksums on a thread pool, which a loaded machine
+// may leave waiting longer than any fixed time: settle() counts them.
+let hashing = 0;
+let hashed = 0;
+const subtle = globalThis.crypto.subtle;
+const digest = subtle.digest.bind(subtle);
+subtle.digest = (...args) => {
+  hashing += 1;
+  return digest(...args).finally(() => {
+    hashing -= 1;
+    hashed += 1;
+  });
+};
+
+/**
+ * Wait until the node and the fake WebSockets are done with what they were
+ * given (opening, reading, writing, closing): 20 ms in which no checksum
+ * was being computed.
+ */
+export async function settle() {
+  // (At most 2 s: a node that never stops hashing is for the test to find.)
+  for (let wait = 0; wait < 2000; wait += 20) {
+    const before = hashed;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (hashing === 0 && hashed === before) return;
+  }
+}
+
+/** The arguments of the next `event` of `sock`. */
+export const nextEvent = (sock, event) => new Promise((resolve) => sock.once(event, (...args) => resolve(args)));
 
 /** The UTC second, as nodes stamp messages. */
 export const now = () => Math.floor(Date.now() / 1000);
