@@ -85,7 +85,7 @@ test("connect() during a redial gives the next handshake, not the first attempt'
   await assert.rejects(fourth, tm.HandshakeFailed);
 });
 
-test("connect() fails, not throws, when the WebSocket refuses the URL", async () => {
+test("connect() fails, not throws, when the WebSocket refuses the URL", async (t) => {
   class Refusing extends FakeWebSocket {
     constructor(url) {
       if (url.includes("#")) throw new SyntaxError("The URL contains a fragment identifier");
@@ -93,6 +93,7 @@ test("connect() fails, not throws, when the WebSocket refuses the URL", async ()
     }
   }
   const sock = new tm.MeshSocket(new tm.Protocol("mesh", "ws"), { WebSocket: Refusing, minDelay: 10, log: () => {} });
+  t.after(() => sock.close());
   const errors = [];
   sock.on("error", (s, error) => errors.push(error));
   const before = activeTimers();
@@ -104,5 +105,159 @@ test("connect() fails, not throws, when the WebSocket refuses the URL", async ()
   assert.deepEqual(sock.links().map((l) => [l.url, l.state]), [["ws://127.0.0.1:13/#x", "stopped"]]);
   assert.equal(errors.length, 1, "not dialled again: reported");
   assert.ok(activeTimers() <= before, "no redial timer");
+  sock.close();
+});
+
+// -- dialling again, on a mock clock ------------------------------------------------------
+
+/** A FakeWebSocket class that keeps each one made (one a dial) in `made`. */
+function countingWebSocket(refuse = () => false) {
+  const made = [];
+  class Counting extends FakeWebSocket {
+    constructor(url) {
+      made.push(url);
+      if (refuse(url)) throw new SyntaxError("The URL contains a fragment identifier");
+      super(url);
+    }
+  }
+  return { WebSocket: Counting, made };
+}
+
+/**
+ * A MeshSocket on a mock clock (setTimeout and Date) dialling `url`, with
+ * no jitter in its delays unless `random` says (by default Math.random()
+ * is 0.5: each delay is its base); its WebSocket throws for the URLs
+ * `refuse(url)` is true for.
+ */
+function onMockClock(t, { refuse, random = () => 0.5, ...options }, url) {
+  t.mock.method(Math, "random", random);
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1700000000000 });
+  const protocol = new tm.Protocol("mesh", "ws");
+  const { WebSocket, made } = countingWebSocket(refuse);
+  const sock = new tm.MeshSocket(protocol, { WebSocket, log: () => {}, ...options });
+  const reconnecting = [];
+  sock.on("reconnecting", (s, info) => reconnecting.push([info.attempt, info.delay]));
+  const first = sock.connect(url);
+  first.catch(() => {}); // each test says what it expects of it
+  t.mock.timers.tick(0); // the WebSocket opens
+  /** The server node at `url` goes away: the link is lost, then handled. */
+  const lose = async () => {
+    FakeWebSocket.last.close(1006);
+    t.mock.timers.tick(0);
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+  return { sock, protocol, made, reconnecting, first, lose };
+}
+
+test("a lost link is dialled again after a delay growing by factor up to maxDelay", async (t) => {
+  const url = "ws://127.0.0.1:21/";
+  const { sock, protocol, made, reconnecting, lose } = onMockClock(t, { minDelay: 100, maxDelay: 1000, factor: 3 }, url);
+  for (const delay of [100, 300, 900, 1000, 1000]) {
+    await lose();
+    const [link] = sock.links();
+    assert.equal(link.state, "waiting");
+    assert.equal(link.retryAt, Date.now() + delay);
+    const dials = made.length;
+    t.mock.timers.tick(delay - 1);
+    assert.equal(made.length, dials, `not dialled before ${delay} ms`);
+    t.mock.timers.tick(1);
+    assert.equal(made.length, dials + 1, `dialled again after ${delay} ms`);
+    assert.equal(sock.links()[0].state, "connecting");
+    t.mock.timers.tick(0);
+  }
+  assert.deepEqual(reconnecting, [
+    [1, 100],
+    [2, 300],
+    [3, 900],
+    [4, 1000],
+    [5, 1000],
+  ]);
+  // A handshake, and the next loss waits minDelay again.
+  const server = tm.newNodeId();
+  FakeWebSocket.last.push(await serverShake(server, protocol));
+  assert.equal(await sock.connect(url), server);
+  assert.deepEqual([sock.links()[0].state, sock.links()[0].attempt], ["connected", 0]);
+  await lose();
+  assert.deepEqual(reconnecting.at(-1), [1, 100]);
+  sock.close();
+});
+
+test("each delay is spread by up to a quarter either way, so that nodes lost together dial apart", async (t) => {
+  const url = "ws://127.0.0.1:26/";
+  const randoms = [0, 0.999999];
+  const { sock, reconnecting, lose } = onMockClock(t, { minDelay: 1000, maxDelay: 1000, random: () => randoms.shift() }, url);
+  await lose();
+  t.mock.timers.tick(750);
+  t.mock.timers.tick(0);
+  await lose();
+  assert.deepEqual(reconnecting, [
+    [1, 750],
+    [2, 1250],
+  ]);
+  sock.close();
+});
+
+test("retryNow() dials a waiting URL at once, in place of its timer", async (t) => {
+  const url = "ws://127.0.0.1:22/";
+  const { sock, protocol, made, lose } = onMockClock(t, { minDelay: 10000, maxDelay: 10000 }, url);
+  await lose();
+  assert.equal(sock.links()[0].state, "waiting");
+  sock.retryNow();
+  assert.equal(made.length, 2, "dialled at once");
+  assert.deepEqual([sock.links()[0].state, sock.links()[0].retryAt], ["connecting", null]);
+  t.mock.timers.tick(0);
+  t.mock.timers.tick(20000);
+  assert.equal(made.length, 2, "the timer does not dial it again");
+  // Connected, there is nothing to dial.
+  const server = tm.newNodeId();
+  FakeWebSocket.last.push(await serverShake(server, protocol));
+  assert.equal(await sock.connect(url), server);
+  sock.retryNow();
+  assert.equal(made.length, 2);
+  sock.close();
+});
+
+test("close() stops dialling: no dial after it, however long one waits", async (t) => {
+  const url = "ws://127.0.0.1:23/";
+  const { sock, made, reconnecting, first, lose } = onMockClock(t, { minDelay: 100, maxDelay: 100 }, url);
+  await lose();
+  await assert.rejects(first, tm.HandshakeFailed);
+  assert.equal(sock.links()[0].state, "waiting");
+  sock.close();
+  assert.equal(sock.links()[0].state, "stopped");
+  t.mock.timers.tick(60000);
+  assert.equal(made.length, 1);
+  assert.equal(reconnecting.length, 1);
+});
+
+test("close() while connected closes the link, which is not dialled again", async (t) => {
+  const url = "ws://127.0.0.1:24/";
+  const { sock, protocol, made, reconnecting } = onMockClock(t, { minDelay: 100, maxDelay: 100 }, url);
+  const server = tm.newNodeId();
+  FakeWebSocket.last.push(await serverShake(server, protocol));
+  assert.equal(await sock.connect(url), server);
+  sock.close();
+  t.mock.timers.tick(0); // the WebSocket's close event
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(sock.routing_table.size, 0);
+  t.mock.timers.tick(60000);
+  assert.deepEqual([made.length, reconnecting.length, sock.links()[0].state], [1, 0, "stopped"]);
+});
+
+test("a URL the WebSocket refuses is dialled once, however long one waits", async (t) => {
+  const url = "ws://127.0.0.1:25/#x";
+  const errors = [];
+  const { sock, made, reconnecting, first } = onMockClock(t, { minDelay: 100, maxDelay: 100, refuse: (u) => u.includes("#") }, url);
+  sock.on("error", (s, error) => errors.push(error));
+  await assert.rejects(first, (error) => error instanceof tm.HandshakeFailed && /fragment/.test(error.message));
+  t.mock.timers.tick(60000);
+  assert.deepEqual(made, [url]);
+  assert.deepEqual(reconnecting, []);
+  assert.equal(sock.links()[0].state, "stopped");
+  assert.equal(errors.length, 1, "reported: it will not be dialled again");
+  // Asked again, it is tried again, once: the page may have changed what it allows.
+  await assert.rejects(sock.connect(url), tm.HandshakeFailed);
+  t.mock.timers.tick(60000);
+  assert.deepEqual(made, [url, url]);
   sock.close();
 });
