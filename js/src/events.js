@@ -1,5 +1,9 @@
 // Named events with callbacks, as the references' `on` and `once`.
 
+/**
+ * The callbacks of each event; `onError(event, error)` hears of one that
+ * throws, which neither stops the others nor reaches the caller of emit().
+ */
 export class Events {
   constructor(onError) {
     this._callbacks = new Map();

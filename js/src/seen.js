@@ -28,6 +28,7 @@ export class SeenSet {
     return true;
   }
 
+  /** How many broadcasts it holds. */
   get size() {
     return this._expiries.size;
   }

@@ -2105,6 +2105,7 @@ var twisted_mesh = (() => {
       this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
       return true;
     }
+    /** How many broadcasts it holds. */
     get size() {
       return this._expiries.size;
     }
