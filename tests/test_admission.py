@@ -163,3 +163,40 @@ def test_the_defaults_keep_room_for_peers() -> None:
     limits = Limits()
     assert limits.max_pending_per_address < limits.max_pending < limits.max_connections
     assert limits.handshake_timeout == 10.0
+
+
+def test_a_connection_that_spoke_leaves_its_address_bound() -> None:
+    """
+    Pending connections that sent a well-formed frame (nodes behind one
+    address joining at once) do not count against the address's bound:
+    more of them than the bound stay pending, and a silent newcomer from the
+    same address closes only silent ones.
+    """
+    slots, closed, hits = admission(max_pending=10, max_pending_per_address=2)
+    for i in range(4):
+        slot = slots.admit("10.0.0.1", closed.of(f"spoke{i}"))
+        assert slot is not None
+        slots.spoke(slot)
+    assert closed.names == [] and slots.pending == 4
+    for name in ("silent1", "silent2", "silent3"):
+        slots.admit("10.0.0.1", closed.of(name))
+    assert closed.names == ["silent1"] and hits.limits == ["max_pending_per_address"]
+    assert slots.pending == 6
+
+
+def test_a_full_pool_closes_silent_connections_before_those_that_spoke() -> None:
+    """With max_pending pending connections, the oldest silent one makes room first, then the oldest of all."""
+    slots, closed, hits = admission(max_pending=3, max_pending_per_address=3)
+    first = slots.admit("10.0.0.1", closed.of("spoke"))
+    assert first is not None
+    slots.spoke(first)
+    slots.admit("10.0.0.2", closed.of("silent"))
+    slots.admit("10.0.0.3", closed.of("silent too"))
+    slots.admit("10.0.0.4", closed.of("newcomer"))
+    assert closed.names == ["silent"]
+    slots.admit("10.0.0.5", closed.of("another"))
+    assert closed.names == ["silent", "silent too"]
+    slots.admit("10.0.0.6", closed.of("and another"))
+    assert closed.names == ["silent", "silent too", "newcomer"]
+    slots.handshaken(first)
+    assert slots.held == 1 and slots.pending == 2

@@ -43,7 +43,7 @@ ONE_ADDRESS = ["127.0.0.1"]
 MANY_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 102)]
 
 #: The default bounds of pending connections, from one address and in all.
-PER_ADDRESS = 16
+PER_ADDRESS = 32
 IN_ALL = 64
 
 #: How much the process's resident memory may grow while a flood lasts.

@@ -9,8 +9,12 @@ connect and never handshake cannot take the place of peers: when the bound
 is reached, the oldest pending connection is closed to make room for the
 newcomer (the oldest from the newcomer's address when that address is at
 its own bound, so that a flood from one address closes its own connections
-first).  A held connection is never closed to make room; a newcomer is
-refused only when every slot is held.
+first).  A pending connection that has spoken (sent a well-formed frame: a
+twisted_mesh dialler's first word, which waits for an answer) no longer
+counts against its address's bound, and is closed to make room only when
+no silent one is left: many nodes behind one address that join at once are
+not strangers.  A held connection is never closed to make room; a newcomer
+is refused only when every slot is held.
 
 Pure logic: connections are named by their source address and closed
 through the function they gave.
@@ -79,8 +83,10 @@ class Admission:
     def __init__(self, limits: Limits, limit_hit: Callable[..., None]) -> None:
         self._limits = limits
         self._limit_hit = limit_hit
-        # Oldest first (dicts keep their order), and the same by address.
+        # Oldest first (dicts keep their order); those that have not spoken,
+        # and the same by address.
         self._pending: dict[Slot, None] = {}
+        self._silent: dict[Slot, None] = {}
         self._by_host: dict[str, dict[Slot, None]] = {}
         self._held = 0
 
@@ -111,13 +117,28 @@ class Admission:
         if same is not None and len(same) >= limits.max_pending_per_address:
             self._evict(next(iter(same)), "max_pending_per_address", newcomer)
         elif self._pending and len(self._pending) >= limits.max_pending:
-            self._evict(next(iter(self._pending)), "max_pending", newcomer)
+            self._evict(self._oldest(), "max_pending", newcomer)
         if not self._make_room(newcomer):
             return None
         slot = Slot(host, close)
         self._pending[slot] = None
+        self._silent[slot] = None
         self._by_host.setdefault(host, {})[slot] = None
         return slot
+
+    def spoke(self, slot: Slot) -> None:
+        """
+        The pending C{slot}'s connection sent a well-formed frame: it counts
+        against its address's bound no more, and makes room only when no
+        silent connection is left to.
+        """
+        if slot.host is not None and slot in self._silent:
+            del self._silent[slot]
+            self._forget_host(slot, slot.host)
+
+    def _oldest(self) -> Slot:
+        """The pending connection to close first: the oldest silent one, else the oldest."""
+        return next(iter(self._silent or self._pending))
 
     def dial(self, close: Close) -> Slot | None:
         """
@@ -153,7 +174,7 @@ class Admission:
         if self._held + len(self._pending) < most:
             return True
         if self._pending:
-            self._evict(next(iter(self._pending)), "max_connections", newcomer)
+            self._evict(self._oldest(), "max_connections", newcomer)
             return True
         self._limit_hit("max_connections", "refused {newcomer}: all {most} are peers", newcomer=newcomer, most=most)
         return False
@@ -167,8 +188,13 @@ class Admission:
 
     def _forget(self, slot: Slot, host: str) -> None:
         del self._pending[slot]
+        if slot in self._silent:
+            del self._silent[slot]
+            self._forget_host(slot, host)
+        slot.host = None
+
+    def _forget_host(self, slot: Slot, host: str) -> None:
         same = self._by_host[host]
         del same[slot]
         if not same:
             del self._by_host[host]
-        slot.host = None

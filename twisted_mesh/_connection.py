@@ -645,8 +645,11 @@ class MeshProtocol(Protocol):
             self.ids_as_bin = msg.sender_is_bin
             self._send_handshake()
         elif not self._answered_first_word:
-            # A twisted_mesh node dialled us, and waits for a word of ours.
+            # A twisted_mesh node dialled us, and waits for a word of ours:
+            # no silent stranger.
             self._answered_first_word = True
+            if self.slot is not None:
+                self._node.admission.spoke(self.slot)
             self._renegotiate(flags.compression, list(_compression.SUPPORTED))
 
     def _no_first_word(self) -> None:

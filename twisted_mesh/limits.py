@@ -33,8 +33,9 @@ class Limits:
     :ivar max_pending: accepted connections whose handshake has not come
         (from all addresses); one more takes the place of the oldest, which
         is closed.  Connections this node dials are not counted.
-    :ivar max_pending_per_address: the same, from one IP address: one more
-        takes the place of the oldest from that address.
+    :ivar max_pending_per_address: the same, from one IP address, of
+        those that have said nothing yet: one more takes the place of the
+        oldest from that address.
     :ivar handshake_timeout: seconds a new connection has to send its
         handshake; and a connection to a WebSocket listener, to open its
         WebSocket first.
@@ -70,7 +71,7 @@ class Limits:
     max_items: int = 1_000_000
     max_connections: int = 256
     max_pending: int = 64
-    max_pending_per_address: int = 16
+    max_pending_per_address: int = 32
     handshake_timeout: float = 10.0
     max_peers_per_message: int = 64
     max_pending_replies: int = 256
