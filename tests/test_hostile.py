@@ -376,8 +376,14 @@ def make_arena(captured: list[LogEvent]) -> Iterator[ArenaFactory]:
     made: list[Arena] = []
 
     async def make(*, limits: Limits | None = None, sinks: int = 4, good: int = 2, drain: bool = True) -> Arena:
+        # (Every hostile peer that joins is kept: they are what is tested.)
         node = MeshSocket(
-            "127.0.0.1", 0, MESH, max_outgoing=MAX_OUTGOING, limits=limits or Limits(max_frame_size=MAX_FRAME)
+            "127.0.0.1",
+            0,
+            MESH,
+            max_outgoing=MAX_OUTGOING,
+            max_incoming=1000,
+            limits=limits or Limits(max_frame_size=MAX_FRAME),
         )
         peers = {name: MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0) for name in "AB"[:good]}
         arena = Arena(node, peers, captured)

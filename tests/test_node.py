@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh import _node, flags
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, new_node_id
+from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._node import (
     MAX_HOST_LENGTH,
     MESSAGE_LIFETIME,
@@ -602,7 +602,107 @@ def test_link_ready_sends_the_routing_table() -> None:
     (peers,) = c.take()
     assert peers.msg_type == flags.whisper and not peers.sender_is_bin
     listed = [entry(a.peer_addr, a.peer_id, as_bin=False), entry(b.peer_addr, b.peer_id, as_bin=False)]
-    assert peers.payload == (flags.peers, listed)
+    assert peers.payload[0] == flags.peers and sorted(peers.payload[1]) == sorted(listed)
+
+
+# -- how many peers: the connection manager ------------------------------------
+
+
+def incoming_link(node: MeshNode, *, addr: Address | None = None) -> FakeLink:
+    """A dialable newcomer that dialled the node; what it was sent is kept."""
+    _port[0] += 1
+    link = FakeLink(new_node_id(MESH), addr=addr or ("10.1.0.1", _port[0]))
+    node.link_ready(link)
+    return link
+
+
+def listed_peers(link: FakeLink) -> list[tuple[Address, str]]:
+    """The entries of the peers messages the node sent on C{link}."""
+    entries = [e for m in link.sent if m.payload[0] == flags.peers for e in m.payload[1]]
+    return [((host, port), id_text(peer_id) or "") for (host, port), peer_id in entries]
+
+
+def test_a_full_node_turns_a_newcomer_away_with_peers_to_dial() -> None:
+    """
+    Past max_incoming dialable peers that dialled it, a node answers a
+    newcomer with peers to dial and closes its link, reading on; it never
+    enters the routing table, the limit is counted, and the newcomer is
+    remembered as a node with room, to tell others of.
+    """
+    node, _, _ = make_node()
+    node.max_incoming = 3
+    kept = [incoming_link(node) for _ in range(3)]
+    newcomer = incoming_link(node)
+    assert newcomer.peer_id not in node.routing_table and newcomer.closes and newcomer.closing
+    assert "sent it others to dial" in newcomer.closes[0]
+    assert {peer_id for _, peer_id in listed_peers(newcomer)} == {link.peer_id for link in kept}
+    assert node.stats.limit_hits["max_incoming"] == 1
+    assert newcomer.peer_addr is not None and (newcomer.peer_addr, "Plaintext") in node.newcomers
+    later = incoming_link(node)
+    assert newcomer.peer_id in {peer_id for _, peer_id in listed_peers(later)}
+
+
+def test_links_the_node_dialled_and_undialable_peers_are_never_turned_away() -> None:
+    """Outgoing links and peers that cannot be dialled (browsers) neither count nor are turned away."""
+    node, _, _ = make_node()
+    node.max_incoming = 1
+    incoming_link(node)
+    browser = FakeLink(new_node_id(MESH), addr=None)
+    dialled = FakeLink(new_node_id(MESH), addr=("10.1.9.9", 1), outgoing=True)
+    assert node.link_ready(browser) and node.link_ready(dialled)
+    assert not browser.closes and not dialled.closes
+
+
+def test_peers_are_sent_at_random_from_peers_and_nodes_heard_of() -> None:
+    """
+    A peers message lists at most PEERS_SENT nodes, drawn from the routing
+    table and the nodes heard of, never the receiver or the node itself.
+    """
+    node, _, _ = make_node()
+    for i in range(40):
+        node.peer_book.heard_of(("10.2.0.1", 1000 + i), "Plaintext", new_node_id(MESH))
+    node.peer_book.heard_of(("10.2.0.2", 1), "SSL", new_node_id(MESH))
+    node.peer_book.heard_of(OUT_ADDR, "Plaintext", node.id)
+    first, second = incoming_link(node), incoming_link(node)
+    listed = listed_peers(second)
+    assert len(listed) == _node.PEERS_SENT
+    ids = [peer_id for _, peer_id in listed]
+    assert len(set(ids)) == len(ids) and second.peer_id not in ids and node.id not in ids
+    assert all(address[0] != "10.2.0.2" for address, _ in listed)
+    draws = {frozenset(peer_id for _, peer_id in listed_peers(incoming_link(node))) for _ in range(5)}
+    assert len(draws) > 1, "the same peers every time: not drawn at random"
+    assert first.peer_id is not None
+
+
+def test_entries_of_a_peers_message_are_heard_of() -> None:
+    """The nodes a peers message lists are remembered, to dial or tell of later; the node itself is not."""
+    node, _, _ = make_node(max_outgoing=0)
+    link = add_link(node)
+    listed = [[["10.3.0.1", 1], new_node_id(MESH)], [list(OUT_ADDR), node.id.encode()]]
+    node.message_received(link, arriving(flags.whisper, link.peer_id or "", (flags.peers, listed)))
+    assert (("10.3.0.1", 1), "Plaintext") in node.peer_book and (OUT_ADDR, "Plaintext") not in node.peer_book
+
+
+def test_trimming_closes_the_most_redundant_and_never_a_peer_with_no_other() -> None:
+    """
+    A node that keeps more incoming peers than max_incoming (a link that
+    won a conflict, say) closes the links of the peers that listed the
+    most others, never one that listed fewer than two; and counts it.
+    """
+    node, _, _ = make_node()
+    node.max_incoming = 2
+    lonely, busy, busier = (incoming_link(node) for _ in range(3))
+    assert busier.closes  # turned away: the node is full
+    for link, count in ((lonely, 1), (busy, 5)):
+        entries = [[["10.4.0.1", 100 + i], new_node_id(MESH)] for i in range(count)]
+        node.message_received(link, arriving(flags.whisper, link.peer_id or "", (flags.peers, entries)))
+    node.max_incoming = 1
+    node._trim()
+    assert busy.closes and "trimmed" in busy.closes[0]
+    assert not lonely.closes and node.stats.trimmed == 1
+    node.max_incoming = 0
+    node._trim()
+    assert not lonely.closes, "a peer that may have no other was trimmed"
 
 
 @pytest.fixture

@@ -13,7 +13,16 @@ from collections.abc import Callable
 import pytest
 from twisted.internet.task import Clock
 
-from twisted_mesh._redial import FACTOR, FIRST_DELAY, JITTER, MAX_DELAY, MissingPeers, Retry, redial_delay
+from twisted_mesh._redial import (
+    FACTOR,
+    FIRST_DELAY,
+    JITTER,
+    MAX_DELAY,
+    SHORT_LIVED,
+    MissingPeers,
+    Retry,
+    redial_delay,
+)
 
 #: A draw as close to 1 as random.random() comes: the shortest delay.
 NEARLY_ONE = 1 - 2**-53
@@ -113,6 +122,30 @@ def test_failed_dials_push_the_next_one_back() -> None:
     missing.lost("a")
     clock.advance(1.0)
     assert missing.failed("a") == Retry(1, 2.0)
+
+
+def test_links_that_do_not_last_go_on_growing_the_delays() -> None:
+    """
+    A peer reached, whose link lasts less than SHORT_LIVED seconds (it turns
+    the node away), is due after a longer delay each time; its failures, for
+    the warning of the first, start over; a link that lasts starts all over.
+    """
+    clock = Clock()
+    missing: MissingPeers[str] = MissingPeers(clock, delay=longest)
+    missing.lost("seed")
+    assert missing.next_due() == 1.0
+    delays = []
+    for _ in range(4):
+        clock.advance(missing.next_due() - clock.seconds())
+        assert missing.due("seed")
+        missing.reached("seed")
+        missing.lost("seed", lasted=0.1)
+        delays.append(missing.next_due() - clock.seconds())
+    assert delays == [2.0, 4.0, 8.0, 16.0]
+    assert missing.failed("seed") == Retry(1, 32.0)
+    missing.reached("seed")
+    missing.lost("seed", lasted=SHORT_LIVED)
+    assert missing.next_due() - clock.seconds() == 1.0
 
 
 def test_only_past_peers_are_forgotten() -> None:

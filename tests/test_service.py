@@ -34,7 +34,7 @@ from zope.interface import implementer
 from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._redial import JITTER, MAX_DELAY
+from twisted_mesh._redial import JITTER, MAX_DELAY, SHORT_LIVED
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.service import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL
 from twisted_mesh.tls import self_signed_certificate
@@ -445,10 +445,15 @@ class Unanswered:
             self.dials.append((self.clock.seconds(), port))
             factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
 
-    def lose(self, port: int) -> None:
-        """A peer that listens on C{port} joins, and leaves at once."""
+    def lose(self, port: int, *, lasted: float = SHORT_LIVED) -> None:
+        """
+        A peer that listens on C{port}, connected for C{lasted} seconds (by
+        default long enough not to be a short link, see L{SHORT_LIVED}),
+        leaves.
+        """
         link = GoneLink(new_node_id(MESH), (HOST, port))
         self.node.link_ready(link)
+        self.node._joined[link] -= lasted
         self.node.link_lost(link)
 
     def run_until(self, when: float) -> None:
@@ -579,6 +584,59 @@ def test_a_past_peer_named_by_peer_exchange_is_warned_of_once(unanswered: Callab
     assert len(net.lines(failed, LogLevel.warn)) == 1
     assert net.lines(failed + r" \(3 failures in a row\)", LogLevel.debug) == [3.0]
     assert net.node.stats.failed_dials == 3
+
+
+def test_a_bootstrap_peer_is_dialled_again_only_while_the_node_needs_peers(
+    unanswered: Callable[..., Unanswered],
+) -> None:
+    """
+    A bootstrap peer (a seed) is dialled when the node starts; after that,
+    only while the node has fewer links it dialled than max_outgoing: a node
+    with enough peers does not ask the seed again.
+    """
+    net = unanswered(connect=[(HOST, 5001)])
+    net.run_until(1.0)
+    assert len(net.dials_to(5001)) >= 1
+    links = [GoneLink(new_node_id(MESH), (HOST, 6000 + i)) for i in range(net.node.max_outgoing)]
+    for link in links:
+        net.node.link_ready(link)
+    net.run_until(600.0)
+    assert net.dials_to(5001, after=1.0) == []
+    net.node.link_lost(links[0])
+    net.run_until(1200.0)
+    assert net.dials_to(5001, after=600.0), "the node, short of peers, did not dial its seed again"
+
+
+def test_a_link_that_did_not_last_does_not_start_the_delays_over(unanswered: Callable[..., Unanswered]) -> None:
+    """
+    A past peer whose link lasted less than SHORT_LIVED seconds (it turned
+    the node away) is dialled again after a longer delay than one that left
+    after a long link: its delays go on growing.
+    """
+    net = unanswered()
+    net.run_until(100.0)
+    net.lose(5002)
+    net.lose(5003, lasted=0.1)
+    net.run_until(103.0)
+    (long_link,) = net.dials_to(5002)[:1]
+    (short_link,) = net.dials_to(5003)[:1]
+    # (After a long link: within a second; after a short one: the second delay, 2 s less a third at most.)
+    assert long_link <= 101.0 and short_link >= 100.0 + (1 - JITTER) * 2 - 0.01, (long_link, short_link)
+
+
+def test_a_node_with_room_dials_the_nodes_it_heard_of(unanswered: Callable[..., Unanswered]) -> None:
+    """
+    A node with room for links it dials dials nodes it heard of (from peer
+    exchange, or turned away); one that cannot be dialled is forgotten.
+    """
+    net = unanswered()
+    for port in (7001, 7002):
+        net.node.peer_book.heard_of((HOST, port), "Plaintext", new_node_id(MESH))
+    net.run_until(MAINTENANCE_INTERVAL + 1)
+    assert net.dials_to(7001) and net.dials_to(7002)
+    assert len(net.node.peer_book) == 0
+    net.run_until(10 * MAINTENANCE_INTERVAL)
+    assert len(net.dials_to(7001)) == len(net.dials_to(7002)) == 1
 
 
 @pytest_twisted.ensureDeferred

@@ -26,6 +26,7 @@ from twisted_mesh import flags
 from twisted_mesh._admission import Admission
 from twisted_mesh._frames import FrameError, WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
+from twisted_mesh._peerbook import PeerBook
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.limits import Limits
@@ -47,6 +48,27 @@ MAX_HOST_LENGTH = 253
 
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0
+
+#: How many dialable peers that dialled it a node keeps, at least, whatever
+#: its C{max_outgoing}: see L{MeshNode.max_incoming}.
+MIN_INCOMING = 12
+
+#: The most newcomers a node turned away that it remembers, as nodes with
+#: room for peers; and how many peers messages may name each before it is
+#: forgotten (a newcomer named in a peers message is dialled about one time
+#: in four: it then has about half its room taken).
+MAX_NEWCOMERS = 64
+NEWCOMER_TELLS = 24
+
+#: The least seconds between two requests for peers a node that keeps too
+#: many peers sends, to learn which of its links are redundant.
+TRIM_ASK_INTERVAL = 5.0
+
+#: The most entries of a peers message this node sends: a random choice of
+#: its peers and of the nodes it heard of; and the fewest it makes up with
+#: those when it names newcomers first (see L{MeshNode._send_peers}).
+PEERS_SENT = 16
+MIN_PEERS_SENT = 4
 
 #: The most sub-flags that no handler took which the node remembers having
 #: logged (it logs the first message of each, then counts them).
@@ -336,10 +358,19 @@ class MeshNode:
         transport.
     :ivar routing_table: the peers whose handshake arrived, by node ID.
     :ivar max_outgoing: how many connections peer exchange may dial.
+    :ivar max_incoming: how many dialable peers that dialled this node it
+        keeps: past it, a newcomer gets this node's handshake and peers to
+        dial, and its link is closed (it is turned away); a node that keeps
+        more (a js2p node is never turned away, see L{_is_full_for}; a link
+        settled by L{_resolve_conflict}) closes the most redundant ones.
+        Peers that cannot be dialled (browsers) do not count, nor are they
+        turned away.
+    :ivar peer_book: the nodes heard of, that peer exchange tells peers to
+        dial.
     :ivar dialer: called with C{(host, port, encryption)} to dial a peer;
         its Deferred fires with the peer's ID once the handshake is over.
     :ivar peer_lost: called with the link of each peer that leaves the
-        routing table.
+        routing table, and the seconds it was in it.
     :ivar dial_failed: called with C{(failure, address, encryption)} when a
         dial to a peer that peer exchange told of fails; by default, the
         failure is logged.
@@ -365,6 +396,7 @@ class MeshNode:
         out_addr: Address = ("127.0.0.1", 0),
         node_id: str | None = None,
         max_outgoing: int = 4,
+        max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.protocol = protocol
@@ -373,11 +405,14 @@ class MeshNode:
         self.out_addr = out_addr
         self.out_addrs: dict[str, Address] = {}
         self.max_outgoing = max_outgoing
+        self.max_incoming = max(3 * max_outgoing, MIN_INCOMING) if max_incoming is None else max_incoming
+        self.peer_book = PeerBook()
+        self.newcomers = PeerBook(MAX_NEWCOMERS, tell_limit=NEWCOMER_TELLS)
         self.routing_table: dict[str, Link] = {}
         # The routing table as it is, for the relay to go through.
         self._peers: tuple[tuple[str, Link], ...] = ()
         self.dialer: Dialer | None = None
-        self.peer_lost: Callable[[Link], None] | None = None
+        self.peer_lost: Callable[[Link, float], None] | None = None
         self.dial_failed: Callable[[Failure, Address, str], None] = self._dial_failed
         self.event_source: object = self
         self.events = Events()
@@ -409,6 +444,10 @@ class MeshNode:
         self._peers_answered: dict[Link, float] = {}
         # When each link in the routing table entered it.
         self._joined: dict[Link, float] = {}
+        # How many peers each peer listed in its last peers message, and
+        # when the node last asked for them to learn which are redundant.
+        self._listed: dict[Link, int] = {}
+        self._asked_for_peers = -TRIM_ASK_INTERVAL
         # Why the node takes no more messages of its user's, once it closed.
         self._closed: str | None = None
         self._logged_subflags: set[object] = set()
@@ -441,17 +480,19 @@ class MeshNode:
         if self._closed is not None:
             raise MeshClosed(self._closed)
 
-    def limit_hit(self, limit: str, text: str, **fields: Any) -> None:
+    def limit_hit(self, limit: str, text: str, *, warn: bool = True, **fields: Any) -> None:
         """
-        Count a limit that bit, and log it: the first time, then at most
-        once every L{LIMIT_LOG_INTERVAL} seconds per limit.
+        Count a limit that bit, and log it (as a warning, or as information
+        for one that bites in the node's normal work): the first time, then
+        at most once every L{LIMIT_LOG_INTERVAL} seconds per limit.
         """
         self.stats.limit_hits[limit] += 1
         now = self.clock.seconds()
         if now - self._limit_logged.get(limit, -LIMIT_LOG_INTERVAL) >= LIMIT_LOG_INTERVAL:
             self._limit_logged[limit] = now
             count = self.stats.limit_hits[limit]
-            self._log.warn("limit {limit} ({count} so far): " + text, limit=limit, count=count, **fields)
+            log = self._log.warn if warn else self._log.info
+            log("limit {limit} ({count} so far): " + text, limit=limit, count=count, **fields)
 
     def out_addr_for(self, encryption: str) -> Address:
         """The address this node tells peers of the transport C{encryption} to dial."""
@@ -477,6 +518,9 @@ class MeshNode:
             drop.close("a second connection to the same peer", error=False, read_on=True)
             if keep is existing:
                 return False
+        elif self._is_full_for(link):
+            self._turn_away(link)
+            return False
         was_empty = not self.routing_table
         self.routing_table[peer_id] = link
         self._joined[link] = self.clock.seconds()
@@ -495,7 +539,82 @@ class MeshNode:
             self._send_reply(link, pending)
         if was_empty:
             self.events.emit("connect", self.event_source)
+        if not link.outgoing:
+            self._trim()
         return True
+
+    # -- how many peers ---------------------------------------------------
+
+    def _incoming(self) -> list[Link]:
+        """The dialable peers that dialled this node (those L{max_incoming} counts)."""
+        return [
+            link
+            for link in self.routing_table.values()
+            if not link.outgoing and link.peer_addr is not None and not link.closing
+        ]
+
+    def _is_full_for(self, link: Link) -> bool:
+        """
+        Whether C{link}, a new peer's, is one incoming peer too many to keep.
+        A js2p node (the one kind that writes IDs as str) is kept all the
+        same, and a redundant link trimmed instead: on one host, it dials
+        none of the peers it is given (it takes each for one it has, as
+        they share its host), and would stay alone.
+        """
+        if link.outgoing or link.peer_addr is None or not link.ids_as_bin:
+            return False
+        return len(self._incoming()) >= self.max_incoming
+
+    def _turn_away(self, link: Link) -> None:
+        """
+        Answer a newcomer that is one peer too many with peers to dial, and
+        let it go; it is a node with room for peers, to tell others of.
+        What it sent before it saw the close is still read.
+        """
+        assert link.peer_addr is not None and link.peer_id is not None
+        self._send_peers(link, newcomers_first=True)
+        self.newcomers.heard_of(link.peer_addr, link.encryption, link.peer_id)
+        self.limit_hit(
+            "max_incoming",
+            "{peer} dialled this node, which keeps {most} peers that dialled it: sent it others to dial",
+            warn=False,
+            peer=link.peer_id,
+            most=self.max_incoming,
+        )
+        link.close("this node has as many peers as it keeps: sent it others to dial", error=False, read_on=True)
+
+    def _trim(self) -> None:
+        """
+        Close links of peers that dialled this node while it keeps more
+        than L{max_incoming}: those of the peers that listed the most other
+        peers (the most redundant), never one of a peer that listed fewer
+        than two, which might have no other.  When too few are known to
+        have others, ask those peers for their peers (at most every
+        L{TRIM_ASK_INTERVAL} seconds): their answers trim again.
+        """
+        incoming = self._incoming()
+        excess = len(incoming) - self.max_incoming
+        if excess <= 0:
+            return
+        # (Not a js2p node's: it would dial none of its peers' peers again.)
+        trimmable = [link for link in incoming if link.ids_as_bin]
+        redundant = [link for link in trimmable if self._listed.get(link, 0) >= 2]
+        now = self.clock.seconds()
+        if len(redundant) < excess and now - self._asked_for_peers >= TRIM_ASK_INTERVAL:
+            self._asked_for_peers = now
+            for link in trimmable:
+                if link not in redundant:
+                    self._whisper(link, (flags.request, b"*"))
+        redundant.sort(key=lambda link: self._listed[link], reverse=True)
+        for link in redundant[:excess]:
+            self.stats.trimmed += 1
+            self._log.info(
+                "closing the link of {peer}, which has {others} other peers: this node keeps {most} that dialled it",
+                peer=link.peer_id,
+                others=self._listed[link],
+                most=self.max_incoming,
+            )
+            link.close("trimmed: the peer has others, and this node keeps fewer", error=False, read_on=True)
 
     def _resolve_conflict(self, existing: Link, new: Link) -> tuple[Link, Link]:
         """Return (the link to keep, the link to close)."""
@@ -571,12 +690,14 @@ class MeshNode:
             if not self._congested:
                 self._congestion_over()
         self._peers_answered.pop(link, None)
-        self._joined.pop(link, None)
+        self._listed.pop(link, None)
+        joined = self._joined.pop(link, None)
         if link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
             del self.routing_table[link.peer_id]
             self._peers = tuple(self.routing_table.items())
             if self.peer_lost is not None:
-                self.peer_lost(link)
+                lasted = self.clock.seconds() - joined if joined is not None else 0.0
+                self.peer_lost(link, lasted)
             if not self.routing_table:
                 self.events.emit("disconnect", self.event_source)
 
@@ -678,13 +799,32 @@ class MeshNode:
 
     # -- peer exchange ----------------------------------------------------
 
-    def _send_peers(self, link: Link) -> None:
-        # Only peers the receiver can dial: those of its link's transport.
-        entries = [
-            [list(peer.peer_addr), self._wire_id(link, peer_id)]
+    def _send_peers(self, link: Link, *, newcomers_first: bool = False) -> None:
+        """
+        Tell a peer of up to L{PEERS_SENT} nodes to dial, drawn at random
+        from this node's peers and the nodes it heard of (so that the nodes
+        told of a seed spread over the mesh, not all over its oldest peers);
+        only nodes the peer can dial: of its link's transport.
+
+        :param newcomers_first: name the newcomers this node turned away
+            (nodes with room for peers, unlike a full node's own), and the
+            others only when there are too few of them: for a newcomer that
+            is turned away in turn.
+        """
+        encryption = link.encryption
+        peers = {
+            peer_id: peer.peer_addr
             for peer_id, peer in self.routing_table.items()
-            if peer.peer_addr is not None and peer is not link and peer.encryption == link.encryption
-        ]
+            if peer.peer_addr is not None and peer is not link and peer.encryption == encryption
+        }
+        leave_out = frozenset((*peers, self.id, link.peer_id or ""))
+        chosen = self.newcomers.sample(encryption, PEERS_SENT, leave_out) if newcomers_first else []
+        if len(chosen) < MIN_PEERS_SENT:
+            leave_out |= {peer_id for _, peer_id in chosen}
+            choice = [(address, peer_id) for peer_id, address in peers.items()]
+            choice += self.peer_book.sample(encryption, PEERS_SENT, leave_out)
+            chosen += random.sample(choice, min(PEERS_SENT - len(chosen), len(choice)))
+        entries = [[list(address), self._wire_id(link, peer_id)] for address, peer_id in chosen]
         self._whisper(link, (flags.peers, entries))
 
     def _on_peers(self, link: Link, payload: tuple[Any, ...]) -> None:
@@ -711,7 +851,13 @@ class MeshNode:
                 self._malformed(link, "peers message")
                 return
             peers.append((address, peer_id))
-        # In random order: every node lists its peers oldest first, and
+        self._listed[link] = len(peers)
+        for address, peer_id in peers:
+            if peer_id != self.id:
+                self.peer_book.heard_of(address, link.encryption, peer_id)
+        if not link.outgoing and link.peer_id is not None and self.routing_table.get(link.peer_id) is link:
+            self._trim()
+        # In random order: other nodes list their peers oldest first, and
         # dialling them in that order would make the oldest nodes hubs.
         random.shuffle(peers)
         for address, peer_id in peers:

@@ -29,6 +29,12 @@ FACTOR = 2.0
 #: The longest delay, in seconds, between two dials to a missing peer.
 MAX_DELAY = 300.0
 
+#: A link to a peer that lasted less than this many seconds does not start
+#: its delays over: the peer turned the node away (it has as many peers as
+#: it keeps), or keeps dropping it, and the delays go on growing as after a
+#: failed dial.
+SHORT_LIVED = 10.0
+
 #: The share of a delay left to chance: a delay of C{d} seconds is drawn
 #: between C{(1 - JITTER) * d} and C{d}.  (So drawn, delays still grow from
 #: one dial to the next, as C{(1 - JITTER) * FACTOR > 1}.)
@@ -68,11 +74,16 @@ class Retry(NamedTuple):
 
 @dataclass
 class _Missing:
-    """One missing peer: since when it is missing, when it is due, how many dials failed."""
+    """
+    One missing peer: since when it is missing, when it is due, how many
+    dials failed since it was last connected, and how far its delays grew
+    (by those failures, and by links that did not last).
+    """
 
     since: float
     due: float
     failures: int = 0
+    backoff: int = 0
 
 
 class MissingPeers(Generic[_Peer]):
@@ -100,14 +111,21 @@ class MissingPeers(Generic[_Peer]):
         self._forget_after = forget_after
         self._delay = delay
         self._missing: dict[_Peer, _Missing] = {}
+        # How far the delays of the peers reached grew, until their link lasts.
+        self._backoff_before: dict[_Peer, int] = {}
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._missing
 
-    def lost(self, peer: _Peer) -> None:
-        """C{peer} left: it is due after the first delay, and its failures start over."""
+    def lost(self, peer: _Peer, lasted: float = math.inf) -> None:
+        """
+        C{peer} left after C{lasted} seconds connected: it is due after the
+        first delay, and its failures start over; unless its link was
+        L{SHORT_LIVED}, which counts as one more failed dial.
+        """
         now = self._clock.seconds()
-        self._missing[peer] = _Missing(now, now + self._delay(0))
+        backoff = self._backoff_before.pop(peer, 0) + 1 if lasted < SHORT_LIVED else 0
+        self._missing[peer] = _Missing(now, now + self._delay(backoff), backoff=backoff)
 
     def due(self, peer: _Peer) -> bool:
         """
@@ -131,13 +149,16 @@ class MissingPeers(Generic[_Peer]):
         if missing is None:
             return None
         missing.failures += 1
-        delay = self._delay(missing.failures)
+        missing.backoff += 1
+        delay = self._delay(missing.backoff)
         missing.due = self._clock.seconds() + delay
         return Retry(missing.failures, delay)
 
     def reached(self, peer: _Peer) -> None:
-        """C{peer} is connected: it is no longer missing."""
-        self._missing.pop(peer, None)
+        """C{peer} is connected: it is no longer missing (how far its delays grew stands until its link lasts)."""
+        missing = self._missing.pop(peer, None)
+        if missing is not None:
+            self._backoff_before[peer] = missing.backoff
 
     def retain(self, peers: Collection[_Peer]) -> None:
         """Keep missing only the peers among C{peers}; the others are reached, or no longer wanted."""
@@ -147,6 +168,7 @@ class MissingPeers(Generic[_Peer]):
     def clear(self) -> None:
         """Forget every missing peer."""
         self._missing.clear()
+        self._backoff_before.clear()
 
     def forget_expired(self) -> list[_Peer]:
         """
@@ -160,6 +182,7 @@ class MissingPeers(Generic[_Peer]):
         expired = [peer for peer, missing in self._missing.items() if missing.since + self._forget_after <= now]
         for peer in expired:
             del self._missing[peer]
+            self._backoff_before.pop(peer, None)
         return expired
 
     def next_due(self) -> float:

@@ -33,9 +33,21 @@ class NodeStats(LinkStats):
     :ivar failed_dials: dials the node made on its own (to its bootstrap
         peers, its past peers, and the peers peer exchange told of) that
         failed.
+    :ivar trimmed: links closed because the node had more peers that
+        dialled it than it keeps (see L{twisted_mesh.MeshService}'s
+        C{max_incoming}).
     """
 
-    __slots__ = ("relayed", "delivered", "dropped", "connections", "handshake_failures", "limit_hits", "failed_dials")
+    __slots__ = (
+        "relayed",
+        "delivered",
+        "dropped",
+        "connections",
+        "handshake_failures",
+        "limit_hits",
+        "failed_dials",
+        "trimmed",
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,3 +58,4 @@ class NodeStats(LinkStats):
         self.handshake_failures: Counter[str] = Counter()
         self.limit_hits: Counter[str] = Counter()
         self.failed_dials = 0
+        self.trimmed = 0

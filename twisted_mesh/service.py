@@ -98,11 +98,13 @@ class MeshService(Service):
 
     :param protocol: the subnet, and the main transport.
     :param listen: where to listen.
-    :param connect: peers to dial once listening, and again whenever the
-        node is not connected to them: about a second after one leaves, then
-        after a delay that doubles with each failed dial, jittered, up to
-        five minutes.  Past peers the node lost are dialled in the same way,
-        until L{Limits.forget_lost_peer_after} has passed.
+    :param connect: peers to dial once listening, and again when the node
+        is not connected to them while it needs peers (it has fewer links it
+        dialled than C{max_outgoing}): about a second after one leaves, then
+        after a delay that doubles with each failed dial (or link that did
+        not last), jittered, up to five minutes.  Past peers the node lost
+        are dialled in the same way, until
+        L{Limits.forget_lost_peer_after} has passed.
     :raise ValueError: when an endpoint string of C{listen} or C{connect}
         cannot be parsed.
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
@@ -110,7 +112,13 @@ class MeshService(Service):
     :param out_addr: the address peers should dial; by default, that of the
         first listener of the main transport, else of the first listener (a
         wildcard interface gives the LAN address).
-    :param max_outgoing: how many connections peer exchange may dial.
+    :param max_outgoing: how many connections peer exchange may dial: the
+        node dials peers it hears of until it has that many.
+    :param max_incoming: how many dialable peers that dialled this node it
+        keeps (by default three times C{max_outgoing}, and at least 12):
+        past it, a newcomer gets this node's handshake and other peers to
+        dial, and is let go.  So a seed that every node dials first keeps a
+        bounded number of links.
     :param limits: what the node accepts from peers and holds for them.
     :param reactor: the reactor to use; by default the global one.
     """
@@ -126,6 +134,7 @@ class MeshService(Service):
         tls: TLSOptions | None = None,
         out_addr: Address | None = None,
         max_outgoing: int = 4,
+        max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
         reactor: Any = None,
     ) -> None:
@@ -136,7 +145,12 @@ class MeshService(Service):
         self._tls = tls
         self._reactor = reactor
         self._node = MeshNode(
-            protocol, reactor, out_addr=out_addr or ("127.0.0.1", 0), max_outgoing=max_outgoing, limits=limits
+            protocol,
+            reactor,
+            out_addr=out_addr or ("127.0.0.1", 0),
+            max_outgoing=max_outgoing,
+            max_incoming=max_incoming,
+            limits=limits,
         )
         self._factories: dict[tuple[str, bool], MeshFactory] = {}
         self._accepting: dict[str, _Accepting] = {}
@@ -166,6 +180,9 @@ class MeshService(Service):
         self._bootstrap_ids: dict[int, str] = {}
         self._bootstrap_known: dict[int, tuple[Address, str]] = {}
         self._bootstrap_self: set[int] = set()
+        # The bootstrap peers dialled since the service started: later, they
+        # are dialled only while the node needs peers.
+        self._bootstrap_tried: set[int] = set()
         self._listener_addrs: dict[str, Address] = {}
         self._start: object | None = None
         self._node.peer_lost = self._peer_lost
@@ -275,6 +292,8 @@ class MeshService(Service):
             "handshake_failures": dict(stats.handshake_failures),
             "limit_hits": dict(stats.limit_hits),
             "failed_dials": stats.failed_dials,
+            "trimmed": stats.trimmed,
+            "heard_of": len(node.peer_book),
             "unreachable": len(self._missing_bootstrap.unreachable()) + len(self._missing_past.unreachable()),
         }
 
@@ -299,6 +318,7 @@ class MeshService(Service):
         # Every missing peer is due at once.
         self._missing_bootstrap.clear()
         self._missing_past.clear()
+        self._bootstrap_tried.clear()
         listening = []
         for endpoint, encryption in self._listen:
             opening = maybeDeferred(endpoint.listen, self._accepting_factory(encryption))
@@ -349,8 +369,10 @@ class MeshService(Service):
     def _maintain(self) -> None:
         """
         Keep the node in the mesh: dial each bootstrap peer it is not
-        connected to and, to fill its outgoing links (or when it has no peer
-        at all), the past peers it lost, each when it is due (see
+        connected to (after the first time, only while the node needs
+        peers) and, to fill its outgoing links, nodes it heard of and (also
+        when it has no peer at all) the past peers it lost, each when it is
+        due (see
         L{MissingPeers}: about a second after it left, then after delays that
         double with each failed dial, up to five minutes); forget the past
         peers missing for L{Limits.forget_lost_peer_after} seconds.  Check
@@ -367,13 +389,49 @@ class MeshService(Service):
             if peer_id in node.routing_table:
                 self._missing_bootstrap.reached(index)
                 continue
-            # Not one found to be this node, nor one whose dial is under way.
+            # Not one found to be this node, nor one whose dial is under way;
+            # after the first dial, only while the node needs peers (a seed
+            # that turned it away is not asked again while it has some).
             given_up_or_dialling = index in self._bootstrap_self or index in self._bootstrap_dialling
-            if not given_up_or_dialling and self._missing_bootstrap.due(index):
+            wanted = index not in self._bootstrap_tried or self._needs_peers()
+            if not given_up_or_dialling and wanted and self._missing_bootstrap.due(index):
+                self._bootstrap_tried.add(index)
                 self._dial_bootstrap(index, address, endpoint, peer_id)
+        # Nodes heard of first: a past peer whose link did not last (a seed
+        # that turned this node away) is dialled only when they do not fill
+        # the node's links.
+        self._dial_heard_of()
         self._dial_past_peers()
         self._summarise()
         self._schedule_maintenance()
+
+    def _needs_peers(self) -> bool:
+        """Whether the node has fewer links than peer exchange may dial, or none at all."""
+        node = self._node
+        return not node.routing_table or node.outgoing_count() < node.max_outgoing
+
+    def _dial_heard_of(self) -> None:
+        """
+        While the node has room for links it dials, dial nodes it heard of
+        (from peer exchange, or that a seed turned away), drawn at random;
+        one that cannot be dialled is forgotten.
+        """
+        node = self._node
+        room = node.max_outgoing - node.outgoing_count()
+        if room <= 0:
+            return
+        # (The node skips the peers it is dialling already.)
+        leave_out = frozenset((*node.routing_table, node.id))
+        for address, peer_id in node.peer_book.sample(node.protocol.encryption, room, leave_out):
+            dial = node.dial(address, peer_id, node.protocol.encryption)
+            if dial is not None:
+                dial.addErrback(self._heard_of_dial_failed, address, peer_id)
+
+    def _heard_of_dial_failed(self, failure: Failure, address: Address, peer_id: str) -> None:
+        self._node.peer_book.forget(address, self._node.protocol.encryption)
+        self._node.stats.failed_dials += 1
+        error = failure.getErrorMessage()
+        self._log.debug("could not connect to {peer} at {address}: {error}", peer=peer_id, address=address, error=error)
 
     def _dial_past_peers(self) -> None:
         """
@@ -534,21 +592,24 @@ class MeshService(Service):
             self._redial.cancel()
         self._redial = self._reactor.callLater(when - now, self._maintain)
 
-    def _peer_lost(self, link: Link) -> None:
+    def _peer_lost(self, link: Link, lasted: float) -> None:
         """
-        A peer left: dial it again in about a second (its delays start
-        over), when it is a bootstrap peer or a past peer the node can dial.
-        (While peers keep leaving, the earliest check already due stands.)
+        A peer left after C{lasted} seconds: dial it again in about a second
+        (its delays start over), when it is a bootstrap peer or a past peer
+        the node can dial; unless the link lasted less than L{SHORT_LIVED}
+        seconds (the peer turned this node away, say): then its delays go
+        on growing.  (While peers keep leaving, the earliest check already
+        due stands.)
         """
         if not self.running:
             return
         for index, peer_id in self._bootstrap_ids.items():
             if peer_id == link.peer_id:
-                self._missing_bootstrap.lost(index)
+                self._missing_bootstrap.lost(index, lasted)
         if link.peer_addr is not None:
             known = (link.peer_addr, link.encryption)
             if known not in self._bootstrap_known.values():
-                self._missing_past.lost(known)
+                self._missing_past.lost(known, lasted)
         self._schedule_maintenance()
         if not self._node.routing_table and self._redial is not None:
             delay = self._redial.getTime() - self._reactor.seconds()

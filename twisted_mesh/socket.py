@@ -39,6 +39,8 @@ class MeshSocket(MeshService):
     :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param max_outgoing: how many connections peer exchange may dial.
+    :param max_incoming: how many dialable peers that dialled this node it
+        keeps (see L{MeshService}).
     :param limits: what the node accepts from peers and holds for them.
     :param reactor: the reactor to use; by default the global one.
     :raise twisted.internet.error.CannotListenError: when the port is taken.
@@ -54,6 +56,7 @@ class MeshSocket(MeshService):
         *,
         tls: TLSOptions | None = None,
         max_outgoing: int = 4,
+        max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
         reactor: Any = None,
     ) -> None:
@@ -63,6 +66,7 @@ class MeshSocket(MeshService):
             tls=tls,
             out_addr=out_addr,
             max_outgoing=max_outgoing,
+            max_incoming=max_incoming,
             limits=limits,
             reactor=reactor,
         )

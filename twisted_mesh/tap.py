@@ -123,6 +123,14 @@ class Options(usage.Options):
         ],
         ["max-outgoing", None, 4, "How many connections peer exchange may dial.", int],
         [
+            "max-incoming",
+            None,
+            None,
+            "How many peers that dialled it the node keeps; past it, newcomers get other peers to dial and are let "
+            "go (default: three times --max-outgoing, at least 12).",
+            int,
+        ],
+        [
             "tls-cert",
             None,
             None,
@@ -175,6 +183,8 @@ class Options(usage.Options):
             raise usage.UsageError("--port is for a node without --listen: give --listen tcp:PORT (or ssl:, ws:...)")
         if self["max-outgoing"] < 0:
             raise usage.UsageError("--max-outgoing must not be negative")
+        if self["max-incoming"] is not None and self["max-incoming"] < 0:
+            raise usage.UsageError("--max-incoming must not be negative")
         if self["out-addr"] is not None:
             self["out-addr"] = _address(self["out-addr"])
         self["protocol"] = Protocol(self["subnet"], self["transport"])
@@ -325,6 +335,7 @@ def makeService(options: Options) -> MultiService:
         tls=options["tls"],
         out_addr=options["out-addr"],
         max_outgoing=options["max-outgoing"],
+        max_incoming=options["max-incoming"],
     )
     top = _NodeProcess(node, daemon=_daemonizing(options))
     # Nobody reads this node's queue: take every message, logging it if asked.

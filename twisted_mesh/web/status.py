@@ -94,6 +94,12 @@ def metrics_text(service: MeshService) -> str:
             "Dials the node made on its own that failed.",
             [({}, stats.failed_dials)],
         ),
+        (
+            "mesh_trimmed_total",
+            "counter",
+            "Links closed because more peers had dialled the node than it keeps.",
+            [({}, stats.trimmed)],
+        ),
         ("mesh_peers", "gauge", "Peers in the routing table.", [({}, len(status["peers"]))]),
         ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
         (
