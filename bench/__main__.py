@@ -1,4 +1,4 @@
-"""C{python -m bench}: run the benchmarks and print one table."""
+"""``python -m bench``: run the benchmarks and print one table."""
 
 from bench.run import main
 

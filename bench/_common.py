@@ -38,8 +38,8 @@ STALL_SECONDS = 10.0
 
 def payload(size: int, run: int, index: int, filler: bytes) -> bytes:
     """
-    The payload of message C{index} of run C{run}: unique (two messages with
-    the same payload in the same second would be one message), C{size} bytes.
+    The payload of message ``index`` of run ``run``: unique (two messages with
+    the same payload in the same second would be one message), ``size`` bytes.
     The first byte names the run, so a late arrival is not counted twice.
     """
     head = bytes((run & 0xFF,)) + index.to_bytes(7, "big")
@@ -48,7 +48,7 @@ def payload(size: int, run: int, index: int, filler: bytes) -> bytes:
 
 def filler(size: int, kind: str = "random") -> bytes:
     """
-    Bytes to pad payloads with: C{"random"} (incompressible) or C{"text"}
+    Bytes to pad payloads with: ``"random"`` (incompressible) or ``"text"``
     (compresses about as well as English prose or JSON).
     """
     if kind == "text":
@@ -63,14 +63,14 @@ def window_for(size: int) -> int:
 
 
 def run_of(data: bytes) -> int:
-    """The run a payload belongs to (see L{payload})."""
+    """The run a payload belongs to (see `.payload`)."""
     return data[0]
 
 
 class Flow:
     """
-    Send C{total} messages from one end of a line and count them at the
-    other, keeping at most C{window} in flight; fire with the numbers.
+    Send ``total`` messages from one end of a line and count them at the
+    other, keeping at most ``window`` in flight; fire with the numbers.
 
     :param send: called with the index of each message to send.
     """
@@ -155,7 +155,7 @@ def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """The C{fraction} quantile of C{values} (nearest rank)."""
+    """The ``fraction`` quantile of ``values`` (nearest rank)."""
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -186,7 +186,7 @@ def raise_fd_limit() -> None:
 
 
 def short_by(value: float, target: float, higher_is_better: bool = True) -> str:
-    """C{"met"}, or by how much C{value} misses C{target}."""
+    """``"met"``, or by how much ``value`` misses ``target``."""
     if higher_is_better:
         return "met" if value >= target else f"MISS by {1 - value / target:.0%}"
     return "met" if value < target else f"MISS by {value / target - 1:.0%}"
@@ -220,7 +220,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def spawn(
     command: list[str], env: dict[str, str] | None, *, stdin: int, stderr: int | IO[Any]
 ) -> subprocess.Popen[str]:
-    """Start C{command} from the repository root, its output read as text lines."""
+    """Start ``command`` from the repository root, its output read as text lines."""
     return subprocess.Popen(
         command, cwd=ROOT, env=child_env(env), stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, text=True
     )
@@ -230,8 +230,8 @@ class Child:
     """
     A benchmark process, its JSON lines read as they come.
 
-    :param commands: give it a pipe on its standard input, for L{tell};
-        closing it (L{stop} does) tells the process to end.
+    :param commands: give it a pipe on its standard input, for `.tell`;
+        closing it (`.stop` does) tells the process to end.
     :param stderr: where its standard error goes (by default, nowhere).
     """
 
@@ -255,13 +255,13 @@ class Child:
         self.lines.put(None)
 
     def tell(self, command: dict[str, Any]) -> None:
-        """Write C{command} to the process's standard input, as one JSON line."""
+        """Write ``command`` to the process's standard input, as one JSON line."""
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
 
     def expect(self, key: str, timeout: float) -> Any:
-        """The value of C{key} in the next JSON line that has it."""
+        """The value of ``key`` in the next JSON line that has it."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -278,7 +278,7 @@ class Child:
     def stop(self) -> None:
         """
         End the process: close its standard input (if it has a pipe) and give
-        it L{STOP_GRACE} seconds to exit; then C{SIGTERM}, then C{SIGKILL}.
+        it `.STOP_GRACE` seconds to exit; then ``SIGTERM``, then ``SIGKILL``.
         """
         if self.process.stdin is not None and not self.process.stdin.closed:
             try:

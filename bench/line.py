@@ -3,18 +3,18 @@ A line of three nodes, A - B - C: A broadcasts, B relays, C counts.
 
 Two implementations live here, both on Twisted:
 
-- C{mesh}: twisted_mesh C{MeshSocket}s (C{max_outgoing=0}, so the line stays
+- ``mesh``: twisted_mesh ``MeshSocket`` objects (``max_outgoing=0``, so the line stays
   a line);
-- C{raw}: the practical ceiling, an C{Int32StringReceiver} relay that does
+- ``raw``: the practical ceiling, an ``Int32StringReceiver`` relay that does
   nothing but pass each string on (no checksum, no msgpack, no seen-set);
-- C{checked}: the same relay doing the one thing per hop that the protocol
+- ``checked``: the same relay doing the one thing per hop that the protocol
   cannot skip: A packs and checksums each message as a mesh body, B and C
   check the checksum and decode the msgpack of each one.
 
-Each runs in one process (C{inproc}: the three nodes share a reactor; A keeps
+Each runs in one process (``inproc``: the three nodes share a reactor; A keeps
 a window of messages in flight and refills it as C arrives) or as one role of
-a process-per-node line (C{role}: A sends as fast as its link drains, see
-L{bench.run}).  Results are JSON lines on stdout.
+a process-per-node line (``role``: A sends as fast as its link drains, see
+`.bench.run`).  Results are JSON lines on stdout.
 
     python -m bench.line inproc --impl mesh --size 100 --count 20000 --runs 5
 """
@@ -49,8 +49,8 @@ def _mesh_socket(reactor: Any) -> Any:
 
 def _use_codec(codec: str) -> None:
     """
-    Make this process's nodes list only C{codec} (C{"off"}: none), so that
-    their links agree on it; C{"default"} leaves what is installed.
+    Make this process's nodes list only ``codec`` (``"off"``: none), so that
+    their links agree on it; ``"default"`` leaves what is installed.
     """
     from twisted_mesh import _compression, flags
 
@@ -124,7 +124,7 @@ _SENDER = b"1" * 66
 
 
 def _sealed(data: bytes) -> bytes:
-    """C{data} as a mesh body carries it: checksum + msgpack([type, sender, time, subflag, data])."""
+    """``data`` as a mesh body carries it: checksum + msgpack([type, sender, time, subflag, data])."""
     serial = msgpack.packb([0, _SENDER, int(time.time()), 0, data])
     return sha256(serial).digest() + serial
 
@@ -139,7 +139,7 @@ def _opened(body: bytes) -> bytes:
 
 
 def _relaying(impl: str, send: Callable[[bytes], None]) -> Callable[[bytes], None]:
-    """What B does with each string: pass it on, checking it first (C{checked})."""
+    """What B does with each string: pass it on, checking it first (``checked``)."""
     if impl == "raw":
         return send
 
@@ -151,7 +151,7 @@ def _relaying(impl: str, send: Callable[[bytes], None]) -> Callable[[bytes], Non
 
 
 def _sealing(impl: str, send: Callable[[bytes], None]) -> Callable[[bytes], None]:
-    """What A does with each payload: send it, sealed first (C{checked})."""
+    """What A does with each payload: send it, sealed first (``checked``)."""
     if impl == "raw":
         return send
     return lambda data: send(_sealed(data))
@@ -238,10 +238,10 @@ async def inproc(reactor: Any, args: argparse.Namespace) -> None:
 
 async def role(reactor: Any, args: argparse.Namespace) -> None:
     """
-    One node of a process-per-node line.  Each prints C{{"ready": port}}
-    once it is connected; A then sends C{warmup} messages (run 0), waits a
-    moment, notes C{t0} and sends C{count} messages (run 1) as fast as its
-    link drains; C prints C{{"done": ...}} with the time of the last one.
+    One node of a process-per-node line.  Each prints ``{"ready": port}``
+    once it is connected; A then sends ``warmup`` messages (run 0), waits a
+    moment, notes ``t0`` and sends ``count`` messages (run 1) as fast as its
+    link drains; C prints ``{"done": ...}`` with the time of the last one.
     """
     if args.impl == "mesh":
         _use_codec(args.codec)

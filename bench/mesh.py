@@ -38,7 +38,7 @@ async def _sleep(reactor: Any, seconds: float) -> None:
 
 
 async def _settle(reactor: Any, nodes: list[Any], timeout: float = 60.0) -> float:
-    """Wait until no link comes or goes for L{SETTLE_SECONDS}; return how long it took."""
+    """Wait until no link comes or goes for `.SETTLE_SECONDS`; return how long it took."""
     start = last_change = time.monotonic()
     links = -1
     while time.monotonic() - start < timeout:

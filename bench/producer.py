@@ -1,7 +1,7 @@
 """
 A producer: a node's user sends messages in batches of 500, with a good
 peer that reads (a node on the same reactor) and, optionally, a peer that
-handshakes and never reads.  Paced, it waits on C{drained()} between
+handshakes and never reads.  Paced, it waits on ``drained()`` between
 batches; unpaced, it only lets the reactor turn.
 
     python -m bench.producer --count 100000 --size 2000
@@ -29,7 +29,7 @@ BATCH = 500
 
 
 def _never_reading(port: int) -> tuple[socket.socket, str]:
-    """A handshaken peer of the node on C{port} that reads nothing: its socket and ID."""
+    """A handshaken peer of the node on ``port`` that reads nothing: its socket and ID."""
     from twisted_mesh import Protocol, flags
     from twisted_mesh._frames import WireMessage
     from twisted_mesh._ids import new_node_id

@@ -1,15 +1,15 @@
 """
 The line benchmark for py2p (the reference Python node): A - B - C, A
-broadcasts, B relays, C counts.  The counterpart of L{bench.line}; py2p runs
+broadcasts, B relays, C counts.  The counterpart of `.bench.line`; py2p runs
 a thread per node, so this uses threads, not Twisted.
 
     python -m bench.py2p_line inproc --size 100 --count 2000 --runs 3
     python -m bench.py2p_line role --role sink|relay|source --connect PORT ...
 
-The role mode speaks the JSON lines of L{bench.line}'s.  py2p drops
+The role mode speaks the JSON lines of `.bench.line`'s.  py2p drops
 messages under a burst (its frame reader misreads the stream when a read
 ends right after a 4-byte header): a run that stops making progress for
-L{STALL_SECONDS} ends with what arrived.
+`.STALL_SECONDS` ends with what arrived.
 """
 
 from __future__ import annotations

@@ -6,15 +6,15 @@ Run the benchmarks, each in fresh processes, and print one table.
     python -m bench --quick              # smaller counts, for a smoke run
     python -m bench --json results.json  # also keep every number
 
-Sections: C{line} (a line of three in one process), C{inflight} (the same
-with few messages in flight), C{process} (a line of three, one process per
-node), C{mesh} (20 and 100 nodes: latency,
-delivery, amplification, connections), C{memory}, C{seen} (the seen-set
-under load), C{compression}, C{producer} (a node's user sending in
-batches, paced by C{drained()} or not, beside a peer that never reads),
-C{scale} (10 to 1,000 nodes in 10 processes, all joining through one
+Sections: ``line`` (a line of three in one process), ``inflight`` (the same
+with few messages in flight), ``process`` (a line of three, one process per
+node), ``mesh`` (20 and 100 nodes: latency,
+delivery, amplification, connections), ``memory``, ``seen`` (the seen-set
+under load), ``compression``, ``producer`` (a node's user sending in
+batches, paced by ``drained()`` or not, beside a peer that never reads),
+``scale`` (10 to 1,000 nodes in 10 processes, all joining through one
 seed).
-See C{bench/README.md}.
+See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _line_processes_once(impl: str, size: int, count: int, modules: str | None) 
 
 
 def process_rss(command: list[str], ready: str, env: dict[str, str] | None = None) -> int | None:
-    """The RSS of an idle node process, once it printed C{ready}."""
+    """The RSS of an idle node process, once it printed ``ready``."""
     child = spawn(command, env, stdin=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert child.stdout is not None
@@ -245,7 +245,7 @@ TWISTED_IMPLS = ("mesh", "raw", "checked")
 
 def _in_turns(rounds: int, run: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """
-    Run twisted_mesh and the two relays in turns, C{rounds} times, so that
+    Run twisted_mesh and the two relays in turns, ``rounds`` times, so that
     all see the same machine (it is shared, and its load comes and goes);
     each one's turns merged.
     """
@@ -513,7 +513,7 @@ def section_compression(args: argparse.Namespace, results: dict[str, Any], rows:
                 )
 
 
-#: Messages in flight for L{section_inflight}: one at a time; a few, where
+#: Messages in flight for `.section_inflight`: one at a time; a few, where
 #: the raw relay does about the ~100k msg/s quoted with the targets (and the
 #: checked relay ~74k); more.  The line section keeps ~1 MiB in flight.
 WINDOWS = (1, 8, 64)

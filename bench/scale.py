@@ -6,15 +6,15 @@ one joining through the same seed node, over TCP on loopback.
     python -m bench.scale --from-json scale.json --png bench/scale.png   # table and plot again
 
 The seed has a process of its own; the other nodes are dealt to
-C{--processes} workers (C{bench/scale_worker.py}), and each dials the seed
-once, as a user following the README would, at C{--join-rate} nodes a
+``--processes`` workers (``bench/scale_worker.py``), and each dials the seed
+once, as a user following the README would, at ``--join-rate`` nodes a
 second.  Then, for each N: how long until the mesh is one piece and no link
-comes or goes; its degrees and connections; C{--broadcasts} broadcasts
+comes or goes; its degrees and connections; ``--broadcasts`` broadcasts
 from random nodes, one at a time: does each reach every node exactly once,
 how fast, with how many frames, bytes and how much CPU.  One JSON line per
 N, then a table of the measures and one of the targets (and, with
-C{--png}, a plot: C{pip install '.[bench]'} brings matplotlib).  See
-C{bench/README.md}.
+``--png``, a plot: ``pip install '.[bench]'`` brings matplotlib).  See
+``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import IO, Any, NamedTuple
 
 from bench._common import TARGET_IDLE_NODE, Child, markdown_table, percentile, raise_fd_limit, report, short_by
 
-#: The targets: a node's degree at most this many times C{max_outgoing};
+#: The targets: a node's degree at most this many times ``max_outgoing``;
 #: at most this many connections made per connection kept; the mesh-wide
 #: latency's 99th percentile under this many milliseconds.
 TARGET_DEGREE_FACTOR = 4
@@ -51,7 +51,7 @@ WORKER_TIMEOUT = 120.0
 class Layout:
     """
     Which process holds which node: the seed (node 0) alone in worker 0; the
-    others dealt in turn to workers 1 to C{joiners}, so that each worker's
+    others dealt in turn to workers 1 to ``joiners``, so that each worker's
     nodes join all along the joining time.
     """
 
@@ -61,13 +61,13 @@ class Layout:
         self.counts = [1] + [len(range(worker, nodes - 1, self.joiners)) for worker in range(self.joiners)]
 
     def place(self, index: int) -> tuple[int, int]:
-        """The worker of node C{index}, and the node's place in it."""
+        """The worker of node ``index``, and the node's place in it."""
         if index == 0:
             return 0, 0
         return 1 + (index - 1) % self.joiners, (index - 1) // self.joiners
 
     def index(self, worker: int, local: int) -> int:
-        """The node at place C{local} of C{worker}."""
+        """The node at place ``local`` of ``worker``."""
         return 0 if worker == 0 else 1 + (worker - 1) + self.joiners * local
 
 
@@ -177,7 +177,7 @@ class ScaleRun:
                 self.number_of[node_id] = self.layout.index(worker, local)
 
     def _ask_all(self, command: str | None, answer: str) -> list[Any]:
-        """Tell every worker C{command} (if any); their answers, in order."""
+        """Tell every worker ``command`` (if any); their answers, in order."""
         if command is not None:
             for worker in self.workers:
                 worker.tell({"cmd": command})
@@ -188,9 +188,9 @@ class ScaleRun:
 
     def converge(self) -> tuple[Graph, dict[str, Any]]:
         """
-        Have every node but the seed dial the seed, one every 1/C{join_rate}
+        Have every node but the seed dial the seed, one every 1/``join_rate``
         seconds; then wait until the mesh is one piece and has not changed
-        for C{settle} seconds, or C{timeout} seconds past the last join.
+        for ``settle`` seconds, or ``timeout`` seconds past the last join.
         """
         args, layout = self.args, self.layout
         seed = ["127.0.0.1", self.ready[0]["ports"][0]]
@@ -223,9 +223,9 @@ class ScaleRun:
 
     def broadcasts(self, graph: Graph) -> dict[str, Any]:
         """
-        Send C{broadcasts} broadcasts from random nodes, one at a time: the
-        next once every node of the origin's piece of C{graph} got the last
-        (or after C{broadcast_timeout} seconds).
+        Send ``broadcasts`` broadcasts from random nodes, one at a time: the
+        next once every node of the origin's piece of ``graph`` got the last
+        (or after ``broadcast_timeout`` seconds).
         """
         args, layout = self.args, self.layout
         # piece -> worker -> how many of its nodes are in that piece
@@ -288,7 +288,7 @@ class ScaleRun:
             stderr.close()
 
     def failure(self, error: Exception) -> str:
-        """C{error}, with the end of the standard error of the first worker that ended."""
+        """``error``, with the end of the standard error of the first worker that ended."""
         for worker, stderr in zip(self.workers, self._stderr, strict=True):
             if worker.process.poll() is not None:
                 stderr.seek(0)
@@ -298,7 +298,7 @@ class ScaleRun:
 
 
 def _done(worker: Child, number: int, deadline: float) -> bool:
-    """Whether C{worker} says it is done with broadcast C{number} before C{deadline}."""
+    """Whether ``worker`` says it is done with broadcast ``number`` before ``deadline``."""
     while (left := deadline - time.monotonic()) > 0:
         try:
             if worker.expect("done", left) == number:
@@ -340,7 +340,7 @@ def _ms(seconds: float) -> float | None:
 
 
 def measure(args: argparse.Namespace, nodes: int) -> dict[str, Any]:
-    """One N, in fresh processes: its result (with C{error} when it could not be measured)."""
+    """One N, in fresh processes: its result (with ``error`` when it could not be measured)."""
     run = ScaleRun(args, nodes)
     result: dict[str, Any] = {
         "nodes": nodes,
@@ -379,7 +379,7 @@ class Measure(NamedTuple):
 
 
 def at_most(value: float, limit: float) -> str:
-    """C{"met"}, or by how much C{value} is over C{limit}."""
+    """``"met"``, or by how much ``value`` is over ``limit``."""
     over = value / limit - 1
     return "met" if over <= 0 else f"MISS by {over:.1%}" if over < 0.1 else f"MISS by {over:.0%}"
 
@@ -493,7 +493,7 @@ def tables(results: list[dict[str, Any]]) -> str:
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
-    """Each measure against N, one panel each, in a PNG at C{path} (needs matplotlib: the C{bench} extra)."""
+    """Each measure against N, one panel each, in a PNG at ``path`` (needs matplotlib: the ``bench`` extra)."""
     try:
         import matplotlib
     except ImportError:
@@ -505,7 +505,7 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
     nodes = [result["nodes"] for result in done]
 
     def series(key: str, scale: float = 1.0, when: bool | None = None) -> list[float]:
-        """C{key} of each result (times C{scale}); NaN where missing, or where C{converged} is not C{when}."""
+        """``key`` of each result (times ``scale``); NaN where missing, or where ``converged`` is not ``when``."""
         return [
             math.nan if result[key] is None or when not in (None, result["converged"]) else result[key] * scale
             for result in done

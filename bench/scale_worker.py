@@ -1,23 +1,23 @@
 """
-A worker process of the scale benchmark (C{bench/scale.py}): many
-twisted_mesh nodes (C{MeshSocket}s) on one reactor, listening on loopback.
+A worker process of the scale benchmark (``bench/scale.py``): many
+twisted_mesh nodes (``MeshSocket`` objects) on one reactor, listening on loopback.
 The coordinator drives it with one JSON command a line on its standard
 input; it answers with JSON lines on its standard output.
 
     python -m bench.scale_worker --nodes 100
 
-It first says C{ready}: its nodes' IDs and ports, and its RSS with one node
+It first says ``ready``: its nodes' IDs and ports, and its RSS with one node
 and with all of them (idle).  Then, for each command:
 
-- C{join}: each node dials the seed once, at its given time
-  (C{CLOCK_MONOTONIC}, which every process of the machine shares), as a
-  user would: C{connect(host, port)};
-- C{snapshot}: every node's peers, and the sums of their counters, the
+- ``join``: each node dials the seed once, at its given time
+  (``CLOCK_MONOTONIC``, which every process of the machine shares), as a
+  user would: ``connect(host, port)``;
+- ``snapshot``: every node's peers, and the sums of their counters, the
   process's CPU time and RSS;
-- C{reach}: how many of this worker's nodes each broadcast should reach;
-  the worker says C{done} once one has reached them all;
-- C{send}: a node sends broadcast number C{number};
-- C{results}: for each broadcast, how many nodes got it, the slowest of
+- ``reach``: how many of this worker's nodes each broadcast should reach;
+  the worker says ``done`` once one has reached them all;
+- ``send``: a node sends broadcast number ``number``;
+- ``results``: for each broadcast, how many nodes got it, the slowest of
   them, the repeats; and the one-hop latencies.
 
 Closing its standard input ends the worker.
@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from bench._common import filler, raise_fd_limit, rss_bytes
 
 #: The head of a benchmark broadcast's payload: its number, and when it was
-#: sent (C{time.monotonic()}, the same clock in every process).
+#: sent (``time.monotonic()``, the same clock in every process).
 HEAD = struct.Struct(">Id")
 
 
@@ -112,7 +112,7 @@ class Worker(LineReceiver):
     # -- joining -------------------------------------------------------------
 
     def join(self, seed: list[Any], at: list[float]) -> None:
-        """Have node I{i} dial C{seed} (host, port) at C{at[i]}."""
+        """Have node *i* dial ``seed`` (host, port) at ``at[i]``."""
         host, port = seed
         for node, when in zip(self.nodes, at, strict=True):
             self._dials["pending"] += 1
@@ -162,15 +162,15 @@ class Worker(LineReceiver):
     # -- broadcasts ----------------------------------------------------------
 
     def reach(self, counts: list[int]) -> None:
-        """Say C{done} once C{counts[number]} of this worker's nodes got broadcast C{number} (if not 0)."""
+        """Say ``done`` once ``counts[number]`` of this worker's nodes got broadcast ``number`` (if not 0)."""
         self._reach = {number: count for number, count in enumerate(counts) if count}
 
     def send(self, number: int, origin: int) -> None:
-        """Have node C{origin} send broadcast C{number}."""
+        """Have node ``origin`` send broadcast ``number``."""
         self.nodes[origin].send(HEAD.pack(number, time.monotonic()) + self._filler)
 
     def _arrivals_at(self, node: Any) -> Any:
-        """The handler that records what reaches C{node}, and takes it."""
+        """The handler that records what reaches ``node``, and takes it."""
         got: set[int] = set()
 
         def arrived(msg: Any, link: Any) -> bool:
@@ -204,7 +204,7 @@ class Worker(LineReceiver):
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> None:
-    """Start the nodes, say C{ready}, and carry out commands until the standard input closes."""
+    """Start the nodes, say ``ready``, and carry out commands until the standard input closes."""
     raise_fd_limit()
     from twisted_mesh import MeshSocket
 

@@ -7,26 +7,15 @@ Build it with ``tox -e docs``, or from the checkout's root::
 
 Docstring markup
 ----------------
-twisted_mesh's docstrings are written as Twisted's are: epytext inline markup
-(``L{name}``, ``C{code}``, ``B{bold}``, ``I{italic}``) inside reStructuredText
-fields (``:param x:``, ``:ivar x:``, ``:return:``, ``:raise X:``).  autodoc
-reads reStructuredText only, and pydoctor (which reads epytext) would render
-the API as a second site in its own theme, so the API reference is made by
-autodoc and :func:`epytext_to_rst` below, an ``autodoc-process-docstring``
-hook, turns the inline markup into reStructuredText first:
+Docstrings are reStructuredText with Sphinx's field lists (``:param x:``,
+``:ivar x:``, ``:return:``, ``:raise X:``).  A name in single backquotes is
+a cross-reference (the default role is ``py:obj``); a leading dot, as in
+`` `.MeshService` ``, makes Sphinx look the name up in the current module and
+class first, then as the last part of any documented name, so it links from
+any page.  A name that is not documented here (Twisted's, ``None``) is shown
+as code, with no link and no warning.
 
-- ``C{x}`` becomes an inline literal (``x`` in double backquotes);
-- ``L{x}`` becomes ``:py:obj:`.x```: the leading dot makes Sphinx look ``x``
-  up in the current module and class first, then as the last part of any
-  documented name, so ``L{MeshService}`` and ``L{flags.whisper}`` link to
-  ``twisted_mesh.MeshService`` and ``twisted_mesh.flags.whisper`` from any
-  page.  A name that is not documented here (Twisted's, ``None``) is shown as
-  code, with no link and no warning;
-- ``B{x}`` and ``I{x}`` become ``**x**`` and ``*x*``.
-
-Literal blocks (after ``::``) are left as they are.
-
-Two more things autodoc needs help with: a module constant with no ``#:``
+Two things autodoc needs help with: a module constant with no ``#:``
 comment gets its type's docstring ("int([x]) -> integer..."), which the same
 hook drops, and such constants are not listed by ``automodule`` (their
 ``__module__`` is ``builtins``), so ``api/flags.rst`` names each flag with
@@ -41,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import sys
 from typing import Any
 
@@ -74,6 +62,7 @@ html_static_path: list[str] = []
 
 # -- autodoc ----------------------------------------------------------------
 
+default_role = "py:obj"
 autodoc_member_order = "bysource"
 # Types go with each parameter's text rather than into long signatures.
 autodoc_typehints = "description"
@@ -98,96 +87,6 @@ def _name_interfaces() -> None:
 
 _name_interfaces()
 
-# -- epytext inline markup --------------------------------------------------
-
-_MARKUP = re.compile(r"(?<![A-Za-z0-9_])([LCBIU])\{")
-# Characters reStructuredText accepts right before and after inline markup.
-_BEFORE = set(" \t\n'\"([{<-/:")
-_AFTER = set(" \t\n'\")]}>-/:.,;!?\\")
-
-
-def _inline(text: str) -> str:
-    """Convert the epytext inline markup of one piece of running text."""
-    out: list[str] = []
-    at = 0
-    while True:
-        match = _MARKUP.search(text, at)
-        if match is None:
-            out.append(text[at:])
-            return "".join(out)
-        depth, end = 1, match.end()
-        while end < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[end], 0)
-            end += 1
-        if depth:  # not closed: not markup
-            out.append(text[at:])
-            return "".join(out)
-        out.append(text[at : match.start()])
-        tag, inner = match.group(1), text[match.end() : end - 1]
-        if tag == "C":
-            markup = f"``{inner}``"
-        elif tag == "L":
-            label, sep, target = inner.rpartition("<")
-            if sep and target.endswith(">"):
-                markup = f":py:obj:`{label.strip()} <.{target[:-1].strip()}>`"
-            elif inner == "None":
-                markup = "``None``"
-            else:
-                markup = f":py:obj:`.{inner}`"
-        elif tag == "B":
-            markup = f"**{inner}**"
-        elif tag == "I":
-            markup = f"*{inner}*"
-        else:  # U{url}
-            markup = inner
-        before = out[-1][-1:] if out and out[-1] else ""
-        if before and before not in _BEFORE:
-            markup = "\\ " + markup
-        after = text[end : end + 1]
-        if after and after not in _AFTER:
-            markup += "\\ "
-        out.append(markup)
-        at = end
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def epytext_to_rst(lines: list[str]) -> list[str]:
-    """
-    Convert the epytext inline markup of a docstring's lines, leaving its
-    literal blocks alone.  Markup may span lines within a paragraph.
-    """
-    result: list[str] = []
-    paragraph: list[str] = []
-    literal_indent: int | None = None  # the indentation of the ``::`` paragraph
-
-    def flush() -> None:
-        if paragraph:
-            result.extend(_inline("\n".join(paragraph)).split("\n"))
-            paragraph.clear()
-
-    for line in lines:
-        if literal_indent is not None:
-            if not line.strip() or _indent(line) > literal_indent:
-                result.append(line)
-                continue
-            literal_indent = None
-        if not line.strip():
-            flush()
-            result.append(line)
-            continue
-        if not paragraph:
-            paragraph_indent = _indent(line)
-        paragraph.append(line)
-        if line.rstrip().endswith("::"):
-            flush()
-            literal_indent = paragraph_indent
-    flush()
-    return result
-
-
 _VALUE_TYPES = (int, float, str, bytes, tuple, frozenset)
 
 
@@ -199,7 +98,6 @@ def _process_docstring(app: Any, what: str, name: str, obj: object, options: Any
         if "\n".join(lines).strip() == own.strip():
             lines.clear()
             return
-    lines[:] = epytext_to_rst(lines)
 
 
 # -- the options of ``twistd mesh``, from the code ----------------------------

@@ -7,19 +7,19 @@ the partition tests run it inside network namespaces.
 
 It writes one JSON object a line to stdout:
 
-- C{{"event": "listening", "id": ..., "host": ..., "port": ...}} once up;
-- C{{"event": "connect"}} / C{{"event": "disconnect"}} when it gets its first
+- ``{"event": "listening", "id": ..., "host": ..., "port": ...}`` once up;
+- ``{"event": "connect"}`` / ``{"event": "disconnect"}`` when it gets its first
   peer or loses its last one;
-- C{{"event": "message", "sender": ..., "packets": [...]}} for each message;
-- C{{"event": "status", "tag": ..., "status": {...}}}, the node's C{/status}
+- ``{"event": "message", "sender": ..., "packets": [...]}`` for each message;
+- ``{"event": "status", "tag": ..., "status": {...}}``, the node's ``/status``
   document, when asked;
-- C{{"event": "sent", "tag": ..., "queued": [...]}} after a broadcast;
+- ``{"event": "sent", "tag": ..., "queued": [...]}`` after a broadcast;
 
-each with C{"t"}, the time (C{time.time()}) it happened.  It reads commands,
+each with ``"t"``, the time (``time.time()``) it happened.  It reads commands,
 one JSON object a line, from stdin:
 
-- C{{"cmd": "send", "tag": ..., "packets": [...]}}: broadcast the packets;
-- C{{"cmd": "status", "tag": ...}}: write the status.
+- ``{"cmd": "send", "tag": ..., "packets": [...]}``: broadcast the packets;
+- ``{"cmd": "status", "tag": ...}``: write the status.
 
 End of input, SIGTERM or SIGINT stops it.  The log goes to stderr.
 """

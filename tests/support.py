@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 async def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
     """
-    Poll C{condition} until it is true; fail after C{timeout} seconds.
+    Poll ``condition`` until it is true; fail after ``timeout`` seconds.
     """
     from twisted.internet import reactor
 
@@ -39,7 +39,7 @@ async def wait_for(condition: Callable[[], object], timeout: float = 30.0, what:
 
 
 def within(d: Deferred[T], seconds: float = 30.0) -> Deferred[T]:
-    """C{d}, failed with a timeout when it has not fired after C{seconds}."""
+    """``d``, failed with a timeout when it has not fired after ``seconds``."""
     from twisted.internet import reactor
 
     return d.addTimeout(seconds, reactor)
@@ -84,7 +84,7 @@ class RawPeer(Protocol):
         self.transport.write(data)
 
     def send(self, msg_type: int, *payload: Any, sender: str | None = None, time: int | None = None) -> WireMessage:
-        """Write a message with this peer (or C{sender}) as its sender."""
+        """Write a message with this peer (or ``sender``) as its sender."""
         msg = WireMessage.create(
             msg_type, sender or self.id, int(_now()) if time is None else time, payload, self.ids_as_bin
         )
@@ -116,7 +116,7 @@ def _now() -> float:
 
 
 async def raw_peer(port: int, protocol: MeshProtocolId, **kwargs: Any) -> RawPeer:
-    """Connect a L{RawPeer} to a node listening on C{port} of loopback."""
+    """Connect a `.RawPeer` to a node listening on ``port`` of loopback."""
     from twisted.internet import reactor
 
     peer = RawPeer(protocol, **kwargs)
@@ -180,7 +180,7 @@ def connected_components(tables: dict[str, set[str]]) -> list[set[str]]:
 class RawWebSocket(Protocol):
     """
     A WebSocket client written by hand: it asks to upgrade when told to
-    (L{upgrade}), keeps what it receives, and never answers a close.
+    (`.upgrade`), keeps what it receives, and never answers a close.
     """
 
     def __init__(self) -> None:

@@ -1,5 +1,5 @@
 """
-Who gets a connection slot (L{twisted_mesh._admission}), with no reactor:
+Who gets a connection slot (`.twisted_mesh._admission`), with no reactor:
 pending connections bounded by address and in all, peers never closed to
 make room.  (Floods on loopback: test_slots.py.)
 """

@@ -1,7 +1,7 @@
 """
 The benchmark commands still run and measure what they say: a smoke run of
-each line implementation, of the scale benchmark and of C{python -m bench}.
-Nothing here is timed: the rates themselves are for C{bench/README.md}, not
+each line implementation, of the scale benchmark and of ``python -m bench``.
+Nothing here is timed: the rates themselves are for ``bench/README.md``, not
 for tests.
 """
 
@@ -55,7 +55,7 @@ def test_line_delivers_every_message(impl: str, window: str) -> None:
 
 
 def test_bench_prints_its_table() -> None:
-    """C{python -m bench} runs a section and prints its rows, with the ratios to both relays."""
+    """``python -m bench`` runs a section and prints its rows, with the ratios to both relays."""
     output = run("bench", "--quick", "--only", "inflight")
     rows = [line for line in output.splitlines() if line.startswith("| line of 3")]
     assert [row.split("|")[2].strip() for row in rows] == [
@@ -68,7 +68,7 @@ def test_bench_prints_its_table() -> None:
 
 def test_producer_loses_nothing_beside_a_peer_that_never_reads() -> None:
     """
-    C{python -m bench.producer}, paced by drained(), with a peer that never
+    ``python -m bench.producer``, paced by drained(), with a peer that never
     reads: every message reaches the good peer, none is skipped, and the
     peer that never reads is cut off after its congestion timeout.
     """
@@ -89,7 +89,7 @@ def scale_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
 
 def test_scale_meshes_every_node_through_the_seed(scale_run: tuple[dict[str, Any], str, Path]) -> None:
     """
-    C{python -m bench.scale}: every node dials the seed and gets in, the mesh
+    ``python -m bench.scale``: every node dials the seed and gets in, the mesh
     settles in one piece, and its shape adds up.
     """
     result, _, _ = scale_run
@@ -129,7 +129,7 @@ def test_scale_tables_again_from_its_json(scale_run: tuple[dict[str, Any], str, 
 
 
 def test_scale_plots_its_json(scale_run: tuple[dict[str, Any], str, Path], tmp_path: Path) -> None:
-    """C{--png} draws the plot (with the bench extra's matplotlib)."""
+    """``--png`` draws the plot (with the bench extra's matplotlib)."""
     pytest.importorskip("matplotlib")
     _, _, saved = scale_run
     png = tmp_path / "scale.png"

@@ -1,17 +1,17 @@
 """
-The web face and the browser client: the site (C{twisted_mesh.web}), the
+The web face and the browser client: the site (``twisted_mesh.web``), the
 client's codec in Node, and the live page in a real headless Chromium driven
 by Playwright, meshed with Python twisted_mesh nodes and a py2p node.
 
-Chromium comes from Debian (C{apt-get install -y chromium}); Playwright
-drives it with C{executable_path}.  Without it these tests fail under CI
-(C{CI} set) and are skipped elsewhere.
+Chromium comes from Debian (``apt-get install -y chromium``); Playwright
+drives it with ``executable_path``.  Without it these tests fail under CI
+(``CI`` set) and are skipped elsewhere.
 
 Playwright's sync API blocks, and its objects belong to the thread that made
-them: each browser runs in a worker thread of its own (L{Chromium}) while
+them: each browser runs in a worker thread of its own (`.Chromium`) while
 the reactor serves the site in the main thread.
 
-The browser tests save screenshots of the page in C{tests/artifacts/}.
+The browser tests save screenshots of the page in ``tests/artifacts/``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _unavailable(reason: str) -> None:
 class Chromium:
     """
     A headless Chromium under Playwright's sync API, every call of which runs
-    in one worker thread; L{call} returns a Deferred that fires in the
+    in one worker thread; `.call` returns a Deferred that fires in the
     reactor's thread.
     """
 
@@ -84,11 +84,11 @@ class Chromium:
         self.browser: Any = None
 
     def blocking(self, function: Callable[..., T], *args: Any, timeout: float = 120.0) -> T:
-        """Run C{function} in the browser's thread and wait for it (no reactor needed)."""
+        """Run ``function`` in the browser's thread and wait for it (no reactor needed)."""
         return self._thread.submit(function, *args).result(timeout)
 
     def call(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Run C{function} in the browser's thread, without blocking the reactor."""
+        """Run ``function`` in the browser's thread, without blocking the reactor."""
         d: Deferred[T] = Deferred()
 
         def done(future: Future[T]) -> None:
@@ -138,11 +138,11 @@ class Tab:
             self.console_errors.append(message.text)
 
     def call(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Run C{function(page, *args)} in the browser's thread."""
+        """Run ``function(page, *args)`` in the browser's thread."""
         return self.chromium.call(function, self.page, *args)
 
     async def evaluate(self, script: str, arg: Any = None) -> Any:
-        """The value of C{script} (a JS function of C{arg}) in the page."""
+        """The value of ``script`` (a JS function of ``arg``) in the page."""
         return await self.call(lambda page: page.evaluate(script, arg))
 
     async def node_id(self) -> str:
@@ -150,7 +150,7 @@ class Tab:
         return str(await self.evaluate("() => window.meshPage.sock.id"))
 
     async def wait_connected(self, to: str | None = None) -> None:
-        """Wait until the page says it is connected (to the node C{to})."""
+        """Wait until the page says it is connected (to the node ``to``)."""
 
         def wait(page: Any) -> None:
             page.wait_for_selector('#status[data-state="connected"]', timeout=PAGE_TIMEOUT)
@@ -165,7 +165,7 @@ class Tab:
         await self.call(wait)
 
     async def say(self, text: str) -> None:
-        """Type C{text} in the chat box, press Enter, and wait until it is shown as sent."""
+        """Type ``text`` in the chat box, press Enter, and wait until it is shown as sent."""
 
         def say(page: Any) -> None:
             page.fill("#chat-input", text)
@@ -176,8 +176,8 @@ class Tab:
 
     async def wait_for_message(self, text: str, kind: str | None = None) -> dict[str, Any]:
         """
-        Wait until the chat shows a message C{text} from another node (and
-        names its sender C{kind}); return its sender and kind.
+        Wait until the chat shows a message ``text`` from another node (and
+        names its sender ``kind``); return its sender and kind.
         """
 
         def wait(page: Any) -> dict[str, Any]:
@@ -187,7 +187,7 @@ class Tab:
         return await self.call(wait)
 
     async def screenshot(self, name: str) -> Path:
-        """Save a screenshot of the page as C{tests/artifacts/NAME}."""
+        """Save a screenshot of the page as ``tests/artifacts/NAME``."""
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name
 
@@ -384,7 +384,7 @@ async def test_site_serves_page_client_status_and_metrics(nodes: dict[str, Any])
 @pytest_twisted.ensureDeferred
 async def test_a_websocket_node_meshes_through_the_web_port(nodes: dict[str, Any]) -> None:
     """
-    C{ws://host:webport/} is the mesh: a Python node dials it as js2p would
+    ``ws://host:webport/`` is the mesh: a Python node dials it as js2p would
     and exchanges broadcasts, through the server, with a TCP node.
     """
     server = await nodes["server"]()
@@ -429,7 +429,7 @@ async def test_stopping_the_web_service_closes_its_links(nodes: dict[str, Any]) 
 
 def test_js_client_in_node() -> None:
     """
-    The bundled client's own tests (js/test/, C{node --test}): the frames
+    The bundled client's own tests (js/test/, ``node --test``): the frames
     of shared/vectors byte for byte, with WebCrypto and with the bundled
     SHA-256, the frame reader, and a MeshSocket against a fake WebSocket.
     """
@@ -633,7 +633,7 @@ async ({url, count, size, batch, maxSendBuffer}) => {
 async def test_a_producer_that_awaits_drained_loses_nothing(nodes: dict[str, Any], browser: Any) -> None:
     """
     A browser node sends 3,000 broadcasts of 8 kB as fast as it can, with
-    C{maxSendBuffer} at 1 MiB and C{await sock.drained()} after each 100
+    ``maxSendBuffer`` at 1 MiB and ``await sock.drained()`` after each 100
     (800 kB, under 1 MiB less the 64 KiB drained() waits for): its buffer
     grows past 64 KiB, so drained() has to wait, and the node it dialled
     receives every message, in order.  (Without the waits, Chromium holds

@@ -11,8 +11,8 @@ node, with a new ID) form an eligible pair when:
 - S had at least one peer at T, and handed M to at least one of them that
   was not already being stopped: a message written only to nodes that are
   shutting down goes nowhere, whatever the mesh does;
-- R had at least one peer, without a break, from C{SETTLE} seconds before T
-  until C{WINDOW} seconds after it (its C{'connect'} and C{'disconnect'}
+- R had at least one peer, without a break, from ``SETTLE`` seconds before T
+  until ``WINDOW`` seconds after it (its ``'connect'`` and ``'disconnect'``
   events, and its stop, bound these intervals).  The settling time covers a
   handshake that R has finished and its peer not yet: a relay can only use
   a link once both ends know it.
@@ -20,11 +20,11 @@ node, with a new ID) form an eligible pair when:
 Nothing is assumed about the shape of the mesh: a node that has a peer but
 is cut off from the rest (its peers' other links all gone) counts, and its
 misses are losses.  The ratio of eligible pairs delivered is printed and
-must be at least L{MIN_RATIO}; no node may deliver a message twice.  Once the
+must be at least `.MIN_RATIO`; no node may deliver a message twice.  Once the
 churn stops, the mesh must be whole again: every node in one component.
-The run's seed is printed; C{CHURN_SEED=...} replays its choice of nodes.
+The run's seed is printed; ``CHURN_SEED=...`` replays its choice of nodes.
 
-L{test_cut_off_group_rejoins} is the smallest split the churn makes, set up
+`.test_cut_off_group_rejoins` is the smallest split the churn makes, set up
 on purpose: two nodes left with each other and nobody else.
 """
 
@@ -102,7 +102,7 @@ class Node:
             self.connected[-1][1] = now()
 
     def connected_throughout(self, start: float, end: float) -> bool:
-        """Whether the node had a peer at every moment from C{start} to C{end}."""
+        """Whether the node had a peer at every moment from ``start`` to ``end``."""
         return any(begin <= start and end <= finish for begin, finish in self.connected)
 
     def on_message(self, message: Message, link: object) -> bool:
@@ -174,7 +174,7 @@ class Mesh:
         return node
 
     async def stop(self, slot: int) -> None:
-        """Stop the node of a slot, as C{sock.close()} does."""
+        """Stop the node of a slot, as ``sock.close()`` does."""
         node = self.live.pop(slot)
         node.stopping = now()
         self.churn.append((node.stopping, "stop", slot))

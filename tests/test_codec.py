@@ -1,7 +1,7 @@
 """The pure codec: identifiers, msgpack, compression and frames, checked
 against the frames and protocol IDs that the reference py2p 0.7.878 produces.
 
-The vectors are those of the shared C{vectors/p2p-0.7.json} beside
+The vectors are those of the shared ``vectors/p2p-0.7.json`` beside
 PROTOCOL.md, copied in here so that the suite needs nothing outside the
 checkout.  No reactor.
 """
@@ -101,7 +101,7 @@ def _vector(
     frame: str,
     payload: tuple[Any, ...],
 ) -> Vector:
-    """Build a L{Vector} from the hex strings of the JSON file."""
+    """Build a `.Vector` from the hex strings of the JSON file."""
     return Vector(
         name, msg_type, sender_form == "bin", compression, bytes.fromhex(message_id), bytes.fromhex(frame), payload
     )
@@ -226,12 +226,12 @@ def names(vectors: list[Vector]) -> list[str]:
 
 
 def body_of(serial: bytes) -> bytes:
-    """An uncompressed body: the checksum of C{serial}, then C{serial}."""
+    """An uncompressed body: the checksum of ``serial``, then ``serial``."""
     return sha256(serial).digest() + serial
 
 
 def raw_bodies(count: int) -> list[bytes]:
-    """C{count} distinct short (so never compressed) bodies, the same every run."""
+    """``count`` distinct short (so never compressed) bodies, the same every run."""
     return [WireMessage.create(flags.broadcast, "abc" * 12, when, (0, "x")).body_in(True) for when in range(count)]
 
 
@@ -240,12 +240,12 @@ BOMB_SIZE = 32 * 1024 * 1024
 
 @functools.cache
 def bomb(code: int) -> bytes:
-    """A body that compresses C{BOMB_SIZE} zeros with C{code} (made once per code)."""
+    """A body that compresses ``BOMB_SIZE`` zeros with ``code`` (made once per code)."""
     return compress(code, bytes(BOMB_SIZE))
 
 
 def stdlib_readable(code: int, data: bytes) -> bytes:
-    """Inflate C{data} as the references do, with the standard libraries."""
+    """Inflate ``data`` as the references do, with the standard libraries."""
     if code in (flags.zlib, flags.gzip):
         # Each in its own container, and both read as the references read them.
         own = zlib.decompress(data) if code == flags.zlib else gzip.decompress(data)
@@ -271,7 +271,7 @@ def test_protocol_ids(subnet: str, encryption: str, expected: str) -> None:
 
 
 def test_protocol_defaults_to_plaintext() -> None:
-    """A L{Protocol} without a transport is the plain TCP one."""
+    """A `.Protocol` without a transport is the plain TCP one."""
     assert Protocol("mesh").encryption == "Plaintext"
     assert Protocol("mesh").id == "EpAmyZWv9rZUKmjQgU3FTUD4GrJHvVEXizmghVBc8eGD"
 
@@ -310,7 +310,7 @@ def test_base58_round_trips(number: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "0", "O", "I", "l", "1O", "abc0", "+", " 2", "2 ", "é", "２"])
 def test_base58_rejects_non_base58(text: str) -> None:
-    """Empty text and the characters outside Bitcoin's alphabet raise L{ValueError}."""
+    """Empty text and the characters outside Bitcoin's alphabet raise `.ValueError`."""
     with pytest.raises(ValueError):
         b58decode_int(text)
 
@@ -356,7 +356,7 @@ def test_id_text_rejects(value: object) -> None:
 
 
 def test_id_text_takes_the_longest_id() -> None:
-    """An ID of L{MAX_ID_LENGTH} characters is read, in either form."""
+    """An ID of `.MAX_ID_LENGTH` characters is read, in either form."""
     assert id_text(b"a" * MAX_ID_LENGTH) == id_text("a" * MAX_ID_LENGTH) == "a" * MAX_ID_LENGTH
 
 
@@ -392,7 +392,7 @@ def test_flags() -> None:
 
 
 def test_msgpack_keeps_bin_and_str_apart() -> None:
-    """C{bytes} goes out as bin and C{str} as str, and each comes back as it went."""
+    """``bytes`` goes out as bin and ``str`` as str, and each comes back as it went."""
     assert pack(b"x") == b"\xc4\x01x"
     assert pack("x") == b"\xa1x"
     value = unpack(pack([b"x", "x", {b"k": "v", "k": b"v"}]))
@@ -427,7 +427,7 @@ def test_msgpack_rejects_ext_types(data: bytes) -> None:
 
 @pytest.mark.parametrize("data", [b"", b"\xc1", b"\x92\x01", b"\x01\x02", b"\xa3ab", b"\x81\x91\x01\x02"])
 def test_msgpack_rejects_malformed(data: bytes) -> None:
-    """Empty, truncated, trailing and unreadable data raise L{FrameError}."""
+    """Empty, truncated, trailing and unreadable data raise `.FrameError`."""
     with pytest.raises(FrameError):
         unpack(data)
 
@@ -586,7 +586,7 @@ def test_relay_keeps_the_bytes_as_they_arrived() -> None:
 
 
 def test_frame_is_compressed_with_the_code() -> None:
-    """C{frame(form, code)} compresses the body with C{code} and announces its length."""
+    """``frame(form, code)`` compresses the body with ``code`` and announces its length."""
     message = WireMessage.create(0, SENDER, TIME, (0, "x" * 2000))
     for code in SUPPORTED:
         frame = message.frame(True, code)
@@ -653,7 +653,7 @@ def test_from_body_rejects_empty_serial() -> None:
 def test_from_body_rejects_bad_fields(fields: object) -> None:
     """
     Non-arrays, fewer than 4 fields, a bad message type, sender or time
-    raise L{FrameError} (and not L{ChecksumError}: the checksum holds).
+    raise `.FrameError` (and not `.ChecksumError`: the checksum holds).
     """
     with pytest.raises(FrameError) as caught:
         WireMessage.from_body(body_of(pack(fields)), [])
@@ -677,9 +677,9 @@ def test_from_body_minimal_message() -> None:
 )
 def test_accepted_message_can_be_keyed_and_relayed(serial: bytes) -> None:
     """
-    Whatever L{WireMessage.from_body} accepts, the node can then take its
+    Whatever `.WireMessage.from_body` accepts, the node can then take its
     key and write it in both forms: a body that cannot be should raise
-    L{FrameError} in C{from_body}, not later in the relay.
+    `.FrameError` in ``from_body``, not later in the relay.
     """
     try:
         message = WireMessage.from_body(body_of(serial), [])
@@ -713,7 +713,7 @@ COMPRESSIBLE = b"".join(b"packet %d of the mesh; " % (n % 97) for n in range(400
 
 @pytest.mark.parametrize("code", SUPPORTED)
 def test_compression_round_trips(code: int) -> None:
-    """Each code compresses data its C{inflate} (and the standard library) reads back."""
+    """Each code compresses data its ``inflate`` (and the standard library) reads back."""
     packed = compress(code, COMPRESSIBLE)
     assert len(packed) < len(COMPRESSIBLE)
     assert stdlib_readable(code, packed) == COMPRESSIBLE
@@ -731,7 +731,7 @@ def test_compression_of_random_data(code: int) -> None:
 @pytest.mark.parametrize("code", SUPPORTED)
 def test_short_bodies_stay_raw(code: int) -> None:
     """
-    Bodies under L{MIN_COMPRESSED_SIZE} go out as they are; from that size
+    Bodies under `.MIN_COMPRESSED_SIZE` go out as they are; from that size
     on they are compressed.  No code leaves every body as it is.
     """
     assert compress(code, COMPRESSIBLE[: MIN_COMPRESSED_SIZE - 1]) == COMPRESSIBLE[: MIN_COMPRESSED_SIZE - 1]
@@ -775,7 +775,7 @@ def test_a_raw_body_that_reads_as_zlib_is_compressed(size: int) -> None:
 @pytest.mark.parametrize("code", SUPPORTED)
 def test_large_incompressible_bodies_are_probed(code: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """
-    From L{PROBE_FROM} bytes on, a body whose middle does not compress goes
+    From `.PROBE_FROM` bytes on, a body whose middle does not compress goes
     out as it is, without the whole body being compressed; a body that
     compresses is compressed whole.
     """
@@ -803,11 +803,11 @@ def test_large_incompressible_bodies_are_probed(code: int, monkeypatch: pytest.M
 
 def assert_capped(code: int, body: bytes, limit: int) -> None:
     """
-    Check that C{body}, which C{code} inflates past C{limit}, is refused:
-    L{InflatedTooLarge} from C{inflate} and L{FrameTooLarge} from
-    C{from_body}.  Snappy has no magic number, so a snappy length past the
+    Check that ``body``, which ``code`` inflates past ``limit``, is refused:
+    `.InflatedTooLarge` from ``inflate`` and `.FrameTooLarge` from
+    ``from_body``.  Snappy has no magic number, so a snappy length past the
     limit may instead be taken for "not snappy": then no reading past the
-    limit is made, and C{from_body} finds no checksum that holds.
+    limit is made, and ``from_body`` finds no checksum that holds.
     """
     if code == flags.snappy:
         try:
@@ -837,7 +837,7 @@ def test_inflate_limit_is_exact(code: int) -> None:
 def test_zip_bomb(code: int) -> None:
     """
     A small body that inflates to 32 MiB, with a 1 MiB limit, is refused
-    (see L{assert_capped}) without ever holding anything near 32 MiB.
+    (see `.assert_capped`) without ever holding anything near 32 MiB.
     """
     body = bomb(code)
     if code != flags.snappy:  # snappy cannot compress more than ~20:1
@@ -874,7 +874,7 @@ def test_lzma_header_cannot_demand_a_huge_dictionary() -> None:
 def test_raw_fallback(codes: list[int]) -> None:
     """
     A peer that listed codes may still send a short body raw (it is under
-    L{MIN_COMPRESSED_SIZE}): it decodes, whatever the codes listed.
+    `.MIN_COMPRESSED_SIZE`): it decodes, whatever the codes listed.
     """
     for when, body in enumerate(raw_bodies(64)):
         assert body in list(inflate(codes, body, MAX_FRAME_SIZE))

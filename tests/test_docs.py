@@ -3,8 +3,8 @@ The documentation: its example programs run and print what the pages say,
 the facts its pages state match the code, and it builds with Sphinx with
 warnings as errors, every public name in its API reference.
 
-The examples run as a user runs them: C{python docs/examples/NAME.py}, in a
-process of their own.  The build needs Sphinx and furo, which the C{docs}
+The examples run as a user runs them: ``python docs/examples/NAME.py``, in a
+process of their own.  The build needs Sphinx and furo, which the ``docs``
 tox environment installs (and CI builds the docs there too); where they are
 not installed, the build test is skipped.
 """
@@ -37,7 +37,7 @@ EXAMPLE_TIMEOUT = 60.0
 CHROMIUM = os.environ.get("TWISTED_MESH_CHROMIUM", "/usr/bin/chromium")
 
 #: Examples whose output varies (log lines with times, IDs and ports): the
-#: lines their output must contain.  The others print exactly their C{.out}.
+#: lines their output must contain.  The others print exactly their ``.out``.
 EXPECTED_LINES = {
     "mismatch.py": [
         "connect() failed: the peer speaks protocol ",
@@ -177,7 +177,7 @@ def test_every_example_is_in_the_docs() -> None:
 
 
 def test_twistd_options_exist() -> None:
-    """Every option given to C{twistd mesh} in the docs is one it has."""
+    """Every option given to ``twistd mesh`` in the docs is one it has."""
     options = Options()
     known = {name for name, *_ in options.optParameters} | {name for name, *_ in options.optFlags}
     known |= {name[len("opt_") :].replace("_", "-") for name in dir(options) if name.startswith("opt_")}
@@ -195,7 +195,7 @@ def test_twistd_options_exist() -> None:
 
 
 def test_limits_table_matches_the_defaults() -> None:
-    """The defaults in the limits page are those of L{Limits}."""
+    """The defaults in the limits page are those of `.Limits`."""
     text = (DOCS / "limits.rst").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^   \* - ``(\w+)``\n     - ``([^`]+)``", text, re.M))
     defaults = Limits()
@@ -226,7 +226,7 @@ def test_metrics_page_matches_the_code() -> None:
 
 
 def _inventory(path: Path) -> set[str]:
-    """The names in a Sphinx C{objects.inv}."""
+    """The names in a Sphinx ``objects.inv``."""
     data = path.read_bytes()
     for _ in range(4):  # the header
         data = data[data.index(b"\n") + 1 :]
@@ -234,7 +234,7 @@ def _inventory(path: Path) -> set[str]:
 
 
 def _public_names(module: Any) -> list[str]:
-    """A module's C{__all__}, or else the public names its source defines."""
+    """A module's ``__all__``, or else the public names its source defines."""
     if hasattr(module, "__all__"):
         return list(module.__all__)
     tree = ast.parse(inspect.getsource(module))
@@ -250,7 +250,7 @@ def _public_names(module: Any) -> list[str]:
 
 
 def _resolve(name: str) -> Any:
-    """The object a dotted name documents, or L{None}."""
+    """The object a dotted name documents, or ``None``."""
     parts = name.split(".")
     for split in range(len(parts), 0, -1):
         try:
@@ -265,7 +265,7 @@ def _resolve(name: str) -> Any:
 
 def test_sphinx_build(tmp_path: Path) -> None:
     """
-    C{sphinx-build -W} builds the docs (as C{tox -e docs} does), and its
+    ``sphinx-build -W`` builds the docs (as ``tox -e docs`` does), and its
     API reference documents every public name.
     """
     pytest.importorskip("sphinx", reason="Sphinx is not installed here: `tox -e docs` builds the docs")

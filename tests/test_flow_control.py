@@ -1,8 +1,8 @@
 """
-Flow control over real loopback TCP: what C{send()} reports as queued to a
+Flow control over real loopback TCP: what ``send()`` reports as queued to a
 peer arrives there unless the connection is lost; a producer that waits on
-C{drained()} loses nothing; a peer that reads, however slowly, is kept; a
-peer that makes no progress is cut after C{congestion_timeout}.
+``drained()`` loses nothing; a peer that reads, however slowly, is kept; a
+peer that makes no progress is cut after ``congestion_timeout``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PAYLOAD = b"x" * 2000
 
 
 def handshaken(port: int, rcvbuf: int = 4096) -> tuple[socket.socket, str]:
-    """A blocking socket with a small receive buffer, handshaken with the node on C{port}: it and its ID."""
+    """A blocking socket with a small receive buffer, handshaken with the node on ``port``: it and its ID."""
     node_id = new_node_id(MESH)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -43,7 +43,7 @@ def handshaken(port: int, rcvbuf: int = 4096) -> tuple[socket.socket, str]:
 
 class SteadyReader:
     """
-    A good peer that reads all the time, at about C{rate} bytes a second (in
+    A good peer that reads all the time, at about ``rate`` bytes a second (in
     a thread of its own), and keeps the sequence numbers of the broadcasts it
     gets.
     """
@@ -105,7 +105,7 @@ class Line:
 
 @pytest.fixture
 def line_factory() -> Iterator[list[Line]]:
-    """The lines a test makes (L{make_line}), closed at teardown."""
+    """The lines a test makes (`.make_line`), closed at teardown."""
     lines: list[Line] = []
     yield lines
     for line in lines:
@@ -113,7 +113,7 @@ def line_factory() -> Iterator[list[Line]]:
 
 
 async def make_line(lines: list[Line], limits: Limits | None = None, rate: float = 20e6) -> tuple[Line, SteadyReader]:
-    """A line whose good peer reads about C{rate} bytes a second."""
+    """A line whose good peer reads about ``rate`` bytes a second."""
     line = Line(limits or Limits())
     lines.append(line)
     return line, await line.start(rate)
@@ -126,7 +126,7 @@ async def test_what_send_reports_queued_arrives(line_factory: list[Line], log_ev
     faster than its good peer reads, with a peer attached that never reads.
     Every message reported queued to the good peer arrives there, in order;
     the good peer, which keeps reading, is never cut; what was not queued is
-    in C{skipped} with a reason that names the send buffer.
+    in ``skipped`` with a reason that names the send buffer.
     """
     line, good = await make_line(line_factory)
     node = line.node
@@ -153,9 +153,9 @@ async def test_what_send_reports_queued_arrives(line_factory: list[Line], log_ev
 @pytest_twisted.ensureDeferred
 async def test_a_producer_that_waits_for_drained_loses_nothing(line_factory: list[Line]) -> None:
     """
-    The same producer waits on C{drained()} after each batch: every message
-    is queued to the good peer and arrives; C{drained()} waits for the peer
-    that never reads until it is cut after C{congestion_timeout} (3 s here),
+    The same producer waits on ``drained()`` after each batch: every message
+    is queued to the good peer and arrives; ``drained()`` waits for the peer
+    that never reads until it is cut after ``congestion_timeout`` (3 s here),
     and then fires.
     """
     line, good = await make_line(line_factory, Limits(congestion_timeout=3))
@@ -177,7 +177,7 @@ async def test_a_producer_that_waits_for_drained_loses_nothing(line_factory: lis
 
 @pytest_twisted.ensureDeferred
 async def test_drained_fires_at_once_with_nothing_waiting() -> None:
-    """C{drained()} of a node with no peer, or peers that read, fires at once."""
+    """``drained()`` of a node with no peer, or peers that read, fires at once."""
     node = MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0)
     try:
         fired: list[object] = []
@@ -192,7 +192,7 @@ async def test_a_slow_reader_that_makes_progress_is_kept(log_events: list[LogEve
     """
     A peer that reads 64 kB every 50 ms (about 1.3 MB/s) gets 8 MB from the
     node's user at once: its link stays congested for seconds, longer than
-    C{congestion_timeout} (1 s), but it makes progress all along, so it is
+    ``congestion_timeout`` (1 s), but it makes progress all along, so it is
     kept and gets every message.
     """
     node = MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0, limits=Limits(congestion_timeout=1))

@@ -1,6 +1,6 @@
 """The frame reader, and whole messages through it, driven by hypothesis.
 
-No reactor: a stream is a list of byte strings fed to a L{FrameReader}.
+No reactor: a stream is a list of byte strings fed to a `.FrameReader`.
 """
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def framed(body: bytes) -> bytes:
-    """A frame: the 4-byte big-endian length of C{body}, then C{body}."""
+    """A frame: the 4-byte big-endian length of ``body``, then ``body``."""
     return struct_pack(">I", len(body)) + body
 
 
 def cut(stream: bytes, points: set[int]) -> list[bytes]:
-    """Split C{stream} at C{points} (offsets into it); empty chunks are kept out."""
+    """Split ``stream`` at ``points`` (offsets into it); empty chunks are kept out."""
     edges = [0, *sorted(point for point in points if 0 < point < len(stream)), len(stream)]
     return [stream[start:end] for start, end in pairwise(edges) if end > start]
 
 
 def feed_all(reader: FrameReader, chunks: list[bytes], bodies: list[bytes]) -> list[bytes]:
     """
-    Feed C{chunks} to C{reader} one by one, checking after each that
-    exactly the frames complete so far have come out, and that C{buffered}
+    Feed ``chunks`` to ``reader`` one by one, checking after each that
+    exactly the frames complete so far have come out, and that ``buffered``
     holds the bytes of the incomplete one.
 
     :param bodies: the bodies the whole stream holds, in order.
@@ -121,9 +121,9 @@ def test_empty_feeds() -> None:
 @given(max_size=st.integers(0, 2**32 - 2), data=st.data())
 def test_too_large_header(max_size: int, data: st.DataObject) -> None:
     """
-    A header that announces more than C{max_size} raises L{FrameTooLarge}
+    A header that announces more than ``max_size`` raises `.FrameTooLarge`
     as soon as its 4 bytes are in, before any of the body; one that
-    announces exactly C{max_size} is waited for.
+    announces exactly ``max_size`` is waited for.
     """
     length = data.draw(st.integers(max_size + 1, 2**32 - 1), label="announced")
     with pytest.raises(FrameTooLarge):
@@ -147,7 +147,7 @@ def test_too_large_after_good_frames() -> None:
 
 @pytest.mark.parametrize("length", [MAX_FRAME_SIZE + 1, 2**32 - 1])
 def test_default_limit(length: int) -> None:
-    """The default limit is L{MAX_FRAME_SIZE}: a 4 GiB announcement is refused."""
+    """The default limit is `.MAX_FRAME_SIZE`: a 4 GiB announcement is refused."""
     reader = FrameReader()
     assert reader.max_size == MAX_FRAME_SIZE
     with pytest.raises(FrameTooLarge):
@@ -158,7 +158,7 @@ def test_default_limit(length: int) -> None:
 @FAST
 @given(body=st.binary(min_size=1, max_size=500), data=st.data())
 def test_buffered(body: bytes, data: st.DataObject) -> None:
-    """C{buffered} counts the bytes of an incomplete frame, its header included."""
+    """``buffered`` counts the bytes of an incomplete frame, its header included."""
     frame = framed(body)
     fed = data.draw(st.integers(0, len(frame) - 1), label="fed")
     reader = FrameReader()
@@ -210,7 +210,7 @@ def test_message_round_trip(
 ) -> None:
     """
     A message framed in either form, with any code or none, comes out of a
-    reader and C{from_body} (the peer listing all our codes) with its
+    reader and ``from_body`` (the peer listing all our codes) with its
     fields; its key is the same in both forms, and it is relayed as the
     bytes it arrived as.
     """

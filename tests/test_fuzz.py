@@ -2,9 +2,9 @@
 Fuzzing the codec and the link with hypothesis.
 
 Whatever bytes arrive, in whatever chunks, the frame reader and the message
-decoder raise L{FrameError} (or a subclass) and nothing else; what they do
+decoder raise `.FrameError` (or a subclass) and nothing else; what they do
 accept is well formed, and keeps its identity in either sender form.  A
-L{MeshProtocol} fed any byte stream never raises out of C{dataReceived}, and
+`.MeshProtocol` fed any byte stream never raises out of ``dataReceived``, and
 hands its node only well-formed messages from a peer whose handshake it
 accepted.
 
@@ -87,7 +87,7 @@ cuts = st.lists(st.integers(0, 2**20), max_size=12)
 
 
 def chunked(data: bytes, points: list[int]) -> Iterator[bytes]:
-    """C{data} cut at C{points} (taken modulo its length); empty chunks too."""
+    """``data`` cut at ``points`` (taken modulo its length); empty chunks too."""
     at = 0
     for point in sorted(point % (len(data) + 1) for point in points):
         yield data[at:point]
@@ -96,7 +96,7 @@ def chunked(data: bytes, points: list[int]) -> Iterator[bytes]:
 
 
 def mutate(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
-    """Flip, insert or delete bytes of C{data}."""
+    """Flip, insert or delete bytes of ``data``."""
     out = bytearray(data)
     for op, where, value in edits:
         at = where % (len(out) + 1)
@@ -112,18 +112,18 @@ def mutate(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
 
 
 def frame_of(serial: bytes, code: int | None = None) -> bytes:
-    """A whole frame around C{serial}, with a true checksum."""
+    """A whole frame around ``serial``, with a true checksum."""
     body = _compression.compress(code, sha256(serial).digest() + serial)
     return struct.pack(">I", len(body)) + body
 
 
 def packed(fields: list[Any]) -> bytes:
-    """C{fields} in msgpack, bin and str apart."""
+    """``fields`` in msgpack, bin and str apart."""
     return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def positions_too_deep(value: Any, depth: int = 0) -> bool:
-    """Whether a list or map of C{value} sits at C{MAX_DEPTH} or deeper (the message itself at 0)."""
+    """Whether a list or map of ``value`` sits at ``MAX_DEPTH`` or deeper (the message itself at 0)."""
     if isinstance(value, list):
         return depth >= MAX_DEPTH or any(positions_too_deep(item, depth + 1) for item in value)
     if isinstance(value, dict):
@@ -134,7 +134,7 @@ def positions_too_deep(value: Any, depth: int = 0) -> bool:
 
 
 def holds_ext(value: Any) -> bool:
-    """Whether C{value} holds an extension type anywhere."""
+    """Whether ``value`` holds an extension type anywhere."""
     if isinstance(value, (msgpack.ExtType, msgpack.Timestamp)):
         return True
     if isinstance(value, list):
@@ -360,7 +360,7 @@ class RecordingNode(MeshNode):
 
 
 def stream_items(peer: str) -> st.SearchStrategy[bytes]:
-    """Pieces of a stream from the peer C{peer}: good frames, bad frames, garbage."""
+    """Pieces of a stream from the peer ``peer``: good frames, bad frames, garbage."""
     now = 1_700_000_000
     wire = st.sampled_from([peer.encode(), peer])
     handshakes = st.builds(

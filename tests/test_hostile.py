@@ -1,7 +1,7 @@
 """
 Hostile peers against a live node, over real loopback TCP.
 
-A node (a L{MeshSocket}) serves two good peers (real MeshSockets) that keep
+A node (a `.MeshSocket`) serves two good peers (real MeshSockets) that keep
 broadcasting to each other through it, while raw connections throw one kind
 of garbage each at it.  For each kind: the node closes the connection (where
 the protocol says so) or drops the message, logs a line that says why, moves
@@ -71,7 +71,7 @@ def now() -> int:
 
 
 def frame_of_serial(serial: bytes, *, corrupt: bool = False) -> bytes:
-    """A frame around C{serial}; its checksum holds unless C{corrupt}."""
+    """A frame around ``serial``; its checksum holds unless ``corrupt``."""
     checksum = bytearray(sha256(serial).digest())
     if corrupt:
         checksum[0] ^= 0xFF
@@ -80,22 +80,22 @@ def frame_of_serial(serial: bytes, *, corrupt: bool = False) -> bytes:
 
 
 def frame_of_fields(fields: Any) -> bytes:
-    """C{fields} in msgpack (bin and str apart, ext types allowed) in a frame whose checksum holds."""
+    """``fields`` in msgpack (bin and str apart, ext types allowed) in a frame whose checksum holds."""
     return frame_of_serial(msgpack.packb(fields, use_bin_type=True))
 
 
 def frame_of_body(body: bytes) -> bytes:
-    """A length header before C{body}."""
+    """A length header before ``body``."""
     return struct.pack(">I", len(body)) + body
 
 
 def head(peer: Hostile) -> bytes:
-    """The start of a serial C{[broadcast, sender, time, broadcast, X]}: X comes next."""
+    """The start of a serial ``[broadcast, sender, time, broadcast, X]``: X comes next."""
     return b"\x95" + msgpack.packb([0, peer.id.encode(), now(), 0], use_bin_type=True)[1:]
 
 
 def deep(levels: int, leaf: Any = 0) -> Any:
-    """Lists nested C{levels} deep."""
+    """Lists nested ``levels`` deep."""
     value = leaf
     for _ in range(levels):
         value = [value]
@@ -103,7 +103,7 @@ def deep(levels: int, leaf: Any = 0) -> Any:
 
 
 def deep_map(levels: int) -> Any:
-    """Maps nested C{levels} deep."""
+    """Maps nested ``levels`` deep."""
     value: Any = 0
     for _ in range(levels):
         value = {"a": value}
@@ -212,7 +212,7 @@ class Sink(TwistedProtocol):
 
 
 def status_counters(sock: MeshSocket) -> Counter[str]:
-    """The node's drop, handshake-failure and limit counters, as C{group.reason}."""
+    """The node's drop, handshake-failure and limit counters, as ``group.reason``."""
     status = sock.status()
     counters: Counter[str] = Counter()
     for group in ("dropped", "handshake_failures", "limit_hits"):
@@ -329,7 +329,7 @@ class Arena:
             assert not bad, f"{case}: {receiver} delivered messages no good peer sent: {bad}"
 
     def new_lines(self, mark: int) -> list[str]:
-        """twisted_mesh's log lines since C{mark}."""
+        """twisted_mesh's log lines since ``mark``."""
         return [
             formatEvent(event)
             for event in self.events[mark:]
@@ -417,7 +417,7 @@ Send = Callable[[Hostile, Arena], Awaitable[None]]
 
 
 def frames(*make: Callable[[Hostile], bytes]) -> Send:
-    """A case that writes the frames C{make} build, in one write."""
+    """A case that writes the frames ``make`` build, in one write."""
 
     async def send(peer: Hostile, arena: Arena) -> None:
         peer.write(b"".join(build(peer) for build in make))
@@ -426,7 +426,7 @@ def frames(*make: Callable[[Hostile], bytes]) -> Send:
 
 
 def fields(build: Callable[[Hostile], Any]) -> Send:
-    """A case that writes one frame of the msgpack value C{build} makes; its checksum holds."""
+    """A case that writes one frame of the msgpack value ``build`` makes; its checksum holds."""
     return frames(lambda peer: frame_of_fields(build(peer)))
 
 
@@ -440,7 +440,7 @@ def message(msg_type: int, *payload: Any, sender: str | None = None, stamp: int 
 
 
 def handshake_payload(build: Callable[[Hostile], list[Any]]) -> Send:
-    """A case that writes a handshake whose payload C{build} makes."""
+    """A case that writes a handshake whose payload ``build`` makes."""
 
     async def send(peer: Hostile, arena: Arena) -> None:
         peer.send(flags.whisper, *build(peer))
@@ -449,7 +449,7 @@ def handshake_payload(build: Callable[[Hostile], list[Any]]) -> Send:
 
 
 def hs(peer: Hostile, **change: Any) -> list[Any]:
-    """A good handshake payload with some fields changed (C{drop=True} drops the codes)."""
+    """A good handshake payload with some fields changed (``drop=True`` drops the codes)."""
     payload = [flags.handshake, peer.id.encode(), MESH.id.encode(), ["127.0.0.1", 1], []]
     for index, name in enumerate(("flag", "id", "protocol", "address", "codes")):
         if name in change:
@@ -460,7 +460,7 @@ def hs(peer: Hostile, **change: Any) -> list[Any]:
 
 
 def bomb(code: int) -> Callable[[Hostile], bytes]:
-    """A small body that inflates, with C{code}, past the frame size limit."""
+    """A small body that inflates, with ``code``, past the frame size limit."""
 
     def build(peer: Hostile) -> bytes:
         zeros = b"\0" * (MAX_FRAME + 4096)
@@ -574,7 +574,7 @@ async def many_codes(peer: Hostile, arena: Arena) -> None:
 
 
 def matches(pattern: str) -> LogCheck:
-    """A log check: some new line matches C{pattern}."""
+    """A log check: some new line matches ``pattern``."""
     return lambda text: re.search(pattern, text, re.IGNORECASE) is not None
 
 
@@ -587,12 +587,12 @@ class Case:
     One kind of garbage and what the node must do about it.
 
     :ivar send: what the raw connection writes (after its handshake when
-        C{handshake}).
+        ``handshake``).
     :ivar closed: whether the node must close the connection (True), keep it
         and drop the message (False), or may do either (None).
     :ivar counters: the exact change of the node's drop, handshake-failure
         and limit counters, when given.
-    :ivar counted: whether some counter must move (when C{counters} is None).
+    :ivar counted: whether some counter must move (when ``counters`` is None).
     :ivar log: a check that one of the node's new log lines must pass.
     :ivar check: more checks after the case.
     """
@@ -919,7 +919,7 @@ async def run_case(arena: Arena, name: str, case: Case) -> tuple[Hostile, int, C
 
 
 async def check_case(arena: Arena, name: str, case: Case, peer: Hostile, mark: int, before: Counter[str]) -> None:
-    """What the node must have done about C{case}."""
+    """What the node must have done about ``case``."""
     if peer.closed:
         # The node's side is gone too, and the peer left its routing table.
         await wait_for(lambda: arena.connections() == len(arena.good), 15, f"{name}: the node to drop the connection")
@@ -1073,12 +1073,12 @@ def slow_socket(port: int, node_id: str) -> socket.socket:
 
 
 async def collect(sock: MeshSocket, count: int, got: list[Message], timeout: float = 60) -> None:
-    """Wait until C{got} (filled by a 'message' callback) holds C{count} messages."""
+    """Wait until ``got`` (filled by a 'message' callback) holds ``count`` messages."""
     await wait_for(lambda: len(got) >= count, timeout, f"{count} messages")
 
 
 def gather_messages(sock: MeshSocket) -> list[Message]:
-    """Every message C{sock} delivers from now on, in order."""
+    """Every message ``sock`` delivers from now on, in order."""
     got: list[Message] = []
     sock.on("message", lambda s: got.extend(s.recv(10_000)))  # type: ignore[arg-type]
     return got

@@ -35,7 +35,7 @@ async def settle(seconds: float = 0.5) -> None:
 
 
 async def joined(node: MeshSocket, ref: ReferenceNode, we_dial: bool) -> None:
-    """Connect C{node} and C{ref}, in the direction asked, and wait for both ends."""
+    """Connect ``node`` and ``ref``, in the direction asked, and wait for both ends."""
     if we_dial:
         assert await within(node.connect("127.0.0.1", ref.port)) == ref.id
     else:

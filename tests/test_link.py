@@ -1,5 +1,5 @@
 """
-L{MeshProtocol}, one link, driven through a L{StringTransport} and a fake
+`.MeshProtocol`, one link, driven through a `.StringTransport` and a fake
 clock: framing, the handshake, the peer's ID form, compression and
 renegotiation, byte for byte.
 """
@@ -100,7 +100,7 @@ class Side:
         return [WireMessage.from_body(body, codes) for body in self.bodies()]
 
     def feed(self, msg: WireMessage, *, as_bin: bool = True, code: int | None = None) -> None:
-        """Deliver C{msg} to the link as one frame."""
+        """Deliver ``msg`` to the link as one frame."""
         self.proto.dataReceived(msg.frame(as_bin, code))
 
     @property
@@ -140,12 +140,12 @@ def handshake(
 
 
 def message(sender: str, msg_type: int, *payload: Any, as_bin: bool = True) -> WireMessage:
-    """A message from C{sender}."""
+    """A message from ``sender``."""
     return WireMessage.create(msg_type, sender, 0, payload, as_bin)
 
 
 def renegotiate(sender: str, *payload: Any, as_bin: bool = True) -> WireMessage:
-    """A renegotiate message from C{sender}."""
+    """A renegotiate message from ``sender``."""
     return message(sender, flags.renegotiate, *payload, as_bin=as_bin)
 
 
@@ -157,12 +157,12 @@ def large(sender: str) -> WireMessage:
 
 
 def is_raw(body: bytes) -> bool:
-    """Whether C{body} is an uncompressed checksum + serial."""
+    """Whether ``body`` is an uncompressed checksum + serial."""
     return sha256(body[32:]).digest() == body[:32]
 
 
 def decompress(code: int, body: bytes) -> bytes:
-    """Inflate C{body} with the method C{code}, by the standard libraries."""
+    """Inflate ``body`` with the method ``code``, by the standard libraries."""
     if code == flags.zlib:
         return zlib.decompress(body)
     if code == flags.gzip:
@@ -179,7 +179,7 @@ def decompress(code: int, body: bytes) -> bytes:
 
 
 def assert_compressed_with(body: bytes, code: int | None, msg: WireMessage) -> None:
-    """C{body} is C{msg} (bin form) compressed with C{code}, or raw for None."""
+    """``body`` is ``msg`` (bin form) compressed with ``code``, or raw for None."""
     if code is None:
         assert body == msg.body_in(True)
         return
@@ -202,7 +202,7 @@ def connected(rig: Rig | None = None, *, as_bin: bool = True, codes: Any = SUPPO
 
 
 def our_handshake(body: bytes, node_id: str, as_bin: bool) -> None:
-    """C{body} is a node's handshake, uncompressed, its IDs in the given form."""
+    """``body`` is a node's handshake, uncompressed, its IDs in the given form."""
     assert is_raw(body)
     fields = msgpack.unpackb(body[32:], raw=False)
     assert fields[:2] == [flags.whisper, wire(node_id, as_bin)]
@@ -562,7 +562,7 @@ def test_body_inflating_past_the_limit_closes() -> None:
 
 
 def corrupt(msg: WireMessage) -> bytes:
-    """C{msg}'s frame with its last byte changed: the checksum fails."""
+    """``msg``'s frame with its last byte changed: the checksum fails."""
     frame = bytearray(msg.frame(True, None))
     frame[-1] ^= 0x01
     return bytes(frame)
@@ -824,7 +824,7 @@ def test_malformed_renegotiate_compression_closes() -> None:
 
 
 def count_writes(transport: StringTransport) -> list[bytes]:
-    """Keep each write made to C{transport}, as it goes on writing."""
+    """Keep each write made to ``transport``, as it goes on writing."""
     writes: list[bytes] = []
     write = transport.write
 
@@ -877,7 +877,7 @@ def test_a_link_writes_once_it_gathered_max_gathered_bytes() -> None:
 
 
 class FillingTransport(StringTransport):
-    """A transport that tells its producer to pause once it holds C{most} bytes."""
+    """A transport that tells its producer to pause once it holds ``most`` bytes."""
 
     def __init__(self, most: int) -> None:
         super().__init__()
@@ -913,8 +913,8 @@ def test_closing_a_link_its_last_frames_fill_does_not_pause_the_others() -> None
 
 class PausingTransport(StringTransport):
     """
-    A transport that holds what is written until L{drain}, and tells its
-    producer to pause while it holds more than C{most} bytes, as Twisted's
+    A transport that holds what is written until `.drain`, and tells its
+    producer to pause while it holds more than ``most`` bytes, as Twisted's
     TCP transport does.
     """
 
@@ -940,7 +940,7 @@ class PausingTransport(StringTransport):
 
 
 def paused_link(rig: Rig, **limits: Any) -> tuple[Side, PausingTransport]:
-    """A handshaken link, with C{limits}, whose transport pauses past 64 kB."""
+    """A handshaken link, with ``limits``, whose transport pauses past 64 kB."""
     rig.node.limits = Limits(**limits)
     proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
     transport = PausingTransport(most=64 * 1024)

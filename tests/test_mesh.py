@@ -49,7 +49,7 @@ async def line(mesh: Callable[..., MeshSocket], count: int = 3) -> list[MeshSock
 
 
 async def collect(sock: MeshSocket, count: int) -> list[Message]:
-    """The next C{count} messages of C{sock}."""
+    """The next ``count`` messages of ``sock``."""
     return [await within(sock.next_message()) for _ in range(count)]
 
 

@@ -1,5 +1,5 @@
 """
-L{MeshNode}, the I/O-free core, with fake links and a fake clock: relay and
+`.MeshNode`, the I/O-free core, with fake links and a fake clock: relay and
 the seen-set, delivery, handlers and events, peer exchange, connection
 conflicts, replies and sending.
 """
@@ -65,7 +65,7 @@ class FakeLink:
         self.reading = True
 
     def send(self, msg: WireMessage) -> str | None:
-        """Record C{msg}, unless the link refuses it."""
+        """Record ``msg``, unless the link refuses it."""
         if self.refusal is None:
             self.sent.append(msg)
         return self.refusal
@@ -145,17 +145,17 @@ def arriving(
 
 
 def again(msg: WireMessage, as_bin: bool) -> WireMessage:
-    """C{msg} as it would arrive again, its sender in the given form."""
+    """``msg`` as it would arrive again, its sender in the given form."""
     return WireMessage.from_body(msg.body_in(as_bin), ())
 
 
 def broadcast(sender: str, *packets: Any, time: int = START, as_bin: bool = True) -> WireMessage:
-    """A user broadcast from C{sender}."""
+    """A user broadcast from ``sender``."""
     return arriving(flags.broadcast, sender, (flags.broadcast, *packets), time=time, as_bin=as_bin)
 
 
 def whisper(sender: str, *packets: Any, as_bin: bool = True) -> WireMessage:
-    """A user whisper from C{sender}."""
+    """A user whisper from ``sender``."""
     return arriving(flags.whisper, sender, (flags.whisper, *packets), as_bin=as_bin)
 
 
@@ -184,7 +184,7 @@ def test_relay_skips_the_arrival_link_and_the_originator() -> None:
 
 
 def test_relayed_counts_the_frames_written() -> None:
-    """C{stats.relayed} counts the peers a broadcast was written to, not those whose link refused it."""
+    """``stats.relayed`` counts the peers a broadcast was written to, not those whose link refused it."""
     node, _, _ = make_node()
     a, b, c = (add_link(node) for _ in range(3))
     c.refusal = "the connection is closing"
@@ -581,7 +581,7 @@ def test_message_event_fires_when_a_waiter_takes_it() -> None:
 
 
 def peers_message(sender: str, entries: Any, *, as_bin: bool = True) -> WireMessage:
-    """A peers whisper listing C{entries}."""
+    """A peers whisper listing ``entries``."""
     return arriving(flags.whisper, sender, (flags.peers, entries), as_bin=as_bin)
 
 
@@ -617,7 +617,7 @@ def incoming_link(node: MeshNode, *, addr: Address | None = None) -> FakeLink:
 
 
 def listed_peers(link: FakeLink) -> list[tuple[Address, str]]:
-    """The entries of the peers messages the node sent on C{link}."""
+    """The entries of the peers messages the node sent on ``link``."""
     entries = [e for m in link.sent if m.payload[0] == flags.peers for e in m.payload[1]]
     return [((host, port), id_text(peer_id) or "") for (host, port), peer_id in entries]
 
@@ -1114,7 +1114,7 @@ def test_reply_to_a_connected_sender() -> None:
 
 
 def unreachable_reply(node: MeshNode, links: list[FakeLink], target: str) -> str:
-    """Reply to a broadcast of C{target}, a node not connected: return the request ID."""
+    """Reply to a broadcast of ``target``, a node not connected: return the request ID."""
     node.message_received(links[0], broadcast(target, "ping"))
     for link in links:
         link.take()
@@ -1136,7 +1136,7 @@ def unreachable_reply(node: MeshNode, links: list[FakeLink], target: str) -> str
 
 
 def response(sender: str, request_id: Any, address: Address, target: str, *, time: int = START) -> WireMessage:
-    """A response broadcast naming C{target}'s address."""
+    """A response broadcast naming ``target``'s address."""
     return arriving(flags.broadcast, sender, (flags.response, request_id, [list(address), target.encode()]), time=time)
 
 
@@ -1260,7 +1260,7 @@ def test_reply_when_the_target_connected_meanwhile() -> None:
 
 
 def reply_to(node: MeshNode, links: list[FakeLink], target: str) -> tuple[SendResult, str]:
-    """Reply to a broadcast of C{target}, a node not connected: the reply's result and its request ID."""
+    """Reply to a broadcast of ``target``, a node not connected: the reply's result and its request ID."""
     node.message_received(links[0], broadcast(target, "ping"))
     msg = node.recv()
     assert isinstance(msg, Message)

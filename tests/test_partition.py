@@ -3,7 +3,7 @@ Partition and heal, with real network namespaces.
 
 Two namespaces, A and B, are joined by a veth pair (10.231.0.1/24 in A,
 10.231.0.2/24 in B: addresses that exist only inside them).  Three node
-processes run in each (C{tests/netns_node.py}, driven over their standard
+processes run in each (``tests/netns_node.py``, driven over their standard
 streams); A's nodes dial each other and one node of B.  Once the six form
 one mesh, the veth is set down on both sides: a silent cut, as when a cable
 or a switch dies, with no FIN or RST on either side.  Each side's
@@ -13,17 +13,17 @@ again and the mesh must re-form: broadcasts from A reach B and back, once
 each, within seconds.
 
 A node notices a silent cut only through TCP: the nodes turn keepalive on,
-and a link with unacknowledged data times out after C{tcp_retries2}
-retransmissions.  L{test_partition_and_heal} runs with short keepalive and
+and a link with unacknowledged data times out after ``tcp_retries2``
+retransmissions.  `.test_partition_and_heal` runs with short keepalive and
 retransmission settings in the two namespaces (they are per namespace), so
 the cut is noticed in seconds and the heal is what is tested;
-L{test_silent_cut_noticed_with_default_tcp_settings} asks whether a node
+`.test_silent_cut_noticed_with_default_tcp_settings` asks whether a node
 notices it at all with the kernel's defaults (keepalive after 2 hours, about
-15 minutes of retransmissions).  L{test_lone_node_redials_after_heal} cuts
+15 minutes of retransmissions).  `.test_lone_node_redials_after_heal` cuts
 a node off from all its peers: it is left alone, and must re-dial with
 backoff until the link is back.
 
-The tests need root (C{ip netns add}); they skip with the reason when the
+The tests need root (``ip netns add``); they skip with the reason when the
 kernel or the user may not make namespaces, except under CI as root, where
 that is a failure.
 """
@@ -118,7 +118,7 @@ class Namespaces:
     made: list[str] = field(default_factory=list)
 
     def run(self, *args: str) -> None:
-        """Run C{ip args}; fail with its error output when it fails."""
+        """Run ``ip args``; fail with its error output when it fails."""
         done = subprocess.run([self.ip, *args], capture_output=True, text=True, timeout=30, check=False)
         if done.returncode != 0:
             raise AssertionError(f"ip {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -164,7 +164,7 @@ class Namespaces:
 
 
 class Node(ProcessProtocol):
-    """A node process (C{tests/netns_node.py}) inside a namespace."""
+    """A node process (``tests/netns_node.py``) inside a namespace."""
 
     def __init__(self, name: str, group: str) -> None:
         self.name = name
@@ -209,7 +209,7 @@ class Node(ProcessProtocol):
     async def event(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float, after: int = 0
     ) -> dict[str, Any]:
-        """The first event (past, from the C{after}th on, or coming) that C{predicate} accepts."""
+        """The first event (past, from index ``after`` on, or coming) that ``predicate`` accepts."""
         for event in self.events[after:]:
             if predicate(event):
                 return event
@@ -223,7 +223,7 @@ class Node(ProcessProtocol):
         self.transport.write(json.dumps(command).encode() + b"\n")
 
     def send(self, tag: str) -> None:
-        """Broadcast C{("part", tag)}."""
+        """Broadcast ``("part", tag)``."""
         self.command(cmd="send", tag=tag, packets=["part", tag])
 
     async def peers(self) -> set[str]:
@@ -258,7 +258,7 @@ class Lab:
         self.notes.append(f"{time.monotonic() - self.t0:6.1f} s  {text}")
 
     async def start(self, name: str, group: str, connect: list[Node]) -> Node:
-        """Start a node in the namespace of C{group}, dialling C{connect}."""
+        """Start a node in the namespace of ``group``, dialling ``connect``."""
         node = Node(name, group)
         ns, address = (self.ns.a, A_ADDRESS) if group == "A" else (self.ns.b, B_ADDRESS)
         argv = [self.ns.ip, "netns", "exec", ns, sys.executable, "-u", str(RUNNER)]
@@ -315,9 +315,9 @@ class Lab:
 
     async def wait_tables(self, condition: Callable[[dict[Node, set[str]]], bool], timeout: float) -> float | None:
         """
-        Poll the routing tables until C{condition} holds.
+        Poll the routing tables until ``condition`` holds.
 
-        :return: how long it took, or L{None} after C{timeout} seconds.
+        :return: how long it took, or ``None`` after ``timeout`` seconds.
         """
         start = time.monotonic()
         while True:
@@ -330,10 +330,10 @@ class Lab:
 
     async def broadcast(self, prefix: str, senders: list[Node], receivers: list[Node], timeout: float) -> list[str]:
         """
-        Each sender broadcasts C{prefix-name}; wait until each receiver (but
+        Each sender broadcasts ``prefix-name``; wait until each receiver (but
         the sender) has them all.
 
-        :return: what was still missing after C{timeout} seconds, one line
+        :return: what was still missing after ``timeout`` seconds, one line
             a receiver.
         """
         tags = {node: f"{prefix}-{node.name}" for node in senders}
@@ -386,7 +386,7 @@ async def six_nodes(lab: Lab) -> tuple[list[Node], list[Node]]:
     """
     Three nodes in B dialling each other, three in A dialling each other and
     B's first node; wait until the six form one mesh.  (Not always a full
-    one: peer exchange stops dialling at C{max_outgoing}.)
+    one: peer exchange stops dialling at ``max_outgoing``.)
     """
     b1 = await lab.start("b1", "B", [])
     b2 = await lab.start("b2", "B", [b1])
@@ -424,7 +424,7 @@ async def cut_and_check_isolation(lab: Lab, group_a: list[Node], group_b: list[N
     """
     Cut the link; each side's broadcasts reach that side, and not the other.
 
-    :return: when the link was cut (C{time.monotonic()}).
+    :return: when the link was cut (``time.monotonic()``).
     """
     lab.ns.cut()
     cut = time.monotonic()

@@ -1,4 +1,4 @@
-"""L{PeerBook}: the nodes a node heard of, drawn at random, with no reactor."""
+"""`.PeerBook`: the nodes a node heard of, drawn at random, with no reactor."""
 
 from __future__ import annotations
 

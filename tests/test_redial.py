@@ -1,5 +1,5 @@
 """
-When a node dials its missing peers again (L{twisted_mesh._redial}), on a
+When a node dials its missing peers again (`.twisted_mesh._redial`), on a
 fake clock: the delays, their jitter and their cap, and the bookkeeping of
 each missing peer.
 """
@@ -29,17 +29,17 @@ NEARLY_ONE = 1 - 2**-53
 
 
 def shortest(failures: int) -> float:
-    """The shortest delay after C{failures} failed dials."""
+    """The shortest delay after ``failures`` failed dials."""
     return redial_delay(failures, lambda: NEARLY_ONE)
 
 
 def longest(failures: int) -> float:
-    """The longest delay after C{failures} failed dials."""
+    """The longest delay after ``failures`` failed dials."""
     return redial_delay(failures, lambda: 0.0)
 
 
 def test_delays_double_up_to_the_cap() -> None:
-    """Without jitter, the delays are 1, 2, 4... seconds, and never more than L{MAX_DELAY}."""
+    """Without jitter, the delays are 1, 2, 4... seconds, and never more than `.MAX_DELAY`."""
     assert [longest(failures) for failures in range(5)] == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert longest(8) == FIRST_DELAY * FACTOR**8 == 256.0
     assert longest(9) == longest(10) == longest(10**9) == MAX_DELAY
@@ -149,7 +149,7 @@ def test_links_that_do_not_last_go_on_growing_the_delays() -> None:
 
 
 def test_only_past_peers_are_forgotten() -> None:
-    """With C{forget_after}, a peer missing that long is forgotten; without it, never."""
+    """With ``forget_after``, a peer missing that long is forgotten; without it, never."""
     clock = Clock()
     past: MissingPeers[str] = MissingPeers(clock, forget_after=3600.0, delay=lambda failures: MAX_DELAY)
     bootstrap: MissingPeers[str] = MissingPeers(clock, delay=lambda failures: MAX_DELAY)
@@ -188,7 +188,7 @@ def test_unreachable_for_a_while() -> None:
 
 
 def test_retain_and_clear() -> None:
-    """C{retain} keeps the peers named; C{clear} forgets them all."""
+    """``retain`` keeps the peers named; ``clear`` forgets them all."""
     missing: MissingPeers[str] = MissingPeers(Clock())
     for peer in "abc":
         missing.lost(peer)

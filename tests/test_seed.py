@@ -42,12 +42,12 @@ def sockets() -> Iterator[Callable[..., MeshSocket]]:
 
 
 def tables(nodes: list[MeshSocket], others: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
-    """Each node's peers, by node ID, with C{others}' (reference nodes)."""
+    """Each node's peers, by node ID, with ``others``' (reference nodes)."""
     return {node.id: set(node.routing_table) for node in nodes} | (others or {})
 
 
 async def broadcast_reaches_everyone(origin: MeshSocket, nodes: list[MeshSocket]) -> None:
-    """A broadcast from C{origin} reaches each other node exactly once."""
+    """A broadcast from ``origin`` reaches each other node exactly once."""
     got: dict[str, list[Message]] = {node.id: [] for node in nodes}
     for node in nodes:
         node.register_handler(lambda msg, _, node=node: got[node.id].append(msg) or True)

@@ -1,5 +1,5 @@
 """
-L{MeshService} as a service: starting, stopping and starting again, its
+`.MeshService` as a service: starting, stopping and starting again, its
 listeners when some of them fail or open late, the peers it dials to stay
 in the mesh, and its py2p-style dialling.
 """
@@ -47,7 +47,7 @@ LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 @pytest.fixture
 def services() -> Iterator[Callable[..., MeshService]]:
-    """A factory of started MeshServices of C{MESH}, stopped at teardown."""
+    """A factory of started MeshServices of ``MESH``, stopped at teardown."""
     made: list[MeshService] = []
 
     def make(**kwargs: Any) -> MeshService:
@@ -63,7 +63,7 @@ def services() -> Iterator[Callable[..., MeshService]]:
 @implementer(IStreamServerEndpoint)
 class RecordingEndpoint:
     """
-    Listens on a free port of loopback, once C{gate} fires (at once without
+    Listens on a free port of loopback, once ``gate`` fires (at once without
     one), and keeps the ports it opened.
     """
 
@@ -129,7 +129,7 @@ class BrokenEndpoint:
 
 
 async def refused(port: int) -> bool:
-    """Whether a TCP dial to C{port} of loopback is refused."""
+    """Whether a TCP dial to ``port`` of loopback is refused."""
     try:
         protocol = await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), TwistedProtocol()))
     except ConnectionRefusedError:
@@ -146,8 +146,8 @@ async def refused(port: int) -> bool:
 async def test_restart_listens_and_dials_again(services: Callable[..., MeshService]) -> None:
     """
     A service started again after a stop listens again, with a new
-    C{listening} Deferred, tells peers its new port, and dials its
-    C{connect} peers again.
+    ``listening`` Deferred, tells peers its new port, and dials its
+    ``connect`` peers again.
     """
     peer = services(listen=[LOOPBACK])
     (peer_port,) = await within(peer.listening)
@@ -170,7 +170,7 @@ async def test_restart_listens_and_dials_again(services: Callable[..., MeshServi
 
 @pytest_twisted.ensureDeferred
 async def test_failed_listener_closes_the_others(services: Callable[..., MeshService]) -> None:
-    """When one listener fails, the ports that did open are closed, and C{listening} fails."""
+    """When one listener fails, the ports that did open are closed, and ``listening`` fails."""
     taken = services(listen=[LOOPBACK])
     (taken_port,) = await within(taken.listening)
     opened = RecordingEndpoint()
@@ -187,7 +187,7 @@ async def test_failed_listener_closes_the_others(services: Callable[..., MeshSer
 async def test_listener_that_opens_after_the_stop_is_closed(services: Callable[..., MeshService]) -> None:
     """
     A port that opens once the service has stopped is closed at once, and
-    not kept; C{listening} failed with L{CancelledError} at the stop.
+    not kept; ``listening`` failed with `.CancelledError` at the stop.
     """
     gate: Deferred[None] = Deferred()
     late = RecordingEndpoint(gate)
@@ -280,7 +280,7 @@ async def test_web_service_stops_advertising_its_port(services: Callable[..., Me
 
 @pytest.mark.parametrize(("kind", "encryption"), [("tcp", "ws"), ("ssl", "wss"), ("tls", "wss")])
 def test_web_service_over_tls_carries_wss(tmp_path: Path, kind: str, encryption: str) -> None:
-    """A web site on Twisted's C{ssl:} or C{tls:} serves C{https}, and its mesh links are C{'wss'}."""
+    """A web site on Twisted's ``ssl:`` or ``tls:`` serves ``https``, and its mesh links are ``'wss'``."""
     pem = tmp_path / "localhost.pem"
     pem.write_bytes(self_signed_certificate("localhost").dumpPEM())
     endpoint = {"tcp": "tcp:0", "ssl": f"ssl:0:privateKey={pem}", "tls": f"tls:{tmp_path}:port=0"}[kind]
@@ -386,7 +386,7 @@ async def test_bootstrap_endpoint_slow_to_answer_is_dialled_once_at_a_time(
 
 
 def test_bad_endpoint_strings_are_refused_at_once() -> None:
-    """A C{listen} or C{connect} endpoint string that cannot be parsed is a ValueError naming it."""
+    """A ``listen`` or ``connect`` endpoint string that cannot be parsed is a ValueError naming it."""
     with pytest.raises(ValueError, match="bad endpoint string 'tcp:host=127.0.0.1'"):
         MeshService(MESH, connect=["tcp:host=127.0.0.1"], reactor=Clock())
     with pytest.raises(ValueError, match="bad endpoint string 'tcp:notaport'"):
@@ -447,8 +447,8 @@ class Unanswered:
 
     def lose(self, port: int, *, lasted: float = SHORT_LIVED) -> None:
         """
-        A peer that listens on C{port}, connected for C{lasted} seconds (by
-        default long enough not to be a short link, see L{SHORT_LIVED}),
+        A peer that listens on ``port``, connected for ``lasted`` seconds (by
+        default long enough not to be a short link, see `.SHORT_LIVED`),
         leaves.
         """
         link = GoneLink(new_node_id(MESH), (HOST, port))
@@ -457,7 +457,7 @@ class Unanswered:
         self.node.link_lost(link)
 
     def run_until(self, when: float) -> None:
-        """Advance the clock to C{when}, call after call, refusing each dial as it is made."""
+        """Advance the clock to ``when``, call after call, refusing each dial as it is made."""
         while True:
             due = min((call.getTime() for call in self.clock.getDelayedCalls()), default=math.inf)
             self.clock.advance(min(due, when) - self.clock.seconds())
@@ -466,11 +466,11 @@ class Unanswered:
                 return
 
     def dials_to(self, port: int, after: float = -math.inf) -> list[float]:
-        """When the dials to C{port} made after C{after} were made."""
+        """When the dials to ``port`` made after ``after`` were made."""
         return [time for time, dialled in self.dials if dialled == port and time > after]
 
     def lines(self, pattern: str, level: LogLevel | None = None, after: float = -math.inf) -> list[float]:
-        """When the log lines that match C{pattern} (at C{level}) were written after C{after}."""
+        """When the log lines that match ``pattern`` (at ``level``) were written after ``after``."""
         return [
             time
             for time, event in self.logged
@@ -482,7 +482,7 @@ class Unanswered:
 
 @pytest.fixture
 def unanswered() -> Iterator[Callable[..., Unanswered]]:
-    """A factory of L{Unanswered} nodes, closed at teardown."""
+    """A factory of `.Unanswered` nodes, closed at teardown."""
     made: list[Unanswered] = []
 
     def make(**kwargs: Any) -> Unanswered:
@@ -543,7 +543,7 @@ def test_a_vanished_peer_is_dialled_every_few_minutes_at_most(unanswered: Callab
 
 def test_a_past_peer_is_forgotten_a_bootstrap_peer_never(unanswered: Callable[..., Unanswered]) -> None:
     """
-    A past peer missing for C{Limits.forget_lost_peer_after} (an hour) is
+    A past peer missing for ``Limits.forget_lost_peer_after`` (an hour) is
     forgotten: no longer dialled, its address dropped, the limit counted
     and logged.  A bootstrap peer is dialled for as long as the node runs.
     """
@@ -677,7 +677,7 @@ async def test_a_peer_that_comes_back_is_joined_again(
 @pytest_twisted.ensureDeferred
 async def test_a_vanished_peer_is_forgotten(services: Callable[..., MeshService], log_events: list[LogEvent]) -> None:
     """
-    On real sockets, with a short C{Limits.forget_lost_peer_after}: a past
+    On real sockets, with a short ``Limits.forget_lost_peer_after``: a past
     peer that stops is dialled again (its port refuses) until that time has
     passed, then forgotten and no longer dialled.
     """
@@ -704,7 +704,7 @@ async def test_a_vanished_peer_is_forgotten(services: Callable[..., MeshService]
 
 @pytest_twisted.ensureDeferred
 async def test_a_closed_socket_dials_nothing(services: Callable[..., MeshService]) -> None:
-    """C{connect()} on a closed MeshSocket fails at once, and dials nothing."""
+    """``connect()`` on a closed MeshSocket fails at once, and dials nothing."""
     peer = services(listen=[LOOPBACK])
     await within(peer.listening)
     sock = MeshSocket("127.0.0.1", 0)
@@ -718,7 +718,7 @@ async def test_a_closed_socket_dials_nothing(services: Callable[..., MeshService
 @pytest_twisted.ensureDeferred
 async def test_cancelling_connect_closes_the_link(services: Callable[..., MeshService]) -> None:
     """
-    A C{connect()} cancelled once the connection is made, before the
+    A ``connect()`` cancelled once the connection is made, before the
     peer's handshake, closes that connection: the peer's late handshake
     makes no link.
     """
@@ -747,7 +747,7 @@ async def test_cancelling_connect_closes_the_link(services: Callable[..., MeshSe
 @pytest_twisted.ensureDeferred
 async def test_connect_with_the_expected_peer_id(services: Callable[..., MeshService]) -> None:
     """
-    C{connect(host, port, id)}, as py2p and js2p take it: a peer connected
+    ``connect(host, port, id)``, as py2p and js2p take it: a peer connected
     already is not dialled again, and another node at that address is
     refused.
     """
@@ -768,7 +768,7 @@ async def test_connect_with_the_expected_peer_id(services: Callable[..., MeshSer
 
 @pytest_twisted.ensureDeferred
 async def test_connect_to_a_connected_peer_dials_nothing(services: Callable[..., MeshService]) -> None:
-    """C{connect()} to the address of a peer connected already fires with its ID, and makes no second link."""
+    """``connect()`` to the address of a peer connected already fires with its ID, and makes no second link."""
     peer = services(listen=[LOOPBACK])
     node = services(listen=[LOOPBACK], max_outgoing=0)
     await within(peer.listening)
@@ -803,7 +803,7 @@ async def test_connect_with_a_wrong_id_keeps_the_peer_at_that_address(
 
 @pytest_twisted.ensureDeferred
 async def test_disconnect_closes_a_link(services: Callable[..., MeshService]) -> None:
-    """C{disconnect(conn)} closes the connection a handler is given, as in py2p and js2p."""
+    """``disconnect(conn)`` closes the connection a handler is given, as in py2p and js2p."""
     peer = services(listen=[LOOPBACK])
     await within(peer.listening)
     node = services(listen=[LOOPBACK], max_outgoing=0)
@@ -821,7 +821,7 @@ async def test_disconnect_closes_a_link(services: Callable[..., MeshService]) ->
 
 @pytest_twisted.ensureDeferred
 async def test_py2p_socket_arguments() -> None:
-    """py2p's and js2p's C{MeshSocket(addr, port, prot, out_addr, debug_level)}: C{debug_level} is taken."""
+    """py2p's and js2p's ``MeshSocket(addr, port, prot, out_addr, debug_level)``: ``debug_level`` is taken."""
     sock = MeshSocket("127.0.0.1", 0, MESH, None, 1)
     try:
         assert sock.running and sock.listening.called

@@ -1,6 +1,6 @@
 """
-A deterministic mesh in memory: many L{MeshNode}s in one process, their
-L{MeshProtocol} links joined by L{twisted.test.iosim}, on one fake clock.
+A deterministic mesh in memory: many `.MeshNode` objects in one process, their
+`.MeshProtocol` links joined by `.twisted.test.iosim`, on one fake clock.
 
 Every node broadcasts once; every frame of a broadcast is recorded where it
 is sent and where it is read, so the relay rules can be checked link by
@@ -55,7 +55,7 @@ class RecordingProtocol(MeshProtocol):
 
 
 class RecordingFactory(MeshFactory):
-    """Builds L{RecordingProtocol}s."""
+    """Builds `.RecordingProtocol` objects."""
 
     def __init__(self, recorder: Recorder, *args: Any) -> None:
         super().__init__(*args)
@@ -82,7 +82,7 @@ class RecordingNode(MeshNode):
 class StreamTransport(FakeTransport):
     """
     iosim's transport, with TCP's half-close: once one end closes its side,
-    the other (a L{MeshProtocol}, which closes when its stream ends) closes
+    the other (a `.MeshProtocol`, which closes when its stream ends) closes
     too, after what both wrote is delivered.
     """
 
@@ -127,7 +127,7 @@ class Mesh:
         return dial
 
     def connect(self, i: int, j: int) -> MeshProtocol:
-        """Node C{i} dials node C{j}: return C{i}'s end."""
+        """Node ``i`` dials node ``j``: return ``i``'s end."""
         client = self.clients[i].buildProtocol(None)
         server = self.servers[j].buildProtocol(None)
         self.pumps.append(
@@ -153,7 +153,7 @@ class Mesh:
         raise AssertionError("the mesh never went quiet")
 
     def links(self, i: int) -> set[MeshProtocol]:
-        """Node C{i}'s live links."""
+        """Node ``i``'s live links."""
         return set(self.servers[i].connections)
 
 

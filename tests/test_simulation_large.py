@@ -1,17 +1,17 @@
 """
-The deterministic mesh of L{test_simulation}, at 220 nodes: many L{MeshNode}s
-in one process, their links joined by L{twisted.test.iosim} pumps on one fake
+The deterministic mesh of `.test_simulation`, at 220 nodes: many `.MeshNode` objects
+in one process, their links joined by `.twisted.test.iosim` pumps on one fake
 clock, every random choice drawn from a seeded generator.
 
 Two topologies: random links with peer exchange off (each node dials 2 to 4
-earlier nodes), and one link each with peer exchange on (C{max_outgoing=4}).
+earlier nodes), and one link each with peer exchange on (``max_outgoing=4``).
 In each, every node broadcasts once: every node receives every other node's
 broadcast exactly once and never its own, and no link carries a broadcast
 back to the neighbour it came from or to its originator.  A broadcast that
 is older than the message lifetime when it arrives is dropped everywhere.
 
 Each test prints the frames sent per delivered broadcast against the flood
-bounds (run with C{-s} to see them).
+bounds (run with ``-s`` to see them).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def random_mesh(count: int, seed: int) -> Mesh:
 
 
 def exchange_mesh(count: int, seed: int) -> Mesh:
-    """Peer exchange on, C{max_outgoing=4}: each node but the first dials one random earlier node."""
+    """Peer exchange on, ``max_outgoing=4``: each node but the first dials one random earlier node."""
     mesh = Mesh(count, seed, peer_exchange=True, max_outgoing=4)
     for i in range(1, count):
         mesh.connect(i, mesh.rng.randrange(i))

@@ -76,10 +76,10 @@ def rss() -> int:
 
 async def flood(port: int, sources: list[str], first_bytes: list[bytes]) -> list[socket.socket]:
     """
-    Connect C{FLOOD} sockets to C{port} of 127.0.0.1, from each of
-    C{sources} in turn, C{BATCH} at a time, with a turn of the reactor
+    Connect ``FLOOD`` sockets to ``port`` of 127.0.0.1, from each of
+    ``sources`` in turn, ``BATCH`` at a time, with a turn of the reactor
     between batches: the kernel holds each connection for the node to
-    accept.  Then each writes the next of C{first_bytes}, in turn, and
+    accept.  Then each writes the next of ``first_bytes``, in turn, and
     never more.  The node may close them as they come: what fails is passed
     over.
     """
@@ -101,7 +101,7 @@ async def flood(port: int, sources: list[str], first_bytes: list[bytes]) -> list
 
 
 def still_open(sockets: list[socket.socket]) -> int:
-    """How many of C{sockets} (non-blocking) the node has not closed."""
+    """How many of ``sockets`` (non-blocking) the node has not closed."""
     count = 0
     for sock in sockets:
         try:
@@ -137,8 +137,8 @@ async def join_during_flood(
     events: list[LogEvent],
 ) -> list[socket.socket]:
     """
-    With a good peer connected to C{node}, strangers flood it from
-    C{sources} and never handshake, beyond the pending bound C{limit}; a
+    With a good peer connected to ``node``, strangers flood it from
+    ``sources`` and never handshake, beyond the pending bound ``limit``; a
     second after the node has seen them all, another good peer joins: its
     handshake is not refused, and a broadcast goes each way, while the
     first peer's link stays as it was and the process's memory stays
@@ -249,7 +249,7 @@ async def test_strangers_do_not_take_the_slots_of_peers(
 
 
 class Watched(TwistedProtocol):
-    """A client that sends nothing; C{lost} fires with the time its connection was lost."""
+    """A client that sends nothing; ``lost`` fires with the time its connection was lost."""
 
     def __init__(self) -> None:
         self.lost: Deferred[float] = Deferred()

@@ -1,5 +1,5 @@
 """
-The options of C{twistd mesh}, parsed in-process (tests/test_twistd.py runs
+The options of ``twistd mesh``, parsed in-process (tests/test_twistd.py runs
 the command itself).
 """
 
@@ -15,7 +15,7 @@ from twisted_mesh.tls import self_signed_certificate
 
 
 def parsed(*args: str) -> Options:
-    """The options of C{twistd mesh ARGS}."""
+    """The options of ``twistd mesh ARGS``."""
     options = Options()
     options.parseOptions(list(args))
     return options
@@ -35,7 +35,7 @@ def parsed(*args: str) -> Options:
     ],
 )
 def test_connect_takes_endpoint_strings(peer: str) -> None:
-    """A C{--connect} that starts with a client endpoint type is an endpoint string, with or without keywords."""
+    """A ``--connect`` that starts with a client endpoint type is an endpoint string, with or without keywords."""
     assert parsed("--connect", peer)["connect"] == [peer]
 
 
@@ -49,7 +49,7 @@ def test_connect_takes_endpoint_strings(peer: str) -> None:
     ],
 )
 def test_connect_takes_host_port(peer: str, address: tuple[str, int]) -> None:
-    """Any other C{--connect} is C{HOST:PORT} or C{[IPv6]:PORT}."""
+    """Any other ``--connect`` is ``HOST:PORT`` or ``[IPv6]:PORT``."""
     assert parsed("--connect", peer)["connect"] == [address]
 
 
@@ -62,26 +62,26 @@ def test_connect_takes_host_port(peer: str, address: tuple[str, int]) -> None:
     ],
 )
 def test_connect_refuses_what_it_cannot_dial(peer: str, message: str) -> None:
-    """A C{--connect} that is neither a client endpoint string nor C{HOST:PORT} is a usage error."""
+    """A ``--connect`` that is neither a client endpoint string nor ``HOST:PORT`` is a usage error."""
     with pytest.raises(usage.UsageError, match=message):
         parsed("--connect", peer)
 
 
 def test_tls_key_needs_tls_cert() -> None:
-    """C{--tls-key} alone is a usage error, not ignored."""
+    """``--tls-key`` alone is a usage error, not ignored."""
     with pytest.raises(usage.UsageError, match="--tls-key needs --tls-cert"):
         parsed("--tls-key", "node-key.pem")
 
 
 def test_web_given_twice_is_a_usage_error() -> None:
-    """A node serves one web site: a second C{--web} is a usage error, not the one kept."""
+    """A node serves one web site: a second ``--web`` is a usage error, not the one kept."""
     with pytest.raises(usage.UsageError, match="--web is given twice"):
         parsed("--web", "8080", "--web", "8081")
     assert parsed("--web", "8080")["web"] == "tcp:8080"
 
 
 def test_port_and_listen_do_not_mix() -> None:
-    """C{--port} is for a node without C{--listen}: both together is a usage error, not a port ignored."""
+    """``--port`` is for a node without ``--listen``: both together is a usage error, not a port ignored."""
     with pytest.raises(usage.UsageError, match="--port is for a node without --listen"):
         parsed("--port", "4445", "--listen", "tcp:4446")
     assert parsed()["listen"] == [4444]
@@ -108,22 +108,22 @@ def certificate(tmp_path: Path) -> str:
     ],
 )
 def test_tls_options_with_tls_links(certificate: str, args: list[str]) -> None:
-    """The C{--tls} options are taken when the node may have SSL or wss links."""
+    """The ``--tls`` options are taken when the node may have SSL or wss links."""
     options = parsed("--tls-cert", certificate, *(arg.format(pem=certificate) for arg in args))
     assert options["tls"] is not None
 
 
 @pytest.mark.parametrize("args", [[], ["--transport", "ws", "--web", "8080"], ["--listen", "tcp:4444"]])
 def test_tls_options_without_tls_links_are_a_usage_error(certificate: str, args: list[str]) -> None:
-    """The C{--tls} options of a node that has no SSL or wss link would do nothing: a usage error."""
+    """The ``--tls`` options of a node that has no SSL or wss link would do nothing: a usage error."""
     with pytest.raises(usage.UsageError, match="this node has none"):
         parsed("--tls-cert", certificate, *args)
 
 
 def test_tls_listener_needs_a_folder_of_pems(tmp_path: Path) -> None:
     """
-    Twisted's C{tls:} server string takes a folder of PEM files first:
-    C{tls:4444} (port 443, folder "4444") is a usage error.
+    Twisted's ``tls:`` server string takes a folder of PEM files first:
+    ``tls:4444`` (port 443, folder "4444") is a usage error.
     """
     with pytest.raises(usage.UsageError, match="'4444' is not a folder"):
         parsed("--listen", "tls:4444")
@@ -133,7 +133,7 @@ def test_tls_listener_needs_a_folder_of_pems(tmp_path: Path) -> None:
 
 
 def test_help_says_what_the_options_do() -> None:
-    """C{--help} tells the port's transport, the default C{--out-addr} and what C{--tls-cert} secures."""
+    """``--help`` tells the port's transport, the default ``--out-addr`` and what ``--tls-cert`` secures."""
     text = " ".join(str(Options()).split())
     assert "over --transport (TCP, TLS or WebSocket)" in text
     assert "the LAN address when it listens on every interface" in text

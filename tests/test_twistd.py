@@ -1,5 +1,5 @@
 """
-C{twistd mesh} and C{python -m twisted_mesh} as a user runs them: from a wheel
+``twistd mesh`` and ``python -m twisted_mesh`` as a user runs them: from a wheel
 of this checkout installed into a fresh virtualenv, as real processes on
 loopback, meshed with in-process twisted_mesh nodes and py2p.
 """
@@ -92,8 +92,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     Build a wheel of the checkout and install it into a fresh venv: once a
     session, for a few minutes at most (pip fetches Twisted and the rest).
 
-    The wheel is built from a copy of the source, so that a stale C{build/}
-    or C{*.egg-info} of the checkout cannot slip into it and the build
+    The wheel is built from a copy of the source, so that a stale ``build/``
+    or ``*.egg-info`` of the checkout cannot slip into it and the build
     writes nothing into the checkout others are editing.
     """
     root = tmp_path_factory.mktemp("twistd-venv")
@@ -202,7 +202,7 @@ class Process(ProcessProtocol):
         return Started(listening[1], listening[2], int(listening[3]), int(site[1]) if web and site else None)
 
     async def wait_for_text(self, text: str, timeout: float = 30.0) -> None:
-        """Wait until C{text} shows in stdout."""
+        """Wait until ``text`` shows in stdout."""
         await wait_for(lambda: text in self.stdout or not self.running, timeout, repr(text))
         assert text in self.stdout, f"{text!r} never logged:\n{self.output}"
 
@@ -216,7 +216,7 @@ class Launcher:
     processes: list[Process] = field(default_factory=list)
 
     def spawn(self, argv: list[str]) -> tuple[Process, Path]:
-        """Start C{argv} (a venv script and its arguments) in a directory of its own."""
+        """Start ``argv`` (a venv script and its arguments) in a directory of its own."""
         cwd = self.tmp / f"run{len(self.processes)}"
         cwd.mkdir()
         process = Process(argv)
@@ -225,11 +225,11 @@ class Launcher:
         return process, cwd
 
     def twistd(self, *args: str) -> Process:
-        """C{twistd -n mesh ARGS}."""
+        """``twistd -n mesh ARGS``."""
         return self.spawn([self.venv.exe("twistd"), "-n", "mesh", *args])[0]
 
     async def node(self, *args: str) -> tuple[Process, Started]:
-        """A running C{twistd -n mesh} on loopback (plus ARGS), once it listens."""
+        """A running ``twistd -n mesh`` on loopback (plus ARGS), once it listens."""
         process = self.twistd("--listen", LOOPBACK, *args)
         return process, await process.started(web="--web" in args)
 
@@ -262,7 +262,7 @@ def mesh() -> Iterator[Callable[..., MeshSocket]]:
 
 async def undiallable(sock: MeshSocket) -> None:
     """
-    Stop C{sock} listening: nobody can dial it any more, so what reaches it
+    Stop ``sock`` listening: nobody can dial it any more, so what reaches it
     crosses the links it dialled itself.
     """
     for port in sock.ports:
@@ -281,7 +281,7 @@ def assert_clean(process: Process) -> None:
 
 
 async def terminate(process: Process) -> None:
-    """SIGTERM C{process} and wait for its end: a tidy shutdown, with no traceback."""
+    """SIGTERM ``process`` and wait for its end: a tidy shutdown, with no traceback."""
     process.terminate("TERM")
     await process.wait_for_end()
     assert_clean(process)
@@ -301,9 +301,9 @@ def assert_exited_0(process: Process) -> None:
 
 def test_wheel_ships_the_plugin_and_nothing_of_twisted(venv: Venv) -> None:
     """
-    The wheel carries the plugin module, but no C{twisted/__init__.py} or
-    C{twisted/plugins/__init__.py} (which would shadow Twisted's own) and
-    no C{dropin.cache} (which would be stale, or overwrite Twisted's).
+    The wheel carries the plugin module, but no ``twisted/__init__.py`` or
+    ``twisted/plugins/__init__.py`` (which would shadow Twisted's own) and
+    no ``dropin.cache`` (which would be stale, or overwrite Twisted's).
     """
     names = set(zipfile.ZipFile(venv.wheel).namelist())
     assert "twisted/plugins/mesh.py" in names
@@ -315,7 +315,7 @@ def test_wheel_ships_the_plugin_and_nothing_of_twisted(venv: Venv) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_plugin_is_found_from_the_install(venv: Venv, tmp_path: Path) -> None:
-    """C{twistd --help} lists C{mesh}, and twisted_mesh imports from the venv, not the checkout."""
+    """``twistd --help`` lists ``mesh``, and twisted_mesh imports from the venv, not the checkout."""
     out, err, code = await getProcessOutputAndValue(venv.exe("twistd"), ["--help"], env=venv.env, path=str(tmp_path))
     assert code == 0, (out, err)
     assert re.search(rb"^\s+mesh\s+A node of a p2p-today mesh", out, re.M), out.decode()
@@ -432,7 +432,7 @@ class _Body(Protocol):
 
 
 async def get(url: str) -> tuple[int, dict[bytes, list[bytes]], bytes]:
-    """GET C{url}: its code, headers (lower-case names) and body."""
+    """GET ``url``: its code, headers (lower-case names) and body."""
     response = await within(Agent(reactor).request(b"GET", url.encode()))
     body = _Body()
     response.deliverBody(body)
@@ -444,7 +444,7 @@ async def get(url: str) -> tuple[int, dict[bytes, list[bytes]], bytes]:
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """
     Prometheus' text format, strictly: every line a comment or
-    C{name{labels} value}; every sample of a family HELPed and TYPEd first.
+    ``name{labels} value``; every sample of a family HELPed and TYPEd first.
     """
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     typed: dict[str, str] = {}
@@ -486,7 +486,7 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 @pytest_twisted.ensureDeferred
 async def test_status_metrics_and_page(launch: Launcher, mesh: Callable[..., MeshSocket]) -> None:
-    """C{--web}: C{/status} and C{/metrics} tell the truth about the node and its peers; C{/} is a page."""
+    """``--web``: ``/status`` and ``/metrics`` tell the truth about the node and its peers; ``/`` is a page."""
     _, node = await launch.node("--web", LOOPBACK)
     assert node.web
     base = f"http://127.0.0.1:{node.web}"
@@ -668,7 +668,7 @@ async def test_bad_options_give_a_usage_error(launch: Launcher, args: list[str],
 @pytest_twisted.ensureDeferred
 async def test_connect_bootstraps_and_redials(launch: Launcher, mesh: Callable[..., MeshSocket], form: str) -> None:
     """
-    C{--connect}: the node dials the peer at start; when it loses it and has
+    ``--connect``: the node dials the peer at start; when it loses it and has
     no peer left, it dials it again within two seconds, then with a growing
     delay until it is back.
     """
@@ -696,8 +696,8 @@ async def test_connect_endpoint_strings_without_keywords(
     launch: Launcher, mesh: Callable[..., MeshSocket], tmp_path: Path
 ) -> None:
     """
-    C{--connect} takes endpoint strings with positional parts only
-    (C{tcp:HOST:PORT}, C{ws:HOST:PORT}, C{unix:PATH}), and dials them over
+    ``--connect`` takes endpoint strings with positional parts only
+    (``tcp:HOST:PORT``, ``ws:HOST:PORT``, ``unix:PATH``), and dials them over
     their transports.
     """
     tcp_peer = mesh()
@@ -730,7 +730,7 @@ async def test_connect_endpoint_strings_without_keywords(
 
 @pytest_twisted.ensureDeferred
 async def test_connect_ipv6_host_port(launch: Launcher, mesh: Callable[..., MeshSocket]) -> None:
-    """C{--connect [::1]:PORT}, the bracketed HOST:PORT of IPv6, dials that peer."""
+    """``--connect [::1]:PORT``, the bracketed HOST:PORT of IPv6, dials that peer."""
     try:
         sock = mesh("::1", 0)
     except error.CannotListenError:
@@ -746,7 +746,7 @@ async def test_connect_ipv6_host_port(launch: Launcher, mesh: Callable[..., Mesh
 
 @pytest_twisted.ensureDeferred
 async def test_out_addr_is_what_peers_are_told(launch: Launcher, mesh: Callable[..., MeshSocket]) -> None:
-    """C{--out-addr}: the node tells its peers (and /status) to dial that address, not its listener's."""
+    """``--out-addr``: the node tells its peers (and /status) to dial that address, not its listener's."""
     process = launch.twistd("--listen", LOOPBACK, "--out-addr", "192.0.2.7:4444", "--web", LOOPBACK)
     node = await process.started(web=True)
     assert (node.host, node.port) == ("192.0.2.7", 4444)
@@ -766,7 +766,7 @@ async def test_out_addr_is_what_peers_are_told(launch: Launcher, mesh: Callable[
 @pytest.mark.parametrize("verbose", [True, False], ids=["verbose", "quiet"])
 @pytest_twisted.ensureDeferred
 async def test_verbose_logs_received_messages(launch: Launcher, mesh: Callable[..., MeshSocket], verbose: bool) -> None:
-    """C{--verbose} logs each message the node receives, with its packets; the default does not."""
+    """``--verbose`` logs each message the node receives, with its packets; the default does not."""
     process, node = await launch.node(*(["--verbose"] if verbose else []))
     sender, receiver = mesh(), mesh()
     await within(sender.connect("127.0.0.1", node.port))
@@ -789,7 +789,7 @@ async def test_verbose_logs_received_messages(launch: Launcher, mesh: Callable[.
 
 @pytest_twisted.ensureDeferred
 async def test_daemon_with_port(launch: Launcher, mesh: Callable[..., MeshSocket]) -> None:
-    """C{twistd mesh --port N} (no C{-n}): it daemonizes, serves, and stops on SIGTERM."""
+    """``twistd mesh --port N`` (no ``-n``): it daemonizes, serves, and stops on SIGTERM."""
     process, cwd = launch.spawn(
         [launch.venv.exe("twistd"), "--logfile", "mesh.log", "--pidfile", "mesh.pid", "mesh", "--port", "0"]
     )
@@ -819,7 +819,7 @@ async def test_daemon_with_port(launch: Launcher, mesh: Callable[..., MeshSocket
 @pytest_twisted.ensureDeferred
 async def test_daemon_that_cannot_listen_exits_1(launch: Launcher) -> None:
     """
-    C{twistd mesh} (no C{-n}) whose port is taken: the command itself says
+    ``twistd mesh`` (no ``-n``) whose port is taken: the command itself says
     why and exits with status 1, and the daemon's log tells it without a
     traceback.
     """
@@ -869,7 +869,7 @@ async def test_a_second_signal_while_stopping(launch: Launcher) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_python_m_help(venv: Venv, tmp_path: Path) -> None:
-    """C{python -m twisted_mesh --help} shows the mesh options."""
+    """``python -m twisted_mesh --help`` shows the mesh options."""
     out, err, code = await getProcessOutputAndValue(
         venv.exe("python"), ["-m", "twisted_mesh", "--help"], env=venv.env, path=str(tmp_path)
     )
@@ -882,7 +882,7 @@ async def test_python_m_help(venv: Venv, tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_python_m_runs_a_node(launch: Launcher, mesh: Callable[..., MeshSocket]) -> None:
-    """C{python -m twisted_mesh --listen ...} runs a node in the foreground, without a pid file; SIGTERM ends it."""
+    """``python -m twisted_mesh --listen ...`` runs a node in the foreground, without a pid file; SIGTERM ends it."""
     process, cwd = launch.spawn([launch.venv.exe("python"), "-m", "twisted_mesh", "--listen", LOOPBACK])
     node = await process.started()
     sock = mesh()
@@ -895,7 +895,7 @@ async def test_python_m_runs_a_node(launch: Launcher, mesh: Callable[..., MeshSo
 
 @pytest_twisted.ensureDeferred
 async def test_python_m_bad_option(launch: Launcher) -> None:
-    """C{python -m twisted_mesh} gives the same usage errors."""
+    """``python -m twisted_mesh`` gives the same usage errors."""
     process, _ = launch.spawn([launch.venv.exe("python"), "-m", "twisted_mesh", "--transport", "nope"])
     assert await process.wait_for_end() not in (0, None), process.output
     assert "--transport must be one of" in process.stdout + process.stderr

@@ -1,5 +1,5 @@
 """
-Stream endpoints over WebSocket (L{twisted_mesh.websocket}), over real
+Stream endpoints over WebSocket (`.twisted_mesh.websocket`), over real
 loopback sockets: framing across messages, closes, refused connections,
 plain HTTP, text messages, wss, the endpoint strings, and the mesh protocol
 itself, with twisted_mesh and with js2p in 'ws' mode.
@@ -113,7 +113,7 @@ class Silent(Framed):
 
 
 class Recording(Factory):
-    """Builds L{Framed} protocols (or C{kind}) and queues each one connected."""
+    """Builds `.Framed` protocols (or ``kind``) and queues each one connected."""
 
     def __init__(self, kind: type[Framed] = Framed) -> None:
         self.kind = kind
@@ -138,7 +138,7 @@ def ports() -> Iterator[list[IListeningPort]]:
 async def listen(
     ports: list[IListeningPort], factory: IProtocolFactory, endpoint: IStreamServerEndpoint | None = None
 ) -> int:
-    """Listen on C{endpoint} (by default ws: on loopback); return the port."""
+    """Listen on ``endpoint`` (by default ws: on loopback); return the port."""
     if endpoint is None:
         endpoint = WebSocketServerEndpoint(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"), reactor=reactor)
     port = await within(endpoint.listen(factory))
@@ -157,7 +157,7 @@ async def pair(
     client: IStreamClientEndpoint | None = None,
     server: IStreamServerEndpoint | None = None,
 ) -> tuple[Framed, Framed]:
-    """A connected (client, server) pair of L{Framed} protocols."""
+    """A connected (client, server) pair of `.Framed` protocols."""
     factory = Recording()
     port = await listen(ports, factory, server)
     proto = await within((client or ws_client(port)).connect(Recording()))
@@ -315,7 +315,7 @@ async def test_connection_closed_before_opening(ports: list[IListeningPort], log
 
 class Watching(Recording):
     """
-    A L{Recording} that is an L{OpeningFactory}: it keeps what it is told of
+    A `.Recording` that is an `.OpeningFactory`: it keeps what it is told of
     each connection, and drops them all while they open if told to.
     """
 
@@ -632,7 +632,7 @@ async def test_endpoint_strings(ports: list[IListeningPort]) -> None:
 @pytest_twisted.ensureDeferred
 async def test_endpoint_strings_take_the_frame_limit(ports: list[IListeningPort]) -> None:
     """
-    A node makes its C{ws:} endpoint strings accept messages as large as its
+    A node makes its ``ws:`` endpoint strings accept messages as large as its
     frames may be (and some slack), not the default size.
     """
     if not _plugins_found():
@@ -655,7 +655,7 @@ async def test_endpoint_strings_take_the_frame_limit(ports: list[IListeningPort]
 
 
 class Node:
-    """A mesh node built by hand, as L{twisted_mesh.MeshService} builds one."""
+    """A mesh node built by hand, as `.twisted_mesh.MeshService` builds one."""
 
     def __init__(self, protocol: Protocol = WS_MESH) -> None:
         # A node that only dials still names a port to dial it at: port 0 is

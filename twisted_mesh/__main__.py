@@ -1,6 +1,6 @@
 """
-C{python -m twisted_mesh [options]}: run a node in the foreground, as
-C{twistd -n mesh [options]} does.
+``python -m twisted_mesh [options]``: run a node in the foreground, as
+``twistd -n mesh [options]`` does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from twisted.scripts.twistd import run
 
 
 def main() -> None:
-    """Run C{twistd --nodaemon mesh} with this command's arguments."""
+    """Run ``twistd --nodaemon mesh`` with this command's arguments."""
     sys.argv = [sys.argv[0], "--nodaemon", "--pidfile=", "mesh", *sys.argv[1:]]
     run()
 

@@ -1,10 +1,10 @@
 """
 Who gets a connection slot.
 
-Every open connection of a node holds a L{Slot}.  One it dialled, or one
+Every open connection of a node holds a `.Slot`.  One it dialled, or one
 whose peer's handshake arrived, is held for good; one it accepted is
-I{pending} until its handshake comes.  Pending connections are bounded on
-their own, well under L{Limits.max_connections}, so that strangers who
+*pending* until its handshake comes.  Pending connections are bounded on
+their own, well under `.Limits.max_connections`, so that strangers who
 connect and never handshake cannot take the place of peers: when the bound
 is reached, the oldest pending connection is closed to make room for the
 newcomer (the oldest from the newcomer's address when that address is at
@@ -42,7 +42,7 @@ class Slot:
     One connection's place among a node's connections.
 
     :ivar host: the address the connection came from, while it is pending;
-        L{None} once it is held.
+        ``None`` once it is held.
     :ivar close: drops the connection (told why) when it must make room for
         another; the connection may set its own once it has one.
     """
@@ -61,7 +61,7 @@ class Slot:
 
 def source_of(address: object) -> str:
     """
-    The key a connection from C{address} (a Twisted address) is counted
+    The key a connection from ``address`` (a Twisted address) is counted
     under: its IP address; the kind of address for any other (all the
     connections of a unix socket come from the same place).
     """
@@ -74,10 +74,10 @@ class Admission:
     The slots of one node's connections: pending ones (accepted, no
     handshake yet) by age, and a count of held ones.
 
-    :param limits: the node's limits: C{max_connections}, C{max_pending}
-        and C{max_pending_per_address} bound the slots.
-    :param limit_hit: called as the node's C{limit_hit(limit, text,
-        **fields)} each time a connection is closed to make room, or refused.
+    :param limits: the node's limits: ``max_connections``, ``max_pending``
+        and ``max_pending_per_address`` bound the slots.
+    :param limit_hit: called as the node's ``limit_hit(limit, text,
+        **fields)`` each time a connection is closed to make room, or refused.
     """
 
     def __init__(self, limits: Limits, limit_hit: Callable[..., None]) -> None:
@@ -102,14 +102,14 @@ class Admission:
 
     def admit(self, host: str, close: Close) -> Slot | None:
         """
-        A slot for a connection accepted from C{host}: pending until
-        L{handshaken}.  To make room, the oldest pending connection of
-        C{host} is closed when C{host} has C{max_pending_per_address}, else
-        the oldest of all when there are C{max_pending}; and the oldest of
-        all when the node has C{max_connections}.
+        A slot for a connection accepted from ``host``: pending until
+        `.handshaken`.  To make room, the oldest pending connection of
+        ``host`` is closed when ``host`` has ``max_pending_per_address``, else
+        the oldest of all when there are ``max_pending``; and the oldest of
+        all when the node has ``max_connections``.
 
         :param close: drops the connection when it must make room in turn.
-        :return: the slot, or L{None} when every slot is held: the
+        :return: the slot, or ``None`` when every slot is held: the
             connection is refused.
         """
         limits, newcomer = self._limits, f"a connection from {host}"
@@ -128,7 +128,7 @@ class Admission:
 
     def spoke(self, slot: Slot) -> None:
         """
-        The pending C{slot}'s connection sent a well-formed frame: it counts
+        The pending ``slot``'s connection sent a well-formed frame: it counts
         against its address's bound no more, and makes room only when no
         silent connection is left to.
         """
@@ -143,9 +143,9 @@ class Admission:
     def dial(self, close: Close) -> Slot | None:
         """
         A held slot for a connection this node dialled, once the oldest
-        pending connection is closed if the node has C{max_connections}.
+        pending connection is closed if the node has ``max_connections``.
 
-        :return: the slot, or L{None} when every slot is held.
+        :return: the slot, or ``None`` when every slot is held.
         """
         if not self._make_room("a connection this node dialled"):
             return None
@@ -153,13 +153,13 @@ class Admission:
         return Slot(None, close)
 
     def handshaken(self, slot: Slot) -> None:
-        """The handshake of C{slot}'s connection arrived: its slot is held from now on."""
+        """The handshake of ``slot``'s connection arrived: its slot is held from now on."""
         if slot.host is not None and not slot._released:
             self._forget(slot, slot.host)
             self._held += 1
 
     def release(self, slot: Slot) -> None:
-        """C{slot}'s connection is closed; releasing it again does nothing."""
+        """``slot``'s connection is closed; releasing it again does nothing."""
         if slot._released:
             return
         slot._released = True
@@ -169,7 +169,7 @@ class Admission:
             self._forget(slot, slot.host)
 
     def _make_room(self, newcomer: str) -> bool:
-        """Whether C{newcomer} fits, once the oldest pending connection is closed if need be."""
+        """Whether ``newcomer`` fits, once the oldest pending connection is closed if need be."""
         most = self._limits.max_connections
         if self._held + len(self._pending) < most:
             return True
@@ -180,7 +180,7 @@ class Admission:
         return False
 
     def _evict(self, slot: Slot, limit: str, newcomer: str) -> None:
-        """Close the pending C{slot}'s connection to make room for C{newcomer}, a description."""
+        """Close the pending ``slot``'s connection to make room for ``newcomer``, a description."""
         most = int(getattr(self._limits, limit))
         self._limit_hit(limit, _EVICTED[limit], most=most, host=slot.host, newcomer=newcomer)
         self.release(slot)

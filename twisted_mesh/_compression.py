@@ -44,8 +44,8 @@ LZMA_MEMORY_LIMIT = 80 * 1024 * 1024
 
 def _inflater(make: Callable[[], Any], errors: tuple[type[Exception], ...]) -> Callable[[bytes, int], bytes]:
     """
-    Inflate with a fresh decompressor from C{make}, never past C{limit}
-    bytes: its output is capped at C{limit + 1}, which tells too much.
+    Inflate with a fresh decompressor from ``make``, never past ``limit``
+    bytes: its output is capped at ``limit + 1``, which tells too much.
     """
 
     def inflate(data: bytes, limit: int) -> bytes:
@@ -125,7 +125,7 @@ def choose(ours: Sequence[int], theirs: Iterable[int]) -> int | None:
 
     :param ours: the sender's list, in its order of preference.
     :param theirs: the codes the peer listed.
-    :return: the first of C{ours} that the peer also lists, or L{None}.
+    :return: the first of ``ours`` that the peer also lists, or ``None``.
     """
     listed = set(theirs)
     for code in ours:
@@ -136,13 +136,13 @@ def choose(ours: Sequence[int], theirs: Iterable[int]) -> int | None:
 
 #: Bodies shorter than this go out uncompressed whatever was agreed: the
 #: references, like this node, read a body that does not inflate as raw
-#: (but see L{mistaken_for_packed}).
+#: (but see `.mistaken_for_packed`).
 MIN_COMPRESSED_SIZE = 512
 
 
 def mistaken_for_packed(code: int, data: bytes) -> bool:
     """
-    Whether a reader of the method C{code} could take C{data}, sent as it
+    Whether a reader of the method ``code`` could take ``data``, sent as it
     is, for that method's output.  js2p tries the agreed methods on every
     body, and its zlib skips the final check: a raw body whose first two
     bytes make a zlib header (about one in 500; it then fails one in 13 or
@@ -153,15 +153,15 @@ def mistaken_for_packed(code: int, data: bytes) -> bool:
 
 def kept_raw(code: int | None, data: bytes) -> bool:
     """
-    Whether C{data} goes out as it is to a peer that reads C{code}, without
+    Whether ``data`` goes out as it is to a peer that reads ``code``, without
     an attempt to compress it: no method, or shorter than
-    L{MIN_COMPRESSED_SIZE} (and not L{mistaken_for_packed}).
+    `.MIN_COMPRESSED_SIZE` (and not `.mistaken_for_packed`).
     """
     return code is None or (len(data) < MIN_COMPRESSED_SIZE and not mistaken_for_packed(code, data))
 
 
 #: Bodies of this size and more are probed before they are compressed: a
-#: slice of L{PROBE_SIZE} bytes from their middle is compressed first, and
+#: slice of `.PROBE_SIZE` bytes from their middle is compressed first, and
 #: when it does not shrink (random, encrypted or already compressed data),
 #: the body goes out as it is.  Trying the whole body would cost as much as
 #: compressing it, for nothing.
@@ -171,13 +171,13 @@ PROBE_SIZE = 2048
 
 def compress(code: int | None, data: bytes) -> bytes:
     """
-    Compress C{data} with the method C{code}.
+    Compress ``data`` with the method ``code``.
 
-    Data L{kept_raw}, and data that the method does not make smaller
-    (already compressed, encrypted, random; from L{PROBE_FROM} bytes on, as
+    Data `.kept_raw`, and data that the method does not make smaller
+    (already compressed, encrypted, random; from `.PROBE_FROM` bytes on, as
     a probe of it tells) are left as they are: a receiver reads such a body
     as raw, at once, where it would first hash the compressed bytes and then
-    inflate them.  Data L{mistaken_for_packed} is always compressed.
+    inflate them.  Data `.mistaken_for_packed` is always compressed.
     """
     if kept_raw(code, data):
         return data
@@ -199,7 +199,7 @@ def inflations(codes: Iterable[int], data: bytes, limit: int) -> Iterator[tuple[
     code it was inflated with.
 
     These are the output of each code of the peer's list that this node
-    supports, in the peer's order, that C{data} could be the output of.  The
+    supports, in the peer's order, that ``data`` could be the output of.  The
     caller checks the raw body first (a sender may leave a body
     uncompressed, and checking it costs one hash of bytes at hand), then
     takes the first of these whose checksum holds.
@@ -207,7 +207,7 @@ def inflations(codes: Iterable[int], data: bytes, limit: int) -> Iterator[tuple[
     :param codes: the codes the sending peer listed.
     :param data: the body as it arrived.
     :param limit: the most bytes a decompressed body may hold.
-    :raise InflatedTooLarge: when a method's output would exceed C{limit}.
+    :raise InflatedTooLarge: when a method's output would exceed ``limit``.
     """
     for code in codes:
         method = _METHODS.get(code)

@@ -2,7 +2,7 @@
 The link to one peer: framing, handshake, the peer's ID form and
 compression, renegotiation.
 
-L{MeshProtocol} reads frames from any stream transport (TCP, TLS, or the
+`.MeshProtocol` reads frames from any stream transport (TCP, TLS, or the
 byte stream that WebSocket messages carry) and hands the node what is not
 the link's own business.
 """
@@ -96,7 +96,7 @@ _written_in_read: list[MeshProtocol] | None = None
 @implementer(IPushProducer)
 class MeshProtocol(Protocol):
     """
-    One connection to a peer: a L{twisted_mesh._node.Link} for the node.
+    One connection to a peer: a `.twisted_mesh._node.Link` for the node.
 
     :ivar peer_id: the peer's node ID, once its handshake arrived.
     :ivar peer_addr: the address the peer asks others to dial.
@@ -108,11 +108,11 @@ class MeshProtocol(Protocol):
     :ivar expected_id: the ID of the peer dialled for, if it is known: a
         handshake with another ID fails.
     :ivar handshake_done: fires with the peer's ID once its handshake is
-        accepted, or fails with L{ProtocolMismatch} or L{HandshakeFailed}.
+        accepted, or fails with `.ProtocolMismatch` or `.HandshakeFailed`.
     :ivar closed: fires once the connection is closed.
     :ivar stats: what crossed this link.
     :ivar slot: the connection's place among the node's, once it is made
-        (see L{twisted_mesh._admission}); a WebSocket link is given, before
+        (see `.twisted_mesh._admission`); a WebSocket link is given, before
         it is connected, the one its connection took when it was accepted.
     """
 
@@ -312,7 +312,7 @@ class MeshProtocol(Protocol):
             self._fail_handshake(HandshakeFailed(error), "malformed")
 
     def _second_copy(self, msg: WireMessage) -> bool:
-        """Whether C{msg} is the copy of the whisper the peer wrote just before it."""
+        """Whether ``msg`` is the copy of the whisper the peer wrote just before it."""
         key = msg.key if msg.msg_type == flags.whisper else None
         if key is not None and key == self._last_whisper:
             self._last_whisper = None
@@ -324,11 +324,11 @@ class MeshProtocol(Protocol):
 
     def send(self, msg: WireMessage) -> str | None:
         """
-        Write C{msg} to the peer, its sender field in the peer's form: it
+        Write ``msg`` to the peer, its sender field in the peer's form: it
         goes out unless the connection is lost.
 
-        :return: L{None} when it was queued; else why not: the connection is
-            closing, or more than L{Limits.max_send_buffer} bytes wait for
+        :return: ``None`` when it was queued; else why not: the connection is
+            closing, or more than `.Limits.max_send_buffer` bytes wait for
             the peer already.
         """
         if self._closing:
@@ -347,12 +347,12 @@ class MeshProtocol(Protocol):
 
     def _write(self, frame: bytes) -> None:
         """
-        Write C{frame} to the peer, with the others written in the same
+        Write ``frame`` to the peer, with the others written in the same
         read, or else in the same turn of the reactor: in one go when the
         read is handled, or at the end of the turn (a node's user sending
         many messages at once makes one write of them); or once
-        L{MAX_GATHERED} bytes are gathered.  While the transport is full,
-        frames wait here until it asks for more (L{resumeProducing}).
+        `.MAX_GATHERED` bytes are gathered.  While the transport is full,
+        frames wait here until it asks for more (`.resumeProducing`).
         """
         unwritten = self._unwritten
         unwritten.append(frame)
@@ -375,9 +375,9 @@ class MeshProtocol(Protocol):
         """
         Write the frames gathered so far, as far as the transport takes
         them: in one go, or (after the transport was full) in writes of
-        about L{MAX_GATHERED} bytes until it is full again.  For a transport
+        about `.MAX_GATHERED` bytes until it is full again.  For a transport
         that must not wait for the end of the turn too (a WebSocket whose
-        peer is closing, see L{twisted_mesh.websocket}).
+        peer is closing, see `.twisted_mesh.websocket`).
         """
         if self._transport_full or not self._unwritten:
             return
@@ -399,7 +399,7 @@ class MeshProtocol(Protocol):
         self._unwritten[:0] = frames[start:]
 
     def _write_frames(self, frames: list[bytes]) -> None:
-        """Write C{frames} to the transport in one write, and count them."""
+        """Write ``frames`` to the transport in one write, and count them."""
         data = b"".join(frames)
         stats, totals = self.stats, self._node.stats
         stats.frames_out += len(frames)
@@ -410,7 +410,7 @@ class MeshProtocol(Protocol):
 
     def close(self, reason: str, *, error: bool = True, abort: bool = False, read_on: bool = False) -> None:
         """
-        Close the connection, logging C{reason}: as a warning when C{error},
+        Close the connection, logging ``reason``: as a warning when ``error``,
         as information otherwise.
 
         :param abort: drop it at once, with what waits to be written (for a
@@ -466,8 +466,7 @@ class MeshProtocol(Protocol):
     def evict(self, reason: str) -> None:
         """
         Drop the connection at once: its handshake has not come, and a newer
-        connection needs its place (the node's L{Admission
-        <twisted_mesh._admission.Admission>} logs that as a limit).
+        connection needs its place (the node's `Admission <.twisted_mesh._admission.Admission>` logs that as a limit).
         """
         if not self._closing:
             peer = self._transport.getPeer()
@@ -480,7 +479,7 @@ class MeshProtocol(Protocol):
         getattr(self._transport, "abortConnection", self._transport.loseConnection)()
 
     def pause_reading(self) -> None:
-        """Stop reading from the peer until L{resume_reading}."""
+        """Stop reading from the peer until `.resume_reading`."""
         pause = getattr(self._transport, "pauseProducing", None)
         if pause is not None and not self._closing:
             pause()
@@ -529,7 +528,7 @@ class MeshProtocol(Protocol):
         self._node.link_drained(self)
 
     def stopProducing(self) -> None:
-        """The transport is going away; L{connectionLost} follows."""
+        """The transport is going away; `.connectionLost` follows."""
 
     def _congestion_timed_out(self) -> None:
         timeout = self._limits.congestion_timeout
@@ -688,7 +687,7 @@ MAX_CODES = 32
 
 
 def _parse_codes(value: object) -> tuple[int, ...] | None:
-    """Read a list of compression codes, each once, or L{None}."""
+    """Read a list of compression codes, each once, or ``None``."""
     if not isinstance(value, list) or len(value) > MAX_CODES:
         return None
     if not all(type(code) is int and 0 <= code <= 0xFF for code in value):
@@ -698,10 +697,10 @@ def _parse_codes(value: object) -> tuple[int, ...] | None:
 
 def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address | None, tuple[int, ...]] | None:
     """
-    Read C{[handshake, id, protocol_id, [host, port], [codes]]}, or L{None}.
+    Read ``[handshake, id, protocol_id, [host, port], [codes]]``, or ``None``.
 
     Port 0 says the peer cannot be dialled (a browser): its address is
-    L{None}.
+    ``None``.
     """
     if len(payload) != 5:
         return None
@@ -717,7 +716,7 @@ def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address | None
 
 class MeshFactory(Factory):
     """
-    Builds a L{MeshProtocol} for each connection made or accepted.
+    Builds a `.MeshProtocol` for each connection made or accepted.
 
     :ivar connections: every live connection of this node (shared by the
         node's listening and dialling factories).

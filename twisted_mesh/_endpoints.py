@@ -43,8 +43,8 @@ _TRANSPORT_OF_PREFIX = {prefix: encryption for encryption, prefixes in PREFIXES.
 
 def encryption_of(description: str, default: str) -> str:
     """
-    The transport an endpoint string carries: C{'SSL'} for C{ssl:},
-    C{'ws'} for C{ws:}...; C{default} for a prefix that names none.
+    The transport an endpoint string carries: ``'SSL'`` for ``ssl:``,
+    ``'ws'`` for ``ws:``...; ``default`` for a prefix that names none.
     """
     return _TRANSPORT_OF_PREFIX.get(description.split(":", 1)[0].lower(), default)
 
@@ -53,7 +53,7 @@ _Endpoint = TypeVar("_Endpoint", IStreamServerEndpoint, IStreamClientEndpoint)
 
 
 def _fitted(endpoint: _Endpoint, max_frame_size: int) -> _Endpoint:
-    """C{endpoint}; if it is a WebSocket one, taking messages as large as frames of C{max_frame_size}."""
+    """``endpoint``; if it is a WebSocket one, taking messages as large as frames of ``max_frame_size``."""
     if isinstance(endpoint, (WebSocketServerEndpoint, WebSocketClientEndpoint)):
         endpoint.max_message_size = max_frame_size + WEBSOCKET_SLACK
     return endpoint
@@ -63,9 +63,9 @@ def server_from_string(
     reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE, open_timeout: float = OPEN_HANDSHAKE_TIMEOUT
 ) -> IStreamServerEndpoint:
     """
-    The endpoint of a server endpoint string; a WebSocket one (C{ws:},
-    C{wss:}) accepts messages as large as frames of C{max_frame_size}, and
-    gives a connection C{open_timeout} seconds to open its WebSocket.
+    The endpoint of a server endpoint string; a WebSocket one (``ws:``,
+    ``wss:``) accepts messages as large as frames of ``max_frame_size``, and
+    gives a connection ``open_timeout`` seconds to open its WebSocket.
     """
     endpoint: IStreamServerEndpoint = _fitted(serverFromString(reactor, description), max_frame_size)
     if isinstance(endpoint, WebSocketServerEndpoint):
@@ -75,8 +75,8 @@ def server_from_string(
 
 def client_from_string(reactor: Any, description: str, max_frame_size: int = MAX_FRAME_SIZE) -> IStreamClientEndpoint:
     """
-    The endpoint of a client endpoint string; a WebSocket one (C{ws:},
-    C{wss:}) accepts messages as large as frames of C{max_frame_size}.
+    The endpoint of a client endpoint string; a WebSocket one (``ws:``,
+    ``wss:``) accepts messages as large as frames of ``max_frame_size``.
     """
     endpoint: IStreamClientEndpoint = clientFromString(reactor, description)
     return _fitted(endpoint, max_frame_size)
@@ -100,9 +100,9 @@ def server_endpoint(
     open_timeout: float = OPEN_HANDSHAKE_TIMEOUT,
 ) -> IStreamServerEndpoint:
     """
-    The endpoint a node of C{protocol} listens on at C{host:port} (C{host}
-    empty or C{'0.0.0.0'}: every interface); over WebSocket, a connection
-    has C{open_timeout} seconds to open its WebSocket.
+    The endpoint a node of ``protocol`` listens on at ``host:port`` (``host``
+    empty or ``'0.0.0.0'``: every interface); over WebSocket, a connection
+    has ``open_timeout`` seconds to open its WebSocket.
     """
     interface = "" if host in ("", "0.0.0.0") else host
     encryption = protocol.encryption
@@ -124,7 +124,7 @@ def server_endpoint(
 def client_endpoint(
     reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int, max_frame_size: int = MAX_FRAME_SIZE
 ) -> IStreamClientEndpoint:
-    """The endpoint a node of C{protocol} dials C{host:port} with."""
+    """The endpoint a node of ``protocol`` dials ``host:port`` with."""
     encryption = protocol.encryption
     tcp: IStreamClientEndpoint = (
         TCP6ClientEndpoint(reactor, host, port) if _is_ipv6(host) else TCP4ClientEndpoint(reactor, host, port)
@@ -142,7 +142,7 @@ def client_endpoint(
 def lan_address() -> str:
     """
     This machine's address on its LAN: the source address of its default
-    route, or C{127.0.0.1} when it has none.  No packet is sent.
+    route, or ``127.0.0.1`` when it has none.  No packet is sent.
     """
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -158,7 +158,7 @@ def lan_address() -> str:
 
 def outward_address(host: IAddress) -> Address | None:
     """
-    The address peers should dial for a listener bound to C{host}, or L{None}
+    The address peers should dial for a listener bound to ``host``, or ``None``
     when it is not an IP listener.  A wildcard interface gives the LAN
     address.
     """

@@ -7,7 +7,7 @@ A frame on the wire is::
     body   = compress(checksum + serial)
     serial = msgpack([msg_type, sender, time, *payload])
 
-with C{checksum = sha256(serial)}.  Everything here is pure: no I/O, no
+with ``checksum = sha256(serial)``.  Everything here is pure: no I/O, no
 reactor, so a test can drive it byte by byte.
 """
 
@@ -60,8 +60,8 @@ def _reject_ext(code: int, data: bytes) -> Any:
 
 def _check_structure(value: Any, max_depth: int) -> None:
     """
-    Refuse lists and maps nested deeper than C{max_depth}, and the timestamp
-    extension, which msgpack decodes itself without asking C{ext_hook}.
+    Refuse lists and maps nested deeper than ``max_depth``, and the timestamp
+    extension, which msgpack decodes itself without asking ``ext_hook``.
     """
     # Level by level, so that the scalars of a level are looked at in C
     # (msgpack makes exact lists, dicts and Timestamps, never subclasses).
@@ -89,15 +89,15 @@ def _check_structure(value: Any, max_depth: int) -> None:
 
 def pack(obj: Any) -> bytes:
     """
-    Serialize C{obj} with msgpack, C{bytes} as bin and C{str} as str.
+    Serialize ``obj`` with msgpack, ``bytes`` as bin and ``str`` as str.
 
-    :raise TypeError: when C{obj} holds a value msgpack cannot write.
+    :raise TypeError: when ``obj`` holds a value msgpack cannot write.
     """
     packed: bytes = _packer.pack(obj)
     return packed
 
 
-#: The packer of every message: making one per message (as C{msgpack.packb}
+#: The packer of every message: making one per message (as ``msgpack.packb``
 #: does) costs more than the packing.  Its buffer grows to the largest
 #: message this process packed, and stays.
 _packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
@@ -106,7 +106,7 @@ _packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
 class _ContainerBudget:
     """
     Counts the lists and maps msgpack makes for one value (as its
-    C{list_hook} and C{object_hook}), and stops it past C{most}.
+    ``list_hook`` and ``object_hook``), and stops it past ``most``.
     """
 
     def __init__(self, most: int) -> None:
@@ -122,14 +122,14 @@ class _ContainerBudget:
 
 def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
     """
-    Read one msgpack value, keeping bin (C{bytes}) and str (C{str}) apart.
+    Read one msgpack value, keeping bin (``bytes``) and str (``str``) apart.
 
     :param max_depth: how deeply lists and maps may nest, the outermost
         being at depth 0.
     :param max_items: the most items a list or map may hold, and the most
         lists and maps the whole value may hold.
     :raise FrameError: on malformed or trailing data, an extension type,
-        nesting deeper than C{max_depth}, or more than C{max_items} items.
+        nesting deeper than ``max_depth``, or more than ``max_items`` items.
     """
     # Each byte can be a list (an empty one, which takes some 80 bytes of
     # memory): the lists and maps of data longer than max_items are counted.
@@ -161,8 +161,8 @@ def unpack(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) 
 
 def _sender_start(serial: bytes) -> int:
     """
-    Where the sender field starts in a serial that L{WireMessage.from_body}
-    accepted (or that L{WireMessage.create} made): after the array's header
+    Where the sender field starts in a serial that `.WireMessage.from_body`
+    accepted (or that `.WireMessage.create` made): after the array's header
     (one, three or five bytes) and the one-byte msg_type.
     """
     lead = serial[0]
@@ -177,7 +177,7 @@ _ID_TYPES = (bytes, str)
 def _sender_forms(field: str | bytes) -> tuple[str, bytes] | None:
     """
     Read a sender field: the ID as text and the field's shortest msgpack
-    form, or L{None} when it is not a node ID.  Cached: a link brings
+    form, or ``None`` when it is not a node ID.  Cached: a link brings
     the same few senders again and again.
     """
     sender = id_text(field)
@@ -191,7 +191,7 @@ def _inflated(body: bytes, codes: Sequence[int], limit: int) -> tuple[bytes, int
     The reading of a compressed body whose checksum holds, and its code.
 
     :raise ChecksumError: when no reading's checksum holds.
-    :raise FrameTooLarge: when a reading would inflate past C{limit}.
+    :raise FrameTooLarge: when a reading would inflate past ``limit``.
     """
     try:
         for code, reading in _compression.inflations(codes, body, limit):
@@ -208,7 +208,7 @@ class WireMessage:
 
     A relayed message is written out as the bytes it arrived as; the only
     change a hop makes is the sender field's form (bin or str), which it
-    writes in the form the next peer speaks (see L{body_in}).
+    writes in the form the next peer speaks (see `.body_in`).
 
     :ivar msg_type: the main flag.
     :ivar sender: the originator's node ID, as text.
@@ -243,11 +243,11 @@ class WireMessage:
         checksum: bytes,
     ) -> None:
         """
-        Hold a message's fields and its body; L{create} and L{from_body}
+        Hold a message's fields and its body; `.create` and `.from_body`
         are the ways to make one.
 
         :param body: the checksum and the serial.
-        :param checksum: the checksum, the start of C{body}.
+        :param checksum: the checksum, the start of ``body``.
         """
         self.msg_type = msg_type
         self.sender = sender
@@ -363,7 +363,7 @@ class WireMessage:
     def frame(self, sender_is_bin: bool, code: int | None) -> bytes:
         """
         The whole frame for a peer that reads the sender in the given form,
-        compressed with C{code} (L{None}: not compressed).  Made once per
+        compressed with ``code`` (``None``: not compressed).  Made once per
         form and code, then reused for every peer that needs the same.
         """
         body = self._body
@@ -387,7 +387,7 @@ class FrameReader:
     """
     Cut a byte stream into frame bodies, whatever the chunks it arrives in.
 
-    The length each header announces is checked against C{max_size} before
+    The length each header announces is checked against ``max_size`` before
     anything is buffered for it.
     """
 
@@ -403,7 +403,7 @@ class FrameReader:
         Take the next bytes of the stream.
 
         :return: the bodies of the frames this completes, in order.
-        :raise FrameTooLarge: when a header announces more than C{max_size}.
+        :raise FrameTooLarge: when a header announces more than ``max_size``.
         """
         buffer = self._buffer
         if buffer:

@@ -16,7 +16,7 @@ PROTOCOL_VERSION = "0.7"
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _DIGIT = {char: value for value, char in enumerate(_ALPHABET)}
 
-#: The transports a L{Protocol} may name, as the references spell them.
+#: The transports a `.Protocol` may name, as the references spell them.
 ENCRYPTIONS = ("Plaintext", "SSL", "ws", "wss")
 
 
@@ -41,16 +41,16 @@ _BASE58 = re.compile(f"[{_ALPHABET}]+")
 
 
 def is_base58(text: str) -> bool:
-    """Whether C{text} is a non-empty string of base58 digits."""
+    """Whether ``text`` is a non-empty string of base58 digits."""
     return _BASE58.fullmatch(text) is not None
 
 
 def b58decode_int(text: str) -> int:
     """
-    Read a base58 number written by L{b58encode_int}.
+    Read a base58 number written by `.b58encode_int`.
 
     :param text: base58 digits.
-    :raise ValueError: when C{text} is empty or holds a non-base58 character.
+    :raise ValueError: when ``text`` is empty or holds a non-base58 character.
     """
     if not text:
         raise ValueError("empty base58 string")
@@ -67,12 +67,12 @@ class Protocol(NamedTuple):
     """
     The network a node belongs to: an application's subnet and a transport.
 
-    Nodes talk only to nodes of the same L{Protocol.id}: a different subnet
+    Nodes talk only to nodes of the same `.Protocol.id`: a different subnet
     or a different transport is a different network.
 
     :ivar subnet: a string naming the application's network.
-    :ivar encryption: the transport: C{'Plaintext'} (TCP), C{'SSL'} (TLS),
-        C{'ws'} or C{'wss'} (WebSocket).
+    :ivar encryption: the transport: ``'Plaintext'`` (TCP), ``'SSL'`` (TLS),
+        ``'ws'`` or ``'wss'`` (WebSocket).
     """
 
     subnet: str
@@ -97,7 +97,7 @@ def protocol_id(subnet: str, encryption: str) -> str:
 
 def new_node_id(protocol: Protocol) -> str:
     """
-    Make a fresh, random node ID for a node of C{protocol}.
+    Make a fresh, random node ID for a node of ``protocol``.
 
     The ID is base58 of a SHA-384 over the protocol ID and 32 random bytes,
     which makes it 64 to 66 characters long, like the references' IDs.
@@ -114,7 +114,7 @@ MIN_NODE_ID_LENGTH = 32
 
 
 def is_node_id(text: str) -> bool:
-    """Whether C{text} can be a node ID: base58, of L{MIN_NODE_ID_LENGTH} characters or more."""
+    """Whether ``text`` can be a node ID: base58, of `.MIN_NODE_ID_LENGTH` characters or more."""
     return len(text) >= MIN_NODE_ID_LENGTH and is_base58(text)
 
 
@@ -128,9 +128,9 @@ def id_text(value: object) -> str | None:
     """
     Read an ID field from the wire in either form, bin or str.
 
-    :return: the ID as text, or L{None} when C{value} is neither a non-empty
-        ASCII C{bytes} nor a non-empty ASCII C{str} of at most
-        L{MAX_ID_LENGTH} characters.
+    :return: the ID as text, or ``None`` when ``value`` is neither a non-empty
+        ASCII ``bytes`` nor a non-empty ASCII ``str`` of at most
+        `.MAX_ID_LENGTH` characters.
     """
     if isinstance(value, bytes):
         if not value or len(value) > MAX_ID_LENGTH or not value.isascii():

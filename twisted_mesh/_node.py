@@ -2,9 +2,9 @@
 The mesh node's core: routing table, relay with its seen-set, peer exchange,
 requests for replies, handlers, the user's queue and events.
 
-Nothing here does I/O.  Links (one per connection, see L{Link}) hand the node
+Nothing here does I/O.  Links (one per connection, see `.Link`) hand the node
 the messages they read; the node answers through them, and asks its owner to
-dial an address through the C{dialer} it is given.
+dial an address through the ``dialer`` it is given.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ MAX_HOST_LENGTH = 253
 PEERS_ANSWER_INTERVAL = 1.0
 
 #: How many dialable peers that dialled it a node keeps, at least, whatever
-#: its C{max_outgoing}: see L{MeshNode.max_incoming}.
+#: its ``max_outgoing``: see `.MeshNode.max_incoming`.
 MIN_INCOMING = 12
 
 #: The most newcomers a node turned away that it remembers, as nodes with
@@ -66,7 +66,7 @@ TRIM_ASK_INTERVAL = 5.0
 
 #: The most entries of a peers message this node sends: a random choice of
 #: its peers and of the nodes it heard of; and the fewest it makes up with
-#: those when it names newcomers first (see L{MeshNode._send_peers}).
+#: those when it names newcomers first (see `.MeshNode._send_peers`).
 PEERS_SENT = 16
 MIN_PEERS_SENT = 4
 
@@ -96,8 +96,8 @@ class Link(Interface):
     :ivar peer_addr: the address the peer says others should dial.
     :ivar outgoing: whether this node dialled the connection.
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
-    :ivar encryption: the transport of the link (C{'Plaintext'}, C{'SSL'},
-        C{'ws'}, C{'wss'}).
+    :ivar encryption: the transport of the link (``'Plaintext'``, ``'SSL'``,
+        ``'ws'``, ``'wss'``).
     """
 
     peer_id: str | None
@@ -113,26 +113,26 @@ class Link(Interface):
     def dialler_port(self) -> int | None:
         """
         The port the dialling end connected from, which both ends see (the
-        dialler as its own, the other end as its peer's), or L{None} when
+        dialler as its own, the other end as its peer's), or ``None`` when
         the connection has no ports.
         """
 
     def send(self, msg: WireMessage) -> str | None:
         """
-        Write C{msg} to the peer, its sender field in the peer's form.
+        Write ``msg`` to the peer, its sender field in the peer's form.
 
-        :return: L{None} when it was written; else why not.
+        :return: ``None`` when it was written; else why not.
         """
 
     def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         """
-        Close the connection, logging C{reason} (as a warning if C{error});
-        with C{read_on}, still hand over what the peer sent before it saw
+        Close the connection, logging ``reason`` (as a warning if ``error``);
+        with ``read_on``, still hand over what the peer sent before it saw
         the close.
         """
 
     def pause_reading(self) -> None:
-        """Stop reading from the peer until L{resume_reading}."""
+        """Stop reading from the peer until `.resume_reading`."""
 
     def resume_reading(self) -> None:
         """Read from the peer again."""
@@ -140,18 +140,18 @@ class Link(Interface):
 
 class SendResult:
     """
-    What a send (L{twisted_mesh.MeshService.send}) or a reply
-    (L{twisted_mesh.Message.reply}) did with a message.
+    What a send (`.twisted_mesh.MeshService.send`) or a reply
+    (`.twisted_mesh.Message.reply`) did with a message.
 
     :ivar queued: the peers it was queued to, by node ID: each gets it
         unless its connection is lost.
     :ivar skipped: the peers it was not queued to, with the reason (the
         connection is closing, the peer's send buffer is full (see
-        L{Limits.max_send_buffer}), a reply's target could not be reached).
+        `.Limits.max_send_buffer`), a reply's target could not be reached).
     :ivar pending: the peers it will be queued to once they are reached: a
         reply to a node this node is not connected to waits while the mesh
         is asked for the node's address and the node is dialled.  Each
-        moves to C{queued} or C{skipped} then; L{settled} tells when.
+        moves to ``queued`` or ``skipped`` then; `.settled` tells when.
     """
 
     __slots__ = ("queued", "skipped", "pending", "_waiters")
@@ -171,9 +171,9 @@ class SendResult:
 
     def settled(self) -> Deferred[SendResult]:
         """
-        A Deferred that fires with this result once nothing is C{pending}
+        A Deferred that fires with this result once nothing is ``pending``
         (at once when nothing is): a reply to a node that was not a peer
-        is then in C{queued}, or in C{skipped} with the reason.
+        is then in ``queued``, or in ``skipped`` with the reason.
         """
         if not self.pending:
             return succeed(self)
@@ -184,7 +184,7 @@ class SendResult:
         return d
 
     def _settle(self, peer_id: str, refused: str | None) -> None:
-        """C{peer_id}, pending, was queued to (when C{refused} is None) or skipped."""
+        """``peer_id``, pending, was queued to (when ``refused`` is None) or skipped."""
         self.pending = tuple(pending for pending in self.pending if pending != peer_id)
         if refused is None:
             self.queued.append(peer_id)
@@ -199,7 +199,7 @@ class SendResult:
 
 class Events:
     """
-    Named events with callbacks, as the references' C{on} and C{once}.
+    Named events with callbacks, as the references' ``on`` and ``once``.
     """
 
     _log = Logger()
@@ -208,15 +208,15 @@ class Events:
         self._callbacks: dict[str, list[tuple[Callable[..., Any], bool]]] = {}
 
     def on(self, event: str, callback: Callable[..., Any]) -> None:
-        """Call C{callback} each time C{event} happens."""
+        """Call ``callback`` each time ``event`` happens."""
         self._callbacks.setdefault(event, []).append((callback, False))
 
     def once(self, event: str, callback: Callable[..., Any]) -> None:
-        """Call C{callback} the next time C{event} happens, then forget it."""
+        """Call ``callback`` the next time ``event`` happens, then forget it."""
         self._callbacks.setdefault(event, []).append((callback, True))
 
     def emit(self, event: str, *args: Any) -> None:
-        """Call the callbacks of C{event}; one that raises is logged."""
+        """Call the callbacks of ``event``; one that raises is logged."""
         callbacks = self._callbacks.get(event)
         if not callbacks:
             return
@@ -230,15 +230,15 @@ class Events:
 
 class SeenSet:
     """
-    The broadcasts seen in the last L{MESSAGE_LIFETIME} seconds.
+    The broadcasts seen in the last `.MESSAGE_LIFETIME` seconds.
 
     A key is kept until the message it names is too old to be accepted, or
-    until more than C{max_size} keys are held: then the oldest go first.
+    until more than ``max_size`` keys are held: then the oldest go first.
     Keys are kept by the whole second they expire in, and go when the clock
     reaches it: a key goes at most a second early, when its message is
-    older than L{MESSAGE_LIFETIME} anyway.
+    older than `.MESSAGE_LIFETIME` anyway.
 
-    :ivar evicted: how many keys were forgotten early to stay in C{max_size}.
+    :ivar evicted: how many keys were forgotten early to stay in ``max_size``.
     """
 
     def __init__(self, max_size: int = Limits.max_seen, on_evict: Callable[[], None] | None = None) -> None:
@@ -249,15 +249,15 @@ class SeenSet:
         # The keys by the second they expire in, and those seconds as a heap.
         self._expiring: dict[int, deque[bytes]] = {}
         self._seconds: list[int] = []
-        # Until the clock reaches the next whole second (C{_turn}), nothing
-        # expires, and a key stamped no later than now joins C{_current}, the
+        # Until the clock reaches the next whole second (``_turn``), nothing
+        # expires, and a key stamped no later than now joins ``_current``, the
         # bucket of this second's keys (made with its first key).
         self._turn = 0
         self._current: deque[bytes] | None = None
 
     def add(self, key: bytes, time: int, now: float) -> bool:
         """
-        Record C{key}, a message stamped C{time}, at C{now} by the clock.
+        Record ``key``, a message stamped ``time``, at ``now`` by the clock.
 
         :return: whether it is new.
         """
@@ -281,7 +281,7 @@ class SeenSet:
         return True
 
     def _next_second(self, now: float) -> None:
-        """Forget the keys that expire by C{now}, and start a new second."""
+        """Forget the keys that expire by ``now``, and start a new second."""
         keys, seconds = self._keys, self._seconds
         while seconds and seconds[0] <= now:
             keys.difference_update(self._expiring.pop(heapq.heappop(seconds)))
@@ -325,10 +325,10 @@ class _PendingReply:
 
 def parse_address(value: object) -> Address | None:
     """
-    Read an address field, C{[host, port]}, from the wire.
+    Read an address field, ``[host, port]``, from the wire.
 
-    :return: the address, or L{None} when it has the wrong shape, or a host
-        longer than L{MAX_HOST_LENGTH}.
+    :return: the address, or ``None`` when it has the wrong shape, or a host
+        longer than `.MAX_HOST_LENGTH`.
     """
     if not isinstance(value, list) or len(value) != 2:
         return None
@@ -361,17 +361,17 @@ class MeshNode:
     :ivar max_incoming: how many dialable peers that dialled this node it
         keeps: past it, a newcomer gets this node's handshake and peers to
         dial, and its link is closed (it is turned away); a node that keeps
-        more (a js2p node is never turned away, see L{_is_full_for}; a link
-        settled by L{_resolve_conflict}) closes the most redundant ones.
+        more (a js2p node is never turned away, see `._is_full_for`; a link
+        settled by `._resolve_conflict`) closes the most redundant ones.
         Peers that cannot be dialled (browsers) do not count, nor are they
         turned away.
     :ivar peer_book: the nodes heard of, that peer exchange tells peers to
         dial.
-    :ivar dialer: called with C{(host, port, encryption)} to dial a peer;
+    :ivar dialer: called with ``(host, port, encryption)`` to dial a peer;
         its Deferred fires with the peer's ID once the handshake is over.
     :ivar peer_lost: called with the link of each peer that leaves the
         routing table, and the seconds it was in it.
-    :ivar dial_failed: called with C{(failure, address, encryption)} when a
+    :ivar dial_failed: called with ``(failure, address, encryption)`` when a
         dial to a peer that peer exchange told of fails; by default, the
         failure is logged.
     :ivar event_source: the object passed to event callbacks.
@@ -382,8 +382,8 @@ class MeshNode:
         not; those without a handshake are bounded on their own.
     :ivar known_addresses: the addresses of the latest peers, with their
         transports, oldest first (the service drops those of the peers
-        missing for L{Limits.forget_lost_peer_after} seconds).
-    :ivar started: when the node was made, by C{clock}.
+        missing for `.Limits.forget_lost_peer_after` seconds).
+    :ivar started: when the node was made, by ``clock``.
     """
 
     _log = Logger()
@@ -460,8 +460,8 @@ class MeshNode:
 
     def close(self, reason: str) -> None:
         """
-        Take no more messages of the user's: C{send()} and C{reply()} raise
-        L{MeshClosed} with C{reason}, and so do the C{next_message()}
+        Take no more messages of the user's: ``send()`` and ``reply()`` raise
+        `.MeshClosed` with ``reason``, and so do the ``next_message()``
         Deferreds waiting; replies waiting for their target are given up.
         """
         self._closed = reason
@@ -484,7 +484,7 @@ class MeshNode:
         """
         Count a limit that bit, and log it (as a warning, or as information
         for one that bites in the node's normal work): the first time, then
-        at most once every L{LIMIT_LOG_INTERVAL} seconds per limit.
+        at most once every `.LIMIT_LOG_INTERVAL` seconds per limit.
         """
         self.stats.limit_hits[limit] += 1
         now = self.clock.seconds()
@@ -495,7 +495,7 @@ class MeshNode:
             log("limit {limit} ({count} so far): " + text, limit=limit, count=count, **fields)
 
     def out_addr_for(self, encryption: str) -> Address:
-        """The address this node tells peers of the transport C{encryption} to dial."""
+        """The address this node tells peers of the transport ``encryption`` to dial."""
         return self.out_addrs.get(encryption, self.out_addr)
 
     # -- links ------------------------------------------------------------
@@ -508,7 +508,7 @@ class MeshNode:
         dialled by the node with the higher ID is kept (the peer applies the
         same rule) and the other is closed.
 
-        :return: whether C{link} was kept.
+        :return: whether ``link`` was kept.
         """
         peer_id = link.peer_id
         assert peer_id is not None
@@ -546,7 +546,7 @@ class MeshNode:
     # -- how many peers ---------------------------------------------------
 
     def _incoming(self) -> list[Link]:
-        """The dialable peers that dialled this node (those L{max_incoming} counts)."""
+        """The dialable peers that dialled this node (those `.max_incoming` counts)."""
         return [
             link
             for link in self.routing_table.values()
@@ -555,7 +555,7 @@ class MeshNode:
 
     def _is_full_for(self, link: Link) -> bool:
         """
-        Whether C{link}, a new peer's, is one incoming peer too many to keep.
+        Whether ``link``, a new peer's, is one incoming peer too many to keep.
         A js2p node (the one kind that writes IDs as str) is kept all the
         same, and a redundant link trimmed instead: on one host, it dials
         none of the peers it is given (it takes each for one it has, as
@@ -586,11 +586,11 @@ class MeshNode:
     def _trim(self) -> None:
         """
         Close links of peers that dialled this node while it keeps more
-        than L{max_incoming}: those of the peers that listed the most other
+        than `.max_incoming`: those of the peers that listed the most other
         peers (the most redundant), never one of a peer that listed fewer
         than two, which might have no other.  When too few are known to
         have others, ask those peers for their peers (at most every
-        L{TRIM_ASK_INTERVAL} seconds): their answers trim again.
+        `.TRIM_ASK_INTERVAL` seconds): their answers trim again.
         """
         incoming = self._incoming()
         excess = len(incoming) - self.max_incoming
@@ -674,7 +674,7 @@ class MeshNode:
         """
         A Deferred that fires once no peer is congested: none has more
         waiting for it than its transport buffers (at once when none has).
-        A peer that reads nothing for L{Limits.congestion_timeout} seconds
+        A peer that reads nothing for `.Limits.congestion_timeout` seconds
         is cut off, so it is waited for that long at most.
         """
         if not self._congested:
@@ -684,7 +684,7 @@ class MeshNode:
         return d
 
     def link_lost(self, link: Link) -> None:
-        """Forget a link that closed; emit C{'disconnect'} when it was the last peer."""
+        """Forget a link that closed; emit ``'disconnect'`` when it was the last peer."""
         if link in self._congested:
             self._congested.discard(link)
             if not self._congested:
@@ -767,7 +767,7 @@ class MeshNode:
         self.events.emit("message", self.event_source)
 
     def _unhandled(self, subflag: object) -> None:
-        """A message of sub-flag C{subflag} that no handler took: counted, and logged the first time."""
+        """A message of sub-flag ``subflag`` that no handler took: counted, and logged the first time."""
         self.stats.dropped["unhandled"] += 1
         logged = self._logged_subflags
         if subflag in logged or len(logged) >= MAX_LOGGED_SUBFLAGS:
@@ -780,7 +780,7 @@ class MeshNode:
         )
 
     def _enqueue(self, message: Message, size: int) -> None:
-        """Queue C{message}, of C{size} bytes on the wire, dropping the oldest past the limits."""
+        """Queue ``message``, of ``size`` bytes on the wire, dropping the oldest past the limits."""
         limits = self.limits
         while self.queue and len(self.queue) >= limits.max_queue:
             self._take()
@@ -801,7 +801,7 @@ class MeshNode:
 
     def _send_peers(self, link: Link, *, newcomers_first: bool = False) -> None:
         """
-        Tell a peer of up to L{PEERS_SENT} nodes to dial, drawn at random
+        Tell a peer of up to `.PEERS_SENT` nodes to dial, drawn at random
         from this node's peers and the nodes it heard of (so that the nodes
         told of a seed spread over the mesh, not all over its oldest peers);
         only nodes the peer can dial: of its link's transport.
@@ -870,11 +870,11 @@ class MeshNode:
 
     def dial(self, address: Address, peer_id: str | None = None, encryption: str | None = None) -> Deferred[str] | None:
         """
-        Dial C{address} over C{encryption} (by default the main transport)
-        unless it, or the peer C{peer_id}, is connected or being dialled
+        Dial ``address`` over ``encryption`` (by default the main transport)
+        unless it, or the peer ``peer_id``, is connected or being dialled
         already.
 
-        :return: the dialler's Deferred, or L{None} when nothing was dialled.
+        :return: the dialler's Deferred, or ``None`` when nothing was dialled.
         """
         if self.dialer is None or address in self._dialing or address in self._own_addresses():
             return None
@@ -909,13 +909,13 @@ class MeshNode:
 
     def reply(self, target: str, packets: tuple[Any, ...]) -> SendResult:
         """
-        Whisper C{packets} to the node C{target}; when it is not a peer, ask
+        Whisper ``packets`` to the node ``target``; when it is not a peer, ask
         the mesh for its address, dial it and send once connected.
 
-        :return: whether it was queued to C{target}, or skipped and why; or,
-            when C{target} is not a peer, C{target} in C{pending} until it
-            is reached or given up (L{SendResult.settled}), within
-            L{MESSAGE_LIFETIME} seconds.
+        :return: whether it was queued to ``target``, or skipped and why; or,
+            when ``target`` is not a peer, ``target`` in ``pending`` until it
+            is reached or given up (`.SendResult.settled`), within
+            `.MESSAGE_LIFETIME` seconds.
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the reply is larger than a frame may be.
         :raise MeshClosed: when the node is closed.
@@ -962,7 +962,7 @@ class MeshNode:
         self._settle_reply(pending, reason)
 
     def _settle_reply(self, pending: _PendingReply, refused: str | None) -> None:
-        """A waiting reply went (C{refused} is None) or was given up: say so in its result."""
+        """A waiting reply went (``refused`` is None) or was given up: say so in its result."""
         if pending.expiry is not None and pending.expiry.active():
             pending.expiry.cancel()
         pending.expiry = None
@@ -1028,7 +1028,7 @@ class MeshNode:
         d.addCallbacks(connected, failed)
 
     def _drop_replies(self, target: str, reason: str) -> None:
-        """Give up the replies waiting for C{target}, unless a dial may still bring it."""
+        """Give up the replies waiting for ``target``, unless a dial may still bring it."""
         if target in self.routing_table or target in self._dialing.values():
             return
         given_up = self._replies.pop(target, ())
@@ -1041,14 +1041,14 @@ class MeshNode:
 
     def send(self, packets: tuple[Any, ...], flag: int = flags.broadcast, type: int = flags.broadcast) -> SendResult:
         """
-        Send C{(type, *packets)} to every peer: relayed through the whole
-        mesh when C{flag} is L{flags.broadcast}, to direct peers only when it
-        is L{flags.whisper}.
+        Send ``(type, *packets)`` to every peer: relayed through the whole
+        mesh when ``flag`` is `.flags.broadcast`, to direct peers only when it
+        is `.flags.whisper`.
 
         :return: which peers it was queued to, and which not and why.
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the message is larger than a frame may be
-            (L{Limits.max_frame_size}).
+            (`.Limits.max_frame_size`).
         :raise MeshClosed: when the node is closed.
         """
         self.ensure_open()
@@ -1089,7 +1089,7 @@ class MeshNode:
         return result
 
     def _whisper(self, link: Link, payload: tuple[Any, ...]) -> str | None:
-        """Whisper C{payload} to one peer: L{None} when it was queued, else why not."""
+        """Whisper ``payload`` to one peer: ``None`` when it was queued, else why not."""
         return link.send(WireMessage.create(flags.whisper, self.id, self.now(), payload, link.ids_as_bin))
 
     def _wire_id(self, link: Link, node_id: str) -> str | bytes:
@@ -1103,7 +1103,7 @@ class MeshNode:
 
     def register_handler(self, handler: Handler) -> None:
         """
-        Offer every broadcast and whisper to C{handler(message, link)} before
+        Offer every broadcast and whisper to ``handler(message, link)`` before
         it is queued; a handler that returns true takes it.
         """
         self._handlers.append(handler)
@@ -1111,7 +1111,7 @@ class MeshNode:
     def recv(self, quantity: int | None = None) -> Message | list[Message] | None:
         """
         Take received messages, oldest first: with no argument the next one
-        or L{None}; with a number, a list of up to that many.
+        or ``None``; with a number, a list of up to that many.
         """
         if quantity is None:
             return self._take() if self.queue else None
@@ -1120,7 +1120,7 @@ class MeshNode:
     def next_message(self) -> Deferred[Message]:
         """
         A Deferred that fires with the next message (the queue's oldest).
-        It fails with L{MeshClosed} when the node closes first, or is
+        It fails with `.MeshClosed` when the node closes first, or is
         closed with nothing queued.
         """
         if self.queue:

@@ -1,5 +1,5 @@
 """
-L{PeerBook}: the nodes a node has heard of and may dial, or tell others to
+`.PeerBook`: the nodes a node has heard of and may dial, or tell others to
 dial: those that handshook with it (kept as peers or turned away) and the
 entries of the peers messages it received.
 
@@ -29,7 +29,7 @@ class _Entry:
 class PeerBook:
     """
     The latest nodes heard of, by address and transport, with their IDs;
-    the oldest are forgotten past C{size}.
+    the oldest are forgotten past ``size``.
 
     :param size: the most nodes remembered.
     :param tell_limit: when given, a node drawn (told of) this many times
@@ -55,7 +55,7 @@ class PeerBook:
         return entry in self._nodes
 
     def heard_of(self, address: tuple[str, int], encryption: str, node_id: str) -> None:
-        """Remember the node C{node_id} at C{address}, over C{encryption}, as the latest heard of."""
+        """Remember the node ``node_id`` at ``address``, over ``encryption``, as the latest heard of."""
         key = (address, encryption)
         self._nodes.pop(key, None)
         self._nodes[key] = _Entry(node_id)
@@ -63,17 +63,17 @@ class PeerBook:
             del self._nodes[next(iter(self._nodes))]
 
     def forget(self, address: tuple[str, int], encryption: str) -> None:
-        """Forget the node at C{address} (it could not be dialled, say)."""
+        """Forget the node at ``address`` (it could not be dialled, say)."""
         self._nodes.pop((address, encryption), None)
 
     def sample(
         self, encryption: str, count: int, leave_out: frozenset[str] = frozenset()
     ) -> list[tuple[tuple[str, int], str]]:
         """
-        Up to C{count} nodes of the transport C{encryption}, drawn at random,
-        none of those whose IDs are in C{leave_out}.
+        Up to ``count`` nodes of the transport ``encryption``, drawn at random,
+        none of those whose IDs are in ``leave_out``.
 
-        :return: C{(address, node_id)} pairs.
+        :return: ``(address, node_id)`` pairs.
         """
         nodes = [
             (address, entry)

@@ -3,9 +3,9 @@ When to dial again the peers a node misses: a past peer it lost, a
 bootstrap peer it is not connected to.
 
 Each missing peer has its own delays.  The first dial comes about
-L{FIRST_DELAY} seconds after the peer left (at once for a peer that was
+`.FIRST_DELAY` seconds after the peer left (at once for a peer that was
 never connected); each dial that fails doubles the delay before the next,
-up to L{MAX_DELAY}, and each delay is jittered so that nodes that lost the
+up to `.MAX_DELAY`, and each delay is jittered so that nodes that lost the
 same peer do not dial it all at once.  A peer that is reached again starts
 over.  Nothing here does I/O: the time comes from a clock.
 """
@@ -20,7 +20,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 
-#: Seconds from a peer's leaving to the first dial to it (at most: see L{JITTER}).
+#: Seconds from a peer's leaving to the first dial to it (at most: see `.JITTER`).
 FIRST_DELAY = 1.0
 
 #: How much longer each delay is than the one before it.
@@ -35,9 +35,9 @@ MAX_DELAY = 300.0
 #: failed dial.
 SHORT_LIVED = 10.0
 
-#: The share of a delay left to chance: a delay of C{d} seconds is drawn
-#: between C{(1 - JITTER) * d} and C{d}.  (So drawn, delays still grow from
-#: one dial to the next, as C{(1 - JITTER) * FACTOR > 1}.)
+#: The share of a delay left to chance: a delay of ``d`` seconds is drawn
+#: between ``(1 - JITTER) * d`` and ``d``.  (So drawn, delays still grow from
+#: one dial to the next, as ``(1 - JITTER) * FACTOR > 1``.)
 JITTER = 1 / 3
 
 
@@ -49,8 +49,8 @@ def redial_delay(failures: int, chance: Callable[[], float] = random.random) -> 
         connected: 0 right after it left.
     :param chance: draws a number from 0 up to (not including) 1, anew
         for each delay.
-    :return: L{FIRST_DELAY} times L{FACTOR} to the power C{failures}, at
-        most L{MAX_DELAY}, less a random share of up to L{JITTER} of it.
+    :return: `.FIRST_DELAY` times `.FACTOR` to the power ``failures``, at
+        most `.MAX_DELAY`, less a random share of up to `.JITTER` of it.
     """
     longest = min(FIRST_DELAY * FACTOR ** min(failures, 64), MAX_DELAY)
     return longest * (1 - JITTER * chance())
@@ -90,15 +90,15 @@ class MissingPeers(Generic[_Peer]):
     """
     The peers a node misses, each with when to dial it next.
 
-    A peer is missing from when it is L{lost} (or found missing, by L{due})
-    until it is L{reached}, and, when the node forgets peers, until it has
-    been missing for C{forget_after} seconds (see L{forget_expired}).
+    A peer is missing from when it is `.lost` (or found missing, by `.due`)
+    until it is `.reached`, and, when the node forgets peers, until it has
+    been missing for ``forget_after`` seconds (see `.forget_expired`).
 
     :param clock: where the time is read.
     :param forget_after: seconds after which a missing peer is forgotten;
-        L{None}: never.
+        ``None``: never.
     :param delay: the delays between dials, by failures so far (see
-        L{redial_delay}).
+        `.redial_delay`).
     """
 
     def __init__(
@@ -119,9 +119,9 @@ class MissingPeers(Generic[_Peer]):
 
     def lost(self, peer: _Peer, lasted: float = math.inf) -> None:
         """
-        C{peer} left after C{lasted} seconds connected: it is due after the
+        ``peer`` left after ``lasted`` seconds connected: it is due after the
         first delay, and its failures start over; unless its link was
-        L{SHORT_LIVED}, which counts as one more failed dial.
+        `.SHORT_LIVED`, which counts as one more failed dial.
         """
         now = self._clock.seconds()
         backoff = self._backoff_before.pop(peer, 0) + 1 if lasted < SHORT_LIVED else 0
@@ -129,7 +129,7 @@ class MissingPeers(Generic[_Peer]):
 
     def due(self, peer: _Peer) -> bool:
         """
-        Whether to dial C{peer}, which is not connected, now.  A peer not
+        Whether to dial ``peer``, which is not connected, now.  A peer not
         missing until now is missing from now on, and due at once.
         """
         now = self._clock.seconds()
@@ -140,9 +140,9 @@ class MissingPeers(Generic[_Peer]):
 
     def failed(self, peer: _Peer) -> Retry | None:
         """
-        A dial to C{peer} failed: it is due again after the next delay.
+        A dial to ``peer`` failed: it is due again after the next delay.
 
-        :return: how many dials to it failed, and the delay; L{None} when it
+        :return: how many dials to it failed, and the delay; ``None`` when it
             is not missing (it was reached, or forgotten, meanwhile).
         """
         missing = self._missing.get(peer)
@@ -155,13 +155,13 @@ class MissingPeers(Generic[_Peer]):
         return Retry(missing.failures, delay)
 
     def reached(self, peer: _Peer) -> None:
-        """C{peer} is connected: it is no longer missing (how far its delays grew stands until its link lasts)."""
+        """``peer`` is connected: it is no longer missing (how far its delays grew stands until its link lasts)."""
         missing = self._missing.pop(peer, None)
         if missing is not None:
             self._backoff_before[peer] = missing.backoff
 
     def retain(self, peers: Collection[_Peer]) -> None:
-        """Keep missing only the peers among C{peers}; the others are reached, or no longer wanted."""
+        """Keep missing only the peers among ``peers``; the others are reached, or no longer wanted."""
         for peer in [peer for peer in self._missing if peer not in peers]:
             del self._missing[peer]
 
@@ -172,7 +172,7 @@ class MissingPeers(Generic[_Peer]):
 
     def forget_expired(self) -> list[_Peer]:
         """
-        Forget the peers missing for C{forget_after} seconds or more.
+        Forget the peers missing for ``forget_after`` seconds or more.
 
         :return: those peers.
         """
@@ -198,7 +198,7 @@ class MissingPeers(Generic[_Peer]):
         return min((time for time in times if time > now), default=math.inf)
 
     def unreachable(self, longer_than: float = 0.0) -> list[_Peer]:
-        """The peers whose last dial failed, missing for C{longer_than} seconds or more."""
+        """The peers whose last dial failed, missing for ``longer_than`` seconds or more."""
         now = self._clock.seconds()
         return [
             peer for peer, missing in self._missing.items() if missing.failures and missing.since <= now - longer_than

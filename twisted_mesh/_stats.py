@@ -27,15 +27,15 @@ class NodeStats(LinkStats):
     :ivar delivered: messages for the user: offered to the handlers, then
         queued.
     :ivar dropped: frames or messages dropped, by reason.
-    :ivar connections: connections made, by direction (C{in}, C{out}).
+    :ivar connections: connections made, by direction (``in``, ``out``).
     :ivar handshake_failures: handshakes that failed, by reason.
     :ivar limit_hits: times each limit bit, by limit.
     :ivar failed_dials: dials the node made on its own (to its bootstrap
         peers, its past peers, and the peers peer exchange told of) that
         failed.
     :ivar trimmed: links closed because the node had more peers that
-        dialled it than it keeps (see L{twisted_mesh.MeshService}'s
-        C{max_incoming}).
+        dialled it than it keeps (see `.twisted_mesh.MeshService`'s
+        ``max_incoming``).
     """
 
     __slots__ = (

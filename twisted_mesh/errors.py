@@ -26,8 +26,8 @@ class HandshakeFailed(MeshError):
 class MeshClosed(MeshError):
     """
     The node is not running: it was closed (or its service stopped), or its
-    service has not started.  Raised by C{send()}, C{reply()} and
-    C{connect()}, and the error of a C{next_message()} that was waiting
+    service has not started.  Raised by ``send()``, ``reply()`` and
+    ``connect()``, and the error of a ``next_message()`` that was waiting
     when the node closed.
     """
 

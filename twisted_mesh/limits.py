@@ -1,13 +1,13 @@
 """
-L{Limits}: what a node accepts from its peers, and how much it holds for them.
+`.Limits`: what a node accepts from its peers, and how much it holds for them.
 
 When a limit bites, the node logs it (the first time, then at most once
-every ten seconds per limit) and counts it: in the C{mesh_limit_hits_total}
-metric under the limit's name, except C{max_depth}, C{max_items} and a body
+every ten seconds per limit) and counts it: in the ``mesh_limit_hits_total``
+metric under the limit's name, except ``max_depth``, ``max_items`` and a body
 that inflates
-past C{max_frame_size} (C{mesh_dropped_total}, reasons C{malformed} and
-C{too_large}) and C{handshake_timeout} (C{mesh_handshake_failures_total},
-reason C{timeout}).  C{forget_lost_peer_after} is logged, at info level,
+past ``max_frame_size`` (``mesh_dropped_total``, reasons ``malformed`` and
+``too_large``) and ``handshake_timeout`` (``mesh_handshake_failures_total``,
+reason ``timeout``).  ``forget_lost_peer_after`` is logged, at info level,
 for each peer it forgets.
 """
 
@@ -42,20 +42,20 @@ class Limits:
     :ivar max_peers_per_message: entries of one peers message that are
         considered; the rest are ignored.
     :ivar max_pending_replies: replies waiting for the address of a node this
-        node is not connected to; the oldest is given up (its C{SendResult}
+        node is not connected to; the oldest is given up (its ``SendResult``
         says so).
     :ivar max_seen: broadcasts remembered to drop repeats; past it the oldest
         are forgotten early.
-    :ivar max_queue: received messages waiting for C{recv()}; past it the
+    :ivar max_queue: received messages waiting for ``recv()``; past it the
         oldest is dropped.
     :ivar max_queue_bytes: bytes (as the messages came, uncompressed) that
-        messages waiting for C{recv()} may take; past it the oldest are
+        messages waiting for ``recv()`` may take; past it the oldest are
         dropped.
     :ivar max_send_buffer: bytes that may wait for a slow peer.  While a
         peer's transport holds more than its own buffer size (64 KiB for
         TCP), what is sent to the peer waits in its link, and the node stops
         reading from its other peers.  Past this, messages are not queued to
-        the peer: C{send()} reports it in C{skipped}, and a relayed
+        the peer: ``send()`` reports it in ``skipped``, and a relayed
         broadcast is not written to it.
     :ivar congestion_timeout: seconds a slow peer may read nothing (its
         transport's buffer does not drain once) while it keeps the node from

@@ -1,5 +1,5 @@
 """
-L{Message}: a message as the user receives it.
+`.Message`: a message as the user receives it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ class Message:
     most often.
 
     :ivar packets: the payload, sub-flag first: a broadcast of
-        C{send("this is", "a test")} arrives as C{(0, "this is", "a test")}.
+        ``send("this is", "a test")`` arrives as ``(0, "this is", "a test")``.
     :ivar sender: the node ID of the node that sent it.
     :ivar id: the message ID: 32 bytes, the same on every node.
     :ivar time: the UTC second the sender stamped it with.
-    :ivar msg_type: its main flag (most often L{flags.broadcast} or
-        L{flags.whisper}).
+    :ivar msg_type: its main flag (most often `.flags.broadcast` or
+        `.flags.whisper`).
     """
 
     __slots__ = ("packets", "sender", "id", "time", "msg_type", "_node")
@@ -37,15 +37,15 @@ class Message:
 
     def reply(self, *packets: Any) -> SendResult:
         """
-        Whisper C{packets} back to the sender: they arrive as
-        C{(flags.whisper, *packets)}.
+        Whisper ``packets`` back to the sender: they arrive as
+        ``(flags.whisper, *packets)``.
 
         When this node is not connected to the sender, it asks the mesh for
         the sender's address, dials it and sends the reply once connected.
 
         :return: whether the reply was queued to the sender, or skipped and
-            why; when the sender is not a peer, the sender is in C{pending}
-            until it is reached or given up (C{settled()} tells when).
+            why; when the sender is not a peer, the sender is in ``pending``
+            until it is reached or given up (``settled()`` tells when).
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the reply is larger than a frame may be.
         :raise MeshClosed: when the node is closed.

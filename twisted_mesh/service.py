@@ -1,5 +1,5 @@
 """
-L{MeshService}: a mesh node as a Twisted service, with its listeners and
+`.MeshService`: a mesh node as a Twisted service, with its listeners and
 diallers named by endpoint strings.
 """
 
@@ -72,27 +72,27 @@ DialAddress = Union[str, IStreamClientEndpoint, Address]  # noqa: UP007
 
 class MeshService(Service):
     """
-    A mesh node: it listens on C{listen}, dials C{connect}, relays
+    A mesh node: it listens on ``listen``, dials ``connect``, relays
     broadcasts and queues the messages meant for its user.
 
     Addresses are given in any of these forms:
 
-    - an endpoint string: C{"tcp:4444"}, C{"ssl:4444:privateKey=key.pem"},
-      C{"ws:4444"}; for dialling C{"tcp:host=192.0.2.7:port=4444"};
-      Twisted's C{tls:} listens with a folder of PEM files, its first
-      argument, on C{port=} (443 by default): C{"tls:/etc/mesh/pems:port=4444"};
-      it dials C{"tls:host=node.example:port=4444"}, checking the
+    - an endpoint string: ``"tcp:4444"``, ``"ssl:4444:privateKey=key.pem"``,
+      ``"ws:4444"``; for dialling ``"tcp:host=192.0.2.7:port=4444"``;
+      Twisted's ``tls:`` listens with a folder of PEM files, its first
+      argument, on ``port=`` (443 by default): ``"tls:/etc/mesh/pems:port=4444"``;
+      it dials ``"tls:host=node.example:port=4444"``, checking the
       certificate;
     - an endpoint object;
-    - a port number (listen only) or a C{(host, port)} pair: the node's own
-      transport (C{protocol.encryption}) at that address, secured by C{tls}
-      for C{'SSL'} and C{'wss'}.
+    - a port number (listen only) or a ``(host, port)`` pair: the node's own
+      transport (``protocol.encryption``) at that address, secured by ``tls``
+      for ``'SSL'`` and ``'wss'``.
 
     The transport is part of the protocol ID, so each transport is a network
-    of its own.  An endpoint string's prefix names its transport (C{tcp:},
-    C{tcp6:} and C{unix:} are C{'Plaintext'}, C{ssl:} and C{tls:} are C{'SSL'}, C{ws:}
-    and C{wss:} are WebSocket); ports, pairs and endpoint objects use the
-    main transport, C{protocol.encryption}.  A node that listens on several
+    of its own.  An endpoint string's prefix names its transport (``tcp:``,
+    ``tcp6:`` and ``unix:`` are ``'Plaintext'``, ``ssl:`` and ``tls:`` are ``'SSL'``, ``ws:``
+    and ``wss:`` are WebSocket); ports, pairs and endpoint objects use the
+    main transport, ``protocol.encryption``.  A node that listens on several
     transports joins each one's network and relays broadcasts between them:
     a bridge, for instance between browsers (WebSocket) and py2p nodes (TCP).
 
@@ -100,14 +100,14 @@ class MeshService(Service):
     :param listen: where to listen.
     :param connect: peers to dial once listening, and again when the node
         is not connected to them while it needs peers (it has fewer links it
-        dialled than C{max_outgoing}): about a second after one leaves, then
+        dialled than ``max_outgoing``): about a second after one leaves, then
         after a delay that doubles with each failed dial (or link that did
         not last), jittered, up to five minutes.  Past peers the node lost
         are dialled in the same way, until
-        L{Limits.forget_lost_peer_after} has passed.
-    :raise ValueError: when an endpoint string of C{listen} or C{connect}
+        `.Limits.forget_lost_peer_after` has passed.
+    :raise ValueError: when an endpoint string of ``listen`` or ``connect``
         cannot be parsed.
-    :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
+    :param tls: how ``'SSL'`` and ``'wss'`` links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param out_addr: the address peers should dial; by default, that of the
         first listener of the main transport, else of the first listener (a
@@ -115,7 +115,7 @@ class MeshService(Service):
     :param max_outgoing: how many connections peer exchange may dial: the
         node dials peers it hears of until it has that many.
     :param max_incoming: how many dialable peers that dialled this node it
-        keeps (by default three times C{max_outgoing}, and at least 12):
+        keeps (by default three times ``max_outgoing``, and at least 12):
         past it, a newcomer gets this node's handshake and other peers to
         dial, and is let go.  So a seed that every node dials first keeps a
         bounded number of links.
@@ -190,7 +190,7 @@ class MeshService(Service):
         self.listening: Deferred[list[IListeningPort]] = Deferred()
         """
         Fires with the listening ports once every listener is up, or fails
-        with the first error, or with L{CancelledError} when the service
+        with the first error, or with `.CancelledError` when the service
         stops first (a new Deferred each time the service starts).
         """
 
@@ -219,7 +219,7 @@ class MeshService(Service):
     @property
     def tls(self) -> TLSOptions:
         """
-        How this node's C{'SSL'} and C{'wss'} links are secured: as given, or
+        How this node's ``'SSL'`` and ``'wss'`` links are secured: as given, or
         a self-signed certificate made the first time it is needed.
         """
         if self._tls is None:
@@ -301,8 +301,8 @@ class MeshService(Service):
 
     def startService(self) -> None:
         """
-        Listen on every C{listen} endpoint, then dial every C{connect} one.
-        A service that runs already (a L{MeshSocket} added to an
+        Listen on every ``listen`` endpoint, then dial every ``connect`` one.
+        A service that runs already (a `.MeshSocket` added to an
         application, say) is left as it is.
         """
         if self.running:
@@ -373,11 +373,11 @@ class MeshService(Service):
         peers) and, to fill its outgoing links, nodes it heard of and (also
         when it has no peer at all) the past peers it lost, each when it is
         due (see
-        L{MissingPeers}: about a second after it left, then after delays that
+        `.MissingPeers`: about a second after it left, then after delays that
         double with each failed dial, up to five minutes); forget the past
-        peers missing for L{Limits.forget_lost_peer_after} seconds.  Check
+        peers missing for `.Limits.forget_lost_peer_after` seconds.  Check
         again when the next missing peer is due, or after
-        L{MAINTENANCE_INTERVAL} seconds.  So a node, or a group of nodes cut
+        `.MAINTENANCE_INTERVAL` seconds.  So a node, or a group of nodes cut
         off from the rest, re-joins once it can.
         """
         self._redial = None
@@ -474,9 +474,9 @@ class MeshService(Service):
         peer_id: str | None,
     ) -> None:
         """
-        Dial the bootstrap peer C{address} (through C{endpoint}, unless it is
+        Dial the bootstrap peer ``address`` (through ``endpoint``, unless it is
         a pair) unless it is this node's own address, or it (or the peer
-        C{peer_id}) is being dialled already.
+        ``peer_id``) is being dialled already.
         """
         node = self._node
         if endpoint is None:
@@ -517,16 +517,16 @@ class MeshService(Service):
         """
         A dial to a peer that peer exchange told of failed: one to a past
         peer the node misses counts as one of that peer's failed dials
-        (see L{_dial_failed}); another is logged at debug level.
+        (see `._dial_failed`); another is logged at debug level.
         """
         self._dial_failed(failure, address, self._missing_past, (address, encryption))
 
     def _dial_failed(self, failure: Failure, name: object, missing: MissingPeers[Any], peer: Hashable) -> None:
         """
-        A dial the node made on its own failed, to C{peer} of C{missing}
-        (C{name} in the log): count it, and warn of the first failure since
+        A dial the node made on its own failed, to ``peer`` of ``missing``
+        (``name`` in the log): count it, and warn of the first failure since
         the peer was last connected; later ones are logged at debug level,
-        and listed now and then by L{_summarise}.  Dial again when it is due.
+        and listed now and then by `._summarise`.  Dial again when it is due.
         """
         if not self.running:
             return  # (the dial was given up at the stop)
@@ -558,8 +558,8 @@ class MeshService(Service):
     def _summarise(self) -> None:
         """
         List the peers the node has been unable to reach for
-        L{SUMMARY_INTERVAL} seconds or more, at most once every
-        L{SUMMARY_INTERVAL} seconds.
+        `.SUMMARY_INTERVAL` seconds or more, at most once every
+        `.SUMMARY_INTERVAL` seconds.
         """
         now = self._reactor.seconds()
         if now - self._summarised < SUMMARY_INTERVAL:
@@ -579,8 +579,8 @@ class MeshService(Service):
 
     def _schedule_maintenance(self) -> None:
         """
-        Run L{_maintain} when the next missing peer is due, or after
-        L{MAINTENANCE_INTERVAL} seconds, unless it is to run sooner already.
+        Run `._maintain` when the next missing peer is due, or after
+        `.MAINTENANCE_INTERVAL` seconds, unless it is to run sooner already.
         """
         if not self.running:
             return
@@ -594,9 +594,9 @@ class MeshService(Service):
 
     def _peer_lost(self, link: Link, lasted: float) -> None:
         """
-        A peer left after C{lasted} seconds: dial it again in about a second
+        A peer left after ``lasted`` seconds: dial it again in about a second
         (its delays start over), when it is a bootstrap peer or a past peer
-        the node can dial; unless the link lasted less than L{SHORT_LIVED}
+        the node can dial; unless the link lasted less than `.SHORT_LIVED`
         seconds (the peer turned this node away, say): then its delays go
         on growing.  (While peers keep leaving, the earliest check already
         due stands.)
@@ -631,8 +631,8 @@ class MeshService(Service):
         """
         Stop listening, give up the dials under way, and close every
         connection; a connection accepted from now on (a WebSocket that was
-        still opening, say) is closed at once.  L{listening}, if it has not
-        fired, fails with L{CancelledError}.
+        still opening, say) is closed at once.  `.listening`, if it has not
+        fired, fails with `.CancelledError`.
         """
         super().stopService()
         self._node.close("the node is closed")
@@ -658,18 +658,18 @@ class MeshService(Service):
         The factory of this node's accepted connections of a transport, for
         a listener the node does not own (a web site serving the mesh over
         WebSocket, say).  While the service is not running, a connection it
-        is asked for is closed at once.  See L{advertise}.
+        is asked for is closed at once.  See `.advertise`.
         """
         return self._accepting_factory(encryption)
 
     def advertise(self, encryption: str, address: Address) -> None:
-        """Tell peers of the transport C{encryption} to dial this node at C{address}."""
+        """Tell peers of the transport ``encryption`` to dial this node at ``address``."""
         self._node.out_addrs[encryption] = address
 
     def withdraw(self, encryption: str, address: Address) -> None:
         """
-        Stop telling peers of the transport C{encryption} to dial this node
-        at C{address} (its listener there stopped), unless another address
+        Stop telling peers of the transport ``encryption`` to dial this node
+        at ``address`` (its listener there stopped), unless another address
         was advertised since.
         """
         if self._node.out_addrs.get(encryption) == address:
@@ -726,23 +726,23 @@ class MeshService(Service):
         """
         Dial a peer.
 
-        :param address: an endpoint string (C{"tcp:host=h:port=4444"}), an
-            endpoint, a C{(host, port)} pair, or a host when C{port} is given.
-        :param port: the peer's port, when C{address} is a host.
+        :param address: an endpoint string (``"tcp:host=h:port=4444"``), an
+            endpoint, a ``(host, port)`` pair, or a host when ``port`` is given.
+        :param port: the peer's port, when ``address`` is a host.
         :param id: the ID of the peer expected there, as py2p's and js2p's
-            C{connect(addr, port, id)} take it: when it is connected
+            ``connect(addr, port, id)`` take it: when it is connected
             already, nothing is dialled; when another node answers, the
-            link is closed and the dial fails with L{HandshakeFailed}.
-            Nor is a C{(host, port)} pair dialled when a peer that gave that
+            link is closed and the dial fails with `.HandshakeFailed`.
+            Nor is a ``(host, port)`` pair dialled when a peer that gave that
             address is connected.
         :param encryption: the transport of a pair or an endpoint object; by
             default the main one.  An endpoint string's prefix names its own.
         :return: a Deferred that fires with the peer's ID once its handshake
-            is accepted.  It fails with L{ProtocolMismatch} when the peer's
-            subnet is another; with L{HandshakeFailed} or a connection error
+            is accepted.  It fails with `.ProtocolMismatch` when the peer's
+            subnet is another; with `.HandshakeFailed` or a connection error
             when the peer speaks another transport or goes away.  Cancelling
             it gives the dial up, and closes the connection if it was made.
-        :raise ValueError: when C{address} is an endpoint string that cannot
+        :raise ValueError: when ``address`` is an endpoint string that cannot
             be parsed.
         :raise MeshClosed: when the node is closed (or its service has not
             started).
@@ -764,8 +764,8 @@ class MeshService(Service):
 
     def _dial(self, endpoint: IStreamClientEndpoint, encryption: str, expected: str | None = None) -> Deferred[str]:
         """
-        Dial C{endpoint} over C{encryption}: a Deferred of the peer's ID, as
-        L{connect} returns it.
+        Dial ``endpoint`` over ``encryption``: a Deferred of the peer's ID, as
+        `.connect` returns it.
         """
         link: MeshProtocol | None = None
 
@@ -801,12 +801,12 @@ class MeshService(Service):
 
     def disconnect(self, link: MeshProtocol) -> Deferred[None]:
         """
-        Close the connection C{link} (the C{conn} a handler is given, or a
-        value of L{routing_table}), as py2p's and js2p's
-        C{disconnect(handler)} do.
+        Close the connection ``link`` (the ``conn`` a handler is given, or a
+        value of `.routing_table`), as py2p's and js2p's
+        ``disconnect(handler)`` do.
 
         :return: a Deferred that fires once it is closed.
-        :raise ValueError: when C{link} is not a connection of this node.
+        :raise ValueError: when ``link`` is not a connection of this node.
         """
         if not isinstance(link, MeshProtocol) or link.factory.node is not self._node:
             raise ValueError(f"{link!r} is not a connection of this node")
@@ -820,18 +820,18 @@ class MeshService(Service):
 
     def send(self, *packets: Any, flag: int = flags.broadcast, type: int = flags.broadcast) -> SendResult:
         """
-        Send C{packets} to the mesh; they arrive as C{(type, *packets)}.
+        Send ``packets`` to the mesh; they arrive as ``(type, *packets)``.
 
-        :param flag: L{flags.broadcast} relays them to every node of the
-            mesh; L{flags.whisper} sends them to this node's peers only.
+        :param flag: `.flags.broadcast` relays them to every node of the
+            mesh; `.flags.whisper` sends them to this node's peers only.
         :param type: the sub-flag, the first packet the receivers see.
         :return: which peers it was queued to (each gets it unless its
             connection is lost), and which not and why; true when it was
-            queued to at least one peer.  See L{drained} to send no faster
+            queued to at least one peer.  See `.drained` to send no faster
             than the peers read.
         :raise TypeError: when a packet is not something msgpack can write.
         :raise ValueError: when the message is larger than a frame may be
-            (L{Limits.max_frame_size}).
+            (`.Limits.max_frame_size`).
         """
         return self._node.send(packets, flag, type)
 
@@ -840,9 +840,9 @@ class MeshService(Service):
         A Deferred that fires once what was sent is on its way: no peer has
         more waiting for it than its connection buffers (at once when none
         has).  A producer that sends faster than its peers read waits on it
-        between batches (C{await sock.drained()}), and so loses nothing to
-        L{Limits.max_send_buffer}.  A peer that reads nothing for
-        L{Limits.congestion_timeout} seconds is cut off, so that is the
+        between batches (``await sock.drained()``), and so loses nothing to
+        `.Limits.max_send_buffer`.  A peer that reads nothing for
+        `.Limits.congestion_timeout` seconds is cut off, so that is the
         longest wait for one peer.
         """
         return self._node.drained()
@@ -850,7 +850,7 @@ class MeshService(Service):
     def recv(self, quantity: int | None = None) -> Message | list[Message] | None:
         """
         Take received messages, oldest first: with no argument the next one
-        or L{None}; with a number, a list of up to that many.
+        or ``None``; with a number, a list of up to that many.
         """
         return self._node.recv(quantity)
 
@@ -860,22 +860,22 @@ class MeshService(Service):
 
     def register_handler(self, handler: Handler) -> None:
         """
-        Offer each received broadcast and whisper to C{handler(msg, conn)}
+        Offer each received broadcast and whisper to ``handler(msg, conn)``
         before it is queued; a handler that returns true takes it.
         """
         self._node.register_handler(handler)
 
     def on(self, event: str, callback: Callable[[Any], Any]) -> None:
         """
-        Call C{callback(self)} each time C{event} happens: C{'connect'} when
-        the node gets its first peer, C{'disconnect'} when it loses its last
-        one, C{'message'} when a message arrives for the user (queued for
-        L{recv}, or given to a waiting L{next_message}).
+        Call ``callback(self)`` each time ``event`` happens: ``'connect'`` when
+        the node gets its first peer, ``'disconnect'`` when it loses its last
+        one, ``'message'`` when a message arrives for the user (queued for
+        `.recv`, or given to a waiting `.next_message`).
         """
         self._node.events.on(event, callback)
 
     def once(self, event: str, callback: Callable[[Any], Any]) -> None:
-        """Like L{on}, for the next time C{event} happens only."""
+        """Like `.on`, for the next time ``event`` happens only."""
         self._node.events.once(event, callback)
 
     def request_peers(self) -> None:
@@ -903,8 +903,7 @@ class _Accepting(Factory):
 
     Over WebSocket, a connection takes its place among the node's pending
     connections as soon as it is accepted, and its link is given that place
-    once the WebSocket opens (an L{OpeningFactory
-    <twisted_mesh.websocket.OpeningFactory>}): an opening handshake that
+    once the WebSocket opens (an `OpeningFactory <.twisted_mesh.websocket.OpeningFactory>`): an opening handshake that
     never ends holds a pending place, as a mesh handshake that never comes
     does.
     """
@@ -955,8 +954,8 @@ _Parsed = TypeVar("_Parsed")
 
 def _parsed(parse: Callable[..., _Parsed], reactor: Any, description: str, *limits: float) -> _Parsed:
     """
-    What C{parse} makes of the endpoint string C{description} with
-    C{limits}; a L{ValueError} that names it if it cannot.
+    What ``parse`` makes of the endpoint string ``description`` with
+    ``limits``; a `.ValueError` that names it if it cannot.
     """
     try:
         return parse(reactor, description, *limits)

@@ -1,5 +1,5 @@
 """
-L{MeshSocket}: the mesh socket of py2p and js2p, on Twisted.
+`.MeshSocket`: the mesh socket of py2p and js2p, on Twisted.
 """
 
 from __future__ import annotations
@@ -19,28 +19,28 @@ from twisted_mesh.tls import TLSOptions
 
 class MeshSocket(MeshService):
     """
-    A mesh node that listens at once, as py2p's and js2p's C{MeshSocket}::
+    A mesh node that listens at once, as py2p's and js2p's ``MeshSocket``::
 
         sock = MeshSocket('0.0.0.0', 4444)
         sock.connect('192.168.1.2', 4444)
         sock.send('hello', 'mesh')
 
-    It is a L{MeshService} that starts itself; L{close} stops it.
+    It is a `.MeshService` that starts itself; `.close` stops it.
 
-    :param addr: the interface to listen on; C{'0.0.0.0'} listens on all of
-        them and picks the LAN address for C{out_addr}.
-    :param port: the port to listen on; 0 picks a free one (C{out_addr}
+    :param addr: the interface to listen on; ``'0.0.0.0'`` listens on all of
+        them and picks the LAN address for ``out_addr``.
+    :param port: the port to listen on; 0 picks a free one (``out_addr``
         then holds it).
     :param prot: the network to join.
     :param out_addr: the address peers should dial, when it is not
-        C{(addr, port)} (behind NAT, say).
+        ``(addr, port)`` (behind NAT, say).
     :param debug_level: accepted for py2p's and js2p's sake, and ignored:
-        the node logs through C{twisted.logger}.
-    :param tls: how C{'SSL'} and C{'wss'} links are secured; by default a
+        the node logs through ``twisted.logger``.
+    :param tls: how ``'SSL'`` and ``'wss'`` links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param max_outgoing: how many connections peer exchange may dial.
     :param max_incoming: how many dialable peers that dialled this node it
-        keeps (see L{MeshService}).
+        keeps (see `.MeshService`).
     :param limits: what the node accepts from peers and holds for them.
     :param reactor: the reactor to use; by default the global one.
     :raise twisted.internet.error.CannotListenError: when the port is taken.
@@ -79,6 +79,6 @@ class MeshSocket(MeshService):
     def close(self) -> Deferred[None]:
         """
         Stop listening and close every connection; the socket then dials
-        nothing (C{connect()} fails).
+        nothing (``connect()`` fails).
         """
         return self.stopService()

@@ -1,5 +1,5 @@
 """
-The C{twistd mesh} command: its options, and the service they make.
+The ``twistd mesh`` command: its options, and the service they make.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ def _address(text: str) -> Address:
     return host.strip("[]"), int(port)
 
 
-#: The client endpoint-string types of Twisted itself, and C{tcp6}, which is
-#: a server type only: a peer given as C{tcp6:...} is a bad endpoint string,
-#: not a host named C{tcp6}.
+#: The client endpoint-string types of Twisted itself, and ``tcp6``, which is
+#: a server type only: a peer given as ``tcp6:...`` is a bad endpoint string,
+#: not a host named ``tcp6``.
 _TWISTED_CLIENT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
 
 
 def _client_types() -> frozenset[str]:
-    """The types of client endpoint strings: Twisted's and its plugins' (C{ws}, C{wss}...)."""
+    """The types of client endpoint strings: Twisted's and its plugins' (``ws``, ``wss``...)."""
     from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
     from twisted.plugin import getPlugins
 
@@ -55,9 +55,9 @@ def _client_types() -> frozenset[str]:
 
 def _peer(text: str, client_types: frozenset[str]) -> str | Address:
     """
-    A C{--connect} argument: an endpoint string when it has C{key=value}
-    parts or starts with a client endpoint type (C{tcp:127.0.0.1:4444},
-    C{unix:/run/mesh.sock}); else C{HOST:PORT} or C{[IPv6]:PORT}.
+    A ``--connect`` argument: an endpoint string when it has ``key=value``
+    parts or starts with a client endpoint type (``tcp:127.0.0.1:4444``,
+    ``unix:/run/mesh.sock``); else ``HOST:PORT`` or ``[IPv6]:PORT``.
     """
     kind, sep, _ = text.partition(":")
     if "=" in text or (sep and kind.lower() in client_types):
@@ -77,9 +77,9 @@ def _check_endpoints(parse: Callable[[Any, str], object], descriptions: list[str
 
 def _check_tls_folder(description: str) -> None:
     """
-    Twisted's C{tls:} server string takes a folder of PEM files first, and
-    C{port=} (443 by default): C{tls:4444} would listen on port 443 with a
-    folder named C{4444}.
+    Twisted's ``tls:`` server string takes a folder of PEM files first, and
+    ``port=`` (443 by default): ``tls:4444`` would listen on port 443 with a
+    folder named ``4444``.
     """
     kind, _, rest = description.partition(":")
     if kind.lower() != "tls":
@@ -95,7 +95,7 @@ def _check_tls_folder(description: str) -> None:
 
 
 class Options(usage.Options):
-    """The options of C{twistd mesh}."""
+    """The options of ``twistd mesh``."""
 
     synopsis = "[options]"
     longdesc = (
@@ -236,14 +236,14 @@ class Options(usage.Options):
 
 class _NodeProcess(MultiService):
     """
-    The services of a C{twistd mesh} process.  SIGTERM and SIGINT stop it as
+    The services of a ``twistd mesh`` process.  SIGTERM and SIGINT stop it as
     a clean exit (status 0).  When the node or its web site cannot listen,
     the process stops once its reactor runs and exits with status 1 (after
     twistd's own shutdown, as the last thing the process does).
 
     :param daemon: whether twistd runs the process as a daemon, its
         launcher waiting for word of the start: then a listener that fails
-        at once makes L{startService} raise, for twistd to pass the error
+        at once makes `.startService` raise, for twistd to pass the error
         on to the launcher, which prints it and exits with status 1.
     """
 
@@ -296,7 +296,7 @@ class _NodeProcess(MultiService):
 
 def _no_traceback_for(error: BaseException) -> None:
     """
-    Let C{error}, if it ends the process, end it without a traceback in the
+    Let ``error``, if it ends the process, end it without a traceback in the
     log: why is logged already.
     """
     previous = sys.excepthook
@@ -327,7 +327,7 @@ def _exit_failed() -> None:
 
 
 def makeService(options: Options) -> MultiService:
-    """Make the node C{options} describe, with its web face if asked."""
+    """Make the node ``options`` describe, with its web face if asked."""
     node = MeshService(
         options["protocol"],
         listen=options["listen"],
@@ -347,7 +347,7 @@ def makeService(options: Options) -> MultiService:
 
 def _daemonizing(options: Options) -> bool:
     """
-    Whether twistd (the parent command of C{options}) runs the node as a
+    Whether twistd (the parent command of ``options``) runs the node as a
     daemon, its launcher waiting for word of the start (POSIX only).
     """
     twistd = getattr(options, "parent", None)

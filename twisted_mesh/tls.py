@@ -1,11 +1,11 @@
 """
-TLS for the C{'SSL'} and C{'wss'} transports: self-signed like the reference
+TLS for the ``'SSL'`` and ``'wss'`` transports: self-signed like the reference
 nodes, or verified against a certificate authority.
 
 Self-signed mode (the default, and what py2p and js2p do) encrypts the link
 but authenticates nobody: a listener shows a certificate made in memory at
 start, and a dialler accepts any certificate.  It stops passive eavesdroppers,
-not an attacker in the middle.  Verified mode (give C{authority}) makes both
+not an attacker in the middle.  Verified mode (give ``authority``) makes both
 sides prove a certificate signed by that authority, and the dialler checks
 that the listener's certificate names the host it dialled.
 """
@@ -114,7 +114,7 @@ class TLSOptions:
         )
 
     def client_creator(self, hostname: str) -> IOpenSSLClientConnectionCreator | Any:
-        """The connection creator a TLS dialler of C{hostname} uses."""
+        """The connection creator a TLS dialler of ``hostname`` uses."""
         if self.authority is None:
             # Like the references' diallers: accept whatever the peer shows.
             return ssl.CertificateOptions()

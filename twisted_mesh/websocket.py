@@ -1,39 +1,39 @@
 """
-Stream endpoints over WebSocket: any stream L{Protocol} runs over them
+Stream endpoints over WebSocket: any stream `.Protocol` runs over them
 unchanged.
 
-L{WebSocketServerEndpoint} and L{WebSocketClientEndpoint} wrap another
+`.WebSocketServerEndpoint` and `.WebSocketClientEndpoint` wrap another
 stream endpoint (TCP, TLS...) and speak WebSocket (RFC 6455, with Autobahn)
 on it.  The protocol they connect sees a plain byte stream:
 
-    - each C{transport.write(data)} goes out as one B{binary} message, or
-      as several when it is longer than L{MAX_WRITTEN_MESSAGE} or than the
+    - each ``transport.write(data)`` goes out as one **binary** message, or
+      as several when it is longer than `.MAX_WRITTEN_MESSAGE` or than the
       endpoint's own message limit;
     - the payloads of the binary messages received are handed to
-      C{dataReceived} in order, as one stream: message boundaries mean
+      ``dataReceived`` in order, as one stream: message boundaries mean
       nothing, a frame of the wrapped protocol may span several messages or
       share one with others;
     - the protocol is built once the WebSocket is open, and
-      C{connectionLost} is called exactly once when it closes.
+      ``connectionLost`` is called exactly once when it closes.
 
-This is how js2p's C{'ws'} transport and browsers carry the mesh frames:
-C{ws://host:port/}, no subprotocol.
+This is how js2p's ``'ws'`` transport and browsers carry the mesh frames:
+``ws://host:port/``, no subprotocol.
 
-B{Text messages} are refused: a byte stream has no text, so a peer that
+**Text messages** are refused: a byte stream has no text, so a peer that
 sends one is told so (close code 1003, "unsupported data") and the
-connection is closed; the wrapped protocol then sees a L{ConnectionLost}.
+connection is closed; the wrapped protocol then sees a `.ConnectionLost`.
 
-A plain HTTP request (no upgrade) gets C{426 Upgrade Required}; Autobahn's
+A plain HTTP request (no upgrade) gets ``426 Upgrade Required``; Autobahn's
 status page is off.
 
 A server's connections exist before their WebSocket opens, and one whose
 opening handshake never ends holds a connection all the same, until the
-open timeout.  A wrapped factory that is an L{OpeningFactory} hears of each
+open timeout.  A wrapped factory that is an `.OpeningFactory` hears of each
 connection from the moment it is accepted, and may drop it.
 
-The endpoint strings C{ws:}/C{wss:} are parsed by L{WebSocketServerParser}
-and L{WebSocketClientParser} (registered as plugins by
-C{twisted/plugins/twisted_mesh_websocket.py})::
+The endpoint strings ``ws:``/``wss:`` are parsed by `.WebSocketServerParser`
+and `.WebSocketClientParser` (registered as plugins by
+``twisted/plugins/twisted_mesh_websocket.py``)::
 
     ws:4444[:interface=127.0.0.1][:backlog=50]                  (over tcp:)
     wss:4444:privateKey=key.pem:certKey=cert.pem[...]          (over ssl:)
@@ -104,7 +104,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = MAX_FRAME_SIZE + 64 * 1024
 
 #: Seconds the peer has to finish the opening handshake, unless the endpoint
-#: or factory is given another C{open_timeout}.
+#: or factory is given another ``open_timeout``.
 OPEN_HANDSHAKE_TIMEOUT = 30.0
 
 #: Seconds the peer has to answer our close before the TCP connection is
@@ -136,28 +136,28 @@ class OpeningFactory(Interface):
     WebSocket opens (an opening handshake that never ends holds a connection
     too), and to drop it.
 
-    C{buildProtocol} is still called once the WebSocket is open; L{opened}
+    ``buildProtocol`` is still called once the WebSocket is open; `.opened`
     then says which connection the protocol was built for.
     """
 
     def opening(self, peer: IAddress, drop: Callable[[str], None]) -> object | None:
         """
-        A connection from C{peer} was accepted; its WebSocket is not open.
+        A connection from ``peer`` was accepted; its WebSocket is not open.
 
         :param drop: drops the connection at once, with the reason to log,
             while its WebSocket is not open.
-        :return: a token for L{opened} or L{closed}, or L{None} to drop the
+        :return: a token for `.opened` or `.closed`, or ``None`` to drop the
             connection now.
         """
 
     def opened(self, token: object, protocol: IProtocol) -> None:
         """
-        The WebSocket of the connection of C{token} opened, and C{protocol}
+        The WebSocket of the connection of ``token`` opened, and ``protocol``
         was built for it; it is connected next.
         """
 
     def closed(self, token: object) -> None:
-        """The connection of C{token} closed, and no protocol was built for it."""
+        """The connection of ``token`` closed, and no protocol was built for it."""
 
 
 def _options(max_message_size: int, open_timeout: float = OPEN_HANDSHAKE_TIMEOUT) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class _StreamTransport:
         return host
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        """Set C{TCP_NODELAY} on the connection, when it has one."""
+        """Set ``TCP_NODELAY`` on the connection, when it has one."""
         set_no_delay = getattr(self._websocket.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(enabled)
@@ -245,7 +245,7 @@ class _StreamAdapter(WebSocketProtocol):
     What the server and client WebSocket protocols share: build the wrapped
     protocol once open, feed it the binary payloads, tell it of the close.
 
-    Autobahn owns C{log}, C{factory.server} and many more names on its
+    Autobahn owns ``log``, ``factory.server`` and many more names on its
     protocols: ours start with an underscore.
     """
 
@@ -457,10 +457,10 @@ def websocket_server_factory(
     open_timeout: float = OPEN_HANDSHAKE_TIMEOUT,
 ) -> WebSocketServerFactory:
     """
-    An Autobahn server factory that runs a protocol of C{protocol_factory}
+    An Autobahn server factory that runs a protocol of ``protocol_factory``
     (told of each connection from the moment it is accepted, if it is an
-    L{OpeningFactory}) over each WebSocket, as L{WebSocketServerEndpoint}
-    does; wrap it in C{autobahn.twisted.resource.WebSocketResource} to serve
+    `.OpeningFactory`) over each WebSocket, as `.WebSocketServerEndpoint`
+    does; wrap it in ``autobahn.twisted.resource.WebSocketResource`` to serve
     it in a site.
 
     :param open_timeout: seconds a connection has to open its WebSocket.
@@ -500,12 +500,12 @@ class WebSocketServerEndpoint:
     as one byte stream and each of its writes is sent as a binary message.
 
     :param inner: the endpoint to listen on, such as a
-        L{TCP4ServerEndpoint} (C{ws://}) or an L{SSL4ServerEndpoint}
-        (C{wss://}).
+        `.TCP4ServerEndpoint` (``ws://``) or an `.SSL4ServerEndpoint`
+        (``wss://``).
     :param reactor: the reactor for Autobahn's factory; by default the
         global one.
     :param url: the URL clients reach the listener at; Autobahn only uses it
-        to check C{Origin} headers, and every origin is allowed.
+        to check ``Origin`` headers, and every origin is allowed.
     :param max_message_size: the largest message accepted, in bytes; a
         larger one closes the connection.
     :param open_timeout: seconds a connection has to open its WebSocket.
@@ -530,7 +530,7 @@ class WebSocketServerEndpoint:
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
-        Listen with C{protocolFactory} building the protocol of each
+        Listen with ``protocolFactory`` building the protocol of each
         WebSocket.
 
         :return: a Deferred that fires with the inner endpoint's listening
@@ -552,8 +552,8 @@ class WebSocketClientEndpoint:
     Open a WebSocket over another stream client endpoint.
 
     :param inner: the endpoint to connect with, such as a
-        L{TCP4ClientEndpoint} (C{ws://}) or a TLS one (C{wss://}).
-    :param url: the WebSocket URL, such as C{"ws://127.0.0.1:4444/"}: its
+        `.TCP4ClientEndpoint` (``ws://``) or a TLS one (``wss://``).
+    :param url: the WebSocket URL, such as ``"ws://127.0.0.1:4444/"``: its
         host, port and path go in the opening handshake.
     :param reactor: the reactor for Autobahn's factory; by default the
         global one.
@@ -578,15 +578,15 @@ class WebSocketClientEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """
         Connect, open the WebSocket and build a protocol with
-        C{protocolFactory}.
+        ``protocolFactory``.
 
         :return: a Deferred that fires with the protocol built once the
             WebSocket is open.  It fails as the inner endpoint's does when
-            the connection cannot be made; with L{WebSocketHandshakeError}
+            the connection cannot be made; with `.WebSocketHandshakeError`
             when the server refuses the upgrade, TLS fails, or the
             connection closes before the WebSocket is open; with the
-            factory's error when it builds no protocol (L{NoProtocol}) or
-            the protocol raises in C{connectionMade}.  Cancelling it drops
+            factory's error when it builds no protocol (`.NoProtocol`) or
+            the protocol raises in ``connectionMade``.  Cancelling it drops
             the connection.
         """
         factory = _ClientFactory(protocolFactory, self._url, self._reactor, self.max_message_size)
@@ -595,12 +595,12 @@ class WebSocketClientEndpoint:
 
 
 def _quote(value: object) -> str:
-    """Escape C{value} for an endpoint string (C{=} too: positional values)."""
+    """Escape ``value`` for an endpoint string (``=`` too: positional values)."""
     return str(value).replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
 
 
 def _description(prefix: str, args: tuple[object, ...], kwargs: dict[str, object]) -> str:
-    """Write back an endpoint string that Twisted's C{prefix} parser reads."""
+    """Write back an endpoint string that Twisted's ``prefix`` parser reads."""
     parts = [prefix, *(_quote(arg) for arg in args)]
     parts += [f"{_quote(key)}={_quote(value)}" for key, value in kwargs.items()]
     return ":".join(parts)
@@ -621,14 +621,14 @@ def _url(scheme: str, args: tuple[object, ...], kwargs: dict[str, object]) -> st
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class WebSocketServerParser:
     """
-    The C{ws:} and C{wss:} server endpoint strings: a WebSocket listener over
-    Twisted's C{tcp:} or C{ssl:} endpoint, which reads the rest of the
+    The ``ws:`` and ``wss:`` server endpoint strings: a WebSocket listener over
+    Twisted's ``tcp:`` or ``ssl:`` endpoint, which reads the rest of the
     string::
 
         ws:4444:interface=127.0.0.1
         wss:4444:privateKey=key.pem:certKey=cert.pem
 
-    :param secure: parse C{wss:} (over C{ssl:}) instead of C{ws:}.
+    :param secure: parse ``wss:`` (over ``ssl:``) instead of ``ws:``.
     """
 
     def __init__(self, secure: bool = False) -> None:
@@ -637,9 +637,9 @@ class WebSocketServerParser:
 
     def parseStreamServer(self, reactor: IReactorCore, *args: object, **kwargs: object) -> IStreamServerEndpoint:
         """
-        Make the endpoint of a C{ws:}/C{wss:} string.
+        Make the endpoint of a ``ws:``/``wss:`` string.
 
-        :param reactor: the reactor passed to L{serverFromString}.
+        :param reactor: the reactor passed to `.serverFromString`.
         :param args: the positional arguments of the string.
         :param kwargs: the keyword arguments of the string.
         """
@@ -650,15 +650,15 @@ class WebSocketServerParser:
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class WebSocketClientParser:
     """
-    The C{ws:} and C{wss:} client endpoint strings: a WebSocket over
-    Twisted's C{tcp:} or C{tls:} endpoint (which verifies the server with
-    the platform's trust store or C{trustRoots=}), to
-    C{ws://host:port/}::
+    The ``ws:`` and ``wss:`` client endpoint strings: a WebSocket over
+    Twisted's ``tcp:`` or ``tls:`` endpoint (which verifies the server with
+    the platform's trust store or ``trustRoots=``), to
+    ``ws://host:port/``::
 
         ws:host=example.com:port=4444:timeout=10
         wss:host=example.com:port=4444:trustRoots=/etc/mesh/ca
 
-    :param secure: parse C{wss:} (over C{tls:}) instead of C{ws:}.
+    :param secure: parse ``wss:`` (over ``tls:``) instead of ``ws:``.
     """
 
     def __init__(self, secure: bool = False) -> None:
@@ -667,9 +667,9 @@ class WebSocketClientParser:
 
     def parseStreamClient(self, reactor: IReactorCore, *args: object, **kwargs: object) -> IStreamClientEndpoint:
         """
-        Make the endpoint of a C{ws:}/C{wss:} string.
+        Make the endpoint of a ``ws:``/``wss:`` string.
 
-        :param reactor: the reactor passed to L{clientFromString}.
+        :param reactor: the reactor passed to `.clientFromString`.
         :param args: the positional arguments of the string (host, port).
         :param kwargs: the keyword arguments of the string.
         """

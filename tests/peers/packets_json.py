@@ -1,6 +1,6 @@
 """
 Packets across the JSON-lines pipe between the tests and a reference node:
-C{{"hex": ...}} stands for a byte string, C{{"map": [[key, value], ...]}} for
+``{"hex": ...}`` stands for a byte string, ``{"map": [[key, value], ...]}`` for
 a msgpack map; lists and tuples both become lists.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 
 def to_json(value: Any) -> Any:
-    """Encode packets: bytes as C{{"hex"}}, dicts as C{{"map"}}."""
+    """Encode packets: bytes as ``{"hex"}``, dicts as ``{"map"}``."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"hex": bytes(value).hex()}
     if isinstance(value, (list, tuple)):
@@ -25,7 +25,7 @@ def _hashable(value: Any) -> Any:
 
 
 def from_json(value: Any) -> Any:
-    """Decode packets: C{{"hex"}} to bytes, C{{"map"}} to a dict."""
+    """Decode packets: ``{"hex"}`` to bytes, ``{"map"}`` to a dict."""
     if isinstance(value, list):
         return [from_json(v) for v in value]
     if isinstance(value, dict):

@@ -1,6 +1,6 @@
 """
-The C{ws:} and C{wss:} endpoint strings of L{twisted_mesh.websocket}, for
-L{serverFromString} and L{clientFromString}.
+The ``ws:`` and ``wss:`` endpoint strings of `.twisted_mesh.websocket`, for
+`.serverFromString` and `.clientFromString`.
 """
 
 from twisted_mesh.websocket import WebSocketClientParser, WebSocketServerParser

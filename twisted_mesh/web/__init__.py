@@ -1,20 +1,20 @@
 """
 The node's web face, on one port (twisted.web):
 
-    - C{/}: a live page of the mesh for people (its peers as a graph, the
+    - ``/``: a live page of the mesh for people (its peers as a graph, the
       message rate, a chat box) that runs a browser mesh node;
-    - C{/} with C{Upgrade: websocket}: the mesh itself, for browsers and
-      any WebSocket node (js2p dials C{ws://host:port}, path C{/});
-    - C{/twisted_mesh.js}: the browser client, one file;
-    - C{/status} (JSON) and C{/metrics} (Prometheus);
-    - C{/static/}: the page's script and style.
+    - ``/`` with ``Upgrade: websocket``: the mesh itself, for browsers and
+      any WebSocket node (js2p dials ``ws://host:port``, path ``/``);
+    - ``/twisted_mesh.js``: the browser client, one file;
+    - ``/status`` (JSON) and ``/metrics`` (Prometheus);
+    - ``/static/``: the page's script and style.
 
 A browser joins the mesh through the node serving the page: its link is a
-C{'ws'} link of the node (C{'wss'} when the port speaks TLS), and the node
+``'ws'`` link of the node (``'wss'`` when the port speaks TLS), and the node
 relays between it and its TCP, TLS and WebSocket peers.
 
-L{WebService} listens with the site and then tells the node's WebSocket
-peers to dial this port; L{web_site} is the site alone.
+`.WebService` listens with the site and then tells the node's WebSocket
+peers to dial this port; `.web_site` is the site alone.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = ["MetricsResource", "StatusResource", "WebService", "static_path", "we
 
 
 def static_path(name: str = "") -> str:
-    """The file C{name} of the page's static folder (the folder itself by default)."""
+    """The file ``name`` of the page's static folder (the folder itself by default)."""
     folder = resources.files("twisted_mesh.web") / "static"
     return str(folder / name) if name else str(folder)
 
@@ -54,11 +54,11 @@ def static_path(name: str = "") -> str:
 class _Links(Factory):
     """
     Builds the node's WebSocket links, through the node's own factory, and
-    keeps them so that L{WebService} can close them when it stops.  An
+    keeps them so that `.WebService` can close them when it stops.  An
     upgrade to the mesh is one of the node's pending connections from the
-    moment it is asked for (see L{OpeningFactory}).
+    moment it is asked for (see `.OpeningFactory`).
 
-    :ivar accepting: whether to build links; once L{WebService} stopped, a
+    :ivar accepting: whether to build links; once `.WebService` stopped, a
         WebSocket that was still opening is closed as soon as it opens.
     """
 
@@ -95,7 +95,7 @@ class _Links(Factory):
 
 class _Front(Resource):
     """
-    C{/}: the mesh's WebSocket for requests that ask to upgrade, the page
+    ``/``: the mesh's WebSocket for requests that ask to upgrade, the page
     for the others.
     """
 
@@ -172,10 +172,10 @@ def _resources(service: MeshService, encryption: str, reactor: Any) -> tuple[Res
 
 def web_resource(service: MeshService, encryption: str = "ws", *, reactor: Any = None) -> Resource:
     """
-    The root resource of the web site of C{service} (see L{web_site}), to
+    The root resource of the web site of ``service`` (see `.web_site`), to
     mount in a site of one's own.
 
-    :param encryption: C{'ws'}, or C{'wss'} when the site is served over
+    :param encryption: ``'ws'``, or ``'wss'`` when the site is served over
         TLS: the transport of the links browsers open.
     :param reactor: the reactor for Autobahn; by default the global one.
     """
@@ -198,7 +198,7 @@ class _Channel(HTTPChannel):
 
 class _Site(Site):
     """
-    The site of C{service}, without a line in the log for each request (the
+    The site of ``service``, without a line in the log for each request (the
     page polls /status), and with the WebSocket links it accepted.  An HTTP
     connection must send each request whole within the node's handshake
     timeout.
@@ -219,19 +219,19 @@ class _Site(Site):
 
 def web_site(service: MeshService, encryption: str = "ws", *, reactor: Any = None) -> Site:
     """
-    The web site of C{service}: the page, the browser client, the mesh over
-    WebSocket, C{/status} and C{/metrics}.  L{WebService} serves it and
+    The web site of ``service``: the page, the browser client, the mesh over
+    WebSocket, ``/status`` and ``/metrics``.  `.WebService` serves it and
     tells WebSocket peers where to dial; a site served some other way
-    should call C{service.advertise(encryption, (host, port))} itself.
+    should call ``service.advertise(encryption, (host, port))`` itself.
 
-    :param encryption: C{'ws'}, or C{'wss'} when the site is served over TLS.
+    :param encryption: ``'ws'``, or ``'wss'`` when the site is served over TLS.
     :param reactor: the reactor for Autobahn; by default the global one.
     """
     return _Site(service, encryption, reactor)
 
 
 def _encryption_of(endpoint: str | IStreamServerEndpoint) -> str:
-    """C{'wss'} for a TLS endpoint string (C{ssl:}, C{tls:}), else C{'ws'}."""
+    """``'wss'`` for a TLS endpoint string (``ssl:``, ``tls:``), else ``'ws'``."""
     if isinstance(endpoint, str) and encryption_of(endpoint, "Plaintext") == "SSL":
         return "wss"
     return "ws"
@@ -240,21 +240,21 @@ def _encryption_of(endpoint: str | IStreamServerEndpoint) -> str:
 class WebService(Service):
     """
     Serve the web site of a mesh node, and have the node's WebSocket peers
-    dial it: once listening, the node advertises this port for its C{'ws'}
-    (or C{'wss'}) links.  Stopping it stops listening and closes the
+    dial it: once listening, the node advertises this port for its ``'ws'``
+    (or ``'wss'``) links.  Stopping it stops listening and closes the
     WebSocket links it accepted.
 
     :param mesh: the node.
-    :param endpoint: where to listen: an endpoint string (C{"tcp:8080"};
-        C{"ssl:8443:..."} or C{"tls:PEM-FOLDER:port=8443"} serves C{https}
-        and C{wss}) or an endpoint.
-    :param encryption: C{'ws'} or C{'wss'}; by default C{'wss'} for an
-        C{ssl:} or C{tls:} string and C{'ws'} otherwise.
+    :param endpoint: where to listen: an endpoint string (``"tcp:8080"``;
+        ``"ssl:8443:..."`` or ``"tls:PEM-FOLDER:port=8443"`` serves ``https``
+        and ``wss``) or an endpoint.
+    :param encryption: ``'ws'`` or ``'wss'``; by default ``'wss'`` for an
+        ``ssl:`` or ``tls:`` string and ``'ws'`` otherwise.
     :param advertise: whether to tell peers to dial this port.
     :param reactor: the reactor; by default the global one.
 
     :ivar listening: fires with the listening port once it listens, or
-        fails with why it cannot, or with L{CancelledError} when the
+        fails with why it cannot, or with `.CancelledError` when the
         service stops first (a new Deferred each time the service starts).
     """
 

@@ -1,6 +1,6 @@
 """
-The node's status as JSON (C{/status}) and its counters in Prometheus' text
-format (C{/metrics}).
+The node's status as JSON (``/status``) and its counters in Prometheus' text
+format (``/metrics``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted_mesh.service import MeshService
 
 
 class StatusResource(Resource):
-    """C{GET /status}: L{MeshService.status} as JSON."""
+    """``GET /status``: `.MeshService.status` as JSON."""
 
     isLeaf = True
 
@@ -125,7 +125,7 @@ def metrics_text(service: MeshService) -> str:
 
 
 class MetricsResource(Resource):
-    """C{GET /metrics}: L{metrics_text} for Prometheus."""
+    """``GET /metrics``: `.metrics_text` for Prometheus."""
 
     isLeaf = True
 
