@@ -81,16 +81,13 @@ def _js2p_modules() -> str | None:
     """Where js2p is installed (installing it if need be), or None."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         return None
-    sys.path.insert(0, str(ROOT / "tests"))
     try:
-        import reference
+        from tests import reference
 
         return str(reference.js2p_path())
     except BaseException as e:  # pytest.skip raises a BaseException
         print(f"js2p is not available: {e}", file=sys.stderr)
         return None
-    finally:
-        sys.path.pop(0)
 
 
 # -- running benchmark processes ---------------------------------------------------
@@ -437,11 +434,11 @@ def section_memory(args: argparse.Namespace, results: dict[str, Any], rows: list
     modules = _js2p_modules()
     own = process_rss([PYTHON, "-m", "twisted_mesh", "--listen", "tcp:0:interface=127.0.0.1"], "listening at")
     js2p = (
-        process_rss(["node", str(ROOT / "tests/peers/js2p_node.js")], '"ready"', {"NODE_PATH": modules})
+        process_rss(["node", str(ROOT / "tests/reference/peers/js2p_node.js")], '"ready"', {"NODE_PATH": modules})
         if modules
         else None
     )
-    py2p = process_rss([PYTHON, str(ROOT / "tests/peers/py2p_node.py")], '"ready"')
+    py2p = process_rss([PYTHON, str(ROOT / "tests/reference/peers/py2p_node.py")], '"ready"')
     results["memory"]["process"] = {"twisted_mesh": own, "js2p": js2p, "py2p": py2p}
     rows.append(
         {

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from reference import ReferenceNode, start_reference, stop_all
 from twisted.internet import defer
 from twisted.logger import LogEvent, globalLogPublisher
 
-# --- reference nodes: py2p / js2p in child processes (see tests/reference.py) -------------
+from tests.reference import ReferenceNode, start_reference, stop_all
+
+# --- reference nodes: py2p / js2p in child processes (see tests/reference) -------------
 
 
 @pytest.fixture

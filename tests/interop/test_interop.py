@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import pytest_twisted
-from reference import ReferenceNode
-from support import log_text, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.logger import LogEvent
 
+from tests.reference import ReferenceNode
+from tests.support import log_text, wait_for, within
 from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch, flags
 
 Reference = Callable[..., Awaitable[ReferenceNode]]

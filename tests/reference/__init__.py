@@ -1,7 +1,7 @@
 """Run the reference mesh nodes, py2p and js2p, as child processes for interop tests.
 
-Each reference node runs in its own process (``tests/peers/py2p_node.py`` under this
-interpreter, ``tests/peers/js2p_node.js`` under ``node``) and is driven by JSON lines over
+Each reference node runs in its own process (``tests/reference/peers/py2p_node.py`` under this
+interpreter, ``tests/reference/peers/js2p_node.js`` under ``node``) and is driven by JSON lines over
 its stdin and stdout. :func:`start_reference` starts one and returns a
 :class:`ReferenceNode` to steer it from Twisted code::
 
@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from peers.packets_json import from_json, to_json
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from tests.reference.peers.packets_json import from_json, to_json
 
 __all__ = [
     "ENCRYPTIONS",

@@ -29,7 +29,7 @@ from twisted_mesh import Limits
 from twisted_mesh.service import MeshService
 from twisted_mesh.tap import Options
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 PAGES = sorted(DOCS.rglob("*.rst"))

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
-from support import log_text, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.logger import LogEvent
 
+from tests.support import log_text, wait_for, within
 from twisted_mesh import Limits, MeshSocket, Protocol, SendResult, flags
 from twisted_mesh._frames import FrameReader, WireMessage
 from twisted_mesh._ids import new_node_id

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from reference import ReferenceNode
-from support import connected_components, wait_for, within
 from twisted.internet import defer, reactor, task
 
+from tests.reference import ReferenceNode
+from tests.support import connected_components, wait_for, within
 from twisted_mesh import MeshSocket, Message, Protocol
 
 MESH = Protocol("mesh", "Plaintext")

@@ -1,7 +1,7 @@
 /*
  * Run one js2p (the reference JavaScript implementation) mesh node under JSON-line control.
  *
- * This is a child process of tests/reference.py, which runs it with NODE_PATH pointing at
+ * This is a child process of tests/reference, which runs it with NODE_PATH pointing at
  * the node_modules folder where js2p, node-forge and nodejs-websocket are installed.
  *
  * Usage: node js2p_node.js --host 127.0.0.1 --port 0 --subnet mesh --encryption Plaintext|SSL|ws

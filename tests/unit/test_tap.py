@@ -1,5 +1,5 @@
 """
-The options of ``twistd mesh``, parsed in-process (tests/test_twistd.py runs
+The options of ``twistd mesh``, parsed in-process (tests/integration/test_twistd.py runs
 the command itself).
 """
 

@@ -21,8 +21,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from reference import ReferenceNode
-from support import log_text, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import (
@@ -56,6 +54,8 @@ from twisted.web.client import Agent
 from twisted.web.pages import notFound
 from twisted.web.server import Site
 
+from tests.reference import ReferenceNode
+from tests.support import log_text, wait_for, within
 from twisted_mesh import MeshService, Protocol, flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string

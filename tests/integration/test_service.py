@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import GoneLink, RawPeer, RawWebSocket, log_text, wait_for, within
 from twisted.application.service import MultiService
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import CancelledError, Deferred
@@ -31,6 +30,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tests.support import GoneLink, RawPeer, RawWebSocket, log_text, wait_for, within
 from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id

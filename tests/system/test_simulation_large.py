@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_simulation import Mesh, broadcast_from_each, check_delivery, check_relay
 
+from tests.unit.test_simulation import Mesh, broadcast_from_each, check_delivery, check_relay
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshProtocol
 from twisted_mesh._node import MESSAGE_LIFETIME

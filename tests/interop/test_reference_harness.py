@@ -1,6 +1,6 @@
 """The reference-node harness itself: py2p and js2p nodes meshing with their own kind.
 
-These use no twisted_mesh code; they show that tests/reference.py drives the references.
+These use no twisted_mesh code; they show that tests/reference drives the references.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import pytest_twisted
-from reference import ENCRYPTIONS, ReferenceNode, ReferenceNodeError
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+
+from tests.reference import ENCRYPTIONS, ReferenceNode, ReferenceNodeError
 
 Factory = Callable[..., Awaitable[ReferenceNode]]
 

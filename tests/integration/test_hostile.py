@@ -31,7 +31,6 @@ from typing import Any
 import msgpack
 import pytest
 import pytest_twisted
-from support import wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
@@ -41,6 +40,7 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from tests.support import wait_for, within
 from twisted_mesh import Limits, MeshSocket, Message, Protocol, flags
 from twisted_mesh import _compression as compression
 from twisted_mesh._connection import MAX_BAD_FRAMES, MeshProtocol

@@ -1,6 +1,6 @@
 """Run one py2p (the reference Python implementation) mesh node under JSON-line control.
 
-This is a child process of ``tests/reference.py``; it is not imported by the tests.
+This is a child process of ``tests/reference``; it is not imported by the tests.
 
 Protocol (one JSON object per line, UTF-8):
 

@@ -27,8 +27,6 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
-from reference import ReferenceNode
-from support import wait_for, within
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol as StreamProtocol
@@ -36,13 +34,15 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import Agent
 
+from tests.reference import ReferenceNode
+from tests.support import wait_for, within
 from twisted_mesh import MeshService, Protocol, flags
 from twisted_mesh.web import WebService, static_path
 
 T = TypeVar("T")
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+ROOT = TESTS.parents[1]
 ARTIFACTS = TESTS / "artifacts"
 CHROMIUM = os.environ.get("TWISTED_MESH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -40,11 +40,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import GoneLink, connected_components, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
+from tests.support import GoneLink, connected_components, wait_for, within
 from twisted_mesh import MeshService, Message, Protocol
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.service import MAINTENANCE_INTERVAL

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import RawPeer, log_text, raw_peer, wait_for, within
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -18,6 +17,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
+from tests.support import RawPeer, log_text, raw_peer, wait_for, within
 from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import SelfConnection

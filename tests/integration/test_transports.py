@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from reference import ReferenceNode
-from support import wait_for, within
 from twisted.internet import defer, ssl
 from twisted.internet.error import ConnectionClosed
 
+from tests.reference import ReferenceNode
+from tests.support import wait_for, within
 from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, flags
 from twisted_mesh.tls import TLSOptions, self_signed_certificate
 

@@ -23,8 +23,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from reference import ReferenceNode
-from support import RawWebSocket, wait_for, within
 from twisted.internet import defer, error, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -33,10 +31,12 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 
+from tests.reference import ReferenceNode
+from tests.support import RawWebSocket, wait_for, within
 from twisted_mesh import MeshService, MeshSocket, flags
 from twisted_mesh import Protocol as MeshProtocolId
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MESH = MeshProtocolId("mesh", "Plaintext")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 Reference = Callable[..., Awaitable[ReferenceNode]]

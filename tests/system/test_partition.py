@@ -3,7 +3,7 @@ Partition and heal, with real network namespaces.
 
 Two namespaces, A and B, are joined by a veth pair (10.231.0.1/24 in A,
 10.231.0.2/24 in B: addresses that exist only inside them).  Three node
-processes run in each (``tests/netns_node.py``, driven over their standard
+processes run in each (``tests/system/netns_node.py``, driven over their standard
 streams); A's nodes dial each other and one node of B.  Once the six form
 one mesh, the veth is set down on both sides: a silent cut, as when a cable
 or a switch dies, with no FIN or RST on either side.  Each side's
@@ -46,15 +46,15 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import connected_components
 from twisted.internet import defer, reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 import twisted_mesh
+from tests.support import connected_components
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).resolve().parent / "netns_node.py"
 
 #: The veth's addresses: node processes of A listen on the first, of B on the second.
@@ -164,7 +164,7 @@ class Namespaces:
 
 
 class Node(ProcessProtocol):
-    """A node process (``tests/netns_node.py``) inside a namespace."""
+    """A node process (``tests/system/netns_node.py``) inside a namespace."""
 
     def __init__(self, name: str, group: str) -> None:
         self.name = name

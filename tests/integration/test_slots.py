@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from support import RawWebSocket, wait_for, within
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, Logger, formatEvent
 
+from tests.support import RawWebSocket, wait_for, within
 from twisted_mesh import Limits, MeshService, MeshSocket, Protocol
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
