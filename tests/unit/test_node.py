@@ -21,13 +21,13 @@ from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._node import (
     MAX_HOST_LENGTH,
-    MESSAGE_LIFETIME,
     PEERS_ANSWER_INTERVAL,
     Address,
     MeshNode,
     SendResult,
     parse_address,
 )
+from twisted_mesh._seen import MESSAGE_LIFETIME, SeenSet
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
@@ -313,7 +313,7 @@ def test_seen_set_matches_its_model(max_size: int, steps: list[tuple[int, int, f
     the passing of time, the seen-set answers as its model does, and holds
     the same keys.
     """
-    seen, model = _node.SeenSet(max_size), SeenModel(max_size)
+    seen, model = SeenSet(max_size), SeenModel(max_size)
     now = float(START)
     for index, stamp, elapsed in steps:
         now += elapsed
