@@ -22,6 +22,8 @@ from twisted_mesh._frames import FrameReader, WireMessage
 from twisted_mesh._ids import Protocol as MeshProtocolId
 from twisted_mesh._ids import new_node_id
 
+#: The plaintext network most tests run on.
+
 T = TypeVar("T")
 
 

@@ -17,12 +17,10 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.logger import LogEvent
 
-from tests.support import log_text, wait_for, within
-from twisted_mesh import Limits, MeshSocket, Protocol, SendResult, flags
+from tests.support import MESH, log_text, wait_for, within
+from twisted_mesh import Limits, MeshSocket, SendResult, flags
 from twisted_mesh._frames import FrameReader, WireMessage
 from twisted_mesh._ids import new_node_id
-
-MESH = Protocol("mesh", "Plaintext")
 
 #: The issue's producer: 48,000 messages of 2 kB, a turn of the reactor every 500.
 MESSAGES = 48_000

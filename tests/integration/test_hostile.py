@@ -40,15 +40,13 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from tests.support import wait_for, within
+from tests.support import MESH, wait_for, within
 from twisted_mesh import Limits, MeshSocket, Message, Protocol, flags
 from twisted_mesh import _compression as compression
 from twisted_mesh._connection import MAX_BAD_FRAMES, MeshProtocol
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
 from twisted_mesh._ids import b58encode_int, new_node_id
 from twisted_mesh._node import SendResult
-
-MESH = Protocol("mesh", "Plaintext")
 
 #: The node under attack reads frames of at most this many bytes.
 MAX_FRAME = 1 << 20

@@ -17,12 +17,10 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
-from tests.support import RawPeer, log_text, raw_peer, wait_for, within
+from tests.support import MESH, RawPeer, log_text, raw_peer, wait_for, within
 from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import SelfConnection
-
-MESH = Protocol("mesh", "Plaintext")
 
 
 @pytest.fixture

@@ -15,10 +15,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from tests.reference import ReferenceNode
-from tests.support import connected_components, wait_for, within
-from twisted_mesh import MeshSocket, Message, Protocol
-
-MESH = Protocol("mesh", "Plaintext")
+from tests.support import MESH, connected_components, wait_for, within
+from twisted_mesh import MeshSocket, Message
 
 #: The joiners' and the seed's limits: small, so that a few dozen nodes fill the seed.
 MAX_OUTGOING = 2

@@ -30,7 +30,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tests.support import GoneLink, RawPeer, RawWebSocket, log_text, wait_for, within
+from tests.support import MESH, GoneLink, RawPeer, RawWebSocket, log_text, wait_for, within
 from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
@@ -41,7 +41,6 @@ from twisted_mesh.tls import self_signed_certificate
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
 
-MESH = Protocol("mesh", "Plaintext")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 

@@ -23,12 +23,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, Logger, formatEvent
 
-from tests.support import RawWebSocket, wait_for, within
+from tests.support import MESH, RawWebSocket, wait_for, within
 from twisted_mesh import Limits, MeshService, MeshSocket, Protocol
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
 
-MESH = Protocol("mesh", "Plaintext")
 WS = Protocol("mesh", "ws")
 
 #: Strangers in a flood, as many as the issue saw.

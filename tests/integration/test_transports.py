@@ -165,9 +165,7 @@ async def test_verified_tls_checks_the_name(mesh: Callable[..., MeshSocket], enc
 
 @pytest.mark.parametrize("encryption", ["SSL", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_verified_listener_refuses_self_signed_dialler(
-    mesh: Callable[..., MeshSocket], encryption: str
-) -> None:
+async def test_verified_listener_refuses_self_signed_dialler(mesh: Callable[..., MeshSocket], encryption: str) -> None:
     authority, (first,) = authority_and_certificates("127.0.0.1")
     a = mesh(encryption, tls=TLSOptions(first, authority))
     b = mesh(encryption)

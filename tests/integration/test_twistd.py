@@ -32,12 +32,10 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 
 from tests.reference import ReferenceNode
-from tests.support import RawWebSocket, wait_for, within
+from tests.support import MESH, RawWebSocket, wait_for, within
 from twisted_mesh import MeshService, MeshSocket, flags
-from twisted_mesh import Protocol as MeshProtocolId
 
 REPO = Path(__file__).resolve().parents[2]
-MESH = MeshProtocolId("mesh", "Plaintext")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 Reference = Callable[..., Awaitable[ReferenceNode]]
 

@@ -13,12 +13,11 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import LogEvent
 
 from tests.reference import ReferenceNode
-from tests.support import log_text, wait_for, within
+from tests.support import MESH, log_text, wait_for, within
 from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch, flags
 
 Reference = Callable[..., Awaitable[ReferenceNode]]
 KINDS = ["py2p", "js2p"]
-MESH = Protocol("mesh", "Plaintext")
 
 
 @pytest.fixture
@@ -47,9 +46,7 @@ async def joined(node: MeshSocket, ref: ReferenceNode, we_dial: bool) -> None:
 @pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest_twisted.ensureDeferred
-async def test_broadcast_and_reply_both_ways(
-    reference: Reference, node: MeshSocket, kind: str, we_dial: bool
-) -> None:
+async def test_broadcast_and_reply_both_ways(reference: Reference, node: MeshSocket, kind: str, we_dial: bool) -> None:
     ref = await reference(kind)
     await joined(node, ref, we_dial)
 
@@ -114,9 +111,7 @@ async def test_their_whispers_arrive_once(reference: Reference, node: MeshSocket
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest_twisted.ensureDeferred
-async def test_triangle_with_two_references_delivers_once(
-    reference: Reference, node: MeshSocket, kind: str
-) -> None:
+async def test_triangle_with_two_references_delivers_once(reference: Reference, node: MeshSocket, kind: str) -> None:
     """
     Two reference nodes join twisted_mesh (and, through its peer list, maybe
     each other): every broadcast reaches every node exactly once.

@@ -35,8 +35,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent
 
 from tests.reference import ReferenceNode
-from tests.support import wait_for, within
-from twisted_mesh import MeshService, Protocol, flags
+from tests.support import MESH, wait_for, within
+from twisted_mesh import MeshService, flags
 from twisted_mesh.web import WebService, static_path
 
 T = TypeVar("T")
@@ -57,7 +57,6 @@ CHROMIUM_ARGS = [
 ]
 #: Milliseconds Playwright waits for anything in the page (a loaded 2-core box is slow).
 PAGE_TIMEOUT = 30_000
-MESH = Protocol("mesh", "Plaintext")
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 

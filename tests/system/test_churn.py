@@ -44,12 +44,11 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
-from tests.support import GoneLink, connected_components, wait_for, within
-from twisted_mesh import MeshService, Message, Protocol
+from tests.support import MESH, GoneLink, connected_components, wait_for, within
+from twisted_mesh import MeshService, Message
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.service import MAINTENANCE_INTERVAL
 
-MESH = Protocol("mesh", "Plaintext")
 HOST = "127.0.0.1"
 
 #: Nodes in the mesh, and how many of them are seeds (everyone's bootstrap).

@@ -26,6 +26,7 @@ from twisted.internet import task
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests.support import MESH
 from twisted_mesh import _compression, flags
 from twisted_mesh._connection import MeshFactory
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
@@ -33,7 +34,6 @@ from twisted_mesh._ids import Protocol, b58encode_int, is_node_id
 from twisted_mesh._node import Link, MeshNode
 from twisted_mesh.limits import Limits
 
-MESH = Protocol("mesh", "Plaintext")
 SUPPORTED = _compression.SUPPORTED
 
 #: Small limits, so that the fuzzer reaches them often.

@@ -22,6 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tests.support import MESH
 from twisted_mesh import _compression, flags
 from twisted_mesh._connection import (
     FIRST_WORD_WAIT,
@@ -38,7 +39,6 @@ from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnectio
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 
-MESH = Protocol("mesh", "Plaintext")
 OUT_ADDR = ("127.0.0.1", 4444)
 PEER_ADDR = ("10.0.0.2", 5555)
 SUPPORTED = _compression.SUPPORTED

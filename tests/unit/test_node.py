@@ -16,9 +16,10 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
 
+from tests.support import MESH
 from twisted_mesh import _node, flags
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._ids import Protocol, b58decode_int, b58encode_int, id_text, new_node_id
+from twisted_mesh._ids import b58decode_int, b58encode_int, id_text, new_node_id
 from twisted_mesh._node import (
     MAX_HOST_LENGTH,
     PEERS_ANSWER_INTERVAL,
@@ -32,7 +33,6 @@ from twisted_mesh.errors import MeshClosed
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 
-MESH = Protocol("mesh", "Plaintext")
 OUT_ADDR = ("127.0.0.1", 4444)
 START = 1_000_000
 

@@ -19,13 +19,12 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
+from tests.support import MESH
 from twisted_mesh import flags
 from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._ids import Protocol, b58encode_int
+from twisted_mesh._ids import b58encode_int
 from twisted_mesh._node import Address, Link, MeshNode
-
-MESH = Protocol("mesh", "Plaintext")
 
 #: (sequence number, "sent" or "read", the link, the message's key, its sender)
 Event = tuple[int, str, MeshProtocol, bytes, str]
