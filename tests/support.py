@@ -23,6 +23,7 @@ from twisted_mesh._ids import Protocol as MeshProtocolId
 from twisted_mesh._ids import new_node_id
 
 #: The plaintext network most tests run on.
+MESH = MeshProtocolId("mesh", "Plaintext")
 
 T = TypeVar("T")
 
