@@ -11,6 +11,25 @@ from twisted.internet import defer
 from twisted.logger import LogEvent, globalLogPublisher
 
 from tests.reference import ReferenceNode, start_reference, stop_all
+from tests.support import MeshNodes
+
+# --- mesh nodes on loopback ----------------------------------------------------------------
+
+
+@pytest.fixture
+def mesh() -> Iterator[MeshNodes]:
+    """
+    A factory of twisted_mesh nodes on loopback (see `tests.support.MeshNodes`),
+    all stopped at teardown.
+
+    Usage: ``node = mesh(max_outgoing=0)`` for a `.MeshSocket` on port 0,
+    ``service = mesh.service(listen=["tcp:0:interface=127.0.0.1"])`` for a
+    started `.MeshService`.
+    """
+    nodes = MeshNodes()
+    yield nodes
+    pytest_twisted.blockon(defer.ensureDeferred(nodes.close()))
+
 
 # --- reference nodes: py2p / js2p in child processes (see tests/reference) -------------
 

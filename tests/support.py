@@ -8,17 +8,18 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent, formatEvent
 
-from twisted_mesh import flags
-from twisted_mesh._frames import FrameReader, WireMessage
+from twisted_mesh import MeshService, MeshSocket, flags
+from twisted_mesh import _compression as compression
+from twisted_mesh._frames import FrameError, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol as MeshProtocolId
 from twisted_mesh._ids import new_node_id
 
@@ -55,27 +56,57 @@ def log_text(events: list[LogEvent]) -> str:
 
 class RawPeer(Protocol):
     """
-    A peer written by hand for tests: it sends the frames it is told to and
-    keeps every message it receives, with no relay or rules of its own.
+    A peer written by hand for tests: it sends the frames (or bytes) it is
+    told to and keeps every message it receives, with no relay or rules of
+    its own.  What it cannot read is counted in ``unreadable``, not raised.
+
+    :ivar codes: the compression codes its handshake lists.
+    :ivar connected_at: when the connection was made (`time.monotonic`).
+    :ivar lost_at: when it was lost, or None while it is open.
     """
 
-    def __init__(self, protocol: MeshProtocolId, *, ids_as_bin: bool = True, node_id: str | None = None) -> None:
+    def __init__(
+        self,
+        protocol: MeshProtocolId = MESH,
+        *,
+        ids_as_bin: bool = True,
+        node_id: str | None = None,
+        codes: Sequence[int] = (),
+    ) -> None:
         self.protocol_id = protocol.id
         self.id = node_id or new_node_id(protocol)
         self.ids_as_bin = ids_as_bin
+        self.codes = list(codes)
         self.received: list[WireMessage] = []
+        self.unreadable = 0
         self.lost: Deferred[None] = Deferred()
-        self._reader = FrameReader()
+        self.connected_at = 0.0
+        self.lost_at: float | None = None
+        self._reader = FrameReader(_READ_LIMIT)
 
     def connectionMade(self) -> None:
-        pass
+        self.connected_at = time.monotonic()
 
     def dataReceived(self, data: bytes) -> None:
-        for body in self._reader.feed(data):
-            self.received.append(WireMessage.from_body(body, ()))
+        try:
+            bodies = self._reader.feed(data)
+        except FrameError:
+            self.unreadable += 1
+            return
+        for body in bodies:
+            try:
+                self.received.append(WireMessage.from_body(body, compression.SUPPORTED, _READ_LIMIT))
+            except FrameError:
+                self.unreadable += 1
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.lost_at = time.monotonic()
         self.lost.callback(None)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed."""
+        return self.lost.called
 
     def wire_id(self, node_id: str) -> str | bytes:
         """An ID in this peer's form."""
@@ -86,23 +117,23 @@ class RawPeer(Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def send(self, msg_type: int, *payload: Any, sender: str | None = None, time: int | None = None) -> WireMessage:
-        """Write a message with this peer (or ``sender``) as its sender."""
+    def send(self, msg_type: int, *payload: Any, sender: str | None = None, stamp: int | None = None) -> WireMessage:
+        """Write a well-formed message with this peer (or ``sender``) as its sender, stamped now (or ``stamp``)."""
         msg = WireMessage.create(
-            msg_type, sender or self.id, int(_now()) if time is None else time, payload, self.ids_as_bin
+            msg_type, sender or self.id, int(time.time()) if stamp is None else stamp, payload, self.ids_as_bin
         )
         self.send_raw(msg.frame(self.ids_as_bin, None))
         return msg
 
-    def handshake(self, port: int = 1, protocol_id: str | None = None) -> None:
-        """Send this peer's handshake."""
+    def handshake(self, *, port: int = 1, protocol_id: str | None = None, node_id: str | None = None) -> None:
+        """Send a handshake: this peer's (or one naming ``node_id`` or ``protocol_id``)."""
         self.send(
             flags.whisper,
             flags.handshake,
-            self.wire_id(self.id),
+            self.wire_id(node_id or self.id),
             self.wire_id(protocol_id or self.protocol_id),
             ["127.0.0.1", port],
-            [],
+            self.codes,
         )
 
     def user_messages(self) -> list[WireMessage]:
@@ -113,18 +144,97 @@ class RawPeer(Protocol):
             if msg.msg_type in (flags.broadcast, flags.whisper) and msg.payload[0] in (flags.broadcast, flags.whisper)
         ]
 
+    def peers_messages(self) -> int:
+        """How many peers messages the node sent us."""
+        return sum(1 for msg in self.received if msg.msg_type == flags.whisper and msg.payload[0] == flags.peers)
 
-def _now() -> float:
-    return time.time()
+    def requests(self) -> list[WireMessage]:
+        """The broadcast requests for a node's address that reached us."""
+        return [
+            msg
+            for msg in self.received
+            if msg.msg_type == flags.broadcast and msg.payload[0] == flags.request and len(msg.payload) == 3
+        ]
+
+    async def join(self) -> None:
+        """Handshake, and wait for the node's peers message that answers it."""
+        self.handshake()
+        await wait_for(lambda: self.peers_messages() > 0 or self.closed, 15, "the answer to a handshake")
+        assert not self.closed, "the node closed a good handshake"
+
+    async def barrier(self) -> bool:
+        """
+        Ask for peers and wait for the answer: once it is here, the node has
+        read everything written before.
+
+        :return: whether the connection is still open.
+        """
+        if self.closed:
+            return False
+        before = self.peers_messages()
+        self.send(flags.whisper, flags.request, b"*")
+        await wait_for(lambda: self.peers_messages() > before or self.closed, 15, "the answer to a request")
+        return not self.closed
 
 
-async def raw_peer(port: int, protocol: MeshProtocolId, **kwargs: Any) -> RawPeer:
+#: The most a `.RawPeer` reads in one frame: far more than any node sends.
+_READ_LIMIT = 64 * 1024 * 1024
+
+
+async def raw_peer(port: int, protocol: MeshProtocolId = MESH, **kwargs: Any) -> RawPeer:
     """Connect a `.RawPeer` to a node listening on ``port`` of loopback."""
     from twisted.internet import reactor
 
     peer = RawPeer(protocol, **kwargs)
-    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
+    await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer))
     return peer
+
+
+async def joined_raw_peers(node: MeshService, count: int, **kwargs: Any) -> list[RawPeer]:
+    """``count`` raw peers connected to ``node`` and handshaken, once the node has them all."""
+    peers = [await raw_peer(node.out_addr[1], **kwargs) for _ in range(count)]
+    for peer in peers:
+        peer.handshake()
+    await wait_for(lambda: all(peer.id in node.routing_table for peer in peers), 15, "the raw peers' handshakes")
+    return peers
+
+
+class MeshNodes:
+    """
+    A factory of mesh nodes on loopback, by default on port 0 of
+    ``127.0.0.1`` and the `.MESH` network; the ``mesh`` fixture closes them
+    all at teardown.  ``mesh(**kwargs)`` makes a `.MeshSocket` (the
+    arguments are MeshSocket's, with defaults), ``mesh.service(**kwargs)`` a
+    started `.MeshService`.
+    """
+
+    def __init__(self) -> None:
+        self.made: list[MeshService] = []
+
+    def __call__(
+        self, addr: str = "127.0.0.1", port: int = 0, prot: MeshProtocolId = MESH, **kwargs: Any
+    ) -> MeshSocket:
+        sock = MeshSocket(addr, port, prot, **kwargs)
+        self.made.append(sock)
+        return sock
+
+    def service(self, prot: MeshProtocolId = MESH, **kwargs: Any) -> MeshService:
+        """A started `.MeshService`; by default it listens on no endpoint."""
+        service = MeshService(prot, **kwargs)
+        self.made.append(service)
+        service.startService()
+        return service
+
+    async def line(self, count: int = 3) -> list[MeshSocket]:
+        """``count`` MeshSockets joined in a line, each dialling the one before; no peer exchange."""
+        nodes = [self(max_outgoing=0) for _ in range(count)]
+        for before, after in zip(nodes, nodes[1:], strict=False):
+            await within(after.connect("127.0.0.1", before.out_addr[1]))
+        return nodes
+
+    async def close(self) -> None:
+        """Stop every node still running."""
+        await defer.gatherResults([node.stopService() for node in self.made if node.running])
 
 
 class GoneLink:

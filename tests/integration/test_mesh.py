@@ -4,7 +4,6 @@ twisted_mesh nodes meshing with each other over real loopback TCP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,33 +16,10 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
-from tests.support import MESH, RawPeer, log_text, raw_peer, wait_for, within
+from tests.support import MESH, MeshNodes, RawPeer, joined_raw_peers, log_text, wait_for, within
 from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import SelfConnection
-
-
-@pytest.fixture
-def mesh() -> Iterator[Callable[..., MeshSocket]]:
-    """A factory of MeshSockets on loopback, all closed at teardown."""
-    sockets: list[MeshSocket] = []
-
-    def make(**kwargs: Any) -> MeshSocket:
-        kwargs.setdefault("prot", MESH)
-        sock = MeshSocket("127.0.0.1", 0, **kwargs)
-        sockets.append(sock)
-        return sock
-
-    yield make
-    pytest_twisted.blockon(defer.gatherResults([sock.close() for sock in sockets]))
-
-
-async def line(mesh: Callable[..., MeshSocket], count: int = 3) -> list[MeshSocket]:
-    """Nodes joined in a line, each dialling the one before; no peer exchange."""
-    nodes = [mesh(max_outgoing=0) for _ in range(count)]
-    for before, after in zip(nodes, nodes[1:], strict=False):
-        await after.connect("127.0.0.1", before.out_addr[1])
-    return nodes
 
 
 async def collect(sock: MeshSocket, count: int) -> list[Message]:
@@ -52,7 +28,7 @@ async def collect(sock: MeshSocket, count: int) -> list[Message]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_port_zero_and_connect(mesh: Callable[..., MeshSocket]) -> None:
+async def test_port_zero_and_connect(mesh: MeshNodes) -> None:
     """Port 0 listens on a free port, and connect() fires with the peer's ID."""
     a, b = mesh(), mesh()
     assert a.out_addr[0] == "127.0.0.1" and a.out_addr[1] > 0
@@ -75,7 +51,7 @@ async def test_wildcard_address_gives_lan_out_addr() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_port_in_use_raises(mesh: Callable[..., MeshSocket]) -> None:
+async def test_port_in_use_raises(mesh: MeshNodes) -> None:
     """A taken port fails the constructor, as the references' sockets do."""
     a = mesh()
     with pytest.raises(CannotListenError):
@@ -83,9 +59,9 @@ async def test_port_in_use_raises(mesh: Callable[..., MeshSocket]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_broadcast_crosses_a_line(mesh: Callable[..., MeshSocket]) -> None:
+async def test_broadcast_crosses_a_line(mesh: MeshNodes) -> None:
     """A broadcast reaches every node of a line, with its packets' types."""
-    a, b, c = await line(mesh)
+    a, b, c = await mesh.line()
     a.send("text", b"bytes", 7, [1, [2, "x"]], {"k": b"v"}, None, True, 1.5)
     for node in (b, c):
         msg = await within(node.next_message())
@@ -96,26 +72,26 @@ async def test_broadcast_crosses_a_line(mesh: Callable[..., MeshSocket]) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_message_id_is_the_same_everywhere(mesh: Callable[..., MeshSocket]) -> None:
-    a, b, c = await line(mesh)
+async def test_message_id_is_the_same_everywhere(mesh: MeshNodes) -> None:
+    a, b, c = await mesh.line()
     a.send("same")
     first, second = await within(b.next_message()), await within(c.next_message())
     assert first.id == second.id and len(first.id) == 32
 
 
 @pytest_twisted.ensureDeferred
-async def test_send_type_sets_the_subflag(mesh: Callable[..., MeshSocket]) -> None:
+async def test_send_type_sets_the_subflag(mesh: MeshNodes) -> None:
     """send(type=whisper) arrives with the whisper sub-flag."""
-    a, b = await line(mesh, 2)
+    a, b = await mesh.line(2)
     a.send("psst", type=flags.whisper)
     msg = await within(b.next_message())
     assert msg.packets == (flags.whisper, "psst")
 
 
 @pytest_twisted.ensureDeferred
-async def test_whisper_flag_is_not_relayed(mesh: Callable[..., MeshSocket]) -> None:
+async def test_whisper_flag_is_not_relayed(mesh: MeshNodes) -> None:
     """flag=whisper goes to direct peers only."""
-    a, b, c = await line(mesh)
+    a, b, c = await mesh.line()
     a.send("near", flag=flags.whisper, type=flags.whisper)
     a.send("far")
     assert (await within(b.next_message())).packets == (flags.whisper, "near")
@@ -125,8 +101,8 @@ async def test_whisper_flag_is_not_relayed(mesh: Callable[..., MeshSocket]) -> N
 
 
 @pytest_twisted.ensureDeferred
-async def test_recv_oldest_first(mesh: Callable[..., MeshSocket]) -> None:
-    a, b = await line(mesh, 2)
+async def test_recv_oldest_first(mesh: MeshNodes) -> None:
+    a, b = await mesh.line(2)
     for n in range(5):
         a.send(n)
     await wait_for(lambda: len(b._node.queue) == 5)
@@ -138,8 +114,8 @@ async def test_recv_oldest_first(mesh: Callable[..., MeshSocket]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_reply_to_a_peer(mesh: Callable[..., MeshSocket]) -> None:
-    a, b = await line(mesh, 2)
+async def test_reply_to_a_peer(mesh: MeshNodes) -> None:
+    a, b = await mesh.line(2)
     a.send("question")
     msg = await within(b.next_message())
     msg.reply("answer", 42)
@@ -149,9 +125,9 @@ async def test_reply_to_a_peer(mesh: Callable[..., MeshSocket]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_reply_to_a_node_that_is_not_a_peer(mesh: Callable[..., MeshSocket]) -> None:
+async def test_reply_to_a_node_that_is_not_a_peer(mesh: MeshNodes) -> None:
     """The replier asks the mesh for the sender's address, dials it, replies."""
-    a, b, c = await line(mesh)
+    a, b, c = await mesh.line()
     a.send("who hears me?")
     msg = await within(c.next_message())
     assert a.id not in c.routing_table
@@ -163,15 +139,15 @@ async def test_reply_to_a_node_that_is_not_a_peer(mesh: Callable[..., MeshSocket
 
 
 @pytest_twisted.ensureDeferred
-async def test_peer_exchange_dials_peers_of_peers(mesh: Callable[..., MeshSocket]) -> None:
-    a, b = await line(mesh, 2)
+async def test_peer_exchange_dials_peers_of_peers(mesh: MeshNodes) -> None:
+    a, b = await mesh.line(2)
     c = mesh()
     await c.connect("127.0.0.1", b.out_addr[1])
     await wait_for(lambda: a.id in c.routing_table and c.id in a.routing_table)
 
 
 @pytest_twisted.ensureDeferred
-async def test_max_outgoing_limits_peer_exchange(mesh: Callable[..., MeshSocket]) -> None:
+async def test_max_outgoing_limits_peer_exchange(mesh: MeshNodes) -> None:
     hub = mesh(max_outgoing=0)
     spokes = [mesh(max_outgoing=0) for _ in range(4)]
     for spoke in spokes:
@@ -187,7 +163,7 @@ async def test_max_outgoing_limits_peer_exchange(mesh: Callable[..., MeshSocket]
 
 
 @pytest_twisted.ensureDeferred
-async def test_request_peers(mesh: Callable[..., MeshSocket]) -> None:
+async def test_request_peers(mesh: MeshNodes) -> None:
     """request_peers() dials the peers of peers that joined later."""
     a, b = mesh(), mesh(max_outgoing=0)
     await a.connect("127.0.0.1", b.out_addr[1])
@@ -199,9 +175,7 @@ async def test_request_peers(mesh: Callable[..., MeshSocket]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_protocol_mismatch_fails_and_is_logged(
-    mesh: Callable[..., MeshSocket], log_events: list[LogEvent]
-) -> None:
+async def test_protocol_mismatch_fails_and_is_logged(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
     ours, theirs = mesh(), mesh(prot=Protocol("other", "Plaintext"))
     with pytest.raises(ProtocolMismatch) as caught:
         await ours.connect("127.0.0.1", theirs.out_addr[1])
@@ -212,7 +186,7 @@ async def test_protocol_mismatch_fails_and_is_logged(
 
 
 @pytest_twisted.ensureDeferred
-async def test_connecting_to_itself_fails(mesh: Callable[..., MeshSocket]) -> None:
+async def test_connecting_to_itself_fails(mesh: MeshNodes) -> None:
     a = mesh()
     with pytest.raises(SelfConnection):
         await a.connect("127.0.0.1", a.out_addr[1])
@@ -220,7 +194,7 @@ async def test_connecting_to_itself_fails(mesh: Callable[..., MeshSocket]) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_simultaneous_dials_keep_one_connection(mesh: Callable[..., MeshSocket]) -> None:
+async def test_simultaneous_dials_keep_one_connection(mesh: MeshNodes) -> None:
     """Two nodes that dial each other at once end with one link, the same one."""
     for _ in range(5):
         a, b = mesh(max_outgoing=0), mesh(max_outgoing=0)
@@ -236,7 +210,7 @@ async def test_simultaneous_dials_keep_one_connection(mesh: Callable[..., MeshSo
 
 
 @pytest_twisted.ensureDeferred
-async def test_events(mesh: Callable[..., MeshSocket]) -> None:
+async def test_events(mesh: MeshNodes) -> None:
     a, b = mesh(), mesh()
     connects: list[Any] = []
     messages: list[Any] = []
@@ -254,8 +228,8 @@ async def test_events(mesh: Callable[..., MeshSocket]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_register_handler_takes_messages(mesh: Callable[..., MeshSocket]) -> None:
-    a, b = await line(mesh, 2)
+async def test_register_handler_takes_messages(mesh: MeshNodes) -> None:
+    a, b = await mesh.line(2)
     seen: list[tuple[Any, ...]] = []
 
     def handler(msg: Message, conn: Any) -> bool:
@@ -270,17 +244,13 @@ async def test_register_handler_takes_messages(mesh: Callable[..., MeshSocket]) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_echo_and_nothing_twice(mesh: Callable[..., MeshSocket]) -> None:
+async def test_no_echo_and_nothing_twice(mesh: MeshNodes) -> None:
     """
     A broadcast goes to every other neighbour once, never back to the one it
     came from, and a copy that comes round again is dropped.
     """
     node = mesh()
-    left = await raw_peer(node.out_addr[1], MESH)
-    right = await raw_peer(node.out_addr[1], MESH)
-    left.handshake()
-    right.handshake()
-    await wait_for(lambda: len(node.routing_table) == 2)
+    left, right = await joined_raw_peers(node, 2)
     sent = left.send(flags.broadcast, flags.broadcast, "hi")
     await wait_for(lambda: right.user_messages())
     msg = await within(node.next_message())
@@ -295,14 +265,10 @@ async def test_no_echo_and_nothing_twice(mesh: Callable[..., MeshSocket]) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_relay_to_the_originator(mesh: Callable[..., MeshSocket]) -> None:
+async def test_no_relay_to_the_originator(mesh: MeshNodes) -> None:
     """A broadcast relayed by another node is not sent back to its originator."""
     node = mesh()
-    origin = await raw_peer(node.out_addr[1], MESH)
-    relay = await raw_peer(node.out_addr[1], MESH)
-    origin.handshake()
-    relay.handshake()
-    await wait_for(lambda: len(node.routing_table) == 2)
+    origin, relay = await joined_raw_peers(node, 2)
     relay.send(flags.broadcast, flags.broadcast, "from origin", sender=origin.id)
     await within(node.next_message())
     node.send("marker")
@@ -311,21 +277,19 @@ async def test_no_relay_to_the_originator(mesh: Callable[..., MeshSocket]) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_old_broadcasts_are_dropped(mesh: Callable[..., MeshSocket]) -> None:
+async def test_old_broadcasts_are_dropped(mesh: MeshNodes) -> None:
     node = mesh()
-    peer = await raw_peer(node.out_addr[1], MESH)
-    peer.handshake()
-    await wait_for(lambda: node.routing_table)
-    peer.send(flags.broadcast, flags.broadcast, "stale", time=int(node._node.clock.seconds()) - 120)
+    (peer,) = await joined_raw_peers(node, 1)
+    peer.send(flags.broadcast, flags.broadcast, "stale", stamp=int(node._node.clock.seconds()) - 120)
     peer.send(flags.broadcast, flags.broadcast, "fresh")
     assert (await within(node.next_message())).packets == (0, "fresh")
     assert node.recv() is None
 
 
 @pytest_twisted.ensureDeferred
-async def test_burst_through_a_line_arrives_whole_and_in_order(mesh: Callable[..., MeshSocket]) -> None:
+async def test_burst_through_a_line_arrives_whole_and_in_order(mesh: MeshNodes) -> None:
     """20,000 broadcasts through a line of three nodes: all arrive, in order, once."""
-    a, b, c = await line(mesh)
+    a, b, c = await mesh.line()
     count = 20_000
     for n in range(count):
         a.send(n, "x" * 60)
@@ -359,8 +323,8 @@ async def test_mesh_service_from_endpoint_strings() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_close_stops_listening_and_disconnects(mesh: Callable[..., MeshSocket]) -> None:
-    a, b = await line(mesh, 2)
+async def test_close_stops_listening_and_disconnects(mesh: MeshNodes) -> None:
+    a, b = await mesh.line(2)
     await a.close()
     await wait_for(lambda: not b.routing_table)
     with pytest.raises(ConnectionRefusedError):
@@ -383,7 +347,7 @@ class LingeringPeer(RawPeer):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_second_connection_is_read_until_the_peer_closes_it(mesh: Callable[..., MeshSocket]) -> None:
+async def test_a_second_connection_is_read_until_the_peer_closes_it(mesh: MeshNodes) -> None:
     """
     Of two connections from one peer, the node closes one; what the peer
     writes on it before it sees the close (over real TCP, which stops reading

@@ -7,36 +7,17 @@ The same with py2p and js2p nodes among the joiners.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
-
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 
-from tests.reference import ReferenceNode
-from tests.support import MESH, connected_components, wait_for, within
+from tests.reference import Reference
+from tests.support import MeshNodes, connected_components, wait_for, within
 from twisted_mesh import MeshSocket, Message
 
 #: The joiners' and the seed's limits: small, so that a few dozen nodes fill the seed.
 MAX_OUTGOING = 2
 MAX_INCOMING = 4
-
-Reference = Callable[..., Awaitable[ReferenceNode]]
-
-
-@pytest.fixture
-def sockets() -> Iterator[Callable[..., MeshSocket]]:
-    """A factory of MeshSockets on loopback, closed at teardown."""
-    made: list[MeshSocket] = []
-
-    def make(**kwargs: Any) -> MeshSocket:
-        sock = MeshSocket("127.0.0.1", 0, MESH, **kwargs)
-        made.append(sock)
-        return sock
-
-    yield make
-    pytest_twisted.blockon(defer.gatherResults([sock.close() for sock in made]))
 
 
 def tables(nodes: list[MeshSocket], others: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
@@ -57,7 +38,7 @@ async def broadcast_reaches_everyone(origin: MeshSocket, nodes: list[MeshSocket]
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_seed_everyone_joins_through_keeps_a_bounded_degree(sockets: Callable[..., MeshSocket]) -> None:
+async def test_a_seed_everyone_joins_through_keeps_a_bounded_degree(mesh: MeshNodes) -> None:
     """
     30 nodes each dial the seed once, as a user following the README would:
     the seed keeps at most max_outgoing + max_incoming links (it kept all
@@ -65,8 +46,8 @@ async def test_a_seed_everyone_joins_through_keeps_a_bounded_degree(sockets: Cal
     30 end as one mesh, every node with a peer, and a broadcast reaches
     every node once.  Connections made stay within twice those kept.
     """
-    seed = sockets(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING)
-    joiners = [sockets(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING) for _ in range(29)]
+    seed = mesh(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING)
+    joiners = [mesh(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING) for _ in range(29)]
     nodes = [seed, *joiners]
     for joiner in joiners:
         await joiner.connect("127.0.0.1", seed.out_addr[1])
@@ -87,9 +68,7 @@ async def test_a_seed_everyone_joins_through_keeps_a_bounded_degree(sockets: Cal
 
 @pytest.mark.parametrize("kind", ["py2p", "js2p"])
 @pytest_twisted.ensureDeferred
-async def test_reference_nodes_join_through_a_full_seed(
-    sockets: Callable[..., MeshSocket], reference: Reference, kind: str
-) -> None:
+async def test_reference_nodes_join_through_a_full_seed(mesh: MeshNodes, reference: Reference, kind: str) -> None:
     """
     A seed already full of twisted_mesh peers: py2p nodes that dial it are
     turned away with peers to dial, and dial them as they do; js2p nodes,
@@ -98,8 +77,8 @@ async def test_reference_nodes_join_through_a_full_seed(
     nodes end in the mesh, and broadcasts from a reference node and to it
     reach everyone.
     """
-    seed = sockets(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING)
-    ours = [sockets(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING) for _ in range(8)]
+    seed = mesh(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING)
+    ours = [mesh(max_outgoing=MAX_OUTGOING, max_incoming=MAX_INCOMING) for _ in range(8)]
     for node in ours:
         await node.connect("127.0.0.1", seed.out_addr[1])
     nodes = [seed, *ours]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +16,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import defer, ssl
+from twisted.internet import ssl
 from twisted.internet.error import ConnectionClosed
 
-from tests.reference import ReferenceNode
-from tests.support import wait_for, within
-from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, flags
+from tests.reference import Reference
+from tests.support import MeshNodes, wait_for, within
+from twisted_mesh import HandshakeFailed, Limits, MeshSocket, Protocol, flags
 from twisted_mesh.tls import TLSOptions, self_signed_certificate
 
-Reference = Callable[..., Awaitable[ReferenceNode]]
+
+def network(encryption: str) -> Protocol:
+    """The "mesh" network over ``encryption``'s transport."""
+    return Protocol("mesh", encryption)
 
 
-@pytest.fixture
-def mesh() -> Iterator[Callable[..., MeshSocket]]:
-    """A factory of MeshSockets on loopback, all closed at teardown."""
-    sockets: list[MeshSocket] = []
-
-    def make(encryption: str, **kwargs: object) -> MeshSocket:
-        sock = MeshSocket("127.0.0.1", 0, Protocol("mesh", encryption), **kwargs)  # type: ignore[arg-type]
-        sockets.append(sock)
-        return sock
-
-    yield make
-    pytest_twisted.blockon(defer.gatherResults([sock.close() for sock in sockets]))
+async def dial_refused(dialler: MeshSocket, listener: MeshSocket) -> str:
+    """What ``dialler``'s dial to ``listener`` fails with (TLS errors come in several types)."""
+    with pytest.raises(Exception) as caught:  # noqa: B017
+        await within(dialler.connect("127.0.0.1", listener.out_addr[1]))
+    return str(caught.value)
 
 
 async def exchange(first: MeshSocket, second: MeshSocket) -> None:
@@ -54,8 +49,8 @@ async def exchange(first: MeshSocket, second: MeshSocket) -> None:
 
 @pytest.mark.parametrize("encryption", ["SSL", "ws", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_between_twisted_mesh_nodes(mesh: Callable[..., MeshSocket], encryption: str) -> None:
-    a, b, c = mesh(encryption), mesh(encryption), mesh(encryption)
+async def test_between_twisted_mesh_nodes(mesh: MeshNodes, encryption: str) -> None:
+    a, b, c = (mesh(prot=network(encryption)) for _ in range(3))
     assert await within(b.connect("127.0.0.1", a.out_addr[1])) == a.id
     await within(c.connect("127.0.0.1", b.out_addr[1]))
     await exchange(a, b)
@@ -68,12 +63,12 @@ async def test_between_twisted_mesh_nodes(mesh: Callable[..., MeshSocket], encry
 
 @pytest.mark.parametrize("encryption", ["SSL", "ws", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_a_plaintext_peer_is_refused(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+async def test_a_plaintext_peer_is_refused(mesh: MeshNodes, encryption: str) -> None:
     """Each transport is its own network: a TCP dial of it fails."""
-    secured = mesh(encryption)
+    secured = mesh(prot=network(encryption))
     # A WebSocket listener waits for an HTTP request that never comes: the
     # handshake timeout ends the attempt.
-    plain = mesh("Plaintext", limits=Limits(handshake_timeout=3))
+    plain = mesh(prot=network("Plaintext"), limits=Limits(handshake_timeout=3))
     with pytest.raises((HandshakeFailed, ConnectionClosed)):
         await within(plain.connect("127.0.0.1", secured.out_addr[1]))
     assert not secured.routing_table and not plain.routing_table
@@ -128,10 +123,10 @@ def authority_and_certificates(*names: str) -> tuple[ssl.Certificate, list[ssl.P
 
 @pytest.mark.parametrize("encryption", ["SSL", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_verified_tls(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+async def test_verified_tls(mesh: MeshNodes, encryption: str) -> None:
     authority, (first, second) = authority_and_certificates("127.0.0.1", "127.0.0.1")
-    a = mesh(encryption, tls=TLSOptions(first, authority))
-    b = mesh(encryption, tls=TLSOptions(second, authority))
+    a = mesh(prot=network(encryption), tls=TLSOptions(first, authority))
+    b = mesh(prot=network(encryption), tls=TLSOptions(second, authority))
     assert await within(b.connect("127.0.0.1", a.out_addr[1])) == a.id
     await wait_for(lambda: b.id in a.routing_table)
     await exchange(a, b)
@@ -139,38 +134,33 @@ async def test_verified_tls(mesh: Callable[..., MeshSocket], encryption: str) ->
 
 @pytest.mark.parametrize("encryption", ["SSL", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_verified_tls_refuses_another_authority(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+async def test_verified_tls_refuses_another_authority(mesh: MeshNodes, encryption: str) -> None:
     authority, (first,) = authority_and_certificates("127.0.0.1")
     other_authority, (stranger,) = authority_and_certificates("127.0.0.1")
-    a = mesh(encryption, tls=TLSOptions(first, authority))
-    b = mesh(encryption, tls=TLSOptions(stranger, other_authority))
-    with pytest.raises(Exception) as caught:
-        await within(b.connect("127.0.0.1", a.out_addr[1]))
-    assert "certificate verify failed" in str(caught.value)
+    a = mesh(prot=network(encryption), tls=TLSOptions(first, authority))
+    b = mesh(prot=network(encryption), tls=TLSOptions(stranger, other_authority))
+    assert "certificate verify failed" in await dial_refused(b, a)
     assert not a.routing_table and not b.routing_table
 
 
 @pytest.mark.parametrize("encryption", ["SSL", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_verified_tls_checks_the_name(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+async def test_verified_tls_checks_the_name(mesh: MeshNodes, encryption: str) -> None:
     """A listener whose certificate names another host is refused by the dialler."""
     authority, (wrong_name, dialler) = authority_and_certificates("elsewhere.example", "127.0.0.1")
-    a = mesh(encryption, tls=TLSOptions(wrong_name, authority))
-    b = mesh(encryption, tls=TLSOptions(dialler, authority))
-    with pytest.raises(Exception) as caught:
-        await within(b.connect("127.0.0.1", a.out_addr[1]))
-    assert "IPAddressMismatch" in str(caught.value)
+    a = mesh(prot=network(encryption), tls=TLSOptions(wrong_name, authority))
+    b = mesh(prot=network(encryption), tls=TLSOptions(dialler, authority))
+    assert "IPAddressMismatch" in await dial_refused(b, a)
     assert not b.routing_table
 
 
 @pytest.mark.parametrize("encryption", ["SSL", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_verified_listener_refuses_self_signed_dialler(mesh: Callable[..., MeshSocket], encryption: str) -> None:
+async def test_verified_listener_refuses_self_signed_dialler(mesh: MeshNodes, encryption: str) -> None:
     authority, (first,) = authority_and_certificates("127.0.0.1")
-    a = mesh(encryption, tls=TLSOptions(first, authority))
-    b = mesh(encryption)
-    with pytest.raises(Exception):  # noqa: B017 - TLS errors come in several types
-        await within(b.connect("127.0.0.1", a.out_addr[1]))
+    a = mesh(prot=network(encryption), tls=TLSOptions(first, authority))
+    b = mesh(prot=network(encryption))
+    await dial_refused(b, a)
     await wait_for(lambda: not a._connections)
     assert not a.routing_table
 
@@ -200,29 +190,20 @@ def test_verified_tls_needs_a_certificate() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_ssl_endpoint_string(tmp_path: Path) -> None:
+async def test_ssl_endpoint_string(mesh: MeshNodes, tmp_path: Path) -> None:
     """An 'SSL' node listens on Twisted's own ssl: endpoint string."""
     certificate = self_signed_certificate("127.0.0.1")
     (tmp_path / "node.pem").write_bytes(certificate.dumpPEM())
     ssl_mesh = Protocol("mesh", "SSL")
-    listener = MeshService(ssl_mesh, listen=[f"ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'node.pem'}"])
-    listener.startService()
-    try:
-        port = (await listener.listening)[0].getHost().port
-        dialler = MeshSocket("127.0.0.1", 0, ssl_mesh)
-        try:
-            assert await within(dialler.connect("127.0.0.1", port)) == listener.id
-        finally:
-            await dialler.close()
-    finally:
-        await listener.stopService()
+    listener = mesh.service(ssl_mesh, listen=[f"ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'node.pem'}"])
+    port = (await listener.listening)[0].getHost().port
+    dialler = mesh(prot=ssl_mesh)
+    assert await within(dialler.connect("127.0.0.1", port)) == listener.id
 
 
 @pytest.mark.parametrize("other", ["SSL", "ws", "wss"])
 @pytest_twisted.ensureDeferred
-async def test_a_node_on_two_transports_bridges_them(
-    mesh: Callable[..., MeshSocket], other: str, tmp_path: Path
-) -> None:
+async def test_a_node_on_two_transports_bridges_them(mesh: MeshNodes, other: str, tmp_path: Path) -> None:
     """
     A node that listens on TCP and on another transport joins both networks
     and relays between them; its peer lists name only peers of the
@@ -233,30 +214,26 @@ async def test_a_node_on_two_transports_bridges_them(
     if other in ("SSL", "wss"):
         (tmp_path / "bridge.pem").write_bytes(self_signed_certificate("127.0.0.1").dumpPEM())
         listen += f":privateKey={tmp_path / 'bridge.pem'}"
-    bridge = MeshService(Protocol("mesh", "Plaintext"), listen=["tcp:0:interface=127.0.0.1", listen])
-    bridge.startService()
-    try:
-        tcp_port, other_port = (port.getHost().port for port in await within(bridge.listening))
-        assert bridge.status()["out_addrs"] == {"Plaintext": ["127.0.0.1", tcp_port], other: ["127.0.0.1", other_port]}
-        plain, secured = mesh("Plaintext"), mesh(other)
-        plain_too = mesh("Plaintext")
-        assert await within(plain.connect("127.0.0.1", tcp_port)) == bridge.id
-        assert await within(secured.connect("127.0.0.1", other_port)) == bridge.id
-        assert await within(plain_too.connect("127.0.0.1", tcp_port)) == bridge.id
-        # Peer exchange: the TCP nodes find each other, never the other transport's node.
-        await wait_for(lambda: plain.id in plain_too.routing_table)
-        assert secured.id not in plain.routing_table and secured.id not in plain_too.routing_table
-        assert set(secured.routing_table) == {bridge.id}
-        plain.send("across")
-        msg = await within(secured.next_message())
-        assert msg.packets == (0, "across") and msg.sender == plain.id
-        secured.send("and back")
-        for node in (plain, plain_too):
-            got = [await within(node.next_message()) for _ in range(1 if node is plain else 2)]
-            assert got[-1].packets == (0, "and back") and got[-1].sender == secured.id
-        assert {peer["transport"] for peer in bridge.status()["peers"]} == {"Plaintext", other}
-    finally:
-        await bridge.stopService()
+    bridge = mesh.service(network("Plaintext"), listen=["tcp:0:interface=127.0.0.1", listen])
+    tcp_port, other_port = (port.getHost().port for port in await within(bridge.listening))
+    assert bridge.status()["out_addrs"] == {"Plaintext": ["127.0.0.1", tcp_port], other: ["127.0.0.1", other_port]}
+    plain, secured = mesh(prot=network("Plaintext")), mesh(prot=network(other))
+    plain_too = mesh(prot=network("Plaintext"))
+    assert await within(plain.connect("127.0.0.1", tcp_port)) == bridge.id
+    assert await within(secured.connect("127.0.0.1", other_port)) == bridge.id
+    assert await within(plain_too.connect("127.0.0.1", tcp_port)) == bridge.id
+    # Peer exchange: the TCP nodes find each other, never the other transport's node.
+    await wait_for(lambda: plain.id in plain_too.routing_table)
+    assert secured.id not in plain.routing_table and secured.id not in plain_too.routing_table
+    assert set(secured.routing_table) == {bridge.id}
+    plain.send("across")
+    msg = await within(secured.next_message())
+    assert msg.packets == (0, "across") and msg.sender == plain.id
+    secured.send("and back")
+    for node in (plain, plain_too):
+        got = [await within(node.next_message()) for _ in range(1 if node is plain else 2)]
+        assert got[-1].packets == (0, "and back") and got[-1].sender == secured.id
+    assert {peer["transport"] for peer in bridge.status()["peers"]} == {"Plaintext", other}
 
 
 # -- the reference nodes ---------------------------------------------------------------
@@ -269,9 +246,9 @@ REFERENCE_TRANSPORTS = [("py2p", "SSL"), ("js2p", "SSL"), ("js2p", "ws")]
 @pytest.mark.parametrize(("kind", "encryption"), REFERENCE_TRANSPORTS)
 @pytest_twisted.ensureDeferred
 async def test_reference_over_transport(
-    reference: Reference, mesh: Callable[..., MeshSocket], kind: str, encryption: str, we_dial: bool
+    reference: Reference, mesh: MeshNodes, kind: str, encryption: str, we_dial: bool
 ) -> None:
-    node = mesh(encryption)
+    node = mesh(prot=network(encryption))
     ref = await reference(kind, encryption=encryption)
     if we_dial:
         assert await within(node.connect("127.0.0.1", ref.port), 60) == ref.id
@@ -293,22 +270,16 @@ async def test_reference_over_transport(
 
 
 @pytest_twisted.ensureDeferred
-async def test_unix_socket_endpoint(tmp_path: Path) -> None:
+async def test_unix_socket_endpoint(mesh: MeshNodes, tmp_path: Path) -> None:
     """A 'Plaintext' node listens on a unix: endpoint string and is dialled on one."""
     path = tmp_path / "mesh.sock"
-    listener = MeshService(Protocol("mesh", "Plaintext"), listen=[f"unix:{path}"])
-    dialler = MeshService(Protocol("mesh", "Plaintext"))
-    listener.startService()
-    dialler.startService()
-    try:
-        await within(listener.listening)
-        assert await within(dialler.connect(f"unix:path={path}")) == listener.id
-        await wait_for(lambda: dialler.id in listener.routing_table)
-        dialler.send("over a unix socket")
-        assert (await within(listener.next_message())).packets == (0, "over a unix socket")
-    finally:
-        await dialler.stopService()
-        await listener.stopService()
+    listener = mesh.service(listen=[f"unix:{path}"])
+    dialler = mesh.service()
+    await within(listener.listening)
+    assert await within(dialler.connect(f"unix:path={path}")) == listener.id
+    await wait_for(lambda: dialler.id in listener.routing_table)
+    dialler.send("over a unix socket")
+    assert (await within(listener.next_message())).packets == (0, "over a unix socket")
 
 
 def test_endpoint_prefixes_name_their_transport() -> None:

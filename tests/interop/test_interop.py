@@ -5,27 +5,20 @@ over real loopback TCP.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.logger import LogEvent
 
-from tests.reference import ReferenceNode
-from tests.support import MESH, log_text, wait_for, within
+from tests.reference import KINDS, Reference, ReferenceNode
+from tests.support import MeshNodes, log_text, wait_for, within
 from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch, flags
-
-Reference = Callable[..., Awaitable[ReferenceNode]]
-KINDS = ["py2p", "js2p"]
 
 
 @pytest.fixture
-def node() -> Iterator[MeshSocket]:
+def node(mesh: MeshNodes) -> MeshSocket:
     """A twisted_mesh node on loopback, closed at teardown."""
-    sock = MeshSocket("127.0.0.1", 0, MESH)
-    yield sock
-    pytest_twisted.blockon(sock.close())
+    return mesh()
 
 
 async def settle(seconds: float = 0.5) -> None:
@@ -187,24 +180,19 @@ async def test_other_subnet_is_refused_and_logged(
 
 
 @pytest_twisted.ensureDeferred
-async def test_reference_joins_a_twisted_mesh(reference: Reference) -> None:
+async def test_reference_joins_a_twisted_mesh(mesh: MeshNodes, reference: Reference) -> None:
     """A py2p node joins a line of twisted_mesh nodes and hears all of them."""
-    nodes = [MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0) for _ in range(3)]
-    try:
-        for before, after in zip(nodes, nodes[1:], strict=False):
-            await within(after.connect("127.0.0.1", before.out_addr[1]))
-        ref = await reference("py2p")
-        await joined(nodes[2], ref, False)
-        for n, sock in enumerate(nodes):
-            sock.send("node", n)
-            await task.deferLater(reactor, 0.01)
-        got = sorted([(await ref.next_message())["packets"][2] for _ in range(3)])
-        assert got == [0, 1, 2]
-        await ref.send("to all")
-        for n, sock in enumerate(nodes):
-            # The other two nodes' broadcasts, then the reference's.
-            got_here = [await within(sock.next_message()) for _ in range(3)]
-            assert sorted(m.packets[2] for m in got_here[:2]) == [i for i in range(3) if i != n]
-            assert got_here[2].packets == (0, "to all") and got_here[2].sender == ref.id
-    finally:
-        await defer.gatherResults([sock.close() for sock in nodes])
+    nodes = await mesh.line()
+    ref = await reference("py2p")
+    await joined(nodes[2], ref, False)
+    for n, sock in enumerate(nodes):
+        sock.send("node", n)
+        await task.deferLater(reactor, 0.01)
+    got = sorted([(await ref.next_message())["packets"][2] for _ in range(3)])
+    assert got == [0, 1, 2]
+    await ref.send("to all")
+    for n, sock in enumerate(nodes):
+        # The other two nodes' broadcasts, then the reference's.
+        got_here = [await within(sock.next_message()) for _ in range(3)]
+        assert sorted(m.packets[2] for m in got_here[:2]) == [i for i in range(3) if i != n]
+        assert got_here[2].packets == (0, "to all") and got_here[2].sender == ref.id

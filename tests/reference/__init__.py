@@ -24,7 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ __all__ = [
     "ENCRYPTIONS",
     "JS2P_VERSION",
     "KINDS",
+    "Reference",
     "ReferenceNode",
     "ReferenceNodeError",
     "js2p_path",
@@ -506,3 +507,7 @@ async def start_reference(
 async def stop_all(nodes: Iterable[ReferenceNode]) -> None:
     """Stop several reference nodes at once."""
     await defer.gatherResults([defer.ensureDeferred(n.stop()) for n in nodes], consumeErrors=True)
+
+
+#: What the ``reference`` fixture is: ``await reference(kind, **kwargs)`` starts a node as `start_reference` does.
+Reference = Callable[..., Awaitable[ReferenceNode]]
