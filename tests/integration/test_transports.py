@@ -30,6 +30,11 @@ def network(encryption: str) -> Protocol:
     return Protocol("mesh", encryption)
 
 
+def tls_nodes(mesh: MeshNodes, encryption: str, *options: TLSOptions | None) -> list[MeshSocket]:
+    """Nodes of ``encryption``'s network, one for each TLS options (None: a self-signed certificate)."""
+    return [mesh(prot=network(encryption), tls=tls) for tls in options]
+
+
 async def dial_refused(dialler: MeshSocket, listener: MeshSocket) -> str:
     """What ``dialler``'s dial to ``listener`` fails with (TLS errors come in several types)."""
     with pytest.raises(Exception) as caught:  # noqa: B017
@@ -125,8 +130,7 @@ def authority_and_certificates(*names: str) -> tuple[ssl.Certificate, list[ssl.P
 @pytest_twisted.ensureDeferred
 async def test_verified_tls(mesh: MeshNodes, encryption: str) -> None:
     authority, (first, second) = authority_and_certificates("127.0.0.1", "127.0.0.1")
-    a = mesh(prot=network(encryption), tls=TLSOptions(first, authority))
-    b = mesh(prot=network(encryption), tls=TLSOptions(second, authority))
+    a, b = tls_nodes(mesh, encryption, TLSOptions(first, authority), TLSOptions(second, authority))
     assert await within(b.connect("127.0.0.1", a.out_addr[1])) == a.id
     await wait_for(lambda: b.id in a.routing_table)
     await exchange(a, b)
@@ -137,8 +141,7 @@ async def test_verified_tls(mesh: MeshNodes, encryption: str) -> None:
 async def test_verified_tls_refuses_another_authority(mesh: MeshNodes, encryption: str) -> None:
     authority, (first,) = authority_and_certificates("127.0.0.1")
     other_authority, (stranger,) = authority_and_certificates("127.0.0.1")
-    a = mesh(prot=network(encryption), tls=TLSOptions(first, authority))
-    b = mesh(prot=network(encryption), tls=TLSOptions(stranger, other_authority))
+    a, b = tls_nodes(mesh, encryption, TLSOptions(first, authority), TLSOptions(stranger, other_authority))
     assert "certificate verify failed" in await dial_refused(b, a)
     assert not a.routing_table and not b.routing_table
 
@@ -148,8 +151,7 @@ async def test_verified_tls_refuses_another_authority(mesh: MeshNodes, encryptio
 async def test_verified_tls_checks_the_name(mesh: MeshNodes, encryption: str) -> None:
     """A listener whose certificate names another host is refused by the dialler."""
     authority, (wrong_name, dialler) = authority_and_certificates("elsewhere.example", "127.0.0.1")
-    a = mesh(prot=network(encryption), tls=TLSOptions(wrong_name, authority))
-    b = mesh(prot=network(encryption), tls=TLSOptions(dialler, authority))
+    a, b = tls_nodes(mesh, encryption, TLSOptions(wrong_name, authority), TLSOptions(dialler, authority))
     assert "IPAddressMismatch" in await dial_refused(b, a)
     assert not b.routing_table
 
@@ -158,8 +160,7 @@ async def test_verified_tls_checks_the_name(mesh: MeshNodes, encryption: str) ->
 @pytest_twisted.ensureDeferred
 async def test_verified_listener_refuses_self_signed_dialler(mesh: MeshNodes, encryption: str) -> None:
     authority, (first,) = authority_and_certificates("127.0.0.1")
-    a = mesh(prot=network(encryption), tls=TLSOptions(first, authority))
-    b = mesh(prot=network(encryption))
+    a, b = tls_nodes(mesh, encryption, TLSOptions(first, authority), None)
     await dial_refused(b, a)
     await wait_for(lambda: not a._connections)
     assert not a.routing_table

@@ -1,0 +1,29 @@
+"""Fixtures of the integration layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.logger import LogEvent
+
+from tests.integration.hostile import Arena, ArenaFactory, open_arena
+from tests.support import MeshNodes
+
+
+@pytest.fixture
+def make_arena(mesh: MeshNodes, log_events: list[LogEvent]) -> Iterator[ArenaFactory]:
+    """
+    A factory of hostile tests' arenas (`tests.integration.hostile.open_arena`),
+    their raw peers and sinks closed at teardown, their nodes stopped.
+    """
+    made: list[Arena] = []
+
+    async def make(**kwargs: Any) -> Arena:
+        return await open_arena(mesh, log_events, made, **kwargs)
+
+    yield make
+    pytest_twisted.blockon(defer.gatherResults([defer.ensureDeferred(arena.close()) for arena in made]))
