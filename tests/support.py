@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -14,8 +15,10 @@ from typing import Any, TypeVar
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import LogEvent, formatEvent
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, ResponseDone
 
 from twisted_mesh import MeshService, MeshSocket, flags
 from twisted_mesh import _compression as compression
@@ -199,6 +202,21 @@ async def joined_raw_peers(node: MeshService, count: int, **kwargs: Any) -> list
     return peers
 
 
+def handshaken_socket(port: int, rcvbuf: int = 4096, node_id: str | None = None) -> tuple[socket.socket, str]:
+    """
+    A blocking socket with a small receive buffer (``rcvbuf`` bytes),
+    connected to the node listening on ``port`` of loopback and handshaken
+    with it (as ``node_id``, by default a new ID of `.MESH`): it and its ID.
+    """
+    node_id = node_id or new_node_id(MESH)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    payload = (flags.handshake, node_id.encode(), MESH.id.encode(), ["127.0.0.1", 1], [])
+    sock.sendall(WireMessage.create(flags.whisper, node_id, int(time.time()), payload).frame(True, None))
+    return sock, node_id
+
+
 class MeshNodes:
     """
     A factory of mesh nodes on loopback, by default on port 0 of
@@ -288,6 +306,35 @@ def connected_components(tables: dict[str, set[str]]) -> list[set[str]]:
             left -= edges[node_id]
         parts.append(part)
     return parts
+
+
+class _Body(Protocol):
+    """Collects a response body (readBody warns about Agent's transports)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone):
+            self.done.callback(bytes(self.data))
+        else:
+            self.done.errback(reason)
+
+
+async def http_get(url: str) -> tuple[int, dict[bytes, list[bytes]], bytes]:
+    """GET ``url``: its code, headers (lower-case names) and body."""
+    from twisted.internet import reactor
+
+    response = await within(Agent(reactor).request(b"GET", url.encode()))
+    body = _Body()
+    response.deliverBody(body)
+    data = await within(body.done)
+    headers = {name.lower(): values for name, values in response.headers.getAllRawHeaders()}
+    return response.code, headers, data
 
 
 class RawWebSocket(Protocol):

@@ -10,33 +10,21 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.logger import LogEvent
 
-from tests.support import MESH, log_text, wait_for, within
+from tests.support import MeshNodes, handshaken_socket, log_text, wait_for, within
 from twisted_mesh import Limits, MeshSocket, SendResult, flags
 from twisted_mesh._frames import FrameReader, WireMessage
-from twisted_mesh._ids import new_node_id
 
 #: The issue's producer: 48,000 messages of 2 kB, a turn of the reactor every 500.
 MESSAGES = 48_000
 BATCH = 500
 PAYLOAD = b"x" * 2000
-
-
-def handshaken(port: int, rcvbuf: int = 4096) -> tuple[socket.socket, str]:
-    """A blocking socket with a small receive buffer, handshaken with the node on ``port``: it and its ID."""
-    node_id = new_node_id(MESH)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect(("127.0.0.1", port))
-    payload = (flags.handshake, node_id.encode(), MESH.id.encode(), ["127.0.0.1", 1], [])
-    sock.sendall(WireMessage.create(flags.whisper, node_id, int(time.time()), payload).frame(True, None))
-    return sock, node_id
 
 
 class SteadyReader:
@@ -47,7 +35,7 @@ class SteadyReader:
     """
 
     def __init__(self, port: int, rate: float) -> None:
-        self.sock, self.id = handshaken(port, 65536)
+        self.sock, self.id = handshaken_socket(port, 65536)
         self.got: list[int] = []
         self._pause = 65536 / rate
         self._stop = threading.Event()
@@ -81,8 +69,8 @@ class SteadyReader:
 class Line:
     """A producer node, a good peer that reads steadily, and a peer that never reads."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.node = MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0, limits=limits)
+    def __init__(self, node: MeshSocket) -> None:
+        self.node = node
         self.good: SteadyReader | None = None
         self.stuck: socket.socket | None = None
         self.stuck_id = ""
@@ -90,35 +78,40 @@ class Line:
     async def start(self, rate: float) -> SteadyReader:
         port = self.node.out_addr[1]
         self.good = good = SteadyReader(port, rate)
-        self.stuck, self.stuck_id = handshaken(port)
+        self.stuck, self.stuck_id = handshaken_socket(port)
         await wait_for(lambda: {good.id, self.stuck_id} <= self.node.routing_table.keys(), 15, "the handshakes")
         return good
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Close the peers' sockets (the node is the ``mesh`` fixture's)."""
         for closing in (self.good, self.stuck):
             if closing is not None:
                 closing.close()
-        await self.node.close()
+
+
+MakeLine = Callable[..., Awaitable[tuple[Line, SteadyReader]]]
 
 
 @pytest.fixture
-def line_factory() -> Iterator[list[Line]]:
-    """The lines a test makes (`.make_line`), closed at teardown."""
+def make_line(mesh: MeshNodes) -> Iterator[MakeLine]:
+    """
+    Makes lines whose good peer reads about ``rate`` bytes a second:
+    ``line, good = await make_line(limits, rate)``; closed at teardown.
+    """
     lines: list[Line] = []
-    yield lines
+
+    async def make(limits: Limits | None = None, rate: float = 20e6) -> tuple[Line, SteadyReader]:
+        line = Line(mesh(max_outgoing=0, limits=limits or Limits()))
+        lines.append(line)
+        return line, await line.start(rate)
+
+    yield make
     for line in lines:
-        pytest_twisted.blockon(defer.ensureDeferred(line.close()))
-
-
-async def make_line(lines: list[Line], limits: Limits | None = None, rate: float = 20e6) -> tuple[Line, SteadyReader]:
-    """A line whose good peer reads about ``rate`` bytes a second."""
-    line = Line(limits or Limits())
-    lines.append(line)
-    return line, await line.start(rate)
+        line.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_what_send_reports_queued_arrives(line_factory: list[Line], log_events: list[LogEvent]) -> None:
+async def test_what_send_reports_queued_arrives(make_line: MakeLine, log_events: list[LogEvent]) -> None:
     """
     The node's user sends 48,000 messages of 2 kB, a reactor turn every 500,
     faster than its good peer reads, with a peer attached that never reads.
@@ -126,7 +119,7 @@ async def test_what_send_reports_queued_arrives(line_factory: list[Line], log_ev
     the good peer, which keeps reading, is never cut; what was not queued is
     in ``skipped`` with a reason that names the send buffer.
     """
-    line, good = await make_line(line_factory)
+    line, good = await make_line()
     node = line.node
     results: list[SendResult] = []
     for i in range(MESSAGES):
@@ -149,14 +142,14 @@ async def test_what_send_reports_queued_arrives(line_factory: list[Line], log_ev
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_producer_that_waits_for_drained_loses_nothing(line_factory: list[Line]) -> None:
+async def test_a_producer_that_waits_for_drained_loses_nothing(make_line: MakeLine) -> None:
     """
     The same producer waits on ``drained()`` after each batch: every message
     is queued to the good peer and arrives; ``drained()`` waits for the peer
     that never reads until it is cut after ``congestion_timeout`` (3 s here),
     and then fires.
     """
-    line, good = await make_line(line_factory, Limits(congestion_timeout=3))
+    line, good = await make_line(Limits(congestion_timeout=3))
     node = line.node
     skipped_good = 0
     started = time.monotonic()
@@ -174,33 +167,25 @@ async def test_a_producer_that_waits_for_drained_loses_nothing(line_factory: lis
 
 
 @pytest_twisted.ensureDeferred
-async def test_drained_fires_at_once_with_nothing_waiting() -> None:
+async def test_drained_fires_at_once_with_nothing_waiting(mesh: MeshNodes) -> None:
     """``drained()`` of a node with no peer, or peers that read, fires at once."""
-    node = MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0)
-    try:
-        fired: list[object] = []
-        node.drained().addCallback(fired.append)
-        assert fired == [None]
-    finally:
-        await node.close()
+    node = mesh(max_outgoing=0)
+    fired: list[object] = []
+    node.drained().addCallback(fired.append)
+    assert fired == [None]
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_slow_reader_that_makes_progress_is_kept(log_events: list[LogEvent]) -> None:
+async def test_a_slow_reader_that_makes_progress_is_kept(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
     """
     A peer that reads 64 kB every 50 ms (about 1.3 MB/s) gets 8 MB from the
     node's user at once: its link stays congested for seconds, longer than
     ``congestion_timeout`` (1 s), but it makes progress all along, so it is
     kept and gets every message.
     """
-    node = MeshSocket("127.0.0.1", 0, MESH, max_outgoing=0, limits=Limits(congestion_timeout=1))
-    reader = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    node = mesh(max_outgoing=0, limits=Limits(congestion_timeout=1))
+    reader, reader_id = handshaken_socket(node.out_addr[1], 16384)
     try:
-        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        reader.connect(("127.0.0.1", node.out_addr[1]))
-        reader_id = new_node_id(MESH)
-        payload = (flags.handshake, reader_id.encode(), MESH.id.encode(), ["127.0.0.1", 1], [])
-        reader.sendall(WireMessage.create(flags.whisper, reader_id, int(time.time()), payload).frame(True, None))
         await wait_for(lambda: reader_id in node.routing_table, 15, "the reader's handshake")
         count = 4000
         results = [node.send(i, PAYLOAD) for i in range(count)]
@@ -224,4 +209,3 @@ async def test_a_slow_reader_that_makes_progress_is_kept(log_events: list[LogEve
         assert "is slow to read" in log_text(log_events), "the reader was never congested: the test proves nothing"
     finally:
         reader.close()
-        await node.close()

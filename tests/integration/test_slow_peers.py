@@ -17,25 +17,11 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.logger import LogEvent, formatEvent
 
-from tests.integration.hostile import now, transport_backlog
-from tests.support import MESH, MeshNodes, log_text, raw_peer, wait_for, within
+from tests.integration.hostile import transport_backlog
+from tests.support import MESH, MeshNodes, handshaken_socket, log_text, raw_peer, wait_for, within
 from twisted_mesh import Limits, MeshSocket, Message, flags
-from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
 from twisted_mesh._node import SendResult
-
-
-def slow_socket(port: int, node_id: str) -> socket.socket:
-    """
-    A blocking socket with a tiny receive buffer, connected to the node and
-    handshaken, that is never read from.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    payload = (flags.handshake, node_id.encode(), MESH.id.encode(), ["127.0.0.1", 1], [])
-    sock.sendall(WireMessage.create(flags.whisper, node_id, now(), payload).frame(True, None))
-    return sock
 
 
 async def collect(sock: MeshSocket, count: int, got: list[Message], timeout: float = 60) -> None:
@@ -70,7 +56,7 @@ async def test_slow_peer_is_cut_off_and_memory_stays_bounded(mesh: MeshNodes, lo
     try:
         got = gather_messages(good)
         await within(good.connect("127.0.0.1", node.out_addr[1]))
-        slow = slow_socket(node.out_addr[1], slow_id)
+        slow, _ = handshaken_socket(node.out_addr[1], node_id=slow_id)
         await wait_for(lambda: slow_id in node.routing_table, 15, "the slow peer's handshake")
         link = node.routing_table[slow_id]
         rng = random.Random(11)
@@ -179,7 +165,7 @@ async def test_slow_peer_does_not_stall_the_relay_for_good(mesh: MeshNodes, log_
         good.on("message", lambda s: arrivals.extend((m.packets[1], time.time()) for m in s.recv(10_000)))
         await within(good.connect("127.0.0.1", node.out_addr[1]))
         await within(feeder.connect("127.0.0.1", node.out_addr[1]))
-        slow = slow_socket(node.out_addr[1], slow_id)
+        slow, _ = handshaken_socket(node.out_addr[1], node_id=slow_id)
         await wait_for(lambda: slow_id in node.routing_table, 15, "the slow peer's handshake")
         rng = random.Random(13)
         chunks = 60

@@ -44,7 +44,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
-from tests.support import MESH, GoneLink, connected_components, wait_for, within
+from tests.support import MESH, GoneLink, MeshNodes, connected_components, wait_for, within
 from twisted_mesh import MeshService, Message
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.service import MAINTENANCE_INTERVAL
@@ -216,7 +216,7 @@ class Mesh:
 
 
 @pytest.fixture
-def mesh() -> Iterator[Mesh]:
+def churned() -> Iterator[Mesh]:
     """The churned mesh, every live node stopped at teardown."""
     churned = Mesh()
     yield churned
@@ -291,7 +291,7 @@ def describe(mesh: Mesh, sent: Sent, node: Node) -> str:
 
 
 @pytest_twisted.ensureDeferred
-async def test_churn_delivery(mesh: Mesh, request: pytest.FixtureRequest) -> None:
+async def test_churn_delivery(churned: Mesh, request: pytest.FixtureRequest) -> None:
     """
     Twenty nodes, one restarted each second for a minute: every broadcast
     reaches every node up and connected while it travelled, once; then the
@@ -300,9 +300,9 @@ async def test_churn_delivery(mesh: Mesh, request: pytest.FixtureRequest) -> Non
     seed = int(os.environ.get("CHURN_SEED", random.randrange(1 << 32)))
     rng = random.Random(seed)
     for slot in range(NODES):
-        await mesh.start(slot)
+        await churned.start(slot)
     await wait_for(
-        lambda: len(mesh.components()) == 1 and all(node.service.routing_table for node in mesh.live.values()),
+        lambda: len(churned.components()) == 1 and all(node.service.routing_table for node in churned.live.values()),
         30,
         "the first mesh to form",
     )
@@ -312,8 +312,8 @@ async def test_churn_delivery(mesh: Mesh, request: pytest.FixtureRequest) -> Non
 
     def send_one() -> None:
         nonlocal ticks
-        mesh.send(ticks % NODES, ticks // NODES)
-        mesh.watch()
+        churned.send(ticks % NODES, ticks // NODES)
+        churned.watch()
         ticks += 1
 
     sender = task.LoopingCall(send_one)
@@ -325,59 +325,63 @@ async def test_churn_delivery(mesh: Mesh, request: pytest.FixtureRequest) -> Non
         for second in range(1, DURATION + 1):
             await task.deferLater(reactor, max(0.0, begin + second - now()))
             if down is not None:
-                await mesh.start(down)
+                await churned.start(down)
             down = rng.choice([slot for slot in range(NODES) if slot != down])
-            await mesh.stop(down)
+            await churned.stop(down)
             kills += 1
         await task.deferLater(reactor, max(0.0, begin + DURATION + 1 - now()))
         assert down is not None
-        await mesh.start(down)
+        await churned.start(down)
     finally:
         sender.stop()
         await sending
     churn_time = now() - begin
     await task.deferLater(reactor, WINDOW + 1.0)
 
-    counts = tally(mesh)
+    counts = tally(churned)
     duplicates = [
-        (node.slot, node.id[:8], tag, count) for node in mesh.runs for tag, count in node.received.items() if count > 1
+        (node.slot, node.id[:8], tag, count)
+        for node in churned.runs
+        for tag, count in node.received.items()
+        if count > 1
     ]
     report(
         request,
         f"\nchurn (seed {seed}): {NODES} nodes, {kills} stopped and restarted in {churn_time:.1f} s, "
-        f"{len(mesh.sent)} broadcasts; delivery ratio {counts.delivered}/{counts.eligible} = {counts.ratio:.4%} "
+        f"{len(churned.sent)} broadcasts; delivery ratio {counts.delivered}/{counts.eligible} = {counts.ratio:.4%} "
         f"of eligible pairs ({len(counts.missed)} missed, {counts.late} later than {WINDOW:g} s); "
         f"not counted: {counts.sender_alone} sent with no peer, {counts.unsendable} handed only to stopping nodes; "
-        f"{len(duplicates)} duplicates; {mesh.listen_retries} listen retries",
+        f"{len(duplicates)} duplicates; {churned.listen_retries} listen retries",
     )
-    t0 = mesh.runs[0].started
-    for first, last, parts in mesh.splits:
-        around = [f"{what} {slot} at {t - t0:.2f}" for t, what, slot in mesh.churn if first - 1.5 <= t <= last + 0.1]
+    t0 = churned.runs[0].started
+    for first, last, parts in churned.splits:
+        around = [f"{what} {slot} at {t - t0:.2f}" for t, what, slot in churned.churn if first - 1.5 <= t <= last + 0.1]
         report(request, f"  split from {first - t0:.2f} to {last - t0:.2f} s: {parts} cut off; churn: {around}")
     for sent, node in counts.missed[:20]:
-        report(request, "  missed: " + describe(mesh, sent, node))
+        report(request, "  missed: " + describe(churned, sent, node))
 
     healed = now()
     try:
-        await wait_for(lambda: len(mesh.components()) == 1, 15, "the mesh to be whole again after the churn")
+        await wait_for(lambda: len(churned.components()) == 1, 15, "the mesh to be whole again after the churn")
         whole = ""
         report(request, f"  the mesh was one component {now() - healed:.1f} s after the churn stopped")
     except AssertionError:
-        parts = sorted(([mesh.by_id[i].slot for i in part] for part in mesh.components()), key=len)
+        parts = sorted(([churned.by_id[i].slot for i in part] for part in churned.components()), key=len)
         whole = f"the mesh is still split 15 s after the churn stopped, into slots {parts}"
         report(request, "  " + whole)
 
     assert not duplicates, f"messages delivered twice: {duplicates[:10]}"
-    assert len(mesh.sent) >= DURATION * (NODES - 1) * 0.8, "too few broadcasts sent to judge"
-    assert counts.eligible >= len(mesh.sent) * (NODES - 2) // 2, "too few eligible pairs to judge"
+    assert len(churned.sent) >= DURATION * (NODES - 1) * 0.8, "too few broadcasts sent to judge"
+    assert counts.eligible >= len(churned.sent) * (NODES - 2) // 2, "too few eligible pairs to judge"
     assert counts.ratio >= MIN_RATIO, "\n".join(
-        [f"delivery ratio {counts.ratio:.4%} < {MIN_RATIO:.0%}"] + [describe(mesh, s, n) for s, n in counts.missed[:30]]
+        [f"delivery ratio {counts.ratio:.4%} < {MIN_RATIO:.0%}"]
+        + [describe(churned, s, n) for s, n in counts.missed[:30]]
     )
     assert not whole, whole
 
 
 @pytest_twisted.ensureDeferred
-async def test_cut_off_group_rejoins(request: pytest.FixtureRequest) -> None:
+async def test_cut_off_group_rejoins(mesh: MeshNodes, request: pytest.FixtureRequest) -> None:
     """
     The smallest split the churn makes: two nodes whose only link to the
     rest of the mesh is their bootstrap node X, and which peer with each
@@ -386,40 +390,34 @@ async def test_cut_off_group_rejoins(request: pytest.FixtureRequest) -> None:
     and soon: a node that loses a peer looks for others after a second or
     two, not at its next routine check (every MAINTENANCE_INTERVAL, 15 s).
     """
-    services: list[MeshService] = []
 
     async def start(port: int, bootstrap: list[tuple[str, int]]) -> MeshService:
-        service = MeshService(MESH, listen=[(HOST, port)], connect=bootstrap, max_outgoing=4)
-        service.startService()
-        services.append(service)
+        service = mesh.service(listen=[(HOST, port)], connect=bootstrap, max_outgoing=4)
         await within(service.listening, 10)
         return service
 
+    x = await start(0, [])
+    port = x.out_addr[1]
+    a = await start(0, [(HOST, port)])
+    await wait_for(lambda: a.id in x.routing_table, 10, "a to join x")
+    b = await start(0, [(HOST, port)])
+    await wait_for(lambda: b.id in a.routing_table and a.id in b.routing_table, 10, "b to peer with a too")
+    # Past their first re-check (a second or two after dialling x): from
+    # here on, a and b only check every MAINTENANCE_INTERVAL.
+    await task.deferLater(reactor, 3.0, lambda: None)
+    await x.stopService()
+    await wait_for(lambda: set(a.routing_table) == {b.id} and set(b.routing_table) == {a.id}, 10, "the cut")
+    x = await start(port, [])
+    began = now()
     try:
-        x = await start(0, [])
-        port = x.out_addr[1]
-        a = await start(0, [(HOST, port)])
-        await wait_for(lambda: a.id in x.routing_table, 10, "a to join x")
-        b = await start(0, [(HOST, port)])
-        await wait_for(lambda: b.id in a.routing_table and a.id in b.routing_table, 10, "b to peer with a too")
-        # Past their first re-check (a second or two after dialling x): from
-        # here on, a and b only check every MAINTENANCE_INTERVAL.
-        await task.deferLater(reactor, 3.0, lambda: None)
-        await x.stopService()
-        await wait_for(lambda: set(a.routing_table) == {b.id} and set(b.routing_table) == {a.id}, 10, "the cut")
-        x = await start(port, [])
-        began = now()
-        try:
-            await wait_for(lambda: x.routing_table, MAINTENANCE_INTERVAL - 5, "a or b to dial x again")
-        except AssertionError:
-            raise AssertionError(
-                "a and b, cut off together from the rest of the mesh, did not dial their bootstrap peer again "
-                f"(back on its port for {MAINTENANCE_INTERVAL - 5:g} s): a's peers {len(a.routing_table)}, "
-                f"b's {len(b.routing_table)}.  A node that loses a peer should look for others within seconds."
-            ) from None
-        report(request, f"\n  the cut-off pair rejoined {now() - began:.1f} s after their bootstrap node came back")
-    finally:
-        await defer.gatherResults([service.stopService() for service in services if service.running])
+        await wait_for(lambda: x.routing_table, MAINTENANCE_INTERVAL - 5, "a or b to dial x again")
+    except AssertionError:
+        raise AssertionError(
+            "a and b, cut off together from the rest of the mesh, did not dial their bootstrap peer again "
+            f"(back on its port for {MAINTENANCE_INTERVAL - 5:g} s): a's peers {len(a.routing_table)}, "
+            f"b's {len(b.routing_table)}.  A node that loses a peer should look for others within seconds."
+        ) from None
+    report(request, f"\n  the cut-off pair rejoined {now() - began:.1f} s after their bootstrap node came back")
 
 
 def test_lost_peers_bring_the_next_check_forward_never_back() -> None:
