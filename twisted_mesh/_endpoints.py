@@ -6,7 +6,8 @@ the addresses peers are told to dial.
 from __future__ import annotations
 
 import socket
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import (
@@ -19,10 +20,16 @@ from twisted.internet.endpoints import (
     serverFromString,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.interfaces import IAddress, IProtocol, IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
 
+from twisted_mesh._admission import Slot, source_of
+from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import Protocol
+from twisted_mesh._node import Link
+from twisted_mesh.limits import Limits
 from twisted_mesh.tls import TLSOptions
 from twisted_mesh.websocket import OPEN_HANDSHAKE_TIMEOUT, WebSocketClientEndpoint, WebSocketServerEndpoint
 
@@ -30,6 +37,12 @@ from twisted_mesh.websocket import OPEN_HANDSHAKE_TIMEOUT, WebSocketClientEndpoi
 WEBSOCKET_SLACK = 64 * 1024
 
 Address = tuple[str, int]
+
+# zope interfaces do not support "|" at run time, hence Union.
+#: Where to listen: an endpoint string, an endpoint, a port, or (host, port).
+ListenAddress = Union[str, IStreamServerEndpoint, int, Address]  # noqa: UP007
+#: What to dial: an endpoint string, an endpoint, or (host, port).
+DialAddress = Union[str, IStreamClientEndpoint, Address]  # noqa: UP007
 
 #: The endpoint-string prefixes that carry each transport.
 PREFIXES = {
@@ -167,3 +180,139 @@ def outward_address(host: IAddress) -> Address | None:
     if host.host in ("0.0.0.0", "::", ""):
         return lan_address(), host.port
     return host.host, host.port
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _parsed(parse: Callable[..., _Parsed], reactor: Any, description: str, *limits: float) -> _Parsed:
+    """
+    What ``parse`` makes of the endpoint string ``description`` with
+    ``limits``; a `.ValueError` that names it if it cannot.
+    """
+    try:
+        return parse(reactor, description, *limits)
+    except Exception as e:
+        raise ValueError(f"bad endpoint string {description!r}: {e}") from e
+
+
+def listening_endpoint(
+    reactor: Any, address: ListenAddress, protocol: Protocol, tls: Callable[[], TLSOptions], limits: Limits
+) -> tuple[IStreamServerEndpoint, str]:
+    """
+    The endpoint a node of ``protocol`` listens on at ``address``, and the
+    transport it carries (an endpoint string's own, else the node's).
+
+    :param tls: gives the node's TLS options, when the transport needs them.
+    :raise ValueError: when ``address`` is an endpoint string that cannot be
+        parsed.
+    """
+    main = protocol.encryption
+    # A WebSocket listener takes messages as large as frames, and gives a
+    # connection the handshake's time to open its WebSocket.
+    fitting = (limits.max_frame_size, limits.handshake_timeout)
+    if isinstance(address, str):
+        endpoint = _parsed(server_from_string, reactor, address, *fitting)
+        return endpoint, encryption_of(address, main)
+    if isinstance(address, int):
+        address = ("", address)
+    if isinstance(address, tuple):
+        options = tls() if main in ("SSL", "wss") else None
+        return server_endpoint(reactor, protocol, options, *address, *fitting), main
+    return address, main
+
+
+def dialling_endpoint(
+    reactor: Any,
+    address: DialAddress,
+    protocol: Protocol,
+    encryption: str,
+    tls: Callable[[], TLSOptions],
+    max_frame_size: int,
+) -> tuple[IStreamClientEndpoint, str]:
+    """
+    The endpoint a node of ``protocol``'s subnet dials ``address`` with, over
+    ``encryption`` unless it is an endpoint string (which names its own),
+    and the transport it carries.
+
+    :param tls: gives the node's TLS options, when the transport needs them.
+    :raise ValueError: when ``address`` is an endpoint string that cannot be
+        parsed.
+    """
+    if isinstance(address, str):
+        dialler = _parsed(client_from_string, reactor, address, max_frame_size)
+        return dialler, encryption_of(address, encryption)
+    if isinstance(address, tuple):
+        options = tls() if encryption in ("SSL", "wss") else None
+        transport = Protocol(protocol.subnet, encryption)
+        return client_endpoint(reactor, transport, options, *address, max_frame_size), encryption
+    return address, encryption
+
+
+def addresses_of(link: Link) -> list[Address]:
+    """Where a peer can be reached: the address it gives, and the one dialled."""
+    addresses = [] if link.peer_addr is None else [link.peer_addr]
+    if link.outgoing and isinstance(link, MeshProtocol):
+        remote = link.remote_address()
+        host, port = getattr(remote, "host", None), getattr(remote, "port", None)
+        if isinstance(host, str) and isinstance(port, int):
+            addresses.append((host, port))
+    return addresses
+
+
+class Accepting(Factory):
+    """
+    The factory of a node's accepted connections of one transport: the
+    node's own factory while its service runs.  A connection it is asked
+    for while the service does not run (a WebSocket that was still opening
+    when it stopped, say) is `.Refused`, and never reaches the node.
+
+    Over WebSocket, a connection takes its place among the node's pending
+    connections as soon as it is accepted, and its link is given that place
+    once the WebSocket opens (an `OpeningFactory <.twisted_mesh.websocket.OpeningFactory>`): an opening handshake that
+    never ends holds a pending place, as a mesh handshake that never comes
+    does.
+
+    :param running: whether the node's service runs.
+    :param links: the node's factory of accepted links.
+    """
+
+    noisy = False
+
+    def __init__(self, running: Callable[[], bool], links: MeshFactory) -> None:
+        self._running = running
+        self._links = links
+
+    def logPrefix(self) -> str:
+        # "MeshFactory starting on 4444", as before.
+        return type(self._links).__name__
+
+    def buildProtocol(self, addr: Any) -> TwistedProtocol | None:
+        if not self._running():
+            return Refused()
+        return self._links.buildProtocol(addr)
+
+    def opening(self, peer: IAddress, drop: Callable[[str], None]) -> Slot | None:
+        if not self._running():
+            return None
+        return self._links.node.admission.admit(source_of(peer), drop)
+
+    def opened(self, token: object, protocol: IProtocol) -> None:
+        assert isinstance(token, Slot)
+        if isinstance(protocol, MeshProtocol):
+            protocol.slot = token
+        else:
+            # Refused: the service stopped while the WebSocket opened.
+            self.closed(token)
+
+    def closed(self, token: object) -> None:
+        assert isinstance(token, Slot)
+        self._links.node.admission.release(token)
+
+
+class Refused(TwistedProtocol):
+    """A connection that came when nothing may take it: it is closed at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()

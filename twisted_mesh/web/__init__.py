@@ -37,8 +37,8 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from twisted_mesh._connection import MeshProtocol
-from twisted_mesh._endpoints import WEBSOCKET_SLACK, Address, encryption_of, outward_address
-from twisted_mesh.service import MeshService, _Refused
+from twisted_mesh._endpoints import WEBSOCKET_SLACK, Address, Refused, encryption_of, outward_address
+from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource
 from twisted_mesh.websocket import OpeningFactory, websocket_server_factory
 
@@ -70,7 +70,7 @@ class _Links(Factory):
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.accepting:
-            return _Refused()
+            return Refused()
         link = self._wrapped.buildProtocol(addr)
         if isinstance(link, MeshProtocol):
             self.links.add(link)

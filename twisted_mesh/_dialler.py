@@ -1,0 +1,110 @@
+"""
+A node's connections as its service makes them: the factories of each
+transport's links, the dials under way, and the links open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
+from twisted.python.failure import Failure
+
+from twisted_mesh._connection import MeshFactory, MeshProtocol
+from twisted_mesh._endpoints import Accepting, Address, addresses_of
+from twisted_mesh._node import MeshNode
+
+
+class Dialler:
+    """
+    Dials peers for ``node``, and makes the factories of its links.
+
+    :param node: the node the links are of.
+    :param running: whether the node's service runs: a connection accepted
+        while it does not is closed at once (see `.Accepting`).
+    :ivar links: the open connections, with or without a handshake.
+    """
+
+    def __init__(self, node: MeshNode, running: Callable[[], bool]) -> None:
+        self._node = node
+        self._running = running
+        self.links: set[MeshProtocol] = set()
+        self._factories: dict[tuple[str, bool], MeshFactory] = {}
+        self._accepting: dict[str, Accepting] = {}
+        self._connecting: set[Deferred[IProtocol]] = set()
+
+    def _factory(self, encryption: str, outgoing: bool) -> MeshFactory:
+        factory = self._factories.get((encryption, outgoing))
+        if factory is None:
+            factory = MeshFactory(self._node, outgoing, self.links, encryption)
+            self._factories[encryption, outgoing] = factory
+        return factory
+
+    def accepting(self, encryption: str) -> Accepting:
+        """The factory of the node's accepted connections of the transport ``encryption``."""
+        factory = self._accepting.get(encryption)
+        if factory is None:
+            factory = self._accepting[encryption] = Accepting(self._running, self._factory(encryption, False))
+        return factory
+
+    def connected_at(self, address: Address, encryption: str, expected: str | None) -> str | None:
+        """
+        The ID of a peer connected over ``encryption`` that can be reached at
+        ``address`` (and is ``expected``, if given), if there is one.
+        """
+        for peer_id, link in self._node.routing_table.items():
+            if link.encryption == encryption and expected in (None, peer_id) and address in addresses_of(link):
+                return peer_id
+        return None
+
+    def dial(self, endpoint: IStreamClientEndpoint, encryption: str, expected: str | None = None) -> Deferred[str]:
+        """
+        Dial ``endpoint`` over ``encryption``: a Deferred of the peer's ID, as
+        `.MeshService.connect` returns it.
+        """
+        link: MeshProtocol | None = None
+
+        def cancel(result: Deferred[str]) -> None:
+            if link is None:
+                connecting.cancel()
+            else:
+                link.close("the dial was cancelled", error=False)
+
+        result: Deferred[str] = Deferred(cancel)
+
+        def connected(protocol: IProtocol) -> None:
+            nonlocal link
+            self._connecting.discard(connecting)
+            assert isinstance(protocol, MeshProtocol)
+            link = protocol
+            link.expected_id = expected
+            link.handshake_done.addCallbacks(handshake_done, failed)
+
+        def handshake_done(peer_id: str) -> None:
+            if not result.called:
+                result.callback(peer_id)
+
+        def failed(failure: Failure) -> None:
+            self._connecting.discard(connecting)
+            if not result.called:
+                result.errback(failure)
+
+        connecting = endpoint.connect(self._factory(encryption, True))
+        self._connecting.add(connecting)
+        connecting.addCallbacks(connected, failed)
+        return result
+
+    def cancel_dials(self) -> None:
+        """Give up the dials under way."""
+        for connecting in list(self._connecting):
+            connecting.cancel()
+
+    def close_links(self) -> list[Deferred[Any]]:
+        """Close every link: a Deferred for each, that fires once it is closed."""
+        waiting: list[Deferred[Any]] = []
+        for link in list(self.links):
+            waiting.append(link.closed)
+            link.close("the node is stopping", error=False)
+        return waiting

@@ -1,0 +1,117 @@
+"""
+A node's listeners: the ports it opens at each start of its service, and the
+addresses they give peers to dial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_mesh._endpoints import Address, outward_address
+
+
+class Listeners:
+    """
+    Listens on endpoints, each with the factory of its transport, from
+    `.open` to `.close`.
+
+    :param endpoints: the endpoints, each with the transport it carries.
+    :param factory: the factory of the connections a transport accepts.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, endpoints: Sequence[tuple[IStreamServerEndpoint, str]], factory: Callable[[str], Factory]
+    ) -> None:
+        self._endpoints = list(endpoints)
+        self._factory = factory
+        self._ports: list[IListeningPort] = []
+        # Each start has a token of its own: ports that open for a start
+        # that is over (the listeners closed, or another listener failed)
+        # are closed at once.
+        self._start: object | None = None
+
+    @property
+    def ports(self) -> list[IListeningPort]:
+        """The ports open."""
+        return list(self._ports)
+
+    @property
+    def opening(self) -> bool:
+        """Whether `.open` was called, and neither `.close` nor a failure to listen came since."""
+        return self._start is not None
+
+    def open(self) -> Deferred[list[IListeningPort]]:
+        """
+        Listen on every endpoint.
+
+        :return: a Deferred that fires with the ports once every one is open,
+            or fails with the first error (the other ports are closed then);
+            it never fires when `.close` (or another `.open`) comes first.
+        """
+        start = self._start = object()
+        result: Deferred[list[IListeningPort]] = Deferred()
+        listening = []
+        for endpoint, encryption in self._endpoints:
+            opening = maybeDeferred(endpoint.listen, self._factory(encryption))
+            listening.append(opening.addCallback(self._opened, start))
+        gatherResults(listening, consumeErrors=True).addCallbacks(
+            self._listening, self._failed, callbackArgs=(start, result), errbackArgs=(start, result)
+        )
+        return result
+
+    def close(self) -> list[Deferred[Any]]:
+        """Stop listening: a Deferred for each port, that fires once it is closed."""
+        self._start = None
+        waiting: list[Deferred[Any]] = [maybeDeferred(port.stopListening) for port in self._ports]
+        self._ports = []
+        return waiting
+
+    def outward_addresses(self, but: str | None = None) -> dict[str, Address]:
+        """
+        The address peers should dial for each transport (but ``but``), that
+        of its first IP listener (a wildcard interface gives the LAN address).
+        """
+        addresses: dict[str, Address] = {}
+        for port, (_, encryption) in zip(self._ports, self._endpoints, strict=True):
+            outward = outward_address(port.getHost())
+            if outward is not None and encryption not in addresses and encryption != but:
+                addresses[encryption] = outward
+        return addresses
+
+    def _opened(self, port: IListeningPort, start: object) -> IListeningPort:
+        """Keep a port that opened, to close it later; close it now if its start is over."""
+        if start is self._start:
+            self._ports.append(port)
+        else:
+            self._close_port(port)
+        return port
+
+    def _close_port(self, port: IListeningPort) -> Deferred[Any]:
+        def failed(failure: Failure) -> None:
+            self._log.warn("could not stop listening on {port}: {error}", port=port, error=failure.getErrorMessage())
+
+        return maybeDeferred(port.stopListening).addErrback(failed)
+
+    def _listening(self, ports: list[IListeningPort], start: object, result: Deferred[list[IListeningPort]]) -> None:
+        if start is self._start:
+            self._ports = ports
+            result.callback(ports)
+
+    def _failed(self, failure: Failure, start: object, result: Deferred[list[IListeningPort]]) -> None:
+        if start is not self._start:
+            return
+        # The ports that did open close, and so do those still to open.
+        self._start = None
+        for port in self._ports:
+            self._close_port(port)
+        self._ports = []
+        result.errback(failure.value.subFailure if isinstance(failure.value, FirstError) else failure)
