@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.logger import LogEvent, globalLogPublisher
 
-from tests.reference import ReferenceNode, start_reference, stop_all
+from tests.reference import Reference, ReferenceNode, start_reference, stop_all
 from tests.support import MeshNodes
 
 # --- mesh nodes on loopback ----------------------------------------------------------------
@@ -35,11 +35,11 @@ def mesh() -> Iterator[MeshNodes]:
 
 
 @pytest.fixture
-def reference() -> Iterator[Callable[..., Awaitable[ReferenceNode]]]:
+def reference() -> Iterator[Reference]:
     """A factory of reference mesh nodes, all stopped at teardown.
 
     Usage: ``node = await reference("py2p", encryption="Plaintext")``; the keyword
-    arguments are those of :func:`reference.start_reference`. js2p nodes skip the test when
+    arguments are those of `tests.reference.start_reference`. js2p nodes skip the test when
     npm is not installed.
     """
     started: list[ReferenceNode] = []

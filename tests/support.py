@@ -1,6 +1,10 @@
 """
-Helpers shared by the tests: waiting for conditions, capturing logs, and a
-raw peer that speaks frames by hand.
+Helpers shared by the tests: waiting for conditions (`.wait_for`,
+`.within`), reading captured logs, the nodes of the ``mesh`` fixture
+(`.MeshNodes`), peers written by hand (`.RawPeer` speaks frames,
+`.handshaken_socket` is a blocking socket that never reads unless told,
+`.RawWebSocket` an HTTP upgrade), a link with no connection for a node's
+routing table (`.GoneLink`), and a GET (`.http_get`).
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import pytest
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -50,6 +55,16 @@ def within(d: Deferred[T], seconds: float = 30.0) -> Deferred[T]:
     from twisted.internet import reactor
 
     return d.addTimeout(seconds, reactor)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """
+    What a test does without a tool it needs: fail under CI (``CI`` set),
+    where everything must be there; skip elsewhere.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run this test)")
+    pytest.skip(reason)
 
 
 def log_text(events: list[LogEvent]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import unavailable
 from twisted_mesh import Limits
 from twisted_mesh.service import MeshService
 from twisted_mesh.tap import Options
@@ -85,13 +86,6 @@ def _run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _unavailable(reason: str) -> None:
-    """Fail under CI, where everything must be there; skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must run this test)")
-    pytest.skip(reason)
-
-
 # --- the examples ---------------------------------------------------------------------------
 
 
@@ -115,7 +109,7 @@ def test_browser_example() -> None:
     the mesh, says hello to the Python node, and shows its answer.
     """
     if not Path(CHROMIUM).exists():
-        _unavailable(f"no Chromium at {CHROMIUM} (set TWISTED_MESH_CHROMIUM)")
+        unavailable(f"no Chromium at {CHROMIUM} (set TWISTED_MESH_CHROMIUM)")
     server = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "serve_page.py"), "0"],
         cwd=ROOT,

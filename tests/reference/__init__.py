@@ -2,8 +2,8 @@
 
 Each reference node runs in its own process (``tests/reference/peers/py2p_node.py`` under this
 interpreter, ``tests/reference/peers/js2p_node.js`` under ``node``) and is driven by JSON lines over
-its stdin and stdout. :func:`start_reference` starts one and returns a
-:class:`ReferenceNode` to steer it from Twisted code::
+its stdin and stdout. `.start_reference` starts one and returns a
+`.ReferenceNode` to steer it from Twisted code::
 
     node = await start_reference("py2p", encryption="SSL")
     await node.connect("127.0.0.1", other.port)
@@ -99,7 +99,7 @@ def js2p_path() -> str:
 
     The packages go to ``tests/.js2p`` (``npm install --prefix``), under a file lock so that
     parallel test processes install once. Skips the calling test when ``npm`` or ``node`` is
-    not on PATH; raises :class:`ReferenceNodeError` when the installation fails.
+    not on PATH; raises `.ReferenceNodeError` when the installation fails.
     """
     npm = shutil.which("npm")
     if npm is None:
@@ -152,7 +152,7 @@ def _default_reactor() -> Any:
 
 
 async def _within(d: Deferred[_T], timeout: float, reactor: Any, what: str) -> _T:
-    """Await ``d``, cancelling it and raising :class:`TimeoutError` after ``timeout`` s."""
+    """Await ``d``, cancelling it and raising `.TimeoutError` after ``timeout`` s."""
     d.addTimeout(timeout, reactor)
     try:
         return await d
@@ -339,7 +339,7 @@ class ReferenceNode:
 
         Returns once the connection is up (True), or at once when the reference declined to
         dial because it believes it is connected already (False). Raises
-        :class:`ReferenceNodeError` when the dial fails.
+        `.ReferenceNodeError` when the dial fails.
         """
         return bool(await self._command("connect", timeout, host=host, port=port))
 
@@ -355,7 +355,7 @@ class ReferenceNode:
         """Reply to a received message (the reference's ``msg.reply(*packets)``).
 
         The message is the one with ID ``to`` (hex), by default the last one that
-        :meth:`next_message` returned, or, before any, the last one the child received.
+        `.next_message` returned, or, before any, the last one the child received.
         Awaiting the result is optional.
         """
         return self._command("reply", timeout, to=to or self._last_id, packets=to_json(packets))
@@ -398,7 +398,7 @@ class ReferenceNode:
         return list(dict.fromkeys(_text(key) for key in await self.routing_table(timeout)))
 
     async def wait_for_peers(self, n: int, timeout: float = 30.0, interval: float = 0.1) -> list[str]:
-        """Poll :meth:`peers` until there are at least ``n``; return them."""
+        """Poll `.peers` until there are at least ``n``; return them."""
         deadline = self._reactor.seconds() + timeout
         while True:
             found = await self.peers()
@@ -467,14 +467,14 @@ async def start_reference(
 ) -> ReferenceNode:
     """Start a reference mesh node in a child process and wait until it listens.
 
-    Args:
-        kind: ``"py2p"`` or ``"js2p"``.
-        subnet: the subnet of its protocol.
-        encryption: its transport; see :data:`ENCRYPTIONS`.
-        reactor: the reactor to spawn with (default: the global one).
-        host: the address to listen on.
-        port: the port to listen on; 0 picks a free one.
-        timeout: how long to wait for the node to be ready.
+    :param kind: ``"py2p"`` or ``"js2p"``.
+    :param subnet: the subnet of its protocol.
+    :param encryption: its transport; see `ENCRYPTIONS`.
+    :param reactor: the reactor to spawn with (default: the global one).
+    :param host: the address to listen on.
+    :param port: the port to listen on; 0 picks a free one.
+    :param timeout: how long to wait for the node to be ready.
+    :raise ReferenceNodeError: when the node does not start.
     """
     if kind not in ENCRYPTIONS:
         raise ValueError(f"unknown reference {kind!r}; expected one of {KINDS}")

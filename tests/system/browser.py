@@ -5,7 +5,7 @@ Chromium driven by Playwright (`.Chromium`, its pages `.Tab`), and servers
 
 Chromium comes from Debian (``apt-get install -y chromium``); Playwright
 drives it with ``executable_path``.  Without it the browser tests fail under
-CI (``CI`` set) and are skipped elsewhere (`.unavailable`).
+CI (``CI`` set) and are skipped elsewhere (`tests.support.unavailable`).
 
 Playwright's sync API blocks, and its objects belong to the thread that made
 them: each browser runs in a worker thread of its own (`.Chromium`) while
@@ -22,7 +22,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -49,13 +48,6 @@ CHROMIUM_ARGS = [
 #: Milliseconds Playwright waits for anything in the page (a loaded 2-core box is slow).
 PAGE_TIMEOUT = 30_000
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-
-
-def unavailable(reason: str) -> None:
-    """Fail under CI, where the browser must be there; skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must run the browser tests)")
-    pytest.skip(reason)
 
 
 # --- the browser, in a thread of its own --------------------------------------------------

@@ -10,8 +10,8 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from tests.support import MeshNodes
-from tests.system.browser import CHROMIUM, PAGE_TIMEOUT, Chromium, Servers, Tab, unavailable
+from tests.support import MeshNodes, unavailable
+from tests.system.browser import CHROMIUM, PAGE_TIMEOUT, Chromium, Servers, Tab
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest_twisted
 
-from tests.support import MeshNodes, http_get, wait_for, within
-from tests.system.browser import Servers, unavailable
+from tests.support import MeshNodes, http_get, unavailable, wait_for, within
+from tests.system.browser import Servers
 from twisted_mesh import flags
 from twisted_mesh.web import static_path
 
