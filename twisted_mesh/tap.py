@@ -4,25 +4,16 @@ The ``twistd mesh`` command: its options, and the service they make.
 
 from __future__ import annotations
 
-import atexit
 import os
-import signal
-import sys
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from twisted_mesh._endpoints import Address, encryption_of
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
-from twisted_mesh.message import Message
+from twisted_mesh._twistd import NodeProcess, log_message, take_message
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
 from twisted_mesh.web import WebService
@@ -234,99 +225,7 @@ class Options(usage.Options):
         return bool(transports & {"SSL", "wss"})
 
 
-class _NodeProcess(MultiService):
-    """
-    The services of a ``twistd mesh`` process.  SIGTERM and SIGINT stop it as
-    a clean exit (status 0).  When the node or its web site cannot listen,
-    the process stops once its reactor runs and exits with status 1 (after
-    twistd's own shutdown, as the last thing the process does).
-
-    :param daemon: whether twistd runs the process as a daemon, its
-        launcher waiting for word of the start: then a listener that fails
-        at once makes `.startService` raise, for twistd to pass the error
-        on to the launcher, which prints it and exits with status 1.
-    """
-
-    _log = Logger()
-
-    def __init__(self, node: MeshService, daemon: bool = False) -> None:
-        super().__init__()
-        self._node = node
-        self._daemon = daemon
-        self._failure: Failure | None = None
-        node.setServiceParent(self)
-
-    def startService(self) -> None:
-        from twisted.internet import reactor as _reactor
-
-        reactor: Any = _reactor
-        super().startService()
-
-        def stop_on_signals() -> None:
-            # Twisted's own handlers make twistd die of the signal after a
-            # clean stop; a node that stopped cleanly exits with status 0.
-            # A second signal, while the node stops, changes nothing.
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: reactor.callFromThread(_stop, reactor))
-
-        reactor.callWhenRunning(stop_on_signals)
-        # twistd starts the services before it runs the reactor, so a
-        # listener that fails at once fails before the reactor can stop.
-        for service in self:
-            if isinstance(service, (MeshService, WebService)):
-                service.listening.addErrback(self._could_not_listen, reactor)
-        if self._daemon and self._failure is not None:
-            # twistd hands what startService raises to its launcher, which
-            # prints it and exits with status 1.  (A builtin exception: the
-            # launcher shows 100 bytes of "RuntimeError: ...", and a module
-            # path would take many.)
-            error = RuntimeError(self._failure.getErrorMessage())
-            _no_traceback_for(error)
-            raise error
-
-    def _could_not_listen(self, failure: Failure, reactor: Any) -> None:
-        if self._failure is not None or failure.check(CancelledError):
-            # (Cancelled: the process stopped before it listened.)
-            return
-        self._failure = failure
-        self._log.critical("cannot run without every listener: stopping, with exit status 1")
-        atexit.register(_exit_failed)
-        reactor.callWhenRunning(_stop, reactor)
-
-
-def _no_traceback_for(error: BaseException) -> None:
-    """
-    Let ``error``, if it ends the process, end it without a traceback in the
-    log: why is logged already.
-    """
-    previous = sys.excepthook
-
-    def excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
-        if value is not error:
-            previous(kind, value, traceback)
-
-    sys.excepthook = excepthook
-
-
-def _stop(reactor: Any) -> None:
-    try:
-        reactor.stop()
-    except ReactorNotRunning:
-        pass  # stopping already
-
-
-def _exit_failed() -> None:
-    """End the process with status 1: twistd itself always ends with 0."""
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
-    os._exit(1)
-
-
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> NodeProcess:
     """Make the node ``options`` describe, with its web face if asked."""
     node = MeshService(
         options["protocol"],
@@ -337,9 +236,9 @@ def makeService(options: Options) -> MultiService:
         max_outgoing=options["max-outgoing"],
         max_incoming=options["max-incoming"],
     )
-    top = _NodeProcess(node, daemon=_daemonizing(options))
+    top = NodeProcess(node, daemon=_daemonizing(options))
     # Nobody reads this node's queue: take every message, logging it if asked.
-    node.register_handler(_log_message if options["verbose"] else _take_message)
+    node.register_handler(log_message if options["verbose"] else take_message)
     if options["web"] is not None:
         WebService(node, options["web"]).setServiceParent(top)
     return top
@@ -352,15 +251,3 @@ def _daemonizing(options: Options) -> bool:
     """
     twistd = getattr(options, "parent", None)
     return os.name == "posix" and twistd is not None and not twistd.get("nodaemon", True)
-
-
-_log = Logger(namespace="twisted_mesh")
-
-
-def _log_message(message: Message, link: object) -> bool:
-    _log.info("message from {sender}: {packets!r}", sender=message.sender, packets=message.packets)
-    return True
-
-
-def _take_message(message: Message, link: object) -> bool:
-    return True
