@@ -34,6 +34,9 @@ from twisted_mesh._ids import new_node_id
 #: The plaintext network most tests run on.
 MESH = MeshProtocolId("mesh", "Plaintext")
 
+#: An endpoint string to listen on: a free port of loopback.
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
 T = TypeVar("T")
 
 

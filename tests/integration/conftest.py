@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from twisted.internet import defer
 from twisted.logger import LogEvent
 
 from tests.integration.hostile import Arena, ArenaFactory, open_arena
+from tests.integration.twistd import Launcher, Venv, build_venv
 from tests.support import MeshNodes
 
 
@@ -27,3 +29,17 @@ def make_arena(mesh: MeshNodes, log_events: list[LogEvent]) -> Iterator[ArenaFac
 
     yield make
     pytest_twisted.blockon(defer.gatherResults([defer.ensureDeferred(arena.close()) for arena in made]))
+
+
+@pytest.fixture(scope="session")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """A virtualenv with the wheel of this checkout installed (`tests.integration.twistd.build_venv`)."""
+    return build_venv(tmp_path_factory)
+
+
+@pytest.fixture
+def launch(venv: Venv, tmp_path: Path) -> Iterator[Launcher]:
+    """Starts twistd processes; kills those still running at teardown."""
+    launcher = Launcher(venv, tmp_path)
+    yield launcher
+    launcher.kill_all()
