@@ -1,6 +1,6 @@
 """
 A node's listeners: the ports it opens at each start of its service, and the
-addresses they give peers to dial.
+addresses they tell peers to dial.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._endpoints import Address, outward_address
+from twisted_mesh._node import MeshNode
 
 
 class Listeners:
@@ -38,6 +39,8 @@ class Listeners:
         # that is over (the listeners closed, or another listener failed)
         # are closed at once.
         self._start: object | None = None
+        # The addresses the listeners told peers to dial, by transport.
+        self._advertised: dict[str, Address] = {}
 
     @property
     def ports(self) -> list[IListeningPort]:
@@ -75,17 +78,28 @@ class Listeners:
         self._ports = []
         return waiting
 
-    def outward_addresses(self, but: str | None = None) -> dict[str, Address]:
+    def advertise(self, node: MeshNode, out_addr_given: bool) -> None:
         """
-        The address peers should dial for each transport (but ``but``), that
-        of its first IP listener (a wildcard interface gives the LAN address).
+        Tell the peers of each transport to dial ``node`` at its first IP
+        listener of that transport (a wildcard interface gives the LAN
+        address), and make the main transport's the node's own address;
+        not where ``out_addr_given`` says the node's address was given.
+        What the listeners told peers before is replaced (a restart may
+        listen on other ports), but not an address set since.
         """
+        main = node.protocol.encryption
         addresses: dict[str, Address] = {}
         for port, (_, encryption) in zip(self._ports, self._endpoints, strict=True):
             outward = outward_address(port.getHost())
-            if outward is not None and encryption not in addresses and encryption != but:
+            given = out_addr_given and encryption == main
+            if outward is not None and encryption not in addresses and not given:
                 addresses[encryption] = outward
-        return addresses
+        for encryption, outward in addresses.items():
+            if node.out_addrs.get(encryption, outward) == self._advertised.get(encryption, outward):
+                node.out_addrs[encryption] = outward
+        self._advertised = addresses
+        if not out_addr_given and node.out_addrs:
+            node.out_addr = node.out_addrs.get(main) or next(iter(node.out_addrs.values()))
 
     def _opened(self, port: IListeningPort, start: object) -> IListeningPort:
         """Keep a port that opened, to close it later; close it now if its start is over."""

@@ -139,7 +139,6 @@ class MeshService(NodeAPI, Service):
         ]
         self._rejoiner = Rejoiner(self._node, reactor, bootstrap, self._dialler.dial)
         self._out_addr_given = out_addr is not None
-        self._listener_addrs: dict[str, Address] = {}
         self._node.dialer = self._dial_address
         self._node.event_source = self
         self._node.peer_lost = self._rejoiner.peer_lost
@@ -193,16 +192,7 @@ class MeshService(NodeAPI, Service):
         self._listeners.open().addCallbacks(self._listening, self._listen_failed)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
-        node = self._node
-        addresses = self._listeners.outward_addresses(but=node.protocol.encryption if self._out_addr_given else None)
-        for encryption, outward in addresses.items():
-            # Replace what this service's listeners told peers before (a
-            # restart may listen on other ports), but not what was set since.
-            if node.out_addrs.get(encryption, outward) == self._listener_addrs.get(encryption, outward):
-                node.out_addrs[encryption] = outward
-        self._listener_addrs = addresses
-        if not self._out_addr_given and node.out_addrs:
-            node.out_addr = node.out_addrs.get(node.protocol.encryption) or next(iter(node.out_addrs.values()))
+        self._listeners.advertise(self._node, self._out_addr_given)
         self._log.info(
             "node {id} of {protocol} listening at {address}", id=self.id, protocol=self.protocol, address=self.out_addr
         )
