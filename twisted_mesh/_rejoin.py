@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Union
+from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Address, DialAddress
+from twisted_mesh._bootstrap import Bootstrap, BootstrapPeers
+from twisted_mesh._endpoints import Address
 from twisted_mesh._node import Link, MeshNode
 from twisted_mesh._redial import MAX_DELAY, MissingPeers
-from twisted_mesh.errors import SelfConnection
 
 #: The longest wait, in seconds, between two checks that the node is in the
 #: mesh: that it dials the missing peers that are due, and has room for.
@@ -35,10 +35,6 @@ MAINTENANCE_INTERVAL = 15.0
 #: The least seconds between two log lines that list the peers the node
 #: still cannot reach.
 SUMMARY_INTERVAL = 300.0
-
-#: A bootstrap peer as given (for the log), with its endpoint and transport
-#: unless it is a (host, port) pair, which the node dials.
-Bootstrap = tuple[DialAddress, Union[tuple[IStreamClientEndpoint, str], None]]  # noqa: UP007
 
 
 class Rejoiner:
@@ -63,33 +59,22 @@ class Rejoiner:
     ) -> None:
         self._node = node
         self._reactor = reactor
-        self._bootstrap = list(bootstrap)
-        self._dial_endpoint = dial_endpoint
         self._running = False
         self._redial: IDelayedCall | None = None
-        # The bootstrap endpoints being dialled: not dialled again until that dial ends.
-        self._bootstrap_dialling: set[int] = set()
-        # The bootstrap peers (by index) and the past peers the node misses,
-        # with when to dial each again.  Only past peers are forgotten.
-        self._missing_bootstrap: MissingPeers[int] = MissingPeers(reactor)
+        self._bootstrap = BootstrapPeers(node, reactor, bootstrap, dial_endpoint, self._dial_failed)
+        # The past peers the node misses, with when to dial each again, till
+        # they are forgotten.
         self._missing_past: MissingPeers[tuple[Address, str]] = MissingPeers(
             reactor, node.limits.forget_lost_peer_after
         )
         # When the peers the node still cannot reach were last listed.
         self._summarised = -math.inf
-        self._bootstrap_ids: dict[int, str] = {}
-        self._bootstrap_known: dict[int, tuple[Address, str]] = {}
-        self._bootstrap_self: set[int] = set()
-        # The bootstrap peers dialled since the start: later, they are
-        # dialled only while the node needs peers.
-        self._bootstrap_tried: set[int] = set()
 
     def start(self) -> None:
         """Start over: every missing peer is due at once.  (`.maintain` dials them.)"""
         self._running = True
-        self._missing_bootstrap.clear()
+        self._bootstrap.start()
         self._missing_past.clear()
-        self._bootstrap_tried.clear()
 
     def stop(self) -> None:
         """Dial nothing more, until the next `.start`."""
@@ -100,7 +85,7 @@ class Rejoiner:
 
     def unreachable(self) -> int:
         """How many missing peers the last dial to failed."""
-        return len(self._missing_bootstrap.unreachable()) + len(self._missing_past.unreachable())
+        return len(self._bootstrap.unreachable()) + len(self._missing_past.unreachable())
 
     def maintain(self) -> None:
         """
@@ -119,20 +104,7 @@ class Rejoiner:
         self._redial = None
         if not self._running:
             return
-        node = self._node
-        for index, (address, endpoint) in enumerate(self._bootstrap):
-            peer_id = self._bootstrap_ids.get(index)
-            if peer_id in node.routing_table:
-                self._missing_bootstrap.reached(index)
-                continue
-            # Not one found to be this node, nor one whose dial is under way;
-            # after the first dial, only while the node needs peers (a seed
-            # that turned it away is not asked again while it has some).
-            given_up_or_dialling = index in self._bootstrap_self or index in self._bootstrap_dialling
-            wanted = index not in self._bootstrap_tried or self._needs_peers()
-            if not given_up_or_dialling and wanted and self._missing_bootstrap.due(index):
-                self._bootstrap_tried.add(index)
-                self._dial_bootstrap(index, address, endpoint, peer_id)
+        self._bootstrap.dial_due(self._needs_peers)
         # Nodes heard of first: a past peer whose link did not last (a seed
         # that turned this node away) is dialled only when they do not fill
         # the node's links.
@@ -177,7 +149,7 @@ class Rejoiner:
         dials.
         """
         node, missing = self._node, self._missing_past
-        bootstrap = set(self._bootstrap_known.values())
+        bootstrap = self._bootstrap.known()
         connected = {(link.peer_addr, link.encryption) for link in node.routing_table.values()}
         lost = [known for known in node.known_addresses if known not in connected and known not in bootstrap]
         missing.retain(set(lost))
@@ -201,53 +173,6 @@ class Rejoiner:
                     self._dial_failed,
                     errbackArgs=(known[0], missing, known),
                 )
-
-    def _dial_bootstrap(
-        self,
-        index: int,
-        address: DialAddress,
-        endpoint: tuple[IStreamClientEndpoint, str] | None,
-        peer_id: str | None,
-    ) -> None:
-        """
-        Dial the bootstrap peer ``address`` (through ``endpoint``, unless it is
-        a pair) unless it is this node's own address, or it (or the peer
-        ``peer_id``) is being dialled already.
-        """
-        node = self._node
-        if endpoint is None:
-            assert isinstance(address, tuple)
-            # The node skips its own addresses and those it is dialling already.
-            dial = node.dial(address, peer_id, node.protocol.encryption)
-            if dial is None:
-                return
-        else:
-            self._bootstrap_dialling.add(index)
-
-            def ended(result: object) -> object:
-                self._bootstrap_dialling.discard(index)
-                return result
-
-            # (An endpoint may raise at once: the round goes on.)
-            dial = maybeDeferred(self._dial_endpoint, *endpoint).addBoth(ended)
-        dial.addCallbacks(
-            self._met_bootstrap_peer, self._bootstrap_dial_failed, callbackArgs=(index,), errbackArgs=(index, address)
-        )
-
-    def _met_bootstrap_peer(self, peer_id: str, index: int) -> None:
-        self._missing_bootstrap.reached(index)
-        self._bootstrap_ids[index] = peer_id
-        link = self._node.routing_table.get(peer_id)
-        if link is not None and link.peer_addr is not None:
-            self._bootstrap_known[index] = (link.peer_addr, link.encryption)
-
-    def _bootstrap_dial_failed(self, failure: Failure, index: int, address: DialAddress) -> None:
-        if failure.check(SelfConnection):
-            self._bootstrap_self.add(index)
-            self._missing_bootstrap.reached(index)
-            self._log.warn("the bootstrap peer {peer} is this node: not dialling it again", peer=address)
-            return
-        self._dial_failed(failure, address, self._missing_bootstrap, index)
 
     def exchange_dial_failed(self, failure: Failure, address: Address, encryption: str) -> None:
         """
@@ -300,7 +225,7 @@ class Rejoiner:
         now = self._reactor.seconds()
         if now - self._summarised < SUMMARY_INTERVAL:
             return
-        peers = [self._bootstrap[index][0] for index in self._missing_bootstrap.unreachable(SUMMARY_INTERVAL)]
+        peers: list[object] = [*self._bootstrap.unreachable(SUMMARY_INTERVAL)]
         peers.extend(address for address, _ in self._missing_past.unreachable(SUMMARY_INTERVAL))
         if peers:
             self._summarised = now
@@ -321,7 +246,7 @@ class Rejoiner:
         if not self._running:
             return
         now = self._reactor.seconds()
-        when = min(now + MAINTENANCE_INTERVAL, self._missing_bootstrap.next_due(), self._missing_past.next_due())
+        when = min(now + MAINTENANCE_INTERVAL, self._bootstrap.missing.next_due(), self._missing_past.next_due())
         if self._redial is not None:
             if self._redial.getTime() <= when:
                 return
@@ -339,12 +264,10 @@ class Rejoiner:
         """
         if not self._running:
             return
-        for index, peer_id in self._bootstrap_ids.items():
-            if peer_id == link.peer_id:
-                self._missing_bootstrap.lost(index, lasted)
+        self._bootstrap.lost(link, lasted)
         if link.peer_addr is not None:
             known = (link.peer_addr, link.encryption)
-            if known not in self._bootstrap_known.values():
+            if known not in self._bootstrap.known():
                 self._missing_past.lost(known, lasted)
         self._schedule_maintenance()
         if not self._node.routing_table and self._redial is not None:

@@ -21,13 +21,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._api import NodeAPI
+from twisted_mesh._bootstrap import Bootstrap
 from twisted_mesh._connection import MeshProtocol
 from twisted_mesh._dialler import Dialler
 from twisted_mesh._endpoints import Address, DialAddress, ListenAddress, dialling_endpoint, listening_endpoint
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._listeners import Listeners
 from twisted_mesh._node import DEFAULT_LIMITS, MeshNode
-from twisted_mesh._rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Bootstrap, Rejoiner
+from twisted_mesh._rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Rejoiner
 from twisted_mesh._status import status_report
 from twisted_mesh.limits import Limits
 from twisted_mesh.tls import TLSOptions
