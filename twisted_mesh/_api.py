@@ -11,9 +11,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from twisted_mesh import flags
-from twisted_mesh._connection import MeshProtocol
 from twisted_mesh._endpoints import Address
 from twisted_mesh._ids import Protocol
+from twisted_mesh._link import LinkProtocol
 from twisted_mesh._node import Handler, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.limits import Limits
@@ -51,7 +51,7 @@ class NodeAPI:
         return self._node.limits
 
     @property
-    def routing_table(self) -> dict[str, MeshProtocol]:
+    def routing_table(self) -> dict[str, LinkProtocol]:
         """The connected peers, by node ID: truthy once connected."""
         return self._node.routing_table  # type: ignore[return-value]
 

@@ -12,8 +12,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import Accepting, Address, addresses_of
+from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 from twisted_mesh._node import MeshNode
 
 
@@ -30,15 +30,17 @@ class Dialler:
     def __init__(self, node: MeshNode, running: Callable[[], bool]) -> None:
         self._node = node
         self._running = running
-        self.links: set[MeshProtocol] = set()
-        self._factories: dict[tuple[str, bool], MeshFactory] = {}
+        self.links: set[LinkProtocol] = set()
+        # (The links written to while one of them reads: one for the node.)
+        self._batch = WriteBatch()
+        self._factories: dict[tuple[str, bool], LinkFactory] = {}
         self._accepting: dict[str, Accepting] = {}
         self._connecting: set[Deferred[IProtocol]] = set()
 
-    def _factory(self, encryption: str, outgoing: bool) -> MeshFactory:
+    def _factory(self, encryption: str, outgoing: bool) -> LinkFactory:
         factory = self._factories.get((encryption, outgoing))
         if factory is None:
-            factory = MeshFactory(self._node, outgoing, self.links, encryption)
+            factory = LinkFactory(self._node, outgoing, self.links, encryption, batch=self._batch)
             self._factories[encryption, outgoing] = factory
         return factory
 
@@ -64,7 +66,7 @@ class Dialler:
         Dial ``endpoint`` over ``encryption``: a Deferred of the peer's ID, as
         `.MeshService.connect` returns it.
         """
-        link: MeshProtocol | None = None
+        link: LinkProtocol | None = None
 
         def cancel(result: Deferred[str]) -> None:
             if link is None:
@@ -77,7 +79,7 @@ class Dialler:
         def connected(protocol: IProtocol) -> None:
             nonlocal link
             self._connecting.discard(connecting)
-            assert isinstance(protocol, MeshProtocol)
+            assert isinstance(protocol, LinkProtocol)
             link = protocol
             link.expected_id = expected
             link.handshake_done.addCallbacks(handshake_done, failed)

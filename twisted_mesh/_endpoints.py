@@ -25,9 +25,9 @@ from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 
 from twisted_mesh._admission import Slot, source_of
-from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import Protocol
+from twisted_mesh._link import LinkFactory, LinkProtocol
 from twisted_mesh._node import Link
 from twisted_mesh.limits import Limits
 from twisted_mesh.tls import TLSOptions
@@ -252,7 +252,7 @@ def dialling_endpoint(
 def addresses_of(link: Link) -> list[Address]:
     """Where a peer can be reached: the address it gives, and the one dialled."""
     addresses = [] if link.peer_addr is None else [link.peer_addr]
-    if link.outgoing and isinstance(link, MeshProtocol):
+    if link.outgoing and isinstance(link, LinkProtocol):
         remote = link.remote_address()
         host, port = getattr(remote, "host", None), getattr(remote, "port", None)
         if isinstance(host, str) and isinstance(port, int):
@@ -279,12 +279,12 @@ class Accepting(Factory):
 
     noisy = False
 
-    def __init__(self, running: Callable[[], bool], links: MeshFactory) -> None:
+    def __init__(self, running: Callable[[], bool], links: LinkFactory) -> None:
         self._running = running
         self._links = links
 
     def logPrefix(self) -> str:
-        # "MeshFactory starting on 4444", as before.
+        # "LinkFactory starting on 4444": named after the links' factory.
         return type(self._links).__name__
 
     def buildProtocol(self, addr: Any) -> TwistedProtocol | None:
@@ -299,7 +299,7 @@ class Accepting(Factory):
 
     def opened(self, token: object, protocol: IProtocol) -> None:
         assert isinstance(token, Slot)
-        if isinstance(protocol, MeshProtocol):
+        if isinstance(protocol, LinkProtocol):
             protocol.slot = token
         else:
             # Refused: the service stopped while the WebSocket opened.

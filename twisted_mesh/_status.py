@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from twisted_mesh._connection import MeshProtocol
+from twisted_mesh._link import LinkProtocol
 from twisted_mesh._node import MeshNode
 
 
-def _peer(peer_id: str, link: MeshProtocol) -> dict[str, Any]:
+def _peer(peer_id: str, link: LinkProtocol) -> dict[str, Any]:
     return {
         "id": peer_id,
         "address": list(link.peer_addr) if link.peer_addr else None,
@@ -36,7 +36,7 @@ def status_report(node: MeshNode, connections: Collection[object], unreachable: 
     """
     peers = []
     for peer_id, link in sorted(node.routing_table.items()):
-        assert isinstance(link, MeshProtocol)
+        assert isinstance(link, LinkProtocol)
         peers.append(_peer(peer_id, link))
     stats = node.stats
     return {

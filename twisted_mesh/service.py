@@ -22,10 +22,10 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._api import NodeAPI
 from twisted_mesh._bootstrap import Bootstrap
-from twisted_mesh._connection import MeshProtocol
 from twisted_mesh._dialler import Dialler
 from twisted_mesh._endpoints import Address, DialAddress, ListenAddress, dialling_endpoint, listening_endpoint
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
+from twisted_mesh._link import LinkProtocol
 from twisted_mesh._listeners import Listeners
 from twisted_mesh._node import DEFAULT_LIMITS, MeshNode
 from twisted_mesh._rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Rejoiner
@@ -296,7 +296,7 @@ class MeshService(NodeAPI, Service):
                 return succeed(peer_id)
         return self._dialler.dial(endpoint, transport, expected)
 
-    def disconnect(self, link: MeshProtocol) -> Deferred[None]:
+    def disconnect(self, link: LinkProtocol) -> Deferred[None]:
         """
         Close the connection ``link`` (the ``conn`` a handler is given, or a
         value of `.routing_table`), as py2p's and js2p's
@@ -305,7 +305,7 @@ class MeshService(NodeAPI, Service):
         :return: a Deferred that fires once it is closed.
         :raise ValueError: when ``link`` is not a connection of this node.
         """
-        if not isinstance(link, MeshProtocol) or link.factory.node is not self._node:
+        if not isinstance(link, LinkProtocol) or link.factory.node is not self._node:
             raise ValueError(f"{link!r} is not a connection of this node")
         link.close("disconnected by this node's user", error=False)
         return link.closed

@@ -160,6 +160,19 @@ class OpeningFactory(Interface):
         """The connection of ``token`` closed, and no protocol was built for it."""
 
 
+@runtime_checkable
+class GatheringProtocol(Interface):
+    """
+    A wrapped protocol that gathers what it writes and writes it later (a
+    mesh link writes at the end of the reactor's turn): told to write it
+    at once when the peer closes the WebSocket, since nothing may be sent
+    once the close is answered.
+    """
+
+    def flush(self) -> None:
+        """Write what was gathered, now."""
+
+
 def _options(max_message_size: int, open_timeout: float = OPEN_HANDSHAKE_TIMEOUT) -> dict[str, Any]:
     return {
         "maxMessagePayloadSize": max_message_size,
@@ -321,12 +334,12 @@ class _StreamAdapter(WebSocketProtocol):
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         # The peer is closing.  What the wrapped protocol gathered to write
-        # (a MeshProtocol writes at the end of the reactor's turn) goes out
+        # (a mesh link writes at the end of the reactor's turn) goes out
         # now, before Autobahn answers with its own close, after which
         # nothing may be sent.
-        flush = getattr(self._wrapped, "flush", None)
-        if flush is not None and self.state == self.STATE_OPEN:
-            flush()
+        wrapped = self._wrapped
+        if isinstance(wrapped, GatheringProtocol) and self.state == self.STATE_OPEN:
+            wrapped.flush()
         return super().onCloseFrame(code, reasonRaw)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

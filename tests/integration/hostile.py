@@ -36,7 +36,7 @@ from twisted.logger import LogEvent, formatEvent
 
 from tests.support import MESH, MeshNodes, RawPeer, raw_peer, wait_for, within
 from twisted_mesh import Limits, MeshSocket, Message, flags
-from twisted_mesh._connection import MeshProtocol
+from twisted_mesh._link import LinkProtocol
 
 MAX_FRAME = 1 << 20
 
@@ -117,7 +117,7 @@ def status_counters(sock: MeshSocket) -> Counter[str]:
     return counters
 
 
-def transport_backlog(link: MeshProtocol) -> int:
+def transport_backlog(link: LinkProtocol) -> int:
     """Bytes waiting in a TCP transport's write buffer."""
     transport = link.transport
     buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)

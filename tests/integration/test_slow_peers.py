@@ -68,7 +68,7 @@ async def test_slow_peer_is_cut_off_and_memory_stays_bounded(mesh: MeshNodes, lo
             base = tracemalloc.get_traced_memory()[0]
             for i in range(chunks):
                 results.append(node.send(i, rng.randbytes(100_000)))
-                backlog = max(backlog, transport_backlog(link) + link._unwritten_size)
+                backlog = max(backlog, transport_backlog(link) + link._writer.unwritten_size)
                 await task.deferLater(reactor, 0.01)
             await collect(good, chunks, got)
             peak = tracemalloc.get_traced_memory()[1] - base

@@ -57,8 +57,8 @@ from twisted.web.server import Site
 from tests.reference import ReferenceNode
 from tests.support import log_text, wait_for, within
 from twisted_mesh import MeshService, Protocol, flags
-from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string
+from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 from twisted_mesh._node import MeshNode
 from twisted_mesh.websocket import (
     OpeningFactory,
@@ -661,10 +661,11 @@ class Node:
         # A node that only dials still names a port to dial it at: port 0 is
         # a malformed handshake.
         self.node = MeshNode(protocol, reactor, out_addr=("127.0.0.1", 9), max_outgoing=0)
-        connections: set[MeshProtocol] = set()
+        connections: set[LinkProtocol] = set()
         self.connections = connections
-        self.server = MeshFactory(self.node, False, connections)
-        self.client = MeshFactory(self.node, True, connections)
+        batch = WriteBatch()
+        self.server = LinkFactory(self.node, False, connections, batch=batch)
+        self.client = LinkFactory(self.node, True, connections, batch=batch)
 
     async def close(self) -> None:
         links = list(self.connections)
@@ -691,7 +692,7 @@ async def test_mesh_handshake_over_websocket(ports: list[IListeningPort], nodes:
     port = await listen(ports, a.server)
     a.node.out_addr = ("127.0.0.1", port)
     link = await within(ws_client(port).connect(b.client))
-    assert isinstance(link, MeshProtocol)
+    assert isinstance(link, LinkProtocol)
     assert await within(link.handshake_done) == a.node.id
     await wait_for(lambda: b.node.id in a.node.routing_table)
     b.node.send(("over ws", b"\x00\xff"), flags.broadcast, flags.broadcast)
@@ -723,7 +724,7 @@ async def test_we_dial_js2p_ws_listener(reference: Reference, nodes: Callable[[]
     ref = await reference("js2p", encryption="ws")
     ours = nodes()
     link = await within(ws_client(ref.port).connect(ours.client))
-    assert isinstance(link, MeshProtocol)
+    assert isinstance(link, LinkProtocol)
     assert await within(link.handshake_done) == ref.id
     assert ours.node.id in await ref.wait_for_peers(1)
     await ref.send("hello over ws")

@@ -38,7 +38,7 @@ PIP_TIMEOUT = 900.0
 LISTENING = re.compile(r"node (\S+) of Protocol\(.*?\) listening at \('([^']*)', (\d+)\)")
 _SITE = re.compile(r"Site starting on (\d+)")
 REDIAL = re.compile(r"again in (\d+(?:\.\d+)?) s")
-MESH_PORT = re.compile(r"MeshFactory starting on (\d+)")
+MESH_PORT = re.compile(r"LinkFactory starting on (\d+)")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: -?\d+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
 

@@ -23,7 +23,7 @@ import pytest
 
 from tests.unit.test_simulation import Mesh, broadcast_from_each, check_delivery, check_relay
 from twisted_mesh import flags
-from twisted_mesh._connection import MeshProtocol
+from twisted_mesh._link import LinkProtocol
 from twisted_mesh._node import MESSAGE_LIFETIME
 
 NODES = 220
@@ -179,7 +179,7 @@ def check_expires_in_flight(mesh: Mesh, origin: int) -> None:
 
 def links_carry_nothing_twice(mesh: Mesh) -> None:
     """No link direction carries one message twice (the seen-set works across forms)."""
-    sent: set[tuple[MeshProtocol, bytes]] = set()
+    sent: set[tuple[LinkProtocol, bytes]] = set()
     for _, what, link, key, _ in mesh.recorder.events:
         if what == "sent":
             assert (link, key) not in sent

@@ -4,7 +4,7 @@ Fuzzing the codec and the link with hypothesis.
 Whatever bytes arrive, in whatever chunks, the frame reader and the message
 decoder raise `.FrameError` (or a subclass) and nothing else; what they do
 accept is well formed, and keeps its identity in either sender form.  A
-`.MeshProtocol` fed any byte stream never raises out of ``dataReceived``, and
+`.LinkProtocol` fed any byte stream never raises out of ``dataReceived``, and
 hands its node only well-formed messages from a peer whose handshake it
 accepted.
 
@@ -28,9 +28,9 @@ from twisted.python.failure import Failure
 
 from tests.support import MESH
 from twisted_mesh import _compression, flags
-from twisted_mesh._connection import MeshFactory
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, b58encode_int, is_node_id
+from twisted_mesh._link import LinkFactory
 from twisted_mesh._node import Link, MeshNode
 from twisted_mesh.limits import Limits
 
@@ -401,7 +401,7 @@ def test_a_link_fed_any_stream_never_raises(
     data: st.DataObject, peer: str, points: list[int], first_handshake: bool
 ) -> None:
     """
-    A MeshProtocol on a StringTransport, fed a stream of good frames, bad
+    A LinkProtocol on a StringTransport, fed a stream of good frames, bad
     frames and garbage in arbitrary chunks, with the clock moving: nothing
     raises out of dataReceived or connectionLost, the node is handed only
     well-formed messages from a peer whose handshake was accepted, and every
@@ -410,7 +410,7 @@ def test_a_link_fed_any_stream_never_raises(
     clock = task.Clock()
     clock.advance(1_700_000_000)
     node = RecordingNode(MESH, clock, out_addr=("127.0.0.1", 4444), limits=Limits(max_frame_size=MAX_SIZE))
-    proto = MeshFactory(node, False, set()).buildProtocol(None)
+    proto = LinkFactory(node, False, set()).buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
     items = data.draw(st.lists(stream_items(peer), min_size=1, max_size=12))

@@ -1,5 +1,5 @@
 """
-`.MeshProtocol`, one link, driven through a `.StringTransport` and a fake
+`.LinkProtocol`, one link, driven through a `.StringTransport` and a fake
 clock: framing, the handshake, the peer's ID form, compression and
 renegotiation, byte for byte.
 """
@@ -24,16 +24,11 @@ from twisted.python.failure import Failure
 
 from tests.support import MESH
 from twisted_mesh import _compression, flags
-from twisted_mesh._connection import (
-    FIRST_WORD_WAIT,
-    MAX_BAD_FRAMES,
-    MAX_GATHERED,
-    MAX_UNIDENTIFIED_BUFFER,
-    MeshFactory,
-    MeshProtocol,
-)
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, new_node_id
+from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
+from twisted_mesh._link.protocol import FIRST_WORD_WAIT, MAX_BAD_FRAMES, MAX_UNIDENTIFIED_BUFFER
+from twisted_mesh._link.writer import MAX_GATHERED
 from twisted_mesh._node import MeshNode
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
 from twisted_mesh.limits import Limits
@@ -55,14 +50,15 @@ class Rig:
     def __init__(self, node_id: str | None = None) -> None:
         self.clock = task.Clock()
         self.node = MeshNode(MESH, self.clock, out_addr=OUT_ADDR, node_id=node_id)
-        self.connections: set[MeshProtocol] = set()
+        self.connections: set[LinkProtocol] = set()
+        self.batch = WriteBatch()
         self.delivered: list[tuple[Message, Any]] = []
         self.node.register_handler(lambda msg, link: self.delivered.append((msg, link)))
 
     def link(self, *, outgoing: bool = False, max_frame_size: int = MAX_FRAME_SIZE) -> Side:
         """Open a new connection to the node."""
         self.node.limits = Limits(max_frame_size=max_frame_size)
-        factory = MeshFactory(self.node, outgoing, self.connections)
+        factory = LinkFactory(self.node, outgoing, self.connections, batch=self.batch)
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
@@ -73,7 +69,7 @@ class Rig:
 class Side:
     """The far end of one link: feeds frames in and reads what was written."""
 
-    def __init__(self, proto: MeshProtocol, transport: StringTransport, clock: task.Clock) -> None:
+    def __init__(self, proto: LinkProtocol, transport: StringTransport, clock: task.Clock) -> None:
         self.proto = proto
         self.transport = transport
         self.clock = clock
@@ -265,7 +261,7 @@ def test_dialled_node_that_says_nothing_gets_our_handshake_first(encryption: str
     speaks only once it has the dialler's handshake).
     """
     rig = Rig()
-    factory = MeshFactory(rig.node, True, rig.connections, encryption)
+    factory = LinkFactory(rig.node, True, rig.connections, encryption, batch=rig.batch)
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
@@ -657,7 +653,7 @@ def test_read_on_closes_only_our_side_of_a_transport_that_can() -> None:
     """
     rig = Rig()
     for transport in (HalfClosing(), Wrapping(HalfClosing())):
-        proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
+        proto = LinkFactory(rig.node, False, rig.connections, batch=rig.batch).buildProtocol(None)
         proto.makeConnection(transport)
         proto.close("going", error=False, read_on=True)
         if isinstance(transport, Wrapping):
@@ -897,7 +893,7 @@ def test_closing_a_link_its_last_frames_fill_does_not_pause_the_others() -> None
     """
     rig = Rig()
     other = connected(rig)
-    proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
+    proto = LinkFactory(rig.node, False, rig.connections, batch=rig.batch).buildProtocol(None)
     transport = FillingTransport(most=4096)
     proto.makeConnection(transport)
     side = Side(proto, transport, rig.clock)
@@ -942,7 +938,7 @@ class PausingTransport(StringTransport):
 def paused_link(rig: Rig, **limits: Any) -> tuple[Side, PausingTransport]:
     """A handshaken link, with ``limits``, whose transport pauses past 64 kB."""
     rig.node.limits = Limits(**limits)
-    proto = MeshFactory(rig.node, False, rig.connections).buildProtocol(None)
+    proto = LinkFactory(rig.node, False, rig.connections, batch=rig.batch).buildProtocol(None)
     transport = PausingTransport(most=64 * 1024)
     proto.makeConnection(transport)
     side = Side(proto, transport, rig.clock)
@@ -995,7 +991,7 @@ def test_own_messages_past_max_send_buffer_are_skipped_with_a_reason() -> None:
     assert refused and refused == list(range(refused[0], 40))
     assert results[refused[0]] is not None and "max_send_buffer (200000)" in results[refused[0]]
     assert rig.node.stats.limit_hits["max_send_buffer"] == len(refused)
-    assert side.proto._unwritten_size <= 200_000 + 10_100
+    assert side.proto._writer.unwritten_size <= 200_000 + 10_100
     while transport.paused:
         transport.drain()
     assert side.proto.send(message(node_id, flags.broadcast, flags.broadcast, "again")) is None
@@ -1020,7 +1016,7 @@ def test_a_peer_that_makes_progress_is_not_cut_off() -> None:
     assert not rig.node.stats.limit_hits
     rig.clock.advance(5)
     assert rig.node.stats.limit_hits["congestion_timeout"] == 1
-    assert side.closed and side.proto._unwritten == []
+    assert side.closed and side.proto._writer.unwritten == []
 
 
 def test_a_link_closed_while_its_transport_is_full_writes_what_waited() -> None:

@@ -1,6 +1,6 @@
 """
 A deterministic mesh in memory: many `.MeshNode` objects in one process, their
-`.MeshProtocol` links joined by `.twisted.test.iosim`, on one fake clock.
+`.LinkProtocol` links joined by `.twisted.test.iosim`, on one fake clock.
 
 Every node broadcasts once; every frame of a broadcast is recorded where it
 is sent and where it is read, so the relay rules can be checked link by
@@ -21,13 +21,13 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from tests.support import MESH
 from twisted_mesh import flags
-from twisted_mesh._connection import MeshFactory, MeshProtocol
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58encode_int
+from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 from twisted_mesh._node import Address, Link, MeshNode
 
 #: (sequence number, "sent" or "read", the link, the message's key, its sender)
-Event = tuple[int, str, MeshProtocol, bytes, str]
+Event = tuple[int, str, LinkProtocol, bytes, str]
 
 
 class Recorder:
@@ -36,13 +36,13 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def add(self, what: str, link: MeshProtocol, msg: WireMessage) -> None:
+    def add(self, what: str, link: LinkProtocol, msg: WireMessage) -> None:
         """Record one broadcast frame."""
         if msg.msg_type == flags.broadcast:
             self.events.append((len(self.events), what, link, msg.key, msg.sender))
 
 
-class RecordingProtocol(MeshProtocol):
+class RecordingProtocol(LinkProtocol):
     """A link that records the broadcasts it is asked to send."""
 
     recorder: Recorder
@@ -53,11 +53,11 @@ class RecordingProtocol(MeshProtocol):
         super().send(msg)
 
 
-class RecordingFactory(MeshFactory):
+class RecordingFactory(LinkFactory):
     """Builds `.RecordingProtocol` objects."""
 
-    def __init__(self, recorder: Recorder, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, recorder: Recorder, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.recorder = recorder
 
     def buildProtocol(self, addr: Any) -> RecordingProtocol:
@@ -73,7 +73,7 @@ class RecordingNode(MeshNode):
 
     def message_received(self, link: Link, msg: WireMessage) -> None:
         """Record, then handle."""
-        assert isinstance(link, MeshProtocol)
+        assert isinstance(link, LinkProtocol)
         self.recorder.add("read", link, msg)
         super().message_received(link, msg)
 
@@ -81,7 +81,7 @@ class RecordingNode(MeshNode):
 class StreamTransport(FakeTransport):
     """
     iosim's transport, with TCP's half-close: once one end closes its side,
-    the other (a `.MeshProtocol`, which closes when its stream ends) closes
+    the other (a `.LinkProtocol`, which closes when its stream ends) closes
     too, after what both wrote is delivered.
     """
 
@@ -113,9 +113,10 @@ class Mesh:
             node.recorder = self.recorder
             if peer_exchange:
                 node.dialer = self._dialer(i)
-            connections: set[MeshProtocol] = set()
-            self.servers.append(RecordingFactory(self.recorder, node, False, connections))
-            self.clients.append(RecordingFactory(self.recorder, node, True, connections))
+            connections: set[LinkProtocol] = set()
+            batch = WriteBatch()
+            self.servers.append(RecordingFactory(self.recorder, node, False, connections, batch=batch))
+            self.clients.append(RecordingFactory(self.recorder, node, True, connections, batch=batch))
             self.by_address[address] = i
             self.nodes.append(node)
 
@@ -125,7 +126,7 @@ class Mesh:
 
         return dial
 
-    def connect(self, i: int, j: int) -> MeshProtocol:
+    def connect(self, i: int, j: int) -> LinkProtocol:
         """Node ``i`` dials node ``j``: return ``i``'s end."""
         client = self.clients[i].buildProtocol(None)
         server = self.servers[j].buildProtocol(None)
@@ -151,7 +152,7 @@ class Mesh:
                 return rounds
         raise AssertionError("the mesh never went quiet")
 
-    def links(self, i: int) -> set[MeshProtocol]:
+    def links(self, i: int) -> set[LinkProtocol]:
         """Node ``i``'s live links."""
         return set(self.servers[i].connections)
 
@@ -195,9 +196,9 @@ def check_relay(mesh: Mesh, origins: dict[bytes, int]) -> None:
     """
     peer_of = {link: link.peer_id for i in range(len(mesh.nodes)) for link in mesh.links(i)}
     owner = {link: i for i in range(len(mesh.nodes)) for link in mesh.links(i)}
-    sent: dict[tuple[MeshProtocol, bytes], list[int]] = defaultdict(list)
-    read: dict[tuple[MeshProtocol, bytes], list[int]] = defaultdict(list)
-    first_read: dict[tuple[int, bytes], tuple[int, MeshProtocol]] = {}
+    sent: dict[tuple[LinkProtocol, bytes], list[int]] = defaultdict(list)
+    read: dict[tuple[LinkProtocol, bytes], list[int]] = defaultdict(list)
+    first_read: dict[tuple[int, bytes], tuple[int, LinkProtocol]] = {}
     for seq, what, link, key, _ in mesh.recorder.events:
         if key not in origins:
             continue

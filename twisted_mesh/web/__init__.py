@@ -36,8 +36,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
-from twisted_mesh._connection import MeshProtocol
 from twisted_mesh._endpoints import WEBSOCKET_SLACK, Address, Refused, encryption_of, outward_address
+from twisted_mesh._link import LinkProtocol
 from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource
 from twisted_mesh.websocket import OpeningFactory, websocket_server_factory
@@ -65,14 +65,14 @@ class _Links(Factory):
     def __init__(self, wrapped: Factory) -> None:
         assert isinstance(wrapped, OpeningFactory)
         self._wrapped = wrapped
-        self.links: set[MeshProtocol] = set()
+        self.links: set[LinkProtocol] = set()
         self.accepting = True
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.accepting:
             return Refused()
         link = self._wrapped.buildProtocol(addr)
-        if isinstance(link, MeshProtocol):
+        if isinstance(link, LinkProtocol):
             self.links.add(link)
             link.closed.addBoth(lambda _: self.links.discard(link))
         return link

@@ -1,78 +1,41 @@
 """
-The link to one peer: framing, handshake, the peer's ID form and
-compression, renegotiation.
-
-`.MeshProtocol` reads frames from any stream transport (TCP, TLS, or the
-byte stream that WebSocket messages carry) and hands the node what is not
-the link's own business.
+The link to one peer: the `.IProtocol` that reads frames from any stream
+transport (TCP, TLS, or the byte stream that WebSocket messages carry),
+acts on the handshake and renegotiation (see `.handshake`), writes through
+its `.LinkWriter`, and hands the node what is not the link's own business.
 """
 
 from __future__ import annotations
 
-import socket
 from typing import Any
+from typing import Protocol as Interface
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITransport
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IDelayedCall, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from twisted_mesh import _compression, flags
 from twisted_mesh._admission import Slot, source_of
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
-from twisted_mesh._ids import id_text, is_node_id, protocol_id
-from twisted_mesh._node import Address, MeshNode, parse_address
+from twisted_mesh._ids import protocol_id
+from twisted_mesh._link import handshake
+from twisted_mesh._link.handshake import Word
+from twisted_mesh._link.tcp import tune_tcp
+from twisted_mesh._link.writer import LinkWriter, WriteBatch
+from twisted_mesh._node import Address, MeshNode
 from twisted_mesh._stats import LinkStats
-from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
+from twisted_mesh.errors import HandshakeFailed
 
 #: Seconds a closing connection has to finish its closing handshake.
 CLOSE_TIMEOUT = 10.0
-
-#: TCP keepalive on every link: probes after this many idle seconds, this
-#: many seconds apart, this many times; and unacknowledged data gives up
-#: after this many milliseconds.  A peer cut off silently is noticed in
-#: about 30 s, not the kernel's default two hours.
-TCP_KEEPALIVE = (15, 5, 3)
-TCP_USER_TIMEOUT = 30_000
-
-
-def _tune_tcp(transport: object) -> None:
-    """
-    Send small frames at once (no Nagle delay) and notice dead peers, on a
-    TCP connection or one wrapped in TLS or WebSocket; other transports
-    (unix sockets, in-memory ones) are left as they are.
-    """
-    # Down through TLS and WebSocket wrappers to the socket, if any.
-    handle: object = None
-    for _ in range(4):
-        if transport is None:
-            return
-        handle = getattr(transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):
-            break
-        transport = getattr(transport, "transport", None)
-    if not isinstance(handle, socket.socket) or handle.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    idle, interval, count = TCP_KEEPALIVE
-    options = [("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)]
-    options.append(("TCP_USER_TIMEOUT", TCP_USER_TIMEOUT))
-    for name, value in options:
-        if hasattr(socket, name):
-            try:
-                handle.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-            except OSError:
-                pass
-
 
 #: Frames in a row that may fail their checksum before the link is closed.
 MAX_BAD_FRAMES = 3
 
 #: Seconds a dialler waits for the first word of the node dialled before it
-#: sends its handshake all the same (see MeshProtocol.connectionMade).
+#: sends its handshake all the same (see LinkProtocol.connectionMade).
 FIRST_WORD_WAIT = 1.0
 
 #: Bytes of an incomplete frame held for a peer whose handshake has not come
@@ -80,21 +43,18 @@ FIRST_WORD_WAIT = 1.0
 #: that unidentified connections cannot hold a frame limit's worth each.
 MAX_UNIDENTIFIED_BUFFER = 64 * 1024
 
-#: The most bytes of frames a link gathers before it writes them (see
-#: MeshProtocol._write): as much as a TCP transport buffers before it tells
-#: its producer to pause, so that a sender looking at that hears of a slow
-#: peer in time.
-MAX_GATHERED = 64 * 1024
 
-#: While a link handles what one read brought, the links that frames were
-#: written to: each writes what it gathered in one go when the read is
-#: handled.  One for the process: a reactor handles one read at a time, in
-#: its own thread.
-_written_in_read: list[MeshProtocol] | None = None
+class LinkSettings(Interface):
+    """What a link takes from the factory that builds it (a `.LinkFactory`)."""
+
+    node: MeshNode
+    outgoing: bool
+    encryption: str
+    connections: set[LinkProtocol]
+    batch: WriteBatch
 
 
-@implementer(IPushProducer)
-class MeshProtocol(Protocol):
+class LinkProtocol(Protocol):
     """
     One connection to a peer: a `.twisted_mesh._node.Link` for the node.
 
@@ -118,13 +78,14 @@ class MeshProtocol(Protocol):
 
     _log = Logger()
 
-    def __init__(self, factory: MeshFactory) -> None:
+    def __init__(self, factory: LinkSettings) -> None:
         self.factory = factory
+        self._connections = factory.connections
         self.slot: Slot | None = None
-        self._node = factory.node
+        self._node = node = factory.node
         self.outgoing = factory.outgoing
         self.encryption = factory.encryption
-        self._protocol_id = protocol_id(factory.node.protocol.subnet, factory.encryption)
+        self._protocol_id = protocol_id(node.protocol.subnet, factory.encryption)
         self.peer_id: str | None = None
         self.peer_addr: Address | None = None
         self.peer_codes: tuple[int, ...] = ()
@@ -136,42 +97,34 @@ class MeshProtocol(Protocol):
             # of it is logged where it happens.
             self.handshake_done.addErrback(lambda _: None)
         self.closed: Deferred[None] = Deferred()
-        self._limits = limits = factory.node.limits
+        self._limits = limits = node.limits
         self._max_send_buffer = limits.max_send_buffer
+        self._batch = factory.batch
         self._reader = FrameReader(limits.max_frame_size)
         self._send_code: int | None = None
         self._last_sent: WireMessage | None = None
         self._bad_frames = 0
         # Whether the peer holds this connection under two IDs (see
-        # _on_handshake), and so writes each of its whispers to it twice;
-        # and the key of the whisper it sent last, if that was its last frame.
+        # handshake.answer_form), and so writes each of its whispers to it
+        # twice; and the key of the whisper it sent last, if that was its
+        # last frame.
         self._sends_twice = False
+        self._last_whisper: bytes | None = None
         self._handshake_sent = False
         self._answered_first_word = False
         self._first_word: IDelayedCall | None = None
         self._inflating = True
-        self._last_whisper: bytes | None = None
         self._closing = False
         # Whether what still arrives is thrown away: once the link closes,
         # unless it was closed to read on (see close).
         self._discarding = False
         self._timeout: IDelayedCall | None = None
-        # While the peer is congested (see pauseProducing), the call that
-        # cuts it off unless it makes progress first.
-        self._congestion: IDelayedCall | None = None
-        # The frames not written to the transport yet (gathered in this turn,
-        # or held while the transport is full), their size, and the call
-        # that writes them when they were not written in a read.
-        self._unwritten: list[bytes] = []
-        self._unwritten_size = 0
-        self._write_call: IDelayedCall | None = None
-        # Whether the transport asked for no more writes (its buffer is full).
-        self._transport_full = False
         self.stats = LinkStats()
+        self._writer = LinkWriter(self, node, factory.batch, self.stats)
 
     def __repr__(self) -> str:
         peer = self.transport.getPeer() if self.transport is not None else None
-        return f"<MeshProtocol {self.peer_id or '?'} at {peer}>"
+        return f"<LinkProtocol {self.peer_id or '?'} at {peer}>"
 
     @property
     def closing(self) -> bool:
@@ -208,11 +161,10 @@ class MeshProtocol(Protocol):
             # Every slot is a peer's: refused (and logged as a limit).
             self._drop()
             return
-        self.factory.connections.add(self)
+        self._connections.add(self)
         node.stats.connections["out" if self.outgoing else "in"] += 1
-        _tune_tcp(self._transport)
-        # The transport tells this producer when its write buffer is full.
-        self._transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        tune_tcp(self._transport)
+        self._writer.start(self._transport)
         self._timeout = node.clock.callLater(self._limits.handshake_timeout, self._handshake_timed_out)
         if self.outgoing:
             # Our handshake goes out once, in the form of the IDs of the
@@ -223,18 +175,18 @@ class MeshProtocol(Protocol):
             # ours); a twisted_mesh node waits for the dialler's, and answers
             # this renegotiation (which states what our handshake will) with
             # one of its own.
-            self._renegotiate(flags.compression, list(_compression.SUPPORTED))
+            self._renegotiate(flags.compression, handshake.offered())
             self._first_word = node.clock.callLater(FIRST_WORD_WAIT, self._no_first_word)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
-        self.factory.connections.discard(self)
+        self._connections.discard(self)
         if self.slot is not None:
             self._node.admission.release(self.slot)
-        for timer in (self._timeout, self._congestion, self._first_word, self._write_call):
+        for timer in (self._timeout, self._first_word):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._unwritten, self._unwritten_size = [], 0  # never to be written
+        self._writer.stop()
         self._node.link_lost(self)
         if not self.handshake_done.called:
             self._node.stats.handshake_failures["closed"] += 1
@@ -256,18 +208,15 @@ class MeshProtocol(Protocol):
             return
         stats.frames_in += len(bodies)
         totals.frames_in += len(bodies)
-        global _written_in_read
-        if _written_in_read is not None:  # a read handled within another one
-            self._read(bodies)
-            return
-        written: list[MeshProtocol] = []
-        _written_in_read = written
+        # The frames this read makes the node write to any link are written
+        # once it is handled (unless it is handled within another read).
+        batch = self._batch
+        outermost = batch.open()
         try:
             self._read(bodies)
         finally:
-            _written_in_read = None
-            for link in written:
-                link.flush()
+            if outermost:
+                batch.close()
 
     def _read(self, bodies: list[bytes]) -> None:
         node, totals, limits = self._node, self._node.stats, self._limits
@@ -333,80 +282,26 @@ class MeshProtocol(Protocol):
         """
         if self._closing:
             return "the connection is closing"
-        if self._unwritten_size > self._max_send_buffer:
+        writer = self._writer
+        if writer.unwritten_size > self._max_send_buffer:
             return self._send_buffer_full()
         self._last_sent = msg
-        self._write(msg.frame(self.ids_as_bin, self._send_code))
+        writer.write(msg.frame(self.ids_as_bin, self._send_code))
         return None
 
     def _send_buffer_full(self) -> str:
-        waiting, most = self._unwritten_size, self._max_send_buffer
+        waiting, most = self._writer.unwritten_size, self._max_send_buffer
         text = "{peer} has {waiting} bytes waiting: not queuing more"
         self._node.limit_hit("max_send_buffer", text, peer=self.peer_id, waiting=waiting)
         return f"the send buffer is full: {waiting} bytes wait for the peer, more than max_send_buffer ({most})"
 
-    def _write(self, frame: bytes) -> None:
-        """
-        Write ``frame`` to the peer, with the others written in the same
-        read, or else in the same turn of the reactor: in one go when the
-        read is handled, or at the end of the turn (a node's user sending
-        many messages at once makes one write of them); or once
-        `.MAX_GATHERED` bytes are gathered.  While the transport is full,
-        frames wait here until it asks for more (`.resumeProducing`).
-        """
-        unwritten = self._unwritten
-        unwritten.append(frame)
-        self._unwritten_size += len(frame)
-        if self._transport_full:
-            return
-        if self._unwritten_size >= MAX_GATHERED:
-            self.flush()
-        elif len(unwritten) == 1:
-            if _written_in_read is not None:
-                _written_in_read.append(self)
-            elif self._write_call is None:
-                self._write_call = self._node.clock.callLater(0, self._end_of_turn)
-
-    def _end_of_turn(self) -> None:
-        self._write_call = None
-        self.flush()
-
     def flush(self) -> None:
         """
-        Write the frames gathered so far, as far as the transport takes
-        them: in one go, or (after the transport was full) in writes of
-        about `.MAX_GATHERED` bytes until it is full again.  For a transport
-        that must not wait for the end of the turn too (a WebSocket whose
-        peer is closing, see `.twisted_mesh.websocket`).
+        Write the frames gathered so far (see `.LinkWriter.flush`): for a
+        transport that must not wait for the end of the turn (a WebSocket
+        whose peer is closing, see `.twisted_mesh.websocket`).
         """
-        if self._transport_full or not self._unwritten:
-            return
-        if self._unwritten_size <= MAX_GATHERED:
-            frames, self._unwritten, self._unwritten_size = self._unwritten, [], 0
-            self._write_frames(frames)
-            return
-        frames, self._unwritten = self._unwritten, []
-        start = 0
-        while start < len(frames) and not self._transport_full:
-            end, size = start, 0
-            while end < len(frames) and size < MAX_GATHERED:
-                size += len(frames[end])
-                end += 1
-            self._unwritten_size -= size
-            self._write_frames(frames[start:end])
-            start = end
-        # (What was gathered while writing, if anything, comes after the rest.)
-        self._unwritten[:0] = frames[start:]
-
-    def _write_frames(self, frames: list[bytes]) -> None:
-        """Write ``frames`` to the transport in one write, and count them."""
-        data = b"".join(frames)
-        stats, totals = self.stats, self._node.stats
-        stats.frames_out += len(frames)
-        totals.frames_out += len(frames)
-        stats.bytes_out += len(data)
-        totals.bytes_out += len(data)
-        self._transport.write(data)
+        self._writer.flush()
 
     def close(self, reason: str, *, error: bool = True, abort: bool = False, read_on: bool = False) -> None:
         """
@@ -422,20 +317,7 @@ class MeshProtocol(Protocol):
         """
         if self._closing:
             return
-        # What was queued goes first, unless the connection is dropped: the
-        # transport writes it before it closes (or the close times out).  It
-        # may fill the transport's buffer, and so make the link congested,
-        # which the close then ends.
-        frames, self._unwritten, self._unwritten_size = self._unwritten, [], 0
-        if frames and not abort:
-            self._write_frames(frames)
-        if self._congestion is not None:
-            # Whatever waits for this peer will never be read: the other
-            # peers need not wait for it any more.
-            if self._congestion.active():
-                self._congestion.cancel()
-            self._congestion = None
-            self._node.link_drained(self)
+        self._writer.finish(abort=abort)
         log = self._log.warn if error else self._log.info
         log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
@@ -443,7 +325,7 @@ class MeshProtocol(Protocol):
         self.resume_reading()
         self._closing = True
         self._discarding = not read_on
-        self._transport.unregisterProducer()  # type: ignore[attr-defined]
+        self._writer.detach()
         abort_connection = getattr(self._transport, "abortConnection", None)
         if abort and abort_connection is not None:
             abort_connection()
@@ -490,52 +372,6 @@ class MeshProtocol(Protocol):
         if resume is not None and not self._closing:
             resume()
 
-    # -- IPushProducer: the transport's write buffer -------------------------
-
-    def pauseProducing(self) -> None:
-        """
-        The transport has a full write buffer: the peer is slow to read.
-        Frames wait in the link until the transport asks for more, and the
-        node hears that the peer is congested.  When this comes while the
-        link writes what waited, the peer did read: it made progress.
-        (Before the handshake, TLS pauses its producer until it is secure:
-        that is not a slow peer.)
-        """
-        if self._closing or self.peer_id is None:
-            return
-        self._transport_full = True
-        timeout = self._limits.congestion_timeout
-        if self._congestion is None:
-            self._congestion = self._node.clock.callLater(timeout, self._congestion_timed_out)
-            self._node.link_congested(self)
-        elif self._congestion.active():
-            self._congestion.reset(timeout)
-
-    def resumeProducing(self) -> None:
-        """
-        The transport wrote all it held: write what waited, and if that
-        does not fill it again, the peer caught up.
-        """
-        if not self._transport_full:
-            return
-        self._transport_full = False
-        self.flush()
-        if self._transport_full or self._congestion is None:
-            return
-        if self._congestion.active():
-            self._congestion.cancel()
-        self._congestion = None
-        self._node.link_drained(self)
-
-    def stopProducing(self) -> None:
-        """The transport is going away; `.connectionLost` follows."""
-
-    def _congestion_timed_out(self) -> None:
-        timeout = self._limits.congestion_timeout
-        text = "{peer} read nothing for {timeout:g} s"
-        self._node.limit_hit("congestion_timeout", text, peer=self.peer_id, timeout=timeout)
-        self.close(f"the peer read nothing for {timeout:g} s: dropping what waits for it", abort=True)
-
     # -- what the link handles itself ----------------------------------------
 
     def _send_handshake(self) -> None:
@@ -543,64 +379,45 @@ class MeshProtocol(Protocol):
         if self._first_word is not None and self._first_word.active():
             self._first_word.cancel()
         self._first_word = None
-        node = self._node
-        payload = (
-            flags.handshake,
-            self._wire_id(node.id),
-            self._wire_id(self._protocol_id),
-            list(node.out_addr_for(self.encryption)),
-            list(_compression.SUPPORTED),
-        )
-        msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, self.ids_as_bin)
-        self._write(msg.frame(self.ids_as_bin, None))
-
-    def _wire_id(self, node_id: str) -> str | bytes:
-        return node_id.encode("ascii") if self.ids_as_bin else node_id
+        node, as_bin = self._node, self.ids_as_bin
+        payload = handshake.handshake_payload(node.id, self._protocol_id, node.out_addr_for(self.encryption), as_bin)
+        msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, as_bin)
+        self._writer.write(msg.frame(as_bin, None))
 
     def _on_handshake(self, payload: tuple[Any, ...]) -> None:
-        fields = _parse_handshake(payload)
-        if fields is None:
+        shake = handshake.parse_handshake(payload)
+        if shake is None:
             self._fail_handshake(HandshakeFailed("malformed handshake"), "malformed")
             return
-        peer_id, theirs, address, codes = fields
-        peer_writes_str = isinstance(payload[1], str)
-        if not self._handshake_sent:
-            # The peer spoke first, and hears our handshake once, in its form.
-            self.ids_as_bin = not peer_writes_str
+        form = handshake.answer_form(
+            shake.writes_str, sent=self._handshake_sent, as_bin=self.ids_as_bin, identified=self.peer_id is not None
+        )
+        if form is not None:
+            self.ids_as_bin = form.as_bin
+            self._sends_twice = self._sends_twice or form.sends_twice
             self._send_handshake()
-        elif self.ids_as_bin and peer_writes_str and self.peer_id is None:
-            # A node that writes IDs as str (js2p) spoke after we did (it was
-            # slow to, see _no_first_word): restate ours in its form.  js2p
-            # then keeps this connection under both forms of our ID, and a
-            # whisper it sends to all its peers comes twice, back to back.
-            self.ids_as_bin = False
-            self._sends_twice = True
-            self._send_handshake()
-        ours = self._protocol_id
-        if theirs != ours:
-            self._fail_handshake(ProtocolMismatch(ours, theirs), "protocol_mismatch")
+        mismatch = handshake.mismatch(shake, self._protocol_id)
+        if mismatch is not None:
+            self._fail_handshake(mismatch, "protocol_mismatch")
             return
         if self.peer_id is not None:
             # A second handshake: the peer restates itself.
-            if peer_id != self.peer_id:
+            if shake.peer_id != self.peer_id:
                 self.close("the peer changed its ID")
             return
-        if peer_id == self._node.id:
-            self._fail_handshake(SelfConnection("connected to itself"), "self")
+        refused = handshake.refusal(shake, self._node.id, self.expected_id)
+        if refused is not None:
+            self._fail_handshake(*refused)
             return
-        if self.expected_id is not None and peer_id != self.expected_id:
-            # Before the routing table: this peer is not the one dialled for.
-            self._fail_handshake(HandshakeFailed(f"the peer is {peer_id}, not {self.expected_id}"), "unexpected")
-            return
-        self.peer_id, self.peer_addr, self.peer_codes = peer_id, address, codes
+        self.peer_id, self.peer_addr, self.peer_codes = shake.peer_id, shake.address, shake.codes
         if self.slot is not None:
             self._node.admission.handshaken(self.slot)
-        self._send_code = _compression.choose(_compression.SENT, codes)
+        self._send_code = handshake.send_code(shake.codes)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         if self._node.link_ready(self):
-            self._log.info("peer {peer} joined from {address}", peer=peer_id, address=address)
-        self.handshake_done.callback(peer_id)
+            self._log.info("peer {peer} joined from {address}", peer=shake.peer_id, address=shake.address)
+        self.handshake_done.callback(shake.peer_id)
 
     def _fail_handshake(self, error: Exception, reason: str) -> None:
         self._node.stats.handshake_failures[reason] += 1
@@ -613,28 +430,25 @@ class MeshProtocol(Protocol):
         self._fail_handshake(HandshakeFailed(f"no handshake within {timeout:g} s"), "timeout")
 
     def _on_renegotiate(self, msg: WireMessage) -> None:
-        payload = msg.payload
-        if len(payload) == 2 and payload[0] == flags.compression:
-            codes = _parse_codes(payload[1])
-            if codes is None:
-                self.close("malformed compression renegotiation")
-                return
+        word, codes = handshake.read_renegotiation(msg.payload)
+        if word is Word.COMPRESSION:
             if not self._handshake_sent:
                 self._before_handshakes(msg)
             changed = codes != self.peer_codes
             self.peer_codes = codes
-            self._send_code = _compression.choose(_compression.SENT, codes)
+            self._send_code = handshake.send_code(codes)
             if changed and self.peer_id is not None:
-                agreed = [code for code in _compression.SUPPORTED if code in codes]
-                self._renegotiate(flags.compression, agreed)
-        elif len(payload) == 1 and payload[0] == flags.resend:
+                self._renegotiate(flags.compression, handshake.agreed(codes))
+        elif word is Word.RESEND:
             # Once per message sent: asking again gets nothing more.
             last = self._last_sent
             if last is not None:
                 self.send(last)
                 self._last_sent = None
+        elif word is Word.MALFORMED:
+            self.close("malformed compression renegotiation")
         else:
-            self._log.debug("ignored a renegotiate message {payload!r}", payload=payload)
+            self._log.debug("ignored a renegotiate message {payload!r}", payload=msg.payload)
 
     def _before_handshakes(self, msg: WireMessage) -> None:
         """A renegotiation before any handshake: a twisted_mesh node's first word (see connectionMade)."""
@@ -649,15 +463,13 @@ class MeshProtocol(Protocol):
             self._answered_first_word = True
             if self.slot is not None:
                 self._node.admission.spoke(self.slot)
-            self._renegotiate(flags.compression, list(_compression.SUPPORTED))
+            self._renegotiate(flags.compression, handshake.offered())
 
     def _no_first_word(self) -> None:
         """The node dialled says nothing: speak first, in the form it most likely reads."""
         self._first_word = None
         if not self._handshake_sent and not self._closing:
-            # Over WebSocket, js2p (py2p has no WebSocket); else py2p, which
-            # reads nothing but bin.
-            self.ids_as_bin = self.encryption not in ("ws", "wss")
+            self.ids_as_bin = handshake.unprompted_form(self.encryption)
             self._send_handshake()
 
     def _renegotiate(self, *payload: Any) -> None:
@@ -665,7 +477,7 @@ class MeshProtocol(Protocol):
         # have resent.
         node = self._node
         msg = WireMessage.create(flags.renegotiate, node.id, node.now(), payload, self.ids_as_bin)
-        self._write(msg.frame(self.ids_as_bin, self._send_code))
+        self._writer.write(msg.frame(self.ids_as_bin, self._send_code))
 
     def _frame_failed_checksum(self) -> None:
         self._bad_frames += 1
@@ -680,63 +492,3 @@ class MeshProtocol(Protocol):
         else:
             self._log.debug("a frame from {peer} failed its checksum: asking for it again", peer=self.peer_id)
         self._renegotiate(flags.resend)
-
-
-#: The most compression codes a peer may list.
-MAX_CODES = 32
-
-
-def _parse_codes(value: object) -> tuple[int, ...] | None:
-    """Read a list of compression codes, each once, or ``None``."""
-    if not isinstance(value, list) or len(value) > MAX_CODES:
-        return None
-    if not all(type(code) is int and 0 <= code <= 0xFF for code in value):
-        return None
-    return tuple(dict.fromkeys(value))
-
-
-def _parse_handshake(payload: tuple[Any, ...]) -> tuple[str, str, Address | None, tuple[int, ...]] | None:
-    """
-    Read ``[handshake, id, protocol_id, [host, port], [codes]]``, or ``None``.
-
-    Port 0 says the peer cannot be dialled (a browser): its address is
-    ``None``.
-    """
-    if len(payload) != 5:
-        return None
-    peer_id, theirs = id_text(payload[1]), id_text(payload[2])
-    address, codes = parse_address(payload[3]), _parse_codes(payload[4])
-    undialable = isinstance(payload[3], list) and len(payload[3]) == 2 and payload[3][1] == 0
-    if peer_id is None or theirs is None or codes is None or not is_node_id(peer_id):
-        return None
-    if address is None and not undialable:
-        return None
-    return peer_id, theirs, address, codes
-
-
-class MeshFactory(Factory):
-    """
-    Builds a `.MeshProtocol` for each connection made or accepted.
-
-    :ivar connections: every live connection of this node (shared by the
-        node's listening and dialling factories).
-    :ivar encryption: the transport of the connections it builds (by
-        default the node's main one).
-    """
-
-    noisy = False
-
-    def __init__(
-        self,
-        node: MeshNode,
-        outgoing: bool,
-        connections: set[MeshProtocol],
-        encryption: str | None = None,
-    ) -> None:
-        self.node = node
-        self.outgoing = outgoing
-        self.encryption = encryption or node.protocol.encryption
-        self.connections = connections
-
-    def buildProtocol(self, addr: Any) -> MeshProtocol:
-        return MeshProtocol(self)

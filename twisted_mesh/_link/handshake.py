@@ -1,0 +1,185 @@
+"""
+The handshake and what a link negotiates with its peer: the peer's
+handshake read and checked, the form of IDs each side writes, the
+compression each side sends with, and the renegotiation words.
+
+Pure functions: no transport, no reactor, no node.  `.LinkProtocol` acts on
+what they decide.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, NamedTuple
+
+from twisted_mesh import _compression, flags
+from twisted_mesh._ids import id_text, is_node_id
+from twisted_mesh._node import Address, parse_address
+from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
+
+#: The most compression codes a peer may list.
+MAX_CODES = 32
+
+
+def offered() -> list[int]:
+    """
+    The compression codes a link offers: in its handshake, and in the
+    renegotiation that is a twisted_mesh node's first word.
+    """
+    return list(_compression.SUPPORTED)
+
+
+def parse_codes(value: object) -> tuple[int, ...] | None:
+    """Read a list of compression codes, each once, or ``None``."""
+    if not isinstance(value, list) or len(value) > MAX_CODES:
+        return None
+    if not all(type(code) is int and 0 <= code <= 0xFF for code in value):
+        return None
+    return tuple(dict.fromkeys(value))
+
+
+class PeerHandshake(NamedTuple):
+    """
+    A peer's handshake, read.
+
+    :ivar peer_id: its node ID.
+    :ivar protocol_id: the protocol ID it speaks.
+    :ivar address: the address it asks others to dial, or ``None`` for a
+        peer that cannot be dialled (a browser).
+    :ivar codes: the compression codes it reads, each once.
+    :ivar writes_str: whether it wrote its IDs as str (else as bin).
+    """
+
+    peer_id: str
+    protocol_id: str
+    address: Address | None
+    codes: tuple[int, ...]
+    writes_str: bool
+
+
+def parse_handshake(payload: tuple[Any, ...]) -> PeerHandshake | None:
+    """
+    Read ``[handshake, id, protocol_id, [host, port], [codes]]``, or ``None``.
+
+    Port 0 says the peer cannot be dialled (a browser): its address is
+    ``None``.
+    """
+    if len(payload) != 5:
+        return None
+    peer_id, theirs = id_text(payload[1]), id_text(payload[2])
+    address, codes = parse_address(payload[3]), parse_codes(payload[4])
+    undialable = isinstance(payload[3], list) and len(payload[3]) == 2 and payload[3][1] == 0
+    if peer_id is None or theirs is None or codes is None or not is_node_id(peer_id):
+        return None
+    if address is None and not undialable:
+        return None
+    return PeerHandshake(peer_id, theirs, address, codes, isinstance(payload[1], str))
+
+
+def handshake_payload(node_id: str, protocol_id: str, address: Address, as_bin: bool) -> tuple[Any, ...]:
+    """Our handshake, its IDs in the given form."""
+    return (flags.handshake, wire_id(node_id, as_bin), wire_id(protocol_id, as_bin), list(address), offered())
+
+
+def wire_id(node_id: str, as_bin: bool) -> str | bytes:
+    """An ID in the form the peer reads: bin (``as_bin``) or str."""
+    return node_id.encode("ascii") if as_bin else node_id
+
+
+def mismatch(handshake: PeerHandshake, ours: str) -> ProtocolMismatch | None:
+    """The error of a handshake in another protocol than ``ours``, if it is."""
+    return ProtocolMismatch(ours, handshake.protocol_id) if handshake.protocol_id != ours else None
+
+
+def refusal(handshake: PeerHandshake, own_id: str, expected_id: str | None) -> tuple[HandshakeFailed, str] | None:
+    """
+    Why a peer's first handshake (in our protocol) is refused, if it is.
+
+    :param own_id: our node's ID: a peer with it is our node.
+    :param expected_id: the ID of the peer dialled for, if it is known.
+    :return: the error, and the reason the node counts it under.
+    """
+    if handshake.peer_id == own_id:
+        return SelfConnection("connected to itself"), "self"
+    if expected_id is not None and handshake.peer_id != expected_id:
+        # Before the routing table: this peer is not the one dialled for.
+        return HandshakeFailed(f"the peer is {handshake.peer_id}, not {expected_id}"), "unexpected"
+    return None
+
+
+class IdForm(NamedTuple):
+    """
+    The form our handshake goes to the peer in.
+
+    :ivar as_bin: whether our IDs go as bin (else as str).
+    :ivar sends_twice: whether the peer now holds the link under both forms
+        of our ID, and so writes each of its whispers to it twice.
+    """
+
+    as_bin: bool
+    sends_twice: bool
+
+
+def answer_form(peer_writes_str: bool, *, sent: bool, as_bin: bool, identified: bool) -> IdForm | None:
+    """
+    Whether a peer's handshake is answered with ours (again), and in which
+    form; ``None`` when ours went already in a form the peer reads.
+
+    :param peer_writes_str: whether the peer wrote its IDs as str.
+    :param sent: whether our handshake went already.
+    :param as_bin: whether it went with IDs as bin.
+    :param identified: whether the peer's handshake came before.
+    """
+    if not sent:
+        # The peer spoke first, and hears our handshake once, in its form.
+        return IdForm(not peer_writes_str, False)
+    if as_bin and peer_writes_str and not identified:
+        # A node that writes IDs as str (js2p) spoke after we did (it was
+        # slow to, see LinkProtocol._no_first_word): restate ours in its
+        # form.  js2p then keeps this connection under both forms of our
+        # ID, and a whisper it sends to all its peers comes twice, back to
+        # back.
+        return IdForm(False, True)
+    return None
+
+
+def unprompted_form(encryption: str) -> bool:
+    """
+    The form (bin: ``True``) to speak first in to a node that says nothing,
+    over ``encryption``: js2p over WebSocket (py2p has no WebSocket); else
+    py2p, which reads nothing but bin.
+    """
+    return encryption not in ("ws", "wss")
+
+
+def send_code(peer_codes: tuple[int, ...]) -> int | None:
+    """The compression to send with to a peer that reads ``peer_codes``, if any."""
+    return _compression.choose(_compression.SENT, peer_codes)
+
+
+def agreed(peer_codes: tuple[int, ...]) -> list[int]:
+    """The codes both sides read, in our order: what a changed list is answered with."""
+    return [code for code in _compression.SUPPORTED if code in peer_codes]
+
+
+class Word(Enum):
+    """What a renegotiation message says."""
+
+    #: The compression codes the peer reads from now on.
+    COMPRESSION = "compression"
+    #: Send the last message again.
+    RESEND = "resend"
+    #: A compression word with a bad list of codes.
+    MALFORMED = "malformed"
+    #: Something else, which is ignored.
+    OTHER = "other"
+
+
+def read_renegotiation(payload: tuple[Any, ...]) -> tuple[Word, tuple[int, ...]]:
+    """Read a renegotiation's payload: what it says, with its codes."""
+    if len(payload) == 2 and payload[0] == flags.compression:
+        codes = parse_codes(payload[1])
+        return (Word.MALFORMED, ()) if codes is None else (Word.COMPRESSION, codes)
+    if len(payload) == 1 and payload[0] == flags.resend:
+        return Word.RESEND, ()
+    return Word.OTHER, ()
