@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import LogEvent
 
 from tests.integration.hostile import Arena, ArenaFactory, open_arena
@@ -43,3 +44,11 @@ def launch(venv: Venv, tmp_path: Path) -> Iterator[Launcher]:
     launcher = Launcher(venv, tmp_path)
     yield launcher
     launcher.kill_all()
+
+
+@pytest.fixture
+def ports() -> Iterator[list[IListeningPort]]:
+    """Listening ports (of the WebSocket tests), stopped at teardown."""
+    started: list[IListeningPort] = []
+    yield started
+    pytest_twisted.blockon(defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in started]))

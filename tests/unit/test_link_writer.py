@@ -1,0 +1,295 @@
+"""
+`.LinkProtocol`, one link: how it writes (frames gathered per read and per
+turn, `.MAX_GATHERED`) and back-pressure from a full transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from tests.support import MESH
+from tests.unit.link_rig import Rig, Side, connected, handshake, message, renegotiate
+from twisted_mesh import flags
+from twisted_mesh._ids import new_node_id
+from twisted_mesh._link import LinkFactory
+from twisted_mesh._link.writer import MAX_GATHERED
+from twisted_mesh._websocket.stream import GatheringProtocol
+from twisted_mesh.limits import Limits
+
+# -- writing -------------------------------------------------------------------
+
+
+def count_writes(transport: StringTransport) -> list[bytes]:
+    """Keep each write made to ``transport``, as it goes on writing."""
+    writes: list[bytes] = []
+    write = transport.write
+
+    def counted(data: bytes) -> None:
+        writes.append(data)
+        write(data)
+
+    transport.write = counted  # type: ignore[method-assign]
+    return writes
+
+
+def test_frames_sent_in_one_turn_are_written_at_its_end_in_one_write() -> None:
+    """
+    Messages sent outside a read (a user's sends) are written when the
+    reactor's turn ends, all of them in one write, in order; and counted then.
+    """
+    side = connected()
+    writes = count_writes(side.transport)
+    stats = side.proto.stats
+    frames_before, bytes_before = stats.frames_out, stats.bytes_out
+    node_id = side.proto._node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i) for i in range(5)]
+    for msg in sent:
+        assert side.proto.send(msg) is None
+    assert writes == [] and stats.frames_out == frames_before
+    side.clock.advance(0)
+    assert writes == [b"".join(msg.frame(True, None) for msg in sent)]
+    assert (stats.frames_out, stats.bytes_out) == (frames_before + 5, bytes_before + len(writes[0]))
+    assert side.bodies() == [msg.body_in(True) for msg in sent]
+
+
+def test_a_link_writes_once_it_gathered_max_gathered_bytes() -> None:
+    """
+    Frames are not gathered past MAX_GATHERED bytes: then they are written at
+    once (so that the transport can tell a sender that the peer is slow),
+    the rest at the end of the turn.
+    """
+    side = connected(codes=[])
+    writes = count_writes(side.transport)
+    node_id = side.proto._node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000) for i in range(100)]
+    size = len(sent[0].frame(True, None))
+    for msg in sent:
+        side.proto.send(msg)
+    per_write = -(-MAX_GATHERED // size)  # the frames that reach the limit
+    assert [len(data) for data in writes] == [per_write * size] * (len(sent) // per_write)
+    side.clock.advance(0)
+    assert b"".join(writes) == b"".join(msg.frame(True, None) for msg in sent)
+    assert len(writes) == -(-len(sent) // per_write)
+
+
+class FillingTransport(StringTransport):
+    """A transport that tells its producer to pause once it holds ``most`` bytes."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) >= self.most and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def test_closing_a_link_its_last_frames_fill_does_not_pause_the_others() -> None:
+    """
+    A link closed in the turn its user sent it frames writes them first; when
+    they fill its transport, the congestion they make ends with the close:
+    the node goes on reading from its other peers.
+    """
+    rig = Rig()
+    other = connected(rig)
+    proto = LinkFactory(rig.node, False, rig.connections, batch=rig.batch).buildProtocol(None)
+    transport = FillingTransport(most=4096)
+    proto.makeConnection(transport)
+    side = Side(proto, transport, rig.clock)
+    side.feed(handshake(new_node_id(MESH), codes=[]))
+    side.clear()
+    msg = message(rig.node.id, flags.whisper, flags.whisper, b"x" * 5000)
+    assert side.proto.send(msg) is None
+    side.proto.close("done with it", error=False)
+    assert msg.frame(True, None) in transport.value()
+    assert not rig.node._congested
+    assert other.transport.producerState == "producing"
+
+
+class PausingTransport(StringTransport):
+    """
+    A transport that holds what is written until `.drain`, and tells its
+    producer to pause while it holds more than ``most`` bytes, as Twisted's
+    TCP transport does.
+    """
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+        self.held = 0
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.held += len(data)
+        if self.held > self.most and not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        """The peer read everything: empty the buffer, and ask the producer for more."""
+        self.held = 0
+        if self.paused and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()
+
+
+def paused_link(rig: Rig, **limits: Any) -> tuple[Side, PausingTransport]:
+    """A handshaken link, with ``limits``, whose transport pauses past 64 kB."""
+    rig.node.limits = Limits(**limits)
+    proto = LinkFactory(rig.node, False, rig.connections, batch=rig.batch).buildProtocol(None)
+    transport = PausingTransport(most=64 * 1024)
+    proto.makeConnection(transport)
+    side = Side(proto, transport, rig.clock)
+    side.feed(handshake(new_node_id(MESH), codes=[]))
+    side.clear()
+    return side, transport
+
+
+def test_frames_wait_in_the_link_while_the_transport_is_full() -> None:
+    """
+    Once the transport is full, frames wait in the link, and the node hears
+    that the peer is congested; when the transport asks for more, they go
+    out in writes of about MAX_GATHERED bytes until it is full again, and
+    when all are out the congestion ends.  Nothing is lost or reordered.
+    """
+    rig = Rig()
+    other = connected(rig)
+    side, transport = paused_link(rig)
+    node_id = rig.node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000) for i in range(300)]
+    for msg in sent:
+        assert side.proto.send(msg) is None
+    rig.clock.advance(0)
+    assert transport.paused and rig.node._congested == {side.proto}
+    assert other.transport.producerState == "paused"
+    held = len(transport.value())
+    assert held <= 2 * MAX_GATHERED + 1100, held
+    rig.clock.advance(0)
+    assert len(transport.value()) == held, "the link wrote to a full transport"
+    writes = count_writes(transport)
+    transport.drain()
+    assert transport.paused and writes and all(len(data) <= MAX_GATHERED + 1100 for data in writes)
+    while transport.paused:
+        transport.drain()
+    assert not rig.node._congested and other.transport.producerState == "producing"
+    assert side.bodies() == [msg.body_in(True) for msg in sent]
+
+
+def test_own_messages_past_max_send_buffer_are_skipped_with_a_reason() -> None:
+    """
+    More than max_send_buffer bytes waiting for a peer: a new message is not
+    queued; send() says why, and the limit is counted; once the peer read,
+    messages are queued again.
+    """
+    rig = Rig()
+    side, transport = paused_link(rig, max_send_buffer=200_000)
+    node_id = rig.node.id
+    results = [side.proto.send(message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 10_000)) for i in range(40)]
+    refused = [i for i, result in enumerate(results) if result is not None]
+    assert refused and refused == list(range(refused[0], 40))
+    assert results[refused[0]] is not None and "max_send_buffer (200000)" in results[refused[0]]
+    assert rig.node.stats.limit_hits["max_send_buffer"] == len(refused)
+    assert side.proto._writer.unwritten_size <= 200_000 + 10_100
+    while transport.paused:
+        transport.drain()
+    assert side.proto.send(message(node_id, flags.broadcast, flags.broadcast, "again")) is None
+
+
+def test_a_peer_that_makes_progress_is_not_cut_off() -> None:
+    """
+    A congested peer that keeps reading (its transport asks for more now and
+    then) stays, however long it is congested; one that reads nothing for
+    congestion_timeout is cut off, and what waited for it is dropped.
+    """
+    rig = Rig()
+    side, transport = paused_link(rig, congestion_timeout=5)
+    node_id = rig.node.id
+    for i in range(2000):
+        side.proto.send(message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000))
+    rig.clock.advance(0)
+    for _ in range(10):
+        rig.clock.advance(4)
+        transport.drain()
+        assert transport.paused and not side.closed
+    assert not rig.node.stats.limit_hits
+    rig.clock.advance(5)
+    assert rig.node.stats.limit_hits["congestion_timeout"] == 1
+    assert side.closed and side.proto._writer.unwritten == []
+
+
+def test_a_link_closed_while_its_transport_is_full_writes_what_waited() -> None:
+    """
+    What send() queued is written unless the connection is lost: a link
+    closed (not aborted) while frames wait hands them all to the transport,
+    which writes them before it closes.
+    """
+    rig = Rig()
+    side, transport = paused_link(rig)
+    sent = [message(rig.node.id, flags.broadcast, flags.broadcast, i, b"x" * 1000) for i in range(300)]
+    for msg in sent:
+        side.proto.send(msg)
+    rig.clock.advance(0)
+    side.proto.close("done", error=False)
+    assert side.closed and not rig.node._congested
+    assert side.bodies() == [msg.body_in(True) for msg in sent]
+
+
+def test_a_lost_link_writes_nothing_more() -> None:
+    """
+    Frames gathered past MAX_GATHERED are written at once; the end of the
+    turn, when the connection was lost meanwhile, writes nothing more.
+    """
+    side = connected(codes=[])
+    writes = count_writes(side.transport)
+    node_id = side.proto._node.id
+    for i in range(70):
+        side.proto.send(message(node_id, flags.broadcast, flags.broadcast, i, b"x" * 1000))
+    assert len(writes) == 1
+    side.proto.connectionLost(Failure(ConnectionDone()))
+    side.clock.advance(0)
+    assert len(writes) == 1 and not side.clock.getDelayedCalls()
+
+
+def test_frames_of_a_turn_and_of_a_read_in_it_keep_their_order() -> None:
+    """
+    A frame sent in a turn, then one written in a read of the same turn (the
+    answer to a resend): both go out at the end of the turn, in that order.
+    """
+    side = connected(codes=[])
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    writes = count_writes(side.transport)
+    msg = message(side.proto._node.id, flags.whisper, flags.whisper, "first")
+    side.proto.send(msg)
+    side.feed(renegotiate(peer_id, flags.resend))
+    assert writes == []
+    assert side.bodies() == [msg.body_in(True)] * 2
+    assert len(writes) == 1
+
+
+def test_a_closing_link_writes_what_it_gathered_first() -> None:
+    """Frames sent in the turn a link is closed in are written before it closes."""
+    side = connected()
+    writes = count_writes(side.transport)
+    msg = message(side.proto._node.id, flags.broadcast, flags.broadcast, "last words")
+    side.proto.send(msg)
+    side.proto.close("done", error=False)
+    assert writes == [msg.frame(True, None)] and side.closed
+    side.clock.advance(0)
+    assert writes == [msg.frame(True, None)]
+
+
+def test_a_link_is_a_gathering_protocol() -> None:
+    """The WebSocket adapter tells a link to write what it gathered when the peer closes."""
+    side = connected()
+    assert isinstance(side.proto, GatheringProtocol)
+    side.proto.send(message(side.proto._node.id, flags.whisper, flags.whisper, "last"))
+    assert side.transport.value() == b""
+    side.proto.flush()
+    assert side.transport.value() != b""

@@ -1,0 +1,1 @@
+"""The WebSocket adapters behind `.twisted_mesh.websocket`."""
