@@ -40,7 +40,7 @@ from tests.support import RawPeer, wait_for
 from twisted_mesh import Limits, flags
 from twisted_mesh import _compression as compression
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._link.protocol import MAX_BAD_FRAMES
+from twisted_mesh._link.negotiation import MAX_BAD_FRAMES
 
 
 def bomb(code: int) -> Callable[[RawPeer], bytes]:

@@ -26,7 +26,8 @@ from twisted_mesh._compression import (
     compress,
     mistaken_for_packed,
 )
-from twisted_mesh._frames import MAX_FRAME_SIZE, ChecksumError, FrameError, FrameTooLarge, WireMessage, pack, unpack
+from twisted_mesh._frames import MAX_FRAME_SIZE, ChecksumError, FrameError, FrameTooLarge, WireMessage
+from twisted_mesh._serial import pack, unpack
 
 # --- compression -------------------------------------------------------------------------
 

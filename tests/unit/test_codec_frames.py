@@ -33,10 +33,9 @@ from twisted_mesh._frames import (
     FrameReader,
     WireMessage,
     _sender_forms,
-    pack,
-    unpack,
 )
 from twisted_mesh._ids import MAX_ID_LENGTH, MIN_NODE_ID_LENGTH
+from twisted_mesh._serial import pack, unpack
 
 # --- the reference frames ----------------------------------------------------------------
 

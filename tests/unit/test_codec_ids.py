@@ -14,8 +14,9 @@ import pytest
 
 from tests.unit.codec_vectors import PROTOCOL_IDS, SENDER
 from twisted_mesh import _ids, flags
-from twisted_mesh._frames import FrameError, pack, unpack
+from twisted_mesh._frames import FrameError
 from twisted_mesh._ids import MAX_ID_LENGTH, Protocol, b58decode_int, b58encode_int, id_text, new_node_id, protocol_id
+from twisted_mesh._serial import pack, unpack
 
 # --- identifiers -------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from twisted_mesh import flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import Protocol, new_node_id
 from twisted_mesh._link import LinkFactory
-from twisted_mesh._link.protocol import FIRST_WORD_WAIT
+from twisted_mesh._link.negotiation import FIRST_WORD_WAIT
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
 from twisted_mesh.limits import Limits
 

@@ -21,7 +21,8 @@ from twisted_mesh import _compression, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
 from twisted_mesh._link import LinkFactory
-from twisted_mesh._link.protocol import MAX_BAD_FRAMES, MAX_UNIDENTIFIED_BUFFER
+from twisted_mesh._link.negotiation import MAX_BAD_FRAMES
+from twisted_mesh._link.reader import MAX_UNIDENTIFIED_BUFFER
 
 # -- size limits and bad frames ----------------------------------------------
 
@@ -73,7 +74,7 @@ def test_bad_checksums_are_told_and_renegotiated_once() -> None:
     peer_id = side.proto.peer_id
     assert peer_id is not None
     events: list[Any] = []
-    side.proto._log = Logger(observer=events.append)  # type: ignore[arg-type]
+    side.proto._negotiation._log = Logger(observer=events.append)  # type: ignore[arg-type]
     for n in range(5):
         side.proto.dataReceived(corrupt(message(peer_id, flags.broadcast, flags.broadcast, "bad", n)))
         side.feed(message(peer_id, flags.broadcast, flags.broadcast, "good", n))

@@ -2,8 +2,10 @@
 The link: one connection to a peer, over any stream transport.
 
 - `.handshake`: the handshake and what is negotiated with the peer (pure);
+- `.negotiation`: one link's side of the handshake and renegotiation;
+- `.reader`: frames read, decoded and handed on;
 - `.writer`: write batching and back-pressure;
-- `.protocol`: `.LinkProtocol`, the `.Link` the node sees;
+- `.protocol`: `.LinkProtocol`, the `.Link` the node sees, which joins them;
 - `.factory`: `.LinkFactory`, which builds them;
 - `.tcp`: the socket options of a TCP link.
 """

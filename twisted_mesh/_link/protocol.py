@@ -1,13 +1,12 @@
 """
-The link to one peer: the `.IProtocol` that reads frames from any stream
-transport (TCP, TLS, or the byte stream that WebSocket messages carry),
-acts on the handshake and renegotiation (see `.handshake`), writes through
-its `.LinkWriter`, and hands the node what is not the link's own business.
+The link to one peer: the `.IProtocol` over any stream transport (TCP,
+TLS, or the byte stream that WebSocket messages carry), and the `.Link` the
+node sees.  It joins the parts of a link: its `.LinkReader`, its
+`.Negotiation` (the handshake and renegotiation), and its `.LinkWriter`.
 """
 
 from __future__ import annotations
 
-from typing import Any
 from typing import Protocol as Interface
 
 from twisted.internet.defer import Deferred
@@ -16,12 +15,11 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh import _compression, flags
+from twisted_mesh import _compression
 from twisted_mesh._admission import Slot, source_of
-from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
-from twisted_mesh._ids import protocol_id
-from twisted_mesh._link import handshake
-from twisted_mesh._link.handshake import Word
+from twisted_mesh._frames import WireMessage
+from twisted_mesh._link.negotiation import Negotiation
+from twisted_mesh._link.reader import LinkReader
 from twisted_mesh._link.tcp import tune_tcp
 from twisted_mesh._link.writer import LinkWriter, WriteBatch
 from twisted_mesh._node import Address, MeshNode
@@ -30,18 +28,6 @@ from twisted_mesh.errors import HandshakeFailed
 
 #: Seconds a closing connection has to finish its closing handshake.
 CLOSE_TIMEOUT = 10.0
-
-#: Frames in a row that may fail their checksum before the link is closed.
-MAX_BAD_FRAMES = 3
-
-#: Seconds a dialler waits for the first word of the node dialled before it
-#: sends its handshake all the same (see LinkProtocol.connectionMade).
-FIRST_WORD_WAIT = 1.0
-
-#: Bytes of an incomplete frame held for a peer whose handshake has not come
-#: (a handshake takes a few hundred): past it the connection is closed, so
-#: that unidentified connections cannot hold a frame limit's worth each.
-MAX_UNIDENTIFIED_BUFFER = 64 * 1024
 
 
 class LinkSettings(Interface):
@@ -85,7 +71,6 @@ class LinkProtocol(Protocol):
         self._node = node = factory.node
         self.outgoing = factory.outgoing
         self.encryption = factory.encryption
-        self._protocol_id = protocol_id(node.protocol.subnet, factory.encryption)
         self.peer_id: str | None = None
         self.peer_addr: Address | None = None
         self.peer_codes: tuple[int, ...] = ()
@@ -97,30 +82,15 @@ class LinkProtocol(Protocol):
             # of it is logged where it happens.
             self.handshake_done.addErrback(lambda _: None)
         self.closed: Deferred[None] = Deferred()
-        self._limits = limits = node.limits
-        self._max_send_buffer = limits.max_send_buffer
-        self._batch = factory.batch
-        self._reader = FrameReader(limits.max_frame_size)
-        self._send_code: int | None = None
+        self._max_send_buffer = node.limits.max_send_buffer
         self._last_sent: WireMessage | None = None
-        self._bad_frames = 0
-        # Whether the peer holds this connection under two IDs (see
-        # handshake.answer_form), and so writes each of its whispers to it
-        # twice; and the key of the whisper it sent last, if that was its
-        # last frame.
-        self._sends_twice = False
-        self._last_whisper: bytes | None = None
-        self._handshake_sent = False
-        self._answered_first_word = False
-        self._first_word: IDelayedCall | None = None
-        self._inflating = True
         self._closing = False
-        # Whether what still arrives is thrown away: once the link closes,
-        # unless it was closed to read on (see close).
-        self._discarding = False
-        self._timeout: IDelayedCall | None = None
+        # The call that cuts off a peer that does not finish closing.
+        self._close_timeout: IDelayedCall | None = None
         self.stats = LinkStats()
         self._writer = LinkWriter(self, node, factory.batch, self.stats)
+        self._negotiation = negotiation = Negotiation(self, node, self._writer.write)
+        self._reader = LinkReader(self, node, negotiation, factory.batch, self.stats)
 
     def __repr__(self) -> str:
         peer = self.transport.getPeer() if self.transport is not None else None
@@ -143,7 +113,8 @@ class LinkProtocol(Protocol):
 
     def compression_name(self) -> str | None:
         """The name of the compression used towards the peer, if any."""
-        return _compression.NAMES.get(self._send_code) if self._send_code is not None else None
+        code = self._negotiation.send_code
+        return _compression.NAMES.get(code) if code is not None else None
 
     # -- connection events -------------------------------------------------
 
@@ -165,27 +136,16 @@ class LinkProtocol(Protocol):
         node.stats.connections["out" if self.outgoing else "in"] += 1
         tune_tcp(self._transport)
         self._writer.start(self._transport)
-        self._timeout = node.clock.callLater(self._limits.handshake_timeout, self._handshake_timed_out)
-        if self.outgoing:
-            # Our handshake goes out once, in the form of the IDs of the
-            # node dialled (js2p, told our ID in both forms, keys the
-            # connection twice and writes to it twice): after the first word
-            # of that node.  py2p and js2p send their handshake as soon as
-            # they accept a connection (js2p over WebSocket only once it has
-            # ours); a twisted_mesh node waits for the dialler's, and answers
-            # this renegotiation (which states what our handshake will) with
-            # one of its own.
-            self._renegotiate(flags.compression, handshake.offered())
-            self._first_word = node.clock.callLater(FIRST_WORD_WAIT, self._no_first_word)
+        self._negotiation.start()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self._connections.discard(self)
         if self.slot is not None:
             self._node.admission.release(self.slot)
-        for timer in (self._timeout, self._first_word):
-            if timer is not None and timer.active():
-                timer.cancel()
+        self._negotiation.stop()
+        if self._close_timeout is not None and self._close_timeout.active():
+            self._close_timeout.cancel()
         self._writer.stop()
         self._node.link_lost(self)
         if not self.handshake_done.called:
@@ -196,78 +156,7 @@ class LinkProtocol(Protocol):
         self.closed.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
-        stats, totals = self.stats, self._node.stats
-        stats.bytes_in += len(data)
-        totals.bytes_in += len(data)
-        try:
-            bodies = self._reader.feed(data)
-        except FrameTooLarge as e:
-            totals.dropped["too_large"] += 1
-            self._node.limit_hit("max_frame_size", "{peer}: {error}", peer=self.peer_id, error=str(e))
-            self.close(str(e))
-            return
-        stats.frames_in += len(bodies)
-        totals.frames_in += len(bodies)
-        # The frames this read makes the node write to any link are written
-        # once it is handled (unless it is handled within another read).
-        batch = self._batch
-        outermost = batch.open()
-        try:
-            self._read(bodies)
-        finally:
-            if outermost:
-                batch.close()
-
-    def _read(self, bodies: list[bytes]) -> None:
-        node, totals, limits = self._node, self._node.stats, self._limits
-        max_size, max_depth, max_items = limits.max_frame_size, limits.max_depth, limits.max_items
-        for body in bodies:
-            if self._discarding:
-                return
-            # (Once a frame failed its checksum, the peer was asked to send
-            # raw frames: nothing of its is inflated any more, for a body
-            # may inflate to max_frame_size, at some cost, and still fail.)
-            codes = self.peer_codes if self._inflating else ()
-            try:
-                msg = WireMessage.from_body(body, codes, max_size, max_depth, max_items)
-            except ChecksumError:
-                totals.dropped["bad_checksum"] += 1
-                self._frame_failed_checksum()
-                continue
-            except FrameError as e:
-                totals.dropped["too_large" if isinstance(e, FrameTooLarge) else "malformed"] += 1
-                if self.peer_id is None:
-                    self._fail_handshake(HandshakeFailed(f"bad frame: {e}"), "malformed")
-                else:
-                    self.close(f"bad frame: {e}")
-                return
-            self._bad_frames = 0
-            # What the link handles itself, then what the node does.
-            msg_type, payload = msg.msg_type, msg.payload
-            if msg_type == flags.renegotiate:
-                self._on_renegotiate(msg)
-            elif msg_type == flags.whisper and payload and payload[0] == flags.handshake:
-                self._on_handshake(payload)
-            elif self.peer_id is None:
-                self._fail_handshake(HandshakeFailed("a message came before the handshake"), "malformed")
-            elif self._sends_twice and self._second_copy(msg):
-                totals.dropped["duplicate"] += 1
-            else:
-                node.message_received(self, msg)
-        if self.peer_id is None and self._reader.buffered > MAX_UNIDENTIFIED_BUFFER and not self._closing:
-            # A frame far larger than a handshake, from a peer that sent none.
-            totals.dropped["too_large"] += 1
-            error = f"more than {MAX_UNIDENTIFIED_BUFFER} bytes of a frame before the handshake"
-            self._fail_handshake(HandshakeFailed(error), "malformed")
-
-    def _second_copy(self, msg: WireMessage) -> bool:
-        """Whether ``msg`` is the copy of the whisper the peer wrote just before it."""
-        key = msg.key if msg.msg_type == flags.whisper else None
-        if key is not None and key == self._last_whisper:
-            self._last_whisper = None
-            return True
-        self._last_whisper = key
-        return False
+        self._reader.feed(data)
 
     # -- the Link interface --------------------------------------------------
 
@@ -286,8 +175,15 @@ class LinkProtocol(Protocol):
         if writer.unwritten_size > self._max_send_buffer:
             return self._send_buffer_full()
         self._last_sent = msg
-        writer.write(msg.frame(self.ids_as_bin, self._send_code))
+        writer.write(msg.frame(self.ids_as_bin, self._negotiation.send_code))
         return None
+
+    def resend_last(self) -> None:
+        """Send the last message sent again, once: asking again gets nothing more until another is sent."""
+        last = self._last_sent
+        if last is not None:
+            self.send(last)
+            self._last_sent = None
 
     def _send_buffer_full(self) -> str:
         waiting, most = self._writer.unwritten_size, self._max_send_buffer
@@ -324,7 +220,7 @@ class LinkProtocol(Protocol):
         # TLS closes only once no producer is registered.
         self.resume_reading()
         self._closing = True
-        self._discarding = not read_on
+        self._reader.discarding = not read_on
         self._writer.detach()
         abort_connection = getattr(self._transport, "abortConnection", None)
         if abort and abort_connection is not None:
@@ -341,9 +237,8 @@ class LinkProtocol(Protocol):
             self._transport.loseConnection()
         # A peer that does not finish closing is cut off.
         if abort_connection is not None:
-            if self._timeout is not None and self._timeout.active():
-                self._timeout.cancel()
-            self._timeout = self._node.clock.callLater(CLOSE_TIMEOUT, abort_connection)
+            self._negotiation.stop_waiting()
+            self._close_timeout = self._node.clock.callLater(CLOSE_TIMEOUT, abort_connection)
 
     def evict(self, reason: str) -> None:
         """
@@ -357,7 +252,7 @@ class LinkProtocol(Protocol):
 
     def _drop(self) -> None:
         """Drop the connection at once, with what it sent and what waits to be written."""
-        self._closing = self._discarding = True
+        self._closing = self._reader.discarding = True
         getattr(self._transport, "abortConnection", self._transport.loseConnection)()
 
     def pause_reading(self) -> None:
@@ -371,124 +266,3 @@ class LinkProtocol(Protocol):
         resume = getattr(self._transport, "resumeProducing", None)
         if resume is not None and not self._closing:
             resume()
-
-    # -- what the link handles itself ----------------------------------------
-
-    def _send_handshake(self) -> None:
-        self._handshake_sent = True
-        if self._first_word is not None and self._first_word.active():
-            self._first_word.cancel()
-        self._first_word = None
-        node, as_bin = self._node, self.ids_as_bin
-        payload = handshake.handshake_payload(node.id, self._protocol_id, node.out_addr_for(self.encryption), as_bin)
-        msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, as_bin)
-        self._writer.write(msg.frame(as_bin, None))
-
-    def _on_handshake(self, payload: tuple[Any, ...]) -> None:
-        shake = handshake.parse_handshake(payload)
-        if shake is None:
-            self._fail_handshake(HandshakeFailed("malformed handshake"), "malformed")
-            return
-        form = handshake.answer_form(
-            shake.writes_str, sent=self._handshake_sent, as_bin=self.ids_as_bin, identified=self.peer_id is not None
-        )
-        if form is not None:
-            self.ids_as_bin = form.as_bin
-            self._sends_twice = self._sends_twice or form.sends_twice
-            self._send_handshake()
-        mismatch = handshake.mismatch(shake, self._protocol_id)
-        if mismatch is not None:
-            self._fail_handshake(mismatch, "protocol_mismatch")
-            return
-        if self.peer_id is not None:
-            # A second handshake: the peer restates itself.
-            if shake.peer_id != self.peer_id:
-                self.close("the peer changed its ID")
-            return
-        refused = handshake.refusal(shake, self._node.id, self.expected_id)
-        if refused is not None:
-            self._fail_handshake(*refused)
-            return
-        self.peer_id, self.peer_addr, self.peer_codes = shake.peer_id, shake.address, shake.codes
-        if self.slot is not None:
-            self._node.admission.handshaken(self.slot)
-        self._send_code = handshake.send_code(shake.codes)
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        if self._node.link_ready(self):
-            self._log.info("peer {peer} joined from {address}", peer=shake.peer_id, address=shake.address)
-        self.handshake_done.callback(shake.peer_id)
-
-    def _fail_handshake(self, error: Exception, reason: str) -> None:
-        self._node.stats.handshake_failures[reason] += 1
-        self.close(str(error))
-        if not self.handshake_done.called:
-            self.handshake_done.errback(error)
-
-    def _handshake_timed_out(self) -> None:
-        timeout = self._limits.handshake_timeout
-        self._fail_handshake(HandshakeFailed(f"no handshake within {timeout:g} s"), "timeout")
-
-    def _on_renegotiate(self, msg: WireMessage) -> None:
-        word, codes = handshake.read_renegotiation(msg.payload)
-        if word is Word.COMPRESSION:
-            if not self._handshake_sent:
-                self._before_handshakes(msg)
-            changed = codes != self.peer_codes
-            self.peer_codes = codes
-            self._send_code = handshake.send_code(codes)
-            if changed and self.peer_id is not None:
-                self._renegotiate(flags.compression, handshake.agreed(codes))
-        elif word is Word.RESEND:
-            # Once per message sent: asking again gets nothing more.
-            last = self._last_sent
-            if last is not None:
-                self.send(last)
-                self._last_sent = None
-        elif word is Word.MALFORMED:
-            self.close("malformed compression renegotiation")
-        else:
-            self._log.debug("ignored a renegotiate message {payload!r}", payload=msg.payload)
-
-    def _before_handshakes(self, msg: WireMessage) -> None:
-        """A renegotiation before any handshake: a twisted_mesh node's first word (see connectionMade)."""
-        if self.outgoing:
-            # The node dialled is a twisted_mesh node: it waits for our
-            # handshake, and this is the form of its IDs.
-            self.ids_as_bin = msg.sender_is_bin
-            self._send_handshake()
-        elif not self._answered_first_word:
-            # A twisted_mesh node dialled us, and waits for a word of ours:
-            # no silent stranger.
-            self._answered_first_word = True
-            if self.slot is not None:
-                self._node.admission.spoke(self.slot)
-            self._renegotiate(flags.compression, handshake.offered())
-
-    def _no_first_word(self) -> None:
-        """The node dialled says nothing: speak first, in the form it most likely reads."""
-        self._first_word = None
-        if not self._handshake_sent and not self._closing:
-            self.ids_as_bin = handshake.unprompted_form(self.encryption)
-            self._send_handshake()
-
-    def _renegotiate(self, *payload: Any) -> None:
-        # Not through send(): a renegotiation is never what a peer asks to
-        # have resent.
-        node = self._node
-        msg = WireMessage.create(flags.renegotiate, node.id, node.now(), payload, self.ids_as_bin)
-        self._writer.write(msg.frame(self.ids_as_bin, self._send_code))
-
-    def _frame_failed_checksum(self) -> None:
-        self._bad_frames += 1
-        if self._bad_frames > MAX_BAD_FRAMES:
-            self.close(f"{self._bad_frames} frames in a row failed their checksum")
-            return
-        if self._inflating:
-            # The first time: said once, and asked once.
-            self._inflating = False
-            self._log.warn("a frame from {peer} failed its checksum: asking for it uncompressed", peer=self.peer_id)
-            self._renegotiate(flags.compression, [])
-        else:
-            self._log.debug("a frame from {peer} failed its checksum: asking for it again", peer=self.peer_id)
-        self._renegotiate(flags.resend)
