@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
@@ -11,7 +11,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["twisted_mesh", "twisted_mesh.web", "twisted.plugins"],
+    # Every package of twisted_mesh (a new one is not left out of the wheel),
+    # and twisted/plugins, which has no __init__.py.
+    packages=[*find_packages(include=["twisted_mesh", "twisted_mesh.*"]), "twisted.plugins"],
     package_data={
         "twisted_mesh": ["py.typed"],
         # The web page and the browser client (built from js/ by `npm run build`).
