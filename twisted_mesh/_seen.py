@@ -1,12 +1,21 @@
 """
 `.SeenSet`: the broadcasts a node has seen, remembered for as long as a
 repeat of one could still be accepted.
+
+A key is a message's checksum, a sha256 digest, and a message's stamp is
+part of what it sums: the same key always comes with the same stamp.  So
+the keys are filed by stamp, and a key is looked for only among the keys of
+its own stamp.  A stamp's keys come in over about a second (the second its
+senders' clocks show it, plus the time to cross the mesh); while they come
+they are held in a `set`, and once a whole second has passed with none, the
+set is packed into a sorted run of whole keys, 32 bytes each, that is
+searched by bisection.  A node keeps a minute of keys and most of them are
+in runs: about 32 bytes a key there, against about 200 in a set.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Callable
 
 from twisted_mesh.limits import Limits
@@ -14,16 +23,21 @@ from twisted_mesh.limits import Limits
 #: How long a broadcast stays new, in seconds: older ones are dropped.
 MESSAGE_LIFETIME = 60
 
+#: The size of a key: a sha256 digest.
+KEY_SIZE = 32
+
 
 class SeenSet:
     """
-    The broadcasts seen in the last `.MESSAGE_LIFETIME` seconds.
+    The broadcasts seen that could still be accepted again.
 
-    A key is kept until the message it names is too old to be accepted, or
-    until more than ``max_size`` keys are held: then the oldest go first.
-    Keys are kept by the whole second they expire in, and go when the clock
-    reaches it: a key goes at most a second early, when its message is
-    older than `.MESSAGE_LIFETIME` anyway.
+    A node accepts a broadcast stamped within `.MESSAGE_LIFETIME` seconds of
+    its clock, so the keys stamped ``time`` are kept while the clock shows at
+    most ``time + MESSAGE_LIFETIME``, and go at the first `add` after that.
+    When more than ``max_size`` keys are held, whole stamps go, the oldest
+    first, but never the stamp of the key just added: of that one, if it is
+    left alone over the bound, only the new key stays.  ``on_evict`` is called
+    once for each such forgetting.
 
     :ivar evicted: how many keys were forgotten early to stay in ``max_size``.
     """
@@ -32,66 +46,130 @@ class SeenSet:
         self.max_size = max_size
         self._on_evict = on_evict
         self.evicted = 0
-        self._keys: set[bytes] = set()
-        # The keys by the second they expire in, and those seconds as a heap.
-        self._expiring: dict[int, deque[bytes]] = {}
-        self._seconds: list[int] = []
-        # Until the clock reaches the next whole second (``_turn``), nothing
-        # expires, and a key stamped no later than now joins ``_current``, the
-        # bucket of this second's keys (made with its first key).
+        self._size = 0
+        # The keys of the stamps still coming in, by stamp; the sizes those
+        # sets had at the last whole second (a set that has not grown since
+        # is packed); the packed runs of each stamp, largest first; and the
+        # stamps held, as a heap, the oldest first.
+        self._coming: dict[int, set[bytes]] = {}
+        self._sizes: dict[int, int] = {}
+        self._runs: dict[int, list[bytes]] = {}
+        self._stamps: list[int] = []
+        # Nothing is forgotten or packed until the clock reaches this second.
         self._turn = 0
-        self._current: deque[bytes] | None = None
 
     def add(self, key: bytes, time: int, now: float) -> bool:
         """
-        Record ``key``, a message stamped ``time``, at ``now`` by the clock.
+        Record ``key``, the checksum of a message stamped ``time``, at
+        ``now`` by the clock.  ``time`` is within `.MESSAGE_LIFETIME` of
+        ``now``: the node refuses other messages before it asks.
 
         :return: whether it is new.
         """
         if now >= self._turn:
             self._next_second(now)
-        keys = self._keys
+        keys = self._coming.get(time)
+        if keys is None:
+            keys = self._open(time)
         size = len(keys)
         keys.add(key)  # one lookup, where "in" then "add" would make two
         if len(keys) == size:
             return False
-        if time < self._turn:
-            current = self._current
-            if current is None:
-                current = self._current = self._bucket(self._turn + MESSAGE_LIFETIME)
-            current.append(key)
-        else:
-            # From a clock ahead of this one's: kept until its own stamp expires.
-            self._bucket(time + MESSAGE_LIFETIME + 1).append(key)
-        if size >= self.max_size:
-            self._evict_oldest()
+        runs = self._runs.get(time)
+        if runs is not None and any(_in_run(run, key) for run in runs):
+            keys.discard(key)
+            return False
+        self._size += 1
+        if self._size > self.max_size:
+            self._evict(time, key)
         return True
 
+    def _open(self, time: int) -> set[bytes]:
+        """Start taking keys stamped ``time``."""
+        keys: set[bytes] = set()
+        self._coming[time] = keys
+        if time not in self._runs:
+            heapq.heappush(self._stamps, time)
+        return keys
+
     def _next_second(self, now: float) -> None:
-        """Forget the keys that expire by ``now``, and start a new second."""
-        keys, seconds = self._keys, self._seconds
-        while seconds and seconds[0] <= now:
-            keys.difference_update(self._expiring.pop(heapq.heappop(seconds)))
-        self._turn = int(now) + 1
-        self._current = None
+        """Forget the stamps too old to be accepted, and pack the idle sets."""
+        second = int(now)
+        self._turn = second + 1
+        stamps = self._stamps
+        while stamps and stamps[0] < second - MESSAGE_LIFETIME:
+            self._size -= self._drop(heapq.heappop(stamps))
+        for time, keys in list(self._coming.items()):
+            if self._sizes.get(time) == len(keys):
+                self._pack(time, keys)
+            else:
+                self._sizes[time] = len(keys)
 
-    def _bucket(self, second: int) -> deque[bytes]:
-        bucket = self._expiring.get(second)
-        if bucket is None:
-            bucket = self._expiring[second] = deque()
-            heapq.heappush(self._seconds, second)
-        return bucket
+    def _pack(self, time: int, keys: set[bytes]) -> None:
+        """Move the keys of ``time`` from their set into a sorted run."""
+        del self._coming[time], self._sizes[time]
+        if not keys:
+            if time not in self._runs:
+                self._stamps.remove(time)
+                heapq.heapify(self._stamps)
+            return
+        runs = self._runs.setdefault(time, [])
+        chunks = sorted(keys)
+        # Runs merge as a binary counter's digits carry: a stamp has at most
+        # log2(keys) runs, and each key is merged that many times at most.
+        while runs and len(runs[-1]) <= 2 * KEY_SIZE * len(chunks):
+            chunks = sorted([*_chunks(runs.pop()), *chunks])  # two sorted runs: a linear merge
+        run = b"".join(chunks)
+        if len(run) != KEY_SIZE * len(chunks):
+            raise ValueError(f"seen-set keys must be {KEY_SIZE} bytes")
+        runs.append(run)
 
-    def _evict_oldest(self) -> None:
-        oldest = self._expiring[self._seconds[0]]
-        self._keys.discard(oldest.popleft())
-        if not oldest:
-            del self._expiring[heapq.heappop(self._seconds)]
-            if oldest is self._current:
-                self._current = None
-        self.evicted += 1
+    def _drop(self, time: int) -> int:
+        """Forget every key stamped ``time``; return how many there were."""
+        keys = self._coming.pop(time, ())
+        self._sizes.pop(time, None)
+        return len(keys) + sum(len(run) for run in self._runs.pop(time, ())) // KEY_SIZE
+
+    def _evict(self, time: int, key: bytes) -> None:
+        """
+        Forget the oldest stamps but ``time`` (that of ``key``, just added)
+        until at most ``max_size`` keys are held; then, if need be, all of
+        ``time``'s keys but ``key``.
+        """
+        stamps = self._stamps
+        dropped = 0
+        while self._size - dropped > self.max_size and (stamps[0] != time or len(stamps) > 1):
+            oldest = heapq.heappop(stamps)
+            if oldest == time:
+                dropped += self._drop(heapq.heapreplace(stamps, time))
+            else:
+                dropped += self._drop(oldest)
+        if self._size - dropped > self.max_size:
+            dropped += self._drop(time) - 1
+            self._coming[time] = {key}
+        self._size -= dropped
+        self.evicted += dropped
         if self._on_evict is not None:
             self._on_evict()
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._size
+
+
+def _chunks(run: bytes) -> list[bytes]:
+    """The keys of a packed run."""
+    return [run[at : at + KEY_SIZE] for at in range(0, len(run), KEY_SIZE)]
+
+
+def _in_run(run: bytes, key: bytes) -> bool:
+    """Whether ``key`` is in ``run``, a sorted run of keys: a bisection."""
+    low, high = 0, len(run) // KEY_SIZE
+    while low < high:
+        middle = (low + high) // 2
+        at = middle * KEY_SIZE
+        if run[at : at + KEY_SIZE] < key:
+            low = middle + 1
+        else:
+            high = middle
+    at = low * KEY_SIZE
+    return run[at : at + KEY_SIZE] == key

@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import ILogObserver, LogEvent, Logger
@@ -28,7 +26,7 @@ from twisted_mesh._node import (
     SendResult,
     parse_address,
 )
-from twisted_mesh._seen import MESSAGE_LIFETIME, SeenSet
+from twisted_mesh._seen import MESSAGE_LIFETIME
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
@@ -274,54 +272,6 @@ def test_seen_set_keeps_keys_within_the_lifetime() -> None:
     b.take()
     node.message_received(b, again(msg, False))
     assert a.take() == [] and len(node.queue) == 2
-
-
-class SeenModel:
-    """
-    What a seen-set must do, written plainly: each key with the second it
-    expires in; the earliest to expire (the first added among equals) is
-    forgotten first.
-    """
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self.keys: dict[bytes, int] = {}
-        self.evicted = 0
-
-    def add(self, key: bytes, time: int, now: float) -> bool:
-        self.keys = {k: second for k, second in self.keys.items() if second > now}
-        if key in self.keys:
-            return False
-        self.keys[key] = int(max(time, now)) + MESSAGE_LIFETIME + 1
-        if len(self.keys) > self.max_size:
-            del self.keys[min(self.keys, key=lambda k: self.keys[k])]
-            self.evicted += 1
-        return True
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    max_size=st.integers(1, 8),
-    steps=st.lists(
-        st.tuples(st.integers(0, 15), st.integers(-70, 70), st.sampled_from([0.0, 0.25, 0.5, 1.0, 7.0, 30.0])),
-        max_size=80,
-    ),
-)
-def test_seen_set_matches_its_model(max_size: int, steps: list[tuple[int, int, float]]) -> None:
-    """
-    Whatever the order of keys, stamps (from clocks behind and ahead) and
-    the passing of time, the seen-set answers as its model does, and holds
-    the same keys.
-    """
-    seen, model = SeenSet(max_size), SeenModel(max_size)
-    now = float(START)
-    for index, stamp, elapsed in steps:
-        now += elapsed
-        key = bytes([index]) * 32
-        assert seen.add(key, int(now) + stamp, now) == model.add(key, int(now) + stamp, now)
-        assert len(seen) == len(model.keys)
-        assert all(not seen.add(key, int(now), now) for key in model.keys)  # each one is held
-    assert seen.evicted == model.evicted
 
 
 def test_whispers_are_not_relayed() -> None:
