@@ -5,6 +5,7 @@ delivery, amplification, connections, memory, and the seen-set under load.
     python -m bench.mesh latency --nodes 100 --broadcasts 200
     python -m bench.mesh memory --nodes 100
     python -m bench.mesh seen --count 200000
+    python -m bench.mesh seen-alone --count 1000000
 
 Each prints one JSON line.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import sys
 import time
@@ -197,6 +199,27 @@ async def memory(reactor: Any, args: argparse.Namespace) -> None:
     )
 
 
+async def seen_alone(reactor: Any, args: argparse.Namespace) -> None:
+    """
+    The RSS a seen-set takes a key, alone in a fresh process: one filled as
+    a node's is by a minute of broadcasts (a stamp's keys coming over its
+    second, then packed), by default up to `.Limits.max_seen`.
+    """
+    from twisted_mesh._seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
+    from twisted_mesh.limits import Limits
+
+    seconds = MESSAGE_LIFETIME + 1
+    per_second = args.count // seconds
+    gc.collect()
+    before = rss_bytes()
+    seen = SeenSet(Limits.max_seen)
+    for second in range(seconds):
+        for i in range(per_second):
+            seen.add(os.urandom(KEY_SIZE), 1_000_000 + second, 1_000_000 + second + i / per_second)
+    gc.collect()
+    report({"keys": len(seen), "rss_growth": rss_bytes() - before, "bytes_per_key": (rss_bytes() - before) / len(seen)})
+
+
 async def seen(reactor: Any, args: argparse.Namespace) -> None:
     """A line of three under load: how the seen-sets and the RSS grow."""
     from bench.line import _mesh_line, _mesh_sink
@@ -232,16 +255,16 @@ async def seen(reactor: Any, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("what", choices=("latency", "memory", "seen"))
+    parser.add_argument("what", choices=("latency", "memory", "seen", "seen-alone"))
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--max-outgoing", type=int, default=4)
     parser.add_argument("--broadcasts", type=int, default=200)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--gap", type=float, default=0.005, help="seconds between broadcasts")
-    parser.add_argument("--count", type=int, default=200000, help="broadcasts (seen)")
+    parser.add_argument("--count", type=int, default=200000, help="broadcasts (seen), keys (seen-alone)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    command = {"latency": latency, "memory": memory, "seen": seen}[args.what]
+    command = {"latency": latency, "memory": memory, "seen": seen, "seen-alone": seen_alone}[args.what]
     task.react(lambda reactor: defer.ensureDeferred(command(reactor, args)))
 
 

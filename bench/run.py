@@ -456,6 +456,8 @@ def section_seen(args: argparse.Namespace, results: dict[str, Any], rows: list[R
     progress("seen-set under load")
     count = 50000 if args.quick else 200000
     result = run_json([PYTHON, "-m", "bench.mesh", "seen", "--count", str(count)], timeout=300)
+    alone = run_json([PYTHON, "-m", "bench.mesh", "seen-alone", "--count", "1000000"], timeout=300)
+    result["alone_bytes_per_key"] = alone.get("bytes_per_key", float("nan"))
     results["seen"] = result
     name = "seen-set under load"
     if "error" in result:
@@ -465,7 +467,8 @@ def section_seen(args: argparse.Namespace, results: dict[str, Any], rows: list[R
         {
             "benchmark": name,
             "case": f"{count:,} broadcasts at {result['rate']:,.0f}/s",
-            "twisted_mesh": f"{result['seen_per_node']:,.0f} keys/node, {result['bytes_per_entry']:.0f} B RSS per key",
+            "twisted_mesh": f"{result['seen_per_node']:,.0f} keys/node, {result['bytes_per_entry']:.0f} B RSS per key; "
+            f"alone, 1,000,000 keys: {result['alone_bytes_per_key']:.0f} B per key",
             "ratio": f"steady state: {result['steady_entries']:,.0f} keys, "
             f"{result['steady_bytes'] / 1024 / 1024:,.0f} MiB per node",
         }
