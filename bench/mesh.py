@@ -45,7 +45,7 @@ async def _settle(reactor: Any, nodes: list[Any], timeout: float = 60.0) -> floa
     links = -1
     while time.monotonic() - start < timeout:
         now_links = sum(len(node.routing_table) for node in nodes)
-        dialling = sum(len(node._node._dialing) for node in nodes)
+        dialling = sum(len(node._node.exchange.dialing) for node in nodes)
         if now_links != links or dialling:
             links, last_change = now_links, time.monotonic()
         elif time.monotonic() - last_change >= SETTLE_SECONDS:

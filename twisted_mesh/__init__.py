@@ -10,10 +10,9 @@ A node of a mesh network that speaks the wire protocol of py2p and js2p
 
 from twisted_mesh import flags
 from twisted_mesh._ids import Protocol
-from twisted_mesh._node import SendResult
 from twisted_mesh.errors import HandshakeFailed, MeshClosed, MeshError, ProtocolMismatch
 from twisted_mesh.limits import Limits
-from twisted_mesh.message import Message
+from twisted_mesh.message import Message, SendResult
 from twisted_mesh.service import MeshService
 from twisted_mesh.socket import MeshSocket
 

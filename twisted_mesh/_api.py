@@ -11,13 +11,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from twisted_mesh import flags
-from twisted_mesh._endpoints import Address
+from twisted_mesh._core.inbox import Handler
+from twisted_mesh._core.link import Address
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import Protocol
 from twisted_mesh._link import LinkProtocol
-from twisted_mesh._node import Handler, MeshNode, SendResult
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.limits import Limits
-from twisted_mesh.message import Message
+from twisted_mesh.message import Message, SendResult
 
 
 class NodeAPI:

@@ -14,8 +14,9 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Address, DialAddress
-from twisted_mesh._node import Link, MeshNode
+from twisted_mesh._core.link import Address, Link
+from twisted_mesh._core.node import MeshNode
+from twisted_mesh._endpoints import DialAddress
 from twisted_mesh._redial import MissingPeers
 from twisted_mesh.errors import SelfConnection
 

@@ -12,9 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Accepting, Address, addresses_of
+from twisted_mesh._core.link import Address
+from twisted_mesh._core.node import MeshNode
+from twisted_mesh._endpoints import Accepting, addresses_of
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
-from twisted_mesh._node import MeshNode
 
 
 class Dialler:

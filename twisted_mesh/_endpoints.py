@@ -25,10 +25,10 @@ from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 
 from twisted_mesh._admission import Slot, source_of
+from twisted_mesh._core.link import Address, Link
 from twisted_mesh._frames import MAX_FRAME_SIZE
 from twisted_mesh._ids import Protocol
 from twisted_mesh._link import LinkFactory, LinkProtocol
-from twisted_mesh._node import Link
 from twisted_mesh.limits import Limits
 from twisted_mesh.tls import TLSOptions
 from twisted_mesh.websocket import OPEN_HANDSHAKE_TIMEOUT, WebSocketClientEndpoint, WebSocketServerEndpoint
@@ -36,7 +36,6 @@ from twisted_mesh.websocket import OPEN_HANDSHAKE_TIMEOUT, WebSocketClientEndpoi
 # A WebSocket message carries a frame and its header; leave room for both.
 WEBSOCKET_SLACK = 64 * 1024
 
-Address = tuple[str, int]
 
 # zope interfaces do not support "|" at run time, hence Union.
 #: Where to listen: an endpoint string, an endpoint, a port, or (host, port).

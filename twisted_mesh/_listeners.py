@@ -14,8 +14,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Address, outward_address
-from twisted_mesh._node import MeshNode
+from twisted_mesh._core.link import Address
+from twisted_mesh._core.node import MeshNode
+from twisted_mesh._endpoints import outward_address
 
 
 class Listeners:

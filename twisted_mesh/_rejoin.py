@@ -24,8 +24,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._bootstrap import Bootstrap, BootstrapPeers
-from twisted_mesh._endpoints import Address
-from twisted_mesh._node import Link, MeshNode
+from twisted_mesh._core.link import Address, Link
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._redial import MAX_DELAY, MissingPeers
 
 #: The longest wait, in seconds, between two checks that the node is in the

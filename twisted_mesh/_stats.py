@@ -1,10 +1,18 @@
 """
-Counters of what a node and each of its links did, for /status and /metrics.
+Counters of what a node and each of its links did, for /status and /metrics,
+and the log of limits that bit and of malformed messages.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+#: The least seconds between two log lines about one limit.
+LIMIT_LOG_INTERVAL = 10.0
 
 
 class LinkStats:
@@ -59,3 +67,39 @@ class NodeStats(LinkStats):
         self.limit_hits: Counter[str] = Counter()
         self.failed_dials = 0
         self.trimmed = 0
+
+
+class NodeLog:
+    """
+    What a node met that is worth a log line: the limits that bit (counted
+    in `.NodeStats.limit_hits`) and the malformed messages it dropped.
+
+    :param stats: where they are counted.
+    :param clock: where the time between two log lines is read.
+    """
+
+    _log = Logger()
+
+    def __init__(self, stats: NodeStats, clock: IReactorTime) -> None:
+        self._stats = stats
+        self._clock = clock
+        self._logged: dict[str, float] = {}
+
+    def hit(self, limit: str, text: str, *, warn: bool = True, **fields: Any) -> None:
+        """
+        Count a limit that bit, and log it (as a warning, or as information
+        for one that bites in the node's normal work): the first time, then
+        at most once every `.LIMIT_LOG_INTERVAL` seconds per limit.
+        """
+        self._stats.limit_hits[limit] += 1
+        now = self._clock.seconds()
+        if now - self._logged.get(limit, -LIMIT_LOG_INTERVAL) >= LIMIT_LOG_INTERVAL:
+            self._logged[limit] = now
+            count = self._stats.limit_hits[limit]
+            log = self._log.warn if warn else self._log.info
+            log("limit {limit} ({count} so far): " + text, limit=limit, count=count, **fields)
+
+    def malformed(self, peer: str | None, what: str) -> None:
+        """Count and log a malformed message, ``what``, from ``peer``, which is dropped."""
+        self._stats.dropped["malformed"] += 1
+        self._log.warn("dropped a malformed {what} from {peer}", what=what, peer=peer)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link import LinkProtocol
-from twisted_mesh._node import MeshNode
 
 
 def _peer(peer_id: str, link: LinkProtocol) -> dict[str, Any]:

@@ -81,3 +81,7 @@ class Limits:
     max_send_buffer: int = 32 * 1024 * 1024
     congestion_timeout: float = 30.0
     forget_lost_peer_after: float = 3600.0
+
+
+#: The limits of a node made without limits of its own.
+DEFAULT_LIMITS = Limits()

@@ -1,14 +1,80 @@
 """
-`.Message`: a message as the user receives it.
+`.Message`: a message as the user receives it; and `.SendResult`: what a
+send or a reply did with a message.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-if TYPE_CHECKING:
-    from twisted_mesh._frames import WireMessage
-    from twisted_mesh._node import MeshNode, SendResult
+from twisted.internet.defer import Deferred, succeed
+
+from twisted_mesh._frames import WireMessage
+
+
+class SendResult:
+    """
+    What a send (`.twisted_mesh.MeshService.send`) or a reply
+    (`.twisted_mesh.Message.reply`) did with a message.
+
+    :ivar queued: the peers it was queued to, by node ID: each gets it
+        unless its connection is lost.
+    :ivar skipped: the peers it was not queued to, with the reason (the
+        connection is closing, the peer's send buffer is full (see
+        `.Limits.max_send_buffer`), a reply's target could not be reached).
+    :ivar pending: the peers it will be queued to once they are reached: a
+        reply to a node this node is not connected to waits while the mesh
+        is asked for the node's address and the node is dialled.  Each
+        moves to ``queued`` or ``skipped`` then; `.settled` tells when.
+    """
+
+    __slots__ = ("queued", "skipped", "pending", "_waiters")
+
+    def __init__(self) -> None:
+        self.queued: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.pending: tuple[str, ...] = ()
+        self._waiters: list[Deferred[SendResult]] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.queued)
+
+    def __repr__(self) -> str:
+        pending = f", pending={list(self.pending)!r}" if self.pending else ""
+        return f"SendResult(queued={self.queued!r}, skipped={self.skipped!r}{pending})"
+
+    def settled(self) -> Deferred[SendResult]:
+        """
+        A Deferred that fires with this result once nothing is ``pending``
+        (at once when nothing is): a reply to a node that was not a peer
+        is then in ``queued``, or in ``skipped`` with the reason.
+        """
+        if not self.pending:
+            return succeed(self)
+        d: Deferred[SendResult] = Deferred()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(d)
+        return d
+
+    def _settle(self, peer_id: str, refused: str | None) -> None:
+        """``peer_id``, pending, was queued to (when ``refused`` is None) or skipped."""
+        self.pending = tuple(pending for pending in self.pending if pending != peer_id)
+        if refused is None:
+            self.queued.append(peer_id)
+        else:
+            self.skipped[peer_id] = refused
+        waiters = self._waiters
+        if waiters is not None and not self.pending:
+            self._waiters = None
+            for waiter in waiters:
+                waiter.callback(self)
+
+
+#: What a message replies with: called with the sender's node ID and the
+#: packets, it whispers them to the sender (see `.Message.reply`).
+Reply = Callable[[str, tuple[Any, ...]], SendResult]
 
 
 class Message:
@@ -25,15 +91,15 @@ class Message:
         `.flags.whisper`).
     """
 
-    __slots__ = ("packets", "sender", "id", "time", "msg_type", "_node")
+    __slots__ = ("packets", "sender", "id", "time", "msg_type", "_reply")
 
-    def __init__(self, wire: WireMessage, node: MeshNode) -> None:
+    def __init__(self, wire: WireMessage, reply: Reply) -> None:
         self.packets: tuple[Any, ...] = wire.payload
         self.sender: str = wire.sender
         self.id: bytes = wire.key
         self.time: int = wire.time
         self.msg_type: int = wire.msg_type
-        self._node = node
+        self._reply = reply
 
     def reply(self, *packets: Any) -> SendResult:
         """
@@ -50,7 +116,7 @@ class Message:
         :raise ValueError: when the reply is larger than a frame may be.
         :raise MeshClosed: when the node is closed.
         """
-        return self._node.reply(self.sender, packets)
+        return self._reply(self.sender, packets)
 
     def __repr__(self) -> str:
         return f"<Message from {self.sender[:10]}... packets={self.packets!r}>"

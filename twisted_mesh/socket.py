@@ -9,10 +9,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from twisted_mesh._endpoints import Address
+from twisted_mesh._core.link import Address
 from twisted_mesh._ids import Protocol
-from twisted_mesh._node import DEFAULT_LIMITS
-from twisted_mesh.limits import Limits
+from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.service import DEFAULT_PROTOCOL, MeshService
 from twisted_mesh.tls import TLSOptions
 

@@ -45,7 +45,7 @@ def peers(build: Callable[[Arena], list[Any]]) -> Send:
 
 async def nothing_dialled(arena: Arena, peer: RawPeer) -> None:
     """The node dialled none of the sinks."""
-    assert not arena.node._node._dialing, "the node is dialling"
+    assert not arena.node._node.exchange.dialing, "the node is dialling"
     await task.deferLater(reactor, 0.3)
     assert arena.sunk == [], "the node dialled an address of a malformed message"
 
@@ -81,7 +81,7 @@ def response(build: Callable[[bytes | str, Arena], list[Any]]) -> Send:
 async def request_still_pending(arena: Arena, peer: RawPeer) -> None:
     """The request was not answered: nothing dialled, still waiting."""
     await nothing_dialled(arena, peer)
-    assert any(pending.target == TARGET for pending in arena.node._node._requests.values())
+    assert any(pending.target == TARGET for pending in arena.node._node.replies.requests.values())
 
 
 def _cases() -> dict[str, Case]:

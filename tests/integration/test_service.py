@@ -25,7 +25,8 @@ from twisted.logger import LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 from tests.support import LOOPBACK, MESH, MeshNodes, RawPeer, RawWebSocket, log_text, wait_for, within
-from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol, _node
+from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol
+from twisted_mesh._core import routing
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.tls import self_signed_certificate
@@ -308,7 +309,7 @@ async def test_connect_with_a_wrong_id_keeps_the_peer_at_that_address(
     leaves that peer's link as it is (the new one never enters the routing
     table, where it would replace it).
     """
-    monkeypatch.setattr(_node, "REDIAL_AFTER", 0.2)
+    monkeypatch.setattr(routing, "REDIAL_AFTER", 0.2)
     peer = mesh.service(listen=[LOOPBACK])
     node = mesh.service(listen=[LOOPBACK], max_outgoing=0)
     await within(peer.listening)

@@ -244,7 +244,7 @@ class Unanswered:
         """
         link = GoneLink(new_node_id(MESH), (HOST, port))
         self.node.link_ready(link)
-        self.node._joined[link] -= lasted
+        self.node.routing.joined[link] -= lasted
         self.node.link_lost(link)
 
     def run_until(self, when: float) -> None:

@@ -21,7 +21,7 @@ from tests.integration.hostile import transport_backlog
 from tests.support import MESH, MeshNodes, handshaken_socket, log_text, raw_peer, wait_for, within
 from twisted_mesh import Limits, MeshSocket, Message, flags
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._node import SendResult
+from twisted_mesh.message import SendResult
 
 
 async def collect(sock: MeshSocket, count: int, got: list[Message], timeout: float = 60) -> None:
@@ -181,7 +181,7 @@ async def test_slow_peer_does_not_stall_the_relay_for_good(mesh: MeshNodes, log_
         (cut,) = [
             event["log_time"]
             for event in log_events
-            if event.get("log_source") is node._node
+            if event.get("log_source") is node._node.node_log
             and re.search(r"limit (max_send_buffer|congestion_timeout)", formatEvent(event))
         ]
         waiting = [seq for seq, at in arrivals if at > cut]

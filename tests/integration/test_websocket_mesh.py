@@ -15,8 +15,8 @@ from twisted.internet.interfaces import IListeningPort
 from tests.integration.websocket_support import WS_MESH, Reference, listen, ws_client
 from tests.support import wait_for, within
 from twisted_mesh import MeshService, Protocol, flags
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
-from twisted_mesh._node import MeshNode
 
 # -- the mesh protocol -----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import pytest
 from tests.unit.test_simulation import Mesh, broadcast_from_each, check_delivery, check_relay
 from twisted_mesh import flags
 from twisted_mesh._link import LinkProtocol
-from twisted_mesh._node import MESSAGE_LIFETIME
+from twisted_mesh._seen import MESSAGE_LIFETIME
 
 NODES = 220
 
@@ -218,7 +218,7 @@ def test_220_nodes_with_peer_exchange(seed: int, record_property: Callable[[str,
     assert links > NODES - 1, "peer exchange added no link"
     for i, node in enumerate(mesh.nodes):
         assert sum(1 for link in mesh.links(i) if link.outgoing) <= node.max_outgoing, f"node {i}"
-        assert not node._dialing, f"node {i} is still dialling"
+        assert not node.exchange.dialing, f"node {i} is still dialling"
         assert not node.queue
     origins = broadcast_from_each(mesh)
     check_delivery(mesh)

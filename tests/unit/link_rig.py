@@ -19,10 +19,10 @@ from twisted.python.failure import Failure
 
 from tests.support import MESH
 from twisted_mesh import _compression, flags
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import MAX_FRAME_SIZE, FrameReader, WireMessage
 from twisted_mesh._ids import new_node_id
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
-from twisted_mesh._node import MeshNode
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message
 

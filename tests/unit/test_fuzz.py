@@ -28,10 +28,11 @@ from twisted.python.failure import Failure
 
 from tests.support import MESH
 from twisted_mesh import _compression, flags
+from twisted_mesh._core.link import Link
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
 from twisted_mesh._ids import Protocol, b58encode_int, is_node_id
 from twisted_mesh._link import LinkFactory
-from twisted_mesh._node import Link, MeshNode
 from twisted_mesh.limits import Limits
 
 SUPPORTED = _compression.SUPPORTED
@@ -347,11 +348,14 @@ class RecordingNode(MeshNode):
         super().__init__(*args, **kwargs)
         self.handed: list[tuple[Link, WireMessage]] = []
         self.joined: list[Link] = []
+        relay = self.message_received
 
-    def message_received(self, link: Link, msg: WireMessage) -> None:
-        """Record, then handle."""
-        self.handed.append((link, msg))
-        super().message_received(link, msg)
+        def message_received(link: Link, msg: WireMessage) -> None:
+            """Record, then handle."""
+            self.handed.append((link, msg))
+            relay(link, msg)
+
+        self.message_received = message_received
 
     def link_ready(self, link: Link) -> bool:
         """Record, then enter the routing table."""

@@ -107,7 +107,7 @@ def test_closing_a_link_its_last_frames_fill_does_not_pause_the_others() -> None
     assert side.proto.send(msg) is None
     side.proto.close("done with it", error=False)
     assert msg.frame(True, None) in transport.value()
-    assert not rig.node._congested
+    assert not rig.node.routing.congested
     assert other.transport.producerState == "producing"
 
 
@@ -166,7 +166,7 @@ def test_frames_wait_in_the_link_while_the_transport_is_full() -> None:
     for msg in sent:
         assert side.proto.send(msg) is None
     rig.clock.advance(0)
-    assert transport.paused and rig.node._congested == {side.proto}
+    assert transport.paused and rig.node.routing.congested == {side.proto}
     assert other.transport.producerState == "paused"
     held = len(transport.value())
     assert held <= 2 * MAX_GATHERED + 1100, held
@@ -177,7 +177,7 @@ def test_frames_wait_in_the_link_while_the_transport_is_full() -> None:
     assert transport.paused and writes and all(len(data) <= MAX_GATHERED + 1100 for data in writes)
     while transport.paused:
         transport.drain()
-    assert not rig.node._congested and other.transport.producerState == "producing"
+    assert not rig.node.routing.congested and other.transport.producerState == "producing"
     assert side.bodies() == [msg.body_in(True) for msg in sent]
 
 
@@ -236,7 +236,7 @@ def test_a_link_closed_while_its_transport_is_full_writes_what_waited() -> None:
         side.proto.send(msg)
     rig.clock.advance(0)
     side.proto.close("done", error=False)
-    assert side.closed and not rig.node._congested
+    assert side.closed and not rig.node.routing.congested
     assert side.bodies() == [msg.body_in(True) for msg in sent]
 
 

@@ -15,21 +15,17 @@ from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
 
 from tests.support import MESH
-from twisted_mesh import _node, flags
+from twisted_mesh import flags
+from twisted_mesh._core import exchange, routing
+from twisted_mesh._core.exchange import PEERS_ANSWER_INTERVAL
+from twisted_mesh._core.link import MAX_HOST_LENGTH, Address, parse_address
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58decode_int, b58encode_int, id_text, new_node_id
-from twisted_mesh._node import (
-    MAX_HOST_LENGTH,
-    PEERS_ANSWER_INTERVAL,
-    Address,
-    MeshNode,
-    SendResult,
-    parse_address,
-)
 from twisted_mesh._seen import MESSAGE_LIFETIME
 from twisted_mesh.errors import MeshClosed
-from twisted_mesh.limits import Limits
-from twisted_mesh.message import Message
+from twisted_mesh.limits import DEFAULT_LIMITS, Limits
+from twisted_mesh.message import Message, SendResult
 
 OUT_ADDR = ("127.0.0.1", 4444)
 START = 1_000_000
@@ -110,11 +106,13 @@ class FakeDialer:
         return d
 
 
-def make_node(*, node_id: str | None = None, max_outgoing: int = 4) -> tuple[MeshNode, task.Clock, FakeDialer]:
+def make_node(
+    *, node_id: str | None = None, max_outgoing: int = 4, limits: Limits = DEFAULT_LIMITS
+) -> tuple[MeshNode, task.Clock, FakeDialer]:
     """A node on a fake clock, with a fake dialer."""
     clock = task.Clock()
     clock.advance(START)
-    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, node_id=node_id, max_outgoing=max_outgoing)
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, node_id=node_id, max_outgoing=max_outgoing, limits=limits)
     dialer = FakeDialer()
     node.dialer = dialer
     return node, clock, dialer
@@ -161,8 +159,8 @@ def capture(node: MeshNode) -> list[LogEvent]:
     """The node's and its events' log events, from now on."""
     events: list[LogEvent] = []
     observer = cast(ILogObserver, events.append)
-    node._log = Logger(observer=observer)
-    node.events._log = Logger(observer=observer)
+    for part in (node.node_log, node.relay, node.routing, node.exchange, node.replies, node.inbox, node.events):
+        part._log = Logger(observer=observer)
     return events
 
 
@@ -340,7 +338,7 @@ def test_the_queue_holds_at_most_max_queue_bytes() -> None:
     """Past max_queue_bytes (each message counted as it came), the oldest messages go; taking them frees room."""
     clock = task.Clock()
     clock.advance(START)
-    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=_node.Limits(max_queue_bytes=1300))
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=Limits(max_queue_bytes=1300))
     a = add_link(node)
     assert a.peer_id is not None
     sizes = []
@@ -587,7 +585,7 @@ def test_a_full_node_turns_a_newcomer_away_with_peers_to_dial() -> None:
     assert "sent it others to dial" in newcomer.closes[0]
     assert {peer_id for _, peer_id in listed_peers(newcomer)} == {link.peer_id for link in kept}
     assert node.stats.limit_hits["max_incoming"] == 1
-    assert newcomer.peer_addr is not None and (newcomer.peer_addr, "Plaintext") in node.newcomers
+    assert newcomer.peer_addr is not None and (newcomer.peer_addr, "Plaintext") in node.exchange.newcomers
     later = incoming_link(node)
     assert newcomer.peer_id in {peer_id for _, peer_id in listed_peers(later)}
 
@@ -615,7 +613,7 @@ def test_peers_are_sent_at_random_from_peers_and_nodes_heard_of() -> None:
     node.peer_book.heard_of(OUT_ADDR, "Plaintext", node.id)
     first, second = incoming_link(node), incoming_link(node)
     listed = listed_peers(second)
-    assert len(listed) == _node.PEERS_SENT
+    assert len(listed) == exchange.PEERS_SENT
     ids = [peer_id for _, peer_id in listed]
     assert len(set(ids)) == len(ids) and second.peer_id not in ids and node.id not in ids
     assert all(address[0] != "10.2.0.2" for address, _ in listed)
@@ -647,18 +645,18 @@ def test_trimming_closes_the_most_redundant_and_never_a_peer_with_no_other() -> 
         entries = [[["10.4.0.1", 100 + i], new_node_id(MESH)] for i in range(count)]
         node.message_received(link, arriving(flags.whisper, link.peer_id or "", (flags.peers, entries)))
     node.max_incoming = 1
-    node._trim()
+    node.exchange.trim()
     assert busy.closes and "trimmed" in busy.closes[0]
     assert not lonely.closes and node.stats.trimmed == 1
     node.max_incoming = 0
-    node._trim()
+    node.exchange.trim()
     assert not lonely.closes, "a peer that may have no other was trimmed"
 
 
 @pytest.fixture
 def peers_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Peers messages are taken in the order listed, not shuffled."""
-    monkeypatch.setattr(_node.random, "shuffle", lambda peers: None)
+    monkeypatch.setattr(exchange.random, "shuffle", lambda peers: None)
 
 
 @pytest.mark.usefixtures("peers_in_order")
@@ -949,7 +947,7 @@ def test_a_redial_replaces_a_lingering_link(outgoing: bool) -> None:
     old, new = FakeLink(LOW, outgoing=outgoing), FakeLink(LOW, outgoing=outgoing)
     old.port, new.port = 40001, 40002
     node.link_ready(old)
-    clock.advance(_node.REDIAL_AFTER)
+    clock.advance(routing.REDIAL_AFTER)
     assert node.link_ready(new)
     assert node.routing_table == {LOW: new} and old.closes and not new.closes
 
@@ -1148,7 +1146,7 @@ def test_a_reply_expires_with_its_request() -> None:
     address = ("10.6.0.7", 6000)
     node.message_received(links[1], response(new_node_id(MESH), request_id, address, target, time=int(clock.seconds())))
     assert dialer.calls == []
-    assert not node._requests and not node._replies
+    assert not node.replies.requests and not node.replies.waiting
 
 
 def test_a_reply_waiting_for_a_link_expires() -> None:
@@ -1278,7 +1276,7 @@ def test_a_reply_no_node_answers_for_is_given_up_after_the_lifetime() -> None:
     assert fired == []
     clock.advance(1)
     assert fired == [result] and "no node gave the address" in result.skipped[target]
-    assert not node._requests and not clock.getDelayedCalls()
+    assert not node.replies.requests and not clock.getDelayedCalls()
     assert any("was given up" in event.get("log_format", "") for event in events)
 
 
@@ -1297,8 +1295,7 @@ def test_a_reply_whose_dial_fails_is_given_up_with_the_reason() -> None:
 
 def test_the_oldest_pending_reply_past_the_limit_is_given_up() -> None:
     """Past max_pending_replies, the oldest waiting reply is given up, and its result says so."""
-    node, _, _ = make_node()
-    node.limits = Limits(max_pending_replies=1)
+    node, _, _ = make_node(limits=Limits(max_pending_replies=1))
     links = [add_link(node), add_link(node)]
     first, _ = reply_to(node, links, new_node_id(MESH))
     second, _ = reply_to(node, links, new_node_id(MESH))
@@ -1440,7 +1437,7 @@ def test_a_message_larger_than_a_frame_is_refused() -> None:
     """A send or a reply larger than the frame limit raises ValueError, and nothing is written."""
     clock = task.Clock()
     clock.advance(START)
-    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=_node.Limits(max_frame_size=1000))
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=Limits(max_frame_size=1000))
     link = add_link(node)
     assert link.peer_id is not None
     node.send(("x" * 800,))
@@ -1451,14 +1448,14 @@ def test_a_message_larger_than_a_frame_is_refused() -> None:
         node.reply(link.peer_id, ("x" * 1000,))
     with pytest.raises(ValueError, match="frame limit of 1000"):
         node.reply(new_node_id(MESH), ("x" * 1000,))
-    assert link.take() == [] and not node._requests
+    assert link.take() == [] and not node.replies.requests
 
 
 def test_a_message_peers_would_refuse_is_refused() -> None:
     """A send or reply whose lists nest too deeply, or are too many, raises ValueError, and nothing is written."""
     clock = task.Clock()
     clock.advance(START)
-    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=_node.Limits(max_depth=4, max_items=50))
+    node = MeshNode(MESH, clock, out_addr=OUT_ADDR, limits=Limits(max_depth=4, max_items=50))
     link = add_link(node)
     assert link.peer_id is not None
     nested: Any = "deep"

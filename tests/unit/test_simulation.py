@@ -21,10 +21,11 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from tests.support import MESH
 from twisted_mesh import flags
+from twisted_mesh._core.link import Address, Link
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58encode_int
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
-from twisted_mesh._node import Address, Link, MeshNode
 
 #: (sequence number, "sent" or "read", the link, the message's key, its sender)
 Event = tuple[int, str, LinkProtocol, bytes, str]
@@ -69,13 +70,18 @@ class RecordingFactory(LinkFactory):
 class RecordingNode(MeshNode):
     """A node that records the broadcasts its links read."""
 
-    recorder: Recorder
+    def __init__(self, recorder: Recorder, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorder = recorder
+        relay = self.message_received
 
-    def message_received(self, link: Link, msg: WireMessage) -> None:
-        """Record, then handle."""
-        assert isinstance(link, LinkProtocol)
-        self.recorder.add("read", link, msg)
-        super().message_received(link, msg)
+        def message_received(link: Link, msg: WireMessage) -> None:
+            """Record, then handle."""
+            assert isinstance(link, LinkProtocol)
+            recorder.add("read", link, msg)
+            relay(link, msg)
+
+        self.message_received = message_received
 
 
 class StreamTransport(FakeTransport):
@@ -104,13 +110,13 @@ class Mesh:
         for i in range(count):
             address = (f"10.0.{i // 200}.{i % 200 + 1}", 4444)
             node = RecordingNode(
+                self.recorder,
                 MESH,
                 self.clock,
                 out_addr=address,
                 node_id=b58encode_int(self.rng.getrandbits(384)),
                 max_outgoing=max_outgoing,
             )
-            node.recorder = self.recorder
             if peer_exchange:
                 node.dialer = self._dialer(i)
             connections: set[LinkProtocol] = set()

@@ -9,9 +9,9 @@ from typing import Any
 
 from twisted.internet.protocol import Factory
 
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link.protocol import LinkProtocol
 from twisted_mesh._link.writer import WriteBatch
-from twisted_mesh._node import MeshNode
 
 
 class LinkFactory(Factory):

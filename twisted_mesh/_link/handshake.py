@@ -13,8 +13,8 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from twisted_mesh import _compression, flags
+from twisted_mesh._core.link import Address, parse_address
 from twisted_mesh._ids import id_text, is_node_id
-from twisted_mesh._node import Address, parse_address
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
 
 #: The most compression codes a peer may list.

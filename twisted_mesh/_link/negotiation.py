@@ -19,12 +19,13 @@ from twisted.logger import Logger
 
 from twisted_mesh import flags
 from twisted_mesh._admission import Slot
+from twisted_mesh._core.link import Address
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import protocol_id
 from twisted_mesh._link import handshake
 from twisted_mesh._link.handshake import Word
 from twisted_mesh._link.writer import WritingLink
-from twisted_mesh._node import Address, MeshNode
 from twisted_mesh.errors import HandshakeFailed
 
 #: Frames in a row that may fail their checksum before the link is closed.

@@ -17,12 +17,13 @@ from twisted.python.failure import Failure
 
 from twisted_mesh import _compression
 from twisted_mesh._admission import Slot, source_of
+from twisted_mesh._core.link import Address
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._link.negotiation import Negotiation
 from twisted_mesh._link.reader import LinkReader
 from twisted_mesh._link.tcp import tune_tcp
 from twisted_mesh._link.writer import LinkWriter, WriteBatch
-from twisted_mesh._node import Address, MeshNode
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
 
@@ -42,7 +43,7 @@ class LinkSettings(Interface):
 
 class LinkProtocol(Protocol):
     """
-    One connection to a peer: a `.twisted_mesh._node.Link` for the node.
+    One connection to a peer: a `.twisted_mesh._core.link.Link` for the node.
 
     :ivar peer_id: the peer's node ID, once its handshake arrived.
     :ivar peer_addr: the address the peer asks others to dial.

@@ -6,10 +6,10 @@ to the link's `.Negotiation` (handshakes, renegotiations) or to the node.
 from __future__ import annotations
 
 from twisted_mesh import flags
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
 from twisted_mesh._link.negotiation import NegotiatingLink, Negotiation
 from twisted_mesh._link.writer import WriteBatch
-from twisted_mesh._node import MeshNode
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
 

@@ -17,7 +17,8 @@ from typing import Protocol as Interface
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITransport
 from zope.interface import implementer
 
-from twisted_mesh._node import Link, MeshNode
+from twisted_mesh._core.link import Link
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._stats import LinkStats
 
 #: The most bytes of frames a link gathers before it writes them (see

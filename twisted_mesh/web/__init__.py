@@ -36,7 +36,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
-from twisted_mesh._endpoints import WEBSOCKET_SLACK, Address, Refused, encryption_of, outward_address
+from twisted_mesh._core.link import Address
+from twisted_mesh._endpoints import WEBSOCKET_SLACK, Refused, encryption_of, outward_address
 from twisted_mesh._link import LinkProtocol
 from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource

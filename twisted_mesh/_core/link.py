@@ -1,0 +1,85 @@
+"""
+What the node core knows of a connection to a peer: the `.Link` interface,
+and the `.Address` a peer may be dialled at.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as Interface
+
+from twisted_mesh._frames import WireMessage
+
+#: A host and a port to dial.
+Address = tuple[str, int]
+
+#: The longest host name an address may have (the longest DNS name).
+MAX_HOST_LENGTH = 253
+
+
+def parse_address(value: object) -> Address | None:
+    """
+    Read an address field, ``[host, port]``, from the wire.
+
+    :return: the address, or ``None`` when it has the wrong shape, or a host
+        longer than `.MAX_HOST_LENGTH`.
+    """
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    host, port = value
+    if isinstance(host, bytes) and len(host) <= MAX_HOST_LENGTH:
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str) or not 0 < len(host) <= MAX_HOST_LENGTH:
+        return None
+    if type(port) is not int or not 0 < port < 65536:
+        return None
+    return host, port
+
+
+class Link(Interface):
+    """
+    What the node needs of a connection to a peer.
+
+    :ivar peer_id: the peer's node ID once its handshake arrived.
+    :ivar peer_addr: the address the peer says others should dial.
+    :ivar outgoing: whether this node dialled the connection.
+    :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
+    :ivar encryption: the transport of the link (``'Plaintext'``, ``'SSL'``,
+        ``'ws'``, ``'wss'``).
+    """
+
+    peer_id: str | None
+    peer_addr: Address | None
+    outgoing: bool
+    ids_as_bin: bool
+    encryption: str
+
+    @property
+    def closing(self) -> bool:
+        """Whether the link is closing: it is no longer the peer's link."""
+
+    def dialler_port(self) -> int | None:
+        """
+        The port the dialling end connected from, which both ends see (the
+        dialler as its own, the other end as its peer's), or ``None`` when
+        the connection has no ports.
+        """
+
+    def send(self, msg: WireMessage) -> str | None:
+        """
+        Write ``msg`` to the peer, its sender field in the peer's form.
+
+        :return: ``None`` when it was written; else why not.
+        """
+
+    def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
+        """
+        Close the connection, logging ``reason`` (as a warning if ``error``);
+        with ``read_on``, still hand over what the peer sent before it saw
+        the close.
+        """
+
+    def pause_reading(self) -> None:
+        """Stop reading from the peer until `.resume_reading`."""
+
+    def resume_reading(self) -> None:
+        """Read from the peer again."""
