@@ -15,14 +15,18 @@ from twisted.web.server import Request
 from twisted_mesh.service import MeshService
 
 
-class StatusResource(Resource):
-    """``GET /status``: `.MeshService.status` as JSON."""
+class _OfService(Resource):
+    """A page of what ``service`` tells of itself."""
 
     isLeaf = True
 
     def __init__(self, service: MeshService) -> None:
         super().__init__()
         self._service = service
+
+
+class StatusResource(_OfService):
+    """``GET /status``: `.MeshService.status` as JSON."""
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
@@ -124,14 +128,8 @@ def metrics_text(service: MeshService) -> str:
     return "\n".join(lines) + "\n"
 
 
-class MetricsResource(Resource):
+class MetricsResource(_OfService):
     """``GET /metrics``: `.metrics_text` for Prometheus."""
-
-    isLeaf = True
-
-    def __init__(self, service: MeshService) -> None:
-        super().__init__()
-        self._service = service
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
