@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
-from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._endpoints import Accepting, addresses_of
+from twisted_mesh._endpoints import Accepting, DialAddress, addresses_of
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 
 
@@ -52,15 +51,24 @@ class Dialler:
             factory = self._accepting[encryption] = Accepting(self._running, self._factory(encryption, False))
         return factory
 
-    def connected_at(self, address: Address, encryption: str, expected: str | None) -> str | None:
+    def connect(
+        self, address: DialAddress, endpoint: IStreamClientEndpoint, encryption: str, expected: str | None
+    ) -> Deferred[str]:
         """
-        The ID of a peer connected over ``encryption`` that can be reached at
-        ``address`` (and is ``expected``, if given), if there is one.
+        Dial ``address`` through ``endpoint`` over ``encryption``, as
+        `.MeshService.connect` does: unless the peer ``expected`` is
+        connected, or, for a ``(host, port)`` pair, a peer that can be
+        reached there (and is ``expected``, if given).
         """
-        for peer_id, link in self._node.routing_table.items():
-            if link.encryption == encryption and expected in (None, peer_id) and address in addresses_of(link):
-                return peer_id
-        return None
+        if expected is not None and expected in self._node.routing_table:
+            return succeed(expected)
+        if isinstance(address, tuple):
+            # A peer connected at that address already: a second link to it
+            # would be one too many.
+            for peer_id, link in self._node.routing_table.items():
+                if link.encryption == encryption and expected in (None, peer_id) and address in addresses_of(link):
+                    return succeed(peer_id)
+        return self.dial(endpoint, encryption, expected)
 
     def dial(self, endpoint: IStreamClientEndpoint, encryption: str, expected: str | None = None) -> Deferred[str]:
         """
@@ -98,6 +106,17 @@ class Dialler:
         self._connecting.add(connecting)
         connecting.addCallbacks(connected, failed)
         return result
+
+    def disconnect(self, link: LinkProtocol) -> Deferred[None]:
+        """
+        Close ``link``, as `.MeshService.disconnect` does.
+
+        :raise ValueError: when ``link`` is not a connection of this node.
+        """
+        if not isinstance(link, LinkProtocol) or link.factory.node is not self._node:
+            raise ValueError(f"{link!r} is not a connection of this node")
+        link.close("disconnected by this node's user", error=False)
+        return link.closed
 
     def cancel_dials(self) -> None:
         """Give up the dials under way."""

@@ -13,7 +13,6 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredList,
-    succeed,
 )
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -287,15 +286,7 @@ class MeshService(NodeAPI, Service):
         endpoint, transport = self._client_endpoint(address, encryption or self.protocol.encryption)
         self._node.ensure_open()
         expected = id.decode("ascii") if isinstance(id, bytes) else id
-        if expected is not None and expected in self._node.routing_table:
-            return succeed(expected)
-        if isinstance(address, tuple):
-            # A peer connected at that address already: a second link to it
-            # would be one too many.
-            peer_id = self._dialler.connected_at(address, transport, expected)
-            if peer_id is not None:
-                return succeed(peer_id)
-        return self._dialler.dial(endpoint, transport, expected)
+        return self._dialler.connect(address, endpoint, transport, expected)
 
     def disconnect(self, link: LinkProtocol) -> Deferred[None]:
         """
@@ -306,10 +297,7 @@ class MeshService(NodeAPI, Service):
         :return: a Deferred that fires once it is closed.
         :raise ValueError: when ``link`` is not a connection of this node.
         """
-        if not isinstance(link, LinkProtocol) or link.factory.node is not self._node:
-            raise ValueError(f"{link!r} is not a connection of this node")
-        link.close("disconnected by this node's user", error=False)
-        return link.closed
+        return self._dialler.disconnect(link)
 
     def _dial_address(self, host: str, port: int, encryption: str) -> Deferred[str]:
         return self.connect((host, port), encryption=encryption)
