@@ -205,7 +205,7 @@ async def seen_alone(reactor: Any, args: argparse.Namespace) -> None:
     a node's is by a minute of broadcasts (a stamp's keys coming over its
     second, then packed), by default up to `.Limits.max_seen`.
     """
-    from twisted_mesh._seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
+    from twisted_mesh._core.seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
     from twisted_mesh.limits import Limits
 
     seconds = MESSAGE_LIFETIME + 1

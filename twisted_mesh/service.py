@@ -19,17 +19,17 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh._api import NodeAPI
-from twisted_mesh._bootstrap import Bootstrap
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._dialler import Dialler
-from twisted_mesh._endpoints import DialAddress, ListenAddress, dialling_endpoint, listening_endpoint
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
 from twisted_mesh._link import LinkProtocol
-from twisted_mesh._listeners import Listeners
-from twisted_mesh._rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Rejoiner
-from twisted_mesh._status import status_report
+from twisted_mesh._service.api import NodeAPI
+from twisted_mesh._service.bootstrap import Bootstrap
+from twisted_mesh._service.dialler import Dialler
+from twisted_mesh._service.endpoints import DialAddress, ListenAddress, dialling_endpoint, listening_endpoint
+from twisted_mesh._service.listeners import Listeners
+from twisted_mesh._service.rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Rejoiner
+from twisted_mesh._service.status import status_report
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.tls import TLSOptions
 

@@ -12,8 +12,8 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
 from twisted_mesh._core.link import Address
-from twisted_mesh._endpoints import encryption_of
 from twisted_mesh._ids import ENCRYPTIONS, Protocol
+from twisted_mesh._service.endpoints import encryption_of
 from twisted_mesh._twistd import NodeProcess, log_message, take_message
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions

@@ -200,7 +200,7 @@ def test_limits_table_matches_the_defaults() -> None:
 
 def test_metrics_page_matches_the_code() -> None:
     """The metrics page names every metric and every /status field, and no others."""
-    from twisted_mesh import _status
+    from twisted_mesh._service import status as status_report
     from twisted_mesh.web.status import metrics_text
 
     text = (DOCS / "metrics.rst").read_text(encoding="utf-8")
@@ -212,7 +212,7 @@ def test_metrics_page_matches_the_code() -> None:
     assert set(status) <= documented
     assert set(status["protocol"]) <= documented
     # The keys of a peer's entry, as MeshService.status writes them.
-    keys = set(re.findall(r'^\s+"(\w+)": ', inspect.getsource(_status), re.M))
+    keys = set(re.findall(r'^\s+"(\w+)": ', inspect.getsource(status_report), re.M))
     peer_keys = keys - set(status) - set(status["protocol"])
     assert {"direction", "transport", "ids"} <= peer_keys <= documented
 

@@ -33,7 +33,7 @@ from tests.support import LOOPBACK, MESH, GoneLink, MeshNodes, log_text, wait_fo
 from twisted_mesh import Limits, MeshService, flags
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._redial import JITTER, MAX_DELAY, SHORT_LIVED
+from twisted_mesh._service.redial import JITTER, MAX_DELAY, SHORT_LIVED
 from twisted_mesh.service import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL
 from twisted_mesh.web.status import metrics_text
 

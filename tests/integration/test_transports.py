@@ -284,7 +284,7 @@ async def test_unix_socket_endpoint(mesh: MeshNodes, tmp_path: Path) -> None:
 
 
 def test_endpoint_prefixes_name_their_transport() -> None:
-    from twisted_mesh._endpoints import encryption_of
+    from twisted_mesh._service.endpoints import encryption_of
 
     assert encryption_of("tls:host=example.com:port=4444", "Plaintext") == "SSL"
     assert encryption_of("ssl:4444:privateKey=k.pem", "Plaintext") == "SSL"

@@ -27,7 +27,7 @@ from twisted.plugin import getPlugins
 
 from tests.integration.websocket_support import Framed, Recording, listen, pair
 from tests.support import within
-from twisted_mesh._endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string
+from twisted_mesh._service.endpoints import WEBSOCKET_SLACK, client_from_string, server_from_string
 from twisted_mesh.websocket import (
     WebSocketClientEndpoint,
     WebSocketClientParser,

@@ -23,8 +23,8 @@ import pytest
 
 from tests.unit.test_simulation import Mesh, broadcast_from_each, check_delivery, check_relay
 from twisted_mesh import flags
+from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._link import LinkProtocol
-from twisted_mesh._seen import MESSAGE_LIFETIME
 
 NODES = 220
 

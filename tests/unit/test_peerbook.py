@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from twisted_mesh._peerbook import PeerBook
+from twisted_mesh._core.peerbook import PeerBook
 
 
 def test_the_latest_are_kept_and_drawn_by_transport() -> None:

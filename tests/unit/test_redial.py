@@ -1,5 +1,5 @@
 """
-When a node dials its missing peers again (`.twisted_mesh._redial`), on a
+When a node dials its missing peers again (`.twisted_mesh._service.redial`), on a
 fake clock: the delays, their jitter and their cap, and the bookkeeping of
 each missing peer.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from twisted.internet.task import Clock
 
-from twisted_mesh._redial import (
+from twisted_mesh._service.redial import (
     FACTOR,
     FIRST_DELAY,
     JITTER,

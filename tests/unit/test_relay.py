@@ -12,8 +12,8 @@ import pytest
 from tests.support import MESH
 from tests.unit.node_support import START, add_link, again, arriving, broadcast, make_node, whisper
 from twisted_mesh import flags
+from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._seen import MESSAGE_LIFETIME
 from twisted_mesh.limits import Limits
 
 # -- relay and the seen-set ---------------------------------------------------

@@ -15,9 +15,9 @@ from tests.unit.node_support import START, FakeLink, add_link, again, arriving, 
 from twisted_mesh import flags
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
+from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._seen import MESSAGE_LIFETIME
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message, SendResult

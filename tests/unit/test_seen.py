@@ -1,5 +1,5 @@
 """
-The seen-set (`twisted_mesh._seen.SeenSet`): exact answers whatever the order
+The seen-set (`twisted_mesh._core.seen.SeenSet`): exact answers whatever the order
 of keys, stamps and time, and a packed form of about 32 bytes a key.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twisted_mesh._seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
+from twisted_mesh._core.seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
 
 START = 1_000_000
 

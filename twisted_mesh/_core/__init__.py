@@ -3,6 +3,8 @@ The node core: a mesh node's state and rules, with no I/O.
 
 One concern a module, each importing only those above it here:
 
+- `twisted_mesh._core.seen`: the seen-set, and how long a broadcast lives;
+- `twisted_mesh._core.peerbook`: the addresses heard of, to tell newcomers;
 - `twisted_mesh._core.link`: the `.Link` interface and `.Address`;
 - `twisted_mesh._core.context`: what the parts share;
 - `twisted_mesh._core.routing`: the routing table, link conflicts, congestion;

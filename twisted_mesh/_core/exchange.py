@@ -18,9 +18,9 @@ from twisted_mesh import flags
 from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Address, Link, parse_address
 from twisted_mesh._core.outbox import Outbox
+from twisted_mesh._core.peerbook import PeerBook
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._ids import id_text
-from twisted_mesh._peerbook import PeerBook
 
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0

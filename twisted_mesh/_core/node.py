@@ -25,8 +25,8 @@ from twisted_mesh._core.outbox import Outbox
 from twisted_mesh._core.relay import Relay
 from twisted_mesh._core.replies import Replies
 from twisted_mesh._core.routing import RoutingTable
+from twisted_mesh._core.seen import SeenSet
 from twisted_mesh._ids import Protocol, new_node_id
-from twisted_mesh._seen import SeenSet
 from twisted_mesh._stats import NodeLog, NodeStats
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.message import SendResult

@@ -18,8 +18,8 @@ from twisted_mesh import flags
 from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.routing import RoutingTable
+from twisted_mesh._core.seen import MESSAGE_LIFETIME, SeenSet
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._seen import MESSAGE_LIFETIME, SeenSet
 
 
 class Relay:

@@ -19,9 +19,9 @@ from twisted_mesh._core.exchange import PeerExchange
 from twisted_mesh._core.link import Link, parse_address
 from twisted_mesh._core.outbox import Outbox
 from twisted_mesh._core.routing import RoutingTable
+from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58encode_int, id_text
-from twisted_mesh._seen import MESSAGE_LIFETIME
 from twisted_mesh.message import SendResult
 
 

@@ -37,8 +37,8 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from twisted_mesh._core.link import Address
-from twisted_mesh._endpoints import WEBSOCKET_SLACK, Refused, encryption_of, outward_address
 from twisted_mesh._link import LinkProtocol
+from twisted_mesh._service.endpoints import WEBSOCKET_SLACK, Refused, encryption_of, outward_address
 from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource
 from twisted_mesh.websocket import OpeningFactory, websocket_server_factory

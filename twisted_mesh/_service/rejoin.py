@@ -23,10 +23,10 @@ from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_mesh._bootstrap import Bootstrap, BootstrapPeers
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._redial import MAX_DELAY, MissingPeers
+from twisted_mesh._service.bootstrap import Bootstrap, BootstrapPeers
+from twisted_mesh._service.redial import MAX_DELAY, MissingPeers
 
 #: The longest wait, in seconds, between two checks that the node is in the
 #: mesh: that it dials the missing peers that are due, and has room for.

@@ -13,8 +13,8 @@ from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._endpoints import Accepting, DialAddress, addresses_of
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
+from twisted_mesh._service.endpoints import Accepting, DialAddress, addresses_of
 
 
 class Dialler:

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._endpoints import outward_address
+from twisted_mesh._service.endpoints import outward_address
 
 
 class Listeners:

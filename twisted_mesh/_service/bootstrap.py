@@ -16,8 +16,8 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._endpoints import DialAddress
-from twisted_mesh._redial import MissingPeers
+from twisted_mesh._service.endpoints import DialAddress
+from twisted_mesh._service.redial import MissingPeers
 from twisted_mesh.errors import SelfConnection
 
 #: A bootstrap peer as given (for the log), with its endpoint and transport
