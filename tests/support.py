@@ -28,11 +28,10 @@ from twisted.web.client import Agent, ResponseDone
 from twisted_mesh import MeshService, MeshSocket, flags
 from twisted_mesh import _compression as compression
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
-from twisted_mesh._ids import Protocol as MeshProtocolId
-from twisted_mesh._ids import new_node_id
+from twisted_mesh._ids import Network, new_node_id
 
 #: The plaintext network most tests run on.
-MESH = MeshProtocolId("mesh", "Plaintext")
+MESH = Network("mesh", "Plaintext")
 
 #: An endpoint string to listen on: a free port of loopback.
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -88,7 +87,7 @@ class RawPeer(Protocol):
 
     def __init__(
         self,
-        protocol: MeshProtocolId = MESH,
+        protocol: Network = MESH,
         *,
         ids_as_bin: bool = True,
         node_id: str | None = None,
@@ -202,7 +201,7 @@ class RawPeer(Protocol):
 _READ_LIMIT = 64 * 1024 * 1024
 
 
-async def raw_peer(port: int, protocol: MeshProtocolId = MESH, **kwargs: Any) -> RawPeer:
+async def raw_peer(port: int, protocol: Network = MESH, **kwargs: Any) -> RawPeer:
     """Connect a `.RawPeer` to a node listening on ``port`` of loopback."""
     from twisted.internet import reactor
 
@@ -247,14 +246,12 @@ class MeshNodes:
     def __init__(self) -> None:
         self.made: list[MeshService] = []
 
-    def __call__(
-        self, addr: str = "127.0.0.1", port: int = 0, prot: MeshProtocolId = MESH, **kwargs: Any
-    ) -> MeshSocket:
+    def __call__(self, addr: str = "127.0.0.1", port: int = 0, prot: Network = MESH, **kwargs: Any) -> MeshSocket:
         sock = MeshSocket(addr, port, prot, **kwargs)
         self.made.append(sock)
         return sock
 
-    def service(self, prot: MeshProtocolId = MESH, **kwargs: Any) -> MeshService:
+    def service(self, prot: Network = MESH, **kwargs: Any) -> MeshService:
         """A started `.MeshService`; by default it listens on no endpoint."""
         service = MeshService(prot, **kwargs)
         self.made.append(service)

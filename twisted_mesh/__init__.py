@@ -9,7 +9,7 @@ A node of a mesh network that speaks the wire protocol of py2p and js2p
 """
 
 from twisted_mesh import flags
-from twisted_mesh._ids import Protocol
+from twisted_mesh._ids import Network, Protocol
 from twisted_mesh.errors import HandshakeFailed, MeshClosed, MeshError, ProtocolMismatch
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message, SendResult
@@ -26,6 +26,7 @@ __all__ = [
     "MeshService",
     "MeshSocket",
     "Message",
+    "Network",
     "Protocol",
     "ProtocolMismatch",
     "SendResult",

@@ -16,7 +16,7 @@ PROTOCOL_VERSION = "0.7"
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _DIGIT = {char: value for value, char in enumerate(_ALPHABET)}
 
-#: The transports a `.Protocol` may name, as the references spell them.
+#: The transports a `.Network` may name, as the references spell them.
 ENCRYPTIONS = ("Plaintext", "SSL", "ws", "wss")
 
 
@@ -63,12 +63,13 @@ def b58decode_int(text: str) -> int:
     return number
 
 
-class Protocol(NamedTuple):
+class Network(NamedTuple):
     """
     The network a node belongs to: an application's subnet and a transport.
 
-    Nodes talk only to nodes of the same `.Protocol.id`: a different subnet
-    or a different transport is a different network.
+    Nodes talk only to nodes of the same `.Network.id`: a different subnet
+    or a different transport is a different network.  py2p and js2p call
+    it ``Protocol``: `twisted_mesh.Protocol` is this class too.
 
     :ivar subnet: a string naming the application's network.
     :ivar encryption: the transport: ``'Plaintext'`` (TCP), ``'SSL'`` (TLS),
@@ -84,6 +85,10 @@ class Protocol(NamedTuple):
         return protocol_id(self.subnet, self.encryption)
 
 
+#: The name py2p and js2p give `.Network`: code written for them runs as it is.
+Protocol = Network
+
+
 def protocol_id(subnet: str, encryption: str) -> str:
     """
     Compute the protocol ID that nodes compare in their handshakes.
@@ -95,7 +100,7 @@ def protocol_id(subnet: str, encryption: str) -> str:
     return b58encode_int(int.from_bytes(digest.digest(), "big"))
 
 
-def new_node_id(protocol: Protocol) -> str:
+def new_node_id(protocol: Network) -> str:
     """
     Make a fresh, random node ID for a node of ``protocol``.
 

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._ids import ENCRYPTIONS, Protocol
+from twisted_mesh._ids import ENCRYPTIONS, Network
 from twisted_mesh._link import LinkProtocol
 from twisted_mesh._service.api import NodeAPI
 from twisted_mesh._service.bootstrap import Bootstrap
@@ -42,7 +42,7 @@ __all__ = [
     "MeshService",
 ]
 
-DEFAULT_PROTOCOL = Protocol("mesh", "Plaintext")
+DEFAULT_PROTOCOL = Network("mesh", "Plaintext")
 
 
 class MeshService(NodeAPI, Service):
@@ -102,7 +102,7 @@ class MeshService(NodeAPI, Service):
 
     def __init__(
         self,
-        protocol: Protocol = DEFAULT_PROTOCOL,
+        protocol: Network = DEFAULT_PROTOCOL,
         listen: Sequence[ListenAddress] = (),
         connect: Sequence[DialAddress] = (),
         *,

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address
-from twisted_mesh._ids import Protocol
+from twisted_mesh._ids import Network
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.service import DEFAULT_PROTOCOL, MeshService
 from twisted_mesh.tls import TLSOptions
@@ -49,7 +49,7 @@ class MeshSocket(MeshService):
         self,
         addr: str,
         port: int,
-        prot: Protocol = DEFAULT_PROTOCOL,
+        prot: Network = DEFAULT_PROTOCOL,
         out_addr: Address | None = None,
         debug_level: int = 0,
         *,

@@ -12,7 +12,7 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
 from twisted_mesh._core.link import Address
-from twisted_mesh._ids import ENCRYPTIONS, Protocol
+from twisted_mesh._ids import ENCRYPTIONS, Network
 from twisted_mesh._service.endpoints import encryption_of
 from twisted_mesh._twistd import NodeProcess, log_message, take_message
 from twisted_mesh.service import MeshService
@@ -179,7 +179,7 @@ class Options(usage.Options):
             raise usage.UsageError("--max-incoming must not be negative")
         if self["out-addr"] is not None:
             self["out-addr"] = _address(self["out-addr"])
-        self["protocol"] = Protocol(self["subnet"], self["transport"])
+        self["protocol"] = Network(self["subnet"], self["transport"])
         web = self["web"]
         if web is not None and web.isdigit():
             if not 0 <= int(web) < 65536:

@@ -5,13 +5,13 @@ coroutine, with a timeout and the error of a peer of another network.
 
 from twisted.internet import defer, task
 
-from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch
+from twisted_mesh import MeshSocket, Network, ProtocolMismatch
 
 
 async def main(reactor):
     alice = MeshSocket("127.0.0.1", 0)
     bob = MeshSocket("127.0.0.1", 0)
-    stranger = MeshSocket("127.0.0.1", 0, prot=Protocol("another subnet", "Plaintext"))
+    stranger = MeshSocket("127.0.0.1", 0, prot=Network("another subnet", "Plaintext"))
     try:
         peer_id = await bob.connect("127.0.0.1", alice.out_addr[1])
         print("Bob's peer is Alice:", peer_id == alice.id)

@@ -6,11 +6,11 @@ close and the program ends.
 
 from twisted.internet import defer, task
 
-from twisted_mesh import MeshSocket, Protocol, flags
+from twisted_mesh import MeshSocket, Network, flags
 
 
 def main(reactor):
-    mesh = Protocol("mesh", "Plaintext")
+    mesh = Network("mesh", "Plaintext")
     # Port 0: the system picks a free port; out_addr says which.
     alice = MeshSocket("127.0.0.1", 0, prot=mesh)
     bob = MeshSocket("127.0.0.1", 0, prot=mesh)

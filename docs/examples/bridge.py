@@ -5,22 +5,22 @@ it is in both networks and relays broadcasts between them.
 
 from twisted.internet import defer, task
 
-from twisted_mesh import MeshService, MeshSocket, Protocol
+from twisted_mesh import MeshService, MeshSocket, Network
 
 
 async def main(reactor):
     # The prefix of each string names its transport: tcp: is 'Plaintext',
     # ws: is 'ws'.  The node's own protocol names its main transport.
     bridge = MeshService(
-        Protocol("mesh", "Plaintext"),
+        Network("mesh", "Plaintext"),
         listen=["tcp:0:interface=127.0.0.1", "ws:0:interface=127.0.0.1"],
     )
     bridge.startService()
     tcp_port, ws_port = (port.getHost().port for port in await bridge.listening)
     print("the bridge's addresses:", sorted(bridge.status()["out_addrs"]))
 
-    tcp_node = MeshSocket("127.0.0.1", 0, prot=Protocol("mesh", "Plaintext"))
-    ws_node = MeshSocket("127.0.0.1", 0, prot=Protocol("mesh", "ws"))
+    tcp_node = MeshSocket("127.0.0.1", 0, prot=Network("mesh", "Plaintext"))
+    ws_node = MeshSocket("127.0.0.1", 0, prot=Network("mesh", "ws"))
     try:
         # A (host, port) pair is dialled over the node's own transport ...
         await tcp_node.connect("127.0.0.1", tcp_port)

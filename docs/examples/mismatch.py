@@ -8,14 +8,14 @@ import sys
 from twisted.internet import defer, task
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
-from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch
+from twisted_mesh import MeshSocket, Network, ProtocolMismatch
 
 
 def main(reactor):
     log = textFileLogObserver(sys.stdout)
     globalLogBeginner.beginLoggingTo([log], redirectStandardIO=False)
-    ours = MeshSocket("127.0.0.1", 0, prot=Protocol("chat", "Plaintext"))
-    theirs = MeshSocket("127.0.0.1", 0, prot=Protocol("chat2", "Plaintext"))
+    ours = MeshSocket("127.0.0.1", 0, prot=Network("chat", "Plaintext"))
+    theirs = MeshSocket("127.0.0.1", 0, prot=Network("chat2", "Plaintext"))
 
     def refused(failure):
         failure.trap(ProtocolMismatch)

@@ -17,10 +17,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from twisted_mesh import MeshService, MeshSocket, Protocol
+from twisted_mesh import MeshService, MeshSocket, Network
 from twisted_mesh.web import web_resource
 
-MESH = Protocol("mesh", "Plaintext")
+MESH = Network("mesh", "Plaintext")
 
 
 async def main(reactor, port="8080"):

@@ -18,10 +18,10 @@ from urllib.request import urlopen
 from twisted.application import service
 from twisted.internet import defer, task, threads
 
-from twisted_mesh import Limits, MeshService, Protocol
+from twisted_mesh import Limits, MeshService, Network
 from twisted_mesh.web import WebService
 
-MESH = Protocol("mesh", "Plaintext")
+MESH = Network("mesh", "Plaintext")
 
 
 def make_application(listen, connect=(), web=None):

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, task
 
-from twisted_mesh import MeshSocket, Protocol
+from twisted_mesh import MeshSocket, Network
 from twisted_mesh.tls import TLSOptions
 
-SSL_MESH = Protocol("mesh", "SSL")
+SSL_MESH = Network("mesh", "SSL")
 
 
 def make_pki(folder, *hosts):

@@ -22,7 +22,7 @@ from tests.integration.hostile import (
     message,
 )
 from tests.support import MESH, RawPeer
-from twisted_mesh import Protocol, flags
+from twisted_mesh import Network, flags
 from twisted_mesh._ids import new_node_id
 
 
@@ -49,13 +49,13 @@ def _cases() -> dict[str, Case]:
         handshake=False,
     )
     c["handshake-other-subnet"] = Case(
-        handshake_payload(lambda p: hs(p, protocol=Protocol("other").id.encode())),
+        handshake_payload(lambda p: hs(p, protocol=Network("other").id.encode())),
         counters={"handshake_failures.protocol_mismatch": 1},
         log=matches("protocol"),
         handshake=False,
     )
     c["handshake-other-transport"] = Case(
-        handshake_payload(lambda p: hs(p, protocol=Protocol("mesh", "SSL").id)),
+        handshake_payload(lambda p: hs(p, protocol=Network("mesh", "SSL").id)),
         counters={"handshake_failures.protocol_mismatch": 1},
         log=matches("protocol"),
         handshake=False,

@@ -17,7 +17,7 @@ from twisted.logger import LogEvent
 from zope.interface import implementer
 
 from tests.support import MESH, MeshNodes, RawPeer, joined_raw_peers, log_text, wait_for, within
-from twisted_mesh import MeshService, MeshSocket, Message, Protocol, ProtocolMismatch, flags
+from twisted_mesh import MeshService, MeshSocket, Message, Network, ProtocolMismatch, flags
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import SelfConnection
 
@@ -176,10 +176,10 @@ async def test_request_peers(mesh: MeshNodes) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_protocol_mismatch_fails_and_is_logged(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
-    ours, theirs = mesh(), mesh(prot=Protocol("other", "Plaintext"))
+    ours, theirs = mesh(), mesh(prot=Network("other", "Plaintext"))
     with pytest.raises(ProtocolMismatch) as caught:
         await ours.connect("127.0.0.1", theirs.out_addr[1])
-    assert caught.value.theirs == Protocol("other", "Plaintext").id
+    assert caught.value.theirs == Network("other", "Plaintext").id
     assert not ours.routing_table
     await wait_for(lambda: "speaks protocol" in log_text(log_events))
     await wait_for(lambda: not theirs.routing_table and not theirs._connections)
@@ -335,7 +335,7 @@ async def test_close_stops_listening_and_disconnects(mesh: MeshNodes) -> None:
 class LingeringPeer(RawPeer):
     """A raw peer that writes on after the node closed its side, as one that has not yet seen the close."""
 
-    def __init__(self, protocol: Protocol, **kwargs: Any) -> None:
+    def __init__(self, protocol: Network, **kwargs: Any) -> None:
         super().__init__(protocol, **kwargs)
         self.closed_by_node: Deferred[LingeringPeer] = Deferred()
 

@@ -25,7 +25,7 @@ from twisted.logger import LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
 from tests.support import LOOPBACK, MESH, MeshNodes, RawPeer, RawWebSocket, log_text, wait_for, within
-from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Protocol
+from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Network
 from twisted_mesh._core import routing
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.errors import MeshClosed
@@ -170,7 +170,7 @@ async def test_websocket_still_opening_at_the_stop_is_closed(face: str) -> None:
     it opens, and never becomes a link of the node.
     """
     if face == "node":
-        node = MeshService(Protocol("mesh", "ws"), listen=[("127.0.0.1", 0)])
+        node = MeshService(Network("mesh", "ws"), listen=[("127.0.0.1", 0)])
         stopping: Any = node
         node.startService()
         (port,) = await within(node.listening)

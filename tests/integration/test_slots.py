@@ -24,11 +24,11 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import LogEvent, Logger, formatEvent
 
 from tests.support import MESH, RawWebSocket, wait_for, within
-from twisted_mesh import Limits, MeshService, MeshSocket, Protocol
+from twisted_mesh import Limits, MeshService, MeshSocket, Network
 from twisted_mesh.web import WebService
 from twisted_mesh.web.status import metrics_text
 
-WS = Protocol("mesh", "ws")
+WS = Network("mesh", "ws")
 
 #: Strangers in a flood, as many as the issue saw.
 FLOOD = 1500
@@ -131,7 +131,7 @@ def assert_no_tracebacks(events: list[LogEvent]) -> None:
 async def join_during_flood(
     node: MeshService,
     port: int,
-    protocol: Protocol,
+    protocol: Network,
     flooding: tuple[list[str], list[bytes], int],
     events: list[LogEvent],
 ) -> list[socket.socket]:

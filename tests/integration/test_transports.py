@@ -21,13 +21,13 @@ from twisted.internet.error import ConnectionClosed
 
 from tests.reference import Reference
 from tests.support import MeshNodes, wait_for, within
-from twisted_mesh import HandshakeFailed, Limits, MeshSocket, Protocol, flags
+from twisted_mesh import HandshakeFailed, Limits, MeshSocket, Network, flags
 from twisted_mesh.tls import TLSOptions, self_signed_certificate
 
 
-def network(encryption: str) -> Protocol:
+def network(encryption: str) -> Network:
     """The "mesh" network over ``encryption``'s transport."""
-    return Protocol("mesh", encryption)
+    return Network("mesh", encryption)
 
 
 def tls_nodes(mesh: MeshNodes, encryption: str, *options: TLSOptions | None) -> list[MeshSocket]:
@@ -195,7 +195,7 @@ async def test_ssl_endpoint_string(mesh: MeshNodes, tmp_path: Path) -> None:
     """An 'SSL' node listens on Twisted's own ssl: endpoint string."""
     certificate = self_signed_certificate("127.0.0.1")
     (tmp_path / "node.pem").write_bytes(certificate.dumpPEM())
-    ssl_mesh = Protocol("mesh", "SSL")
+    ssl_mesh = Network("mesh", "SSL")
     listener = mesh.service(ssl_mesh, listen=[f"ssl:0:interface=127.0.0.1:privateKey={tmp_path / 'node.pem'}"])
     port = (await listener.listening)[0].getHost().port
     dialler = mesh(prot=ssl_mesh)

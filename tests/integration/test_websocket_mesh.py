@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from tests.integration.websocket_support import WS_MESH, Reference, listen, ws_client
 from tests.support import wait_for, within
-from twisted_mesh import MeshService, Protocol, flags
+from twisted_mesh import MeshService, Network, flags
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 
@@ -24,7 +24,7 @@ from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 class Node:
     """A mesh node built by hand, as `.twisted_mesh.MeshService` builds one."""
 
-    def __init__(self, protocol: Protocol = WS_MESH) -> None:
+    def __init__(self, protocol: Network = WS_MESH) -> None:
         # A node that only dials still names a port to dial it at: port 0 is
         # a malformed handshake.
         self.node = MeshNode(protocol, reactor, out_addr=("127.0.0.1", 9), max_outgoing=0)

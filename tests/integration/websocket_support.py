@@ -21,11 +21,11 @@ from twisted.python.failure import Failure
 
 from tests.reference import ReferenceNode
 from tests.support import log_text, within
-from twisted_mesh import Protocol
+from twisted_mesh import Network
 from twisted_mesh.websocket import WebSocketClientEndpoint, WebSocketServerEndpoint
 
 Reference = Callable[..., Awaitable[ReferenceNode]]
-WS_MESH = Protocol("mesh", "ws")
+WS_MESH = Network("mesh", "ws")
 
 
 # -- a framed test protocol -------------------------------------------------------------

@@ -12,7 +12,7 @@ from twisted.logger import LogEvent
 
 from tests.reference import KINDS, Reference, ReferenceNode
 from tests.support import MeshNodes, log_text, wait_for, within
-from twisted_mesh import MeshSocket, Protocol, ProtocolMismatch, flags
+from twisted_mesh import MeshSocket, Network, ProtocolMismatch, flags
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ async def test_other_subnet_is_refused_and_logged(
     if we_dial:
         with pytest.raises(ProtocolMismatch) as caught:
             await within(node.connect("127.0.0.1", ref.port))
-        assert caught.value.theirs == Protocol("another", "Plaintext").id
+        assert caught.value.theirs == Network("another", "Plaintext").id
     else:
         await ref.connect("127.0.0.1", node.out_addr[1])
     await wait_for(lambda: "speaks protocol" in log_text(log_events), what="the mismatch in the log")

@@ -37,8 +37,7 @@ from twisted.internet import stdio
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.protocols.basic import LineReceiver
 
-from twisted_mesh import MeshService, Message
-from twisted_mesh import Protocol as MeshProtocolId
+from twisted_mesh import MeshService, Message, Network
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -83,7 +82,7 @@ def main(argv: list[str]) -> None:
     reactor: Any = _reactor
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     node = MeshService(
-        MeshProtocolId("mesh", "Plaintext"), listen=[args.listen], connect=args.connect, max_outgoing=args.max_outgoing
+        Network("mesh", "Plaintext"), listen=[args.listen], connect=args.connect, max_outgoing=args.max_outgoing
     )
 
     def on_message(message: Message, link: object) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from tests.unit.codec_vectors import PROTOCOL_IDS, SENDER
 from twisted_mesh import _ids, flags
 from twisted_mesh._frames import FrameError
-from twisted_mesh._ids import MAX_ID_LENGTH, Protocol, b58decode_int, b58encode_int, id_text, new_node_id, protocol_id
+from twisted_mesh._ids import MAX_ID_LENGTH, Network, b58decode_int, b58encode_int, id_text, new_node_id, protocol_id
 from twisted_mesh._serial import pack, unpack
 
 # --- identifiers -------------------------------------------------------------------------
@@ -25,13 +25,22 @@ from twisted_mesh._serial import pack, unpack
 def test_protocol_ids(subnet: str, encryption: str, expected: str) -> None:
     """Every protocol ID that py2p computes comes out the same here."""
     assert protocol_id(subnet, encryption) == expected
-    assert Protocol(subnet, encryption).id == expected
+    assert Network(subnet, encryption).id == expected
+
+
+def test_protocol_is_the_network_by_the_references_name() -> None:
+    """``Protocol``, py2p's and js2p's name, is `.Network` itself: same IDs, same class."""
+    from twisted_mesh import Network as public_network
+    from twisted_mesh import Protocol
+
+    assert Protocol is Network is public_network
+    assert Protocol("mesh", "SSL").id == Network("mesh", "SSL").id
 
 
 def test_protocol_defaults_to_plaintext() -> None:
-    """A `.Protocol` without a transport is the plain TCP one."""
-    assert Protocol("mesh").encryption == "Plaintext"
-    assert Protocol("mesh").id == "EpAmyZWv9rZUKmjQgU3FTUD4GrJHvVEXizmghVBc8eGD"
+    """A `.Network` without a transport is the plain TCP one."""
+    assert Network("mesh").encryption == "Plaintext"
+    assert Network("mesh").id == "EpAmyZWv9rZUKmjQgU3FTUD4GrJHvVEXizmghVBc8eGD"
 
 
 @pytest.mark.parametrize(
@@ -84,7 +93,7 @@ def test_new_node_id(monkeypatch: pytest.MonkeyPatch) -> None:
     A node ID is base58 of the SHA-384 of the protocol ID and 32 random
     bytes: the same salt gives the same ID, and it is a 384-bit number.
     """
-    protocol = Protocol("mesh", "SSL")
+    protocol = Network("mesh", "SSL")
     salt = bytes(range(32))
     monkeypatch.setattr(_ids.os, "urandom", lambda size: salt[:size])
     node_id = new_node_id(protocol)

@@ -31,7 +31,7 @@ from twisted_mesh import _compression, flags
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
-from twisted_mesh._ids import Protocol, b58encode_int, is_node_id
+from twisted_mesh._ids import Network, b58encode_int, is_node_id
 from twisted_mesh._link import LinkFactory
 from twisted_mesh.limits import Limits
 
@@ -372,7 +372,7 @@ def stream_items(peer: str) -> st.SearchStrategy[bytes]:
             flags.whisper, peer, now, (flags.handshake, sid, pid, addr, codes), as_bin
         ).frame(as_bin, None),
         wire | values,
-        st.sampled_from([MESH.id.encode(), MESH.id, Protocol("other").id]) | values,
+        st.sampled_from([MESH.id.encode(), MESH.id, Network("other").id]) | values,
         st.just(["10.0.0.2", 5555]) | st.just(["", 0]) | values,
         codes_lists | values,
         st.booleans(),

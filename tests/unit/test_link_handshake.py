@@ -32,7 +32,7 @@ from tests.unit.link_rig import (
 )
 from twisted_mesh import flags
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._ids import Protocol, new_node_id
+from twisted_mesh._ids import Network, new_node_id
 from twisted_mesh._link import LinkFactory
 from twisted_mesh._link.negotiation import FIRST_WORD_WAIT
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
@@ -260,7 +260,7 @@ def test_protocol_mismatch_closes() -> None:
     rig = Rig()
     side = rig.link(outgoing=True)
     side.clear()
-    other = Protocol("other", "Plaintext").id
+    other = Network("other", "Plaintext").id
     side.feed(handshake(new_node_id(MESH), protocol_id=other))
     assert side.closed
     error = side.failure().value
@@ -275,7 +275,7 @@ def test_protocol_mismatch_other_transport_str_form() -> None:
     """The same subnet over another transport is another network too."""
     rig = Rig()
     side = rig.link(outgoing=True)
-    side.feed(handshake(new_node_id(MESH), as_bin=False, protocol_id=Protocol("mesh", "SSL").id), as_bin=False)
+    side.feed(handshake(new_node_id(MESH), as_bin=False, protocol_id=Network("mesh", "SSL").id), as_bin=False)
     assert side.closed
     assert side.failure().check(ProtocolMismatch)
     assert rig.node.routing_table == {}

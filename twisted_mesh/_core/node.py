@@ -26,7 +26,7 @@ from twisted_mesh._core.relay import Relay
 from twisted_mesh._core.replies import Replies
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import SeenSet
-from twisted_mesh._ids import Protocol, new_node_id
+from twisted_mesh._ids import Network, new_node_id
 from twisted_mesh._stats import NodeLog, NodeStats
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.message import SendResult
@@ -101,7 +101,7 @@ class MeshNode:
 
     def __init__(
         self,
-        protocol: Protocol,
+        protocol: Network,
         clock: IReactorTime,
         *,
         out_addr: Address = ("127.0.0.1", 0),

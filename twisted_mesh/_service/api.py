@@ -14,7 +14,7 @@ from twisted_mesh import flags
 from twisted_mesh._core.inbox import Handler
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._ids import Protocol
+from twisted_mesh._ids import Network
 from twisted_mesh._link import LinkProtocol
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.limits import Limits
@@ -32,7 +32,7 @@ class NodeAPI:
     _node: MeshNode
 
     @property
-    def protocol(self) -> Protocol:
+    def protocol(self) -> Network:
         """The network this node belongs to."""
         return self._node.protocol
 

@@ -27,7 +27,7 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted_mesh._admission import Slot, source_of
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._frames import MAX_FRAME_SIZE
-from twisted_mesh._ids import Protocol
+from twisted_mesh._ids import Network
 from twisted_mesh._link import LinkFactory, LinkProtocol
 from twisted_mesh.limits import Limits
 from twisted_mesh.tls import TLSOptions
@@ -104,7 +104,7 @@ def _url(scheme: str, host: str, port: int) -> str:
 
 def server_endpoint(
     reactor: Any,
-    protocol: Protocol,
+    protocol: Network,
     tls: TLSOptions | None,
     host: str,
     port: int,
@@ -134,7 +134,7 @@ def server_endpoint(
 
 
 def client_endpoint(
-    reactor: Any, protocol: Protocol, tls: TLSOptions | None, host: str, port: int, max_frame_size: int = MAX_FRAME_SIZE
+    reactor: Any, protocol: Network, tls: TLSOptions | None, host: str, port: int, max_frame_size: int = MAX_FRAME_SIZE
 ) -> IStreamClientEndpoint:
     """The endpoint a node of ``protocol`` dials ``host:port`` with."""
     encryption = protocol.encryption
@@ -196,7 +196,7 @@ def _parsed(parse: Callable[..., _Parsed], reactor: Any, description: str, *limi
 
 
 def listening_endpoint(
-    reactor: Any, address: ListenAddress, protocol: Protocol, tls: Callable[[], TLSOptions], limits: Limits
+    reactor: Any, address: ListenAddress, protocol: Network, tls: Callable[[], TLSOptions], limits: Limits
 ) -> tuple[IStreamServerEndpoint, str]:
     """
     The endpoint a node of ``protocol`` listens on at ``address``, and the
@@ -224,7 +224,7 @@ def listening_endpoint(
 def dialling_endpoint(
     reactor: Any,
     address: DialAddress,
-    protocol: Protocol,
+    protocol: Network,
     encryption: str,
     tls: Callable[[], TLSOptions],
     max_frame_size: int,
@@ -243,7 +243,7 @@ def dialling_endpoint(
         return dialler, encryption_of(address, encryption)
     if isinstance(address, tuple):
         options = tls() if encryption in ("SSL", "wss") else None
-        transport = Protocol(protocol.subnet, encryption)
+        transport = Network(protocol.subnet, encryption)
         return client_endpoint(reactor, transport, options, *address, max_frame_size), encryption
     return address, encryption
 
