@@ -1,5 +1,5 @@
 """
-Stream endpoints over WebSocket: any stream `.Protocol` runs over them
+Stream endpoints over WebSocket: any stream protocol (a Twisted ``Protocol``) runs over them
 unchanged.
 
 `.WebSocketServerEndpoint` and `.WebSocketClientEndpoint` wrap another

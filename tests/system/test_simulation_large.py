@@ -186,6 +186,16 @@ def links_carry_nothing_twice(mesh: Mesh) -> None:
             sent.add((link, key))
 
 
+def broadcast_and_check(mesh: Mesh, name: str, links: int, record_property: Callable[[str, Any], None]) -> None:
+    """A broadcast from each node: delivered once everywhere, relayed by the rules; then one expiring."""
+    origins = broadcast_from_each(mesh)
+    check_delivery(mesh)
+    check_relay(mesh, origins)
+    links_carry_nothing_twice(mesh)
+    report(name, mesh, origins, links, record_property)
+    check_expired_everywhere(mesh, origin=mesh.rng.randrange(NODES))
+
+
 @pytest.mark.parametrize("seed", [2024])
 def test_220_nodes_random_links_no_peer_exchange(seed: int, record_property: Callable[[str, Any], None]) -> None:
     """220 nodes, 2-4 random links each to earlier nodes: each broadcast reaches everyone once."""
@@ -195,12 +205,7 @@ def test_220_nodes_random_links_no_peer_exchange(seed: int, record_property: Cal
     check_connected(mesh)
     for node in mesh.nodes:
         assert not node.queue
-    origins = broadcast_from_each(mesh)
-    check_delivery(mesh)
-    check_relay(mesh, origins)
-    links_carry_nothing_twice(mesh)
-    report("no_peer_exchange", mesh, origins, links, record_property)
-    check_expired_everywhere(mesh, origin=mesh.rng.randrange(NODES))
+    broadcast_and_check(mesh, "no_peer_exchange", links, record_property)
     check_expires_in_flight(mesh, origin=mesh.rng.randrange(NODES))
 
 
@@ -220,9 +225,4 @@ def test_220_nodes_with_peer_exchange(seed: int, record_property: Callable[[str,
         assert sum(1 for link in mesh.links(i) if link.outgoing) <= node.max_outgoing, f"node {i}"
         assert not node.exchange.dialing, f"node {i} is still dialling"
         assert not node.queue
-    origins = broadcast_from_each(mesh)
-    check_delivery(mesh)
-    check_relay(mesh, origins)
-    links_carry_nothing_twice(mesh)
-    report("peer_exchange", mesh, origins, links, record_property)
-    check_expired_everywhere(mesh, origin=mesh.rng.randrange(NODES))
+    broadcast_and_check(mesh, "peer_exchange", links, record_property)

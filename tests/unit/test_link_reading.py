@@ -162,14 +162,20 @@ def test_read_on_closes_only_our_side_of_a_transport_that_can() -> None:
             assert transport.half_closed and not transport.disconnecting
 
 
-def test_too_many_bad_frames_in_a_row_close() -> None:
-    """More than MAX_BAD_FRAMES failing frames in a row close the link."""
+def after_bad_frames() -> tuple[Any, bytes]:
+    """A connected link that has read MAX_BAD_FRAMES bad frames in a row, and such a frame."""
     side = connected()
     peer_id = side.proto.peer_id
     assert peer_id is not None
     bad = corrupt(message(peer_id, flags.broadcast, flags.broadcast, "hi"))
     for _ in range(MAX_BAD_FRAMES):
         side.proto.dataReceived(bad)
+    return side, bad
+
+
+def test_too_many_bad_frames_in_a_row_close() -> None:
+    """More than MAX_BAD_FRAMES failing frames in a row close the link."""
+    side, bad = after_bad_frames()
     assert not side.closed
     side.proto.dataReceived(bad)
     assert side.closed
@@ -206,13 +212,8 @@ def test_after_a_bad_checksum_nothing_is_inflated(monkeypatch: pytest.MonkeyPatc
 
 def test_a_good_frame_resets_the_bad_frame_count() -> None:
     """Bad frames must come in a row to close the link."""
-    side = connected()
-    peer_id = side.proto.peer_id
-    assert peer_id is not None
-    bad = corrupt(message(peer_id, flags.broadcast, flags.broadcast, "hi"))
-    for _ in range(MAX_BAD_FRAMES):
-        side.proto.dataReceived(bad)
-    side.feed(message(peer_id, flags.whisper, flags.whisper, "fine"))
+    side, bad = after_bad_frames()
+    side.feed(message(side.proto.peer_id, flags.whisper, flags.whisper, "fine"))
     for _ in range(MAX_BAD_FRAMES):
         side.proto.dataReceived(bad)
     assert not side.closed
