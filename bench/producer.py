@@ -30,11 +30,11 @@ BATCH = 500
 
 def _never_reading(port: int) -> tuple[socket.socket, str]:
     """A handshaken peer of the node on ``port`` that reads nothing: its socket and ID."""
-    from twisted_mesh import Protocol, flags
+    from twisted_mesh import Network, flags
     from twisted_mesh._frames import WireMessage
     from twisted_mesh._ids import new_node_id
 
-    mesh = Protocol("mesh", "Plaintext")
+    mesh = Network("mesh", "Plaintext")
     node_id = new_node_id(mesh)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

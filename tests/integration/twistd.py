@@ -35,7 +35,7 @@ Reference = Callable[..., Awaitable[ReferenceNode]]
 START_TIMEOUT = 60.0
 PIP_TIMEOUT = 900.0
 
-LISTENING = re.compile(r"node (\S+) of Protocol\(.*?\) listening at \('([^']*)', (\d+)\)")
+LISTENING = re.compile(r"node (\S+) of Network\(.*?\) listening at \('([^']*)', (\d+)\)")
 _SITE = re.compile(r"Site starting on (\d+)")
 REDIAL = re.compile(r"again in (\d+(?:\.\d+)?) s")
 MESH_PORT = re.compile(r"LinkFactory starting on (\d+)")
@@ -83,7 +83,7 @@ def build_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
 
     The wheel is built from a copy of the source, so that a stale ``build/``
     or ``*.egg-info`` of the checkout cannot slip into it and the build
-    writes nothing into the checkout others are editing.
+    writes nothing into the checkout.
     """
     root = tmp_path_factory.mktemp("twistd-venv")
     source = root / "source"
