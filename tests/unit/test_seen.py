@@ -164,3 +164,14 @@ def test_a_packed_key_takes_at_most_64_bytes() -> None:
         tracemalloc.stop()
     assert len(seen) == 120_000
     assert per_key <= 64, f"{per_key:.1f} B a key"
+
+
+def test_a_clock_set_back_still_packs_and_forgets() -> None:
+    """After the clock steps back, the seen-set goes on packing from the new second."""
+    seen = SeenSet()
+    pass_seconds(seen, float(START + 100), 1)
+    keys = [key_of(i, START + 40) for i in range(50)]
+    assert all(seen.add(key, START + 40, START + 40) for key in keys)  # set back by 61 s
+    pass_seconds(seen, float(START + 40), 2)
+    assert START + 40 in seen._runs and START + 40 not in seen._coming
+    assert not any(seen.add(key, START + 40, START + 42.5) for key in keys)

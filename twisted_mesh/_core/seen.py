@@ -7,8 +7,9 @@ part of what it sums: the same key always comes with the same stamp.  So
 the keys are filed by stamp, and a key is looked for only among the keys of
 its own stamp.  A stamp's keys come in over about a second (the second its
 senders' clocks show it, plus the time to cross the mesh); while they come
-they are held in a `set`, and once a whole second has passed with none, the
-set is packed into a sorted run of whole keys, 32 bytes each, that is
+they are held in a `set`, and once the set has not grown from one whole
+second of the clock to the next (as the first key of each second finds it), it
+is packed into a sorted run of whole keys, 32 bytes each, that is
 searched by bisection.  A node keeps a minute of keys and most of them are
 in runs: about 32 bytes a key there, against about 200 in a set.
 """
@@ -66,18 +67,17 @@ class SeenSet:
 
         :return: whether it is new.
         """
-        if now >= self._turn:
+        if now >= self._turn or now < self._turn - 1:  # (or the clock was set back)
             self._next_second(now)
+        runs = self._runs.get(time)
+        if runs is not None and any(_in_run(run, key) for run in runs):
+            return False
         keys = self._coming.get(time)
         if keys is None:
             keys = self._open(time)
         size = len(keys)
         keys.add(key)  # one lookup, where "in" then "add" would make two
         if len(keys) == size:
-            return False
-        runs = self._runs.get(time)
-        if runs is not None and any(_in_run(run, key) for run in runs):
-            keys.discard(key)
             return False
         self._size += 1
         if self._size > self.max_size:
@@ -106,23 +106,17 @@ class SeenSet:
                 self._sizes[time] = len(keys)
 
     def _pack(self, time: int, keys: set[bytes]) -> None:
-        """Move the keys of ``time`` from their set into a sorted run."""
+        """Move the keys of ``time`` from their set (never empty) into a sorted run."""
+        if sum(map(len, keys)) != KEY_SIZE * len(keys):
+            raise ValueError(f"seen-set keys must be {KEY_SIZE} bytes")
         del self._coming[time], self._sizes[time]
-        if not keys:
-            if time not in self._runs:
-                self._stamps.remove(time)
-                heapq.heapify(self._stamps)
-            return
-        runs = self._runs.setdefault(time, [])
         chunks = sorted(keys)
+        runs = self._runs.setdefault(time, [])
         # Runs merge as a binary counter's digits carry: a stamp has at most
         # log2(keys) runs, and each key is merged that many times at most.
         while runs and len(runs[-1]) <= 2 * KEY_SIZE * len(chunks):
             chunks = sorted([*_chunks(runs.pop()), *chunks])  # two sorted runs: a linear merge
-        run = b"".join(chunks)
-        if len(run) != KEY_SIZE * len(chunks):
-            raise ValueError(f"seen-set keys must be {KEY_SIZE} bytes")
-        runs.append(run)
+        runs.append(b"".join(chunks))
 
     def _drop(self, time: int) -> int:
         """Forget every key stamped ``time``; return how many there were."""
