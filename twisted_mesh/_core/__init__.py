@@ -15,6 +15,5 @@ One concern a module, each importing only those above it here:
 - `twisted_mesh._core.relay`: the hot path, each message a link reads;
 - `twisted_mesh._core.node`: `.MeshNode`, which composes them.
 
-(This file imports none of them, so that importing one imports only those
-it needs.)
+(This file imports none of them: each module names what it needs.)
 """
