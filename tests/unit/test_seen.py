@@ -175,3 +175,13 @@ def test_a_clock_set_back_still_packs_and_forgets() -> None:
     pass_seconds(seen, float(START + 40), 2)
     assert START + 40 in seen._runs and START + 40 not in seen._coming
     assert not any(seen.add(key, START + 40, START + 42.5) for key in keys)
+
+
+def test_held_forgets_what_expired_without_a_new_key() -> None:
+    """The count /status shows falls once the stamps expire, though no key comes."""
+    seen = SeenSet()
+    for i in range(10):
+        seen.add(key_of(i, START), START, START)
+    assert seen.held(START + MESSAGE_LIFETIME) == 10
+    assert seen.held(START + MESSAGE_LIFETIME + 1) == 0
+    assert len(seen) == 0

@@ -84,6 +84,16 @@ class SeenSet:
             self._evict(time, key)
         return True
 
+    def held(self, now: float) -> int:
+        """
+        How many keys are held at ``now``, once those of stamps too old to be
+        accepted are forgotten (`add` forgets them too, but a node that
+        receives nothing does not call it).
+        """
+        if now >= self._turn or now < self._turn - 1:
+            self._next_second(now)
+        return self._size
+
     def _open(self, time: int) -> set[bytes]:
         """Start taking keys stamped ``time``."""
         keys: set[bytes] = set()

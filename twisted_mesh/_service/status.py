@@ -52,7 +52,7 @@ def status_report(node: MeshNode, connections: Collection[object], unreachable: 
         "peers": peers,
         "connections": len(connections),
         "pending": node.admission.pending,
-        "seen": len(node.seen),
+        "seen": node.seen.held(now),
         "queued": len(node.queue),
         "frames_in": stats.frames_in,
         "frames_out": stats.frames_out,
