@@ -25,6 +25,8 @@ setup(
         "pyOpenSSL>=23.0",
         "service-identity>=21.1",
         "autobahn>=23.1",
+        # Node keys and signatures (signed networks): Ed25519.
+        "cryptography>=41",
     ],
     extras_require={
         # Snappy compression (offered first when installed).
@@ -38,7 +40,6 @@ setup(
             "python-snappy>=0.7",
             # The reference node the interop tests mesh with.
             "py2p==0.7.878",
-            "cryptography",
             # Drives Debian's Chromium in the browser tests.
             "playwright>=1.40",
         ],

@@ -29,6 +29,9 @@ from twisted_mesh import MeshService, MeshSocket, flags
 from twisted_mesh import _compression as compression
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
 from twisted_mesh._ids import Network, new_node_id
+from twisted_mesh._link import handshake
+from twisted_mesh._signing import Signer
+from twisted_mesh.keys import NodeKey
 
 #: The plaintext network most tests run on.
 MESH = Network("mesh", "Plaintext")
@@ -80,6 +83,10 @@ class RawPeer(Protocol):
     told to and keeps every message it receives, with no relay or rules of
     its own.  What it cannot read is counted in ``unreadable``, not raised.
 
+    On a signed network it has a key (by default a new one): its handshake
+    carries the key, it proves it when the node's handshake comes (unless
+    ``proves`` is false), and it signs what it sends.
+
     :ivar codes: the compression codes its handshake lists.
     :ivar connected_at: when the connection was made (`time.monotonic`).
     :ivar lost_at: when it was lost, or None while it is open.
@@ -92,9 +99,15 @@ class RawPeer(Protocol):
         ids_as_bin: bool = True,
         node_id: str | None = None,
         codes: Sequence[int] = (),
+        key: NodeKey | None = None,
+        proves: bool = True,
     ) -> None:
         self.protocol_id = protocol.id
-        self.id = node_id or new_node_id(protocol)
+        self.key = key or (NodeKey.generate() if protocol.signed else None)
+        self.signer = Signer(self.key, protocol.subnet) if protocol.signed and self.key else None
+        self.nonce = os.urandom(handshake.NONCE_SIZE)
+        self.proves = proves
+        self.id = node_id or (self.key.node_id if self.key else new_node_id(protocol))
         self.ids_as_bin = ids_as_bin
         self.codes = list(codes)
         self.received: list[WireMessage] = []
@@ -115,9 +128,14 @@ class RawPeer(Protocol):
             return
         for body in bodies:
             try:
-                self.received.append(WireMessage.from_body(body, compression.SUPPORTED, _READ_LIMIT))
+                msg = WireMessage.from_body(body, compression.SUPPORTED, _READ_LIMIT)
             except FrameError:
                 self.unreadable += 1
+                continue
+            self.received.append(msg)
+            if msg.payload[:1] == (flags.handshake,) and len(msg.payload) == 7 and self.key and self.proves:
+                signature = handshake.proof(self.key, self.protocol_id, self.nonce, msg.payload[6])
+                self.send(flags.renegotiate, flags.proof, signature, signed=False)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost_at = time.monotonic()
@@ -137,16 +155,25 @@ class RawPeer(Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def send(self, msg_type: int, *payload: Any, sender: str | None = None, stamp: int | None = None) -> WireMessage:
-        """Write a well-formed message with this peer (or ``sender``) as its sender, stamped now (or ``stamp``)."""
-        msg = WireMessage.create(
-            msg_type, sender or self.id, int(time.time()) if stamp is None else stamp, payload, self.ids_as_bin
-        )
+    def send(
+        self, msg_type: int, *payload: Any, sender: str | None = None, stamp: int | None = None, signed: bool = True
+    ) -> WireMessage:
+        """
+        Write a well-formed message with this peer (or ``sender``) as its
+        sender, stamped now (or ``stamp``); on a signed network signed,
+        unless it names another ``sender`` or ``signed`` is false.
+        """
+        stamp = int(time.time()) if stamp is None else stamp
+        if self.signer is not None and signed and sender is None:
+            msg = self.signer.create(msg_type, stamp, payload)
+        else:
+            msg = WireMessage.create(msg_type, sender or self.id, stamp, payload, self.ids_as_bin)
         self.send_raw(msg.frame(self.ids_as_bin, None))
         return msg
 
     def handshake(self, *, port: int = 1, protocol_id: str | None = None, node_id: str | None = None) -> None:
-        """Send a handshake: this peer's (or one naming ``node_id`` or ``protocol_id``)."""
+        """Send a handshake: this peer's (or one naming ``node_id`` or ``protocol_id``), with its key if it has one."""
+        proving = () if self.key is None else (self.key.public_key, self.nonce)
         self.send(
             flags.whisper,
             flags.handshake,
@@ -154,6 +181,8 @@ class RawPeer(Protocol):
             self.wire_id(protocol_id or self.protocol_id),
             ["127.0.0.1", port],
             self.codes,
+            *proving,
+            signed=False,
         )
 
     def user_messages(self) -> list[WireMessage]:
@@ -258,9 +287,9 @@ class MeshNodes:
         service.startService()
         return service
 
-    async def line(self, count: int = 3) -> list[MeshSocket]:
+    async def line(self, count: int = 3, prot: Network = MESH, **kwargs: Any) -> list[MeshSocket]:
         """``count`` MeshSockets joined in a line, each dialling the one before; no peer exchange."""
-        nodes = [self(max_outgoing=0) for _ in range(count)]
+        nodes = [self(prot=prot, max_outgoing=0, **kwargs) for _ in range(count)]
         for before, after in zip(nodes, nodes[1:], strict=False):
             await within(after.connect("127.0.0.1", before.out_addr[1]))
         return nodes

@@ -11,6 +11,7 @@ A node of a mesh network that speaks the wire protocol of py2p and js2p
 from twisted_mesh import flags
 from twisted_mesh._ids import Network, Protocol
 from twisted_mesh.errors import HandshakeFailed, MeshClosed, MeshError, ProtocolMismatch
+from twisted_mesh.keys import NodeKey
 from twisted_mesh.limits import Limits
 from twisted_mesh.message import Message, SendResult
 from twisted_mesh.service import MeshService
@@ -27,6 +28,7 @@ __all__ = [
     "MeshSocket",
     "Message",
     "Network",
+    "NodeKey",
     "Protocol",
     "ProtocolMismatch",
     "SendResult",

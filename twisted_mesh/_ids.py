@@ -65,38 +65,51 @@ def b58decode_int(text: str) -> int:
 
 class Network(NamedTuple):
     """
-    The network a node belongs to: an application's subnet and a transport.
+    The network a node belongs to: an application's subnet and a transport,
+    signed or not.
 
     Nodes talk only to nodes of the same `.Network.id`: a different subnet
-    or a different transport is a different network.  py2p and js2p call
-    it ``Protocol``: `twisted_mesh.Protocol` is this class too.
+    or a different transport is a different network, and so is the signed
+    network of a subnet.  py2p and js2p call it ``Protocol``:
+    `twisted_mesh.Protocol` is this class too.
 
     :ivar subnet: a string naming the application's network.
     :ivar encryption: the transport: ``'Plaintext'`` (TCP), ``'SSL'`` (TLS),
         ``'ws'`` or ``'wss'`` (WebSocket).
+    :ivar signed: whether the network is signed: each node proves its key
+        in the handshake, and signs every message it sends (see
+        :doc:`/authenticated`).  Only twisted_mesh nodes join a signed
+        network.
     """
 
     subnet: str
     encryption: str = "Plaintext"
+    signed: bool = False
 
     @property
     def id(self) -> str:
-        """The protocol ID: base58 of sha256(subnet + encryption + version)."""
-        return protocol_id(self.subnet, self.encryption)
+        """The protocol ID: base58 of sha256(subnet + encryption + version), ``+signed`` after it when signed."""
+        return protocol_id(self.subnet, self.encryption, self.signed)
 
 
 #: The name py2p and js2p give `.Network`: code written for them runs as it is.
 Protocol = Network
 
 
-def protocol_id(subnet: str, encryption: str) -> str:
+#: What a signed network's protocol ID is computed with after the version.
+SIGNED_SUFFIX = "+signed"
+
+
+def protocol_id(subnet: str, encryption: str, signed: bool = False) -> str:
     """
     Compute the protocol ID that nodes compare in their handshakes.
 
     :param subnet: the application's subnet name.
     :param encryption: the transport name.
+    :param signed: whether the network is signed.
     """
-    digest = sha256((subnet + encryption + PROTOCOL_VERSION).encode("utf-8"))
+    suffix = SIGNED_SUFFIX if signed else ""
+    digest = sha256((subnet + encryption + PROTOCOL_VERSION + suffix).encode("utf-8"))
     return b58encode_int(int.from_bytes(digest.digest(), "big"))
 
 

@@ -99,6 +99,24 @@ class NodeLog:
             log = self._log.warn if warn else self._log.info
             log("limit {limit} ({count} so far): " + text, limit=limit, count=count, **fields)
 
+    def unverified(self, peer: str | None, sender: str, reason: str) -> None:
+        """
+        Count a message whose signature failed (see `.Verifier.check`) under
+        ``reason``, and log it: the first time, then at most once every
+        `.LIMIT_LOG_INTERVAL` seconds per reason.
+        """
+        self._stats.dropped[reason] += 1
+        now = self._clock.seconds()
+        if now - self._logged.get(reason, -LIMIT_LOG_INTERVAL) >= LIMIT_LOG_INTERVAL:
+            self._logged[reason] = now
+            self._log.warn(
+                "dropped a message from {peer} that says it is {sender}'s: {reason} ({count} so far)",
+                peer=peer,
+                sender=sender,
+                reason=reason,
+                count=self._stats.dropped[reason],
+            )
+
     def malformed(self, peer: str | None, what: str) -> None:
         """Count and log a malformed message, ``what``, from ``peer``, which is dropped."""
         self._stats.dropped["malformed"] += 1

@@ -9,14 +9,19 @@ class MeshError(Exception):
 
 class ProtocolMismatch(MeshError):
     """
-    The peer belongs to another network: its protocol ID (subnet and
-    transport) is not ours, so the connection was closed.
+    The peer belongs to another network: its protocol ID (subnet,
+    transport, signed or not) is not ours, so the connection was closed.
+
+    :ivar note: what is known of the peer's network, if anything (for
+        instance, that it is the unsigned network of our signed subnet).
     """
 
-    def __init__(self, ours: str, theirs: str) -> None:
-        super().__init__(f"the peer speaks protocol {theirs}, not ours ({ours})")
+    def __init__(self, ours: str, theirs: str, note: str = "") -> None:
+        text = f"the peer speaks protocol {theirs}, not ours ({ours})"
+        super().__init__(f"{text}: {note}" if note else text)
         self.ours = ours
         self.theirs = theirs
+        self.note = note
 
 
 class HandshakeFailed(MeshError):

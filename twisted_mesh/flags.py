@@ -56,6 +56,9 @@ new_paths: Final = 0x0F
 revoke_paths: Final = 0x10
 #: Sub-flag, reserved.
 delta: Final = 0x11
+#: Sub-flag of renegotiate, twisted_mesh's own: on a signed network, the
+#: sender's proof that it holds its key.
+proof: Final = 0x12
 
 # Compression codes.
 #: Compression: bzip2.

@@ -5,7 +5,7 @@ diallers named by endpoint strings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._ids import ENCRYPTIONS, Network
+from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
 from twisted_mesh._link import LinkProtocol
 from twisted_mesh._service.api import NodeAPI
 from twisted_mesh._service.bootstrap import Bootstrap
@@ -30,6 +30,7 @@ from twisted_mesh._service.endpoints import DialAddress, ListenAddress, dialling
 from twisted_mesh._service.listeners import Listeners
 from twisted_mesh._service.rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Rejoiner
 from twisted_mesh._service.status import status_report
+from twisted_mesh.keys import NodeKey
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.tls import TLSOptions
 
@@ -43,6 +44,21 @@ __all__ = [
 ]
 
 DEFAULT_PROTOCOL = Network("mesh", "Plaintext")
+
+
+def allow_list(ids: Iterable[str]) -> frozenset[str]:
+    """
+    The node IDs of an allow-list, checked.
+
+    :raise ValueError: naming an entry that is not a node ID.
+    """
+    if isinstance(ids, str):
+        raise TypeError("allow is a list of node IDs, not one string")
+    allowed = frozenset(ids)
+    for node_id in allowed:
+        if not isinstance(node_id, str) or not is_node_id(node_id):
+            raise ValueError(f"allow: {node_id!r} is not a node ID")
+    return allowed
 
 
 class MeshService(NodeAPI, Service):
@@ -95,7 +111,14 @@ class MeshService(NodeAPI, Service):
         dial, and is let go.  So a seed that every node dials first keeps a
         bounded number of links.
     :param limits: what the node accepts from peers and holds for them.
+    :param key: the node's key (see `.NodeKey`): its ID is the key's, the
+        same across restarts.  A node of a signed network
+        (``Network(..., signed=True)``) without one makes a new key.
+    :param allow: on a signed network, the node IDs of the only peers let
+        in (each proves its ID in the handshake); by default, any.
     :param reactor: the reactor to use; by default the global one.
+    :raise ValueError: when ``allow`` is given for a network that is not
+        signed, or an ID of it is not a node ID.
     """
 
     _log = Logger()
@@ -111,6 +134,8 @@ class MeshService(NodeAPI, Service):
         max_outgoing: int = 4,
         max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        key: NodeKey | None = None,
+        allow: Iterable[str] | None = None,
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -126,6 +151,8 @@ class MeshService(NodeAPI, Service):
             max_outgoing=max_outgoing,
             max_incoming=max_incoming,
             limits=limits,
+            key=key,
+            allow=None if allow is None else allow_list(allow),
         )
         self._dialler = Dialler(self._node, lambda: bool(self.running))
         # (The open connections, with or without a handshake.)

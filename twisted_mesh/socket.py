@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -11,6 +12,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._ids import Network
+from twisted_mesh.keys import NodeKey
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.service import DEFAULT_PROTOCOL, MeshService
 from twisted_mesh.tls import TLSOptions
@@ -41,6 +43,10 @@ class MeshSocket(MeshService):
     :param max_incoming: how many dialable peers that dialled this node it
         keeps (see `.MeshService`).
     :param limits: what the node accepts from peers and holds for them.
+    :param key: the node's key, for an ID that stays the same (see
+        `.MeshService`).
+    :param allow: on a signed network, the node IDs of the only peers let
+        in.
     :param reactor: the reactor to use; by default the global one.
     :raise twisted.internet.error.CannotListenError: when the port is taken.
     """
@@ -57,6 +63,8 @@ class MeshSocket(MeshService):
         max_outgoing: int = 4,
         max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        key: NodeKey | None = None,
+        allow: Iterable[str] | None = None,
         reactor: Any = None,
     ) -> None:
         super().__init__(
@@ -67,6 +75,8 @@ class MeshSocket(MeshService):
             max_outgoing=max_outgoing,
             max_incoming=max_incoming,
             limits=limits,
+            key=key,
+            allow=allow,
             reactor=reactor,
         )
         self.startService()

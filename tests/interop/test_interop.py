@@ -196,3 +196,24 @@ async def test_reference_joins_a_twisted_mesh(mesh: MeshNodes, reference: Refere
         got_here = [await within(sock.next_message()) for _ in range(3)]
         assert sorted(m.packets[2] for m in got_here[:2]) == [i for i in range(3) if i != n]
         assert got_here[2].packets == (0, "to all") and got_here[2].sender == ref.id
+
+
+@pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_a_signed_network_refuses_the_references(
+    reference: Reference, mesh: MeshNodes, log_events: list[LogEvent], kind: str, we_dial: bool
+) -> None:
+    """py2p and js2p of the same subnet name are on its unsigned network: refused, and the log says why."""
+    node = mesh(prot=Network("mesh", "Plaintext", signed=True))
+    ref = await reference(kind)
+    if we_dial:
+        with pytest.raises(ProtocolMismatch) as caught:
+            await within(node.connect("127.0.0.1", ref.port))
+        assert caught.value.theirs == Network("mesh", "Plaintext").id
+    else:
+        await ref.connect("127.0.0.1", node.out_addr[1])
+    await wait_for(lambda: "this network is signed" in log_text(log_events), what="the mismatch in the log")
+    await settle()
+    assert not node.routing_table
+    assert await ref.peers() == []

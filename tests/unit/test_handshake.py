@@ -12,10 +12,11 @@ import pytest
 
 from tests.support import MESH
 from twisted_mesh import _compression, flags
-from twisted_mesh._ids import new_node_id
+from twisted_mesh._ids import Network, new_node_id
 from twisted_mesh._link import handshake
 from twisted_mesh._link.handshake import IdForm, PeerHandshake, Word
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
+from twisted_mesh.keys import NodeKey
 
 PEER = new_node_id(MESH)
 ADDR = ["10.0.0.2", 5555]
@@ -90,10 +91,86 @@ def test_our_handshake_in_the_peers_form(as_bin: bool) -> None:
 def test_a_handshake_in_another_protocol_is_a_mismatch() -> None:
     read = handshake.parse_handshake(payload(protocol="other"))
     assert read is not None
-    error = handshake.mismatch(read, MESH.id)
+    error = handshake.mismatch(read, "mesh", "Plaintext", False)
     assert isinstance(error, ProtocolMismatch) and (error.ours, error.theirs) == (MESH.id, "other")
+    assert error.note == ""
     same = handshake.parse_handshake(payload())
-    assert same is not None and handshake.mismatch(same, MESH.id) is None
+    assert same is not None and handshake.mismatch(same, "mesh", "Plaintext", False) is None
+
+
+SIGNED = Network("mesh", "Plaintext", signed=True)
+
+
+def test_a_signed_network_is_another_protocol_and_says_so() -> None:
+    assert SIGNED.id != MESH.id and Network("mesh", "SSL", signed=True).id != SIGNED.id
+    plain = handshake.parse_handshake(payload())
+    assert plain is not None
+    error = handshake.mismatch(plain, "mesh", "Plaintext", True)
+    assert error is not None and (error.ours, error.theirs) == (SIGNED.id, MESH.id)
+    assert "this network is signed" in str(error)
+    signed = handshake.parse_handshake(payload(protocol=SIGNED.id))
+    assert signed is not None
+    error = handshake.mismatch(signed, "mesh", "Plaintext", False)
+    assert error is not None and "signed network of the same subnet" in str(error)
+
+
+def signed_payload(key: NodeKey, nonce: bytes = b"n" * 32, peer: str | None = None) -> tuple[Any, ...]:
+    """A signed network's handshake, as it comes off the wire."""
+    return (*payload(peer or key.node_id, SIGNED.id), key.public_key, nonce)
+
+
+def test_a_signed_handshake_carries_a_key_and_a_nonce() -> None:
+    key = NodeKey.generate()
+    read = handshake.parse_handshake(signed_payload(key))
+    assert read is not None and (read.public_key, read.nonce) == (key.public_key, b"n" * 32)
+    assert handshake.unproved(read, None) is None
+    ours = handshake.handshake_payload(key.node_id, SIGNED.id, ("127.0.0.1", 1), True, (key.public_key, b"n" * 32))
+    assert ours[5:] == (key.public_key, b"n" * 32)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [(b"k" * 32,), (b"k" * 31, b"n" * 32), (b"k" * 32, b"n" * 31), ("k" * 32, b"n" * 32), (b"k" * 32, None)],
+    ids=["six-fields", "short-key", "short-nonce", "key-as-str", "no-nonce"],
+)
+def test_a_malformed_signed_handshake_is_refused(extra: tuple[Any, ...]) -> None:
+    assert handshake.parse_handshake((*payload(), *extra)) is None
+
+
+def test_a_signed_peer_is_refused_before_its_proof() -> None:
+    key, other = NodeKey.generate(), NodeKey.generate()
+    keyless = handshake.parse_handshake(payload(key.node_id, SIGNED.id))
+    assert keyless is not None
+    assert handshake.unproved(keyless, None)[1] == "unproved"  # type: ignore[index]
+    impostor = handshake.parse_handshake(signed_payload(key, peer=other.node_id))
+    assert impostor is not None
+    assert handshake.unproved(impostor, None)[1] == "wrong_key"  # type: ignore[index]
+    stranger = handshake.parse_handshake(signed_payload(key))
+    assert stranger is not None
+    assert handshake.unproved(stranger, frozenset([other.node_id]))[1] == "not_allowed"  # type: ignore[index]
+    assert handshake.unproved(stranger, frozenset([key.node_id])) is None
+
+
+def test_a_proof_binds_the_key_both_nonces_and_the_protocol() -> None:
+    key = NodeKey.generate()
+    theirs, ours = b"t" * 32, b"o" * 32
+    peer = handshake.parse_handshake(signed_payload(key, theirs))
+    assert peer is not None
+    proof = handshake.proof(key, SIGNED.id, theirs, ours)
+    assert handshake.proof_holds(peer, proof, SIGNED.id, ours)
+    assert not handshake.proof_holds(peer, proof, SIGNED.id, b"x" * 32)  # another link's nonce
+    assert not handshake.proof_holds(peer, proof, MESH.id, ours)  # another network
+    # Our own proof sent back to us does not pass as the peer's.
+    assert not handshake.proof_holds(peer, handshake.proof(key, SIGNED.id, ours, theirs), SIGNED.id, ours)
+    other = handshake.parse_handshake(signed_payload(NodeKey.generate(), theirs))
+    assert other is not None and not handshake.proof_holds(other, proof, SIGNED.id, ours)
+
+
+def test_a_proof_is_read_from_its_renegotiation() -> None:
+    assert handshake.read_renegotiation((flags.proof, b"s" * 64)) == (Word.PROOF, ())
+    assert handshake.read_proof((flags.proof, b"s" * 64)) == b"s" * 64
+    assert handshake.read_proof((flags.proof, b"s" * 63)) is None
+    assert handshake.read_proof((flags.proof,)) is None
 
 
 def test_refusals() -> None:

@@ -14,7 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "twisted_mesh"
 
 #: Each module's layer, by the first match of its dotted name's start.
 LAYERS = [
-    (1, ("_ids", "_serial", "_compression", "_frames", "flags", "limits", "errors", "message", "_stats", "_admission")),
+    (
+        1,
+        ("_ids", "_serial", "_compression", "_frames", "flags", "limits", "errors")
+        + ("keys", "_signing", "message", "_stats", "_admission"),
+    ),
     (2, ("_core",)),
     (3, ("_link", "_websocket", "websocket")),
     (4, ("_service", "tls", "service")),

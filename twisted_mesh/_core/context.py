@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
+from twisted_mesh._signing import Signer
 from twisted_mesh._stats import NodeLog, NodeStats
 from twisted_mesh.limits import Limits
 
@@ -22,6 +23,7 @@ class NodeContext:
     :ivar limits: what the node accepts and holds.
     :ivar stats: counters of what the node and its links did.
     :ivar log: the limits that bit and the malformed messages dropped.
+    :ivar signer: on a signed network, what makes the node's messages.
     """
 
     id: str
@@ -29,3 +31,4 @@ class NodeContext:
     limits: Limits
     stats: NodeStats
     log: NodeLog
+    signer: Signer | None = None

@@ -27,7 +27,9 @@ from twisted_mesh._core.replies import Replies
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import SeenSet
 from twisted_mesh._ids import Network, new_node_id
+from twisted_mesh._signing import Signer, Verifier
 from twisted_mesh._stats import NodeLog, NodeStats
+from twisted_mesh.keys import NodeKey
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 from twisted_mesh.message import SendResult
 
@@ -65,8 +67,12 @@ class MeshNode:
     ``message_received`` is the relay's, ``recv`` the inbox's, ``dial`` the
     peer exchange's...  To see or change what one does, look at the part.
 
-    :ivar protocol: the node's subnet, and its main transport.
+    :ivar protocol: the node's subnet, its main transport, and whether its
+        network is signed.
     :ivar id: this node's ID.
+    :ivar key: the node's key, if it has one (on a signed network it does).
+    :ivar allowed: on a signed network, the only node IDs it lets in, if
+        there is an allow-list.
     :ivar clock: where the node reads the time and schedules timeouts.
     :ivar limits: what the node accepts and holds.
     :ivar stats: counters of what the node and its links did.
@@ -106,11 +112,23 @@ class MeshNode:
         *,
         out_addr: Address = ("127.0.0.1", 0),
         node_id: str | None = None,
+        key: NodeKey | None = None,
+        allow: frozenset[str] | None = None,
         max_outgoing: int = 4,
         max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.protocol = protocol
+        if protocol.signed and key is None:
+            key = NodeKey.generate()
+        if key is not None:
+            if node_id is not None and node_id != key.node_id:
+                raise ValueError(f"node_id {node_id} is not the ID of the key given, {key.node_id}")
+            node_id = key.node_id
+        if allow is not None and not protocol.signed:
+            raise ValueError("allow needs a signed network (signed=True): only there do peers prove their IDs")
+        self.key = key
+        self.allowed = allow
         self.id = node_id = node_id or new_node_id(protocol)
         self.clock = clock
         self.limits = limits
@@ -119,7 +137,8 @@ class MeshNode:
         self.started = clock.seconds()
         self.peer_lost: Callable[[Link, float], None] | None = None
         self.admission = Admission(limits, log.hit)
-        node = NodeContext(node_id, clock, limits, stats, log)
+        signer = Signer(key, protocol.subnet) if protocol.signed and key is not None else None
+        node = NodeContext(node_id, clock, limits, stats, log, signer)
         self.routing = routing = RoutingTable(node)
         self.outbox = outbox = Outbox(node, routing)
         self.exchange = exchange = PeerExchange(
@@ -143,6 +162,7 @@ class MeshNode:
             on_request=replies.on_request,
             on_response=replies.on_response,
             deliver=inbox.deliver,
+            verify=Verifier(protocol.subnet).check if protocol.signed else None,
         )
         # The state of the parts that the service and the tests read.
         self.routing_table = routing.table

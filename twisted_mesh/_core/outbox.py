@@ -46,7 +46,7 @@ class Outbox:
             it: larger than a frame may be, lists and maps nested too deeply
             or too many of them.
         """
-        msg = WireMessage.create(flag, self._node.id, self.now(), payload)
+        msg = self._create(flag, payload, True)
         body, limits = msg.body_in(True), self._node.limits
         size, most = len(body), limits.max_frame_size
         if size > most:
@@ -79,4 +79,11 @@ class Outbox:
 
     def whisper(self, link: Link, payload: tuple[Any, ...]) -> str | None:
         """Whisper ``payload`` to one peer: ``None`` when it was queued, else why not."""
-        return link.send(WireMessage.create(flags.whisper, self._node.id, self.now(), payload, link.ids_as_bin))
+        return link.send(self._create(flags.whisper, payload, link.ids_as_bin))
+
+    def _create(self, flag: int, payload: tuple[Any, ...], as_bin: bool) -> WireMessage:
+        """A new message, signed on a signed network (its sender then as bin, whatever ``as_bin``)."""
+        signer = self._node.signer
+        if signer is not None:
+            return signer.create(flag, self.now(), payload)
+        return WireMessage.create(flag, self._node.id, self.now(), payload, as_bin)

@@ -31,6 +31,9 @@ class Relay:
     :param on_response: called with ``(link, payload)`` for a response.
     :param deliver: called with ``(link, message)`` for any other message:
         one for the node's user.
+    :param verify: on a signed network, checks a message's signature (see
+        `.Verifier.check`): after the checks that drop it cheaply (its
+        time, the seen-set), before anything is done with it.
     :ivar seen: the broadcasts seen lately.
     """
 
@@ -46,6 +49,7 @@ class Relay:
         on_request: Callable[[Link, WireMessage], None],
         on_response: Callable[[Link, tuple[Any, ...]], None],
         deliver: Callable[[Link, WireMessage], None],
+        verify: Callable[[WireMessage], str | None] | None = None,
     ) -> None:
         # What the hot path reads, each one attribute away.
         self._id = node.id
@@ -58,6 +62,8 @@ class Relay:
         self._on_request = on_request
         self._on_response = on_response
         self._deliver = deliver
+        self._verify = verify
+        self._log_unverified = node.log.unverified
 
     def message_received(self, link: Link, msg: WireMessage) -> None:
         """
@@ -65,7 +71,7 @@ class Relay:
         relay it when it is a new broadcast, then act on its sub-flag, or
         deliver it.
         """
-        msg_type = msg.msg_type
+        msg_type, verify = msg.msg_type, self._verify
         if msg_type == flags.broadcast:
             now = self._clock.seconds()
             if not now - MESSAGE_LIFETIME <= msg.time <= now + MESSAGE_LIFETIME:
@@ -80,12 +86,16 @@ class Relay:
             if msg.sender == self._id or not self.seen.add(msg.key, msg.time, now):
                 self._stats.dropped["duplicate"] += 1
                 return
+            if verify is not None and not self._verified(link, msg, verify):
+                return
             origin = self._table.get(msg.sender)
             relayed = 0
             for _, peer in self._routing.peers:
                 if peer is not link and peer is not origin and peer.send(msg) is None:
                     relayed += 1
             self._stats.relayed += relayed
+        elif verify is not None and not self._verified(link, msg, verify):
+            return
         payload = msg.payload
         if not payload:
             return
@@ -98,3 +108,11 @@ class Relay:
             self._on_response(link, payload)
         else:
             self._deliver(link, msg)
+
+    def _verified(self, link: Link, msg: WireMessage, verify: Callable[[WireMessage], str | None]) -> bool:
+        """Whether ``msg``'s signature holds; one that does not is counted, logged and dropped."""
+        failure = verify(msg)
+        if failure is None:
+            return True
+        self._log_unverified(link.peer_id, msg.sender, failure)
+        return False

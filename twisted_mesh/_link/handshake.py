@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 
 from twisted_mesh import _compression, flags
 from twisted_mesh._core.link import Address, parse_address
-from twisted_mesh._ids import id_text, is_node_id
+from twisted_mesh._ids import id_text, is_node_id, protocol_id
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
+from twisted_mesh.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, NodeKey, node_id_of, verify
 
 #: The most compression codes a peer may list.
 MAX_CODES = 32
@@ -48,6 +49,9 @@ class PeerHandshake(NamedTuple):
         peer that cannot be dialled (a browser).
     :ivar codes: the compression codes it reads, each once.
     :ivar writes_str: whether it wrote its IDs as str (else as bin).
+    :ivar public_key: on a signed network, the peer's public key.
+    :ivar nonce: on a signed network, what the peer's proof is asked to
+        sign with ours (see `.proof`).
     """
 
     peer_id: str
@@ -55,16 +59,30 @@ class PeerHandshake(NamedTuple):
     address: Address | None
     codes: tuple[int, ...]
     writes_str: bool
+    public_key: bytes | None = None
+    nonce: bytes | None = None
+
+
+#: The size of the nonce of a signed network's handshake.
+NONCE_SIZE = 32
 
 
 def parse_handshake(payload: tuple[Any, ...]) -> PeerHandshake | None:
     """
-    Read ``[handshake, id, protocol_id, [host, port], [codes]]``, or ``None``.
+    Read ``[handshake, id, protocol_id, [host, port], [codes]]``, or on a
+    signed network ``[..., public_key, nonce]``; or ``None``.
 
     Port 0 says the peer cannot be dialled (a browser): its address is
     ``None``.
     """
-    if len(payload) != 5:
+    public_key = nonce = None
+    if len(payload) == 7:
+        public_key, nonce = payload[5], payload[6]
+        if type(public_key) is not bytes or len(public_key) != PUBLIC_KEY_SIZE:
+            return None
+        if type(nonce) is not bytes or len(nonce) != NONCE_SIZE:
+            return None
+    elif len(payload) != 5:
         return None
     peer_id, theirs = id_text(payload[1]), id_text(payload[2])
     address, codes = parse_address(payload[3]), parse_codes(payload[4])
@@ -73,12 +91,19 @@ def parse_handshake(payload: tuple[Any, ...]) -> PeerHandshake | None:
         return None
     if address is None and not undialable:
         return None
-    return PeerHandshake(peer_id, theirs, address, codes, isinstance(payload[1], str))
+    return PeerHandshake(peer_id, theirs, address, codes, isinstance(payload[1], str), public_key, nonce)
 
 
-def handshake_payload(node_id: str, protocol_id: str, address: Address, as_bin: bool) -> tuple[Any, ...]:
-    """Our handshake, its IDs in the given form."""
-    return (flags.handshake, wire_id(node_id, as_bin), wire_id(protocol_id, as_bin), list(address), offered())
+def handshake_payload(
+    node_id: str, protocol_id: str, address: Address, as_bin: bool, proving: tuple[bytes, bytes] | None = None
+) -> tuple[Any, ...]:
+    """
+    Our handshake, its IDs in the given form.
+
+    :param proving: on a signed network, our public key and our nonce.
+    """
+    payload = (flags.handshake, wire_id(node_id, as_bin), wire_id(protocol_id, as_bin), list(address), offered())
+    return payload if proving is None else (*payload, *proving)
 
 
 def wire_id(node_id: str, as_bin: bool) -> str | bytes:
@@ -86,9 +111,63 @@ def wire_id(node_id: str, as_bin: bool) -> str | bytes:
     return node_id.encode("ascii") if as_bin else node_id
 
 
-def mismatch(handshake: PeerHandshake, ours: str) -> ProtocolMismatch | None:
-    """The error of a handshake in another protocol than ``ours``, if it is."""
-    return ProtocolMismatch(ours, handshake.protocol_id) if handshake.protocol_id != ours else None
+def mismatch(handshake: PeerHandshake, subnet: str, encryption: str, signed: bool) -> ProtocolMismatch | None:
+    """
+    The error of a handshake in another protocol than ours, if it is; it
+    says so when the peer is on the same subnet, signed where we are not or
+    the other way round.
+    """
+    ours, theirs = protocol_id(subnet, encryption, signed), handshake.protocol_id
+    if theirs == ours:
+        return None
+    if theirs == protocol_id(subnet, encryption, not signed):
+        if signed:
+            note = (
+                "this network is signed, and the peer is on the unsigned network"
+                " of the same subnet (py2p, js2p, or a node without signed=True)"
+            )
+        else:
+            note = "the peer is on the signed network of the same subnet, and this node is not (it needs signed=True)"
+        return ProtocolMismatch(ours, theirs, note)
+    return ProtocolMismatch(ours, theirs)
+
+
+def unproved(handshake: PeerHandshake, allowed: frozenset[str] | None) -> tuple[HandshakeFailed, str] | None:
+    """
+    Why a signed network's peer is refused before its proof, if it is: its
+    handshake has no key, a key that is not its ID's, or an ID that the
+    allow-list does not hold.
+
+    :return: the error, and the reason the node counts it under.
+    """
+    if handshake.public_key is None or handshake.nonce is None:
+        return HandshakeFailed("the peer's handshake has no key, on a signed network"), "unproved"
+    if node_id_of(handshake.public_key) != handshake.peer_id:
+        return HandshakeFailed(f"the peer's key is not that of its ID {handshake.peer_id}"), "wrong_key"
+    if allowed is not None and handshake.peer_id not in allowed:
+        return HandshakeFailed(f"the peer {handshake.peer_id} is not on the allow-list"), "not_allowed"
+    return None
+
+
+#: What a handshake proof signs first.
+PROOF_CONTEXT = b"twisted-mesh/0.7 handshake proof\x00"
+
+
+def _proved(protocol_id: str, signer_nonce: bytes, checker_nonce: bytes) -> bytes:
+    """What a proof signs: the protocol ID and both nonces, the signer's first."""
+    return PROOF_CONTEXT + protocol_id.encode("ascii") + b"\x00" + signer_nonce + checker_nonce
+
+
+def proof(key: NodeKey, protocol_id: str, own_nonce: bytes, peer_nonce: bytes) -> bytes:
+    """Our proof that we hold ``key``, for the peer that sent ``peer_nonce``."""
+    return key.sign(_proved(protocol_id, own_nonce, peer_nonce))
+
+
+def proof_holds(handshake: PeerHandshake, signature: bytes, protocol_id: str, own_nonce: bytes) -> bool:
+    """Whether ``signature`` is the proof of the peer of ``handshake``, for our nonce."""
+    if handshake.public_key is None or handshake.nonce is None:
+        return False
+    return verify(handshake.public_key, signature, _proved(protocol_id, handshake.nonce, own_nonce))
 
 
 def refusal(handshake: PeerHandshake, own_id: str, expected_id: str | None) -> tuple[HandshakeFailed, str] | None:
@@ -169,6 +248,8 @@ class Word(Enum):
     COMPRESSION = "compression"
     #: Send the last message again.
     RESEND = "resend"
+    #: A signed network's peer proves its key (see `.read_proof`).
+    PROOF = "proof"
     #: A compression word with a bad list of codes.
     MALFORMED = "malformed"
     #: Something else, which is ignored.
@@ -182,4 +263,13 @@ def read_renegotiation(payload: tuple[Any, ...]) -> tuple[Word, tuple[int, ...]]
         return (Word.MALFORMED, ()) if codes is None else (Word.COMPRESSION, codes)
     if len(payload) == 1 and payload[0] == flags.resend:
         return Word.RESEND, ()
+    if payload and payload[0] == flags.proof:
+        return Word.PROOF, ()
     return Word.OTHER, ()
+
+
+def read_proof(payload: tuple[Any, ...]) -> bytes | None:
+    """The signature of a proof, ``[proof, signature]``, or ``None``."""
+    if len(payload) == 2 and type(payload[1]) is bytes and len(payload[1]) == SIGNATURE_SIZE:
+        return payload[1]
+    return None

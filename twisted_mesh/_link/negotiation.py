@@ -9,6 +9,7 @@ it decides is `.handshake`'s (pure functions).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 from typing import Protocol as Interface
@@ -68,7 +69,11 @@ class Negotiation:
         self._node = node
         self._write = write
         self._limits = node.limits
-        self._protocol_id = protocol_id(node.protocol.subnet, link.encryption)
+        self._protocol_id = protocol_id(node.protocol.subnet, link.encryption, node.protocol.signed)
+        # On a signed network: what the peer's proof signs with its own
+        # nonce, and the peer's handshake until its proof comes.
+        self._nonce = os.urandom(handshake.NONCE_SIZE) if node.protocol.signed else None
+        self._unproved: handshake.PeerHandshake | None = None
         self.send_code: int | None = None
         self.inflating = True
         self.sends_twice = False
@@ -126,7 +131,8 @@ class Negotiation:
         self._first_word = None
         node, link = self._node, self._link
         address: Address = node.out_addr_for(link.encryption)
-        payload = handshake.handshake_payload(node.id, self._protocol_id, address, link.ids_as_bin)
+        proving = None if self._nonce is None or node.key is None else (node.key.public_key, self._nonce)
+        payload = handshake.handshake_payload(node.id, self._protocol_id, address, link.ids_as_bin, proving)
         msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, link.ids_as_bin)
         self._write(msg.frame(link.ids_as_bin, None))
 
@@ -144,19 +150,45 @@ class Negotiation:
             link.ids_as_bin = form.as_bin
             self.sends_twice = self.sends_twice or form.sends_twice
             self._send_handshake()
-        mismatch = handshake.mismatch(shake, self._protocol_id)
+        protocol = node.protocol
+        mismatch = handshake.mismatch(shake, protocol.subnet, link.encryption, protocol.signed)
         if mismatch is not None:
             self.fail(mismatch, "protocol_mismatch")
             return
-        if link.peer_id is not None:
+        known = self._unproved.peer_id if self._unproved is not None else link.peer_id
+        if known is not None:
             # A second handshake: the peer restates itself.
-            if shake.peer_id != link.peer_id:
+            if shake.peer_id != known:
                 link.close("the peer changed its ID")
             return
         refused = handshake.refusal(shake, node.id, link.expected_id)
+        if refused is None and self._nonce is not None:
+            refused = handshake.unproved(shake, node.allowed)
         if refused is not None:
             self.fail(*refused)
             return
+        if self._nonce is None:
+            self._identified(shake)
+            return
+        # Signed: the peer is identified once its proof holds; ours goes now.
+        self._unproved = shake
+        assert node.key is not None and shake.nonce is not None
+        self.renegotiate(flags.proof, handshake.proof(node.key, self._protocol_id, self._nonce, shake.nonce))
+
+    def _on_proof(self, payload: tuple[Any, ...]) -> None:
+        """A signed network's peer sent its proof: it is identified if the proof holds."""
+        shake, signature = self._unproved, handshake.read_proof(payload)
+        if shake is None or self._nonce is None or self._link.peer_id is not None:
+            self.fail(HandshakeFailed("a proof came before the handshake, or twice"), "malformed")
+        elif signature is None or not handshake.proof_holds(shake, signature, self._protocol_id, self._nonce):
+            self.fail(HandshakeFailed(f"the peer {shake.peer_id} did not prove that it holds its key"), "bad_proof")
+        else:
+            self._unproved = None
+            self._identified(shake)
+
+    def _identified(self, shake: handshake.PeerHandshake) -> None:
+        """The peer is who its handshake says: enter it in the routing table."""
+        link, node = self._link, self._node
         link.peer_id, link.peer_addr, link.peer_codes = shake.peer_id, shake.address, shake.codes
         if link.slot is not None:
             node.admission.handshaken(link.slot)
@@ -181,6 +213,8 @@ class Negotiation:
         elif word is Word.RESEND:
             # Once per message sent: asking again gets nothing more.
             link.resend_last()
+        elif word is Word.PROOF and self._nonce is not None:
+            self._on_proof(msg.payload)
         elif word is Word.MALFORMED:
             link.close("malformed compression renegotiation")
         else:

@@ -243,7 +243,7 @@ def dialling_endpoint(
         return dialler, encryption_of(address, encryption)
     if isinstance(address, tuple):
         options = tls() if encryption in ("SSL", "wss") else None
-        transport = Network(protocol.subnet, encryption)
+        transport = protocol._replace(encryption=encryption)
         return client_endpoint(reactor, transport, options, *address, max_frame_size), encryption
     return address, encryption
 

@@ -45,6 +45,7 @@ def status_report(node: MeshNode, connections: Collection[object], unreachable: 
             "subnet": node.protocol.subnet,
             "encryption": node.protocol.encryption,
             "id": node.protocol.id,
+            "signed": node.protocol.signed,
         },
         "out_addr": list(node.out_addr),
         "out_addrs": {encryption: list(address) for encryption, address in node.out_addrs.items()},

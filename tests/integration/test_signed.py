@@ -1,0 +1,187 @@
+"""
+Signed networks over real loopback TCP: nodes prove their keys in the
+handshake, sign what they send, and drop what does not hold; an allow-list
+keeps a mesh private.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+
+import pytest
+import pytest_twisted
+from twisted.logger import LogEvent
+
+from tests.support import MeshNodes, RawPeer, log_text, raw_peer, wait_for, within
+from twisted_mesh import HandshakeFailed, MeshSocket, Network, NodeKey, flags
+from twisted_mesh._frames import WireMessage
+from twisted_mesh._serial import pack
+
+SIGNED = Network("mesh", "Plaintext", signed=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_signed_line_of_three_delivers_broadcasts_whispers_and_replies(mesh: MeshNodes) -> None:
+    a, b, c = await mesh.line(3, prot=SIGNED)
+    assert a.send("hello", b"\x00\x01")
+    for node in (b, c):
+        msg = await within(node.next_message())
+        assert msg.packets == (flags.broadcast, "hello", b"\x00\x01") and msg.sender == a.id
+    # A whisper reaches the direct peers only.
+    assert b.send("psst", flag=flags.whisper)
+    for node in (a, c):
+        msg = await within(node.next_message())
+        assert (msg.msg_type, msg.packets, msg.sender) == (flags.whisper, (flags.broadcast, "psst"), b.id)
+    # A reply over two hops: c is no peer of a's, and dials it.
+    assert a.recv() is None
+    c.send("question")
+    asked = await within(a.next_message())
+    assert asked.sender == c.id
+    result = asked.reply("answer")
+    await within(result.settled())
+    assert result.queued == [c.id]
+    answer = await within(c.next_message())
+    assert answer.packets == (flags.whisper, "answer") and answer.sender == a.id
+    for node in (a, b, c):
+        assert not {"unsigned", "wrong_key", "bad_signature"} & set(node.status()["dropped"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_keeps_the_id_of_its_key(mesh: MeshNodes) -> None:
+    key = NodeKey.generate()
+    first = mesh(prot=SIGNED, key=key)
+    assert first.id == key.node_id
+    await first.close()
+    assert mesh(prot=SIGNED, key=key).id == key.node_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_claims_another_id_is_refused(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
+    node, other = mesh(prot=SIGNED), NodeKey.generate()
+    # Its own key, another node's ID.
+    impostor = await raw_peer(node.out_addr[1], SIGNED, node_id=other.node_id)
+    impostor.handshake()
+    await within(impostor.lost)
+    assert node._node.stats.handshake_failures["wrong_key"] == 1
+    assert other.node_id not in node.routing_table
+    assert "is not that of its ID" in log_text(log_events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_cannot_prove_its_key_is_refused(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
+    node = mesh(prot=SIGNED)
+    # The key of the ID it claims, and no proof: it sends a message instead.
+    silent = await raw_peer(node.out_addr[1], SIGNED, key=NodeKey.generate(), proves=False)
+    silent.handshake()
+    await wait_for(lambda: silent.received, what="the node's handshake")
+    silent.send(flags.renegotiate, flags.proof, bytes(64), signed=False)
+    await within(silent.lost)
+    assert node._node.stats.handshake_failures["bad_proof"] == 1
+    assert silent.id not in node.routing_table
+    assert "did not prove that it holds its key" in log_text(log_events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_without_a_key_is_refused(mesh: MeshNodes) -> None:
+    node = mesh(prot=SIGNED)
+    keyless = await raw_peer(node.out_addr[1], SIGNED)
+    keyless.key = None  # its handshake goes without a key
+    keyless.handshake()
+    await within(keyless.lost)
+    assert node._node.stats.handshake_failures["unproved"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_before_the_proof_closes_the_link(mesh: MeshNodes) -> None:
+    node = mesh(prot=SIGNED)
+    hasty = await raw_peer(node.out_addr[1], SIGNED, proves=False)
+    hasty.handshake()
+    await wait_for(lambda: hasty.received, what="the node's handshake")
+    hasty.send(flags.broadcast, flags.broadcast, "too early")
+    await within(hasty.lost)
+    assert hasty.id not in node.routing_table
+    assert node.recv() is None
+
+
+def forged(member: RawPeer, fields: list[object]) -> WireMessage:
+    """A message of ``fields`` as they are, with a good checksum, as ``member`` would write it."""
+    serial = pack(fields)
+    return WireMessage.from_body(sha256(serial).digest() + serial, ())
+
+
+@pytest_twisted.ensureDeferred
+async def test_forged_altered_and_unsigned_messages_go_nowhere(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
+    # member -> honest -> behind: what the member makes up stops at honest.
+    honest = mesh(prot=SIGNED, max_outgoing=0)
+    behind = mesh(prot=SIGNED, max_outgoing=0)
+    await within(behind.connect("127.0.0.1", honest.out_addr[1]))
+    member = await raw_peer(honest.out_addr[1], SIGNED)
+    await member.join()
+    # A message that says it is behind's, signed with the member's key.
+    genuine = member.send(flags.broadcast, flags.broadcast, "pay 10")
+    key, signature = WireMessage.from_body(genuine.body_in(True), ()).payload[-2:]
+    now = genuine.time
+    claimed = behind.id.encode()
+    impersonating = forged(member, [flags.broadcast, claimed, now, flags.broadcast, "pay 10", key, signature])
+    # The member's own message, a packet altered on the way.
+    altered = forged(member, [flags.broadcast, member.id.encode(), now, flags.broadcast, "pay 99", key, signature])
+    # The member's message with its key and signature stripped.
+    stripped = forged(member, [flags.broadcast, member.id.encode(), now + 1, flags.broadcast, "pay 10"])
+    for msg in (impersonating, altered, stripped):
+        member.send_raw(msg.frame(True, None))
+    member.send(flags.broadcast, flags.broadcast, "the last")
+    for node in (honest, behind):
+        first = await within(node.next_message())
+        last = await within(node.next_message())
+        assert (first.packets, last.packets) == ((0, "pay 10"), (0, "the last"))
+        assert node.recv() is None
+    dropped = honest.status()["dropped"]
+    assert (dropped["wrong_key"], dropped["bad_signature"], dropped["unsigned"]) == (1, 1, 1)
+    assert honest.status()["protocol"]["signed"] is True
+    assert not {"unsigned", "wrong_key", "bad_signature"} & set(behind.status()["dropped"])
+    assert "that says it is" in log_text(log_events)
+    # The member is still a peer: a bad message is dropped, not its link.
+    assert member.id in honest.routing_table
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unsigned_whisper_is_not_delivered(mesh: MeshNodes) -> None:
+    node = mesh(prot=SIGNED)
+    member = await raw_peer(node.out_addr[1], SIGNED)
+    await member.join()
+    member.send(flags.whisper, flags.whisper, "unsigned", signed=False)
+    member.send(flags.whisper, flags.whisper, "signed")
+    msg = await within(node.next_message())
+    assert msg.packets == (flags.whisper, "signed")
+    assert node.recv() is None
+    assert node.status()["dropped"]["unsigned"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_allowed_join(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
+    friend_key = NodeKey.generate()
+    node = mesh(prot=SIGNED, allow=[friend_key.node_id])
+    friend = mesh(prot=SIGNED, key=friend_key)
+    assert await within(friend.connect("127.0.0.1", node.out_addr[1])) == node.id
+    stranger = mesh(prot=SIGNED)
+    with pytest.raises(HandshakeFailed):
+        await within(stranger.connect("127.0.0.1", node.out_addr[1]))
+    assert node._node.stats.handshake_failures["not_allowed"] == 1
+    assert stranger.id not in node.routing_table and node.id not in stranger.routing_table
+    assert "is not on the allow-list" in log_text(log_events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_signed_and_unsigned_nodes_of_a_subnet_do_not_mix(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
+    signed, plain = mesh(prot=SIGNED), mesh()
+    with pytest.raises(Exception, match="this node is not"):
+        await within(plain.connect("127.0.0.1", signed.out_addr[1]))
+    await wait_for(lambda: "this network is signed" in log_text(log_events), what="the signed node's log line")
+    assert not signed.routing_table and not plain.routing_table
+
+
+def test_an_allow_list_needs_a_signed_network(mesh: MeshNodes) -> None:
+    with pytest.raises(ValueError, match="allow needs a signed network"):
+        MeshSocket("127.0.0.1", 0, allow=[NodeKey.generate().node_id])
+    with pytest.raises(ValueError, match="is not a node ID"):
+        MeshSocket("127.0.0.1", 0, SIGNED, allow=["not an id"])
