@@ -9,15 +9,19 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_mesh._core.link import Address
-from twisted_mesh._ids import ENCRYPTIONS, Network
+from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
 from twisted_mesh._service.endpoints import encryption_of
 from twisted_mesh._twistd import NodeProcess, log_message, take_message
+from twisted_mesh.keys import NodeKey
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
 from twisted_mesh.web import WebService
+
+_log = Logger()
 
 #: The port a node listens on without --port or --listen.
 _DEFAULT_PORT = 4444
@@ -86,6 +90,24 @@ def _check_tls_folder(description: str) -> None:
         )
 
 
+def _allow_list(path: str) -> frozenset[str]:
+    """The node IDs of an --allow file: one a line; blank lines and ``#`` comments skipped."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise usage.UsageError(f"--allow: cannot read {path}: {e}") from None
+    ids = []
+    for number, line in enumerate(lines, 1):
+        text = line.partition("#")[0].strip()
+        if not text:
+            continue
+        if not is_node_id(text):
+            raise usage.UsageError(f"--allow: {path}, line {number}: {text!r} is not a node ID")
+        ids.append(text)
+    return frozenset(ids)
+
+
 class Options(usage.Options):
     """The options of ``twistd mesh``."""
 
@@ -131,6 +153,20 @@ class Options(usage.Options):
         ],
         ["tls-key", None, None, "PEM private key of --tls-cert, when it is a file of its own (needs --tls-cert)."],
         [
+            "key",
+            None,
+            None,
+            "PEM file of the node's Ed25519 key, made (mode 0600) when missing: the node's ID is the key's, the "
+            "same across restarts, and on a --signed network the node proves it.",
+        ],
+        [
+            "allow",
+            None,
+            None,
+            "File of the node IDs let in, one a line ('#' starts a comment): anyone else is refused at the "
+            "handshake (needs --signed).",
+        ],
+        [
             "tls-ca",
             None,
             None,
@@ -139,7 +175,15 @@ class Options(usage.Options):
             "certificate.",
         ],
     ]
-    optFlags = [["verbose", "v", "Also log each message this node receives, with its packets."]]
+    optFlags = [
+        ["verbose", "v", "Also log each message this node receives, with its packets."],
+        [
+            "signed",
+            None,
+            "Join the signed network of the subnet: each node proves its key at the handshake and signs every "
+            "message; only twisted_mesh nodes with --signed join it.",
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -179,7 +223,17 @@ class Options(usage.Options):
             raise usage.UsageError("--max-incoming must not be negative")
         if self["out-addr"] is not None:
             self["out-addr"] = _address(self["out-addr"])
-        self["protocol"] = Network(self["subnet"], self["transport"])
+        self["protocol"] = Network(self["subnet"], self["transport"], bool(self["signed"]))
+        if self["allow"] is not None:
+            if not self["signed"]:
+                raise usage.UsageError("--allow needs --signed: only on a signed network do peers prove their IDs")
+            self["allow"] = _allow_list(self["allow"])
+        self["key-made"], self["key-path"] = False, self["key"]
+        if self["key"] is not None:
+            try:
+                self["key"], self["key-made"] = NodeKey.load_or_create(self["key"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--key: {e}") from None
         web = self["web"]
         if web is not None and web.isdigit():
             if not 0 <= int(web) < 65536:
@@ -236,7 +290,12 @@ def makeService(options: Options) -> NodeProcess:
         out_addr=options["out-addr"],
         max_outgoing=options["max-outgoing"],
         max_incoming=options["max-incoming"],
+        key=options["key"],
+        allow=options["allow"],
     )
+    if options["key"] is not None:
+        made = "made now" if options["key-made"] else "loaded"
+        _log.info("node key {path} ({made}): node ID {node_id}", path=options["key-path"], made=made, node_id=node.id)
     top = NodeProcess(node, daemon=_daemonizing(options))
     # Nobody reads this node's queue: take every message, logging it if asked.
     node.register_handler(log_message if options["verbose"] else take_message)

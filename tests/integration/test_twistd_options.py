@@ -6,6 +6,7 @@ options, the peers it dials and re-dials, the address it gives, --verbose.
 from __future__ import annotations
 
 import json
+import stat
 import uuid
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from tests.integration.twistd import (
     Launcher,
     assert_clean,
     pause,
+    terminate,
 )
 from tests.support import LOOPBACK, MESH, MeshNodes, http_get, wait_for, within
-from twisted_mesh import MeshService, flags
+from twisted_mesh import HandshakeFailed, MeshService, Network, NodeKey, flags
 
 # --- options -----------------------------------------------------------------------------
 
@@ -47,6 +49,9 @@ BAD_OPTIONS = [
     (["--listen", "tcp:notaport"], "notaport"),
     (["--web", "notanendpoint"], "notanendpoint"),
     (["--web", "70000"], "70000"),
+    (["--allow", "ids.txt"], "--allow needs --signed"),
+    (["--signed", "--allow", "/nonexistent/ids.txt"], "--allow: cannot read /nonexistent/ids.txt"),
+    (["--key", "/nonexistent/node.pem"], "--key: "),
 ]
 
 
@@ -188,4 +193,48 @@ async def test_verbose_logs_received_messages(launch: Launcher, mesh: MeshNodes,
     else:
         await pause(1.0)
         assert token not in process.stdout
+    assert_clean(process)
+
+
+# --- keys, signed networks, allow-lists -------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_signed_node_keeps_its_key_and_lets_in_only_the_allowed(
+    launch: Launcher, mesh: MeshNodes, tmp_path: Path
+) -> None:
+    """
+    ``--key`` makes the key file (mode 0600) and logs the ID, which the node
+    keeps across restarts; ``--signed --allow`` lets in the listed IDs only.
+    """
+    signed = Network("mesh", "Plaintext", signed=True)
+    key_file, allow_file = tmp_path / "node.pem", tmp_path / "allowed.txt"
+    friend_key = NodeKey.generate()
+    allow_file.write_text(f"# the one peer let in\n{friend_key.node_id}\n\n")
+    args = ("--signed", "--key", str(key_file), "--allow", str(allow_file))
+    process, node = await launch.node(*args)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert node.id == NodeKey.load(key_file).node_id
+    assert f"node key {key_file} (made now): node ID {node.id}" in process.stdout
+    friend = mesh(prot=signed, key=friend_key)
+    assert await within(friend.connect("127.0.0.1", node.port)) == node.id
+    with pytest.raises(HandshakeFailed):
+        await within(mesh(prot=signed).connect("127.0.0.1", node.port))
+    await process.wait_for_text("is not on the allow-list")
+    await terminate(process)
+    again, restarted = await launch.node(*args)
+    assert restarted.id == node.id
+    assert f"node key {key_file} (loaded): node ID {node.id}" in again.stdout
+    assert_clean(again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_allow_file_with_a_bad_line_is_named(launch: Launcher, tmp_path: Path) -> None:
+    """A line of --allow that is not a node ID stops twistd with its file and line."""
+    allow_file = tmp_path / "allowed.txt"
+    allow_file.write_text(f"{NodeKey.generate().node_id}\nnot-an-id\n")
+    process = launch.twistd("--listen", LOOPBACK, "--signed", "--allow", str(allow_file))
+    await process.wait_for_end()
+    assert process.exit_code not in (0, None)
+    assert f"--allow: {allow_file}, line 2: 'not-an-id' is not a node ID" in process.stdout + process.stderr
     assert_clean(process)
