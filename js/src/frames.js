@@ -362,7 +362,19 @@ export function senderSpan(serial) {
   throw new FrameError("the sender must be bin or str");
 }
 
-function concat(...parts) {
+/**
+ * Throw a RangeError when a body of `serial` (its checksum and it) would be
+ * larger than `maxSize` bytes: a peer would close the link on such a frame.
+ */
+export function checkBodySize(serial, maxSize) {
+  const size = CHECKSUM_SIZE + serial.length;
+  if (size > maxSize) {
+    throw new RangeError(`a message of ${size} bytes: peers read frame bodies of at most ${maxSize} bytes`);
+  }
+}
+
+/** The bytes of `parts` (Uint8Arrays), one after the other. */
+export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
   let at = 0;
   for (const part of parts) {
@@ -410,10 +422,7 @@ export class WireMessage {
    */
   static async create(msgType, sender, time, payload, senderIsBin = false, maxSize = Infinity) {
     const serial = pack([msgType, wireId(sender, senderIsBin), time, ...payload]);
-    const size = CHECKSUM_SIZE + serial.length;
-    if (size > maxSize) {
-      throw new RangeError(`a message of ${size} bytes: peers read frame bodies of at most ${maxSize} bytes`);
-    }
+    checkBodySize(serial, maxSize);
     return new WireMessage(msgType, sender, time, payload, serial, await sha256(serial), senderIsBin);
   }
 
@@ -448,12 +457,15 @@ export class WireMessage {
    * Promise of 32 bytes.
    */
   async key() {
-    if (this._key === null) {
-      const [start, end] = senderSpan(this.serial);
-      const bin = concat(this.serial.subarray(0, start), pack(ascii.encode(this.sender)), this.serial.subarray(end));
-      this._key = await sha256(bin);
-    }
+    if (this._key === null) this._key = await sha256(this.binSerial());
     return this._key;
+  }
+
+  /** The serial with the sender field as bin: the form that is signed, and keyed. */
+  binSerial() {
+    if (this.senderIsBin) return this.serial;
+    const [start, end] = senderSpan(this.serial);
+    return concat(this.serial.subarray(0, start), pack(ascii.encode(this.sender)), this.serial.subarray(end));
   }
 
   /** The message ID as hex: the same on every node. */

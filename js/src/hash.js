@@ -1,12 +1,18 @@
 // SHA-256: WebCrypto where the page has it (secure contexts: https, or
 // http on localhost), else a bundled implementation (@noble/hashes), so a
-// page served over plain http on a LAN works too.
+// page served over plain http on a LAN works too.  SHA-384, for the node IDs
+// of signed networks, is the bundled one: a few bytes, at once.
 
-import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
+import { sha256 as nobleSha256, sha384 as nobleSha384 } from "@noble/hashes/sha2.js";
 
 /** SHA-256 of `bytes`, at once, with the bundled implementation. */
 export function sha256Sync(bytes) {
   return nobleSha256(bytes);
+}
+
+/** SHA-384 of `bytes`, at once, with the bundled implementation. */
+export function sha384Sync(bytes) {
+  return nobleSha384(bytes);
 }
 
 /** Whether checksums are computed with WebCrypto (else with the bundled code). */

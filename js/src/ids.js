@@ -1,6 +1,6 @@
 // Identifiers: base58, protocol IDs and node IDs (PROTOCOL.md, "Identifiers").
 
-import { sha256Sync, toHex } from "./hash.js";
+import { sha256Sync, sha384Sync, toHex } from "./hash.js";
 
 const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 const DIGITS = new Map([...ALPHABET].map((char, value) => [char, BigInt(value)]));
@@ -49,13 +49,25 @@ function bytesToBigInt(bytes) {
   return bytes.length ? BigInt("0x" + toHex(bytes)) : 0n;
 }
 
+/** What a signed network's protocol ID is made of, after the version. */
+export const SIGNED_SUFFIX = "+signed";
+
 /**
  * The protocol ID nodes compare in their handshakes:
- * base58(int(sha256(subnet + encryption + "0.7"))).
+ * base58(int(sha256(subnet + encryption + "0.7"))), with "+signed" after
+ * the version for a signed network (whose nodes prove their keys).
  */
-export function protocolId(subnet, encryption) {
-  const digest = sha256Sync(new TextEncoder().encode(subnet + encryption + PROTOCOL_VERSION));
-  return b58encodeInt(bytesToBigInt(digest));
+export function protocolId(subnet, encryption, signed = false) {
+  const text = subnet + encryption + PROTOCOL_VERSION + (signed ? SIGNED_SUFFIX : "");
+  return b58encodeInt(bytesToBigInt(sha256Sync(new TextEncoder().encode(text))));
+}
+
+/**
+ * The node ID of an Ed25519 public key (its 32 raw bytes), on a signed
+ * network: base58(int(sha384(key))), 64 to 66 characters.
+ */
+export function nodeIdOf(publicKey) {
+  return b58encodeInt(bytesToBigInt(sha384Sync(publicKey)));
 }
 
 /**
@@ -70,12 +82,16 @@ export function newNodeId() {
 }
 
 /**
- * The network a node belongs to: an application's subnet and a transport.
- * Only nodes with the same `id` talk.  A browser speaks "ws" (pages served
- * over http) or "wss" (https); the default follows the page.
+ * The network a node belongs to: an application's subnet, a transport, and
+ * whether it is signed.  Only nodes with the same `id` talk.  A browser
+ * speaks "ws" (pages served over http) or "wss" (https); the default follows
+ * the page.  Options: `signed` (default false): the network's nodes hold
+ * Ed25519 keys, their IDs are their keys' and every message is signed (a
+ * twisted_mesh node's `Network(subnet, encryption, signed=True)`; see
+ * MeshSocket for what a browser needs).
  */
 export class Protocol {
-  constructor(subnet, encryption) {
+  constructor(subnet, encryption, { signed = false } = {}) {
     if (typeof subnet !== "string") throw new TypeError("the subnet must be a string");
     if (encryption === undefined) {
       encryption = globalThis.location && globalThis.location.protocol === "https:" ? "wss" : "ws";
@@ -85,13 +101,16 @@ export class Protocol {
         `a browser node speaks WebSocket only: its encryption must be "ws" or "wss", not ${JSON.stringify(encryption)}`,
       );
     }
+    if (typeof signed !== "boolean") throw new TypeError("the signed option must be true or false");
     this.subnet = subnet;
     this.encryption = encryption;
-    this.id = protocolId(subnet, encryption);
+    this.signed = signed;
+    this.id = protocolId(subnet, encryption, signed);
     Object.freeze(this);
   }
 
   toString() {
-    return `Protocol(${JSON.stringify(this.subnet)}, ${JSON.stringify(this.encryption)})`;
+    const signed = this.signed ? ", {signed: true}" : "";
+    return `Protocol(${JSON.stringify(this.subnet)}, ${JSON.stringify(this.encryption)}${signed})`;
   }
 }

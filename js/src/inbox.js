@@ -1,18 +1,25 @@
 // What the node receives: broadcasts out of their lifetime or seen before
-// are dropped, new ones relayed to the other links; requests are answered;
-// the rest goes to the handlers, then to the user's queue.
+// are dropped, and on a signed network messages whose signature does not
+// hold; new broadcasts are relayed to the other links; requests are
+// answered; the rest goes to the handlers, then to the user's queue.
 
 import { NotConnected } from "./errors.js";
 import { flags } from "./flags.js";
 import { idText } from "./frames.js";
 import { Message } from "./message.js";
 import { MESSAGE_LIFETIME } from "./seen.js";
+import { UNVERIFIED } from "./signing.js";
+
+/** Milliseconds between two log lines about messages whose signature did not hold. */
+const SIGNATURE_LOG_INTERVAL = 10000;
 
 /** The messages that a MeshSocket's links read after their handshake. */
 export class Inbox {
   constructor(sock) {
     this._sock = sock;
     this._handlers = [];
+    this._signatureLogged = -Infinity;
+    this._unverified = 0;
   }
 
   /** MeshSocket.register_handler(), which says what a handler does. */
@@ -38,6 +45,8 @@ export class Inbox {
         sock._drop("duplicate");
         return;
       }
+      // (A repeat was dropped unverified, as twisted_mesh drops it.)
+      if (!(await this._verified(link, msg))) return;
       const origin = sock.routing_table.get(msg.sender);
       // Relay between this node's links (as the frame arrived).
       let frame = null;
@@ -48,9 +57,36 @@ export class Inbox {
         }
       }
       this._handle(link, msg, id);
-    } else {
+    } else if (await this._verified(link, msg)) {
       this._handle(link, msg, await msg.id());
     }
+  }
+
+  /**
+   * Whether `msg` may be handled: on a signed network, whether its
+   * signature holds (then its key and signature are taken off its
+   * payload).  One that does not hold is dropped, counted in
+   * `stats.dropped` by why (`unsigned`, `wrong_key`, `bad_signature`), and
+   * logged (a warning, at most every SIGNATURE_LOG_INTERVAL ms): it is
+   * never delivered or relayed.
+   */
+  async _verified(link, msg) {
+    const sock = this._sock;
+    if (!sock.protocol.signed) return true;
+    const reason = await sock._verifier.check(msg);
+    if (reason === null) return true;
+    sock._drop(reason);
+    this._unverified += 1;
+    const now = Date.now();
+    if (now - this._signatureLogged >= SIGNATURE_LOG_INTERVAL) {
+      this._signatureLogged = now;
+      sock._log(
+        "warn",
+        `dropped a message of ${msg.sender} from ${link.peer_id}: ${UNVERIFIED[reason]} ` +
+          `(${this._unverified} dropped so far whose signature did not hold)`,
+      );
+    }
+    return false;
   }
 
   _handle(link, msg, id) {

@@ -3,16 +3,18 @@
 // global `twisted_mesh`.
 
 export { flags } from "./flags.js";
-export { Protocol, protocolId, newNodeId, b58encodeInt, b58decodeInt, PROTOCOL_VERSION } from "./ids.js";
+export { Protocol, protocolId, newNodeId, nodeIdOf, b58encodeInt, b58decodeInt, PROTOCOL_VERSION } from "./ids.js";
+export { NodeKey, loadNodeKey, KEY_STORE } from "./keys.js";
 export { MeshSocket } from "./socket.js";
 export { MAX_SEND_BUFFER, DRAINED_BUFFER } from "./outbox.js";
 export { Message } from "./message.js";
-export { ProtocolMismatch, HandshakeFailed, NotConnected, SendBufferFull } from "./errors.js";
+export { ProtocolMismatch, HandshakeFailed, NotConnected, SendBufferFull, SignedUnsupported } from "./errors.js";
 export { MESSAGE_LIFETIME } from "./seen.js";
 export { HANDSHAKE_TIMEOUT } from "./link.js";
 
 import * as frames from "./frames.js";
 import * as hash from "./hash.js";
+import * as signing from "./signing.js";
 
 /** The frame codec, for tests and tools: no I/O. */
 export const codec = Object.freeze({
@@ -34,6 +36,17 @@ export const codec = Object.freeze({
   hasWebCrypto: hash.hasWebCrypto,
   toHex: hash.toHex,
   fromHex: hash.fromHex,
+});
+
+/** The signatures of signed networks, for tests and tools: no I/O. */
+export const signatures = Object.freeze({
+  PROOF: signing.PROOF,
+  PROOF_CONTEXT: signing.PROOF_CONTEXT,
+  MESSAGE_CONTEXT: signing.MESSAGE_CONTEXT,
+  proofData: signing.proofData,
+  messageData: signing.messageData,
+  signedMessage: signing.signedMessage,
+  Verifier: signing.Verifier,
 });
 
 /** The version of this client. */

@@ -1,5 +1,6 @@
-// One WebSocket link to a server node: framing, the handshake, the peer's ID
-// form, renegotiation, and writing within the send buffer.  The link tells
+// One WebSocket link to a server node: framing, the handshake (and on a
+// signed network the proof of the keys), the peer's ID form, renegotiation,
+// and writing within the send buffer.  The link tells
 // its node (a MeshSocket) what happens: _linkReady, _inbox.received and
 // _linkLost; its node's _outbox makes its messages and counts what a full
 // send buffer refuses.
@@ -7,8 +8,9 @@
 import { deferred } from "./deferred.js";
 import { HandshakeFailed, ProtocolMismatch } from "./errors.js";
 import { flags } from "./flags.js";
-import { ChecksumError, FrameError, FrameReader, WireMessage, idText } from "./frames.js";
+import { ChecksumError, FrameError, FrameReader, WireMessage, idText, wireId } from "./frames.js";
 import { isBase58 } from "./ids.js";
+import { KEY_SIZE, PROOF, SIGNATURE_SIZE, proofData } from "./signing.js";
 
 /** Milliseconds a peer has to send its handshake. */
 export const HANDSHAKE_TIMEOUT = 30000;
@@ -33,11 +35,15 @@ function parseCodes(value) {
   return Array.isArray(value) && value.every(Number.isInteger) ? value : null;
 }
 
+const isBytes = (value, size) => value instanceof Uint8Array && value.length === size;
+
 /**
  * The fields of a handshake's payload, `[handshake, id, protocol_id,
- * address, compression]`, its IDs in either form: `{peerId, protocolId,
- * address, codes, idsAsBin}`, `address` null for a node that cannot be
- * dialled (port 0); null when the handshake is malformed.
+ * address, compression]` and on a signed network `public_key, nonce` after
+ * them, its IDs in either form: `{peerId, protocolId, address, codes,
+ * idsAsBin, publicKey, nonce}`, `address` null for a node that cannot be
+ * dialled (port 0), `publicKey` and `nonce` null in a handshake of 5 items;
+ * null when the handshake is malformed.
  */
 function readHandshake(payload) {
   const peerId = idText(payload[1]);
@@ -45,10 +51,19 @@ function readHandshake(payload) {
   const codes = parseCodes(payload[4]);
   const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
   const address = parseAddress(payload[3]);
-  if (payload.length !== 5 || !isBase58(peerId) || protocolId === null || codes === null || (address === null && !undialable)) {
+  const signed = payload.length === 7;
+  if (
+    (payload.length !== 5 && !signed) ||
+    (signed && !(isBytes(payload[5], KEY_SIZE) && isBytes(payload[6], KEY_SIZE))) ||
+    !isBase58(peerId) ||
+    protocolId === null ||
+    codes === null ||
+    (address === null && !undialable)
+  ) {
     return null;
   }
-  return { peerId, protocolId, address, codes, idsAsBin: payload[1] instanceof Uint8Array };
+  const [publicKey, nonce] = signed ? payload.slice(5) : [null, null];
+  return { peerId, protocolId, address, codes, idsAsBin: payload[1] instanceof Uint8Array, publicKey, nonce };
 }
 
 /**
@@ -62,7 +77,7 @@ class Renegotiation {
   constructor(link) {
     this._link = link;
     this._badFrames = 0;
-    // Renegotiations go out in the order they were made (see _send).
+    // Renegotiations go out in the order they were made (see send).
     this._sent = Promise.resolve();
   }
 
@@ -71,9 +86,12 @@ class Renegotiation {
     this._badFrames = 0;
   }
 
-  /** Answer the peer's renegotiation, `payload`. */
+  /** Answer the peer's renegotiation, `payload` (a Promise, for a proof). */
   received(payload) {
     const link = this._link;
+    if (payload[0] === PROOF && link._sock.protocol.signed) {
+      return link._proof(payload);
+    }
     if (payload.length === 2 && payload[0] === flags.compression) {
       const codes = parseCodes(payload[1]);
       if (codes === null) {
@@ -83,10 +101,11 @@ class Renegotiation {
       const changed = codes.length !== link.peer_codes.length || codes.some((code, i) => code !== link.peer_codes[i]);
       link.peer_codes = codes;
       // This node compresses nothing: the intersection is always empty.
-      if (changed) this._send([flags.compression, []]);
+      if (changed) this.send([flags.compression, []]);
     } else if (payload.length === 1 && payload[0] === flags.resend) {
       link._resend();
     }
+    return undefined;
   }
 
   /** A frame failed its checksum: ask for it raw, or give up on the link. */
@@ -98,19 +117,24 @@ class Renegotiation {
       return;
     }
     link._sock._log("warn", `a frame from ${link.peer_id || link.url} failed its checksum: asking for it uncompressed`);
-    this._send([flags.compression, []]);
-    this._send([flags.resend]);
+    this.send([flags.compression, []]);
+    this.send([flags.resend]);
   }
 
-  _send(payload) {
+  /**
+   * Send a renegotiation of `payload` (or of the Promise of one): a Promise
+   * that it is written.
+   */
+  send(payload) {
     // Each message is made asynchronously (its checksum): written in order,
     // so that a [resend] never overtakes the [compression, []] before it.
     const link = this._link;
-    const made = link._sock._outbox.make(flags.renegotiate, payload);
+    const made = Promise.resolve(payload).then((fields) => link._sock._outbox.makeUnsigned(flags.renegotiate, fields));
     this._sent = this._sent
       .then(() => made)
       .then((msg) => link._write(msg.frame()))
       .catch((error) => link._sock._report("a renegotiation", error));
+    return this._sent;
   }
 }
 
@@ -138,6 +162,11 @@ export class Link {
     this._closing = false;
     this._lastSent = null;
     this._renegotiation = new Renegotiation(this);
+    // A signed network's: this node's nonce, the peer's handshake until its
+    // proof holds, and the Promise that this node's proof is written.
+    this._nonce = null;
+    this._pending = null;
+    this._proofSent = null;
     /** Why the URL is not to be dialled again, once the link failed so. */
     this.fatal = null;
     this._handshakeResult = deferred();
@@ -185,9 +214,18 @@ export class Link {
   _opened() {
     const sock = this._sock;
     this._sock._log("debug", `WebSocket to ${this.url} open: sending the handshake`);
-    // Str IDs (js2p's form); ["", 0]: this node cannot be dialled.
+    // Str IDs (js2p's form), or bin on a signed network (which js2p never
+    // joins: the form its messages are signed in); ["", 0]: this node
+    // cannot be dialled.  A signed network's handshake adds the key and a
+    // nonce for the peer's proof to sign.
+    const signed = sock.protocol.signed;
+    const fields = [flags.handshake, wireId(sock.id, signed), wireId(sock.protocol.id, signed), ["", 0], []];
+    if (signed) {
+      this._nonce = globalThis.crypto.getRandomValues(new Uint8Array(KEY_SIZE));
+      fields.push(sock._key.publicKey, this._nonce);
+    }
     sock._outbox
-      .make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []])
+      .makeUnsigned(flags.whisper, fields)
       .then((msg) => this._write(msg.frame()))
       .catch((error) => this.close(`could not make the handshake: ${error.message}`));
   }
@@ -250,11 +288,12 @@ export class Link {
     this._renegotiation.frameRead();
     const payload = msg.payload;
     if (msg.msgType === flags.renegotiate) {
-      this._renegotiation.received(payload);
+      await this._renegotiation.received(payload);
     } else if (msg.msgType === flags.whisper && payload[0] === flags.handshake) {
       this._handshake(payload);
     } else if (this.peer_id === null) {
-      this._fail(new HandshakeFailed(`${this.url}: a message came before the handshake`));
+      const before = this._pending === null ? "the handshake" : "the proof of the peer's key";
+      this._fail(new HandshakeFailed(`${this.url}: a message came before ${before}`));
     } else {
       await sock._inbox.received(this, msg);
     }
@@ -272,9 +311,15 @@ export class Link {
       this._fail(new ProtocolMismatch(sock.protocol.id, shake.protocolId, this.url), true);
       return;
     }
-    if (this.peer_id !== null) {
+    const signed = sock.protocol.signed;
+    if (signed !== (shake.publicKey !== null)) {
+      this._fail(new HandshakeFailed(`${this.url}: a handshake of ${payload.length} items on ${signed ? "a" : "an un"}signed network`));
+      return;
+    }
+    const known = this.peer_id !== null ? this.peer_id : this._pending && this._pending.peerId;
+    if (known) {
       // A second handshake: the peer restates itself (in our ID form, say).
-      if (peerId !== this.peer_id) this.close("the peer changed its ID");
+      if (peerId !== known) this.close("the peer changed its ID");
       return;
     }
     if (peerId === sock.id) {
@@ -285,13 +330,52 @@ export class Link {
       this._fail(new HandshakeFailed(`${this.url}: already connected to node ${peerId} by another link`), true);
       return;
     }
+    if (!signed) {
+      this._identified(shake);
+      return;
+    }
+    if (sock._verifier.idOf(shake.publicKey) !== peerId) {
+      this._fail(new HandshakeFailed(`${this.url}: the peer's node ID is not that of the key in its handshake`));
+      return;
+    }
+    // Identified once its proof holds; this node proves its own key meanwhile.
+    this._pending = shake;
+    const signature = sock._key.sign(proofData(sock.protocol.id, this._nonce, shake.nonce));
+    this._proofSent = this._renegotiation.send(signature.then((proof) => [PROOF, proof]));
+  }
+
+  /** The peer's proof, `[PROOF, signature]`, of the key of its handshake: a Promise. */
+  async _proof(payload) {
+    if (this.peer_id !== null) return; // proven already
+    const shake = this._pending;
+    if (shake === null) {
+      this._fail(new HandshakeFailed(`${this.url}: a proof came before the handshake`));
+      return;
+    }
+    const sock = this._sock;
+    const signature = payload[1];
+    const proven =
+      payload.length === 2 &&
+      isBytes(signature, SIGNATURE_SIZE) &&
+      (await sock._verifier.verify(shake.publicKey, signature, proofData(sock.protocol.id, shake.nonce, this._nonce)));
+    if (!proven) {
+      this._fail(new HandshakeFailed(`${this.url}: the peer's proof of its key does not hold`));
+      return;
+    }
+    // The peer takes no message of this node before this node's proof.
+    await this._proofSent;
+    if (!this._closing) this._identified(shake);
+  }
+
+  /** The peer's handshake (and on a signed network its proof) is accepted. */
+  _identified(shake) {
     clearTimeout(this._timer);
-    this.peer_id = peerId;
+    this.peer_id = shake.peerId;
     this.peer_addr = shake.address;
     this.peer_codes = shake.codes;
     this.peer_ids_as_bin = shake.idsAsBin;
-    sock._linkReady(this);
-    this._handshakeResult.resolve(peerId);
+    this._sock._linkReady(this);
+    this._handshakeResult.resolve(shake.peerId);
   }
 
   // -- writing and closing ---------------------------------------------------

@@ -6,6 +6,7 @@ import { NotConnected, SendBufferFull } from "./errors.js";
 import { flags } from "./flags.js";
 import { MAX_ITEMS, WireMessage, checkPacket } from "./frames.js";
 import { CLOSING } from "./link.js";
+import { signedMessage } from "./signing.js";
 
 /**
  * The default of the `maxSendBuffer` option: bytes that may wait in a
@@ -96,8 +97,10 @@ export class Outbox {
    */
   check(packets, subflag, what) {
     if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
-    if (packets.length + 4 > MAX_ITEMS) {
-      throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
+    // (On a signed network a message ends with its key and signature too.)
+    const fields = this._sock.protocol.signed ? 6 : 4;
+    if (packets.length + fields > MAX_ITEMS) {
+      throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - fields}`);
     }
     // The message array is a list too.
     const budget = { left: MAX_ITEMS - 1 };
@@ -127,13 +130,24 @@ export class Outbox {
   }
 
   /**
-   * A Promise of a new message of this node.  One larger than a peer reads
-   * fails here (a RangeError), before it is written: the peer would close
-   * the link on it.
+   * A Promise of a new message of this node: signed, on a signed network.
+   * One larger than a peer reads fails here (a RangeError), before it is
+   * written: the peer would close the link on it.
    */
   make(msgType, payload) {
     const sock = this._sock;
-    return WireMessage.create(msgType, sock.id, sock._now(), payload, false, sock.options.maxFrameSize);
+    if (!sock.protocol.signed) return this.makeUnsigned(msgType, payload);
+    return signedMessage(sock._key, sock.protocol.subnet, msgType, sock._now(), payload, sock.options.maxFrameSize);
+  }
+
+  /**
+   * A Promise of a new message of this node that is never signed: a
+   * handshake or a renegotiation.  Its sender is str, or bin on a signed
+   * network (the form of all this node's messages there).
+   */
+  makeUnsigned(msgType, payload) {
+    const sock = this._sock;
+    return WireMessage.create(msgType, sock.id, sock._now(), payload, sock.protocol.signed, sock.options.maxFrameSize);
   }
 
   /**

@@ -7,7 +7,9 @@
 // tells them it cannot be dialled (`["", 0]` in its handshake).  It writes
 // IDs as msgpack str, as js2p does, and reads either form.  It lists no
 // compression, so its peers send raw frames.  It relays broadcasts between
-// its links when it has several.
+// its links when it has several.  On a signed network its ID is its key's,
+// it proves its key in each handshake, signs what it sends and drops what
+// it receives unless its signature holds.
 
 import { Dialer } from "./dialer.js";
 import { Events } from "./events.js";
@@ -15,8 +17,10 @@ import { flags } from "./flags.js";
 import { MAX_FRAME_SIZE } from "./frames.js";
 import { newNodeId, Protocol } from "./ids.js";
 import { Inbox } from "./inbox.js";
+import { KEY_STORE, NodeKey, loadNodeKey, requireWebCrypto } from "./keys.js";
 import { MAX_SEND_BUFFER, Outbox } from "./outbox.js";
 import { SeenSet } from "./seen.js";
+import { Verifier } from "./signing.js";
 
 function defaultLog(level, text) {
   if (level === "warn") console.warn(`twisted_mesh: ${text}`);
@@ -37,6 +41,18 @@ function defaultLog(level, text) {
  * default), `maxSendBuffer` (bytes that may wait in a link's WebSocket before
  * it takes no new message; 32 MiB, twisted_mesh's default), `log(level,
  * text)` (default: warnings to the console).
+ *
+ * On a signed network (`new Protocol(subnet, encryption, {signed: true})`)
+ * the node's ID is that of its Ed25519 key: `key` (a NodeKey) gives it;
+ * else the page keeps one in IndexedDB, the database `keyStore` (default
+ * "twisted_mesh-keys"; null: a fresh key, not kept), so that the page keeps
+ * its ID across reloads (a page open at once in another tab takes another
+ * key of the store).  The key loads asynchronously: `sock.id` is null until
+ * `sock.ready` (a Promise of the ID) resolves; connect() waits for it.  A
+ * signed network needs WebCrypto with Ed25519: without WebCrypto (not a
+ * secure context) the constructor throws SignedUnsupported; without
+ * Ed25519 `ready`, and connect(), fail with it.  Such a browser joins
+ * unsigned ws networks only.
  */
 export class MeshSocket {
   constructor(protocol, options = {}) {
@@ -53,8 +69,13 @@ export class MeshSocket {
       log: defaultLog,
       ...options,
     };
-    /** This node's ID, in base58. */
-    this.id = this.options.id || newNodeId();
+    /** This node's ID, in base58 (null on a signed network until `ready`). */
+    this.id = null;
+    this._key = null;
+    this._verifier = null;
+    this._releaseKey = () => {};
+    /** A Promise of this node's ID, once it has its key on a signed network. */
+    this.ready = this._identity();
     /** The connected peers, by node ID. */
     this.routing_table = new Map();
     /** The received messages not taken by recv() yet, oldest first. */
@@ -75,6 +96,43 @@ export class MeshSocket {
     this._outbox = new Outbox(this);
   }
 
+  // -- identity ----------------------------------------------------------------
+
+  /** Set this node's ID (and on a signed network its key): `ready`. */
+  _identity() {
+    const { id, key, keyStore } = this.options;
+    if (!this.protocol.signed) {
+      this.id = id || newNodeId();
+      return Promise.resolve(this.id);
+    }
+    if (id) throw new TypeError("on a signed network a node's ID is its key's: pass a key, not an id");
+    if (key !== undefined && !(key instanceof NodeKey)) throw new TypeError("the key option must be a twisted_mesh.NodeKey");
+    requireWebCrypto();
+    if (key !== undefined) {
+      this._keyed(key);
+      return Promise.resolve(this.id);
+    }
+    const ready = (keyStore === null ? NodeKey.generate().then((fresh) => ({ key: fresh })) : loadNodeKey(keyStore || KEY_STORE)).then(
+      ({ key: loaded, release, error }) => {
+        if (error) this._log("warn", `could not keep this node's key in the page's storage (${error.message}): its ID lasts this page load only`);
+        if (release) {
+          if (this.closed) release();
+          else this._releaseKey = release;
+        }
+        this._keyed(loaded);
+        return this.id;
+      },
+    );
+    ready.catch((error) => this._log("warn", error.message));
+    return ready;
+  }
+
+  _keyed(key) {
+    this._key = key;
+    this.id = key.id;
+    this._verifier = new Verifier(this.protocol.subnet);
+  }
+
   // -- links -------------------------------------------------------------------
 
   /**
@@ -92,6 +150,7 @@ export class MeshSocket {
    */
   connect(url) {
     if (this.closed) return Promise.reject(new Error("the node is closed"));
+    if (this.id === null) return this.ready.then(() => this.connect(url));
     let scheme;
     try {
       scheme = new URL(url).protocol.slice(0, -1);
@@ -136,6 +195,7 @@ export class MeshSocket {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this._releaseKey();
     for (const dialer of this._dialers.values()) dialer.stop();
     this._events.emit("status", this);
   }
@@ -276,7 +336,7 @@ export class MeshSocket {
   }
 
   toString() {
-    return `MeshSocket(${this.id.slice(0, 10)}…, ${this.routing_table.size} peers)`;
+    return `MeshSocket(${this.id ? this.id.slice(0, 10) + "…" : "?"}, ${this.routing_table.size} peers)`;
   }
 }
 

@@ -59,19 +59,22 @@ export class BufferingWebSocket extends FakeWebSocket {
   }
 }
 
-// WebCrypto computes checksums on a thread pool, which a loaded machine
-// may leave waiting longer than any fixed time: settle() counts them.
+// WebCrypto computes checksums and signatures on a thread pool, which a
+// loaded machine may leave waiting longer than any fixed time: settle()
+// counts them.
 let hashing = 0;
 let hashed = 0;
 const subtle = globalThis.crypto.subtle;
-const digest = subtle.digest.bind(subtle);
-subtle.digest = (...args) => {
-  hashing += 1;
-  return digest(...args).finally(() => {
-    hashing -= 1;
-    hashed += 1;
-  });
-};
+for (const name of ["digest", "sign", "verify", "importKey", "exportKey", "generateKey"]) {
+  const operation = subtle[name].bind(subtle);
+  subtle[name] = (...args) => {
+    hashing += 1;
+    return operation(...args).finally(() => {
+      hashing -= 1;
+      hashed += 1;
+    });
+  };
+}
 
 /**
  * Wait until the node and the fake WebSockets are done with what they were

@@ -28,21 +28,27 @@ var twisted_mesh = (() => {
     DRAINED_BUFFER: () => DRAINED_BUFFER,
     HANDSHAKE_TIMEOUT: () => HANDSHAKE_TIMEOUT,
     HandshakeFailed: () => HandshakeFailed,
+    KEY_STORE: () => KEY_STORE,
     MAX_SEND_BUFFER: () => MAX_SEND_BUFFER,
     MESSAGE_LIFETIME: () => MESSAGE_LIFETIME,
     MeshSocket: () => MeshSocket,
     Message: () => Message,
+    NodeKey: () => NodeKey,
     NotConnected: () => NotConnected,
     PROTOCOL_VERSION: () => PROTOCOL_VERSION,
     Protocol: () => Protocol,
     ProtocolMismatch: () => ProtocolMismatch,
     SendBufferFull: () => SendBufferFull,
+    SignedUnsupported: () => SignedUnsupported,
     b58decodeInt: () => b58decodeInt,
     b58encodeInt: () => b58encodeInt,
     codec: () => codec,
     flags: () => flags,
+    loadNodeKey: () => loadNodeKey,
     newNodeId: () => newNodeId,
+    nodeIdOf: () => nodeIdOf,
     protocolId: () => protocolId,
+    signatures: () => signatures,
     version: () => version
   });
 
@@ -71,7 +77,24 @@ var twisted_mesh = (() => {
     delta: 17
   });
 
-  // node_modules/@noble/hashes/_u64.js
+  // ../../main/js/node_modules/@noble/hashes/_u64.js
+  var U32_MASK64 = /* @__PURE__ */ (() => BigInt(2 ** 32 - 1))();
+  var _32n = /* @__PURE__ */ BigInt(32);
+  function fromBig(n, le = false) {
+    if (le)
+      return { h: Number(n & U32_MASK64), l: Number(n >> _32n & U32_MASK64) };
+    return { h: Number(n >> _32n & U32_MASK64) | 0, l: Number(n & U32_MASK64) | 0 };
+  }
+  function split(lst, le = false) {
+    const len = lst.length;
+    let Ah = new Uint32Array(len);
+    let Al = new Uint32Array(len);
+    for (let i = 0; i < len; i++) {
+      const { h, l } = fromBig(lst[i], le);
+      [Ah[i], Al[i]] = [h, l];
+    }
+    return [Ah, Al];
+  }
   var fromNumH = (n) => n / 2 ** 32 | 0;
   var fromNumL = (n) => n >>> 0;
   function setU64FromNum(view, byteOffset, n, isLE) {
@@ -80,8 +103,24 @@ var twisted_mesh = (() => {
     view.setUint32(byteOffset, isLE ? l : h, isLE);
     view.setUint32(byteOffset + 4, isLE ? h : l, isLE);
   }
+  var shrSH = (h, _l, s) => h >>> s;
+  var shrSL = (h, l, s) => h << 32 - s | l >>> s;
+  var rotrSH = (h, l, s) => h >>> s | l << 32 - s;
+  var rotrSL = (h, l, s) => h << 32 - s | l >>> s;
+  var rotrBH = (h, l, s) => h << 64 - s | l >>> s - 32;
+  var rotrBL = (h, l, s) => h >>> s - 32 | l << 64 - s;
+  function add(Ah, Al, Bh, Bl) {
+    const l = (Al >>> 0) + (Bl >>> 0);
+    return { h: Ah + Bh + (l / 2 ** 32 | 0) | 0, l: l | 0 };
+  }
+  var add3L = (Al, Bl, Cl) => (Al >>> 0) + (Bl >>> 0) + (Cl >>> 0);
+  var add3H = (low, Ah, Bh, Ch) => Ah + Bh + Ch + (low / 2 ** 32 | 0) | 0;
+  var add4L = (Al, Bl, Cl, Dl) => (Al >>> 0) + (Bl >>> 0) + (Cl >>> 0) + (Dl >>> 0);
+  var add4H = (low, Ah, Bh, Ch, Dh) => Ah + Bh + Ch + Dh + (low / 2 ** 32 | 0) | 0;
+  var add5L = (Al, Bl, Cl, Dl, El) => (Al >>> 0) + (Bl >>> 0) + (Cl >>> 0) + (Dl >>> 0) + (El >>> 0);
+  var add5H = (low, Ah, Bh, Ch, Dh, Eh) => Ah + Bh + Ch + Dh + Eh + (low / 2 ** 32 | 0) | 0;
 
-  // node_modules/@noble/hashes/utils.js
+  // ../../main/js/node_modules/@noble/hashes/utils.js
   function isBytes(a) {
     return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
   }
@@ -168,7 +207,7 @@ var twisted_mesh = (() => {
     oid: Uint8Array.from([6, 9, 96, 134, 72, 1, 101, 3, 4, 2, suffix])
   });
 
-  // node_modules/@noble/hashes/_md.js
+  // ../../main/js/node_modules/@noble/hashes/_md.js
   function Chi(a, b, c) {
     return a & b ^ ~a & c;
   }
@@ -280,8 +319,26 @@ var twisted_mesh = (() => {
     528734635,
     1541459225
   ]);
+  var SHA384_IV = /* @__PURE__ */ Uint32Array.from([
+    3418070365,
+    3238371032,
+    1654270250,
+    914150663,
+    2438529370,
+    812702999,
+    355462360,
+    4144912697,
+    1731405415,
+    4290775857,
+    2394180231,
+    1750603025,
+    3675008525,
+    1694076839,
+    1203062813,
+    3204075428
+  ]);
 
-  // node_modules/@noble/hashes/sha2.js
+  // ../../main/js/node_modules/@noble/hashes/sha2.js
   var SHA256_K = /* @__PURE__ */ Uint32Array.from([
     1116352408,
     1899447441,
@@ -441,18 +498,253 @@ var twisted_mesh = (() => {
       super(32, SHA256_IV);
     }
   };
+  var K512 = /* @__PURE__ */ (() => split([
+    "0x428a2f98d728ae22",
+    "0x7137449123ef65cd",
+    "0xb5c0fbcfec4d3b2f",
+    "0xe9b5dba58189dbbc",
+    "0x3956c25bf348b538",
+    "0x59f111f1b605d019",
+    "0x923f82a4af194f9b",
+    "0xab1c5ed5da6d8118",
+    "0xd807aa98a3030242",
+    "0x12835b0145706fbe",
+    "0x243185be4ee4b28c",
+    "0x550c7dc3d5ffb4e2",
+    "0x72be5d74f27b896f",
+    "0x80deb1fe3b1696b1",
+    "0x9bdc06a725c71235",
+    "0xc19bf174cf692694",
+    "0xe49b69c19ef14ad2",
+    "0xefbe4786384f25e3",
+    "0x0fc19dc68b8cd5b5",
+    "0x240ca1cc77ac9c65",
+    "0x2de92c6f592b0275",
+    "0x4a7484aa6ea6e483",
+    "0x5cb0a9dcbd41fbd4",
+    "0x76f988da831153b5",
+    "0x983e5152ee66dfab",
+    "0xa831c66d2db43210",
+    "0xb00327c898fb213f",
+    "0xbf597fc7beef0ee4",
+    "0xc6e00bf33da88fc2",
+    "0xd5a79147930aa725",
+    "0x06ca6351e003826f",
+    "0x142929670a0e6e70",
+    "0x27b70a8546d22ffc",
+    "0x2e1b21385c26c926",
+    "0x4d2c6dfc5ac42aed",
+    "0x53380d139d95b3df",
+    "0x650a73548baf63de",
+    "0x766a0abb3c77b2a8",
+    "0x81c2c92e47edaee6",
+    "0x92722c851482353b",
+    "0xa2bfe8a14cf10364",
+    "0xa81a664bbc423001",
+    "0xc24b8b70d0f89791",
+    "0xc76c51a30654be30",
+    "0xd192e819d6ef5218",
+    "0xd69906245565a910",
+    "0xf40e35855771202a",
+    "0x106aa07032bbd1b8",
+    "0x19a4c116b8d2d0c8",
+    "0x1e376c085141ab53",
+    "0x2748774cdf8eeb99",
+    "0x34b0bcb5e19b48a8",
+    "0x391c0cb3c5c95a63",
+    "0x4ed8aa4ae3418acb",
+    "0x5b9cca4f7763e373",
+    "0x682e6ff3d6b2b8a3",
+    "0x748f82ee5defb2fc",
+    "0x78a5636f43172f60",
+    "0x84c87814a1f0ab72",
+    "0x8cc702081a6439ec",
+    "0x90befffa23631e28",
+    "0xa4506cebde82bde9",
+    "0xbef9a3f7b2c67915",
+    "0xc67178f2e372532b",
+    "0xca273eceea26619c",
+    "0xd186b8c721c0c207",
+    "0xeada7dd6cde0eb1e",
+    "0xf57d4f7fee6ed178",
+    "0x06f067aa72176fba",
+    "0x0a637dc5a2c898a6",
+    "0x113f9804bef90dae",
+    "0x1b710b35131c471b",
+    "0x28db77f523047d84",
+    "0x32caab7b40c72493",
+    "0x3c9ebe0a15c9bebc",
+    "0x431d67c49c100d4c",
+    "0x4cc5d4becb3e42b6",
+    "0x597f299cfc657e2a",
+    "0x5fcb6fab3ad6faec",
+    "0x6c44198c4a475817"
+  ].map((n) => BigInt(n))))();
+  var SHA512_Kh = /* @__PURE__ */ (() => K512[0])();
+  var SHA512_Kl = /* @__PURE__ */ (() => K512[1])();
+  var SHA512_W_H = /* @__PURE__ */ new Uint32Array(80);
+  var SHA512_W_L = /* @__PURE__ */ new Uint32Array(80);
+  var SHA2_64B = class extends HashMD {
+    constructor(outputLen, IV) {
+      super(128, outputLen, 16, false);
+      // We cannot use array here since array allows indexing by variable
+      // which means optimizer/compiler cannot use registers.
+      // h -- high 32 bits, l -- low 32 bits
+      // Numeric initializers matter: starting the fields as `undefined` changes
+      // V8's field representation and slows hashing down (measured on sha256).
+      __publicField(this, "Ah", 0);
+      __publicField(this, "Al", 0);
+      __publicField(this, "Bh", 0);
+      __publicField(this, "Bl", 0);
+      __publicField(this, "Ch", 0);
+      __publicField(this, "Cl", 0);
+      __publicField(this, "Dh", 0);
+      __publicField(this, "Dl", 0);
+      __publicField(this, "Eh", 0);
+      __publicField(this, "El", 0);
+      __publicField(this, "Fh", 0);
+      __publicField(this, "Fl", 0);
+      __publicField(this, "Gh", 0);
+      __publicField(this, "Gl", 0);
+      __publicField(this, "Hh", 0);
+      __publicField(this, "Hl", 0);
+      this.Ah = IV[0] | 0;
+      this.Al = IV[1] | 0;
+      this.Bh = IV[2] | 0;
+      this.Bl = IV[3] | 0;
+      this.Ch = IV[4] | 0;
+      this.Cl = IV[5] | 0;
+      this.Dh = IV[6] | 0;
+      this.Dl = IV[7] | 0;
+      this.Eh = IV[8] | 0;
+      this.El = IV[9] | 0;
+      this.Fh = IV[10] | 0;
+      this.Fl = IV[11] | 0;
+      this.Gh = IV[12] | 0;
+      this.Gl = IV[13] | 0;
+      this.Hh = IV[14] | 0;
+      this.Hl = IV[15] | 0;
+    }
+    // prettier-ignore
+    get() {
+      const { Ah, Al, Bh, Bl, Ch, Cl, Dh, Dl, Eh, El, Fh, Fl, Gh, Gl, Hh, Hl } = this;
+      return [Ah, Al, Bh, Bl, Ch, Cl, Dh, Dl, Eh, El, Fh, Fl, Gh, Gl, Hh, Hl];
+    }
+    // prettier-ignore
+    set(Ah, Al, Bh, Bl, Ch, Cl, Dh, Dl, Eh, El, Fh, Fl, Gh, Gl, Hh, Hl) {
+      this.Ah = Ah | 0;
+      this.Al = Al | 0;
+      this.Bh = Bh | 0;
+      this.Bl = Bl | 0;
+      this.Ch = Ch | 0;
+      this.Cl = Cl | 0;
+      this.Dh = Dh | 0;
+      this.Dl = Dl | 0;
+      this.Eh = Eh | 0;
+      this.El = El | 0;
+      this.Fh = Fh | 0;
+      this.Fl = Fl | 0;
+      this.Gh = Gh | 0;
+      this.Gl = Gl | 0;
+      this.Hh = Hh | 0;
+      this.Hl = Hl | 0;
+    }
+    _cloneInto(to) {
+      (to || (to = new this.constructor())).set(...this.get());
+      return this._cloneIntoMeta(to);
+    }
+    process(view, offset) {
+      for (let i = 0; i < 16; i++, offset += 4) {
+        SHA512_W_H[i] = view.getUint32(offset);
+        SHA512_W_L[i] = view.getUint32(offset += 4);
+      }
+      for (let i = 16; i < 80; i++) {
+        const W15h = SHA512_W_H[i - 15] | 0;
+        const W15l = SHA512_W_L[i - 15] | 0;
+        const s0h = rotrSH(W15h, W15l, 1) ^ rotrSH(W15h, W15l, 8) ^ shrSH(W15h, W15l, 7);
+        const s0l = rotrSL(W15h, W15l, 1) ^ rotrSL(W15h, W15l, 8) ^ shrSL(W15h, W15l, 7);
+        const W2h = SHA512_W_H[i - 2] | 0;
+        const W2l = SHA512_W_L[i - 2] | 0;
+        const s1h = rotrSH(W2h, W2l, 19) ^ rotrBH(W2h, W2l, 61) ^ shrSH(W2h, W2l, 6);
+        const s1l = rotrSL(W2h, W2l, 19) ^ rotrBL(W2h, W2l, 61) ^ shrSL(W2h, W2l, 6);
+        const SUMl = add4L(s0l, s1l, SHA512_W_L[i - 7], SHA512_W_L[i - 16]);
+        const SUMh = add4H(SUMl, s0h, s1h, SHA512_W_H[i - 7], SHA512_W_H[i - 16]);
+        SHA512_W_H[i] = SUMh | 0;
+        SHA512_W_L[i] = SUMl | 0;
+      }
+      let { Ah, Al, Bh, Bl, Ch, Cl, Dh, Dl, Eh, El, Fh, Fl, Gh, Gl, Hh, Hl } = this;
+      for (let i = 0; i < 80; i++) {
+        const sigma1h = rotrSH(Eh, El, 14) ^ rotrSH(Eh, El, 18) ^ rotrBH(Eh, El, 41);
+        const sigma1l = rotrSL(Eh, El, 14) ^ rotrSL(Eh, El, 18) ^ rotrBL(Eh, El, 41);
+        const CHIh = Eh & Fh ^ ~Eh & Gh;
+        const CHIl = El & Fl ^ ~El & Gl;
+        const T1ll = add5L(Hl, sigma1l, CHIl, SHA512_Kl[i], SHA512_W_L[i]);
+        const T1h = add5H(T1ll, Hh, sigma1h, CHIh, SHA512_Kh[i], SHA512_W_H[i]);
+        const T1l = T1ll | 0;
+        const sigma0h = rotrSH(Ah, Al, 28) ^ rotrBH(Ah, Al, 34) ^ rotrBH(Ah, Al, 39);
+        const sigma0l = rotrSL(Ah, Al, 28) ^ rotrBL(Ah, Al, 34) ^ rotrBL(Ah, Al, 39);
+        const MAJh = Ah & Bh ^ Ah & Ch ^ Bh & Ch;
+        const MAJl = Al & Bl ^ Al & Cl ^ Bl & Cl;
+        Hh = Gh | 0;
+        Hl = Gl | 0;
+        Gh = Fh | 0;
+        Gl = Fl | 0;
+        Fh = Eh | 0;
+        Fl = El | 0;
+        ({ h: Eh, l: El } = add(Dh | 0, Dl | 0, T1h | 0, T1l | 0));
+        Dh = Ch | 0;
+        Dl = Cl | 0;
+        Ch = Bh | 0;
+        Cl = Bl | 0;
+        Bh = Ah | 0;
+        Bl = Al | 0;
+        const All = add3L(T1l, sigma0l, MAJl);
+        Ah = add3H(All, T1h, sigma0h, MAJh);
+        Al = All | 0;
+      }
+      ({ h: Ah, l: Al } = add(this.Ah | 0, this.Al | 0, Ah | 0, Al | 0));
+      ({ h: Bh, l: Bl } = add(this.Bh | 0, this.Bl | 0, Bh | 0, Bl | 0));
+      ({ h: Ch, l: Cl } = add(this.Ch | 0, this.Cl | 0, Ch | 0, Cl | 0));
+      ({ h: Dh, l: Dl } = add(this.Dh | 0, this.Dl | 0, Dh | 0, Dl | 0));
+      ({ h: Eh, l: El } = add(this.Eh | 0, this.El | 0, Eh | 0, El | 0));
+      ({ h: Fh, l: Fl } = add(this.Fh | 0, this.Fl | 0, Fh | 0, Fl | 0));
+      ({ h: Gh, l: Gl } = add(this.Gh | 0, this.Gl | 0, Gh | 0, Gl | 0));
+      ({ h: Hh, l: Hl } = add(this.Hh | 0, this.Hl | 0, Hh | 0, Hl | 0));
+      this.set(Ah, Al, Bh, Bl, Ch, Cl, Dh, Dl, Eh, El, Fh, Fl, Gh, Gl, Hh, Hl);
+    }
+    roundClean() {
+      clean(SHA512_W_H, SHA512_W_L);
+    }
+    destroy() {
+      this.destroyed = true;
+      clean(this.buffer);
+      this.set(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    }
+  };
+  var _SHA384 = class extends SHA2_64B {
+    constructor() {
+      super(48, SHA384_IV);
+    }
+  };
   var sha256 = /* @__PURE__ */ createHasher(
     () => new _SHA256(),
     /* @__PURE__ */ oidNist(1)
+  );
+  var sha384 = /* @__PURE__ */ createHasher(
+    () => new _SHA384(),
+    /* @__PURE__ */ oidNist(2)
   );
 
   // src/hash.js
   function sha256Sync(bytes) {
     return sha256(bytes);
   }
+  function sha384Sync(bytes) {
+    return sha384(bytes);
+  }
   function hasWebCrypto() {
-    const subtle = globalThis.crypto && globalThis.crypto.subtle;
-    return Boolean(subtle && typeof subtle.digest === "function");
+    const subtle2 = globalThis.crypto && globalThis.crypto.subtle;
+    return Boolean(subtle2 && typeof subtle2.digest === "function");
   }
   async function sha2562(bytes) {
     if (hasWebCrypto()) {
@@ -515,9 +807,13 @@ var twisted_mesh = (() => {
   function bytesToBigInt(bytes) {
     return bytes.length ? BigInt("0x" + toHex(bytes)) : 0n;
   }
-  function protocolId(subnet, encryption) {
-    const digest = sha256Sync(new TextEncoder().encode(subnet + encryption + PROTOCOL_VERSION));
-    return b58encodeInt(bytesToBigInt(digest));
+  var SIGNED_SUFFIX = "+signed";
+  function protocolId(subnet, encryption, signed = false) {
+    const text = subnet + encryption + PROTOCOL_VERSION + (signed ? SIGNED_SUFFIX : "");
+    return b58encodeInt(bytesToBigInt(sha256Sync(new TextEncoder().encode(text))));
+  }
+  function nodeIdOf(publicKey) {
+    return b58encodeInt(bytesToBigInt(sha384Sync(publicKey)));
   }
   function newNodeId() {
     const bytes = new Uint8Array(48);
@@ -526,7 +822,7 @@ var twisted_mesh = (() => {
     return b58encodeInt(bytesToBigInt(bytes));
   }
   var Protocol = class {
-    constructor(subnet, encryption) {
+    constructor(subnet, encryption, { signed = false } = {}) {
       if (typeof subnet !== "string") throw new TypeError("the subnet must be a string");
       if (encryption === void 0) {
         encryption = globalThis.location && globalThis.location.protocol === "https:" ? "wss" : "ws";
@@ -536,32 +832,24 @@ var twisted_mesh = (() => {
           `a browser node speaks WebSocket only: its encryption must be "ws" or "wss", not ${JSON.stringify(encryption)}`
         );
       }
+      if (typeof signed !== "boolean") throw new TypeError("the signed option must be true or false");
       this.subnet = subnet;
       this.encryption = encryption;
-      this.id = protocolId(subnet, encryption);
+      this.signed = signed;
+      this.id = protocolId(subnet, encryption, signed);
       Object.freeze(this);
     }
     toString() {
-      return `Protocol(${JSON.stringify(this.subnet)}, ${JSON.stringify(this.encryption)})`;
+      const signed = this.signed ? ", {signed: true}" : "";
+      return `Protocol(${JSON.stringify(this.subnet)}, ${JSON.stringify(this.encryption)}${signed})`;
     }
   };
-
-  // src/deferred.js
-  function deferred() {
-    let resolve;
-    let reject;
-    const promise = new Promise((resolvePromise, rejectPromise) => {
-      resolve = resolvePromise;
-      reject = rejectPromise;
-    });
-    return { promise, resolve, reject };
-  }
 
   // src/errors.js
   var ProtocolMismatch = class extends Error {
     constructor(ours, theirs, url) {
       super(
-        `the node at ${url} belongs to another network: its protocol ID is ${theirs}, ours is ${ours} (another subnet, or another transport)`
+        `the node at ${url} belongs to another network: its protocol ID is ${theirs}, ours is ${ours} (another subnet or transport, or one network signed and the other not)`
       );
       this.name = "ProtocolMismatch";
       this.ours = ours;
@@ -588,8 +876,155 @@ var twisted_mesh = (() => {
       this.skipped = skipped;
     }
   };
+  var SignedUnsupported = class extends Error {
+    constructor(detail) {
+      super(
+        `this browser cannot join a signed network: ${detail}. A signed network needs WebCrypto with Ed25519 (Chrome/Edge 137+, Firefox 129+, Safari 17+, in a secure context: https, or http on localhost); browsers without WebCrypto Ed25519 need an unsigned ws network`
+      );
+      this.name = "SignedUnsupported";
+    }
+  };
 
-  // node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
+  // src/keys.js
+  var KEY_STORE = "twisted_mesh-keys";
+  var MAX_SLOTS = 16;
+  var ED25519 = { name: "Ed25519" };
+  var PKCS8_PREFIX = new Uint8Array([48, 46, 2, 1, 0, 48, 5, 6, 3, 43, 101, 112, 4, 34, 4, 32]);
+  function subtle() {
+    const crypto = globalThis.crypto;
+    if (!crypto || !crypto.subtle) {
+      throw new SignedUnsupported(
+        "WebCrypto (crypto.subtle) is missing: the page is not a secure context (plain http from a host other than localhost)"
+      );
+    }
+    return crypto.subtle;
+  }
+  function base64UrlBytes(text) {
+    const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+    return Uint8Array.from(binary, (char) => char.charCodeAt(0));
+  }
+  function requireWebCrypto() {
+    subtle();
+  }
+  async function generatePair() {
+    try {
+      return await subtle().generateKey(ED25519, false, ["sign", "verify"]);
+    } catch (error) {
+      if (error instanceof SignedUnsupported) throw error;
+      throw new SignedUnsupported(`its WebCrypto has no Ed25519 (${error.name}: ${error.message})`);
+    }
+  }
+  var NodeKey = class _NodeKey {
+    constructor(privateKey, publicKey) {
+      this.privateKey = privateKey;
+      this.publicKey = publicKey;
+      this.id = nodeIdOf(publicKey);
+      Object.freeze(this);
+    }
+    /** A fresh key whose private key cannot be exported: a Promise. */
+    static async generate() {
+      return _NodeKey.fromCryptoKeyPair(await generatePair());
+    }
+    /**
+     * The key of a 32-byte Ed25519 seed (the private key's raw bytes, as
+     * `cryptography`'s `private_bytes_raw()` gives them): a Promise.
+     */
+    static async fromSeed(seed) {
+      if (!(seed instanceof Uint8Array) || seed.length !== 32) throw new TypeError("an Ed25519 seed is 32 bytes");
+      const pkcs8 = new Uint8Array(PKCS8_PREFIX.length + 32);
+      pkcs8.set(PKCS8_PREFIX);
+      pkcs8.set(seed, PKCS8_PREFIX.length);
+      let jwk, privateKey;
+      try {
+        jwk = await subtle().exportKey("jwk", await subtle().importKey("pkcs8", pkcs8, ED25519, true, ["sign"]));
+        privateKey = await subtle().importKey("pkcs8", pkcs8, ED25519, false, ["sign"]);
+      } catch (error) {
+        if (error instanceof SignedUnsupported) throw error;
+        throw new SignedUnsupported(`its WebCrypto has no Ed25519 (${error.name}: ${error.message})`);
+      }
+      return new _NodeKey(privateKey, base64UrlBytes(jwk.x));
+    }
+    /** The key of a WebCrypto Ed25519 key pair (`{privateKey, publicKey}`): a Promise. */
+    static async fromCryptoKeyPair(pair) {
+      return new _NodeKey(pair.privateKey, new Uint8Array(await subtle().exportKey("raw", pair.publicKey)));
+    }
+    /** The Ed25519 signature of `data`: a Promise of 64 bytes. */
+    async sign(data) {
+      return new Uint8Array(await subtle().sign(ED25519, this.privateKey, data));
+    }
+    toString() {
+      return `NodeKey(${this.id.slice(0, 10)}…)`;
+    }
+  };
+  function requested(request) {
+    return new Promise((resolve, reject) => {
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+  }
+  function openDatabase(name) {
+    const request = globalThis.indexedDB.open(name, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore("keys");
+    return requested(request);
+  }
+  async function claimSlot(name) {
+    const locks = globalThis.navigator && globalThis.navigator.locks;
+    if (!locks) return { slot: 0, release() {
+    } };
+    for (let slot = 0; slot < MAX_SLOTS; slot++) {
+      let release;
+      const held = new Promise((resolve) => release = resolve);
+      const taken = await new Promise((resolve, reject) => {
+        locks.request(`${name}/${slot}`, { ifAvailable: true }, (lock) => {
+          resolve(lock !== null);
+          return lock === null ? void 0 : held;
+        }).catch(reject);
+      });
+      if (taken) return { slot, release };
+    }
+    return null;
+  }
+  async function loadNodeKey(name = KEY_STORE) {
+    if (!globalThis.indexedDB) return { key: await NodeKey.generate(), release() {
+    }, kept: false };
+    let claim = null;
+    try {
+      claim = await claimSlot(name);
+      if (claim === null) return { key: await NodeKey.generate(), release() {
+      }, kept: false };
+      const db = await openDatabase(name);
+      try {
+        let pair = await requested(db.transaction("keys").objectStore("keys").get(claim.slot));
+        if (!pair) {
+          const fresh = await generatePair();
+          const store = db.transaction("keys", "readwrite").objectStore("keys");
+          pair = await requested(store.get(claim.slot)) || fresh;
+          if (pair === fresh) await requested(store.add(fresh, claim.slot));
+        }
+        return { key: await NodeKey.fromCryptoKeyPair(pair), release: claim.release, kept: true };
+      } finally {
+        db.close();
+      }
+    } catch (error) {
+      if (claim !== null) claim.release();
+      if (error instanceof SignedUnsupported) throw error;
+      return { key: await NodeKey.generate(), release() {
+      }, kept: false, error };
+    }
+  }
+
+  // src/deferred.js
+  function deferred() {
+    let resolve;
+    let reject;
+    const promise = new Promise((resolvePromise, rejectPromise) => {
+      resolve = resolvePromise;
+      reject = rejectPromise;
+    });
+    return { promise, resolve, reject };
+  }
+
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
   function utf8Count(str) {
     const strLength = str.length;
     let byteLength = 0;
@@ -667,7 +1102,7 @@ var twisted_mesh = (() => {
   }
   var sharedTextDecoder = new TextDecoder();
 
-  // node_modules/@msgpack/msgpack/dist.esm/ExtData.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/ExtData.mjs
   var ExtData = class {
     constructor(type, data) {
       __publicField(this, "type");
@@ -677,7 +1112,7 @@ var twisted_mesh = (() => {
     }
   };
 
-  // node_modules/@msgpack/msgpack/dist.esm/DecodeError.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/DecodeError.mjs
   var DecodeError = class _DecodeError extends Error {
     constructor(message) {
       super(message);
@@ -691,7 +1126,7 @@ var twisted_mesh = (() => {
     }
   };
 
-  // node_modules/@msgpack/msgpack/dist.esm/utils/int.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/utils/int.mjs
   function setUint64(view, offset, value) {
     const high = value / 4294967296;
     const low = value;
@@ -710,7 +1145,7 @@ var twisted_mesh = (() => {
     return high * 4294967296 + low;
   }
 
-  // node_modules/@msgpack/msgpack/dist.esm/timestamp.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/timestamp.mjs
   var EXT_TIMESTAMP = -1;
   var TIMESTAMP32_MAX_SEC = 4294967296 - 1;
   var TIMESTAMP64_MAX_SEC = 17179869184 - 1;
@@ -790,7 +1225,7 @@ var twisted_mesh = (() => {
     decode: decodeTimestampExtension
   };
 
-  // node_modules/@msgpack/msgpack/dist.esm/ExtensionCodec.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/ExtensionCodec.mjs
   var _ExtensionCodec = class _ExtensionCodec {
     constructor() {
       // ensures ExtensionCodecType<X> matches ExtensionCodec<X>
@@ -853,7 +1288,7 @@ var twisted_mesh = (() => {
   __publicField(_ExtensionCodec, "defaultCodec", new _ExtensionCodec());
   var ExtensionCodec = _ExtensionCodec;
 
-  // node_modules/@msgpack/msgpack/dist.esm/utils/typedArrays.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/utils/typedArrays.mjs
   function isArrayBufferLike(buffer) {
     return buffer instanceof ArrayBuffer || typeof SharedArrayBuffer !== "undefined" && buffer instanceof SharedArrayBuffer;
   }
@@ -869,7 +1304,7 @@ var twisted_mesh = (() => {
     }
   }
 
-  // node_modules/@msgpack/msgpack/dist.esm/Encoder.mjs
+  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/Encoder.mjs
   var DEFAULT_MAX_DEPTH = 100;
   var DEFAULT_INITIAL_BUFFER_SIZE = 2048;
   var Encoder = class _Encoder {
@@ -1535,6 +1970,12 @@ var twisted_mesh = (() => {
     if (tag === 198 || tag === 219) return [start, start + 5 + view.getUint32(start + 1)];
     throw new FrameError("the sender must be bin or str");
   }
+  function checkBodySize(serial, maxSize) {
+    const size = CHECKSUM_SIZE + serial.length;
+    if (size > maxSize) {
+      throw new RangeError(`a message of ${size} bytes: peers read frame bodies of at most ${maxSize} bytes`);
+    }
+  }
   function concat(...parts) {
     const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
     let at = 0;
@@ -1568,10 +2009,7 @@ var twisted_mesh = (() => {
      */
     static async create(msgType, sender, time, payload, senderIsBin = false, maxSize = Infinity) {
       const serial = pack([msgType, wireId(sender, senderIsBin), time, ...payload]);
-      const size = CHECKSUM_SIZE + serial.length;
-      if (size > maxSize) {
-        throw new RangeError(`a message of ${size} bytes: peers read frame bodies of at most ${maxSize} bytes`);
-      }
+      checkBodySize(serial, maxSize);
       return new _WireMessage(msgType, sender, time, payload, serial, await sha2562(serial), senderIsBin);
     }
     /**
@@ -1603,12 +2041,14 @@ var twisted_mesh = (() => {
      * Promise of 32 bytes.
      */
     async key() {
-      if (this._key === null) {
-        const [start, end] = senderSpan(this.serial);
-        const bin = concat(this.serial.subarray(0, start), pack(ascii.encode(this.sender)), this.serial.subarray(end));
-        this._key = await sha2562(bin);
-      }
+      if (this._key === null) this._key = await sha2562(this.binSerial());
       return this._key;
+    }
+    /** The serial with the sender field as bin: the form that is signed, and keyed. */
+    binSerial() {
+      if (this.senderIsBin) return this.serial;
+      const [start, end] = senderSpan(this.serial);
+      return concat(this.serial.subarray(0, start), pack(ascii.encode(this.sender)), this.serial.subarray(end));
     }
     /** The message ID as hex: the same on every node. */
     async id() {
@@ -1649,6 +2089,89 @@ var twisted_mesh = (() => {
     }
   };
 
+  // src/signing.js
+  var ascii2 = new TextEncoder();
+  var PROOF_CONTEXT = ascii2.encode("twisted-mesh/0.7 handshake proof\0");
+  var MESSAGE_CONTEXT = ascii2.encode("twisted-mesh/0.7 message\0");
+  var PROOF = 18;
+  var KEY_SIZE = 32;
+  var SIGNATURE_SIZE = 64;
+  var ED255192 = { name: "Ed25519" };
+  var UNVERIFIED = Object.freeze({
+    unsigned: "it carries no key and signature where they go",
+    wrong_key: "its key is not the sender's (the sender's ID is not that key's)",
+    bad_signature: "its signature does not hold (forged, or altered on the way)"
+  });
+  var KEY_CACHE_SIZE = 256;
+  function proofData(protocolId2, signerNonce, peerNonce) {
+    return concat(PROOF_CONTEXT, ascii2.encode(protocolId2), new Uint8Array([0]), signerNonce, peerNonce);
+  }
+  function messageData(subnet, unsigned) {
+    return concat(MESSAGE_CONTEXT, pack(subnet), unsigned);
+  }
+  async function signedMessage(key, subnet, msgType, time, payload, maxSize = Infinity) {
+    const serial = pack([msgType, ascii2.encode(key.id), time, ...payload, key.publicKey, new Uint8Array(SIGNATURE_SIZE)]);
+    checkBodySize(serial, maxSize);
+    const unsigned = serial.subarray(0, serial.length - SIGNATURE_SIZE);
+    serial.set(await key.sign(messageData(subnet, unsigned)), unsigned.length);
+    return new WireMessage(msgType, key.id, time, payload, serial, await sha2562(serial), true);
+  }
+  var Verifier = class {
+    /** For a node of the network `subnet`. */
+    constructor(subnet) {
+      this.subnet = subnet;
+      this._keys = /* @__PURE__ */ new Map();
+    }
+    /** Whether `signature` is `publicKey`'s (32 bytes) over `data`: a Promise. */
+    async verify(publicKey, signature, data) {
+      const entry = this._entry(publicKey);
+      try {
+        return await globalThis.crypto.subtle.verify(ED255192, await entry.key, signature, data);
+      } catch {
+        return false;
+      }
+    }
+    /** The node ID of `publicKey`, computed once. */
+    idOf(publicKey) {
+      return this._entry(publicKey).id;
+    }
+    _entry(publicKey) {
+      const hex = toHex(publicKey);
+      let entry = this._keys.get(hex);
+      if (entry === void 0) {
+        if (this._keys.size >= KEY_CACHE_SIZE) this._keys.delete(this._keys.keys().next().value);
+        const key = globalThis.crypto.subtle.importKey("raw", publicKey, ED255192, false, ["verify"]);
+        key.catch(() => {
+        });
+        entry = { id: nodeIdOf(publicKey), key };
+        this._keys.set(hex, entry);
+      }
+      return entry;
+    }
+    /**
+     * Check the signature at the end of `msg` (a WireMessage read off a
+     * link): a Promise of null when it holds, with the key and signature then
+     * taken off `msg.payload` (the user sees the payload as ever), else of why
+     * not: "unsigned", "wrong_key" or "bad_signature" (see UNVERIFIED).
+     */
+    async check(msg) {
+      const payload = msg.payload;
+      if (payload.length < 2) return "unsigned";
+      const [publicKey, signature] = payload.slice(-2);
+      if (!(publicKey instanceof Uint8Array) || publicKey.length !== KEY_SIZE) return "unsigned";
+      if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_SIZE) return "unsigned";
+      const serial = msg.binSerial();
+      const end = serial.length - SIGNATURE_SIZE;
+      if (serial[end - 2] !== 196 || serial[end - 1] !== SIGNATURE_SIZE) return "unsigned";
+      if (this.idOf(publicKey) !== msg.sender) return "wrong_key";
+      if (!await this.verify(publicKey, signature, messageData(this.subnet, serial.subarray(0, end)))) {
+        return "bad_signature";
+      }
+      msg.payload = payload.slice(0, -2);
+      return null;
+    }
+  };
+
   // src/link.js
   var HANDSHAKE_TIMEOUT = 3e4;
   var MAX_BAD_FRAMES = 3;
@@ -1664,16 +2187,19 @@ var twisted_mesh = (() => {
   function parseCodes(value) {
     return Array.isArray(value) && value.every(Number.isInteger) ? value : null;
   }
+  var isBytes2 = (value, size) => value instanceof Uint8Array && value.length === size;
   function readHandshake(payload) {
     const peerId = idText(payload[1]);
     const protocolId2 = idText(payload[2]);
     const codes = parseCodes(payload[4]);
     const undialable = Array.isArray(payload[3]) && payload[3].length === 2 && payload[3][1] === 0;
     const address = parseAddress(payload[3]);
-    if (payload.length !== 5 || !isBase58(peerId) || protocolId2 === null || codes === null || address === null && !undialable) {
+    const signed = payload.length === 7;
+    if (payload.length !== 5 && !signed || signed && !(isBytes2(payload[5], KEY_SIZE) && isBytes2(payload[6], KEY_SIZE)) || !isBase58(peerId) || protocolId2 === null || codes === null || address === null && !undialable) {
       return null;
     }
-    return { peerId, protocolId: protocolId2, address, codes, idsAsBin: payload[1] instanceof Uint8Array };
+    const [publicKey, nonce] = signed ? payload.slice(5) : [null, null];
+    return { peerId, protocolId: protocolId2, address, codes, idsAsBin: payload[1] instanceof Uint8Array, publicKey, nonce };
   }
   var Renegotiation = class {
     constructor(link) {
@@ -1685,9 +2211,12 @@ var twisted_mesh = (() => {
     frameRead() {
       this._badFrames = 0;
     }
-    /** Answer the peer's renegotiation, `payload`. */
+    /** Answer the peer's renegotiation, `payload` (a Promise, for a proof). */
     received(payload) {
       const link = this._link;
+      if (payload[0] === PROOF && link._sock.protocol.signed) {
+        return link._proof(payload);
+      }
       if (payload.length === 2 && payload[0] === flags.compression) {
         const codes = parseCodes(payload[1]);
         if (codes === null) {
@@ -1696,10 +2225,11 @@ var twisted_mesh = (() => {
         }
         const changed = codes.length !== link.peer_codes.length || codes.some((code, i) => code !== link.peer_codes[i]);
         link.peer_codes = codes;
-        if (changed) this._send([flags.compression, []]);
+        if (changed) this.send([flags.compression, []]);
       } else if (payload.length === 1 && payload[0] === flags.resend) {
         link._resend();
       }
+      return void 0;
     }
     /** A frame failed its checksum: ask for it raw, or give up on the link. */
     checksumFailed() {
@@ -1710,13 +2240,18 @@ var twisted_mesh = (() => {
         return;
       }
       link._sock._log("warn", `a frame from ${link.peer_id || link.url} failed its checksum: asking for it uncompressed`);
-      this._send([flags.compression, []]);
-      this._send([flags.resend]);
+      this.send([flags.compression, []]);
+      this.send([flags.resend]);
     }
-    _send(payload) {
+    /**
+     * Send a renegotiation of `payload` (or of the Promise of one): a Promise
+     * that it is written.
+     */
+    send(payload) {
       const link = this._link;
-      const made = link._sock._outbox.make(flags.renegotiate, payload);
+      const made = Promise.resolve(payload).then((fields) => link._sock._outbox.makeUnsigned(flags.renegotiate, fields));
       this._sent = this._sent.then(() => made).then((msg) => link._write(msg.frame())).catch((error) => link._sock._report("a renegotiation", error));
+      return this._sent;
     }
   };
   var Link = class {
@@ -1733,6 +2268,9 @@ var twisted_mesh = (() => {
       this._closing = false;
       this._lastSent = null;
       this._renegotiation = new Renegotiation(this);
+      this._nonce = null;
+      this._pending = null;
+      this._proofSent = null;
       this.fatal = null;
       this._handshakeResult = deferred();
       this.handshake = this._handshakeResult.promise;
@@ -1775,7 +2313,13 @@ var twisted_mesh = (() => {
     _opened() {
       const sock = this._sock;
       this._sock._log("debug", `WebSocket to ${this.url} open: sending the handshake`);
-      sock._outbox.make(flags.whisper, [flags.handshake, sock.id, sock.protocol.id, ["", 0], []]).then((msg) => this._write(msg.frame())).catch((error) => this.close(`could not make the handshake: ${error.message}`));
+      const signed = sock.protocol.signed;
+      const fields = [flags.handshake, wireId(sock.id, signed), wireId(sock.protocol.id, signed), ["", 0], []];
+      if (signed) {
+        this._nonce = globalThis.crypto.getRandomValues(new Uint8Array(KEY_SIZE));
+        fields.push(sock._key.publicKey, this._nonce);
+      }
+      sock._outbox.makeUnsigned(flags.whisper, fields).then((msg) => this._write(msg.frame())).catch((error) => this.close(`could not make the handshake: ${error.message}`));
     }
     _data(data) {
       if (this._closing) return;
@@ -1831,11 +2375,12 @@ var twisted_mesh = (() => {
       this._renegotiation.frameRead();
       const payload = msg.payload;
       if (msg.msgType === flags.renegotiate) {
-        this._renegotiation.received(payload);
+        await this._renegotiation.received(payload);
       } else if (msg.msgType === flags.whisper && payload[0] === flags.handshake) {
         this._handshake(payload);
       } else if (this.peer_id === null) {
-        this._fail(new HandshakeFailed(`${this.url}: a message came before the handshake`));
+        const before = this._pending === null ? "the handshake" : "the proof of the peer's key";
+        this._fail(new HandshakeFailed(`${this.url}: a message came before ${before}`));
       } else {
         await sock._inbox.received(this, msg);
       }
@@ -1852,8 +2397,14 @@ var twisted_mesh = (() => {
         this._fail(new ProtocolMismatch(sock.protocol.id, shake.protocolId, this.url), true);
         return;
       }
-      if (this.peer_id !== null) {
-        if (peerId !== this.peer_id) this.close("the peer changed its ID");
+      const signed = sock.protocol.signed;
+      if (signed !== (shake.publicKey !== null)) {
+        this._fail(new HandshakeFailed(`${this.url}: a handshake of ${payload.length} items on ${signed ? "a" : "an un"}signed network`));
+        return;
+      }
+      const known = this.peer_id !== null ? this.peer_id : this._pending && this._pending.peerId;
+      if (known) {
+        if (peerId !== known) this.close("the peer changed its ID");
         return;
       }
       if (peerId === sock.id) {
@@ -1864,13 +2415,45 @@ var twisted_mesh = (() => {
         this._fail(new HandshakeFailed(`${this.url}: already connected to node ${peerId} by another link`), true);
         return;
       }
+      if (!signed) {
+        this._identified(shake);
+        return;
+      }
+      if (sock._verifier.idOf(shake.publicKey) !== peerId) {
+        this._fail(new HandshakeFailed(`${this.url}: the peer's node ID is not that of the key in its handshake`));
+        return;
+      }
+      this._pending = shake;
+      const signature = sock._key.sign(proofData(sock.protocol.id, this._nonce, shake.nonce));
+      this._proofSent = this._renegotiation.send(signature.then((proof) => [PROOF, proof]));
+    }
+    /** The peer's proof, `[PROOF, signature]`, of the key of its handshake: a Promise. */
+    async _proof(payload) {
+      if (this.peer_id !== null) return;
+      const shake = this._pending;
+      if (shake === null) {
+        this._fail(new HandshakeFailed(`${this.url}: a proof came before the handshake`));
+        return;
+      }
+      const sock = this._sock;
+      const signature = payload[1];
+      const proven = payload.length === 2 && isBytes2(signature, SIGNATURE_SIZE) && await sock._verifier.verify(shake.publicKey, signature, proofData(sock.protocol.id, shake.nonce, this._nonce));
+      if (!proven) {
+        this._fail(new HandshakeFailed(`${this.url}: the peer's proof of its key does not hold`));
+        return;
+      }
+      await this._proofSent;
+      if (!this._closing) this._identified(shake);
+    }
+    /** The peer's handshake (and on a signed network its proof) is accepted. */
+    _identified(shake) {
       clearTimeout(this._timer);
-      this.peer_id = peerId;
+      this.peer_id = shake.peerId;
       this.peer_addr = shake.address;
       this.peer_codes = shake.codes;
       this.peer_ids_as_bin = shake.idsAsBin;
-      sock._linkReady(this);
-      this._handshakeResult.resolve(peerId);
+      this._sock._linkReady(this);
+      this._handshakeResult.resolve(shake.peerId);
     }
     // -- writing and closing ---------------------------------------------------
     /**
@@ -2112,10 +2695,13 @@ var twisted_mesh = (() => {
   };
 
   // src/inbox.js
+  var SIGNATURE_LOG_INTERVAL = 1e4;
   var Inbox = class {
     constructor(sock) {
       this._sock = sock;
       this._handlers = [];
+      this._signatureLogged = -Infinity;
+      this._unverified = 0;
     }
     /** MeshSocket.register_handler(), which says what a handler does. */
     addHandler(handler) {
@@ -2136,6 +2722,7 @@ var twisted_mesh = (() => {
           sock._drop("duplicate");
           return;
         }
+        if (!await this._verified(link, msg)) return;
         const origin = sock.routing_table.get(msg.sender);
         let frame = null;
         for (const peer of sock.routing_table.values()) {
@@ -2145,9 +2732,34 @@ var twisted_mesh = (() => {
           }
         }
         this._handle(link, msg, id);
-      } else {
+      } else if (await this._verified(link, msg)) {
         this._handle(link, msg, await msg.id());
       }
+    }
+    /**
+     * Whether `msg` may be handled: on a signed network, whether its
+     * signature holds (then its key and signature are taken off its
+     * payload).  One that does not hold is dropped, counted in
+     * `stats.dropped` by why (`unsigned`, `wrong_key`, `bad_signature`), and
+     * logged (a warning, at most every SIGNATURE_LOG_INTERVAL ms): it is
+     * never delivered or relayed.
+     */
+    async _verified(link, msg) {
+      const sock = this._sock;
+      if (!sock.protocol.signed) return true;
+      const reason = await sock._verifier.check(msg);
+      if (reason === null) return true;
+      sock._drop(reason);
+      this._unverified += 1;
+      const now = Date.now();
+      if (now - this._signatureLogged >= SIGNATURE_LOG_INTERVAL) {
+        this._signatureLogged = now;
+        sock._log(
+          "warn",
+          `dropped a message of ${msg.sender} from ${link.peer_id}: ${UNVERIFIED[reason]} (${this._unverified} dropped so far whose signature did not hold)`
+        );
+      }
+      return false;
     }
     _handle(link, msg, id) {
       const payload = msg.payload;
@@ -2256,8 +2868,9 @@ var twisted_mesh = (() => {
      */
     check(packets, subflag, what) {
       if (!Array.isArray(packets)) throw new TypeError(`${what} takes an array of packets`);
-      if (packets.length + 4 > MAX_ITEMS) {
-        throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - 4}`);
+      const fields = this._sock.protocol.signed ? 6 : 4;
+      if (packets.length + fields > MAX_ITEMS) {
+        throw new RangeError(`${packets.length} packets: twisted_mesh nodes read messages of at most ${MAX_ITEMS - fields}`);
       }
       const budget = { left: MAX_ITEMS - 1 };
       return [subflag, ...packets.map((packet) => checkPacket(packet, 1, budget))];
@@ -2283,13 +2896,23 @@ var twisted_mesh = (() => {
       }).catch((error) => this._sock._report("a whisper", error));
     }
     /**
-     * A Promise of a new message of this node.  One larger than a peer reads
-     * fails here (a RangeError), before it is written: the peer would close
-     * the link on it.
+     * A Promise of a new message of this node: signed, on a signed network.
+     * One larger than a peer reads fails here (a RangeError), before it is
+     * written: the peer would close the link on it.
      */
     make(msgType, payload) {
       const sock = this._sock;
-      return WireMessage.create(msgType, sock.id, sock._now(), payload, false, sock.options.maxFrameSize);
+      if (!sock.protocol.signed) return this.makeUnsigned(msgType, payload);
+      return signedMessage(sock._key, sock.protocol.subnet, msgType, sock._now(), payload, sock.options.maxFrameSize);
+    }
+    /**
+     * A Promise of a new message of this node that is never signed: a
+     * handshake or a renegotiation.  Its sender is str, or bin on a signed
+     * network (the form of all this node's messages there).
+     */
+    makeUnsigned(msgType, payload) {
+      const sock = this._sock;
+      return WireMessage.create(msgType, sock.id, sock._now(), payload, sock.protocol.signed, sock.options.maxFrameSize);
     }
     /**
      * Whisper `payload` (checked) to the links `links()` gives once the
@@ -2393,7 +3016,12 @@ var twisted_mesh = (() => {
         log: defaultLog,
         ...options
       };
-      this.id = this.options.id || newNodeId();
+      this.id = null;
+      this._key = null;
+      this._verifier = null;
+      this._releaseKey = () => {
+      };
+      this.ready = this._identity();
       this.routing_table = /* @__PURE__ */ new Map();
       this.queue = [];
       this.closed = false;
@@ -2403,6 +3031,40 @@ var twisted_mesh = (() => {
       this._dialers = /* @__PURE__ */ new Map();
       this._inbox = new Inbox(this);
       this._outbox = new Outbox(this);
+    }
+    // -- identity ----------------------------------------------------------------
+    /** Set this node's ID (and on a signed network its key): `ready`. */
+    _identity() {
+      const { id, key, keyStore } = this.options;
+      if (!this.protocol.signed) {
+        this.id = id || newNodeId();
+        return Promise.resolve(this.id);
+      }
+      if (id) throw new TypeError("on a signed network a node's ID is its key's: pass a key, not an id");
+      if (key !== void 0 && !(key instanceof NodeKey)) throw new TypeError("the key option must be a twisted_mesh.NodeKey");
+      requireWebCrypto();
+      if (key !== void 0) {
+        this._keyed(key);
+        return Promise.resolve(this.id);
+      }
+      const ready = (keyStore === null ? NodeKey.generate().then((fresh) => ({ key: fresh })) : loadNodeKey(keyStore || KEY_STORE)).then(
+        ({ key: loaded, release, error }) => {
+          if (error) this._log("warn", `could not keep this node's key in the page's storage (${error.message}): its ID lasts this page load only`);
+          if (release) {
+            if (this.closed) release();
+            else this._releaseKey = release;
+          }
+          this._keyed(loaded);
+          return this.id;
+        }
+      );
+      ready.catch((error) => this._log("warn", error.message));
+      return ready;
+    }
+    _keyed(key) {
+      this._key = key;
+      this.id = key.id;
+      this._verifier = new Verifier(this.protocol.subnet);
     }
     // -- links -------------------------------------------------------------------
     /**
@@ -2420,6 +3082,7 @@ var twisted_mesh = (() => {
      */
     connect(url) {
       if (this.closed) return Promise.reject(new Error("the node is closed"));
+      if (this.id === null) return this.ready.then(() => this.connect(url));
       let scheme;
       try {
         scheme = new URL(url).protocol.slice(0, -1);
@@ -2461,6 +3124,7 @@ var twisted_mesh = (() => {
     close() {
       if (this.closed) return;
       this.closed = true;
+      this._releaseKey();
       for (const dialer of this._dialers.values()) dialer.stop();
       this._events.emit("status", this);
     }
@@ -2581,7 +3245,7 @@ var twisted_mesh = (() => {
       console.error(`twisted_mesh: ${what} failed:`, error);
     }
     toString() {
-      return `MeshSocket(${this.id.slice(0, 10)}…, ${this.routing_table.size} peers)`;
+      return `MeshSocket(${this.id ? this.id.slice(0, 10) + "…" : "?"}, ${this.routing_table.size} peers)`;
     }
   };
 
@@ -2605,6 +3269,15 @@ var twisted_mesh = (() => {
     hasWebCrypto,
     toHex,
     fromHex
+  });
+  var signatures = Object.freeze({
+    PROOF,
+    PROOF_CONTEXT,
+    MESSAGE_CONTEXT,
+    proofData,
+    messageData,
+    signedMessage,
+    Verifier
   });
   var version = "0.1.0";
   return __toCommonJS(index_exports);
