@@ -17,6 +17,11 @@ a process-per-node line (``role``: A sends as fast as its link drains, see
 `.bench.run`).  Results are JSON lines on stdout.
 
     python -m bench.line inproc --impl mesh --size 100 --count 20000 --runs 5
+    python -m bench.line inproc --impl mesh --signed --size 100 --count 5000 --runs 3
+
+``--signed`` runs the twisted_mesh line on a signed network, and reports
+the signatures made and checked per message delivered and the time they
+took (``crypto_us``), beside the CPU of the whole process (``cpu_us``).
 """
 
 from __future__ import annotations
@@ -41,10 +46,47 @@ from bench._common import MAX_PAYLOAD, STALL_SECONDS, Flow, filler, median_run, 
 # -- twisted_mesh --------------------------------------------------------------
 
 
-def _mesh_socket(reactor: Any) -> Any:
-    from twisted_mesh import MeshSocket
+def _mesh_socket(reactor: Any, signed: bool = False) -> Any:
+    from twisted_mesh import MeshSocket, Network
 
-    return MeshSocket("127.0.0.1", 0, max_outgoing=0, reactor=reactor)
+    return MeshSocket("127.0.0.1", 0, Network("mesh", signed=signed), max_outgoing=0, reactor=reactor)
+
+
+class CryptoMeter:
+    """
+    Counts the signatures made and checked in this process, and the time
+    they take: a signed line's CPU split into its crypto and the rest.
+    """
+
+    def __init__(self) -> None:
+        from twisted_mesh import _signing, keys
+
+        self.signs = self.verifies = 0
+        self.seconds = 0.0
+        sign, verify = keys.NodeKey.sign, _signing.verify
+
+        def timed_sign(key: Any, data: bytes) -> bytes:
+            start = time.perf_counter()
+            try:
+                return sign(key, data)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.signs += 1
+
+        def timed_verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
+            start = time.perf_counter()
+            try:
+                return verify(public_key, signature, data)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.verifies += 1
+
+        keys.NodeKey.sign = timed_sign  # type: ignore[method-assign]
+        _signing.verify = timed_verify
+
+    def reading(self) -> tuple[int, int, float]:
+        """Signatures made, checked, and the seconds they took, so far."""
+        return self.signs, self.verifies, self.seconds
 
 
 def _use_codec(codec: str) -> None:
@@ -58,8 +100,8 @@ def _use_codec(codec: str) -> None:
         _compression.SUPPORTED = {"off": (), "zlib": (flags.zlib,), "snappy": (flags.snappy,)}[codec]
 
 
-async def _mesh_line(reactor: Any) -> list[Any]:
-    nodes = [_mesh_socket(reactor) for _ in range(3)]
+async def _mesh_line(reactor: Any, signed: bool = False) -> list[Any]:
+    nodes = [_mesh_socket(reactor, signed) for _ in range(3)]
     for before, after in zip(nodes, nodes[1:], strict=False):
         await after.connect("127.0.0.1", before.out_addr[1])
     while len(nodes[1].routing_table) < 2 or not nodes[0].routing_table:
@@ -185,9 +227,10 @@ async def inproc(reactor: Any, args: argparse.Namespace) -> None:
     size, fill = args.size, filler(args.size, args.payload)
     run = [0]
     flow: list[Flow] = []
+    meter = CryptoMeter() if args.signed else None
     if args.impl == "mesh":
         _use_codec(args.codec)
-        a, b, c = await _mesh_line(reactor)
+        a, b, c = await _mesh_line(reactor, args.signed)
         _mesh_sink(c, run, lambda: flow[0].arrival())
         b.register_handler(lambda msg, link: True)  # B's user takes its messages too
 
@@ -222,7 +265,13 @@ async def inproc(reactor: Any, args: argparse.Namespace) -> None:
         run[0] = number
         total = args.warmup if number == 0 else args.count
         flow[:] = [Flow(reactor, send, total, window)]
+        before = meter.reading() if meter is not None else None
         result = await flow[0].start()
+        if meter is not None and before is not None:
+            signs, verifies, seconds = (after - then for after, then in zip(meter.reading(), before, strict=True))
+            delivered = max(result["delivered"], 1)
+            result["signs_per_msg"], result["verifies_per_msg"] = signs / delivered, verifies / delivered
+            result["crypto_us"] = seconds / delivered * 1e6
         if number:
             results.append(result)
         await task.deferLater(reactor, 0.05, lambda: None)
@@ -230,7 +279,20 @@ async def inproc(reactor: Any, args: argparse.Namespace) -> None:
         link = next(iter(a.routing_table.values()))
         extra["frame_bytes"] = link.stats.bytes_out / link.stats.frames_out
         extra["compression"] = link.compression_name()
-    report({"impl": args.impl, "size": size, "payload": args.payload, "window": window, **extra, **median_run(results)})
+    if meter is not None:
+        for name in ("signs_per_msg", "verifies_per_msg", "crypto_us"):
+            extra[name] = sorted(result[name] for result in results)[len(results) // 2]
+    report(
+        {
+            "impl": args.impl,
+            "size": size,
+            "payload": args.payload,
+            "window": window,
+            "signed": args.signed,
+            **extra,
+            **median_run(results),
+        }
+    )
 
 
 # -- one process per node --------------------------------------------------------
@@ -382,7 +444,10 @@ def main(argv: list[str] | None = None) -> None:
         help="the compression the nodes offer (mesh)",
     )
     parser.add_argument("--payload", choices=("random", "text"), default="random", help="incompressible or not")
+    parser.add_argument("--signed", action="store_true", help="a signed network, its crypto measured (mesh, inproc)")
     args = parser.parse_args(argv)
+    if args.signed and (args.impl != "mesh" or args.mode != "inproc"):
+        parser.error("--signed is for --impl mesh, inproc")
     if args.size > MAX_PAYLOAD:
         parser.error(f"--size is at most {MAX_PAYLOAD}")
     command = inproc if args.mode == "inproc" else role

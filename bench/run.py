@@ -7,7 +7,8 @@ Run the benchmarks, each in fresh processes, and print one table.
     python -m bench --json results.json  # also keep every number
 
 Sections: ``line`` (a line of three in one process), ``inflight`` (the same
-with few messages in flight), ``process`` (a line of three, one process per
+with few messages in flight), ``signed`` (the line on a signed network beside
+the unsigned one, its CPU split into crypto and the rest), ``process`` (a line of three, one process per
 node), ``mesh`` (20 and 100 nodes: latency,
 delivery, amplification, connections), ``memory``, ``seen`` (the seen-set
 under load), ``compression``, ``producer`` (a node's user sending in
@@ -129,6 +130,8 @@ def line_inproc(impl: str, size: int, count: int, runs: int, modules: str | None
         command += ["--codec", extra["codec"]]
     if extra.get("window"):
         command += ["--window", str(extra["window"])]
+    if extra.get("signed"):
+        command += ["--signed"]
     return run_json(command, timeout=300, env=env)
 
 
@@ -322,6 +325,52 @@ def section_line(args: argparse.Namespace, results: dict[str, Any], rows: list[R
                         "result": short_by(vs_raw, TARGET_VS_RAW),
                     }
                 )
+
+
+#: Messages per run of the signed line beside the unsigned one, by size.
+SIGNED_COUNTS = {100: 3000, 65536: 300}
+#: How much more CPU a signed message may take than an unsigned one plus
+#: the crypto it cannot avoid (one signature, one check per node reached).
+TARGET_SIGNED_OVERHEAD = 1.2
+
+
+def section_signed(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
+    """The line of three signed beside the same line unsigned, in turns: its CPU split into crypto and the rest."""
+    for size in (100, 65536):
+        count = max(SIGNED_COUNTS[size] // (4 if args.quick else 1), 10)
+        turns: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for _ in range(1 if args.quick else LINE_ROUNDS):
+            for signed in (False, True):
+                progress(f"line of 3, {'signed' if signed else 'unsigned'}, {_size(size)}")
+                turns[signed].append(line_inproc("mesh", size, count, 1 if args.quick else 3, None, signed=signed))
+        plain, signed_line = _merge(turns[False]), _merge(turns[True])
+        if all("crypto_us" in turn for turn in turns[True]):
+            for name in ("crypto_us", "signs_per_msg", "verifies_per_msg"):
+                signed_line[name] = statistics.median(turn[name] for turn in turns[True])
+        results[f"signed/{size}"] = {"unsigned": plain, "signed": signed_line}
+        name = "line of 3, signed network"
+        rows.append(
+            {
+                "benchmark": name,
+                "case": f"{_size(size)}, msgs/s delivered (signed vs unsigned)",
+                "twisted_mesh": f"{_rate(signed_line)} vs {_rate(plain)}",
+            }
+        )
+        if "cpu_us" not in plain or "crypto_us" not in signed_line:
+            continue
+        crypto, cpu = signed_line["crypto_us"], signed_line["cpu_us"]
+        signs, checks = signed_line["signs_per_msg"], signed_line["verifies_per_msg"]
+        allowed = (plain["cpu_us"] + crypto) * TARGET_SIGNED_OVERHEAD
+        rows.append(
+            {
+                "benchmark": name,
+                "case": f"{_size(size)}, CPU us/msg: crypto + rest (unsigned)",
+                "twisted_mesh": f"{crypto:,.0f} + {cpu - crypto:,.0f} ({plain['cpu_us']:,.0f})",
+                "ratio": f"{signs:.2f} signs, {checks:.2f} checks a msg",
+                "target": f"<= {TARGET_SIGNED_OVERHEAD:.1f} x (unsigned + crypto) = {allowed:,.0f}",
+                "result": short_by(cpu, allowed, higher_is_better=False),
+            }
+        )
 
 
 def section_mesh(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
@@ -619,6 +668,7 @@ def flags_snappy() -> int:
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Any], list[Row]], None]] = {
     "line": lambda args, results, rows: section_line(args, results, rows, processes=False),
     "inflight": section_inflight,
+    "signed": section_signed,
     "process": lambda args, results, rows: section_line(args, results, rows, processes=True),
     "mesh": section_mesh,
     "memory": section_memory,

@@ -54,6 +54,24 @@ def test_line_delivers_every_message(impl: str, window: str) -> None:
         assert 100 < result["frame_bytes"] < 300
 
 
+def test_signed_line_signs_once_and_checks_once_a_node() -> None:
+    """
+    The signed line delivers everything, each message signed once at its
+    origin and checked once by each of the two nodes it reaches, and the
+    ``signed`` section tables it beside the unsigned line.
+    """
+    args = ("--count", "200", "--warmup", "20", "--runs", "2")
+    output = run("bench.line", "inproc", "--impl", "mesh", "--signed", *args)
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    assert result["signed"] is True and result["delivery"] == 1.0
+    assert (result["signs_per_msg"], result["verifies_per_msg"]) == (1.0, 2.0)
+    assert 0 < result["crypto_us"] < result["cpu_us"]
+    table = run("bench", "--quick", "--only", "signed")
+    rows = [line for line in table.splitlines() if line.startswith("| line of 3, signed network")]
+    assert len(rows) == 4 and not any("failed" in row for row in rows)
+    assert sum("1.00 signs, 2.00 checks a msg" in row for row in rows) == 2
+
+
 def test_bench_prints_its_table() -> None:
     """``python -m bench`` runs a section and prints its rows, with the ratios to both relays."""
     output = run("bench", "--quick", "--only", "inflight")
