@@ -16,6 +16,7 @@
 
   const page = {
     sock: null,
+    failure: null, // why this browser cannot join the node's network (a signed one)
     status: null, // the node's last /status
     statusError: null, // why the last /status failed
     samples: new Array(60).fill(0), // messages in per second, newest last
@@ -115,7 +116,10 @@
     let state = "starting";
     let words = ["Starting…", ""];
     let canRetry = false;
-    if (!sock) {
+    if (page.failure) {
+      state = "error";
+      words = ["Cannot join", ": this network is signed, and this browser lacks WebCrypto Ed25519"];
+    } else if (!sock) {
       if (page.statusError) {
         state = "connecting";
         words = ["Cannot reach the node", ": trying again…"];
@@ -345,7 +349,8 @@
     $("relayed").textContent = formatCount(status.relayed);
     $("delivered").textContent = `${formatCount(status.frames_in)} messages in`;
     $("uptime").textContent = formatUptime(status.uptime);
-    $("transport").textContent = `${status.protocol.encryption}${status.out_addrs.ws ? " + ws" : ""} · ${status.protocol.subnet}`;
+    const signed = status.protocol.signed ? " · signed" : "";
+    $("transport").textContent = `${status.protocol.encryption}${status.out_addrs.ws ? " + ws" : ""} · ${status.protocol.subnet}${signed}`;
     if (previous && now > previous.time) {
       const seconds = (now - previous.time) / 1000;
       const rateIn = Math.max(0, status.frames_in - previous.frames_in) / seconds;
@@ -431,10 +436,24 @@
     }
     page.status = status;
     const encryption = location.protocol === "https:" ? "wss" : "ws";
-    const protocol = new twisted_mesh.Protocol(status.protocol.subnet, encryption);
-    const sock = new twisted_mesh.MeshSocket(protocol);
+    // A signed network's page node proves a key it keeps in this browser
+    // (so a reload keeps its ID): it needs WebCrypto with Ed25519.
+    const protocol = new twisted_mesh.Protocol(status.protocol.subnet, encryption, { signed: !!status.protocol.signed });
+    const unsupported = (error) => {
+      page.failure = error;
+      systemLine(error.message, "bad");
+      renderConnection();
+    };
+    let sock;
+    try {
+      sock = new twisted_mesh.MeshSocket(protocol);
+    } catch (error) {
+      unsupported(error);
+      poll(); // the node's graph still shows
+      return;
+    }
     page.sock = sock;
-    $("my-id").textContent = sock.id;
+    sock.ready.then((id) => ($("my-id").textContent = id), unsupported);
     sock.on("message", drain);
     sock.on("status", renderConnection);
     let everConnected = false;
