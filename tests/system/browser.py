@@ -26,8 +26,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from tests.support import MeshNodes, within
-from twisted_mesh import MeshService
+from tests.support import MESH, MeshNodes, within
+from twisted_mesh import MeshService, Network
 from twisted_mesh.web import WebService
 
 T = TypeVar("T")
@@ -242,9 +242,9 @@ class Servers:
         self.mesh = mesh
         self.webs: list[WebService] = []
 
-    async def server(self, web: str = LOOPBACK) -> Server:
-        """A started node with its web site listening on ``web``."""
-        node = self.mesh.service(listen=[LOOPBACK])
+    async def server(self, web: str = LOOPBACK, prot: Network = MESH, **kwargs: Any) -> Server:
+        """A started node of ``prot`` (and ``kwargs``) with its web site listening on ``web``."""
+        node = self.mesh.service(prot, listen=[LOOPBACK], **kwargs)
         await within(node.listening)
         service = WebService(node, web)
         service.startService()
@@ -253,8 +253,8 @@ class Servers:
         return Server(node, service)
 
     async def peer(self, of: Server) -> MeshService:
-        """A started node connected to the server ``of`` over TCP."""
-        node = self.mesh.service(listen=[LOOPBACK])
+        """A started node of the server ``of``'s network, connected to it over TCP."""
+        node = self.mesh.service(of.node.protocol, listen=[LOOPBACK])
         await within(node.listening)
         await within(node.connect(("127.0.0.1", of.tcp_port)))
         return node

@@ -41,7 +41,7 @@ def browser(chromium: Chromium) -> Iterator[Callable[..., Deferred[Tab]]]:
     )
     chromium.blocking(lambda: context.set_default_timeout(PAGE_TIMEOUT))
 
-    def open_tab(url: str, *, webcrypto: bool = True) -> Deferred[Tab]:
+    def open_tab(url: str, *, webcrypto: bool = True, init_script: str | None = None) -> Deferred[Tab]:
         def open_page() -> Tab:
             page = context.new_page()
             tab = Tab(chromium, page)
@@ -49,6 +49,8 @@ def browser(chromium: Chromium) -> Iterator[Callable[..., Deferred[Tab]]]:
                 # A page without WebCrypto, as on plain http from another host:
                 # the client must use its bundled SHA-256.
                 page.add_init_script("Object.defineProperty(window.crypto, 'subtle', {value: undefined});")
+            if init_script is not None:
+                page.add_init_script(init_script)
             page.goto(url)
             return tab
 
