@@ -47,6 +47,15 @@ async def test_a_signed_line_of_three_delivers_broadcasts_whispers_and_replies(m
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_node_dialled_has_the_dialler_once_connect_fires(mesh: MeshNodes) -> None:
+    """As on an unsigned network: the node dialled proves its key only once the dialler's proof holds."""
+    a, b = mesh(prot=SIGNED), mesh(prot=SIGNED)
+    await within(b.connect("127.0.0.1", a.out_addr[1]))
+    assert b.id in a.routing_table
+    assert a.send("at once").queued == [b.id]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_node_keeps_the_id_of_its_key(mesh: MeshNodes) -> None:
     key = NodeKey.generate()
     first = mesh(prot=SIGNED, key=key)

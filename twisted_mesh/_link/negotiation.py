@@ -170,10 +170,20 @@ class Negotiation:
         if self._nonce is None:
             self._identified(shake)
             return
-        # Signed: the peer is identified once its proof holds; ours goes now.
+        # Signed: the peer is identified once its proof holds.  The dialler
+        # proves its key first; the node dialled proves its own once the
+        # dialler's holds, so that a dialler that has the node's proof knows
+        # that it is in the node's routing table (as a dialler that has the
+        # node's handshake knows on an unsigned network).
         self._unproved = shake
-        assert node.key is not None and shake.nonce is not None
-        self.renegotiate(flags.proof, handshake.proof(node.key, self._protocol_id, self._nonce, shake.nonce))
+        if link.outgoing:
+            self._send_proof(shake)
+
+    def _send_proof(self, shake: handshake.PeerHandshake) -> None:
+        """Prove our key to the peer of ``shake``."""
+        key = self._node.key
+        assert key is not None and self._nonce is not None and shake.nonce is not None
+        self.renegotiate(flags.proof, handshake.proof(key, self._protocol_id, self._nonce, shake.nonce))
 
     def _on_proof(self, payload: tuple[Any, ...]) -> None:
         """A signed network's peer sent its proof: it is identified if the proof holds."""
@@ -184,6 +194,8 @@ class Negotiation:
             self.fail(HandshakeFailed(f"the peer {shake.peer_id} did not prove that it holds its key"), "bad_proof")
         else:
             self._unproved = None
+            if not self._link.outgoing:
+                self._send_proof(shake)
             self._identified(shake)
 
     def _identified(self, shake: handshake.PeerHandshake) -> None:
