@@ -58,6 +58,7 @@ PUBLIC_MODULES = [
     "twisted_mesh.service",
     "twisted_mesh.message",
     "twisted_mesh.errors",
+    "twisted_mesh.keys",
     "twisted_mesh.limits",
     "twisted_mesh.tls",
     "twisted_mesh.websocket",

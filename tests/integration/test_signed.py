@@ -101,7 +101,7 @@ async def test_a_handshake_without_a_key_is_refused(mesh: MeshNodes) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_message_before_the_proof_closes_the_link(mesh: MeshNodes) -> None:
+async def test_a_message_before_the_proof_closes_the_link(mesh: MeshNodes, log_events: list[LogEvent]) -> None:
     node = mesh(prot=SIGNED)
     hasty = await raw_peer(node.out_addr[1], SIGNED, proves=False)
     hasty.handshake()
@@ -110,6 +110,7 @@ async def test_a_message_before_the_proof_closes_the_link(mesh: MeshNodes) -> No
     await within(hasty.lost)
     assert hasty.id not in node.routing_table
     assert node.recv() is None
+    assert "a message came before the proof of the peer's key" in log_text(log_events)
 
 
 def forged(member: RawPeer, fields: list[object]) -> WireMessage:

@@ -83,6 +83,11 @@ class Negotiation:
         self._first_word: IDelayedCall | None = None
         self._timeout: IDelayedCall | None = None
 
+    @property
+    def proving(self) -> bool:
+        """Whether the peer's handshake came, and its proof (on a signed network) is awaited."""
+        return self._unproved is not None
+
     def start(self) -> None:
         """
         The connection is made: the peer has `.Limits.handshake_timeout`

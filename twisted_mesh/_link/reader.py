@@ -100,7 +100,8 @@ class LinkReader:
             elif msg_type == flags.whisper and payload and payload[0] == flags.handshake:
                 negotiation.on_handshake(payload)
             elif link.peer_id is None:
-                negotiation.fail(HandshakeFailed("a message came before the handshake"), "malformed")
+                before = "the proof of the peer's key" if negotiation.proving else "the handshake"
+                negotiation.fail(HandshakeFailed(f"a message came before {before}"), "malformed")
             elif negotiation.sends_twice and self._second_copy(msg):
                 totals.dropped["duplicate"] += 1
             else:
