@@ -127,6 +127,14 @@ async def test_forged_altered_and_unsigned_messages_go_nowhere(mesh: MeshNodes, 
     await within(behind.connect("127.0.0.1", honest.out_addr[1]))
     member = await raw_peer(honest.out_addr[1], SIGNED)
     await member.join()
+    # behind's broadcast comes to the member, which relays it back altered.
+    behind.send("pay 10")
+    await wait_for(lambda: member.user_messages(), what="behind's broadcast at the member")
+    (relayed,) = member.user_messages()
+    fields = [relayed.msg_type, behind.id.encode(), relayed.time, *relayed.payload]
+    fields[4] = "pay 99"
+    relayed_altered = forged(member, fields)
+    assert (await within(honest.next_message())).packets == (0, "pay 10")
     # A message that says it is behind's, signed with the member's key.
     genuine = member.send(flags.broadcast, flags.broadcast, "pay 10")
     key, signature = WireMessage.from_body(genuine.body_in(True), ()).payload[-2:]
@@ -137,7 +145,7 @@ async def test_forged_altered_and_unsigned_messages_go_nowhere(mesh: MeshNodes, 
     altered = forged(member, [flags.broadcast, member.id.encode(), now, flags.broadcast, "pay 99", key, signature])
     # The member's message with its key and signature stripped.
     stripped = forged(member, [flags.broadcast, member.id.encode(), now + 1, flags.broadcast, "pay 10"])
-    for msg in (impersonating, altered, stripped):
+    for msg in (relayed_altered, impersonating, altered, stripped):
         member.send_raw(msg.frame(True, None))
     member.send(flags.broadcast, flags.broadcast, "the last")
     for node in (honest, behind):
@@ -146,7 +154,7 @@ async def test_forged_altered_and_unsigned_messages_go_nowhere(mesh: MeshNodes, 
         assert (first.packets, last.packets) == ((0, "pay 10"), (0, "the last"))
         assert node.recv() is None
     dropped = honest.status()["dropped"]
-    assert (dropped["wrong_key"], dropped["bad_signature"], dropped["unsigned"]) == (1, 1, 1)
+    assert (dropped["wrong_key"], dropped["bad_signature"], dropped["unsigned"]) == (1, 2, 1)
     assert honest.status()["protocol"]["signed"] is True
     assert not {"unsigned", "wrong_key", "bad_signature"} & set(behind.status()["dropped"])
     assert "that says it is" in log_text(log_events)
