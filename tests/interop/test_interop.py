@@ -160,20 +160,33 @@ async def test_bridge_between_py2p_and_js2p(reference: Reference, node: MeshSock
     assert py2p.pending_messages() == 0 and js2p.pending_messages() == 0
 
 
+#: Networks a reference of subnet ``subnet`` is not on, with what the log says.
+OTHER_NETWORKS = {
+    # Another subnet.
+    "other-subnet": (Network("mesh", "Plaintext"), "another", "speaks protocol"),
+    # The signed network of the same subnet: py2p and js2p sign nothing.
+    "signed": (Network("mesh", "Plaintext", signed=True), "mesh", "this network is signed"),
+}
+
+
 @pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", sorted(OTHER_NETWORKS))
 @pytest_twisted.ensureDeferred
-async def test_other_subnet_is_refused_and_logged(
-    reference: Reference, node: MeshSocket, log_events: list[LogEvent], kind: str, we_dial: bool
+async def test_another_network_is_refused_and_logged(
+    reference: Reference, mesh: MeshNodes, log_events: list[LogEvent], kind: str, we_dial: bool, case: str
 ) -> None:
-    ref = await reference(kind, subnet="another")
+    """A reference of another subnet, or of the unsigned network of a signed node's subnet, is refused."""
+    ours, subnet, logged = OTHER_NETWORKS[case]
+    node = mesh(prot=ours)
+    ref = await reference(kind, subnet=subnet)
     if we_dial:
         with pytest.raises(ProtocolMismatch) as caught:
             await within(node.connect("127.0.0.1", ref.port))
-        assert caught.value.theirs == Network("another", "Plaintext").id
+        assert caught.value.theirs == Network(subnet, "Plaintext").id
     else:
         await ref.connect("127.0.0.1", node.out_addr[1])
-    await wait_for(lambda: "speaks protocol" in log_text(log_events), what="the mismatch in the log")
+    await wait_for(lambda: logged in log_text(log_events), what="the mismatch in the log")
     await settle()
     assert not node.routing_table
     assert await ref.peers() == []
@@ -196,24 +209,3 @@ async def test_reference_joins_a_twisted_mesh(mesh: MeshNodes, reference: Refere
         got_here = [await within(sock.next_message()) for _ in range(3)]
         assert sorted(m.packets[2] for m in got_here[:2]) == [i for i in range(3) if i != n]
         assert got_here[2].packets == (0, "to all") and got_here[2].sender == ref.id
-
-
-@pytest.mark.parametrize("we_dial", [True, False], ids=["we-dial", "they-dial"])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest_twisted.ensureDeferred
-async def test_a_signed_network_refuses_the_references(
-    reference: Reference, mesh: MeshNodes, log_events: list[LogEvent], kind: str, we_dial: bool
-) -> None:
-    """py2p and js2p of the same subnet name are on its unsigned network: refused, and the log says why."""
-    node = mesh(prot=Network("mesh", "Plaintext", signed=True))
-    ref = await reference(kind)
-    if we_dial:
-        with pytest.raises(ProtocolMismatch) as caught:
-            await within(node.connect("127.0.0.1", ref.port))
-        assert caught.value.theirs == Network("mesh", "Plaintext").id
-    else:
-        await ref.connect("127.0.0.1", node.out_addr[1])
-    await wait_for(lambda: "this network is signed" in log_text(log_events), what="the mismatch in the log")
-    await settle()
-    assert not node.routing_table
-    assert await ref.peers() == []
