@@ -77,7 +77,7 @@ var twisted_mesh = (() => {
     delta: 17
   });
 
-  // ../../main/js/node_modules/@noble/hashes/_u64.js
+  // node_modules/@noble/hashes/_u64.js
   var U32_MASK64 = /* @__PURE__ */ (() => BigInt(2 ** 32 - 1))();
   var _32n = /* @__PURE__ */ BigInt(32);
   function fromBig(n, le = false) {
@@ -120,7 +120,7 @@ var twisted_mesh = (() => {
   var add5L = (Al, Bl, Cl, Dl, El) => (Al >>> 0) + (Bl >>> 0) + (Cl >>> 0) + (Dl >>> 0) + (El >>> 0);
   var add5H = (low, Ah, Bh, Ch, Dh, Eh) => Ah + Bh + Ch + Dh + Eh + (low / 2 ** 32 | 0) | 0;
 
-  // ../../main/js/node_modules/@noble/hashes/utils.js
+  // node_modules/@noble/hashes/utils.js
   function isBytes(a) {
     return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
   }
@@ -207,7 +207,7 @@ var twisted_mesh = (() => {
     oid: Uint8Array.from([6, 9, 96, 134, 72, 1, 101, 3, 4, 2, suffix])
   });
 
-  // ../../main/js/node_modules/@noble/hashes/_md.js
+  // node_modules/@noble/hashes/_md.js
   function Chi(a, b, c) {
     return a & b ^ ~a & c;
   }
@@ -338,7 +338,7 @@ var twisted_mesh = (() => {
     3204075428
   ]);
 
-  // ../../main/js/node_modules/@noble/hashes/sha2.js
+  // node_modules/@noble/hashes/sha2.js
   var SHA256_K = /* @__PURE__ */ Uint32Array.from([
     1116352408,
     1899447441,
@@ -1024,7 +1024,7 @@ var twisted_mesh = (() => {
     return { promise, resolve, reject };
   }
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
   function utf8Count(str) {
     const strLength = str.length;
     let byteLength = 0;
@@ -1102,7 +1102,7 @@ var twisted_mesh = (() => {
   }
   var sharedTextDecoder = new TextDecoder();
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/ExtData.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/ExtData.mjs
   var ExtData = class {
     constructor(type, data) {
       __publicField(this, "type");
@@ -1112,7 +1112,7 @@ var twisted_mesh = (() => {
     }
   };
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/DecodeError.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/DecodeError.mjs
   var DecodeError = class _DecodeError extends Error {
     constructor(message) {
       super(message);
@@ -1126,7 +1126,7 @@ var twisted_mesh = (() => {
     }
   };
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/utils/int.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/utils/int.mjs
   function setUint64(view, offset, value) {
     const high = value / 4294967296;
     const low = value;
@@ -1145,7 +1145,7 @@ var twisted_mesh = (() => {
     return high * 4294967296 + low;
   }
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/timestamp.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/timestamp.mjs
   var EXT_TIMESTAMP = -1;
   var TIMESTAMP32_MAX_SEC = 4294967296 - 1;
   var TIMESTAMP64_MAX_SEC = 17179869184 - 1;
@@ -1225,7 +1225,7 @@ var twisted_mesh = (() => {
     decode: decodeTimestampExtension
   };
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/ExtensionCodec.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/ExtensionCodec.mjs
   var _ExtensionCodec = class _ExtensionCodec {
     constructor() {
       // ensures ExtensionCodecType<X> matches ExtensionCodec<X>
@@ -1288,7 +1288,7 @@ var twisted_mesh = (() => {
   __publicField(_ExtensionCodec, "defaultCodec", new _ExtensionCodec());
   var ExtensionCodec = _ExtensionCodec;
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/utils/typedArrays.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/utils/typedArrays.mjs
   function isArrayBufferLike(buffer) {
     return buffer instanceof ArrayBuffer || typeof SharedArrayBuffer !== "undefined" && buffer instanceof SharedArrayBuffer;
   }
@@ -1304,7 +1304,7 @@ var twisted_mesh = (() => {
     }
   }
 
-  // ../../main/js/node_modules/@msgpack/msgpack/dist.esm/Encoder.mjs
+  // node_modules/@msgpack/msgpack/dist.esm/Encoder.mjs
   var DEFAULT_MAX_DEPTH = 100;
   var DEFAULT_INITIAL_BUFFER_SIZE = 2048;
   var Encoder = class _Encoder {
