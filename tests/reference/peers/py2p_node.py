@@ -40,6 +40,10 @@ os.dup2(2, 1)
 sys.stdout = sys.stderr
 
 from packets_json import from_json, to_json  # noqa: E402 - beside this script
+from ssl_compat import install  # noqa: E402 - beside this script
+
+install()  # before py2p: its SSL mode needs ssl.wrap_socket
+
 from py2p import flags, mesh  # noqa: E402 - after the stdout swap above
 from py2p.base import Protocol  # noqa: E402
 
