@@ -13,13 +13,14 @@ from twisted_mesh._ids import Network, Protocol
 from twisted_mesh.errors import HandshakeFailed, MeshClosed, MeshError, ProtocolMismatch
 from twisted_mesh.keys import NodeKey
 from twisted_mesh.limits import Limits
-from twisted_mesh.message import Message, SendResult
+from twisted_mesh.message import Connection, Message, SendResult
 from twisted_mesh.service import MeshService
 from twisted_mesh.socket import MeshSocket
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Connection",
     "HandshakeFailed",
     "MeshClosed",
     "Limits",

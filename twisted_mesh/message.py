@@ -1,12 +1,14 @@
 """
-`.Message`: a message as the user receives it; and `.SendResult`: what a
-send or a reply did with a message.
+`.Message`: a message as the user receives it; `.SendResult`: what a send
+or a reply did with a message; `.Connection`: what a handler sees of the
+connection a message came over.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, runtime_checkable
+from typing import Protocol as Interface
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -70,6 +72,43 @@ class SendResult:
             self._waiters = None
             for waiter in waiters:
                 waiter.callback(self)
+
+
+@runtime_checkable
+class Connection(Interface):
+    """
+    A connection of the node to a peer, as a handler (see
+    `.MeshService.register_handler`) and `.MeshService.routing_table` give
+    it; `.MeshService.disconnect` closes it.  Each connection of a node is
+    one (``isinstance(conn, Connection)`` holds; its class is private: rely
+    on these attributes only).
+
+    :ivar peer_id: the peer's node ID, once its handshake arrived (a
+        handler always sees it set).
+    :ivar peer_addr: the ``(host, port)`` the peer asks others to dial it
+        at, once its handshake arrived; ``None`` for a peer that cannot be
+        dialled (a browser, say).
+    :ivar outgoing: whether this node dialled the connection (else the peer
+        did).
+    :ivar encryption: its transport: ``'Plaintext'`` (TCP), ``'SSL'``
+        (TLS), ``'ws'`` or ``'wss'`` (WebSocket).
+    """
+
+    peer_id: str | None
+    peer_addr: tuple[str, int] | None
+    outgoing: bool
+    encryption: str
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is closing (or closed): it is no longer the peer's."""
+
+
+#: A handler of received messages: called with each message and the
+#: `.Connection` it came over (for a relayed broadcast, the peer that
+#: relayed it, not the node that sent it), it takes the message when it
+#: returns true (see `.MeshService.register_handler`).
+Handler = Callable[["Message", Connection], object]
 
 
 #: What a message replies with: called with the sender's node ID and the

@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
-from twisted_mesh._link import LinkProtocol
 from twisted_mesh._service.api import NodeAPI
 from twisted_mesh._service.bootstrap import Bootstrap
 from twisted_mesh._service.dialler import Dialler
@@ -32,6 +31,7 @@ from twisted_mesh._service.rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL,
 from twisted_mesh._service.status import status_report
 from twisted_mesh.keys import NodeKey
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits
+from twisted_mesh.message import Connection
 from twisted_mesh.tls import TLSOptions
 
 __all__ = [
@@ -315,10 +315,10 @@ class MeshService(NodeAPI, Service):
         expected = id.decode("ascii") if isinstance(id, bytes) else id
         return self._dialler.connect(address, endpoint, transport, expected)
 
-    def disconnect(self, link: LinkProtocol) -> Deferred[None]:
+    def disconnect(self, link: Connection) -> Deferred[None]:
         """
-        Close the connection ``link`` (the ``conn`` a handler is given, or a
-        value of `.routing_table`), as py2p's and js2p's
+        Close the connection ``link`` (the `.Connection` a handler is given,
+        or a value of `.routing_table`), as py2p's and js2p's
         ``disconnect(handler)`` do.
 
         :return: a Deferred that fires once it is closed.

@@ -237,3 +237,11 @@ def test_message_event_fires_when_a_waiter_takes_it() -> None:
     node.next_message()
     node.message_received(a, whisper(a.peer_id, 1))
     assert fired == [node]
+
+
+@pytest.mark.parametrize("register", ["on", "once"])
+def test_unknown_event_is_refused(register: str) -> None:
+    """on() and once() refuse an event the node never emits, naming those it does."""
+    node, _, _ = make_node()
+    with pytest.raises(ValueError, match="unknown event 'mesage': the events are 'connect', 'disconnect', 'message'"):
+        getattr(node.events, register)("mesage", lambda source: None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -17,13 +17,15 @@ from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Link
 from twisted_mesh._frames import WireMessage
 from twisted_mesh.errors import MeshClosed
-from twisted_mesh.message import Message, Reply
+from twisted_mesh.message import Handler, Message, Reply
 
 #: The most sub-flags that no handler took which the node remembers having
 #: logged (it logs the first message of each, then counts them).
 MAX_LOGGED_SUBFLAGS = 64
 
-Handler = Callable[[Message, Link], Any]
+#: The events a node emits (see `.Events`).
+Event = Literal["connect", "disconnect", "message"]
+EVENTS: tuple[Event, ...] = get_args(Event)
 
 
 class Events:
@@ -36,15 +38,29 @@ class Events:
     def __init__(self) -> None:
         self._callbacks: dict[str, list[tuple[Callable[..., Any], bool]]] = {}
 
-    def on(self, event: str, callback: Callable[..., Any]) -> None:
-        """Call ``callback`` each time ``event`` happens."""
-        self._callbacks.setdefault(event, []).append((callback, False))
+    def on(self, event: Event, callback: Callable[..., Any]) -> None:
+        """
+        Call ``callback`` each time ``event`` happens.
 
-    def once(self, event: str, callback: Callable[..., Any]) -> None:
-        """Call ``callback`` the next time ``event`` happens, then forget it."""
-        self._callbacks.setdefault(event, []).append((callback, True))
+        :raise ValueError: when ``event`` is not one of `.EVENTS`.
+        """
+        self._add(event, callback, False)
 
-    def emit(self, event: str, *args: Any) -> None:
+    def once(self, event: Event, callback: Callable[..., Any]) -> None:
+        """
+        Call ``callback`` the next time ``event`` happens, then forget it.
+
+        :raise ValueError: when ``event`` is not one of `.EVENTS`.
+        """
+        self._add(event, callback, True)
+
+    def _add(self, event: str, callback: Callable[..., Any], once: bool) -> None:
+        if event not in EVENTS:
+            known = ", ".join(repr(name) for name in EVENTS)
+            raise ValueError(f"unknown event {event!r}: the events are {known}")
+        self._callbacks.setdefault(event, []).append((callback, once))
+
+    def emit(self, event: Event, *args: Any) -> None:
         """Call the callbacks of ``event``; one that raises is logged."""
         callbacks = self._callbacks.get(event)
         if not callbacks:

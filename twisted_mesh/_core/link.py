@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Protocol as Interface
 
 from twisted_mesh._frames import WireMessage
+from twisted_mesh.message import Connection
 
 #: A host and a port to dial.
 Address = tuple[str, int]
@@ -35,27 +36,15 @@ def parse_address(value: object) -> Address | None:
     return host, port
 
 
-class Link(Interface):
+class Link(Connection, Interface):
     """
-    What the node needs of a connection to a peer.
+    What the node needs of a connection to a peer: a `.Connection` that
+    it writes to and closes.
 
-    :ivar peer_id: the peer's node ID once its handshake arrived.
-    :ivar peer_addr: the address the peer says others should dial.
-    :ivar outgoing: whether this node dialled the connection.
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
-    :ivar encryption: the transport of the link (``'Plaintext'``, ``'SSL'``,
-        ``'ws'``, ``'wss'``).
     """
 
-    peer_id: str | None
-    peer_addr: Address | None
-    outgoing: bool
     ids_as_bin: bool
-    encryption: str
-
-    @property
-    def closing(self) -> bool:
-        """Whether the link is closing: it is no longer the peer's link."""
 
     def dialler_port(self) -> int | None:
         """

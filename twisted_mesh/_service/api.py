@@ -6,19 +6,20 @@ receiving, handlers and events), each forwarded to the node core.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from twisted.internet.defer import Deferred
 
 from twisted_mesh import flags
-from twisted_mesh._core.inbox import Handler
+from twisted_mesh._core.inbox import Event
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import Network
-from twisted_mesh._link import LinkProtocol
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.limits import Limits
-from twisted_mesh.message import Message, SendResult
+from twisted_mesh.message import Connection, Handler, Message, SendResult
+
+_Node = TypeVar("_Node", bound="NodeAPI")
 
 
 class NodeAPI:
@@ -52,8 +53,8 @@ class NodeAPI:
         return self._node.limits
 
     @property
-    def routing_table(self) -> dict[str, LinkProtocol]:
-        """The connected peers, by node ID: truthy once connected."""
+    def routing_table(self) -> dict[str, Connection]:
+        """The connected peers' connections, by node ID."""
         return self._node.routing_table  # type: ignore[return-value]
 
     @property
@@ -90,6 +91,15 @@ class NodeAPI:
         """
         return self._node.drained()
 
+    @overload
+    def recv(self) -> Message | None: ...
+
+    @overload
+    def recv(self, quantity: None) -> Message | None: ...
+
+    @overload
+    def recv(self, quantity: int) -> list[Message]: ...
+
     def recv(self, quantity: int | None = None) -> Message | list[Message] | None:
         """
         Take received messages, oldest first: with no argument the next one
@@ -104,21 +114,29 @@ class NodeAPI:
     def register_handler(self, handler: Handler) -> None:
         """
         Offer each received broadcast and whisper to ``handler(msg, conn)``
-        before it is queued; a handler that returns true takes it.
+        before it is queued; a handler that returns true takes it.  ``conn``
+        is the `.Connection` the message came over.
         """
         self._node.register_handler(handler)
 
-    def on(self, event: str, callback: Callable[[Any], Any]) -> None:
+    def on(self: _Node, event: Event, callback: Callable[[_Node], object]) -> None:
         """
         Call ``callback(self)`` each time ``event`` happens: ``'connect'`` when
         the node gets its first peer, ``'disconnect'`` when it loses its last
         one, ``'message'`` when a message arrives for the user (queued for
         `.recv`, or given to a waiting `.next_message`).
+
+        :raise ValueError: when ``event`` is none of these.
         """
         self._node.events.on(event, callback)
 
-    def once(self, event: str, callback: Callable[[Any], Any]) -> None:
-        """Like `.on`, for the next time ``event`` happens only."""
+    def once(self: _Node, event: Event, callback: Callable[[_Node], object]) -> None:
+        """
+        Like `.on`, for the next time ``event`` happens only.
+
+        :raise ValueError: when ``event`` is not ``'connect'``,
+            ``'disconnect'`` or ``'message'``.
+        """
         self._node.events.once(event, callback)
 
     def request_peers(self) -> None:

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
 from twisted_mesh._service.endpoints import Accepting, DialAddress, addresses_of
+from twisted_mesh.message import Connection
 
 
 class Dialler:
@@ -107,7 +108,7 @@ class Dialler:
         connecting.addCallbacks(connected, failed)
         return result
 
-    def disconnect(self, link: LinkProtocol) -> Deferred[None]:
+    def disconnect(self, link: Connection) -> Deferred[None]:
         """
         Close ``link``, as `.MeshService.disconnect` does.
 
