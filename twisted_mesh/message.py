@@ -6,13 +6,16 @@ connection a message came over.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, runtime_checkable
 from typing import Protocol as Interface
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
+from twisted_mesh._awaiting import awaitable
 from twisted_mesh._frames import WireMessage
+from twisted_mesh.errors import MeshClosed
 
 
 class SendResult:
@@ -159,3 +162,35 @@ class Message:
 
     def __repr__(self) -> str:
         return f"<Message from {self.sender[:10]}... packets={self.packets!r}>"
+
+
+class Messages:
+    """
+    The messages a node receives, as an asynchronous iterator (see
+    `.MeshService.messages`)::
+
+        async for msg in sock.messages():
+            print(msg.packets)
+
+    Each step takes the next message as `.MeshService.next_message` does;
+    the iteration ends once the node is closed and no message is left.
+    A step is a `~twisted.internet.defer.Deferred` in a coroutine that
+    Twisted runs, an `asyncio.Future` in an asyncio task.
+
+    :param next_message: what takes the next message.
+    """
+
+    def __init__(self, next_message: Callable[[], Deferred[Message]]) -> None:
+        self._next_message = next_message
+
+    def __aiter__(self) -> Messages:
+        return self
+
+    def __anext__(self) -> Awaitable[Message]:
+        return awaitable(self._next_message().addErrback(_end_on_close))
+
+
+def _end_on_close(failure: Failure) -> Message:
+    """A step that failed because the node closed: the iteration's end."""
+    failure.trap(MeshClosed)
+    raise StopAsyncIteration

@@ -6,7 +6,7 @@ diallers named by endpoint strings.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_mesh._awaiting import awaitable
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 DEFAULT_PROTOCOL = Network("mesh", "Plaintext")
+
+_Service = TypeVar("_Service", bound="MeshService")
 
 
 def allow_list(ids: Iterable[str]) -> frozenset[str]:
@@ -237,6 +240,10 @@ class MeshService(NodeAPI, Service):
         connection; a connection accepted from now on (a WebSocket that was
         still opening, say) is closed at once.  `.listening`, if it has not
         fired, fails with `.CancelledError`.
+
+        :return: a Deferred that fires once every connection is closed.
+            Stopping a service that is not running does no harm, and its
+            Deferred fires too (once the connections still closing are).
         """
         super().stopService()
         self._node.close("the node is closed")
@@ -247,6 +254,42 @@ class MeshService(NodeAPI, Service):
         waiting = self._listeners.close()
         waiting.extend(self._dialler.close_links())
         return DeferredList(waiting).addCallback(lambda _: None)
+
+    # -- as a context manager ----------------------------------------------------
+
+    def __enter__(self: _Service) -> _Service:
+        """``with node:`` starts the service (a `.MeshSocket` runs already)."""
+        self.startService()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """The end of ``with node:`` stops the service; its connections finish closing as the reactor runs."""
+        self.stopService()
+
+    async def __aenter__(self: _Service) -> _Service:
+        """
+        ``async with node:`` starts the service and waits until it listens;
+        when it cannot, the service is stopped and the error raised.  It
+        waits in a coroutine that Twisted runs and in an asyncio task
+        alike (see :doc:`/asyncio`).
+        """
+        self.startService()
+        entered: Deferred[_Service] = Deferred()
+
+        def listening(result: object) -> object:
+            if isinstance(result, Failure):
+                self.stopService()
+                entered.errback(result)
+                return None
+            entered.callback(self)
+            return result
+
+        self.listening.addBoth(listening)
+        return await awaitable(entered)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """The end of ``async with node:`` stops the service, and waits until every connection is closed."""
+        await awaitable(self.stopService())
 
     # -- dialling ------------------------------------------------------------
 

@@ -26,7 +26,11 @@ class MeshSocket(MeshService):
         sock.connect('192.168.1.2', 4444)
         sock.send('hello', 'mesh')
 
-    It is a `.MeshService` that starts itself; `.close` stops it.
+    It is a `.MeshService` that starts itself; `.close` stops it, and so
+    does the end of a ``with`` or an ``async with`` block::
+
+        async with MeshSocket('0.0.0.0', 4444) as sock:
+            ...
 
     :param addr: the interface to listen on; ``'0.0.0.0'`` listens on all of
         them and picks the LAN address for ``out_addr``.
@@ -88,6 +92,8 @@ class MeshSocket(MeshService):
     def close(self) -> Deferred[None]:
         """
         Stop listening and close every connection; the socket then dials
-        nothing (``connect()`` fails).
+        nothing (``connect()`` fails).  Closing it again does no harm.
+
+        :return: a Deferred that fires once every connection is closed.
         """
         return self.stopService()

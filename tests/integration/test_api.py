@@ -6,13 +6,21 @@ context managers and ``async for``, and its arguments checked at the door.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 
-from tests.support import MeshNodes, wait_for, within
-from twisted_mesh import Connection, Message, SendResult
+from tests.support import MESH, MeshNodes, wait_for, within
+from twisted_mesh import Connection, MeshClosed, MeshService, MeshSocket, Message, SendResult
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # -- types ----------------------------------------------------------------------------------
 
@@ -62,3 +70,146 @@ def test_an_unknown_event_is_refused(mesh: MeshNodes, register: str) -> None:
     sock: Any = mesh()
     with pytest.raises(ValueError, match="the events are 'connect', 'disconnect', 'message'"):
         getattr(sock, register)("mesage", lambda s: None)
+
+
+# -- closing, and async for -----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_twice(mesh: MeshNodes) -> None:
+    """close() a second time, at once or later, fires too, with no error."""
+    a, b = await mesh.line(2)
+    first, second = a.close(), a.close()
+    await within(defer.gatherResults([first, second]))
+    await within(a.close())
+    await wait_for(lambda: not b.routing_table)
+    assert not a.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_with_closes_the_node(mesh: MeshNodes) -> None:
+    """async with a MeshSocket closes it at the end, once its connections are closed."""
+    a = mesh()
+    async with MeshSocket("127.0.0.1", 0, MESH) as b:
+        assert b.running
+        await within(b.connect("127.0.0.1", a.out_addr[1]))
+    assert not b.running and not b._connections
+    with pytest.raises(MeshClosed):
+        b.send("too late")
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_with_starts_a_service_and_waits_for_it() -> None:
+    """async with a MeshService starts it and enters once it listens; the end stops it."""
+    service = MeshService(MESH, listen=["tcp:0:interface=127.0.0.1"])
+    async with service as node:
+        assert node is service and node.running and node.ports
+    assert not service.running and not service.ports
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_with_a_service_that_cannot_listen(mesh: MeshNodes) -> None:
+    """async with a service whose port is taken raises that, and leaves the service stopped."""
+    taken = mesh()
+    service = MeshService(MESH, listen=[("127.0.0.1", taken.out_addr[1])])
+    with pytest.raises(CannotListenError):
+        async with service:
+            pytest.fail("entered a service that does not listen")
+    assert not service.running
+
+
+def test_with_closes_the_node(mesh: MeshNodes) -> None:
+    """with a MeshSocket starts its close at the end."""
+    with MeshSocket("127.0.0.1", 0, MESH) as sock:
+        assert sock.running
+    assert not sock.running
+    with pytest.raises(MeshClosed):
+        sock.send("too late")
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_for_ends_when_the_node_closes(mesh: MeshNodes) -> None:
+    """async for takes the messages as they come, those queued before first, and ends once the node closes."""
+    a, b = await mesh.line(2)
+    a.send(1)
+    await wait_for(lambda: len(b._node.queue) == 1)
+    got: list[Any] = []
+
+    async def listen() -> None:
+        async for msg in b.messages():
+            got.append(msg.packets[1])
+
+    listening = defer.ensureDeferred(listen())
+    a.send(2)
+    await wait_for(lambda: len(got) == 2)
+    await within(b.close())
+    await within(listening)
+    assert got == [1, 2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_iterators_share_the_messages(mesh: MeshNodes) -> None:
+    """Two iterators and recv() take from one queue: each message goes to one of them, whoever asked first."""
+    a, b = await mesh.line(2)
+    first, second = b.messages(), b.messages()
+    steps = [first.__anext__(), second.__anext__()]
+    for number in range(3):
+        a.send(number)
+    assert [(await within(step)).packets[1] for step in steps] == [0, 1]  # type: ignore[arg-type]
+    await wait_for(lambda: len(b._node.queue) == 1)
+    message = b.recv()
+    assert message is not None and message.packets[1] == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_for_on_a_service_not_started() -> None:
+    """A service that has not started has nothing to give: the iteration ends at once."""
+    async for _ in MeshService(MESH).messages():
+        pytest.fail("a message from a service not started")
+
+
+#: A node's async for and async with, in an asyncio task and in a coroutine
+#: that Twisted runs, started from an asyncio task.
+ASYNCIO_PROGRAM = """
+import asyncio
+from twisted.internet import asyncioreactor
+loop = asyncio.new_event_loop()
+asyncio.set_event_loop(loop)
+asyncioreactor.install(loop)
+from twisted.internet.defer import Deferred
+from twisted_mesh import MeshSocket
+
+async def exchange(label):
+    async with MeshSocket("127.0.0.1", 0) as alice, MeshSocket("127.0.0.1", 0) as bob:
+        connected = bob.connect("127.0.0.1", alice.out_addr[1])
+        await (connected if TWISTED[0] else connected.asFuture(loop))
+        bob.send(label)
+        async for msg in alice.messages():
+            print(label, msg.packets)
+            break
+    print(label, "closed", alice.running, bob.running)
+
+TWISTED = [False]
+loop.run_until_complete(exchange("asyncio"))
+
+async def from_asyncio():
+    TWISTED[0] = True
+    await Deferred.fromCoroutine(exchange("twisted")).asFuture(loop)
+
+loop.run_until_complete(from_asyncio())
+"""
+
+
+def test_async_for_and_with_in_asyncio_and_twisted_coroutines(tmp_path: Path) -> None:
+    """On the asyncio reactor, async with and async for work in an asyncio task and in Twisted's coroutines."""
+    script = tmp_path / "program.py"
+    script.write_text(ASYNCIO_PROGRAM)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "asyncio (0, 'asyncio')",
+        "asyncio closed 0 0",
+        "twisted (0, 'twisted')",
+        "twisted closed 0 0",
+    ]

@@ -17,7 +17,7 @@ from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import Network
 from twisted_mesh._stats import NodeStats
 from twisted_mesh.limits import Limits
-from twisted_mesh.message import Connection, Handler, Message, SendResult
+from twisted_mesh.message import Connection, Handler, Message, Messages, SendResult
 
 _Node = TypeVar("_Node", bound="NodeAPI")
 
@@ -108,8 +108,29 @@ class NodeAPI:
         return self._node.recv(quantity)
 
     def next_message(self) -> Deferred[Message]:
-        """A Deferred that fires with the next received message."""
+        """
+        A Deferred that fires with the next received message.  It fails
+        with `.MeshClosed` when the node closes first, or is closed with
+        nothing queued.
+        """
         return self._node.next_message()
+
+    def messages(self) -> Messages:
+        """
+        The received messages, as an asynchronous iterator, for a coroutine
+        that Twisted runs or an asyncio task (see :doc:`/asyncio`)::
+
+            async for msg in sock.messages():
+                print(msg.packets)
+
+        Each step takes the next message as `.next_message` does, and so
+        from the same queue as `.recv`: a message goes to one taker only,
+        whichever asked first (several iterators share the messages, they
+        do not each get them all), and a handler that takes a message keeps
+        it from all of them.  The iteration ends once the node is closed
+        and nothing is queued (at once for a service that has not started).
+        """
+        return Messages(self._node.next_message)
 
     def register_handler(self, handler: Handler) -> None:
         """
