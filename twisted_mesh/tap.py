@@ -19,7 +19,7 @@ from twisted_mesh._twistd import NodeProcess, log_message, take_message
 from twisted_mesh.keys import NodeKey
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
-from twisted_mesh.web import WebService
+from twisted_mesh.web import WebService, site_prefix
 
 _log = Logger()
 
@@ -160,6 +160,13 @@ class Options(usage.Options):
             "same across restarts, and on a --signed network the node proves it.",
         ],
         [
+            "web-prefix",
+            None,
+            "/",
+            "The path --web serves its page, /status, /metrics and the browsers' WebSocket under, for a reverse "
+            "proxy that forwards that path (e.g. /mesh/); nodes still dial the WebSocket at /.",
+        ],
+        [
             "allow",
             None,
             None,
@@ -239,6 +246,12 @@ class Options(usage.Options):
             if not 0 <= int(web) < 65536:
                 raise usage.UsageError(f"--web {web}: a port must be between 0 and 65535")
             self["web"] = f"tcp:{web}"
+        try:
+            self["web-prefix"] = site_prefix(self["web-prefix"])
+        except ValueError as e:
+            raise usage.UsageError(f"--web-prefix: {e}") from None
+        if self["web-prefix"] != "/" and web is None:
+            raise usage.UsageError("--web-prefix needs --web: the site it puts under a path")
         servers = [*self["listen"], *([self["web"]] if web is not None else [])]
         _check_endpoints(serverFromString, servers)
         for description in servers:
@@ -300,7 +313,7 @@ def makeService(options: Options) -> NodeProcess:
     # Nobody reads this node's queue: take every message, logging it if asked.
     node.register_handler(log_message if options["verbose"] else take_message)
     if options["web"] is not None:
-        WebService(node, options["web"]).setServiceParent(top)
+        WebService(node, options["web"], prefix=options["web-prefix"]).setServiceParent(top)
     return top
 
 

@@ -171,7 +171,7 @@ async def test_status_metrics_and_page(launch: Launcher, mesh: MeshNodes) -> Non
     assert code == 200 and headers[b"content-type"] == [b"application/json"]
     status = json.loads(body)
     assert status["id"] == node.id
-    assert status["protocol"] == {"subnet": "mesh", "encryption": "Plaintext", "id": MESH.id}
+    assert status["protocol"] == {"subnet": "mesh", "encryption": "Plaintext", "id": MESH.id, "signed": False}
     assert status["out_addr"] == ["127.0.0.1", node.port]
     assert 0 < status["uptime"] < 600
     peers = {peer["id"]: peer for peer in status["peers"]}
@@ -214,9 +214,24 @@ async def test_status_metrics_and_page(launch: Launcher, mesh: MeshNodes) -> Non
 
     code, headers, body = await http_get(f"{base}/")
     assert code == 200 and headers[b"content-type"][0].startswith(b"text/html")
-    assert b"<html" in body and b"/status" in body and b"/metrics" in body
+    assert b"<html" in body and b'"status"' in body and b'"metrics"' in body
     code, _, _ = await http_get(f"{base}/nothing-here")
     assert code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_prefix_puts_the_site_under_a_path(launch: Launcher) -> None:
+    """``--web-prefix /mesh/``: the page, /status and /metrics are under /mesh/, for a reverse proxy."""
+    process, node = await launch.node("--web", LOOPBACK, "--web-prefix", "/mesh/")
+    assert node.web
+    assert "path /mesh/" in process.stdout
+    base = f"http://127.0.0.1:{node.web}"
+    for path in ("/mesh/", "/mesh/status", "/mesh/metrics", "/mesh/twisted_mesh.js"):
+        code, _, body = await http_get(f"{base}{path}")
+        assert code == 200 and body, path
+    code, _, _ = await http_get(f"{base}/status")
+    assert code == 404
+    assert_clean(process)
 
 
 # --- stopping ------------------------------------------------------------------------------

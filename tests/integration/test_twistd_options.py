@@ -52,6 +52,8 @@ BAD_OPTIONS = [
     (["--allow", "ids.txt"], "--allow needs --signed"),
     (["--signed", "--allow", "/nonexistent/ids.txt"], "--allow: cannot read /nonexistent/ids.txt"),
     (["--key", "/nonexistent/node.pem"], "--key: "),
+    (["--web-prefix", "/mesh/"], "--web-prefix needs --web"),
+    (["--web", "0", "--web-prefix", "/a b/"], "bad web prefix"),
 ]
 
 

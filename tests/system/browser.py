@@ -242,11 +242,11 @@ class Servers:
         self.mesh = mesh
         self.webs: list[WebService] = []
 
-    async def server(self, web: str = LOOPBACK, prot: Network = MESH, **kwargs: Any) -> Server:
-        """A started node of ``prot`` (and ``kwargs``) with its web site listening on ``web``."""
+    async def server(self, web: str = LOOPBACK, prot: Network = MESH, prefix: str = "/", **kwargs: Any) -> Server:
+        """A started node of ``prot`` (and ``kwargs``) with its web site listening on ``web`` (under ``prefix``)."""
         node = self.mesh.service(prot, listen=[LOOPBACK], **kwargs)
         await within(node.listening)
-        service = WebService(node, web)
+        service = WebService(node, web, prefix=prefix)
         service.startService()
         self.webs.append(service)
         await within(service.listening)

@@ -12,12 +12,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.support import MeshNodes, http_get, unavailable, wait_for, within
 from tests.system.browser import Servers
-from twisted_mesh import flags
-from twisted_mesh.web import static_path
+from twisted_mesh import Network, flags
+from twisted_mesh.web import site_prefix, static_path
+from twisted_mesh.websocket import WebSocketClientEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +34,8 @@ async def test_site_serves_page_client_status_and_metrics(servers: Servers) -> N
 
     code, headers, page = await http_get(f"{base}/")
     assert code == 200 and headers[b"content-type"][0].startswith(b"text/html")
-    for needed in (b"<html", b"/twisted_mesh.js", b"/static/page.js", b"/status", b"/metrics"):
+    # (Relative links: the page works under any path, see test_site_under_a_prefix.)
+    for needed in (b"<html", b'"twisted_mesh.js"', b'"static/page.js"', b'"status"', b'"metrics"'):
         assert needed in page
 
     code, headers, client = await http_get(f"{base}/twisted_mesh.js")
@@ -111,3 +116,48 @@ def test_js_client_in_node() -> None:
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "# fail 0" in done.stdout and "# pass 0" not in done.stdout, done.stdout[-3000:]
     assert "# skipped 0" in done.stdout or not os.environ.get("CI"), done.stdout[-3000:]
+
+
+@pytest_twisted.ensureDeferred
+async def test_site_under_a_prefix(servers: Servers, mesh: MeshNodes) -> None:
+    """
+    ``prefix="/mesh/"`` (``--web-prefix``) serves the whole site under that
+    path, for a reverse proxy that forwards it: the page, its files,
+    /status and /metrics, and the browsers' WebSocket; ``/`` still carries
+    the mesh for the nodes that dial the port, and sends browsers on.
+    """
+    server = await servers.server(prefix="/mesh")
+    assert server.web.prefix == "/mesh/"
+    base = f"http://127.0.0.1:{server.web_port}"
+    code, _, page = await http_get(f"{base}/mesh/")
+    assert code == 200 and b"<html" in page and b'"twisted_mesh.js"' in page
+    for path in ("/mesh/twisted_mesh.js", "/mesh/static/page.js", "/mesh/status", "/mesh/metrics"):
+        code, _, body = await http_get(f"{base}{path}")
+        assert code == 200 and body, path
+    for path, target in (("/mesh", b"/mesh/"), ("/", b"/mesh/")):
+        code, headers, _ = await http_get(f"{base}{path}")
+        assert code in (301, 302) and headers[b"location"] == [target], (path, code, headers)
+    for missing in ("/status", "/metrics", "/twisted_mesh.js", "/mesh/nothing-here"):
+        code, _, _ = await http_get(f"{base}{missing}")
+        assert code == 404, missing
+    # The WebSocket, as a browser opens it (under the prefix) and as a node dials it (at /).
+    ws_mesh = Network("mesh", "ws")
+    for path in ("/mesh/", "/"):
+        node = mesh.service(ws_mesh)
+        url = f"ws://127.0.0.1:{server.web_port}{path}"
+        endpoint = WebSocketClientEndpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", server.web_port), url)
+        assert await within(node.connect(endpoint)) == server.id
+    await wait_for(lambda: len(server.node.routing_table) == 2, what="both WebSocket links at the server")
+
+
+def test_a_bad_prefix_is_refused() -> None:
+    for bad in ("/a//b/", "/../", "/a b/", "/%2e/"):
+        with pytest.raises(ValueError, match="bad web prefix"):
+            site_prefix(bad)
+    assert [site_prefix(good) for good in ("", "/", "mesh", "/mesh", "/a/b/")] == [
+        "/",
+        "/",
+        "/mesh/",
+        "/mesh/",
+        "/a/b/",
+    ]

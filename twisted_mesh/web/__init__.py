@@ -13,6 +13,11 @@ A browser joins the mesh through the node serving the page: its link is a
 ``'ws'`` link of the node (``'wss'`` when the port speaks TLS), and the node
 relays between it and its TCP, TLS and WebSocket peers.
 
+Behind a reverse proxy that serves the site under a path (``/mesh/``), give
+that path as the site's ``prefix``: every path above is then under it (the
+page's own links are relative), and ``/`` still takes the mesh's WebSocket,
+for nodes that dial the port, and sends browsers to the prefix.
+
 `.WebService` listens with the site and then tells the node's WebSocket
 peers to dial this port; `.web_site` is the site alone.
 """
@@ -35,6 +40,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
+from twisted.web.util import Redirect
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._link import LinkProtocol
@@ -43,7 +49,15 @@ from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource
 from twisted_mesh.websocket import OpeningFactory, websocket_server_factory
 
-__all__ = ["MetricsResource", "StatusResource", "WebService", "static_path", "web_resource", "web_site"]
+__all__ = [
+    "MetricsResource",
+    "StatusResource",
+    "WebService",
+    "site_prefix",
+    "static_path",
+    "web_resource",
+    "web_site",
+]
 
 
 def static_path(name: str = "") -> str:
@@ -147,7 +161,31 @@ def _static(name: str = "") -> File:
     return _StaticFile(static_path(name))
 
 
-def _resources(service: MeshService, encryption: str, reactor: Any) -> tuple[Resource, _Links]:
+class _Folder(Resource):
+    """A path of the prefix: its children, and a redirect to itself with a slash (``/mesh`` to ``/mesh/``)."""
+
+    def render(self, request: Request) -> Any:
+        return Redirect(request.uri.split(b"?", 1)[0] + b"/").render(request)
+
+
+def site_prefix(prefix: str) -> str:
+    """
+    A path prefix of the site, checked and put in one form: ``/`` or
+    ``/a/b/`` (``mesh`` and ``/mesh`` are ``/mesh/``).
+
+    :raise ValueError: for a prefix with an empty, ``.`` or ``..`` part, or
+        characters a URL path cannot hold as they are.
+    """
+    parts = prefix.strip("/").split("/") if prefix.strip("/") else []
+    for part in parts:
+        if part in ("", ".", "..") or not all(char.isalnum() or char in "-._~" for char in part):
+            raise ValueError(f"bad web prefix {prefix!r}: give a path such as /mesh/")
+    return "/" + "".join(part + "/" for part in parts)
+
+
+def _resources(
+    service: MeshService, encryption: str, reactor: Any, prefix: str = "/"
+) -> tuple[Resource, _Links]:
     """The root resource of the site, and the factory of its WebSocket links."""
     if encryption not in ("ws", "wss"):
         raise ValueError(f"a web port carries 'ws' or 'wss' links, not {encryption!r}")
@@ -162,19 +200,34 @@ def _resources(service: MeshService, encryption: str, reactor: Any) -> tuple[Res
         open_timeout=limits.handshake_timeout,
     )
     websocket = WebSocketResource(factory)
-    root = Resource()
-    root.putChild(b"", _Front(websocket, _static("index.html")))
-    root.putChild(b"twisted_mesh.js", _static("twisted_mesh.js"))
-    root.putChild(b"static", _static())
-    root.putChild(b"status", StatusResource(service))
-    root.putChild(b"metrics", MetricsResource(service))
+    site = Resource()
+    site.putChild(b"", _Front(websocket, _static("index.html")))
+    site.putChild(b"twisted_mesh.js", _static("twisted_mesh.js"))
+    site.putChild(b"static", _static())
+    site.putChild(b"status", StatusResource(service))
+    site.putChild(b"metrics", MetricsResource(service))
+    parts = site_prefix(prefix).strip("/").split("/")
+    if parts == [""]:
+        return site, links
+    root = folder = Resource()
+    # Nodes dial the port itself, path "/"; browsers are sent to the site.
+    root.putChild(b"", _Front(websocket, Redirect(site_prefix(prefix).encode())))
+    for part in parts[:-1]:
+        inner = _Folder()
+        folder.putChild(part.encode(), inner)
+        folder = inner
+    last = _Folder()
+    folder.putChild(parts[-1].encode(), last)
+    for name, child in site.children.items():
+        last.putChild(name, child)
     return root, links
 
 
 def web_resource(service: MeshService, encryption: str = "ws", *, reactor: Any = None) -> Resource:
     """
     The root resource of the web site of ``service`` (see `.web_site`), to
-    mount in a site of one's own.
+    mount in a site of one's own (at any path: the page's links are
+    relative).
 
     :param encryption: ``'ws'``, or ``'wss'`` when the site is served over
         TLS: the transport of the links browsers open.
@@ -209,8 +262,8 @@ class _Site(Site):
     # TLS does not offer.)
     protocol = _Channel  # type: ignore[assignment]
 
-    def __init__(self, service: MeshService, encryption: str, reactor: Any) -> None:
-        root, self.links = _resources(service, encryption, reactor)
+    def __init__(self, service: MeshService, encryption: str, reactor: Any, prefix: str = "/") -> None:
+        root, self.links = _resources(service, encryption, reactor, prefix)
         super().__init__(root, timeout=service.limits.handshake_timeout)
         self.displayTracebacks = False
 
@@ -218,7 +271,7 @@ class _Site(Site):
         pass
 
 
-def web_site(service: MeshService, encryption: str = "ws", *, reactor: Any = None) -> Site:
+def web_site(service: MeshService, encryption: str = "ws", *, prefix: str = "/", reactor: Any = None) -> Site:
     """
     The web site of ``service``: the page, the browser client, the mesh over
     WebSocket, ``/status`` and ``/metrics``.  `.WebService` serves it and
@@ -226,9 +279,12 @@ def web_site(service: MeshService, encryption: str = "ws", *, reactor: Any = Non
     should call ``service.advertise(encryption, (host, port))`` itself.
 
     :param encryption: ``'ws'``, or ``'wss'`` when the site is served over TLS.
+    :param prefix: the path the site is served under (see `.site_prefix`),
+        for a reverse proxy that forwards that path as it is.
     :param reactor: the reactor for Autobahn; by default the global one.
+    :raise ValueError: for a bad ``prefix``.
     """
-    return _Site(service, encryption, reactor)
+    return _Site(service, encryption, reactor, prefix)
 
 
 def _encryption_of(endpoint: str | IStreamServerEndpoint) -> str:
@@ -252,6 +308,9 @@ class WebService(Service):
     :param encryption: ``'ws'`` or ``'wss'``; by default ``'wss'`` for an
         ``ssl:`` or ``tls:`` string and ``'ws'`` otherwise.
     :param advertise: whether to tell peers to dial this port.
+    :param prefix: the path the site is served under (``/mesh/``), for a
+        reverse proxy that forwards that path; the mesh's WebSocket is at
+        ``/`` too, where nodes dial it.
     :param reactor: the reactor; by default the global one.
 
     :ivar listening: fires with the listening port once it listens, or
@@ -268,6 +327,7 @@ class WebService(Service):
         *,
         encryption: str | None = None,
         advertise: bool = True,
+        prefix: str = "/",
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -277,7 +337,8 @@ class WebService(Service):
         self._endpoint = serverFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
         self.encryption = encryption or _encryption_of(endpoint)
         self._advertise = advertise
-        site = _Site(mesh, self.encryption, reactor)
+        self.prefix = site_prefix(prefix)
+        site = _Site(mesh, self.encryption, reactor, self.prefix)
         self.site: Site = site
         self._links = site.links
         self._port: IListeningPort | None = None
@@ -312,9 +373,10 @@ class WebService(Service):
             self._mesh.advertise(self.encryption, address)
             self._advertised = address
         self._log.info(
-            "web page and {encryption} mesh endpoint at {address}",
+            "web page and {encryption} mesh endpoint at {address}, path {prefix}",
             encryption=self.encryption,
             address=port.getHost(),
+            prefix=self.prefix,
         )
         self.listening.callback(port)
 

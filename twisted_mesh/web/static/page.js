@@ -19,7 +19,7 @@
     failure: null, // why this browser cannot join the node's network (a signed one)
     status: null, // the node's last /status
     statusError: null, // why the last /status failed
-    samples: new Array(60).fill(0), // messages in per second, newest last
+    samples: new Array(60).fill(0), // frames in per second, newest last
     outSamples: [], // messages out per second, the last few
     last: null, // {time, frames_in, frames_out, peers: {id: [in, out]}}
     nodes: new Map(), // peer ID -> {group, edge}
@@ -347,7 +347,7 @@
     $("peers-split").textContent = Object.entries(kinds).map(([k, n]) => `${n} ${k}`).join(" · ") || "no peers yet";
     $("peer-summary").textContent = status.peers.length === 1 ? "1 peer" : `${status.peers.length} peers`;
     $("relayed").textContent = formatCount(status.relayed);
-    $("delivered").textContent = `${formatCount(status.frames_in)} messages in`;
+    $("delivered").textContent = `${formatCount(status.delivered)} delivered · ${formatCount(status.frames_in)} frames in`;
     $("uptime").textContent = formatUptime(status.uptime);
     const signed = status.protocol.signed ? " · signed" : "";
     $("transport").textContent = `${status.protocol.encryption}${status.out_addrs.ws ? " + ws" : ""} · ${status.protocol.subnet}${signed}`;
@@ -382,8 +382,8 @@
   // -- the loops --------------------------------------------------------------------
 
   async function fetchStatus() {
-    const response = await fetch("/status", { cache: "no-store" });
-    if (!response.ok) throw new Error(`/status answered ${response.status}`);
+    const response = await fetch("status", { cache: "no-store" });
+    if (!response.ok) throw new Error(`status answered ${response.status}`);
     return response.json();
   }
 
@@ -464,7 +464,9 @@
     });
     sock.on("disconnect", () => systemLine("Lost the node: reconnecting…", "bad"));
     sock.on("error", (s, error) => systemLine(error.message, "bad"));
-    page.ready = sock.connect(`${encryption}://${location.host}/`);
+    // The mesh answers where the page is served: "/", or a reverse proxy's
+    // path prefix ("/mesh/").
+    page.ready = sock.connect(`${encryption}://${location.host}${new URL(".", location.href).pathname}`);
     page.ready.catch(() => {}); // the socket keeps trying; the pill tells
     poll();
   }
