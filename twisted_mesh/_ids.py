@@ -63,7 +63,13 @@ def b58decode_int(text: str) -> int:
     return number
 
 
-class Network(NamedTuple):
+class _NetworkFields(NamedTuple):
+    subnet: str
+    encryption: str = "Plaintext"
+    signed: bool = False
+
+
+class Network(_NetworkFields):
     """
     The network a node belongs to: an application's subnet and a transport,
     signed or not.
@@ -80,11 +86,24 @@ class Network(NamedTuple):
         in the handshake, and signs every message it sends (see
         :doc:`/authenticated`).  Only twisted_mesh nodes join a signed
         network.
+    :raise TypeError: when ``subnet`` is not a string, or ``signed`` not a
+        bool.
+    :raise ValueError: when ``subnet`` is empty, or ``encryption`` is not
+        one of the transports (`.ENCRYPTIONS`).
     """
 
-    subnet: str
-    encryption: str = "Plaintext"
-    signed: bool = False
+    __slots__ = ()
+
+    def __new__(cls, subnet: str, encryption: str = "Plaintext", signed: bool = False) -> Network:
+        if not isinstance(subnet, str):
+            raise TypeError(f"subnet must be a string, not {type(subnet).__name__}")
+        if not subnet:
+            raise ValueError("subnet is empty: name the application's network")
+        if encryption not in ENCRYPTIONS:
+            raise ValueError(f"unknown transport {encryption!r} for encryption: use one of {', '.join(ENCRYPTIONS)}")
+        if not isinstance(signed, bool):
+            raise TypeError(f"signed must be True or False, not {signed!r}")
+        return super().__new__(cls, subnet, encryption, signed)
 
     @property
     def id(self) -> str:

@@ -13,7 +13,7 @@ for each peer it forgets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class Limits:
     :ivar forget_lost_peer_after: seconds a past peer the node lost (not a
         bootstrap peer) may stay away: past it, the node no longer dials it,
         and forgets its address.
+    :raise TypeError: when a limit is not a number (an ``int`` for those
+        that count).
+    :raise ValueError: when a limit is negative.
     """
 
     max_frame_size: int = 16 * 1024 * 1024
@@ -81,6 +84,16 @@ class Limits:
     max_send_buffer: int = 32 * 1024 * 1024
     congestion_timeout: float = 30.0
     forget_lost_peer_after: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            kinds = (int,) if field.type == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                kind = "an int" if field.type == "int" else "a number"
+                raise TypeError(f"Limits: {field.name} must be {kind}, not {value!r}")
+            if value < 0:
+                raise ValueError(f"Limits: {field.name} must not be negative, not {value!r}")
 
 
 #: The limits of a node made without limits of its own.

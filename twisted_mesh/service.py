@@ -22,11 +22,17 @@ from twisted.python.failure import Failure
 from twisted_mesh._awaiting import awaitable
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
+from twisted_mesh._ids import Network, is_node_id
 from twisted_mesh._service.api import NodeAPI
 from twisted_mesh._service.bootstrap import Bootstrap
 from twisted_mesh._service.dialler import Dialler
-from twisted_mesh._service.endpoints import DialAddress, ListenAddress, dialling_endpoint, listening_endpoint
+from twisted_mesh._service.endpoints import (
+    DialAddress,
+    ListenAddress,
+    dial_address,
+    dialling_endpoint,
+    listening_endpoint,
+)
 from twisted_mesh._service.listeners import Listeners
 from twisted_mesh._service.rejoin import MAINTENANCE_INTERVAL, SUMMARY_INTERVAL, Rejoiner
 from twisted_mesh._service.status import status_report
@@ -80,7 +86,8 @@ class MeshService(NodeAPI, Service):
     - an endpoint object;
     - a port number (listen only) or a ``(host, port)`` pair: the node's own
       transport (``protocol.encryption``) at that address, secured by ``tls``
-      for ``'SSL'`` and ``'wss'``.
+      for ``'SSL'`` and ``'wss'``; to dial, ``"HOST:PORT"`` (or
+      ``"[IPv6]:PORT"``) is that pair too.
 
     The transport is part of the protocol ID, so each transport is a network
     of its own.  An endpoint string's prefix names its transport (``tcp:``,
@@ -100,7 +107,8 @@ class MeshService(NodeAPI, Service):
         are dialled in the same way, until
         `.Limits.forget_lost_peer_after` has passed.
     :raise ValueError: when an endpoint string of ``listen`` or ``connect``
-        cannot be parsed.
+        cannot be parsed, or a port is out of range.
+    :raise TypeError: when a port is not an int (``"4444"``, say).
     :param tls: how ``'SSL'`` and ``'wss'`` links are secured; by default a
         self-signed certificate and no verification, as the references do.
     :param out_addr: the address peers should dial; by default, that of the
@@ -143,8 +151,6 @@ class MeshService(NodeAPI, Service):
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        if protocol.encryption not in ENCRYPTIONS:
-            raise ValueError(f"unknown transport {protocol.encryption!r}: use one of {', '.join(ENCRYPTIONS)}")
         self._tls = tls
         self._reactor = reactor
         self._node = MeshNode(
@@ -164,9 +170,10 @@ class MeshService(NodeAPI, Service):
         self._listeners = Listeners(endpoints, self._dialler.accepting)
         # Each bootstrap peer as given (for the log), with its endpoint and
         # transport unless it is a (host, port) pair, which the node dials.
+        peers = [dial_address(address) for address in connect]
         bootstrap: list[Bootstrap] = [
             (address, None if isinstance(address, tuple) else self._client_endpoint(address, protocol.encryption))
-            for address in connect
+            for address in peers
         ]
         self._rejoiner = Rejoiner(self._node, reactor, bootstrap, self._dialler.dial)
         self._out_addr_given = out_addr is not None
@@ -331,7 +338,8 @@ class MeshService(NodeAPI, Service):
         Dial a peer.
 
         :param address: an endpoint string (``"tcp:host=h:port=4444"``), an
-            endpoint, a ``(host, port)`` pair, or a host when ``port`` is given.
+            endpoint, a ``(host, port)`` pair, ``"HOST:PORT"`` (or
+            ``"[IPv6]:PORT"``), or a host when ``port`` is given.
         :param port: the peer's port, when ``address`` is a host.
         :param id: the ID of the peer expected there, as py2p's and js2p's
             ``connect(addr, port, id)`` take it: when it is connected
@@ -347,12 +355,12 @@ class MeshService(NodeAPI, Service):
             when the peer speaks another transport or goes away.  Cancelling
             it gives the dial up, and closes the connection if it was made.
         :raise ValueError: when ``address`` is an endpoint string that cannot
-            be parsed.
+            be parsed, or the port is out of range.
+        :raise TypeError: when the port is not an int (``"4444"``, say).
         :raise MeshClosed: when the node is closed (or its service has not
             started).
         """
-        if port is not None:
-            address = (str(address), port)
+        address = dial_address(address if port is None else (str(address), port))
         endpoint, transport = self._client_endpoint(address, encryption or self.protocol.encryption)
         self._node.ensure_open()
         expected = id.decode("ascii") if isinstance(id, bytes) else id

@@ -53,6 +53,8 @@ class MeshSocket(MeshService):
         in.
     :param reactor: the reactor to use; by default the global one.
     :raise twisted.internet.error.CannotListenError: when the port is taken.
+    :raise TypeError: when ``port`` is not an int (``'4444'``, say).
+    :raise ValueError: when ``port`` is out of range.
     """
 
     def __init__(

@@ -7,6 +7,8 @@ context managers and ``async for``, and its arguments checked at the door.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,8 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 
 from tests.support import MESH, MeshNodes, wait_for, within
-from twisted_mesh import Connection, MeshClosed, MeshService, MeshSocket, Message, SendResult
+from twisted_mesh import Connection, Limits, MeshClosed, MeshService, MeshSocket, Message, Network, SendResult
+from twisted_mesh._service.endpoints import host_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,3 +216,62 @@ def test_async_for_and_with_in_asyncio_and_twisted_coroutines(tmp_path: Path) ->
         "twisted (0, 'twisted')",
         "twisted closed 0 0",
     ]
+
+
+# -- arguments checked at the door ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "text"),
+    [
+        (lambda: Network("mesh", "TCP"), ValueError, "unknown transport 'TCP' for encryption: use one of Plaintext"),
+        (lambda: Network(""), ValueError, "subnet is empty"),
+        (lambda: Network(b"mesh"), TypeError, "subnet must be a string"),  # type: ignore[arg-type]
+        (lambda: Network("mesh", "Plaintext", "yes"), TypeError, "signed must be True or False"),  # type: ignore[arg-type]
+        (lambda: Limits(max_queue=-1), ValueError, "max_queue must not be negative"),
+        (lambda: Limits(handshake_timeout=-0.5), ValueError, "handshake_timeout must not be negative"),
+        (lambda: Limits(max_frame_size="1M"), TypeError, "max_frame_size must be an int"),  # type: ignore[arg-type]
+        (lambda: MeshSocket("127.0.0.1", "4444"), TypeError, "port must be an int, not '4444'"),  # type: ignore[arg-type]
+        (lambda: MeshSocket("127.0.0.1", 70000), ValueError, "port must be 0 (any free port) to 65535"),
+        (lambda: MeshService(MESH, connect=[("127.0.0.1", "4444")]), TypeError, "port must be an int"),  # type: ignore[list-item]
+    ],
+)
+def test_bad_arguments_are_refused(make: Any, error: type[Exception], text: str) -> None:
+    """A bad argument is refused where it is given, with an error that names it."""
+    with pytest.raises(error, match=re.escape(text)):
+        make()
+
+
+def test_network_is_a_named_tuple() -> None:
+    """Network is checked and stays the NamedTuple it was: fields, equality, _replace, pickling."""
+    network = Network("mesh", "ws", signed=True)
+    assert network == ("mesh", "ws", True) and network._fields == ("subnet", "encryption", "signed")
+    assert network._replace(encryption="SSL") == Network("mesh", "SSL", True)
+    assert pickle.loads(pickle.dumps(network)) == network
+    assert repr(Network("mesh")) == "Network(subnet='mesh', encryption='Plaintext', signed=False)"
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_refuses_a_port_given_as_a_string(mesh: MeshNodes) -> None:
+    """connect(host, "4444") is a TypeError naming the port, not a dial that fails later."""
+    sock = mesh()
+    with pytest.raises(TypeError, match="port must be an int, not '4444'"):
+        sock.connect("127.0.0.1", "4444")  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_takes_host_colon_port(mesh: MeshNodes) -> None:
+    """connect("127.0.0.1:4444") dials that address, as --connect does; so does a service's connect list."""
+    a, b = mesh(), mesh()
+    assert await within(b.connect(f"127.0.0.1:{a.out_addr[1]}")) == a.id
+    service = mesh.service(connect=[f"127.0.0.1:{a.out_addr[1]}"])
+    await wait_for(lambda: a.id in service.routing_table)
+
+
+def test_host_port() -> None:
+    """HOST:PORT and [IPv6]:PORT are addresses; endpoint strings are not."""
+    assert host_port("127.0.0.1:4444") == ("127.0.0.1", 4444)
+    assert host_port("node.example:80") == ("node.example", 80)
+    assert host_port("[::1]:4444") == ("::1", 4444)
+    for text in ("tcp:4444", "ws:4444", "tcp:host=h:port=4444", "unix:/run/mesh.sock", "::1:4444", "h:p"):
+        assert host_port(text) is None, text

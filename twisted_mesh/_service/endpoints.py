@@ -5,6 +5,7 @@ the addresses peers are told to dial.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar, Union
@@ -195,6 +196,60 @@ def _parsed(parse: Callable[..., _Parsed], reactor: Any, description: str, *limi
         raise ValueError(f"bad endpoint string {description!r}: {e}") from e
 
 
+def checked_address(address: object, *, listening: bool) -> Address:
+    """
+    ``address``, a ``(host, port)`` pair, checked: a host string and a port
+    number (0, any free port, only to listen on).
+
+    :raise TypeError: when the host is not a string or the port not an int
+        (a port given as a string, say).
+    :raise ValueError: when the port is out of range.
+    """
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError(f"an address is a (host, port) pair, not {address!r}")
+    host, port = address
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a string, not {host!r}")
+    if type(port) is not int:
+        raise TypeError(f"port must be an int, not {port!r}")
+    if not (0 if listening else 1) <= port < 65536:
+        allowed = "0 (any free port) to 65535" if listening else "1 to 65535"
+        raise ValueError(f"port must be {allowed}, not {port}")
+    return host, port
+
+
+_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]=]+)):(?P<port>[0-9]+)")
+
+#: The client endpoint-string types of Twisted itself, ``tcp6`` (a server
+#: type only, but no host's name), and twisted_mesh's: a string that starts
+#: with one of these is an endpoint string, not ``HOST:PORT``.
+ENDPOINT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix", "ws", "wss"})
+
+
+def host_port(text: str) -> Address | None:
+    """
+    The address of ``text`` when it is ``HOST:PORT`` or ``[IPv6]:PORT`` (as
+    ``twistd mesh --connect`` takes it), else ``None`` (an endpoint string,
+    such as ``tcp:host=h:port=4444``).
+    """
+    match = _HOST_PORT.fullmatch(text)
+    if match is None or (match["host"] or "").lower() in ENDPOINT_TYPES:
+        return None
+    return match["ipv6"] or match["host"], int(match["port"])
+
+
+def dial_address(address: DialAddress) -> DialAddress:
+    """
+    A peer to dial, checked: ``HOST:PORT`` read as a pair (see
+    `.host_port`), a pair's port checked (see `.checked_address`).
+    """
+    if isinstance(address, str):
+        return host_port(address) or address
+    if isinstance(address, tuple):
+        return checked_address(address, listening=False)
+    return address
+
+
 def listening_endpoint(
     reactor: Any, address: ListenAddress, protocol: Network, tls: Callable[[], TLSOptions], limits: Limits
 ) -> tuple[IStreamServerEndpoint, str]:
@@ -217,7 +272,7 @@ def listening_endpoint(
         address = ("", address)
     if isinstance(address, tuple):
         options = tls() if main in ("SSL", "wss") else None
-        return server_endpoint(reactor, protocol, options, *address, *fitting), main
+        return server_endpoint(reactor, protocol, options, *checked_address(address, listening=True), *fitting), main
     return address, main
 
 
@@ -236,7 +291,8 @@ def dialling_endpoint(
 
     :param tls: gives the node's TLS options, when the transport needs them.
     :raise ValueError: when ``address`` is an endpoint string that cannot be
-        parsed.
+        parsed, or a port out of range.
+    :raise TypeError: when ``address`` is a pair whose port is not an int.
     """
     if isinstance(address, str):
         dialler = _parsed(client_from_string, reactor, address, max_frame_size)
@@ -244,7 +300,8 @@ def dialling_endpoint(
     if isinstance(address, tuple):
         options = tls() if encryption in ("SSL", "wss") else None
         transport = protocol._replace(encryption=encryption)
-        return client_endpoint(reactor, transport, options, *address, max_frame_size), encryption
+        host, port = checked_address(address, listening=False)
+        return client_endpoint(reactor, transport, options, host, port, max_frame_size), encryption
     return address, encryption
 
 
