@@ -82,7 +82,7 @@ def test_the_sdist_builds_again(dist: Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    assert {"setup.py", "pyproject.toml", "README.md", "LICENSE", "twisted/plugins/mesh.py"} <= names
+    assert {"setup.py", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "twisted/plugins/mesh.py"} <= names
     assert "twisted_mesh/web/static/twisted_mesh.js" in names
 
 
@@ -120,3 +120,10 @@ def test_the_installed_wheel_runs_a_mesh(venv: Venv, tmp_path: Path) -> None:
     assert version == twisted_mesh.__version__
     assert "site-packages" in path and not path.startswith(str(REPO))
     assert packets == "(0, 'from the wheel')"
+
+
+def test_the_changelog_has_this_release() -> None:
+    """CHANGELOG.md's newest entry is the package's version, and the sdist carries it."""
+    text = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    releases = re.findall(r"^## (\S+) \(\d{4}-\d{2}-\d{2}\)$", text, re.M)
+    assert releases and releases[0] == twisted_mesh.__version__
