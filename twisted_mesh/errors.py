@@ -28,6 +28,22 @@ class HandshakeFailed(MeshError):
     """The connection closed, or broke a rule, before its handshake ended."""
 
 
+class NotMeshPeer(HandshakeFailed):
+    """
+    The other side did not speak the mesh protocol: what it sent first
+    cannot start a mesh connection (a server's greeting, say), or it sent
+    nothing of the mesh protocol within the handshake's time (an HTTP
+    server, which waits for a request), so the connection was closed.
+
+    :ivar first_bytes: the first bytes it sent (up to 32).
+    """
+
+    def __init__(self, first_bytes: bytes, why: str) -> None:
+        sent = f"it sent {first_bytes!r}" if first_bytes else "it sent nothing"
+        super().__init__(f"the peer did not speak the mesh protocol: {sent} ({why})")
+        self.first_bytes = first_bytes
+
+
 class MeshClosed(MeshError):
     """
     The node is not running: it was closed (or its service stopped), or its

@@ -16,12 +16,23 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import LogEvent
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import Data
 
-from tests.support import MESH, MeshNodes, wait_for, within
+from tests.support import MESH, MeshNodes, log_text, wait_for, within
 from twisted_mesh import Connection, Limits, MeshClosed, MeshService, MeshSocket, Message, Network, SendResult
 from twisted_mesh._service.endpoints import host_port
+from twisted_mesh.errors import NotMeshPeer
+from twisted_mesh.tls import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -275,3 +286,64 @@ def test_host_port() -> None:
     assert host_port("[::1]:4444") == ("::1", 4444)
     for text in ("tcp:4444", "ws:4444", "tcp:host=h:port=4444", "unix:/run/mesh.sock", "::1:4444", "h:p"):
         assert host_port(text) is None, text
+
+
+# -- dialling what is not a mesh node -------------------------------------------------------------
+
+
+def _web_site() -> Site:
+    root = Resource()
+    root.putChild(b"", Data(b"<p>not a mesh node</p>", "text/html"))
+    return Site(root)
+
+
+class Greeting(TwistedProtocol):
+    """A server of another protocol that speaks first, as SMTP, SSH or FTP servers do."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"220 mail.example ESMTP ready\r\n")
+
+
+def _listening(factory: Factory, tls: bool) -> Deferred[IListeningPort]:
+    if tls:
+        endpoint = SSL4ServerEndpoint(reactor, 0, self_signed_certificate().options(), interface="127.0.0.1")
+    else:
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    return endpoint.listen(factory)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+@pytest_twisted.ensureDeferred
+async def test_dialling_a_server_that_speaks_first(mesh: MeshNodes, log_events: list[LogEvent], tls: bool) -> None:
+    """
+    connect() to a server of another protocol, over TCP or TLS, fails at
+    once with NotMeshPeer, whose text shows what the server sent; the node
+    logs it in one line.
+    """
+    port = await _listening(Factory.forProtocol(Greeting), tls)
+    try:
+        sock = mesh(prot=Network(MESH.subnet, "SSL" if tls else "Plaintext"))
+        with pytest.raises(NotMeshPeer, match=r"did not speak the mesh protocol: it sent b'220 mail\.example"):
+            await within(sock.connect("127.0.0.1", port.getHost().port), 5)
+        assert not sock.routing_table
+        assert "did not speak the mesh protocol: it sent b'220 mail.example" in log_text(log_events)
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest_twisted.ensureDeferred
+async def test_dialling_a_web_server(mesh: MeshNodes, tls: bool) -> None:
+    """
+    connect() to a web server, which waits for a request, fails with
+    NotMeshPeer once the handshake's time is up, over TCP or TLS.
+    """
+    port = await _listening(_web_site(), tls)
+    try:
+        sock = mesh(prot=Network(MESH.subnet, "SSL" if tls else "Plaintext"), limits=Limits(handshake_timeout=1.5))
+        with pytest.raises(NotMeshPeer, match=r"did not speak the mesh protocol: it sent nothing \(no handshake"):
+            await within(sock.connect("127.0.0.1", port.getHost().port))
+        assert sock.stats.handshake_failures["timeout"] == 1
+    finally:
+        await port.stopListening()

@@ -21,6 +21,8 @@ from tests.integration.hostile import (
     CLOSED_EARLY,
     MALFORMED,
     MAX_FRAME,
+    NOT_MESH,
+    NOT_MESH_LOG,
     SIZE_LOG,
     TOO_LARGE,
     Arena,
@@ -104,9 +106,8 @@ async def many_codes(peer: RawPeer, arena: Arena) -> None:
 def _cases() -> dict[str, Case]:
     c: dict[str, Case] = {}
     # -- before any handshake --
-    c["random-bytes"] = Case(
-        frames(random_bytes), counters={**TOO_LARGE, **CLOSED_EARLY}, log=SIZE_LOG, handshake=False
-    )
+    # Junk before any frame of the protocol: another protocol, not a limit.
+    c["random-bytes"] = Case(frames(random_bytes), counters=NOT_MESH, log=NOT_MESH_LOG, handshake=False)
     c["random-frames"] = Case(
         frames(random_frames),
         counters={"dropped.bad_checksum": MAX_BAD_FRAMES + 1, **CLOSED_EARLY},
@@ -114,10 +115,7 @@ def _cases() -> dict[str, Case]:
         handshake=False,
     )
     c["header-4GiB-before-handshake"] = Case(
-        frames(lambda p: struct.pack(">I", 2**32 - 1)),
-        counters={**TOO_LARGE, **CLOSED_EARLY},
-        log=SIZE_LOG,
-        handshake=False,
+        frames(lambda p: struct.pack(">I", 2**32 - 1)), counters=NOT_MESH, log=NOT_MESH_LOG, handshake=False
     )
 
     # -- after a good handshake: frames --

@@ -231,7 +231,7 @@ def test_a_large_frame_before_the_handshake_is_not_held() -> None:
     assert not side.closed
     side.proto.dataReceived(b"x")
     assert side.closed
-    assert rig.node.stats.dropped["too_large"] == rig.node.stats.handshake_failures["malformed"] == 1
+    assert rig.node.stats.dropped["too_large"] == rig.node.stats.handshake_failures["not_mesh"] == 1
 
     rig = Rig()
     side = rig.link()

@@ -27,10 +27,14 @@ from twisted_mesh._ids import protocol_id
 from twisted_mesh._link import handshake
 from twisted_mesh._link.handshake import Word
 from twisted_mesh._link.writer import WritingLink
-from twisted_mesh.errors import HandshakeFailed
+from twisted_mesh.errors import HandshakeFailed, NotMeshPeer
 
 #: Frames in a row that may fail their checksum before the link is closed.
 MAX_BAD_FRAMES = 3
+
+#: The first bytes of a peer kept until it sends a mesh frame, to show what
+#: it sent when it speaks something else (see `.NotMeshPeer`).
+FIRST_BYTES_KEPT = 32
 
 #: Seconds a dialler waits for the first word of the node dialled before it
 #: sends its handshake all the same (see `.Negotiation.start`).
@@ -60,6 +64,9 @@ class Negotiation:
         `.handshake.answer_form`), and so writes each of its whispers to it
         twice.
     :ivar bad_frames: the frames in a row that failed their checksum.
+    :ivar first_bytes: the first bytes the peer sent (up to
+        `.FIRST_BYTES_KEPT`), until its first handshake or renegotiation
+        comes; then ``None``.
     """
 
     _log = Logger()
@@ -78,6 +85,7 @@ class Negotiation:
         self.inflating = True
         self.sends_twice = False
         self.bad_frames = 0
+        self.first_bytes: bytes | None = b""
         self._handshake_sent = False
         self._answered_first_word = False
         self._first_word: IDelayedCall | None = None
@@ -125,9 +133,30 @@ class Negotiation:
         if not link.handshake_done.called:
             link.handshake_done.errback(error)
 
+    def heard(self, data: bytes) -> None:
+        """The peer sent ``data``: kept, if it is among its first bytes."""
+        first = self.first_bytes
+        if first is not None and len(first) < FIRST_BYTES_KEPT:
+            self.first_bytes = first + data[: FIRST_BYTES_KEPT - len(first)]
+
+    def not_mesh(self, why: str) -> bool:
+        """
+        Fail the handshake with `.NotMeshPeer` (``why`` saying what gave it
+        away) if the peer has sent nothing of the mesh protocol yet.
+
+        :return: whether it did.
+        """
+        if self.first_bytes is None:
+            return False
+        self.fail(NotMeshPeer(self.first_bytes, why), "not_mesh")
+        return True
+
     def _timed_out(self) -> None:
         timeout = self._limits.handshake_timeout
-        self.fail(HandshakeFailed(f"no handshake within {timeout:g} s"), "timeout")
+        why, first = f"no handshake within {timeout:g} s", self.first_bytes
+        # Nothing of the mesh protocol came: some other protocol, such as
+        # HTTP's, whose server waits for a request.
+        self.fail(HandshakeFailed(why) if first is None else NotMeshPeer(first, why), "timeout")
 
     def _send_handshake(self) -> None:
         self._handshake_sent = True
@@ -143,6 +172,7 @@ class Negotiation:
 
     def on_handshake(self, payload: tuple[Any, ...]) -> None:
         """The peer's handshake came (again)."""
+        self.first_bytes = None
         link, node = self._link, self._node
         shake = handshake.parse_handshake(payload)
         if shake is None:
@@ -217,6 +247,7 @@ class Negotiation:
 
     def on_renegotiate(self, msg: WireMessage) -> None:
         """The peer renegotiated: its compression codes, or a resend."""
+        self.first_bytes = None
         link = self._link
         word, codes = handshake.read_renegotiation(msg.payload)
         if word is Word.COMPRESSION:

@@ -26,6 +26,11 @@ class LinkReader:
     whisper from a peer that writes each twice (see
     `.Negotiation.sends_twice`).
 
+    Before the peer's first handshake or renegotiation, what cannot be a
+    mesh frame (a header announcing more than the size limit, a frame that
+    does not decode, more than a handshake's worth of one frame) is taken
+    for another protocol (see `.Negotiation.not_mesh`).
+
     :ivar discarding: whether what still arrives is thrown away: once the
         link closes, unless it was closed to read on.
     """
@@ -49,12 +54,16 @@ class LinkReader:
         stats, totals = self._stats, self._node.stats
         stats.bytes_in += len(data)
         totals.bytes_in += len(data)
+        negotiation = self._negotiation
+        if negotiation.first_bytes is not None:
+            negotiation.heard(data)
         try:
             bodies = self._frames.feed(data)
         except FrameTooLarge as e:
             totals.dropped["too_large"] += 1
-            self._node.limit_hit("max_frame_size", "{peer}: {error}", peer=self._link.peer_id, error=str(e))
-            self._link.close(str(e))
+            if not negotiation.not_mesh(str(e)):
+                self._node.limit_hit("max_frame_size", "{peer}: {error}", peer=self._link.peer_id, error=str(e))
+                self._link.close(str(e))
             return
         stats.frames_in += len(bodies)
         totals.frames_in += len(bodies)
@@ -87,10 +96,10 @@ class LinkReader:
                 continue
             except FrameError as e:
                 totals.dropped["too_large" if isinstance(e, FrameTooLarge) else "malformed"] += 1
-                if link.peer_id is None:
-                    negotiation.fail(HandshakeFailed(f"bad frame: {e}"), "malformed")
-                else:
+                if link.peer_id is not None:
                     link.close(f"bad frame: {e}")
+                elif not negotiation.not_mesh(f"bad frame: {e}"):
+                    negotiation.fail(HandshakeFailed(f"bad frame: {e}"), "malformed")
                 return
             negotiation.bad_frames = 0
             # What the link handles itself, then what the node does.
@@ -110,7 +119,8 @@ class LinkReader:
             # A frame far larger than a handshake, from a peer that sent none.
             totals.dropped["too_large"] += 1
             error = f"more than {MAX_UNIDENTIFIED_BUFFER} bytes of a frame before the handshake"
-            negotiation.fail(HandshakeFailed(error), "malformed")
+            if not negotiation.not_mesh(error):
+                negotiation.fail(HandshakeFailed(error), "malformed")
 
     def _second_copy(self, msg: WireMessage) -> bool:
         """Whether ``msg`` is the copy of the whisper the peer wrote just before it."""
