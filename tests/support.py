@@ -30,6 +30,7 @@ from twisted_mesh import _compression as compression
 from twisted_mesh._frames import FrameError, FrameReader, WireMessage
 from twisted_mesh._ids import Network, new_node_id
 from twisted_mesh._link import handshake
+from twisted_mesh._logs import SHORT_ID
 from twisted_mesh._signing import Signer
 from twisted_mesh.keys import NodeKey
 
@@ -70,6 +71,11 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI must run this test)")
     pytest.skip(reason)
+
+
+def short(node_id: str) -> str:
+    """A node ID as log text shows it (the events keep it whole)."""
+    return node_id[:SHORT_ID]
 
 
 def log_text(events: list[LogEvent]) -> str:

@@ -9,7 +9,8 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+
+from twisted_mesh._logs import NODE, LoggedID, NodeLogger, logged
 
 #: The least seconds between two log lines about one limit.
 LIMIT_LOG_INTERVAL = 10.0
@@ -76,11 +77,11 @@ class NodeLog:
 
     :param stats: where they are counted.
     :param clock: where the time between two log lines is read.
+    :param node_id: the node's ID, which each line carries.
     """
 
-    _log = Logger()
-
-    def __init__(self, stats: NodeStats, clock: IReactorTime) -> None:
+    def __init__(self, stats: NodeStats, clock: IReactorTime, node_id: str) -> None:
+        self._log = NodeLogger(NODE, node_id, self)
         self._stats = stats
         self._clock = clock
         self._logged: dict[str, float] = {}
@@ -111,8 +112,8 @@ class NodeLog:
             self._logged[reason] = now
             self._log.warn(
                 "dropped a message from {peer} that says it is {sender}'s: {reason} ({count} so far)",
-                peer=peer,
-                sender=sender,
+                peer=logged(peer),
+                sender=LoggedID(sender),
                 reason=reason,
                 count=self._stats.dropped[reason],
             )
@@ -120,4 +121,4 @@ class NodeLog:
     def malformed(self, peer: str | None, what: str) -> None:
         """Count and log a malformed message, ``what``, from ``peer``, which is dropped."""
         self._stats.dropped["malformed"] += 1
-        self._log.warn("dropped a malformed {what} from {peer}", what=what, peer=peer)
+        self._log.warn("dropped a malformed {what} from {peer}", what=what, peer=logged(peer))

@@ -22,15 +22,16 @@ import atexit
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_mesh._logs import TWISTD, LoggedID, NodeLogger
 from twisted_mesh.message import Message
 from twisted_mesh.service import MeshService
 from twisted_mesh.web import WebService
@@ -51,10 +52,9 @@ class NodeProcess(MultiService):
         on to the launcher, which prints it and exits with status 1.
     """
 
-    _log = Logger()
-
     def __init__(self, node: MeshService, daemon: bool = False) -> None:
         super().__init__()
+        self._log = NodeLogger(TWISTD, node.id, self)
         self._daemon = daemon
         self._failure: Failure | None = None
         node.setServiceParent(self)
@@ -127,13 +127,15 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
-_log = Logger(namespace="twisted_mesh")
+def message_logger(node_id: str) -> Callable[[Message, object], bool]:
+    """A handler for the node ``node_id`` that takes each message, and logs it with its packets."""
+    log = NodeLogger(TWISTD, node_id)
 
+    def log_message(message: Message, link: object) -> bool:
+        log.info("message from {sender}: {packets!r}", sender=LoggedID(message.sender), packets=message.packets)
+        return True
 
-def log_message(message: Message, link: object) -> bool:
-    """A handler that takes each message, and logs it with its packets."""
-    _log.info("message from {sender}: {packets!r}", sender=message.sender, packets=message.packets)
-    return True
+    return log_message
 
 
 def take_message(message: Message, link: object) -> bool:

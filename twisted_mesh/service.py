@@ -16,19 +16,20 @@ from twisted.internet.defer import (
 )
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._awaiting import awaitable
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import Network, is_node_id
+from twisted_mesh._logs import SERVICE, NodeLogger
 from twisted_mesh._service.api import NodeAPI
 from twisted_mesh._service.bootstrap import Bootstrap
 from twisted_mesh._service.dialler import Dialler
 from twisted_mesh._service.endpoints import (
     DialAddress,
     ListenAddress,
+    address_text,
     dial_address,
     dialling_endpoint,
     listening_endpoint,
@@ -132,8 +133,6 @@ class MeshService(NodeAPI, Service):
         signed, or an ID of it is not a node ID.
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         protocol: Network = DEFAULT_PROTOCOL,
@@ -163,11 +162,12 @@ class MeshService(NodeAPI, Service):
             key=key,
             allow=None if allow is None else allow_list(allow),
         )
+        self._log = NodeLogger(SERVICE, self._node.id, self)
         self._dialler = Dialler(self._node, lambda: bool(self.running))
         # (The open connections, with or without a handshake.)
         self._connections = self._dialler.links
         endpoints = [listening_endpoint(reactor, address, protocol, lambda: self.tls, limits) for address in listen]
-        self._listeners = Listeners(endpoints, self._dialler.accepting)
+        self._listeners = Listeners(endpoints, self._dialler.accepting, self._node.id)
         # Each bootstrap peer as given (for the log), with its endpoint and
         # transport unless it is a (host, port) pair, which the node dials.
         peers = [dial_address(address) for address in connect]
@@ -232,7 +232,11 @@ class MeshService(NodeAPI, Service):
     def _listening(self, ports: list[IListeningPort]) -> None:
         self._listeners.advertise(self._node, self._out_addr_given)
         self._log.info(
-            "node {id} of {protocol} listening at {address}", id=self.id, protocol=self.protocol, address=self.out_addr
+            "node {node} listening on {bound}, advertised as {address} (node ID {node_id}, {protocol})",
+            bound=", ".join(self._listeners.bound()),
+            address=address_text(self.out_addr),
+            node_id=self.id,
+            protocol=self.protocol,
         )
         self.listening.callback(ports)
         self._rejoiner.maintain()

@@ -9,19 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
+from twisted_mesh._logs import TWISTD, NodeLogger
 from twisted_mesh._service.endpoints import encryption_of
-from twisted_mesh._twistd import NodeProcess, log_message, take_message
+from twisted_mesh._twistd import NodeProcess, message_logger, take_message
 from twisted_mesh.keys import NodeKey
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
 from twisted_mesh.web import WebService, site_prefix
-
-_log = Logger()
 
 #: The port a node listens on without --port or --listen.
 _DEFAULT_PORT = 4444
@@ -308,10 +306,11 @@ def makeService(options: Options) -> NodeProcess:
     )
     if options["key"] is not None:
         made = "made now" if options["key-made"] else "loaded"
-        _log.info("node key {path} ({made}): node ID {node_id}", path=options["key-path"], made=made, node_id=node.id)
+        log = NodeLogger(TWISTD, node.id)
+        log.info("node key {path} ({made}): node ID {node_id}", path=options["key-path"], made=made, node_id=node.id)
     top = NodeProcess(node, daemon=_daemonizing(options))
     # Nobody reads this node's queue: take every message, logging it if asked.
-    node.register_handler(log_message if options["verbose"] else take_message)
+    node.register_handler(message_logger(node.id) if options["verbose"] else take_message)
     if options["web"] is not None:
         WebService(node, options["web"], prefix=options["web-prefix"]).setServiceParent(top)
     return top

@@ -24,6 +24,8 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 
+from twisted_mesh._logs import TLS
+
 
 def self_signed_certificate(common_name: str = "twisted_mesh") -> ssl.PrivateCertificate:
     """
@@ -64,7 +66,7 @@ class TLSOptions:
         node neither asks for nor checks its peers' certificates.
     """
 
-    _log = Logger()
+    _log = Logger(namespace=TLS)
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, formatEvent
 from zope.interface import implementer
 
-from tests.support import LOOPBACK, MESH, MeshNodes, RawPeer, RawWebSocket, log_text, wait_for, within
+from tests.support import LOOPBACK, MESH, MeshNodes, RawPeer, RawWebSocket, log_text, short, wait_for, within
 from twisted_mesh import HandshakeFailed, Limits, MeshService, MeshSocket, Network
 from twisted_mesh._core import routing
 from twisted_mesh._ids import new_node_id
@@ -442,7 +442,9 @@ async def test_reply_to_a_sender_that_cannot_be_reached_says_so(log_events: list
         settled = await within(result.settled())
         assert settled is result and result.pending == ()
         assert carol.id in result.skipped and f"could not connect to 127.0.0.1:{dead_port}" in result.skipped[carol.id]
-        assert f"could not reach {carol.id} to reply" in log_text(log_events)
+        assert f"could not reach {short(carol.id)} to reply" in log_text(log_events)
+        (event,) = [e for e in log_events if "could not reach" in e["log_format"]]
+        assert event["target"] == carol.id and event["node"] == bob.id
         alice.send("hello from alice")
         from_alice = await within(bob.next_message())
         direct = from_alice.reply("hi alice")

@@ -18,7 +18,7 @@ from twisted.internet import reactor, task
 from twisted.logger import LogEvent, formatEvent
 
 from tests.integration.hostile import transport_backlog
-from tests.support import MESH, MeshNodes, handshaken_socket, log_text, raw_peer, wait_for, within
+from tests.support import MESH, MeshNodes, handshaken_socket, log_text, raw_peer, short, wait_for, within
 from twisted_mesh import Limits, MeshSocket, Message, flags
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.message import SendResult
@@ -90,7 +90,7 @@ async def test_slow_peer_is_cut_off_and_memory_stays_bounded(mesh: MeshNodes, lo
         await wait_for(lambda: slow_id not in node.routing_table, 30, "the slow peer to be gone")
         assert hits["congestion_timeout"] == 1, dict(hits)
         text = log_text(log_events)
-        assert re.search(rf"closing the connection to {slow_id}: the peer read nothing for 5 s", text)
+        assert re.search(rf"closing the connection to {short(slow_id)}: the peer read nothing for 5 s", text)
         after = node.send("after")
         assert after.queued == [good.id] and slow_id not in after.skipped
         assert (await within(good.next_message())).packets == (flags.broadcast, "after")
@@ -129,7 +129,7 @@ async def test_slow_peer_that_catches_up_is_kept(mesh: MeshNodes, log_events: li
     for _ in range(4):
         node.send(sent, rng.randbytes(50_000))
         sent += 1
-    assert any(f"peer {reader.id} is slow to read" in formatEvent(event) for event in log_events)
+    assert any(f"peer {short(reader.id)} is slow to read" in formatEvent(event) for event in log_events)
     reader.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def users() -> list[int]:

@@ -318,7 +318,7 @@ async def test_daemon_with_port(launch: Launcher, mesh: MeshNodes) -> None:
         listening = LISTENING.search(log.read_text())
         assert listening
         sock = mesh(max_outgoing=0)
-        assert await within(sock.connect("127.0.0.1", int(listening[3]))) == listening[1]
+        assert await within(sock.connect("127.0.0.1", int(listening["port"]))) == listening["id"]
         os.kill(pid, signal.SIGTERM)
         await wait_for(lambda: not pidfile.exists(), 30, "the daemon to stop")
         await wait_for(lambda: "Server Shut Down" in log.read_text(), 30, "the daemon to log its end")

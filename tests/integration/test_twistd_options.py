@@ -23,7 +23,7 @@ from tests.integration.twistd import (
     pause,
     terminate,
 )
-from tests.support import LOOPBACK, MESH, MeshNodes, http_get, wait_for, within
+from tests.support import LOOPBACK, MESH, MeshNodes, http_get, short, wait_for, within
 from twisted_mesh import HandshakeFailed, MeshService, Network, NodeKey, flags
 
 # --- options -----------------------------------------------------------------------------
@@ -191,7 +191,7 @@ async def test_verbose_logs_received_messages(launch: Launcher, mesh: MeshNodes,
     if verbose:
         await process.wait_for_text(token)
         (line,) = [line for line in process.stdout.splitlines() if token in line]
-        assert sender.id in line and f"(0, '{token}', 42)" in line
+        assert short(sender.id) in line and f"(0, '{token}', 42)" in line
     else:
         await pause(1.0)
         assert token not in process.stdout

@@ -35,10 +35,13 @@ Reference = Callable[..., Awaitable[ReferenceNode]]
 START_TIMEOUT = 60.0
 PIP_TIMEOUT = 900.0
 
-LISTENING = re.compile(r"node (\S+) of Network\(.*?\) listening at \('([^']*)', (\d+)\)")
-_SITE = re.compile(r"Site starting on (\d+)")
+LISTENING = re.compile(
+    r"node \S+ listening on (?P<bound>.*?), "
+    r"advertised as \[?(?P<host>[^\s\]]*)\]?:(?P<port>\d+) \(node ID (?P<id>\S+), "
+)
+_SITE = re.compile(r"web site starting on (\d+)")
 REDIAL = re.compile(r"again in (\d+(?:\.\d+)?) s")
-MESH_PORT = re.compile(r"LinkFactory starting on (\d+)")
+MESH_PORT = re.compile(r"listening on \S+:(\d+) \(")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: -?\d+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
 
@@ -188,7 +191,8 @@ class Process(ProcessProtocol):
         listening = LISTENING.search(self.stdout)
         assert self.running and listening, f"the node did not start:\n{self.output}"
         site = _SITE.search(self.stdout)
-        return Started(listening[1], listening[2], int(listening[3]), int(site[1]) if web and site else None)
+        web_port = int(site[1]) if web and site else None
+        return Started(listening["id"], listening["host"], int(listening["port"]), web_port)
 
     async def wait_for_text(self, text: str, timeout: float = 30.0) -> None:
         """Wait until ``text`` shows in stdout."""

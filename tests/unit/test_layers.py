@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "twisted_mesh"
 LAYERS = [
     (
         1,
-        ("_ids", "_serial", "_compression", "_frames", "_awaiting", "flags", "limits", "errors")
+        ("_ids", "_serial", "_compression", "_frames", "_awaiting", "_logs", "flags", "limits", "errors")
         + ("keys", "_signing", "message", "_stats", "_admission"),
     ),
     (2, ("_core",)),

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
@@ -21,6 +20,7 @@ from twisted_mesh._core.outbox import Outbox
 from twisted_mesh._core.peerbook import PeerBook
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._ids import id_text
+from twisted_mesh._logs import NODE, NodeLogger, logged
 
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0
@@ -76,8 +76,6 @@ class PeerExchange:
         expected there when it is known.
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         node: NodeContext,
@@ -89,6 +87,7 @@ class PeerExchange:
         max_outgoing: int,
         max_incoming: int | None,
     ) -> None:
+        self._log = NodeLogger(NODE, node.id, self)
         self._node = node
         self._routing = routing
         self._outbox = outbox
@@ -175,7 +174,7 @@ class PeerExchange:
             self._node.log.hit(
                 "max_peers_per_message",
                 "{peer} sent {entries} peers; considering the first {most}",
-                peer=link.peer_id,
+                peer=logged(link.peer_id),
                 entries=len(entries),
                 most=most,
             )
@@ -303,7 +302,7 @@ class PeerExchange:
             self._node.stats.trimmed += 1
             self._log.info(
                 "closing the link of {peer}, which has {others} other peers: this node keeps {most} that dialled it",
-                peer=link.peer_id,
+                peer=logged(link.peer_id),
                 others=self.listed[link],
                 most=self.max_incoming,
             )

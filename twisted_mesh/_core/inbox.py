@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
 
 from twisted_mesh import flags
 from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Link
 from twisted_mesh._frames import WireMessage
+from twisted_mesh._logs import NODE, NodeLogger
 from twisted_mesh.errors import MeshClosed
 from twisted_mesh.message import Handler, Message, Reply
 
@@ -31,11 +31,12 @@ EVENTS: tuple[Event, ...] = get_args(Event)
 class Events:
     """
     Named events with callbacks, as the references' ``on`` and ``once``.
+
+    :param node_id: the ID of the node whose events they are (for the log).
     """
 
-    _log = Logger()
-
-    def __init__(self) -> None:
+    def __init__(self, node_id: str) -> None:
+        self._log = NodeLogger(NODE, node_id, self)
         self._callbacks: dict[str, list[tuple[Callable[..., Any], bool]]] = {}
 
     def on(self, event: Event, callback: Callable[..., Any]) -> None:
@@ -84,14 +85,13 @@ class Inbox:
     :ivar event_source: the object passed to event callbacks.
     """
 
-    _log = Logger()
-
     def __init__(self, node: NodeContext, reply: Reply, event_source: object) -> None:
+        self._log = NodeLogger(NODE, node.id, self)
         self._node = node
         self._stats = node.stats
         self._reply = reply
         self.event_source = event_source
-        self.events = Events()
+        self.events = Events(node.id)
         self.queue: deque[Message] = deque()
         # The size on the wire of each queued message, and their sum.
         self._queue_sizes: deque[int] = deque()

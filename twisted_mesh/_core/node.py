@@ -133,7 +133,7 @@ class MeshNode:
         self.clock = clock
         self.limits = limits
         self.stats = stats = NodeStats()
-        self.node_log = log = NodeLog(stats, clock)
+        self.node_log = log = NodeLog(stats, clock, node_id)
         self.started = clock.seconds()
         self.peer_lost: Callable[[Link, float], None] | None = None
         self.admission = Admission(limits, log.hit)

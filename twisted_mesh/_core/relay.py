@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import Logger
-
 from twisted_mesh import flags
 from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import MESSAGE_LIFETIME, SeenSet
 from twisted_mesh._frames import WireMessage
+from twisted_mesh._logs import NODE, NodeLogger
 
 
 class Relay:
@@ -37,8 +36,6 @@ class Relay:
     :ivar seen: the broadcasts seen lately.
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         node: NodeContext,
@@ -51,6 +48,7 @@ class Relay:
         deliver: Callable[[Link, WireMessage], None],
         verify: Callable[[WireMessage], str | None] | None = None,
     ) -> None:
+        self._log = NodeLogger(NODE, node.id, self)
         # What the hot path reads, each one attribute away.
         self._id = node.id
         self._clock = node.clock

@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
@@ -22,6 +21,7 @@ from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58encode_int, id_text
+from twisted_mesh._logs import NODE, LoggedID, NodeLogger
 from twisted_mesh.message import SendResult
 
 
@@ -47,9 +47,8 @@ class Replies:
     :ivar waiting: the replies waiting for a link to their target, by target.
     """
 
-    _log = Logger()
-
     def __init__(self, node: NodeContext, routing: RoutingTable, outbox: Outbox, exchange: PeerExchange) -> None:
+        self._log = NodeLogger(NODE, node.id, self)
         self._node = node
         self._routing = routing
         self._outbox = outbox
@@ -78,7 +77,7 @@ class Replies:
             result._settle(target, link.send(reply))
             return result
         if not table:
-            self._log.warn("could not reply to {target}: no peer to ask for its address", target=target)
+            self._log.warn("could not reply to {target}: no peer to ask for its address", target=LoggedID(target))
             result._settle(target, "not connected to it, nor to any node to ask for its address")
             return result
         request_id = b58encode_int(int.from_bytes(os.urandom(32), "big"))
@@ -90,7 +89,7 @@ class Replies:
         pending = self.requests[request_id] = _PendingReply(request_id, target, packets, result)
         pending.expiry = self._node.clock.callLater(MESSAGE_LIFETIME, self._expired, pending)
         result.pending = (target,)
-        self._log.info("not connected to {target}: asking the mesh for its address", target=target)
+        self._log.info("not connected to {target}: asking the mesh for its address", target=LoggedID(target))
         self._outbox.send(flags.broadcast, (flags.request, request_id, target.encode("ascii")))
         return result
 
@@ -121,7 +120,7 @@ class Replies:
             if not waiting:
                 self.waiting.pop(target, None)
             reason = f"{target} was not reached within {MESSAGE_LIFETIME} s"
-        self._log.warn("a reply to {target} was given up: {reason}", target=target, reason=reason)
+        self._log.warn("a reply to {target} was given up: {reason}", target=LoggedID(target), reason=reason)
         self._settle(pending, reason)
 
     def _settle(self, pending: _PendingReply, refused: str | None) -> None:
@@ -198,6 +197,6 @@ class Replies:
             return
         given_up = self.waiting.pop(target, ())
         if given_up:
-            self._log.warn("could not reach {target} to reply: {reason}", target=target, reason=reason)
+            self._log.warn("could not reach {target} to reply: {reason}", target=LoggedID(target), reason=reason)
         for pending in given_up:
             self._settle(pending, reason)

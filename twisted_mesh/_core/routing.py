@@ -6,11 +6,11 @@ peer has two, and the back-pressure of peers slow to read.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 
 from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._ids import b58decode_int
+from twisted_mesh._logs import NODE, NodeLogger, logged
 
 #: How many addresses of past peers a node keeps, to re-dial when alone.
 MAX_KNOWN_ADDRESSES = 16
@@ -34,9 +34,8 @@ class RoutingTable:
     :ivar congested: the links of the peers slow to read.
     """
 
-    _log = Logger()
-
     def __init__(self, node: NodeContext) -> None:
+        self._log = NodeLogger(NODE, node.id, self)
         self._id_number = b58decode_int(node.id)
         self._clock = node.clock
         self.table: dict[str, Link] = {}
@@ -123,7 +122,7 @@ class RoutingTable:
         """
         self.congested.add(link)
         if len(self.congested) == 1:
-            self._log.info("peer {peer} is slow to read: pausing the others", peer=link.peer_id)
+            self._log.info("peer {peer} is slow to read: pausing the others", peer=logged(link.peer_id))
             for other in list(self.table.values()):
                 if other is not link:
                     other.pause_reading()

@@ -12,6 +12,7 @@ from twisted.internet.protocol import Factory
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link.protocol import LinkProtocol
 from twisted_mesh._link.writer import WriteBatch
+from twisted_mesh._logs import LoggedID
 
 
 class LinkFactory(Factory):
@@ -44,6 +45,10 @@ class LinkFactory(Factory):
         self.encryption = encryption or node.protocol.encryption
         self.connections = connections
         self.batch = batch if batch is not None else WriteBatch()
+
+    def logPrefix(self) -> str:
+        # Twisted's "... starting on 4444" as a port opens.
+        return f"node {LoggedID(self.node.id)} links"
 
     def buildProtocol(self, addr: Any) -> LinkProtocol:
         return LinkProtocol(self)

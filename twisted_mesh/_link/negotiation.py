@@ -16,7 +16,6 @@ from typing import Protocol as Interface
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
 from twisted_mesh import flags
 from twisted_mesh._admission import Slot
@@ -27,6 +26,7 @@ from twisted_mesh._ids import protocol_id
 from twisted_mesh._link import handshake
 from twisted_mesh._link.handshake import Word
 from twisted_mesh._link.writer import WritingLink
+from twisted_mesh._logs import LINK, LoggedID, NodeLogger, logged
 from twisted_mesh.errors import HandshakeFailed, NotMeshPeer
 
 #: Frames in a row that may fail their checksum before the link is closed.
@@ -69,9 +69,8 @@ class Negotiation:
         comes; then ``None``.
     """
 
-    _log = Logger()
-
     def __init__(self, link: NegotiatingLink, node: MeshNode, write: Callable[[bytes], None]) -> None:
+        self._log = NodeLogger(LINK, node.id, self)
         self._link = link
         self._node = node
         self._write = write
@@ -242,7 +241,7 @@ class Negotiation:
         self.send_code = handshake.send_code(shake.codes)
         self.stop_waiting()
         if node.link_ready(link):
-            self._log.info("peer {peer} joined from {address}", peer=shake.peer_id, address=shake.address)
+            self._log.info("peer {peer} joined from {address}", peer=LoggedID(shake.peer_id), address=shake.address)
         link.handshake_done.callback(shake.peer_id)
 
     def on_renegotiate(self, msg: WireMessage) -> None:
@@ -304,7 +303,7 @@ class Negotiation:
         if self.bad_frames > MAX_BAD_FRAMES:
             self._link.close(f"{self.bad_frames} frames in a row failed their checksum")
             return
-        peer = self._link.peer_id
+        peer = logged(self._link.peer_id)
         if self.inflating:
             # The first time: said once, and asked once.
             self.inflating = False

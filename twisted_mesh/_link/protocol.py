@@ -12,7 +12,6 @@ from typing import Protocol as Interface
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh import _compression
@@ -24,6 +23,7 @@ from twisted_mesh._link.negotiation import Negotiation
 from twisted_mesh._link.reader import LinkReader
 from twisted_mesh._link.tcp import tune_tcp
 from twisted_mesh._link.writer import LinkWriter, WriteBatch
+from twisted_mesh._logs import LINK, NodeLogger, logged
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
 
@@ -63,9 +63,8 @@ class LinkProtocol(Protocol):
         it is connected, the one its connection took when it was accepted.
     """
 
-    _log = Logger()
-
     def __init__(self, factory: LinkSettings) -> None:
+        self._log = NodeLogger(LINK, factory.node.id, self)
         self.factory = factory
         self._connections = factory.connections
         self.slot: Slot | None = None
@@ -153,7 +152,7 @@ class LinkProtocol(Protocol):
             self._node.stats.handshake_failures["closed"] += 1
             self.handshake_done.errback(HandshakeFailed(f"closed before the handshake: {reason.getErrorMessage()}"))
         if self.peer_id is not None:
-            self._log.info("peer {peer} left: {reason}", peer=self.peer_id, reason=reason.getErrorMessage())
+            self._log.info("peer {peer} left: {reason}", peer=logged(self.peer_id), reason=reason.getErrorMessage())
         self.closed.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
@@ -216,7 +215,8 @@ class LinkProtocol(Protocol):
             return
         self._writer.finish(abort=abort)
         log = self._log.warn if error else self._log.info
-        log("closing the connection to {peer}: {reason}", peer=self.peer_id or self._transport.getPeer(), reason=reason)
+        peer = logged(self.peer_id) or self._transport.getPeer()
+        log("closing the connection to {peer}: {reason}", peer=peer, reason=reason)
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
         # TLS closes only once no producer is registered.
         self.resume_reading()

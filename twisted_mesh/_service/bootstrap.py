@@ -11,11 +11,11 @@ from typing import Any, Union
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
+from twisted_mesh._logs import SERVICE, NodeLogger
 from twisted_mesh._service.endpoints import DialAddress
 from twisted_mesh._service.redial import MissingPeers
 from twisted_mesh.errors import SelfConnection
@@ -43,8 +43,6 @@ class BootstrapPeers:
     :ivar missing: the bootstrap peers the node misses.
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         node: MeshNode,
@@ -53,6 +51,7 @@ class BootstrapPeers:
         dial_endpoint: Callable[[IStreamClientEndpoint, str], Deferred[str]],
         dial_failed: DialFailed,
     ) -> None:
+        self._log = NodeLogger(SERVICE, node.id, self)
         self._node = node
         self._peers = list(peers)
         self._dial_endpoint = dial_endpoint

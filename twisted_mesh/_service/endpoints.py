@@ -182,6 +182,16 @@ def outward_address(host: IAddress) -> Address | None:
     return host.host, host.port
 
 
+def address_text(address: IAddress | Address) -> str:
+    """``address`` as a log line shows it: HOST:PORT (``[HOST]:PORT`` for IPv6), or a path."""
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        address = address.host, address.port
+    if isinstance(address, tuple):
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(getattr(address, "name", address))
+
+
 _Parsed = TypeVar("_Parsed")
 
 
@@ -340,8 +350,8 @@ class Accepting(Factory):
         self._links = links
 
     def logPrefix(self) -> str:
-        # "LinkFactory starting on 4444": named after the links' factory.
-        return type(self._links).__name__
+        # "... starting on 4444": named as the links' factory is.
+        return self._links.logPrefix()
 
     def buildProtocol(self, addr: Any) -> TwistedProtocol | None:
         if not self._running():

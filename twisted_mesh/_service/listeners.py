@@ -11,12 +11,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._service.endpoints import outward_address
+from twisted_mesh._logs import SERVICE, NodeLogger
+from twisted_mesh._service.endpoints import address_text, outward_address
 
 
 class Listeners:
@@ -26,13 +26,13 @@ class Listeners:
 
     :param endpoints: the endpoints, each with the transport it carries.
     :param factory: the factory of the connections a transport accepts.
+    :param node_id: the ID of the node that listens (for the log).
     """
 
-    _log = Logger()
-
     def __init__(
-        self, endpoints: Sequence[tuple[IStreamServerEndpoint, str]], factory: Callable[[str], Factory]
+        self, endpoints: Sequence[tuple[IStreamServerEndpoint, str]], factory: Callable[[str], Factory], node_id: str
     ) -> None:
+        self._log = NodeLogger(SERVICE, node_id, self)
         self._endpoints = list(endpoints)
         self._factory = factory
         self._ports: list[IListeningPort] = []
@@ -71,6 +71,13 @@ class Listeners:
             self._listening, self._failed, callbackArgs=(start, result), errbackArgs=(start, result)
         )
         return result
+
+    def bound(self) -> list[str]:
+        """Where each open port listens, for the log: its address, and its transport."""
+        return [
+            f"{address_text(port.getHost())} ({encryption})"
+            for port, (_, encryption) in zip(self._ports, self._endpoints, strict=True)
+        ]
 
     def close(self) -> list[Deferred[Any]]:
         """Stop listening: a Deferred for each port, that fires once it is closed."""

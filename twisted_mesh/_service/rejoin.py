@@ -20,11 +20,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
+from twisted_mesh._logs import SERVICE, LoggedID, NodeLogger
 from twisted_mesh._service.bootstrap import Bootstrap, BootstrapPeers
 from twisted_mesh._service.redial import MAX_DELAY, MissingPeers
 
@@ -48,8 +48,6 @@ class Rejoiner:
         `.MeshService.connect` does: a Deferred of the peer's ID.
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         node: MeshNode,
@@ -57,6 +55,7 @@ class Rejoiner:
         bootstrap: Sequence[Bootstrap],
         dial_endpoint: Callable[[IStreamClientEndpoint, str], Deferred[str]],
     ) -> None:
+        self._log = NodeLogger(SERVICE, node.id, self)
         self._node = node
         self._reactor = reactor
         self._running = False
@@ -139,7 +138,9 @@ class Rejoiner:
         self._node.peer_book.forget(address, self._node.protocol.encryption)
         self._node.stats.failed_dials += 1
         error = failure.getErrorMessage()
-        self._log.debug("could not connect to {peer} at {address}: {error}", peer=peer_id, address=address, error=error)
+        self._log.debug(
+            "could not connect to {peer} at {address}: {error}", peer=LoggedID(peer_id), address=address, error=error
+        )
 
     def _dial_past_peers(self) -> None:
         """

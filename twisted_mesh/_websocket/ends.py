@@ -18,7 +18,7 @@ from autobahn.twisted.websocket import (
 )
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IAddress, IProtocol, IProtocolFactory
+from twisted.internet.interfaces import IAddress, ILoggingContext, IProtocol, IProtocolFactory
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.python.reflect import fullyQualifiedName
@@ -146,6 +146,12 @@ class ServerFactory(WebSocketServerFactory):
         self._protocol_factory = protocol_factory
         # Without webStatus a plain HTTP request gets 426 Upgrade Required.
         self.setProtocolOptions(webStatus=False, allowNullOrigin=True, **options)
+
+    def logPrefix(self) -> str:
+        # Twisted's "... starting on 4444": named as the wrapped factory is.
+        wrapped = self._protocol_factory
+        prefix = wrapped.logPrefix() if ILoggingContext.providedBy(wrapped) else type(wrapped).__name__
+        return f"{prefix} (WebSocket)"
 
     def startFactory(self) -> None:
         self._protocol_factory.doStart()

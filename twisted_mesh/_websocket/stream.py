@@ -16,6 +16,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_mesh._logs import WEBSOCKET
+
 #: The longest message a write goes out as: a longer write is cut into
 #: several, which a reader of the stream joins again.  Readers limit the
 #: messages they take (twisted_mesh to its frame limit and 64 KiB more).
@@ -117,7 +119,7 @@ class StreamAdapter(WebSocketProtocol):
     protocols: ours start with an underscore.
     """
 
-    _log = Logger()
+    _log = Logger(namespace=WEBSOCKET)
     _wrapped: IProtocol | None = None
     _lost = False
     _aborted = False

@@ -33,7 +33,6 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybe
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IListeningPort, IProtocol, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -44,7 +43,8 @@ from twisted.web.util import Redirect
 
 from twisted_mesh._core.link import Address
 from twisted_mesh._link import LinkProtocol
-from twisted_mesh._service.endpoints import WEBSOCKET_SLACK, Refused, encryption_of, outward_address
+from twisted_mesh._logs import WEB, LoggedID, NodeLogger
+from twisted_mesh._service.endpoints import WEBSOCKET_SLACK, Refused, address_text, encryption_of, outward_address
 from twisted_mesh.service import MeshService
 from twisted_mesh.web.status import MetricsResource, StatusResource
 from twisted_mesh.websocket import OpeningFactory, websocket_server_factory
@@ -183,9 +183,7 @@ def site_prefix(prefix: str) -> str:
     return "/" + "".join(part + "/" for part in parts)
 
 
-def _resources(
-    service: MeshService, encryption: str, reactor: Any, prefix: str = "/"
-) -> tuple[Resource, _Links]:
+def _resources(service: MeshService, encryption: str, reactor: Any, prefix: str = "/") -> tuple[Resource, _Links]:
     """The root resource of the site, and the factory of its WebSocket links."""
     if encryption not in ("ws", "wss"):
         raise ValueError(f"a web port carries 'ws' or 'wss' links, not {encryption!r}")
@@ -261,11 +259,18 @@ class _Site(Site):
     # (Twisted's own channel would also switch to HTTP/2, which this site's
     # TLS does not offer.)
     protocol = _Channel  # type: ignore[assignment]
+    # (No "Starting factory" line: the service logs where the site listens.)
+    noisy = False
 
     def __init__(self, service: MeshService, encryption: str, reactor: Any, prefix: str = "/") -> None:
         root, self.links = _resources(service, encryption, reactor, prefix)
         super().__init__(root, timeout=service.limits.handshake_timeout)
         self.displayTracebacks = False
+        self._node_id = LoggedID(service.id)
+
+    def logPrefix(self) -> str:
+        # Twisted's "... starting on 8080" as the port opens.
+        return f"node {self._node_id} web site"
 
     def log(self, request: Any) -> None:
         pass
@@ -318,8 +323,6 @@ class WebService(Service):
         service stops first (a new Deferred each time the service starts).
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         mesh: MeshService,
@@ -332,6 +335,7 @@ class WebService(Service):
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
+        self._log = NodeLogger(WEB, mesh.id, self)
         self._mesh = mesh
         self._reactor = reactor
         self._endpoint = serverFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint
@@ -373,10 +377,12 @@ class WebService(Service):
             self._mesh.advertise(self.encryption, address)
             self._advertised = address
         self._log.info(
-            "web page and {encryption} mesh endpoint at {address}, path {prefix}",
+            "node {node} serving its web page and {encryption} mesh endpoint on {bound}, path {prefix}, "
+            "advertised as {address}",
             encryption=self.encryption,
-            address=port.getHost(),
+            bound=address_text(port.getHost()),
             prefix=self.prefix,
+            address=address_text(address) if self._advertise and address is not None else "nothing",
         )
         self.listening.callback(port)
 

@@ -1,0 +1,64 @@
+"""
+The log's forms: node IDs short in the text and whole in the fields, each
+event naming its node, and the public namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, eventAsJSON, eventFromJSON, formatEvent, globalLogPublisher
+
+from twisted_mesh import Network
+from twisted_mesh._core.node import MeshNode
+from twisted_mesh._ids import new_node_id
+from twisted_mesh._logs import NODE, SHORT_ID, LoggedID, NodeLogger, logged
+
+MESH = Network("mesh", "Plaintext")
+
+
+@pytest.fixture
+def events() -> Iterator[list[LogEvent]]:
+    caught: list[LogEvent] = []
+    globalLogPublisher.addObserver(caught.append)
+    yield caught
+    globalLogPublisher.removeObserver(caught.append)
+
+
+def test_an_id_is_short_in_text_and_whole_in_json() -> None:
+    """A `.LoggedID` formats as its first characters; JSON and comparisons see all of it."""
+    node_id = new_node_id(MESH)
+    logged_id = LoggedID(node_id)
+    assert f"{logged_id}" == str(logged_id) == node_id[:SHORT_ID]
+    assert f"{logged_id:>12}" == "  " + node_id[:SHORT_ID]
+    assert logged_id == node_id and json.loads(json.dumps({"peer": logged_id})) == {"peer": node_id}
+    assert logged(None) is None and logged(node_id) == node_id
+
+
+def test_node_logger_names_its_node(events: list[LogEvent]) -> None:
+    """Each event carries the node's whole ID, its text the short one, in the namespace given."""
+    node_id, peer_id = new_node_id(MESH), new_node_id(MESH)
+    NodeLogger(NODE, node_id).info("peer {peer} joined", peer=LoggedID(peer_id))
+    NodeLogger(NODE, node_id).info("node {node} placed itself")
+    joined, placed = events
+    assert formatEvent(joined) == f"node {node_id[:SHORT_ID]}: peer {peer_id[:SHORT_ID]} joined"
+    assert formatEvent(placed) == f"node {node_id[:SHORT_ID]} placed itself"
+    assert joined["log_namespace"] == "twisted_mesh.node"
+    assert (joined["node"], joined["peer"]) == (node_id, peer_id)
+    loaded = eventFromJSON(eventAsJSON(joined))
+    assert (loaded["node"], loaded["peer"]) == (node_id, peer_id)
+    assert formatEvent(loaded) == formatEvent(joined)
+
+
+def test_two_nodes_in_one_process_are_told_apart(events: list[LogEvent]) -> None:
+    """The core's events (a limit that bit, here) say which node they are of, in the node namespace."""
+    clock = Clock()
+    one, two = MeshNode(MESH, clock), MeshNode(MESH, clock)
+    one.limit_hit("max_seen", "forgot broadcasts early")
+    two.limit_hit("max_seen", "forgot broadcasts early")
+    assert [event["node"] for event in events] == [one.id, two.id]
+    assert [event["log_namespace"] for event in events] == [NODE, NODE]
+    assert formatEvent(events[0]).startswith(f"node {one.id[:SHORT_ID]}: limit max_seen")
