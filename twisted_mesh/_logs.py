@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel
 
 #: How many characters of a node ID log text shows (as the web page does).
 SHORT_ID = 10
@@ -55,10 +55,13 @@ class NodeLogger(Logger):
     :param namespace: one of this module's namespaces.
     :param node_id: the node's ID.
     :param source: the object that logs, the event's ``log_source``.
+    :param observer: where the events go; by default, the global log.
     """
 
-    def __init__(self, namespace: str, node_id: str, source: object = None) -> None:
-        super().__init__(namespace, source)
+    def __init__(
+        self, namespace: str, node_id: str, source: object = None, observer: ILogObserver | None = None
+    ) -> None:
+        super().__init__(namespace, source, observer)
         self.node_id = LoggedID(node_id)
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:

@@ -14,6 +14,9 @@ done here, each covered by tests/integration/test_twistd*.py:
   launcher (it prints what `.NodeProcess.startService` raises, and exits
   with 1); the daemon's own copy of the error leaves no traceback in the
   log, which says why already.
+- ``--log-format json``: twistd writes its log as text, unless the
+  application it runs has a log observer (its ``ILogObserver``
+  component), which `.NodeProcess` sets as twistd adds it.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ import atexit
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ReactorNotRunning
+from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
 
 from twisted_mesh._logs import TWISTD, LoggedID, NodeLogger
 from twisted_mesh.message import Message
@@ -50,14 +56,24 @@ class NodeProcess(MultiService):
         launcher waiting for word of the start: then a listener that fails
         at once makes `.startService` raise, for twistd to pass the error
         on to the launcher, which prints it and exits with status 1.
+    :param log_observer: the observer of the process's log, in place of
+        twistd's text (see `.json_log_observer`).
     """
 
-    def __init__(self, node: MeshService, daemon: bool = False) -> None:
+    def __init__(self, node: MeshService, daemon: bool = False, log_observer: ILogObserver | None = None) -> None:
         super().__init__()
         self._log = NodeLogger(TWISTD, node.id, self)
         self._daemon = daemon
+        self._log_observer = log_observer
         self._failure: Failure | None = None
         node.setServiceParent(self)
+
+    def setServiceParent(self, parent: IServiceCollection | Componentized) -> None:
+        # twistd adds the process to its application, and logs to the
+        # application's observer, if it has one, as it starts.
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
 
     def startService(self) -> None:
         from twisted.internet import reactor as _reactor
@@ -125,6 +141,27 @@ def _exit_failed() -> None:
         except Exception:
             pass
     os._exit(1)
+
+
+#: The forms of ``--log-format``.
+LOG_FORMATS = ("text", "json")
+
+
+def json_log_observer(twistd: Mapping[str, Any] | None) -> ILogObserver:
+    """
+    Twisted's `~twisted.logger.jsonFileLogObserver`, one event a line, on
+    the output twistd would log to: stdout with ``-n`` (or ``--logfile
+    -``), else ``--logfile`` (by default ``twistd.log``).
+
+    :param twistd: twistd's options, if it runs the node.
+    """
+    options = twistd or {}
+    name = options.get("logfile") or ""
+    if name == "-" or (options.get("nodaemon", True) and not name):
+        stream: IO[Any] = sys.stdout
+    else:
+        stream = LogFile.fromFullPath(name or "twistd.log")
+    return jsonFileLogObserver(stream, recordSeparator="")
 
 
 def message_logger(node_id: str) -> Callable[[Message, object], bool]:

@@ -15,7 +15,7 @@ from twisted_mesh._core.link import Address
 from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
 from twisted_mesh._logs import TWISTD, NodeLogger
 from twisted_mesh._service.endpoints import encryption_of
-from twisted_mesh._twistd import NodeProcess, message_logger, take_message
+from twisted_mesh._twistd import LOG_FORMATS, NodeProcess, json_log_observer, message_logger, take_message
 from twisted_mesh.keys import NodeKey
 from twisted_mesh.service import MeshService
 from twisted_mesh.tls import TLSOptions
@@ -179,6 +179,12 @@ class Options(usage.Options):
             "(needs --tls-cert). Without it, SSL/wss links verify nobody, and use --tls-cert or a self-signed "
             "certificate.",
         ],
+        [
+            "log-format",
+            None,
+            "text",
+            "How the log is written, to stdout (-n) or twistd's log file: text, or json (one JSON object a line).",
+        ],
     ]
     optFlags = [
         ["verbose", "v", "Also log each message this node receives, with its packets."],
@@ -275,6 +281,10 @@ class Options(usage.Options):
                 )
         if not self["listen"]:
             self["listen"] = [_DEFAULT_PORT if self["port"] is None else self["port"]]
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        if self["log-format"] == "json" and (getattr(self, "parent", None) or {}).get("syslog"):
+            raise usage.UsageError("--log-format json writes to stdout or the log file, not to syslog")
 
     def _has_tls_links(self) -> bool:
         """
@@ -308,7 +318,8 @@ def makeService(options: Options) -> NodeProcess:
         made = "made now" if options["key-made"] else "loaded"
         log = NodeLogger(TWISTD, node.id)
         log.info("node key {path} ({made}): node ID {node_id}", path=options["key-path"], made=made, node_id=node.id)
-    top = NodeProcess(node, daemon=_daemonizing(options))
+    json_log = json_log_observer(getattr(options, "parent", None)) if options["log-format"] == "json" else None
+    top = NodeProcess(node, daemon=_daemonizing(options), log_observer=json_log)
     # Nobody reads this node's queue: take every message, logging it if asked.
     node.register_handler(message_logger(node.id) if options["verbose"] else take_message)
     if options["web"] is not None:

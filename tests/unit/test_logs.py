@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, eventAsJSON, eventFromJSON, formatEvent, globalLogPublisher
+from twisted.python import usage
 
-from twisted_mesh import Network
+from twisted_mesh import Network, tap
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import new_node_id
 from twisted_mesh._logs import NODE, SHORT_ID, LoggedID, NodeLogger, logged
+from twisted_mesh._twistd import json_log_observer
 
 MESH = Network("mesh", "Plaintext")
 
@@ -62,3 +65,25 @@ def test_two_nodes_in_one_process_are_told_apart(events: list[LogEvent]) -> None
     assert [event["node"] for event in events] == [one.id, two.id]
     assert [event["log_namespace"] for event in events] == [NODE, NODE]
     assert formatEvent(events[0]).startswith(f"node {one.id[:SHORT_ID]}: limit max_seen")
+
+
+def test_log_format_is_text_or_json() -> None:
+    """``twistd mesh --log-format`` takes text or json."""
+    for good in ("text", "json"):
+        options = tap.Options()
+        options.parseOptions(["--log-format", good])
+        assert options["log-format"] == good
+    with pytest.raises(usage.UsageError, match="--log-format must be one of text, json"):
+        tap.Options().parseOptions(["--log-format", "xml"])
+
+
+def test_json_log_observer_writes_one_object_a_line(tmp_path: Path) -> None:
+    """The JSON observer writes each event on a line of its own, to the log file twistd's options name."""
+    node_id = new_node_id(MESH)
+    observer = json_log_observer({"logfile": str(tmp_path / "node.log"), "nodaemon": False})
+    logger = NodeLogger(NODE, node_id, observer=observer)
+    logger.info("one {peer}", peer=LoggedID(node_id))
+    logger.warn("two")
+    lines = (tmp_path / "node.log").read_text().splitlines()
+    assert [json.loads(line)["log_format"] for line in lines] == ["node {node}: one {peer}", "node {node}: two"]
+    assert json.loads(lines[0])["peer"] == node_id
