@@ -4,11 +4,12 @@ coroutine, with a timeout and the error of a peer of another network.
 """
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh import MeshSocket, Network, ProtocolMismatch
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     alice = MeshSocket("127.0.0.1", 0)
     bob = MeshSocket("127.0.0.1", 0)
     stranger = MeshSocket("127.0.0.1", 0, prot=Network("another subnet", "Plaintext"))

@@ -4,11 +4,13 @@ it is in both networks and relays broadcasts between them.
 """
 
 from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh import MeshService, MeshSocket, Network
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     # The prefix of each string names its transport: tcp: is 'Plaintext',
     # ws: is 'ws'.  The node's own protocol names its main transport.
     bridge = MeshService(
@@ -16,7 +18,8 @@ async def main(reactor):
         listen=["tcp:0:interface=127.0.0.1", "ws:0:interface=127.0.0.1"],
     )
     bridge.startService()
-    tcp_port, ws_port = (port.getHost().port for port in await bridge.listening)
+    addresses = [port.getHost() for port in await bridge.listening]
+    tcp_port, ws_port = (address.port for address in addresses if isinstance(address, IPv4Address))
     print("the bridge's addresses:", sorted(bridge.status()["out_addrs"]))
 
     tcp_node = MeshSocket("127.0.0.1", 0, prot=Network("mesh", "Plaintext"))

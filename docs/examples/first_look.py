@@ -1,11 +1,12 @@
 """A first look: two nodes, a broadcast and its reply."""
 
 from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh import MeshSocket
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     alice = MeshSocket("127.0.0.1", 0)  # port 0: any free port
     bob = MeshSocket("127.0.0.1", 0)
     await bob.connect("127.0.0.1", alice.out_addr[1])

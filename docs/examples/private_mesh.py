@@ -8,13 +8,14 @@ import tempfile
 from pathlib import Path
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh import HandshakeFailed, MeshSocket, Network, NodeKey, ProtocolMismatch
 
 TEAM = Network("team", "SSL", signed=True)
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     with tempfile.TemporaryDirectory() as folder:
         # Each member's key, made once and kept (mode 0600): its ID is the key's.
         keys = {name: NodeKey.load_or_create(Path(folder) / f"{name}.pem")[0] for name in ("alice", "bob")}

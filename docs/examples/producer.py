@@ -4,6 +4,7 @@ batches, so every message it sends is queued, and arrives.
 """
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh import MeshSocket
 
@@ -11,10 +12,10 @@ MESSAGES = 20_000
 BATCH = 500
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     alice = MeshSocket("127.0.0.1", 0)
     bob = MeshSocket("127.0.0.1", 0)
-    got = []
+    got: list[int] = []
     bob.on("message", lambda sock: got.extend(msg.packets[1] for msg in sock.recv(BATCH)))
     try:
         await bob.connect("127.0.0.1", alice.out_addr[1])

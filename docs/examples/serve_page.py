@@ -14,6 +14,7 @@ from pathlib import Path
 
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site
 from twisted.web.static import File
 
@@ -23,7 +24,7 @@ from twisted_mesh.web import web_resource
 MESH = Network("mesh", "Plaintext")
 
 
-async def main(reactor, port="8080"):
+async def main(reactor: IReactorTime, port: str = "8080") -> None:
     node = MeshService(MESH, listen=["tcp:0:interface=127.0.0.1"])
     node.startService()
     await node.listening
@@ -41,8 +42,9 @@ async def main(reactor, port="8080"):
     python_node = MeshSocket("127.0.0.1", 0, prot=MESH)
     await python_node.connect("127.0.0.1", node.out_addr[1])
 
-    def answer(sock):
+    def answer(sock: MeshSocket) -> None:
         msg = sock.recv()
+        assert msg is not None
         print("the Python node got", msg.packets, flush=True)
         sock.send("hello from Python")
 

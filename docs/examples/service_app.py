@@ -13,10 +13,14 @@ first at start, and the first one's status is read from Python and over HTTP.
 """
 
 import json
+from collections.abc import Sequence
 from urllib.request import urlopen
 
 from twisted.application import service
 from twisted.internet import defer, task, threads
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.python.components import Componentized
 
 from twisted_mesh import Limits, MeshService, Network
 from twisted_mesh.web import WebService
@@ -24,14 +28,16 @@ from twisted_mesh.web import WebService
 MESH = Network("mesh", "Plaintext")
 
 
-def make_application(listen, connect=(), web=None):
+def make_application(
+    listen: Sequence[str], connect: Sequence[str] = (), web: str | None = None
+) -> Componentized:
     """
     An application with one mesh node that listens on the endpoint strings
     in listen, dials those in connect at start (and again whenever it is
     not connected to one of them), and serves its page, /status and
     /metrics on web.
     """
-    application = service.Application("mesh")
+    application: Componentized = service.Application("mesh")
     limits = Limits(max_queue=10_000)
     node = MeshService(MESH, listen=listen, connect=connect, limits=limits)
     node.setName("mesh")
@@ -46,25 +52,35 @@ def make_application(listen, connect=(), web=None):
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
-def fetch(url):
+def port_number(port: IListeningPort) -> int:
+    """The number of the TCP port ``port`` listens on."""
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
+
+
+def fetch(url: str) -> bytes:
     """GET a URL: this blocks, so it runs in a thread."""
     with urlopen(url, timeout=30) as response:
-        return response.read()
+        body: bytes = response.read()
+        return body
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     first = service.IServiceCollection(make_application([LOOPBACK], web=LOOPBACK))
     node, site = first.getServiceNamed("mesh"), first.getServiceNamed("web")
+    assert isinstance(node, MeshService) and isinstance(site, WebService)
     service.IService(first).startService()
     try:
         [port] = await node.listening
-        web_port = (await site.listening).getHost().port
-        print("first node listening:", port.getHost().port == node.out_addr[1])
+        web_port = port_number(await site.listening)
+        print("first node listening:", port_number(port) == node.out_addr[1])
 
         address = f"tcp:host=127.0.0.1:port={node.out_addr[1]}"
         second = make_application([LOOPBACK], connect=[address])
         other = service.IServiceCollection(second).getServiceNamed("mesh")
-        joined = defer.Deferred()
+        assert isinstance(other, MeshService)
+        joined: defer.Deferred[MeshService] = defer.Deferred()
         other.once("connect", joined.callback)
         service.IService(second).startService()
         try:

@@ -11,8 +11,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import NameOID
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh import MeshSocket, Network
 from twisted_mesh.tls import TLSOptions
@@ -20,7 +25,7 @@ from twisted_mesh.tls import TLSOptions
 SSL_MESH = Network("mesh", "SSL")
 
 
-def make_pki(folder, *hosts):
+def make_pki(folder: str, *hosts: str) -> None:
     """
     Write a certificate authority (ca.pem) and, for each host, a key and a
     certificate it signed (HOST.pem, both in one file), as a real
@@ -28,7 +33,14 @@ def make_pki(folder, *hosts):
     """
     now = datetime.datetime.now(datetime.timezone.utc)
 
-    def certificate(subject, issuer, public_key, signing_key, ca, host=None):
+    def certificate(
+        subject: str,
+        issuer: str,
+        public_key: CertificatePublicKeyTypes,
+        signing_key: CertificateIssuerPrivateKeyTypes,
+        ca: bool,
+        host: str | None = None,
+    ) -> bytes:
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -42,6 +54,7 @@ def make_pki(folder, *hosts):
         builder = builder.add_extension(constraints, critical=True)
         if host is not None:
             # The name a dialler checks: an IP address or a DNS name.
+            name: x509.GeneralName
             try:
                 name = x509.IPAddress(ipaddress.ip_address(host))
             except ValueError:
@@ -67,7 +80,7 @@ def make_pki(folder, *hosts):
         (Path(folder) / f"{host}.pem").write_bytes(key_pem + cert_pem)
 
 
-async def main(reactor):
+async def main(reactor: IReactorTime) -> None:
     # Self-signed mode: encrypted, but nobody is authenticated.
     alice = MeshSocket("127.0.0.1", 0, prot=SSL_MESH)
     bob = MeshSocket("127.0.0.1", 0, prot=SSL_MESH)

@@ -347,3 +347,13 @@ async def test_dialling_a_web_server(mesh: MeshNodes, tls: bool) -> None:
         assert sock.stats.handshake_failures["timeout"] == 1
     finally:
         await port.stopListening()
+
+
+def test_the_typed_program_runs() -> None:
+    """tests/typed/program.py, which tox -e mypy checks with mypy --strict, also runs as it says."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    program = ROOT / "tests" / "typed" / "program.py"
+    result = subprocess.run([sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "closed: True"
+    assert "refused: unknown event 'mesage'" in result.stdout
