@@ -20,11 +20,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from OpenSSL.crypto import X509
+from service_identity import CertificateError, VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet import ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_mesh._logs import TLS
+
+#: (Not a class attribute: there, a Logger takes the class's path as its namespace.)
+_log = Logger(namespace=TLS)
 
 
 def self_signed_certificate(common_name: str = "twisted_mesh") -> ssl.PrivateCertificate:
@@ -66,8 +78,6 @@ class TLSOptions:
         node neither asks for nor checks its peers' certificates.
     """
 
-    _log = Logger(namespace=TLS)
-
     def __init__(
         self,
         certificate: ssl.PrivateCertificate | None = None,
@@ -105,7 +115,7 @@ class TLSOptions:
     def server_options(self) -> Any:
         """The context factory a TLS listener uses."""
         if self.authority is None:
-            self._log.info("TLS in self-signed mode: links are encrypted, but no peer is authenticated")
+            _log.info("TLS in self-signed mode: links are encrypted, but no peer is authenticated")
             return self.certificate.options()
         return ssl.CertificateOptions(
             privateKey=self.certificate.privateKey.original,
@@ -120,4 +130,50 @@ class TLSOptions:
         if self.authority is None:
             # Like the references' diallers: accept whatever the peer shows.
             return ssl.CertificateOptions()
-        return ssl.optionsForClientTLS(hostname, trustRoot=self.authority, clientCertificate=self.certificate)
+        creator = ssl.optionsForClientTLS(hostname, trustRoot=self.authority, clientCertificate=self.certificate)
+        return _NameChecking(creator, hostname)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _NameChecking:
+    """
+    Twisted's verified client connections, whose check of the name in the
+    listener's certificate refuses any certificate that does not name
+    ``hostname``, with one log line.  (Twisted's own check logs a traceback
+    for a certificate that names no host at all, and then accepts it.)
+    """
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator, hostname: str) -> None:
+        self._creator = creator
+        self._hostname = hostname
+        self._service_id = IPAddress_ID(hostname) if isIPAddress(hostname) or isIPv6Address(hostname) else None
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        service_id = self._service_id or DNS_ID(self._hostname)
+
+        def verify(connection: SSL.Connection, certificate: X509, error: int, depth: int, ok: int) -> bool:
+            if depth != 0 or not ok:
+                return bool(ok)
+            refused: Exception
+            try:
+                verify_service_identity(extract_patterns(certificate), [service_id], [])
+                return True
+            except VerificationError as e:
+                refused, reason = e, "it names another host"
+            except CertificateError as e:
+                refused, reason = e, f"it names no host ({e})"
+            except Exception as e:
+                # (An error raised out of OpenSSL's callback would be lost.)
+                refused, reason = e, f"it cannot be read: {e!r}"
+            _log.warn(
+                "refused the TLS certificate of {address}, dialled as {host}: {reason}",
+                address=tlsProtocol.transport.getPeer() if tlsProtocol.transport is not None else None,
+                host=self._hostname,
+                reason=reason,
+            )
+            tlsProtocol.failVerification(Failure(refused))
+            return False
+
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
+        return connection

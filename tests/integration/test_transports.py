@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
 from twisted.internet.error import ConnectionClosed
+from twisted.logger import LogEvent, formatEvent
 
 from tests.reference import Reference
 from tests.support import MeshNodes, wait_for, within
@@ -82,10 +83,13 @@ async def test_a_plaintext_peer_is_refused(mesh: MeshNodes, encryption: str) -> 
 # -- verified TLS ----------------------------------------------------------------------
 
 
-def authority_and_certificates(*names: str) -> tuple[ssl.Certificate, list[ssl.PrivateCertificate]]:
+def authority_and_certificates(
+    *names: str, bare: tuple[str, ...] = ()
+) -> tuple[ssl.Certificate, list[ssl.PrivateCertificate]]:
     """
     A throwaway certificate authority, and a certificate it signed for each
-    name (an IP address or a DNS name, in subjectAltName).
+    name (an IP address or a DNS name, in subjectAltName; only in the
+    common name for those in ``bare``).
     """
     now = datetime.datetime.now(datetime.timezone.utc)
 
@@ -121,7 +125,7 @@ def authority_and_certificates(*names: str) -> tuple[ssl.Certificate, list[ssl.P
             san: Any = x509.IPAddress(ipaddress.ip_address(name))
         except ValueError:
             san = x509.DNSName(name)
-        certificate = build(name, authority_name, key.public_key(), authority_key, False, san)
+        certificate = build(name, authority_name, key.public_key(), authority_key, False, None if name in bare else san)
         signed.append(ssl.PrivateCertificate.loadPEM(pem(key, certificate)))
     return ssl.Certificate.loadPEM(authority.public_bytes(serialization.Encoding.PEM)), signed
 
@@ -154,6 +158,26 @@ async def test_verified_tls_checks_the_name(mesh: MeshNodes, encryption: str) ->
     a, b = tls_nodes(mesh, encryption, TLSOptions(wrong_name, authority), TLSOptions(dialler, authority))
     assert "IPAddressMismatch" in await dial_refused(b, a)
     assert not b.routing_table
+
+
+@pytest.mark.parametrize("encryption", ["SSL", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_verified_tls_refuses_a_certificate_naming_no_host(
+    mesh: MeshNodes, encryption: str, log_events: list[LogEvent]
+) -> None:
+    """
+    A listener whose certificate, signed by the authority, names no host (no
+    subjectAltName) is refused by the dialler, with one log line and no
+    traceback.  (Twisted's own check logs a traceback, then accepts it.)
+    """
+    authority, (bare, dialler) = authority_and_certificates("127.0.0.1", "127.0.0.2", bare=("127.0.0.1",))
+    a, b = tls_nodes(mesh, encryption, TLSOptions(bare, authority), TLSOptions(dialler, authority))
+    assert "subjectAltName" in await dial_refused(b, a)
+    assert not b.routing_table and not a.routing_table
+    lines = [formatEvent(event) or "" for event in log_events if event.get("log_namespace") == "twisted_mesh.tls"]
+    refused = [line for line in lines if line.startswith("refused the TLS certificate of ")]
+    assert len(refused) == 1 and "dialled as 127.0.0.1: it names no host" in refused[0], lines
+    assert not [event for event in log_events if "log_failure" in event]
 
 
 @pytest.mark.parametrize("encryption", ["SSL", "wss"])

@@ -17,8 +17,9 @@ from twisted.python import usage
 from twisted_mesh import Network, tap
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._logs import NODE, SHORT_ID, LoggedID, NodeLogger, logged
+from twisted_mesh._logs import NODE, SHORT_ID, TLS, LoggedID, NodeLogger, logged
 from twisted_mesh._twistd import json_log_observer
+from twisted_mesh.tls import TLSOptions
 
 MESH = Network("mesh", "Plaintext")
 
@@ -87,3 +88,10 @@ def test_json_log_observer_writes_one_object_a_line(tmp_path: Path) -> None:
     lines = (tmp_path / "node.log").read_text().splitlines()
     assert [json.loads(line)["log_format"] for line in lines] == ["node {node}: one {peer}", "node {node}: two"]
     assert json.loads(lines[0])["peer"] == node_id
+
+
+def test_tls_events_are_in_the_tls_namespace(events: list[LogEvent]) -> None:
+    """The events of TLS, which are not one node's, are in twisted_mesh.tls (not a class's path)."""
+    TLSOptions().server_options()
+    (event,) = events
+    assert event["log_namespace"] == TLS and "self-signed mode" in formatEvent(event)

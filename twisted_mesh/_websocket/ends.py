@@ -20,10 +20,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import IAddress, ILoggingContext, IProtocol, IProtocolFactory
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.reflect import fullyQualifiedName
 
+from twisted_mesh._logs import WEBSOCKET
 from twisted_mesh._websocket.stream import StreamAdapter
+
+#: (Not a class attribute: there, a Logger takes the class's path as its namespace.)
+_log = Logger(namespace=WEBSOCKET)
 
 
 class WebSocketHandshakeError(ConnectError):
@@ -79,12 +84,12 @@ class ServerProtocol(StreamAdapter, WebSocketServerProtocol):  # type: ignore[mi
         try:
             self._opening = watcher.opening(self.transport.getPeer(), self._drop)
         except Exception:
-            self._log.failure("{factory!r} raised in opening: dropping the connection", factory=watcher)
+            _log.failure("{factory!r} raised in opening: dropping the connection", factory=watcher)
         if self._opening is None:
             self._abort()
 
     def _drop(self, reason: str) -> None:
-        self._log.debug("dropping the WebSocket from {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
+        _log.debug("dropping the WebSocket from {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
         self._abort()
 
     def _built(self, wrapped: IProtocol) -> None:

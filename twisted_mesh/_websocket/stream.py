@@ -18,6 +18,9 @@ from zope.interface import implementer
 
 from twisted_mesh._logs import WEBSOCKET
 
+#: (Not a class attribute: there, a Logger takes the class's path as its namespace.)
+_log = Logger(namespace=WEBSOCKET)
+
 #: The longest message a write goes out as: a longer write is cut into
 #: several, which a reader of the stream joins again.  Readers limit the
 #: messages they take (twisted_mesh to its frame limit and 64 KiB more).
@@ -119,7 +122,6 @@ class StreamAdapter(WebSocketProtocol):
     protocols: ours start with an underscore.
     """
 
-    _log = Logger(namespace=WEBSOCKET)
     _wrapped: IProtocol | None = None
     _lost = False
     _aborted = False
@@ -169,7 +171,7 @@ class StreamAdapter(WebSocketProtocol):
         self._start_error = failure
         if self.factory.isServer:
             # A client's caller gets the failure from connect().
-            self._log.failure("WebSocket from {peer}: {what}", failure, peer=self.transport.getPeer(), what=what)
+            _log.failure("WebSocket from {peer}: {what}", failure, peer=self.transport.getPeer(), what=what)
         self._abort()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -178,7 +180,7 @@ class StreamAdapter(WebSocketProtocol):
             return
         if not isBinary:
             self._close_error = "a text message came: this connection carries binary messages only"
-            self._log.warn(
+            _log.warn(
                 "closing the WebSocket from {peer}: {reason}", peer=self.transport.getPeer(), reason=self._close_error
             )
             self.sendCloseFrame(code=UNSUPPORTED_DATA, reasonUtf8=b"binary messages only")
@@ -186,7 +188,7 @@ class StreamAdapter(WebSocketProtocol):
         try:
             wrapped.dataReceived(payload)
         except Exception:
-            self._log.failure("{protocol!r} raised in dataReceived: dropping the connection", protocol=wrapped)
+            _log.failure("{protocol!r} raised in dataReceived: dropping the connection", protocol=wrapped)
             self._abort()
 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
@@ -208,7 +210,7 @@ class StreamAdapter(WebSocketProtocol):
             try:
                 wrapped.connectionLost(self._lost_reason(wasClean, code, reason))
             except Exception:
-                self._log.failure("{protocol!r} raised in connectionLost", protocol=wrapped)
+                _log.failure("{protocol!r} raised in connectionLost", protocol=wrapped)
         if not self._started:
             self._not_opened(reason)
 
