@@ -5,6 +5,7 @@ The ``twistd mesh`` command: its options, and the service they make.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -212,6 +213,13 @@ class Options(usage.Options):
         "Serve a status page, /status, /metrics, the browser client and the mesh over WebSocket on this port "
         "(or endpoint string; ssl: or tls: for https and wss)."
     )
+
+    def opt_version(self) -> None:
+        """Print twisted_mesh's version, and exit."""
+        import twisted_mesh
+
+        print(f"twisted_mesh {twisted_mesh.__version__}")
+        sys.exit(0)
 
     def opt_listen(self, endpoint: str) -> None:
         """An endpoint string to listen on, such as tcp:4444 (repeatable)."""
