@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
 from tests.support import MESH
@@ -342,3 +343,34 @@ def test_dialer_that_raises_fails_the_dial() -> None:
     assert again is not None
     again.addErrback(failures.append)
     assert len(failures) == 2
+
+
+def test_asking_one_peer_for_its_peers() -> None:
+    """ask_peers(link) whispers a request to that link, and fires with the entries of its next peers message."""
+    node, _, _ = make_node(max_outgoing=0)
+    a = add_link(node)
+    b = add_link(node, ids_as_bin=False)
+    assert a.peer_id is not None and b.peer_id is not None
+    a.take()
+    asked = node.ask_peers(a)
+    (request,) = a.take()
+    assert request.payload == (flags.request, b"*") and b.take() == []
+    told: list[Any] = []
+    asked.addCallback(told.append)
+    node.message_received(b, peers_message(b.peer_id, [entry(("10.4.0.1", 1), new_node_id(MESH))]))
+    assert told == []
+    other = new_node_id(MESH)
+    node.message_received(a, peers_message(a.peer_id, [entry(("10.4.0.2", 2), other)]))
+    assert told == [[(("10.4.0.2", 2), other)]]
+
+
+def test_asking_a_peer_that_leaves_fails() -> None:
+    """The answer of a peer whose link closes first never comes: the Deferred fails with ConnectionLost."""
+    node, _, _ = make_node(max_outgoing=0)
+    a = add_link(node)
+    asked = node.ask_peers(a)
+    failures: list[Failure] = []
+    asked.addErrback(failures.append)
+    node.link_lost(a)
+    (failure,) = failures
+    assert failure.check(ConnectionLost)

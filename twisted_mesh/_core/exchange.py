@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
 from twisted_mesh import flags
@@ -107,6 +108,8 @@ class PeerExchange:
         # when the node last asked for them to learn which are redundant.
         self.listed: dict[Link, int] = {}
         self._asked_for_peers = -TRIM_ASK_INTERVAL
+        # Who waits for each link's next peers message (see `.ask`).
+        self._asking: dict[Link, list[Deferred[list[tuple[Address, str]]]]] = {}
 
     def out_addr_for(self, encryption: str) -> Address:
         """The address this node tells peers of the transport ``encryption`` to dial."""
@@ -116,6 +119,8 @@ class PeerExchange:
         """Forget what is known of a link that closed."""
         self._peers_answered.pop(link, None)
         self.listed.pop(link, None)
+        for waiter in self._asking.pop(link, []):
+            waiter.errback(ConnectionLost("the peer left before it told of its peers"))
 
     # -- telling peers of nodes ---------------------------------------------
 
@@ -160,6 +165,19 @@ class PeerExchange:
         for link in list(self._routing.table.values()):
             self._outbox.whisper(link, (flags.request, b"*" if link.ids_as_bin else "*"))
 
+    def ask(self, link: Link) -> Deferred[list[tuple[Address, str]]]:
+        """
+        Ask one peer for its peers: a Deferred that fires with the entries
+        of the next peers message it sends, ``(address, node ID)`` each (the
+        nodes it tells others to dial), or fails with `.ConnectionLost` when
+        the link closes first.
+        """
+        waiters = self._asking.setdefault(link, [])
+        d: Deferred[list[tuple[Address, str]]] = Deferred(waiters.remove)
+        waiters.append(d)
+        self._outbox.whisper(link, (flags.request, b"*" if link.ids_as_bin else "*"))
+        return d
+
     # -- dialling the nodes peers tell of -----------------------------------
 
     def on_peers(self, link: Link, payload: tuple[Any, ...]) -> None:
@@ -189,6 +207,8 @@ class PeerExchange:
                 return
             peers.append((address, peer_id))
         self.listed[link] = len(peers)
+        for waiter in self._asking.pop(link, []):
+            waiter.callback(list(peers))
         for address, peer_id in peers:
             if peer_id != self._node.id:
                 self.peer_book.heard_of(address, link.encryption, peer_id)

@@ -184,6 +184,7 @@ class MeshNode:
         self.outgoing_count = exchange.outgoing_count
         self.out_addr_for = exchange.out_addr_for
         self.request_peers = exchange.request_peers
+        self.ask_peers = exchange.ask
         self.register_handler = inbox.register_handler
         self.recv = inbox.recv
         self.next_message = inbox.next_message

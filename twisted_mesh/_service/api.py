@@ -163,3 +163,17 @@ class NodeAPI:
     def request_peers(self) -> None:
         """Ask every peer for its peers, to dial those not connected."""
         self._node.request_peers()
+
+    def peers_of(self, peer_id: str) -> Deferred[list[tuple[Address, str]]]:
+        """
+        Ask the peer ``peer_id`` for its peers, over the mesh protocol (a
+        ``request`` whisper, answered with a ``peers`` one).
+
+        :return: a Deferred that fires with what the peer tells of: the
+            nodes it would have this node dial, ``((host, port), node ID)``
+            each (its peers of this link's transport, and nodes it heard
+            of; this node and the peer itself left out).  It fails with
+            `.ConnectionLost` when the link closes first.
+        :raise KeyError: when ``peer_id`` is not a peer.
+        """
+        return self._node.ask_peers(self._node.routing_table[peer_id])
