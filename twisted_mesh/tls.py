@@ -13,15 +13,16 @@ that the listener's certificate names the host it dialled.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from OpenSSL.crypto import X509
+from OpenSSL.crypto import FILETYPE_PEM, X509
 from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
@@ -67,6 +68,9 @@ def self_signed_certificate(common_name: str = "twisted_mesh") -> ssl.PrivateCer
     return loaded
 
 
+_T = TypeVar("_T")
+
+
 class TLSOptions:
     """
     How a node's TLS links are secured.
@@ -99,17 +103,24 @@ class TLSOptions:
         Read PEM files: a certificate and its key (or one file with both),
         and the authority's certificate.
 
-        :raise ValueError: when a key is given without its certificate.
+        :raise ValueError: when a key is given without its certificate, or a
+            file cannot be read or holds no PEM certificate (or key) where
+            one is expected: its message names the file.
         """
         if key is not None and certificate is None:
             raise ValueError("a private key needs its certificate")
         private = None
         if certificate is not None:
-            pem = Path(certificate).read_bytes()
-            if key is not None:
-                pem = Path(key).read_bytes() + b"\n" + pem
-            private = ssl.PrivateCertificate.loadPEM(pem)
-        ca = ssl.Certificate.loadPEM(Path(authority).read_bytes()) if authority is not None else None
+            pem = _read_pem(certificate)
+            _check_pem(certificate, lambda: ssl.Certificate.loadPEM(pem), "holds no PEM certificate")
+            key_pem = pem if key is None else _read_pem(key)
+            no_key = "holds no PEM private key" + ("" if key is not None else " (give the key's file too)")
+            _check_pem(key or certificate, lambda: ssl.KeyPair.load(key_pem, FILETYPE_PEM), no_key)
+            private = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + pem)
+        ca = None
+        if authority is not None:
+            authority_pem = _read_pem(authority)
+            ca = _check_pem(authority, lambda: ssl.Certificate.loadPEM(authority_pem), "holds no PEM certificate")
         return cls(private, ca)
 
     def server_options(self) -> Any:
@@ -177,3 +188,19 @@ class _NameChecking:
 
         connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
         return connection
+
+
+def _read_pem(path: str | Path) -> bytes:
+    """The bytes of a PEM file; `ValueError` naming it when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _check_pem(path: str | Path, load: Callable[[], _T], missing: str) -> _T:
+    """What ``load`` reads from the file ``path``; `ValueError` naming it and what is ``missing`` when it fails."""
+    try:
+        return load()
+    except Exception:
+        raise ValueError(f"{path} {missing}") from None
