@@ -33,6 +33,7 @@ setup(
         # The web page and the browser client (built from js/ by `npm run build`).
         "twisted_mesh.web": ["static/*"],
     },
+    entry_points={"console_scripts": ["twisted-mesh = twisted_mesh._cli.main:main"]},
     install_requires=[
         "twisted>=23.10",
         "msgpack>=1.0",

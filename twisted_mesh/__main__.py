@@ -1,20 +1,12 @@
 """
-``python -m twisted_mesh [options]``: run a node in the foreground, as
-``twistd -n mesh [options]`` does.
+``python -m twisted_mesh [COMMAND] [options]``: the ``twisted-mesh``
+command (see `twisted_mesh._cli`); with no command, or options first, a node
+in the foreground, as ``twistd -n mesh [options]`` runs it.
 """
 
 from __future__ import annotations
 
-import sys
-
-from twisted.scripts.twistd import run
-
-
-def main() -> None:
-    """Run ``twistd --nodaemon mesh`` with this command's arguments."""
-    sys.argv = [sys.argv[0], "--nodaemon", "--pidfile=", "mesh", *sys.argv[1:]]
-    run()
-
+from twisted_mesh._cli.main import main
 
 if __name__ == "__main__":
-    main()
+    main(prog="python -m twisted_mesh")

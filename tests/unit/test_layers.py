@@ -22,7 +22,7 @@ LAYERS = [
     (2, ("_core",)),
     (3, ("_link", "_websocket", "websocket")),
     (4, ("_service", "tls", "service")),
-    (5, ("socket", "web", "tap", "_twistd", "__main__", "__init__")),
+    (5, ("socket", "web", "tap", "_twistd", "_cli", "__main__", "__init__")),
 ]
 
 
