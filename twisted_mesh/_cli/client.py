@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted_mesh import flags
 from twisted_mesh._cli import render
 from twisted_mesh._cli.options import parse_json_packet
-from twisted_mesh.errors import MeshError
+from twisted_mesh.errors import MeshError, ProtocolMismatch
 from twisted_mesh.message import Message
 from twisted_mesh.service import MeshService
 
@@ -52,6 +52,11 @@ async def _within(d: Deferred[_T], options: dict[str, Any], reactor: Any, doing:
     """Wait for ``d`` at most ``--timeout`` seconds; a failure is a `.CommandFailed` saying what was being done."""
     try:
         return await d.addTimeout(options["timeout"], reactor)
+    except ProtocolMismatch as e:
+        network = options["network"]
+        signed = "signed, " if network.signed else ""
+        ours = f"subnet {network.subnet!r}, {signed}transport {network.encryption}"
+        raise CommandFailed(f"{doing}: the node is of another network than this one ({ours}): {e}") from None
     except Exception as e:
         raise CommandFailed(f"{doing}: {_reason(e, options['timeout'])}") from None
 
