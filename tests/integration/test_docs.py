@@ -27,6 +27,7 @@ import pytest
 
 from tests.support import unavailable
 from twisted_mesh import Limits
+from twisted_mesh._cli.main import CLIENTS
 from twisted_mesh.service import MeshService
 from twisted_mesh.tap import Options
 
@@ -186,6 +187,25 @@ def test_twistd_options_exist() -> None:
                 assert option in known, f"{page.relative_to(ROOT)}: twistd mesh has no --{option}"
             for option in re.findall(r"(?<![\w-])-([a-zA-Z])\b", command):
                 assert option in short, f"{page.relative_to(ROOT)}: twistd mesh has no -{option}"
+    assert seen > 10
+
+
+def test_twisted_mesh_options_exist() -> None:
+    """Every option given to a ``twisted-mesh`` command in the docs and the README is one that command has."""
+    clients = {name: kind(name) for name, (kind, _) in CLIENTS.items()}
+    seen = 0
+    for page in [*PAGES, ROOT / "README.md"]:
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
+        for name, rest in re.findall(r"twisted-mesh (send|listen|peers|node)\b([^\n`|]*)", text):
+            options = clients.get(name) or Options()
+            known = {entry[0] for entry in [*options.optParameters, *options.optFlags]}
+            known |= {attr[len("opt_") :].replace("_", "-") for attr in dir(options) if attr.startswith("opt_")}
+            short = {entry[1] for entry in [*options.optParameters, *options.optFlags] if entry[1]}
+            for option in re.findall(r"(?<![\w-])--([a-z][a-z-]*)", rest):
+                seen += 1
+                assert option in known, f"{page.relative_to(ROOT)}: twisted-mesh {name} has no --{option}"
+            for option in re.findall(r"(?<![\w-])-([a-zA-Z])\b", rest):
+                assert option in short, f"{page.relative_to(ROOT)}: twisted-mesh {name} has no -{option}"
     assert seen > 10
 
 
