@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from tests.integration.test_transports import authority_and_certificates
 from tests.integration.twistd import Launcher, Process, assert_clean, terminate
 from tests.support import MeshNodes, wait_for, within
 from twisted_mesh import MeshSocket, Network, NodeKey, __version__, flags
@@ -177,6 +178,24 @@ async def test_send_and_listen_on_a_signed_network(launch: Launcher, mesh: MeshN
     assert json.loads(line)["sender"] == sender_id
     unsigned = await run(launch, "send", f"127.0.0.1:{node.port}", "x")
     assert_one_line_error(unsigned, 1, "cannot join through")
+
+
+# --- verified TLS -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_to_a_node_that_verifies_its_peers(launch: Launcher, mesh: MeshNodes, tmp_path: Path) -> None:
+    """``--tls-cert`` and ``--tls-ca``: a client joins a node that lets in only certificates of its authority."""
+    authority, (node_certificate, client_certificate) = authority_and_certificates("127.0.0.1", "127.0.0.1")
+    node = mesh(prot=Network("mesh", "SSL"), tls=TLSOptions(node_certificate, authority), max_outgoing=0)
+    (tmp_path / "client.pem").write_bytes(client_certificate.dumpPEM())
+    (tmp_path / "ca.pem").write_bytes(authority.dumpPEM())
+    tls = ["--transport", "SSL", "--tls-cert", str(tmp_path / "client.pem"), "--tls-ca", str(tmp_path / "ca.pem")]
+    process = await run(launch, "send", *tls, peer_at(node), "verified")
+    assert process.exit_code == 0, process.output
+    assert (await within(node.next_message())).packets == (flags.broadcast, "verified")
+    stranger = await run(launch, "send", "--transport", "SSL", "--timeout", "5", peer_at(node), "x")
+    assert_one_line_error(stranger, 1, "cannot join through", "give --tls-cert and --tls-ca")
 
 
 # --- errors -------------------------------------------------------------------------------

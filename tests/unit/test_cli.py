@@ -72,6 +72,9 @@ BAD = [
     (ListenOptions, ["--subnet", "", "127.0.0.1:1"], "--subnet must not be empty"),
     (PeersOptions, ["--timeout", "0", "127.0.0.1:1"], "--timeout"),
     (PeersOptions, ["--key", "/nonexistent/key.pem", "127.0.0.1:1"], "--key: "),
+    (PeersOptions, ["--tls-ca", "ca.pem", "127.0.0.1:1"], "--tls-ca needs --tls-cert"),
+    (PeersOptions, ["--tls-key", "key.pem", "127.0.0.1:1"], "--tls-key needs --tls-cert"),
+    (PeersOptions, ["--tls-cert", "/nonexistent/cert.pem", "127.0.0.1:1"], "cannot read /nonexistent/cert.pem"),
 ]
 
 

@@ -58,7 +58,10 @@ async def _within(d: Deferred[_T], options: dict[str, Any], reactor: Any, doing:
         ours = f"subnet {network.subnet!r}, {signed}transport {network.encryption}"
         raise CommandFailed(f"{doing}: the node is of another network than this one ({ours}): {e}") from None
     except Exception as e:
-        raise CommandFailed(f"{doing}: {_reason(e, options['timeout'])}") from None
+        reason = _reason(e, options["timeout"])
+        if "certificate required" in reason and options["tls"] is None:
+            reason += " (the node verifies its peers: give --tls-cert and --tls-ca)"
+        raise CommandFailed(f"{doing}: {reason}") from None
 
 
 class Client:
@@ -72,7 +75,9 @@ class Client:
     def __init__(self, options: dict[str, Any], reactor: Any) -> None:
         self.options = options
         self.reactor = reactor
-        self.service = MeshService(options["network"], max_outgoing=0, key=options["key"], reactor=reactor)
+        self.service = MeshService(
+            options["network"], max_outgoing=0, key=options["key"], tls=options["tls"], reactor=reactor
+        )
         self.peer_id = ""
         self.stopping = False
 

@@ -18,6 +18,7 @@ from twisted_mesh._core.link import Address
 from twisted_mesh._ids import ENCRYPTIONS, Network
 from twisted_mesh.keys import NodeKey
 from twisted_mesh.tap import _check_endpoints, _client_types, _peer
+from twisted_mesh.tls import TLSOptions
 
 #: The exit status of a usage error, as argparse's.
 USAGE_STATUS = 2
@@ -61,6 +62,21 @@ class ClientOptions(usage.Options):
             "--signed node with an allow-list checks. Without it, a new ID each run.",
         ],
         ["timeout", None, DEFAULT_TIMEOUT, "Seconds to wait to join, and for each answer.", float],
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate (with its key, or see --tls-key) this client shows over SSL or wss: for a node that "
+            "verifies its peers (one run with --tls-ca).",
+        ],
+        ["tls-key", None, None, "PEM private key of --tls-cert, when it is a file of its own."],
+        [
+            "tls-ca",
+            None,
+            None,
+            "PEM certificate of the authority that signed the node's certificate: verify the node with it "
+            "(needs --tls-cert). Without it, the node's certificate is not verified.",
+        ],
     ]
     optFlags: list[list[str | None]] = [
         ["signed", None, "Join the signed network of the subnet (a node run with --signed)."],
@@ -102,6 +118,16 @@ class ClientOptions(usage.Options):
         self["peer"] = peer = parse_endpoint(self["endpoint"])
         if isinstance(peer, str):
             _check_endpoints(clientFromString, [peer])
+        self["tls"] = None
+        if self["tls-ca"] and not self["tls-cert"]:
+            raise usage.UsageError("--tls-ca needs --tls-cert: this client's certificate, signed by that authority")
+        if self["tls-key"] and not self["tls-cert"]:
+            raise usage.UsageError("--tls-key needs --tls-cert: the certificate of that key")
+        if self["tls-cert"]:
+            try:
+                self["tls"] = TLSOptions.from_files(self["tls-cert"], self["tls-key"], self["tls-ca"])
+            except ValueError as e:
+                raise usage.UsageError(f"cannot load the TLS files: {e}") from None
         if self["key"] is not None:
             try:
                 self["key"], _ = NodeKey.load_or_create(self["key"])
