@@ -26,6 +26,21 @@ from twisted_mesh.web import WebService, site_prefix
 _DEFAULT_PORT = 4444
 
 
+def _whole_number(option: str) -> Callable[[str], int]:
+    """
+    The type of the option ``--option``, a whole number: its error names
+    the option (Twisted's own says ``invalid literal for int()``).
+    """
+
+    def coerce(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--{option} takes a whole number, not {text!r}") from None
+
+    return coerce
+
+
 def _address(text: str) -> Address:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -123,7 +138,7 @@ class Options(usage.Options):
             None,
             f"The port to listen on, on every interface, over --transport (TCP, TLS or WebSocket), when no --listen "
             f"is given (default: {_DEFAULT_PORT}).",
-            int,
+            _whole_number("port"),
         ],
         ["subnet", "s", "mesh", "The subnet: only nodes of the same subnet and transport mesh."],
         ["transport", "t", "Plaintext", "The transport: " + ", ".join(ENCRYPTIONS) + "."],
@@ -134,14 +149,14 @@ class Options(usage.Options):
             "HOST:PORT other nodes should dial (default: the address of the first listener, the LAN address when "
             "it listens on every interface).",
         ],
-        ["max-outgoing", None, 4, "How many connections peer exchange may dial.", int],
+        ["max-outgoing", None, 4, "How many connections peer exchange may dial.", _whole_number("max-outgoing")],
         [
             "max-incoming",
             None,
             None,
             "How many peers that dialled it the node keeps; past it, newcomers get other peers to dial and are let "
             "go (default: three times --max-outgoing, at least 12).",
-            int,
+            _whole_number("max-incoming"),
         ],
         [
             "tls-cert",

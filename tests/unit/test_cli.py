@@ -92,6 +92,8 @@ def test_bad_arguments(kind: type[SendOptions], args: list[str], error: str) -> 
         (["frob"], "twisted-mesh: error: unknown command 'frob'"),
         (["--max-outgoing", "-1"], "twisted-mesh: error: --max-outgoing must not be negative (see twisted-mesh node"),
         (["node", "--transport", "x"], "twisted-mesh node: error: --transport must be one of"),
+        (["--port", "x"], "twisted-mesh: error: --port takes a whole number, not 'x' (see twisted-mesh node --help)"),
+        (["peers", "--timeout", "soon", "127.0.0.1:1"], "twisted-mesh peers: error: --timeout takes a number"),
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_status_2(

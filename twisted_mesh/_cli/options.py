@@ -32,7 +32,7 @@ def usage_error(command: str, error: object, help_command: str | None = None) ->
     Print one line: what is wrong, and how to see the help (of
     ``help_command``, by default ``command``); exit with `.USAGE_STATUS`.
     """
-    text = str(error).rstrip(".").replace("\n", " ")
+    text = str(error).rstrip(".").replace("\n", " ").removeprefix("Parameter type enforcement failed: ")
     print(f"{command}: error: {text} (see {help_command or command} --help)", file=sys.stderr)
     sys.exit(USAGE_STATUS)
 
@@ -41,6 +41,14 @@ def print_version() -> NoReturn:
     """Print twisted_mesh's version, and exit."""
     print(f"twisted_mesh {twisted_mesh.__version__}")
     sys.exit(0)
+
+
+def _seconds(text: str) -> float:
+    """The type of ``--timeout``: its error names the option."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--timeout takes a number of seconds, not {text!r}") from None
 
 
 class ClientOptions(usage.Options):
@@ -61,7 +69,7 @@ class ClientOptions(usage.Options):
             "PEM file of this client's Ed25519 key (made, mode 0600, when missing): its node ID, which a "
             "--signed node with an allow-list checks. Without it, a new ID each run.",
         ],
-        ["timeout", None, DEFAULT_TIMEOUT, "Seconds to wait to join, and for each answer.", float],
+        ["timeout", None, DEFAULT_TIMEOUT, "Seconds to wait to join, and for each answer.", _seconds],
         [
             "tls-cert",
             None,
