@@ -8,6 +8,7 @@ docs/twistd.rst lists the namespaces and the fields for operators.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.logger import ILogObserver, Logger, LogLevel
@@ -36,6 +37,26 @@ class LoggedID(str):
 
     def __str__(self) -> str:
         return str.__str__(self)[:SHORT_ID]
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+#: A node ID (or a request's) in text: a long run of base58.
+_ID_IN_TEXT = re.compile(r"[1-9A-HJ-NP-Za-km-z]{40,}")
+
+
+class LoggedText(str):
+    """
+    Text that may hold node IDs (an error's message, say) as a log event
+    holds it: whole in the field, its IDs shown as their first `SHORT_ID`
+    characters in the event's text.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return _ID_IN_TEXT.sub(lambda found: found[0][:SHORT_ID], str.__str__(self))
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)

@@ -17,7 +17,7 @@ from twisted.python import usage
 from twisted_mesh import Network, tap
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import new_node_id
-from twisted_mesh._logs import NODE, SHORT_ID, TLS, LoggedID, NodeLogger, logged
+from twisted_mesh._logs import NODE, SHORT_ID, TLS, LoggedID, LoggedText, NodeLogger, logged
 from twisted_mesh._twistd import json_log_observer
 from twisted_mesh.tls import TLSOptions
 
@@ -95,3 +95,17 @@ def test_tls_events_are_in_the_tls_namespace(events: list[LogEvent]) -> None:
     TLSOptions().server_options()
     (event,) = events
     assert event["log_namespace"] == TLS and "self-signed mode" in formatEvent(event)
+
+
+def test_ids_in_a_message_are_short_in_text_and_whole_in_the_field(events: list[LogEvent]) -> None:
+    """A `.LoggedText` (an error's message) shows the IDs it holds short; the field keeps them."""
+    node_id, peer_id = new_node_id(MESH), new_node_id(MESH)
+    reason = f"the peer's key is not that of its ID {peer_id}"
+    NodeLogger(NODE, node_id).warn("closing the connection: {reason}", reason=LoggedText(reason))
+    (event,) = events
+    assert (
+        formatEvent(event)
+        == f"node {node_id[:SHORT_ID]}: closing the connection: {reason[: -len(peer_id)]}{peer_id[:SHORT_ID]}"
+    )
+    assert event["reason"] == reason and json.loads(eventAsJSON(event))["reason"] == reason
+    assert str(LoggedText("no ID in this one, 127.0.0.1:4444")) == "no ID in this one, 127.0.0.1:4444"

@@ -21,7 +21,7 @@ from twisted_mesh._core.outbox import Outbox
 from twisted_mesh._core.peerbook import PeerBook
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._ids import id_text
-from twisted_mesh._logs import NODE, NodeLogger, logged
+from twisted_mesh._logs import NODE, LoggedText, NodeLogger, logged
 
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0
@@ -249,7 +249,9 @@ class PeerExchange:
         return d.addBoth(done)
 
     def _dial_failed(self, failure: Failure, address: Address, encryption: str) -> None:
-        self._log.info("could not connect to {address}: {error}", address=address, error=failure.getErrorMessage())
+        self._log.info(
+            "could not connect to {address}: {error}", address=address, error=LoggedText(failure.getErrorMessage())
+        )
 
     def outgoing_count(self) -> int:
         """The connections this node dialled or is dialling."""

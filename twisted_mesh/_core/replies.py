@@ -21,7 +21,7 @@ from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58encode_int, id_text
-from twisted_mesh._logs import NODE, LoggedID, NodeLogger
+from twisted_mesh._logs import NODE, LoggedID, LoggedText, NodeLogger
 from twisted_mesh.message import SendResult
 
 
@@ -120,7 +120,7 @@ class Replies:
             if not waiting:
                 self.waiting.pop(target, None)
             reason = f"{target} was not reached within {MESSAGE_LIFETIME} s"
-        self._log.warn("a reply to {target} was given up: {reason}", target=LoggedID(target), reason=reason)
+        self._log.warn("a reply to {target} was given up: {reason}", target=LoggedID(target), reason=LoggedText(reason))
         self._settle(pending, reason)
 
     def _settle(self, pending: _PendingReply, refused: str | None) -> None:
@@ -197,6 +197,8 @@ class Replies:
             return
         given_up = self.waiting.pop(target, ())
         if given_up:
-            self._log.warn("could not reach {target} to reply: {reason}", target=LoggedID(target), reason=reason)
+            self._log.warn(
+                "could not reach {target} to reply: {reason}", target=LoggedID(target), reason=LoggedText(reason)
+            )
         for pending in given_up:
             self._settle(pending, reason)

@@ -23,7 +23,7 @@ from twisted_mesh._link.negotiation import Negotiation
 from twisted_mesh._link.reader import LinkReader
 from twisted_mesh._link.tcp import tune_tcp
 from twisted_mesh._link.writer import LinkWriter, WriteBatch
-from twisted_mesh._logs import LINK, NodeLogger, logged
+from twisted_mesh._logs import LINK, LoggedText, NodeLogger, logged
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
 
@@ -152,7 +152,9 @@ class LinkProtocol(Protocol):
             self._node.stats.handshake_failures["closed"] += 1
             self.handshake_done.errback(HandshakeFailed(f"closed before the handshake: {reason.getErrorMessage()}"))
         if self.peer_id is not None:
-            self._log.info("peer {peer} left: {reason}", peer=logged(self.peer_id), reason=reason.getErrorMessage())
+            self._log.info(
+                "peer {peer} left: {reason}", peer=logged(self.peer_id), reason=LoggedText(reason.getErrorMessage())
+            )
         self.closed.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
@@ -188,7 +190,7 @@ class LinkProtocol(Protocol):
     def _send_buffer_full(self) -> str:
         waiting, most = self._writer.unwritten_size, self._max_send_buffer
         text = "{peer} has {waiting} bytes waiting: not queuing more"
-        self._node.limit_hit("max_send_buffer", text, peer=self.peer_id, waiting=waiting)
+        self._node.limit_hit("max_send_buffer", text, peer=logged(self.peer_id), waiting=waiting)
         return f"the send buffer is full: {waiting} bytes wait for the peer, more than max_send_buffer ({most})"
 
     def flush(self) -> None:
@@ -216,7 +218,7 @@ class LinkProtocol(Protocol):
         self._writer.finish(abort=abort)
         log = self._log.warn if error else self._log.info
         peer = logged(self.peer_id) or self._transport.getPeer()
-        log("closing the connection to {peer}: {reason}", peer=peer, reason=reason)
+        log("closing the connection to {peer}: {reason}", peer=peer, reason=LoggedText(reason))
         # A closing handshake (TLS, WebSocket) needs to read its answer, and
         # TLS closes only once no producer is registered.
         self.resume_reading()

@@ -10,6 +10,7 @@ from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
 from twisted_mesh._link.negotiation import NegotiatingLink, Negotiation
 from twisted_mesh._link.writer import WriteBatch
+from twisted_mesh._logs import logged
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
 
@@ -62,7 +63,7 @@ class LinkReader:
         except FrameTooLarge as e:
             totals.dropped["too_large"] += 1
             if not negotiation.not_mesh(str(e)):
-                self._node.limit_hit("max_frame_size", "{peer}: {error}", peer=self._link.peer_id, error=str(e))
+                self._node.limit_hit("max_frame_size", "{peer}: {error}", peer=logged(self._link.peer_id), error=str(e))
                 self._link.close(str(e))
             return
         stats.frames_in += len(bodies)

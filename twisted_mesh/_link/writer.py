@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.node import MeshNode
+from twisted_mesh._logs import logged
 from twisted_mesh._stats import LinkStats
 
 #: The most bytes of frames a link gathers before it writes them (see
@@ -238,5 +239,5 @@ class LinkWriter:
     def _congestion_timed_out(self) -> None:
         timeout = self._limits.congestion_timeout
         text = "{peer} read nothing for {timeout:g} s"
-        self._node.limit_hit("congestion_timeout", text, peer=self._link.peer_id, timeout=timeout)
+        self._node.limit_hit("congestion_timeout", text, peer=logged(self._link.peer_id), timeout=timeout)
         self._link.close(f"the peer read nothing for {timeout:g} s: dropping what waits for it", abort=True)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._logs import SERVICE, LoggedID, NodeLogger
+from twisted_mesh._logs import SERVICE, LoggedID, LoggedText, NodeLogger
 from twisted_mesh._service.bootstrap import Bootstrap, BootstrapPeers
 from twisted_mesh._service.redial import MAX_DELAY, MissingPeers
 
@@ -137,7 +137,7 @@ class Rejoiner:
     def _heard_of_dial_failed(self, failure: Failure, address: Address, peer_id: str) -> None:
         self._node.peer_book.forget(address, self._node.protocol.encryption)
         self._node.stats.failed_dials += 1
-        error = failure.getErrorMessage()
+        error = LoggedText(failure.getErrorMessage())
         self._log.debug(
             "could not connect to {peer} at {address}: {error}", peer=LoggedID(peer_id), address=address, error=error
         )
@@ -194,7 +194,7 @@ class Rejoiner:
             return  # (the dial was given up at the stop)
         self._node.stats.failed_dials += 1
         retry = missing.failed(peer)
-        error = failure.getErrorMessage()
+        error = LoggedText(failure.getErrorMessage())
         if retry is None:
             self._log.debug("could not connect to {peer}: {error}", peer=name, error=error)
             return
