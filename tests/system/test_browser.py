@@ -158,7 +158,7 @@ async def test_page_reconnects_when_the_node_restarts(servers: Servers, browser:
     lines = await tab.evaluate("() => [...document.querySelectorAll('#messages li.system')].map(li => li.textContent)")
     assert lines[0].startswith("Joined the mesh through node")
     assert any(line.startswith("Lost the node") for line in lines)
-    assert lines[-1] == f"Reconnected to node {again.id[:8]}"
+    assert lines[-1] == f"Reconnected to node {again.id[:10]}"
 
 
 # A browser node of its own in the page (ARG: url, count, size, batch,

@@ -30,7 +30,7 @@
   // -- small helpers ------------------------------------------------------------
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const short = (id) => (id ? id.slice(0, 8) : "?");
+  const short = (id) => (id ? id.slice(0, 10) : "?");
 
   function hue(id) {
     let h = 0;
