@@ -6,6 +6,8 @@ errors, and the forms it prints messages and peers in.
 from __future__ import annotations
 
 import json
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from twisted.python.usage import UsageError
 
 from tests.support import MESH
 from tests.unit.node_support import arriving
-from twisted_mesh import Network, __version__, flags
+from twisted_mesh import Network, NodeKey, __version__, flags
 from twisted_mesh._cli import render
 from twisted_mesh._cli.main import main
 from twisted_mesh._cli.options import ListenOptions, PeersOptions, SendOptions
@@ -87,6 +89,8 @@ def test_bad_arguments(kind: type[SendOptions], args: list[str], error: str) -> 
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
+        (["key"], "twisted-mesh key: error: give the FILE of a key"),
+        (["key", "a.pem", "b.pem"], "twisted-mesh key: error: unexpected argument 'b.pem'"),
         (["send", "127.0.0.1:1"], "twisted-mesh send: error: give at least one PACKET to send (or --stdin) "),
         (["listen", "--nope"], "twisted-mesh listen: error: option --nope not recognized (see twisted-mesh listen"),
         (["frob"], "twisted-mesh: error: unknown command 'frob'"),
@@ -125,6 +129,29 @@ def test_help_names_the_command_and_the_node_options(
     assert exit.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith(f"Usage: python -m twisted_mesh {usage}") and "--listen=" in text
+
+
+def test_key_makes_a_key_once_and_prints_its_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``key FILE`` prints the ID an allow-list lists: of a new key (mode 0600) the first time, the same after."""
+    path = tmp_path / "node.pem"
+    for made in (True, False):
+        with pytest.raises(SystemExit) as exit:
+            main(["key", str(path)])
+        assert exit.value.code == 0
+        out, err = capsys.readouterr()
+        assert out == NodeKey.load(path).node_id + "\n"
+        assert (err == f"twisted-mesh key: made a new key in {path}\n") is made
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_key_names_a_file_that_holds_no_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a key")
+    with pytest.raises(SystemExit) as exit:
+        main(["key", str(path)])
+    assert exit.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"twisted-mesh key: {path} holds no unencrypted PEM private key")
 
 
 # -- what the clients print ----------------------------------------------------------------

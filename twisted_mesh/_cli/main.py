@@ -18,12 +18,14 @@ from twisted_mesh._cli import client
 from twisted_mesh._cli.node import node_options, run_node
 from twisted_mesh._cli.options import (
     ClientOptions,
+    KeyOptions,
     ListenOptions,
     PeersOptions,
     SendOptions,
     print_version,
     usage_error,
 )
+from twisted_mesh.keys import NodeKey
 
 Run = Callable[[dict[str, Any], Any], Coroutine[Any, Any, None]]
 
@@ -44,6 +46,7 @@ Commands:
            each line of standard input)
   listen   join the mesh through a node, and print each message
   peers    ask a node for its peers
+  key      print the node ID of a key file, making the key when missing
 
 `{prog} COMMAND --help` tells of each.  The options of node:
 """
@@ -63,8 +66,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "twisted-mesh") -> NoRet
         run_node(f"{prog} node", args[1:])
     if first is None or first.startswith("-"):
         run_node(prog, args, f"{prog} node")
+    if first == "key":
+        run_key(f"{prog} key", args[1:])
     if first not in CLIENTS:
-        usage_error(prog, f"unknown command {first!r}: use node, send, listen or peers")
+        usage_error(prog, f"unknown command {first!r}: use node, send, listen, peers or key")
     make_options, run = CLIENTS[first]
     command = f"{prog} {first}"
     options = make_options(command)
@@ -73,6 +78,27 @@ def main(argv: Sequence[str] | None = None, prog: str = "twisted-mesh") -> NoRet
     except usage.UsageError as e:
         usage_error(command, e)
     run_client(command, run, options)
+
+
+def run_key(command: str, args: list[str]) -> NoReturn:
+    """
+    ``key FILE``: print the node ID of the Ed25519 key in ``FILE``, made
+    (mode 0600) when there is no such file; what an allow-list lists.
+    """
+    options = KeyOptions(command)
+    try:
+        options.parseOptions(args)
+    except usage.UsageError as e:
+        usage_error(command, e)
+    try:
+        key, made = NodeKey.load_or_create(options["file"])
+    except (OSError, ValueError) as e:
+        print(f"{command}: {e}", file=sys.stderr)
+        sys.exit(1)
+    if made:
+        print(f"{command}: made a new key in {options['file']}", file=sys.stderr)
+    print(key.node_id)
+    sys.exit(0)
 
 
 def run_client(command: str, run: Run, options: ClientOptions) -> NoReturn:

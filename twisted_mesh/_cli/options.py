@@ -222,3 +222,25 @@ class PeersOptions(ClientOptions):
         "Ask the node at ENDPOINT for its peers, over the mesh protocol, and print them (node ID and the "
         "address to dial)."
     )
+
+
+class KeyOptions(usage.Options):
+    """The options of ``key FILE``: none but ``--version``."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def getSynopsis(self) -> str:
+        return f"Usage: {self.command} FILE"
+
+    def opt_version(self) -> None:
+        """Print twisted_mesh's version, and exit."""
+        print_version()
+
+    def parseArgs(self, path: str | None = None, *rest: str) -> None:
+        if path is None:
+            raise usage.UsageError("give the FILE of a key (PEM): it is made when missing")
+        if rest:
+            raise usage.UsageError(f"unexpected argument {rest[0]!r}")
+        self["file"] = path
