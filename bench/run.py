@@ -481,7 +481,7 @@ def section_memory(args: argparse.Namespace, results: dict[str, Any], rows: list
         }
     )
     modules = _js2p_modules()
-    own = process_rss([PYTHON, "-m", "twisted_mesh", "--listen", "tcp:0:interface=127.0.0.1"], "listening at")
+    own = process_rss([PYTHON, "-m", "twisted_mesh", "--listen", "tcp:0:interface=127.0.0.1"], " listening on ")
     js2p = (
         process_rss(["node", str(ROOT / "tests/reference/peers/js2p_node.js")], '"ready"', {"NODE_PATH": modules})
         if modules

@@ -64,7 +64,7 @@ async def test_bad_options_give_a_usage_error(launch: Launcher, args: list[str],
     process = launch.twistd("--listen", LOOPBACK, *args)
 
     def decided() -> bool:
-        return not process.running or "listening at" in process.stdout or "Traceback" in process.stdout
+        return not process.running or " listening on " in process.stdout or "Traceback" in process.stdout
 
     await wait_for(decided, START_TIMEOUT, "twistd to refuse the options")
     if process.running:
