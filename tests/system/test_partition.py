@@ -34,8 +34,6 @@ import itertools
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -53,6 +51,7 @@ from twisted.python.failure import Failure
 
 import twisted_mesh
 from tests.support import connected_components
+from tests.system.netns import add_namespace, delete_namespace, ip_command, run_ip
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).resolve().parent / "netns_node.py"
@@ -87,25 +86,6 @@ QUIET_TIME = 3.0
 _runs = itertools.count()
 
 
-def _ci_as_root() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1", "yes") and os.geteuid() == 0
-
-
-def _unavailable(reason: str) -> None:
-    """Skip: network namespaces cannot be made here.  Under CI as root, fail."""
-    if _ci_as_root():
-        pytest.fail(f"CI runs as root, yet network namespaces cannot be made: {reason}")
-    pytest.skip(f"network namespaces cannot be made here: {reason}")
-
-
-def _ip() -> str:
-    ip = shutil.which("ip") or next((p for p in ("/usr/sbin/ip", "/sbin/ip") if os.access(p, os.X_OK)), None)
-    if ip is None:
-        _unavailable("the `ip` command (iproute2) is not installed")
-    assert ip is not None
-    return ip
-
-
 @dataclass
 class Namespaces:
     """Two namespaces, A and B, and the veth pair between them."""
@@ -119,17 +99,16 @@ class Namespaces:
 
     def run(self, *args: str) -> None:
         """Run ``ip args``; fail with its error output when it fails."""
-        done = subprocess.run([self.ip, *args], capture_output=True, text=True, timeout=30, check=False)
-        if done.returncode != 0:
-            raise AssertionError(f"ip {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        run_ip(self.ip, *args)
 
     def create(self) -> None:
         """Make the namespaces, the veth pair, the addresses; bring links up."""
         for name in (self.a, self.b):
-            done = subprocess.run([self.ip, "netns", "add", name], capture_output=True, text=True, check=False)
-            if done.returncode != 0:
+            try:
+                add_namespace(self.ip, name)
+            except BaseException:  # (pytest's skip and fail are BaseExceptions)
                 self.delete()
-                _unavailable(f"`ip netns add {name}` failed: {done.stderr.strip()} (uid {os.geteuid()})")
+                raise
             self.made.append(name)
         self.run(
             "link", "add", self.veth_a, "netns", self.a, "type", "veth", "peer", "name", self.veth_b, "netns", self.b
@@ -143,7 +122,7 @@ class Namespaces:
     def delete(self) -> None:
         """Delete the namespaces (and with them the veth pair)."""
         for name in self.made:
-            subprocess.run([self.ip, "netns", "del", name], capture_output=True, check=False, timeout=30)
+            delete_namespace(self.ip, name)
         self.made = []
 
     def cut(self) -> None:
@@ -366,7 +345,9 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """Two fresh namespaces joined by a veth pair; processes and namespaces removed at teardown."""
     run = next(_runs)
     pid = os.getpid()
-    namespaces = Namespaces(_ip(), f"tm-a-{pid}-{run}", f"tm-b-{pid}-{run}", f"tma{pid}x{run}", f"tmb{pid}x{run}")
+    namespaces = Namespaces(
+        ip_command(), f"tm-a-{pid}-{run}", f"tm-b-{pid}-{run}", f"tma{pid}x{run}", f"tmb{pid}x{run}"
+    )
     try:
         namespaces.create()
         the_lab = Lab(namespaces)
