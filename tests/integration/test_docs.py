@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,41 +173,44 @@ def test_every_example_is_in_the_docs() -> None:
 # --- facts the pages state ------------------------------------------------------------------
 
 
+def _option_names(options: Any) -> tuple[set[str], set[str]]:
+    """The long and the short option names ``options`` (a `usage.Options`) takes."""
+    entries = [*options.optParameters, *options.optFlags]
+    known = {entry[0] for entry in entries}
+    known |= {name[len("opt_") :].replace("_", "-") for name in dir(options) if name.startswith("opt_")}
+    return known, {entry[1] for entry in entries if entry[1]}
+
+
+def _check_options(pages: list[Path], command: str, options_of: Callable[[str], Any]) -> int:
+    """
+    Check that each option the pages give a command (``command`` is a regex
+    whose first group names the command, its second the rest of the line)
+    is one it takes; return how many were checked.
+    """
+    seen = 0
+    for page in pages:
+        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
+        for name, rest in re.findall(command, text):
+            known, short = _option_names(options_of(name))
+            for option in re.findall(r"(?<![\w-])--([a-z][a-z-]*)", rest):
+                seen += 1
+                assert option in known, f"{page.relative_to(ROOT)}: {name} has no --{option}"
+            for option in re.findall(r"(?<![\w-])-([a-zA-Z])\b", rest):
+                assert option in short, f"{page.relative_to(ROOT)}: {name} has no -{option}"
+    return seen
+
+
 def test_twistd_options_exist() -> None:
     """Every option given to ``twistd mesh`` in the docs is one it has."""
-    options = Options()
-    known = {name for name, *_ in options.optParameters} | {name for name, *_ in options.optFlags}
-    known |= {name[len("opt_") :].replace("_", "-") for name in dir(options) if name.startswith("opt_")}
-    short = {entry[1] for entry in [*options.optParameters, *options.optFlags] if entry[1]}
-    seen = 0
-    for page in PAGES:
-        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
-        for command in re.findall(r"(?:twistd(?: -n)? mesh|python -m twisted_mesh)\b([^\n`]*)", text):
-            for option in re.findall(r"(?<![\w-])--([a-z][a-z-]*)", command):
-                seen += 1
-                assert option in known, f"{page.relative_to(ROOT)}: twistd mesh has no --{option}"
-            for option in re.findall(r"(?<![\w-])-([a-zA-Z])\b", command):
-                assert option in short, f"{page.relative_to(ROOT)}: twistd mesh has no -{option}"
-    assert seen > 10
+    command = r"(twistd(?: -n)? mesh|python -m twisted_mesh)\b([^\n`]*)"
+    assert _check_options(PAGES, command, lambda name: Options()) > 10
 
 
 def test_twisted_mesh_options_exist() -> None:
     """Every option given to a ``twisted-mesh`` command in the docs and the README is one that command has."""
     clients = {name: kind(name) for name, (kind, _) in CLIENTS.items()}
-    seen = 0
-    for page in [*PAGES, ROOT / "README.md"]:
-        text = page.read_text(encoding="utf-8").replace("\\\n", " ")
-        for name, rest in re.findall(r"twisted-mesh (send|listen|peers|node)\b([^\n`|]*)", text):
-            options = clients.get(name) or Options()
-            known = {entry[0] for entry in [*options.optParameters, *options.optFlags]}
-            known |= {attr[len("opt_") :].replace("_", "-") for attr in dir(options) if attr.startswith("opt_")}
-            short = {entry[1] for entry in [*options.optParameters, *options.optFlags] if entry[1]}
-            for option in re.findall(r"(?<![\w-])--([a-z][a-z-]*)", rest):
-                seen += 1
-                assert option in known, f"{page.relative_to(ROOT)}: twisted-mesh {name} has no --{option}"
-            for option in re.findall(r"(?<![\w-])-([a-zA-Z])\b", rest):
-                assert option in short, f"{page.relative_to(ROOT)}: twisted-mesh {name} has no -{option}"
-    assert seen > 10
+    command = r"twisted-mesh (send|listen|peers|node)\b([^\n`|]*)"
+    assert _check_options([*PAGES, ROOT / "README.md"], command, lambda name: clients.get(name) or Options()) > 10
 
 
 def test_limits_table_matches_the_defaults() -> None:
