@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from twisted_mesh._awaiting import awaitable
 from twisted_mesh._frames import WireMessage
+from twisted_mesh._logs import SHORT_ID
 from twisted_mesh.errors import MeshClosed
 
 
@@ -161,7 +162,7 @@ class Message:
         return self._reply(self.sender, packets)
 
     def __repr__(self) -> str:
-        return f"<Message from {self.sender[:10]}... packets={self.packets!r}>"
+        return f"<Message from {self.sender[:SHORT_ID]}... packets={self.packets!r}>"
 
 
 class Messages:

@@ -18,13 +18,11 @@ from typing import Any
 
 from twisted_mesh import flags
 from twisted_mesh._core.link import Address
+from twisted_mesh._logs import SHORT_ID
 from twisted_mesh.message import Message
 
 #: The names of the flags a user's message has, for people and for JSON.
 FLAG_NAMES = {flags.broadcast: "broadcast", flags.whisper: "whisper"}
-
-#: How many characters of a node ID a line of text shows (as the web page).
-SHORT_ID = 10
 
 
 def to_json(packet: Any) -> Any:
