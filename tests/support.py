@@ -113,6 +113,7 @@ class RawPeer(Protocol):
         self.signer = Signer(self.key, protocol.subnet) if protocol.signed and self.key else None
         self.nonce = os.urandom(handshake.NONCE_SIZE)
         self.proves = proves
+        self.port = 1
         self.id = node_id or (self.key.node_id if self.key else new_node_id(protocol))
         self.ids_as_bin = ids_as_bin
         self.codes = list(codes)
@@ -140,8 +141,7 @@ class RawPeer(Protocol):
                 continue
             self.received.append(msg)
             if msg.payload[:1] == (flags.handshake,) and len(msg.payload) == 7 and self.key and self.proves:
-                signature = handshake.proof(self.key, self.protocol_id, self.nonce, msg.payload[6])
-                self.send(flags.renegotiate, flags.proof, signature, signed=False)
+                self.send(flags.renegotiate, flags.proof, self.proof(msg), signed=False)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost_at = time.monotonic()
@@ -151,6 +151,21 @@ class RawPeer(Protocol):
     def closed(self) -> bool:
         """Whether the connection is closed."""
         return self.lost.called
+
+    def proof(self, node_handshake: WireMessage, checker_id: str | None = None) -> bytes:
+        """This peer's proof of its key, the dialler's, for the node whose handshake is ``node_handshake``."""
+        assert self.key is not None
+        terms = handshake.ProofTerms(
+            self.protocol_id,
+            signer_dialled=False,
+            signer_id=self.id,
+            checker_id=checker_id or node_handshake.sender,
+            signer_address=("127.0.0.1", self.port),
+            signer_nonce=self.nonce,
+            checker_nonce=node_handshake.payload[6],
+            binding=b"",
+        )
+        return handshake.proof(self.key, terms)
 
     def wire_id(self, node_id: str) -> str | bytes:
         """An ID in this peer's form."""
@@ -180,6 +195,7 @@ class RawPeer(Protocol):
     def handshake(self, *, port: int = 1, protocol_id: str | None = None, node_id: str | None = None) -> None:
         """Send a handshake: this peer's (or one naming ``node_id`` or ``protocol_id``), with its key if it has one."""
         proving = () if self.key is None else (self.key.public_key, self.nonce)
+        self.port = port
         self.send(
             flags.whisper,
             flags.handshake,

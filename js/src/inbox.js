@@ -41,12 +41,18 @@ export class Inbox {
         return;
       }
       const id = await msg.id();
-      if (!sock._seen.add(id, msg.time, now)) {
+      // A repeat is dropped unverified, and a broadcast is recorded once its
+      // signature holds (forged copies take no room), as twisted_mesh does.
+      if (sock._seen.has(id, now)) {
         sock._drop("duplicate");
         return;
       }
-      // (A repeat was dropped unverified, as twisted_mesh drops it.)
       if (!(await this._verified(link, msg))) return;
+      // (Another copy may have been recorded while this one was checked.)
+      if (!sock._seen.add(id, msg.time, sock._now())) {
+        sock._drop("duplicate");
+        return;
+      }
       const origin = sock.routing_table.get(msg.sender);
       // Relay between this node's links (as the frame arrived).
       let frame = null;

@@ -340,7 +340,17 @@ export class Link {
     }
     // Identified once its proof holds; this node proves its own key meanwhile.
     this._pending = shake;
-    const signature = sock._key.sign(proofData(sock.protocol.id, this._nonce, shake.nonce));
+    const signature = sock._key.sign(
+      proofData({
+        protocolId: sock.protocol.id,
+        signerDialled: false, // this browser dialled
+        signerId: sock.id,
+        checkerId: peerId,
+        signerAddress: null, // its handshake's ["", 0]: it cannot be dialled
+        signerNonce: this._nonce,
+        checkerNonce: shake.nonce,
+      }),
+    );
     this._proofSent = this._renegotiation.send(signature.then((proof) => [PROOF, proof]));
   }
 
@@ -357,7 +367,19 @@ export class Link {
     const proven =
       payload.length === 2 &&
       isBytes(signature, SIGNATURE_SIZE) &&
-      (await sock._verifier.verify(shake.publicKey, signature, proofData(sock.protocol.id, shake.nonce, this._nonce)));
+      (await sock._verifier.verify(
+        shake.publicKey,
+        signature,
+        proofData({
+          protocolId: sock.protocol.id,
+          signerDialled: true,
+          signerId: shake.peerId,
+          checkerId: sock.id,
+          signerAddress: shake.address,
+          signerNonce: shake.nonce,
+          checkerNonce: this._nonce,
+        }),
+      ));
     if (!proven) {
       this._fail(new HandshakeFailed(`${this.url}: the peer's proof of its key does not hold`));
       return;

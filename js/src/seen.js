@@ -19,13 +19,22 @@ export class SeenSet {
 
   /** Record `key` (hex), a message stamped `time`; return whether it is new. */
   add(key, time, nowSeconds) {
+    if (this.has(key, nowSeconds)) return false;
+    this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
+    return true;
+  }
+
+  /**
+   * Whether `key` (hex) is held at `nowSeconds`, without recording it: a
+   * signed network's node records a broadcast only once its signature
+   * holds, so that forged copies take no room.
+   */
+  has(key, nowSeconds) {
     for (const [old, expiry] of this._expiries) {
       if (expiry >= nowSeconds) break;
       this._expiries.delete(old);
     }
-    if (this._expiries.has(key)) return false;
-    this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
-    return true;
+    return this._expiries.has(key);
   }
 
   /** How many broadcasts it holds. */

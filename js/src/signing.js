@@ -1,7 +1,8 @@
 // The signatures of a signed network: the handshake's proof of the key, and
 // the signature every message carries at its end.  No I/O here.
 //
-//     proof     = sign(PROOF_CONTEXT + protocol_id + "\0" + own_nonce + peer_nonce)
+//     proof     = sign(PROOF_CONTEXT + msgpack([protocol_id, role, signer_id, checker_id,
+//                                             signer_address, signer_nonce, checker_nonce, binding]))
 //     serial S  = msgpack([msg_type, sender (bin), time, *payload, public_key (bin 32), signature (bin 64)])
 //     signature = sign(MESSAGE_CONTEXT + msgpack(subnet) + S[:-64])
 //
@@ -44,11 +45,19 @@ export const UNVERIFIED = Object.freeze({
 const KEY_CACHE_SIZE = 256;
 
 /**
- * What a proof signs: the context, the protocol ID, a NUL, then the nonce of
- * the node that signs and that of the node it proves itself to.
+ * What a proof signs: the context, then in msgpack the terms of the link as
+ * the node that signs sees it (twisted_mesh's ProofTerms): the protocol ID;
+ * its role, "dialler" or "dialled"; its node ID and that of the node it
+ * proves its key to; the address its handshake gave ([host, port], or null
+ * for a node that cannot be dialled, as a browser); its nonce and the other
+ * node's; and the TLS session's keying material a TLS link binds (empty: a
+ * browser cannot export it, and binds nothing).  The checker finds its own
+ * ID and nonce there, and the other role than its own.
  */
-export function proofData(protocolId, signerNonce, peerNonce) {
-  return concat(PROOF_CONTEXT, ascii.encode(protocolId), new Uint8Array([0]), signerNonce, peerNonce);
+export function proofData({ protocolId, signerDialled, signerId, checkerId, signerAddress, signerNonce, checkerNonce }) {
+  const role = signerDialled ? "dialled" : "dialler";
+  const terms = [protocolId, role, signerId, checkerId, signerAddress, signerNonce, checkerNonce, new Uint8Array(0)];
+  return concat(PROOF_CONTEXT, pack(terms));
 }
 
 /** What a message's signature signs, `unsigned` being its serial but the signature's 64 bytes. */

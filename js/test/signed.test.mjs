@@ -46,7 +46,15 @@ test("IDs and keys as Python makes them", async () => {
 test("proofs and signed messages, byte for byte", async () => {
   const key = await tm.NodeKey.fromSeed(unhex(vectors.seed));
   const p = vectors.proof;
-  const data = signatures.proofData(p.protocol_id, unhex(p.own_nonce), unhex(p.peer_nonce));
+  const data = signatures.proofData({
+    protocolId: p.protocol_id,
+    signerDialled: p.role === "dialled",
+    signerId: p.signer_id,
+    checkerId: p.checker_id,
+    signerAddress: p.signer_address,
+    signerNonce: unhex(p.own_nonce),
+    checkerNonce: unhex(p.peer_nonce),
+  });
   assert.equal(hex(data), p.signed_data);
   assert.equal(hex(await key.sign(data)), p.signature);
   assert.equal(hex(codec.pack([signatures.PROOF, unhex(p.signature)])), p.frame_payload);
@@ -102,8 +110,17 @@ async function signedServer(protocol) {
       const fields = [flags.handshake, key.id, protocol.id, ["h", 9], [], key.publicKey, nonce];
       return (await codec.WireMessage.create(flags.whisper, key.id, now(), fields)).frame();
     },
-    async proof(browserNonce, signer = key) {
-      const signature = await signer.sign(signatures.proofData(protocol.id, nonce, browserNonce));
+    async proof(browserNonce, browserId, signer = key) {
+      const terms = {
+        protocolId: protocol.id,
+        signerDialled: true,
+        signerId: key.id,
+        checkerId: browserId,
+        signerAddress: ["h", 9],
+        signerNonce: nonce,
+        checkerNonce: browserNonce,
+      };
+      const signature = await signer.sign(signatures.proofData(terms));
       return (await codec.WireMessage.create(flags.renegotiate, key.id, now(), [signatures.PROOF, signature])).frame();
     },
   };
@@ -141,11 +158,24 @@ test("a signed MeshSocket proves its key, and the server's", async () => {
   assert.equal(proof.msgType, flags.renegotiate);
   assert.equal(proof.payload[0], signatures.PROOF);
   const verifier = new signatures.Verifier("mesh");
-  assert.ok(await verifier.verify(key.publicKey, proof.payload[1], signatures.proofData(protocol.id, nonce, server.nonce)));
+  const terms = {
+    protocolId: protocol.id,
+    signerDialled: false,
+    signerId: sock.id,
+    checkerId: server.id,
+    signerAddress: null,
+    signerNonce: nonce,
+    checkerNonce: server.nonce,
+  };
+  assert.ok(await verifier.verify(key.publicKey, proof.payload[1], signatures.proofData(terms)));
+  // A proof names its checker and the signer's role: not another node's, nor the other end's.
+  for (const other of [{ checkerId: key.id }, { signerDialled: true }, { signerAddress: ["h", 9] }]) {
+    assert.equal(await verifier.verify(key.publicKey, proof.payload[1], signatures.proofData({ ...terms, ...other })), false);
+  }
   assert.equal(sock.routing_table.size, 0);
   // A renegotiation before the proof is fine; the proof identifies the server.
   ws.push((await codec.WireMessage.create(flags.renegotiate, server.id, now(), [flags.compression, []])).frame());
-  ws.push(await server.proof(nonce));
+  ws.push(await server.proof(nonce, sock.id));
   assert.equal(await connected, server.id);
   await settle();
   // Its peers whisper is signed.
@@ -202,8 +232,13 @@ test("a signed MeshSocket proves its key, and the server's", async () => {
 test("a server whose proof does not hold, or that speaks before it", async () => {
   const wrong = await dialSigned();
   const impostor = await tm.NodeKey.generate();
-  wrong.ws.push(await wrong.server.proof(wrong.hello.payload[6], impostor));
+  wrong.ws.push(await wrong.server.proof(wrong.hello.payload[6], wrong.sock.id, impostor));
   await assert.rejects(wrong.connected, /proof of its key does not hold/);
+
+  // A proof the server made for another node (relayed by a node in the middle).
+  const relayed = await dialSigned();
+  relayed.ws.push(await relayed.server.proof(relayed.hello.payload[6], (await tm.NodeKey.generate()).id));
+  await assert.rejects(relayed.connected, /proof of its key does not hold/);
 
   const early = await dialSigned();
   const msg = await signatures.signedMessage(early.server.key, "mesh", flags.broadcast, now(), [0, "early"]);

@@ -78,7 +78,11 @@ def main() -> None:
     signed_id = protocol_id(subnet, encryption, True)
     own_nonce, peer_nonce = bytes([7]) * 32, bytes(range(32))
     time = 1_700_000_000
-    proof_data = PROOF_CONTEXT + signed_id.encode() + b"\x00" + own_nonce + peer_nonce
+    # The proof of the node whose key this is, the dialler, to the peer (the
+    # node dialled), whose handshake gave no address ([host, 0]).
+    signer_address = ["198.51.100.7", 4444]
+    terms = [signed_id, "dialler", me, peer, signer_address, own_nonce, peer_nonce, b""]
+    proof_data = PROOF_CONTEXT + pack(terms)
     vectors = {
         "made_by": "js/testing/make-signed-vectors.py, with cryptography " + __import__("cryptography").__version__,
         "seed": seed.hex(),
@@ -97,6 +101,10 @@ def main() -> None:
         + [{"subnet": "chat", "encryption": "wss", "signed": True, "id": protocol_id("chat", "wss", True)}],
         "proof": {
             "protocol_id": signed_id,
+            "role": "dialler",
+            "signer_id": me,
+            "checker_id": peer,
+            "signer_address": signer_address,
             "own_nonce": own_nonce.hex(),
             "peer_nonce": peer_nonce.hex(),
             "signed_data": proof_data.hex(),

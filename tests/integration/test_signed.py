@@ -6,16 +6,30 @@ keeps a mesh private.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from hashlib import sha256
+from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import (
+    SSL4ClientEndpoint,
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    connectProtocol,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import LogEvent
 
 from tests.support import MeshNodes, RawPeer, log_text, raw_peer, wait_for, within
 from twisted_mesh import HandshakeFailed, MeshSocket, Network, NodeKey, flags
-from twisted_mesh._frames import WireMessage
+from twisted_mesh._frames import FrameReader, WireMessage
 from twisted_mesh._serial import pack
+from twisted_mesh.tls import self_signed_certificate
 
 SIGNED = Network("mesh", "Plaintext", signed=True)
 
@@ -156,6 +170,8 @@ async def test_forged_altered_and_unsigned_messages_go_nowhere(mesh: MeshNodes, 
     dropped = honest.status()["dropped"]
     assert (dropped["wrong_key"], dropped["bad_signature"], dropped["unsigned"]) == (1, 2, 1)
     assert honest.status()["protocol"]["signed"] is True
+    # Only what was signed takes room in the seen-set: the three real broadcasts.
+    assert honest.status()["seen"] == 3
     assert not {"unsigned", "wrong_key", "bad_signature"} & set(behind.status()["dropped"])
     assert "that says it is" in log_text(log_events)
     # The member is still a peer: a bad message is dropped, not its link.
@@ -203,3 +219,105 @@ def test_an_allow_list_needs_a_signed_network(mesh: MeshNodes) -> None:
         MeshSocket("127.0.0.1", 0, allow=[NodeKey.generate().node_id])
     with pytest.raises(ValueError, match="is not a node ID"):
         MeshSocket("127.0.0.1", 0, SIGNED, allow=["not an id"])
+
+
+# --- a node in the middle ------------------------------------------------------------------
+
+
+class _Relay(Protocol):
+    """One end of a node in the middle: what it reads it hands to ``on_frame``."""
+
+    def __init__(self, on_frame: Callable[[_Relay, WireMessage], None]) -> None:
+        self.on_frame = on_frame
+        self.reader = FrameReader(1 << 24)
+        self.other: _Relay | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        for body in self.reader.feed(data):
+            self.on_frame(self, WireMessage.from_body(body, (), 1 << 24))
+
+    def write(self, msg_type: int, payload: tuple[Any, ...], sender: str) -> None:
+        assert self.transport is not None
+        self.transport.write(WireMessage.create(msg_type, sender, int(time.time()), payload).frame(True, None))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_proof_made_for_another_node_does_not_pass(mesh: MeshNodes) -> None:
+    """
+    M holds no key of the list.  A dials M; M dials B saying it is A (A's
+    key, A's nonce), and tells A that it is C, with B's nonce: A's proof is
+    made for C, and B, which finds another node than itself in it, refuses
+    it.  (Before proofs named their checker, B took M for A.)
+    """
+    key_a, key_b, key_c = NodeKey.generate(), NodeKey.generate(), NodeKey.generate()
+    members = [key_a.node_id, key_b.node_id, key_c.node_id]
+    a = mesh(prot=SIGNED, key=key_a, allow=members, max_outgoing=0)
+    b = mesh(prot=SIGNED, key=key_b, allow=members, max_outgoing=0)
+    to_b: list[_Relay] = []
+
+    def from_b(end: _Relay, msg: WireMessage) -> None:
+        payload = msg.payload
+        if payload[:1] == (flags.handshake,) and len(payload) == 7 and end.other is not None:
+            shake = (flags.handshake, key_c.node_id.encode(), SIGNED.id.encode(), ["127.0.0.1", 1], [])
+            end.other.write(flags.whisper, (*shake, key_c.public_key, payload[6]), key_c.node_id)
+
+    def from_a(end: _Relay, msg: WireMessage) -> None:
+        payload = msg.payload
+        if payload[:1] == (flags.handshake,) and len(payload) == 7 and not to_b:
+            relay = _Relay(from_b)
+            relay.other = end
+            to_b.append(relay)
+            shake = (flags.handshake, key_a.node_id.encode(), SIGNED.id.encode(), ["127.0.0.1", 1], [])
+            d = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", b.out_addr[1]), relay)
+            d.addCallback(lambda _: relay.write(flags.whisper, (*shake, key_a.public_key, payload[6]), key_a.node_id))
+        elif payload[:1] == (flags.proof,) and to_b:
+            to_b[0].write(flags.renegotiate, payload, key_a.node_id)  # A's proof, on to B
+
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(lambda: _Relay(from_a))
+    )
+    try:
+        a.connect("127.0.0.1", port.getHost().port).addErrback(lambda _: None)
+        await wait_for(lambda: b._node.stats.handshake_failures["bad_proof"] == 1, what="B refusing the proof")
+        assert key_a.node_id not in b.routing_table
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_in_the_middle_of_tls_cannot_pass_proofs_on(mesh: MeshNodes) -> None:
+    """
+    M ends a TLS session with each of A and B (self-signed mode verifies
+    nobody) and passes every frame on as it is: A and B would mesh through
+    it, and M would read all.  A proof binds its TLS session, which is not
+    the other end's, so B refuses A's proof and the two never mesh.
+    """
+    tls_mesh = Network("mesh", "SSL", signed=True)
+    a, b = mesh(prot=tls_mesh, max_outgoing=0), mesh(prot=tls_mesh, max_outgoing=0)
+    passed: list[WireMessage] = []
+
+    def forward(end: _Relay, msg: WireMessage) -> None:
+        passed.append(msg)
+        if end.other is not None and end.other.transport is not None:
+            end.other.transport.write(msg.frame(msg.sender_is_bin, None))
+
+    certificate = self_signed_certificate("middle")
+
+    def from_a() -> _Relay:
+        near = _Relay(forward)
+        far = _Relay(forward)
+        near.other, far.other = far, near
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", b.out_addr[1], CertificateOptions(verify=False))
+        connectProtocol(endpoint, far)
+        return near
+
+    server = SSL4ServerEndpoint(reactor, 0, certificate.options(), interface="127.0.0.1")
+    port = await server.listen(Factory.forProtocol(from_a))
+    try:
+        with pytest.raises(HandshakeFailed):
+            await within(a.connect("127.0.0.1", port.getHost().port))
+        await wait_for(lambda: b._node.stats.handshake_failures["bad_proof"] == 1, what="B refusing the proof")
+        assert any(msg.payload[:1] == (flags.proof,) for msg in passed)  # the proof went through M
+        assert not a.routing_table and not b.routing_table
+    finally:
+        await port.stopListening()

@@ -151,19 +151,40 @@ def test_a_signed_peer_is_refused_before_its_proof() -> None:
     assert handshake.unproved(stranger, frozenset([key.node_id])) is None
 
 
-def test_a_proof_binds_the_key_both_nonces_and_the_protocol() -> None:
-    key = NodeKey.generate()
+def test_a_proof_holds_only_on_the_terms_it_was_made_for() -> None:
+    """
+    A proof names the network, the signer's role, both IDs, the signer's
+    address, both nonces and the TLS binding: change any and it fails.
+    """
+    key, me = NodeKey.generate(), NodeKey.generate().node_id
     theirs, ours = b"t" * 32, b"o" * 32
     peer = handshake.parse_handshake(signed_payload(key, theirs))
     assert peer is not None
-    proof = handshake.proof(key, SIGNED.id, theirs, ours)
-    assert handshake.proof_holds(peer, proof, SIGNED.id, ours)
-    assert not handshake.proof_holds(peer, proof, SIGNED.id, b"x" * 32)  # another link's nonce
-    assert not handshake.proof_holds(peer, proof, MESH.id, ours)  # another network
-    # Our own proof sent back to us does not pass as the peer's.
-    assert not handshake.proof_holds(peer, handshake.proof(key, SIGNED.id, ours, theirs), SIGNED.id, ours)
-    other = handshake.parse_handshake(signed_payload(NodeKey.generate(), theirs))
-    assert other is not None and not handshake.proof_holds(other, proof, SIGNED.id, ours)
+    terms = handshake.ProofTerms(
+        SIGNED.id,
+        signer_dialled=False,
+        signer_id=key.node_id,
+        checker_id=me,
+        signer_address=("10.0.0.2", 5555),
+        signer_nonce=theirs,
+        checker_nonce=ours,
+        binding=b"b" * 32,
+    )
+    proof = handshake.proof(key, terms)
+    assert handshake.proof_holds(peer, proof, terms)
+    for other in (
+        {"protocol_id": MESH.id},  # another network
+        {"signer_dialled": True},  # the other end's role: a proof sent back to its maker
+        {"checker_id": NodeKey.generate().node_id},  # made for another node
+        {"signer_address": ("192.0.2.66", 4444)},  # passed on under another address
+        {"signer_address": None},
+        {"checker_nonce": b"x" * 32},  # another connection
+        {"binding": b"c" * 32},  # another TLS session
+        {"binding": b""},
+    ):
+        assert not handshake.proof_holds(peer, proof, terms._replace(**other)), other
+    stranger = handshake.parse_handshake(signed_payload(NodeKey.generate(), theirs))
+    assert stranger is not None and not handshake.proof_holds(stranger, proof, terms)
 
 
 def test_a_proof_is_read_from_its_renegotiation() -> None:

@@ -110,6 +110,19 @@ def test_a_repeat_is_known_once_its_stamp_is_packed() -> None:
     assert len(seen) == 1102
 
 
+def test_holds_finds_a_key_without_recording_it() -> None:
+    """`holds` answers as `add` would, coming or packed, and records nothing."""
+    seen = SeenSet()
+    key, other = key_of(1, START), key_of(2, START)
+    assert not seen.holds(key, START) and len(seen) == 0
+    seen.add(key, START, START)
+    assert seen.holds(key, START) and not seen.holds(other, START) and not seen.holds(key, START + 1)
+    pass_seconds(seen, START, 2)  # packed
+    assert START not in seen._coming
+    assert seen.holds(key, START) and not seen.holds(other, START)
+    assert len(seen) == 1
+
+
 def test_runs_merge_as_a_stamp_keeps_coming() -> None:
     """A stamp that keeps getting keys in later seconds holds few runs, all searched."""
     seen = SeenSet()

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from twisted_mesh import Network
 from twisted_mesh._frames import WireMessage
-from twisted_mesh._link.handshake import proof
+from twisted_mesh._link.handshake import ProofTerms, proof
 from twisted_mesh._signing import Signer, Verifier
 from twisted_mesh.keys import NodeKey
 
@@ -39,10 +39,18 @@ def test_ids_and_proof() -> None:
     for vector in VECTORS["protocol_ids"]:
         assert Network(vector["subnet"], vector["encryption"], vector["signed"]).id == vector["id"]
     vector = VECTORS["proof"]
-    signature = proof(
-        KEY, vector["protocol_id"], bytes.fromhex(vector["own_nonce"]), bytes.fromhex(vector["peer_nonce"])
+    terms = ProofTerms(
+        vector["protocol_id"],
+        signer_dialled=vector["role"] == "dialled",
+        signer_id=vector["signer_id"],
+        checker_id=vector["checker_id"],
+        signer_address=tuple(vector["signer_address"]),
+        signer_nonce=bytes.fromhex(vector["own_nonce"]),
+        checker_nonce=bytes.fromhex(vector["peer_nonce"]),
+        binding=b"",
     )
-    assert signature.hex() == vector["signature"]
+    assert terms.signed().hex() == vector["signed_data"]
+    assert proof(KEY, terms).hex() == vector["signature"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["messages"], ids=lambda vector: vector["what"])

@@ -32,7 +32,8 @@ class Relay:
         one for the node's user.
     :param verify: on a signed network, checks a message's signature (see
         `.Verifier.check`): after the checks that drop it cheaply (its
-        time, the seen-set), before anything is done with it.
+        time, the seen-set), before anything is done with it (the seen-set
+        records a broadcast once its signature holds).
     :ivar seen: the broadcasts seen lately.
     """
 
@@ -81,10 +82,14 @@ class Relay:
                 return
             # The node's own broadcasts come back by other paths: they are
             # known by their sender, not kept in the seen-set.
-            if msg.sender == self._id or not self.seen.add(msg.key, msg.time, now):
+            if msg.sender == self._id:
                 self._stats.dropped["duplicate"] += 1
                 return
-            if verify is not None and not self._verified(link, msg, verify):
+            if verify is None:
+                if not self.seen.add(msg.key, msg.time, now):
+                    self._stats.dropped["duplicate"] += 1
+                    return
+            elif not self._new_and_verified(link, msg, now, verify):
                 return
             origin = self._table.get(msg.sender)
             relayed = 0
@@ -106,6 +111,22 @@ class Relay:
             self._on_response(link, payload)
         else:
             self._deliver(link, msg)
+
+    def _new_and_verified(
+        self, link: Link, msg: WireMessage, now: float, verify: Callable[[WireMessage], str | None]
+    ) -> bool:
+        """
+        On a signed network, whether a broadcast is new and its signature
+        holds: a repeat is dropped unchecked, and the seen-set records the
+        broadcast only once its signature holds.
+        """
+        if self.seen.holds(msg.key, msg.time):
+            self._stats.dropped["duplicate"] += 1
+            return False
+        if not self._verified(link, msg, verify):
+            return False
+        self.seen.add(msg.key, msg.time, now)
+        return True
 
     def _verified(self, link: Link, msg: WireMessage, verify: Callable[[WireMessage], str | None]) -> bool:
         """Whether ``msg``'s signature holds; one that does not is counted, logged and dropped."""

@@ -84,6 +84,19 @@ class SeenSet:
             self._evict(time, key)
         return True
 
+    def holds(self, key: bytes, time: int) -> bool:
+        """
+        Whether ``key``, of a message stamped ``time``, is held; it is not
+        recorded (see `add`): a signed network's node records a broadcast
+        only once its signature holds, so that a forged copy keeps no room
+        and hides no real one.
+        """
+        runs = self._runs.get(time)
+        if runs is not None and any(_in_run(run, key) for run in runs):
+            return True
+        keys = self._coming.get(time)
+        return keys is not None and key in keys
+
     def held(self, now: float) -> int:
         """
         How many keys are held at ``now``, once those of stamps too old to be

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from twisted_mesh import _compression, flags
 from twisted_mesh._core.link import Address, parse_address
 from twisted_mesh._ids import id_text, is_node_id, protocol_id
+from twisted_mesh._serial import pack
 from twisted_mesh.errors import HandshakeFailed, ProtocolMismatch, SelfConnection
 from twisted_mesh.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, NodeKey, node_id_of, verify
 
@@ -51,7 +52,7 @@ class PeerHandshake(NamedTuple):
     :ivar writes_str: whether it wrote its IDs as str (else as bin).
     :ivar public_key: on a signed network, the peer's public key.
     :ivar nonce: on a signed network, what the peer's proof is asked to
-        sign with ours (see `.proof`).
+        sign with ours (see `.ProofTerms`).
     """
 
     peer_id: str
@@ -152,22 +153,59 @@ def unproved(handshake: PeerHandshake, allowed: frozenset[str] | None) -> tuple[
 #: What a handshake proof signs first.
 PROOF_CONTEXT = b"twisted-mesh/0.7 handshake proof\x00"
 
-
-def _proved(protocol_id: str, signer_nonce: bytes, checker_nonce: bytes) -> bytes:
-    """What a proof signs: the protocol ID and both nonces, the signer's first."""
-    return PROOF_CONTEXT + protocol_id.encode("ascii") + b"\x00" + signer_nonce + checker_nonce
-
-
-def proof(key: NodeKey, protocol_id: str, own_nonce: bytes, peer_nonce: bytes) -> bytes:
-    """Our proof that we hold ``key``, for the peer that sent ``peer_nonce``."""
-    return key.sign(_proved(protocol_id, own_nonce, peer_nonce))
+#: The label of the keying material a TLS link's proofs are bound to
+#: (`.LinkProtocol.channel_binding`, RFC 5705 and 9266).
+BINDING_LABEL = b"EXPORTER-twisted-mesh-proof"
 
 
-def proof_holds(handshake: PeerHandshake, signature: bytes, protocol_id: str, own_nonce: bytes) -> bool:
-    """Whether ``signature`` is the proof of the peer of ``handshake``, for our nonce."""
-    if handshake.public_key is None or handshake.nonce is None:
-        return False
-    return verify(handshake.public_key, signature, _proved(protocol_id, handshake.nonce, own_nonce))
+class ProofTerms(NamedTuple):
+    """
+    What a handshake proof signs, beside `.PROOF_CONTEXT`: the link as the
+    node that signs sees it.
+
+    The checker must find in it its own ID, its own nonce, and the other
+    role than its own: a proof made for another node, another connection or
+    another network does not hold, nor one sent back to its maker.  On a
+    TLS link the proof also binds the TLS session (``binding``): a node in
+    the middle, with a TLS session to each end, cannot pass it on.
+
+    :ivar protocol_id: the link's protocol ID.
+    :ivar signer_dialled: whether the node that signs is the one dialled.
+    :ivar signer_id: its node ID.
+    :ivar checker_id: the ID of the node it proves its key to.
+    :ivar signer_address: the address the signer's handshake gave, or
+        ``None`` for a node that cannot be dialled: a node in the middle
+        cannot pass the link on under an address of its own.
+    :ivar signer_nonce: the signer's nonce.
+    :ivar checker_nonce: the checker's nonce.
+    :ivar binding: the TLS session's keying material, or empty without TLS.
+    """
+
+    protocol_id: str
+    signer_dialled: bool
+    signer_id: str
+    checker_id: str
+    signer_address: Address | None
+    signer_nonce: bytes
+    checker_nonce: bytes
+    binding: bytes
+
+    def signed(self) -> bytes:
+        """The bytes the proof signs: the context, then these terms in msgpack."""
+        address = None if self.signer_address is None else list(self.signer_address)
+        role = "dialled" if self.signer_dialled else "dialler"
+        terms = [self.protocol_id, role, self.signer_id, self.checker_id, address]
+        return PROOF_CONTEXT + pack([*terms, self.signer_nonce, self.checker_nonce, self.binding])
+
+
+def proof(key: NodeKey, terms: ProofTerms) -> bytes:
+    """Our proof that we hold ``key``, on the terms of the link."""
+    return key.sign(terms.signed())
+
+
+def proof_holds(handshake: PeerHandshake, signature: bytes, terms: ProofTerms) -> bool:
+    """Whether ``signature`` is the proof of the peer of ``handshake`` on ``terms`` (the peer's, as we see them)."""
+    return handshake.public_key is not None and verify(handshake.public_key, signature, terms.signed())
 
 
 def refusal(handshake: PeerHandshake, own_id: str, expected_id: str | None) -> tuple[HandshakeFailed, str] | None:

@@ -52,6 +52,9 @@ class NegotiatingLink(WritingLink, Interface):
     def resend_last(self) -> None:
         """Send the last message sent again, once."""
 
+    def channel_binding(self) -> bytes:
+        """What a proof on this link binds: its TLS session's keying material, or nothing without TLS."""
+
 
 class Negotiation:
     """
@@ -80,6 +83,7 @@ class Negotiation:
         # nonce, and the peer's handshake until its proof comes.
         self._nonce = os.urandom(handshake.NONCE_SIZE) if node.protocol.signed else None
         self._unproved: handshake.PeerHandshake | None = None
+        self._sent_address: Address | None = None
         self.send_code: int | None = None
         self.inflating = True
         self.sends_twice = False
@@ -164,6 +168,9 @@ class Negotiation:
         self._first_word = None
         node, link = self._node, self._link
         address: Address = node.out_addr_for(link.encryption)
+        # (What our proof says we gave: no address, for a node that cannot
+        # be dialled, as the peer reads port 0.)
+        self._sent_address = None if address[1] == 0 else address
         proving = None if self._nonce is None or node.key is None else (node.key.public_key, self._nonce)
         payload = handshake.handshake_payload(node.id, self._protocol_id, address, link.ids_as_bin, proving)
         msg = WireMessage.create(flags.whisper, node.id, node.now(), payload, link.ids_as_bin)
@@ -215,16 +222,40 @@ class Negotiation:
 
     def _send_proof(self, shake: handshake.PeerHandshake) -> None:
         """Prove our key to the peer of ``shake``."""
-        key = self._node.key
-        assert key is not None and self._nonce is not None and shake.nonce is not None
-        self.renegotiate(flags.proof, handshake.proof(key, self._protocol_id, self._nonce, shake.nonce))
+        node, link = self._node, self._link
+        assert node.key is not None and self._nonce is not None and shake.nonce is not None
+        terms = handshake.ProofTerms(
+            self._protocol_id,
+            signer_dialled=not link.outgoing,
+            signer_id=node.id,
+            checker_id=shake.peer_id,
+            signer_address=self._sent_address,
+            signer_nonce=self._nonce,
+            checker_nonce=shake.nonce,
+            binding=link.channel_binding(),
+        )
+        self.renegotiate(flags.proof, handshake.proof(node.key, terms))
+
+    def _peer_terms(self, shake: handshake.PeerHandshake) -> handshake.ProofTerms:
+        """What the proof of the peer of ``shake`` must sign, as we see the link."""
+        assert self._nonce is not None and shake.nonce is not None
+        return handshake.ProofTerms(
+            self._protocol_id,
+            signer_dialled=self._link.outgoing,
+            signer_id=shake.peer_id,
+            checker_id=self._node.id,
+            signer_address=shake.address,
+            signer_nonce=shake.nonce,
+            checker_nonce=self._nonce,
+            binding=self._link.channel_binding(),
+        )
 
     def _on_proof(self, payload: tuple[Any, ...]) -> None:
         """A signed network's peer sent its proof: it is identified if the proof holds."""
         shake, signature = self._unproved, handshake.read_proof(payload)
         if shake is None or self._nonce is None or self._link.peer_id is not None:
             self.fail(HandshakeFailed("a proof came before the handshake, or twice"), "malformed")
-        elif signature is None or not handshake.proof_holds(shake, signature, self._protocol_id, self._nonce):
+        elif signature is None or not handshake.proof_holds(shake, signature, self._peer_terms(shake)):
             self.fail(HandshakeFailed(f"the peer {shake.peer_id} did not prove that it holds its key"), "bad_proof")
         else:
             self._unproved = None

@@ -19,6 +19,7 @@ from twisted_mesh._admission import Slot, source_of
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import WireMessage
+from twisted_mesh._link import handshake
 from twisted_mesh._link.negotiation import Negotiation
 from twisted_mesh._link.reader import LinkReader
 from twisted_mesh._link.tcp import tune_tcp
@@ -26,6 +27,9 @@ from twisted_mesh._link.writer import LinkWriter, WriteBatch
 from twisted_mesh._logs import LINK, LoggedText, NodeLogger, logged
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
+
+#: Bytes of keying material a proof on a TLS link binds.
+BINDING_SIZE = 32
 
 #: Seconds a closing connection has to finish its closing handshake.
 CLOSE_TIMEOUT = 10.0
@@ -110,6 +114,20 @@ class LinkProtocol(Protocol):
     def remote_address(self) -> object:
         """The address of the other end of the connection."""
         return self._transport.getPeer()
+
+    def channel_binding(self) -> bytes:
+        """
+        What a handshake proof on this link binds (see `.ProofTerms`): on a
+        TLS link, keying material exported from its TLS session (RFC 5705,
+        as RFC 9266 binds a channel), the same at both ends and at no other
+        link's; nothing on other links (TCP, and WebSocket, whose TLS a
+        browser cannot export from).
+        """
+        if self.encryption != "SSL":
+            return b""
+        connection = self._transport.getHandle() if hasattr(self._transport, "getHandle") else None
+        export = getattr(connection, "export_keying_material", None)
+        return bytes(export(handshake.BINDING_LABEL, BINDING_SIZE)) if export is not None else b""
 
     def compression_name(self) -> str | None:
         """The name of the compression used towards the peer, if any."""

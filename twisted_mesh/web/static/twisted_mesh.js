@@ -2103,8 +2103,10 @@ var twisted_mesh = (() => {
     bad_signature: "its signature does not hold (forged, or altered on the way)"
   });
   var KEY_CACHE_SIZE = 256;
-  function proofData(protocolId2, signerNonce, peerNonce) {
-    return concat(PROOF_CONTEXT, ascii2.encode(protocolId2), new Uint8Array([0]), signerNonce, peerNonce);
+  function proofData({ protocolId: protocolId2, signerDialled, signerId, checkerId, signerAddress, signerNonce, checkerNonce }) {
+    const role = signerDialled ? "dialled" : "dialler";
+    const terms = [protocolId2, role, signerId, checkerId, signerAddress, signerNonce, checkerNonce, new Uint8Array(0)];
+    return concat(PROOF_CONTEXT, pack(terms));
   }
   function messageData(subnet, unsigned) {
     return concat(MESSAGE_CONTEXT, pack(subnet), unsigned);
@@ -2424,7 +2426,19 @@ var twisted_mesh = (() => {
         return;
       }
       this._pending = shake;
-      const signature = sock._key.sign(proofData(sock.protocol.id, this._nonce, shake.nonce));
+      const signature = sock._key.sign(
+        proofData({
+          protocolId: sock.protocol.id,
+          signerDialled: false,
+          // this browser dialled
+          signerId: sock.id,
+          checkerId: peerId,
+          signerAddress: null,
+          // its handshake's ["", 0]: it cannot be dialled
+          signerNonce: this._nonce,
+          checkerNonce: shake.nonce
+        })
+      );
       this._proofSent = this._renegotiation.send(signature.then((proof) => [PROOF, proof]));
     }
     /** The peer's proof, `[PROOF, signature]`, of the key of its handshake: a Promise. */
@@ -2437,7 +2451,19 @@ var twisted_mesh = (() => {
       }
       const sock = this._sock;
       const signature = payload[1];
-      const proven = payload.length === 2 && isBytes2(signature, SIGNATURE_SIZE) && await sock._verifier.verify(shake.publicKey, signature, proofData(sock.protocol.id, shake.nonce, this._nonce));
+      const proven = payload.length === 2 && isBytes2(signature, SIGNATURE_SIZE) && await sock._verifier.verify(
+        shake.publicKey,
+        signature,
+        proofData({
+          protocolId: sock.protocol.id,
+          signerDialled: true,
+          signerId: shake.peerId,
+          checkerId: sock.id,
+          signerAddress: shake.address,
+          signerNonce: shake.nonce,
+          checkerNonce: this._nonce
+        })
+      );
       if (!proven) {
         this._fail(new HandshakeFailed(`${this.url}: the peer's proof of its key does not hold`));
         return;
@@ -2680,13 +2706,21 @@ var twisted_mesh = (() => {
     }
     /** Record `key` (hex), a message stamped `time`; return whether it is new. */
     add(key, time, nowSeconds) {
+      if (this.has(key, nowSeconds)) return false;
+      this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
+      return true;
+    }
+    /**
+     * Whether `key` (hex) is held at `nowSeconds`, without recording it: a
+     * signed network's node records a broadcast only once its signature
+     * holds, so that forged copies take no room.
+     */
+    has(key, nowSeconds) {
       for (const [old, expiry] of this._expiries) {
         if (expiry >= nowSeconds) break;
         this._expiries.delete(old);
       }
-      if (this._expiries.has(key)) return false;
-      this._expiries.set(key, Math.max(time, nowSeconds) + MESSAGE_LIFETIME + 1);
-      return true;
+      return this._expiries.has(key);
     }
     /** How many broadcasts it holds. */
     get size() {
@@ -2718,11 +2752,15 @@ var twisted_mesh = (() => {
           return;
         }
         const id = await msg.id();
-        if (!sock._seen.add(id, msg.time, now)) {
+        if (sock._seen.has(id, now)) {
           sock._drop("duplicate");
           return;
         }
         if (!await this._verified(link, msg)) return;
+        if (!sock._seen.add(id, msg.time, sock._now())) {
+          sock._drop("duplicate");
+          return;
+        }
         const origin = sock.routing_table.get(msg.sender);
         let frame = null;
         for (const peer of sock.routing_table.values()) {
