@@ -32,22 +32,32 @@ class Proxy:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, web_port: int) -> None:
+    async def start(self, web_port: int) -> None:
+        """Run nginx in front of the site on ``web_port``, once it answers on a port of its own."""
         location = SNIPPET.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{web_port}")
         for _ in range(5):  # a port free a moment ago may be taken
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 self.port = probe.getsockname()[1]
             (self.folder / "nginx.conf").write_text(self._config(location))
-            self.process = subprocess.Popen([NGINX, "-p", str(self.folder), "-c", "nginx.conf"], stderr=subprocess.PIPE)
-            try:
-                self.process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                return  # running
-            error = self.process.stderr.read().decode() if self.process.stderr else ""
+            process = self.process = subprocess.Popen(
+                [NGINX, "-p", str(self.folder), "-c", "nginx.conf"], stderr=subprocess.PIPE
+            )
+            await wait_for(lambda p=process: p.poll() is not None or self._answers(), what="nginx to listen")
+            if process.poll() is None:
+                return
+            error = process.stderr.read().decode() if process.stderr else ""
             if "Address already in use" not in error:
                 raise AssertionError(f"nginx did not start: {error}")
         raise AssertionError("no free port for nginx")
+
+    def _answers(self) -> bool:
+        """Whether nginx takes connections on its port."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def _config(self, location: str) -> str:
         folder = self.folder
@@ -92,7 +102,7 @@ async def test_a_page_behind_nginx_joins_the_mesh(servers: Servers, browser: Any
     node of the mesh.
     """
     server = await servers.server(prefix="/mesh/")
-    proxy.start(server.web_port)
+    await proxy.start(server.web_port)
     base = f"http://127.0.0.1:{proxy.port}/mesh/"
     code, _, body = await http_get(f"{base}status")
     assert code == 200 and server.id.encode() in body
