@@ -29,7 +29,7 @@ async def test_two_nodes_in_one_process_log_apart(mesh: MeshNodes, log_events: l
     await wait_for(lambda: len([e for e in log_events if "joined" in (e.get("log_format") or "")]) == 2)
     joined = {e["node"]: e for e in log_events if "joined" in (e.get("log_format") or "")}
     assert joined[a.id]["peer"] == b.id and joined[b.id]["peer"] == a.id
-    assert formatEvent(joined[a.id]).startswith(f"node {short(a.id)}: peer {short(b.id)} joined from ")
+    assert formatEvent(joined[a.id]).startswith(f"node {short(a.id)}: peer {short(b.id)} joined (at 127.0.0.1:")
     assert a.id not in formatEvent(joined[a.id]) and b.id not in formatEvent(joined[a.id])
     assert joined[a.id]["log_namespace"] == LINK
     for event in ours(log_events):

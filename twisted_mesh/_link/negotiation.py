@@ -272,7 +272,9 @@ class Negotiation:
         self.send_code = handshake.send_code(shake.codes)
         self.stop_waiting()
         if node.link_ready(link):
-            self._log.info("peer {peer} joined from {address}", peer=LoggedID(shake.peer_id), address=shake.address)
+            address = shake.address
+            where = "it cannot be dialled" if address is None else f"at {address[0]}:{address[1]}"
+            self._log.info("peer {peer} joined ({where})", peer=LoggedID(shake.peer_id), where=where, address=address)
         link.handshake_done.callback(shake.peer_id)
 
     def on_renegotiate(self, msg: WireMessage) -> None:
