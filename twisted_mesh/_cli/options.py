@@ -51,13 +51,32 @@ def _seconds(text: str) -> float:
         raise ValueError(f"--timeout takes a number of seconds, not {text!r}") from None
 
 
-class ClientOptions(usage.Options):
+class CommandOptions(usage.Options):
     """
-    What every client takes: the node to join through, and the network.
+    The options of a command of ``twisted-mesh`` (but ``node``, which are
+    ``twistd mesh``'s): its name in its help, and ``--version``.
 
     :ivar command: the command's name, as the user typed it, for its help
         and its errors (``twisted-mesh send``).
     """
+
+    #: What follows the options in the synopsis.
+    arguments = ""
+
+    def __init__(self, command: str) -> None:
+        super().__init__()
+        self.command = command
+
+    def getSynopsis(self) -> str:
+        return f"Usage: {self.command} [options] {self.arguments}"
+
+    def opt_version(self) -> None:
+        """Print twisted_mesh's version, and exit."""
+        print_version()
+
+
+class ClientOptions(CommandOptions):
+    """What every client takes: the node to join through, and the network."""
 
     optParameters: list[list[Any]] = [
         ["subnet", "s", "mesh", "The subnet of the node."],
@@ -90,19 +109,7 @@ class ClientOptions(usage.Options):
         ["signed", None, "Join the signed network of the subnet (a node run with --signed)."],
         ["verbose", "v", "Log what the client's node does, to stderr."],
     ]
-    #: What follows the options in the synopsis.
     arguments = "ENDPOINT"
-
-    def __init__(self, command: str) -> None:
-        super().__init__()
-        self.command = command
-
-    def getSynopsis(self) -> str:
-        return f"Usage: {self.command} [options] {self.arguments}"
-
-    def opt_version(self) -> None:
-        """Print twisted_mesh's version, and exit."""
-        print_version()
 
     def parseArgs(self, endpoint: str | None = None, *rest: str) -> None:
         if endpoint is None:
@@ -224,19 +231,10 @@ class PeersOptions(ClientOptions):
     )
 
 
-class KeyOptions(usage.Options):
+class KeyOptions(CommandOptions):
     """The options of ``key FILE``: none but ``--version``."""
 
-    def __init__(self, command: str) -> None:
-        super().__init__()
-        self.command = command
-
-    def getSynopsis(self) -> str:
-        return f"Usage: {self.command} FILE"
-
-    def opt_version(self) -> None:
-        """Print twisted_mesh's version, and exit."""
-        print_version()
+    arguments = "FILE"
 
     def parseArgs(self, path: str | None = None, *rest: str) -> None:
         if path is None:
