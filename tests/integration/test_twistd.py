@@ -224,7 +224,7 @@ async def test_web_prefix_puts_the_site_under_a_path(launch: Launcher) -> None:
     """``--web-prefix /mesh/``: the page, /status and /metrics are under /mesh/, for a reverse proxy."""
     process, node = await launch.node("--web", LOOPBACK, "--web-prefix", "/mesh/")
     assert node.web
-    assert "path /mesh/" in process.stdout
+    await process.wait_for_text("path /mesh/")  # (logged once the site listens, after the port line)
     base = f"http://127.0.0.1:{node.web}"
     for path in ("/mesh/", "/mesh/status", "/mesh/metrics", "/mesh/twisted_mesh.js"):
         code, _, body = await http_get(f"{base}{path}")
