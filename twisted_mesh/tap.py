@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from twisted_mesh._core.link import Address
 from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
 from twisted_mesh._logs import TWISTD, NodeLogger
+from twisted_mesh._service.arguments import check_endpoints, parse_host_port, parse_peers
 from twisted_mesh._service.endpoints import encryption_of
 from twisted_mesh._twistd import LOG_FORMATS, NodeProcess, json_log_observer, message_logger, take_message
 from twisted_mesh.keys import NodeKey
@@ -39,50 +38,6 @@ def _whole_number(option: str) -> Callable[[str], int]:
             raise ValueError(f"--{option} takes a whole number, not {text!r}") from None
 
     return coerce
-
-
-def _address(text: str) -> Address:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise usage.UsageError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
-#: The client endpoint-string types of Twisted itself, and ``tcp6``, which is
-#: a server type only: a peer given as ``tcp6:...`` is a bad endpoint string,
-#: not a host named ``tcp6``.
-_TWISTED_CLIENT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
-
-
-def _client_types() -> frozenset[str]:
-    """The types of client endpoint strings: Twisted's and its plugins' (``ws``, ``wss``...)."""
-    from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
-    from twisted.plugin import getPlugins
-
-    plugins = getPlugins(IStreamClientEndpointStringParserWithReactor)
-    return _TWISTED_CLIENT_TYPES | {plugin.prefix.lower() for plugin in plugins}
-
-
-def _peer(text: str, client_types: frozenset[str]) -> str | Address:
-    """
-    A ``--connect`` argument: an endpoint string when it has ``key=value``
-    parts or starts with a client endpoint type (``tcp:127.0.0.1:4444``,
-    ``unix:/run/mesh.sock``); else ``HOST:PORT`` or ``[IPv6]:PORT``.
-    """
-    kind, sep, _ = text.partition(":")
-    if "=" in text or (sep and kind.lower() in client_types):
-        return text
-    return _address(text)
-
-
-def _check_endpoints(parse: Callable[[Any, str], object], descriptions: list[str]) -> None:
-    from twisted.internet import reactor
-
-    for description in descriptions:
-        try:
-            parse(reactor, description)
-        except Exception as e:
-            raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
 
 
 def _check_tls_folder(description: str) -> None:
@@ -256,7 +211,7 @@ class Options(usage.Options):
         if self["max-incoming"] is not None and self["max-incoming"] < 0:
             raise usage.UsageError("--max-incoming must not be negative")
         if self["out-addr"] is not None:
-            self["out-addr"] = _address(self["out-addr"])
+            self["out-addr"] = parse_host_port(self["out-addr"])
         self["protocol"] = Network(self["subnet"], self["transport"], bool(self["signed"]))
         if self["allow"] is not None:
             if not self["signed"]:
@@ -280,13 +235,10 @@ class Options(usage.Options):
         if self["web-prefix"] != "/" and web is None:
             raise usage.UsageError("--web-prefix needs --web: the site it puts under a path")
         servers = [*self["listen"], *([self["web"]] if web is not None else [])]
-        _check_endpoints(serverFromString, servers)
+        check_endpoints(serverFromString, servers)
         for description in servers:
             _check_tls_folder(description)
-        if self["connect"]:
-            client_types = _client_types()
-            self["connect"] = [_peer(peer, client_types) for peer in self["connect"]]
-        _check_endpoints(clientFromString, [peer for peer in self["connect"] if isinstance(peer, str)])
+        self["connect"] = parse_peers(self["connect"])
         if self["tls-ca"] and not self["tls-cert"]:
             raise usage.UsageError("--tls-ca needs --tls-cert: this node's certificate, signed by that authority")
         if self["tls-key"] and not self["tls-cert"]:

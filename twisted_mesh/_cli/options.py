@@ -9,15 +9,13 @@ import json
 import sys
 from typing import Any, NoReturn
 
-from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
 import twisted_mesh
 from twisted_mesh._cli.render import from_json
-from twisted_mesh._core.link import Address
 from twisted_mesh._ids import ENCRYPTIONS, Network
+from twisted_mesh._service.arguments import parse_peers
 from twisted_mesh.keys import NodeKey
-from twisted_mesh.tap import _check_endpoints, _client_types, _peer
 from twisted_mesh.tls import TLSOptions
 
 #: The exit status of a usage error, as argparse's.
@@ -130,9 +128,7 @@ class ClientOptions(CommandOptions):
         if not self["subnet"]:
             raise usage.UsageError("--subnet must not be empty")
         self["network"] = Network(self["subnet"], self["transport"], bool(self["signed"]))
-        self["peer"] = peer = parse_endpoint(self["endpoint"])
-        if isinstance(peer, str):
-            _check_endpoints(clientFromString, [peer])
+        [self["peer"]] = parse_peers([self["endpoint"]])
         self["tls"] = None
         if self["tls-ca"] and not self["tls-cert"]:
             raise usage.UsageError("--tls-ca needs --tls-cert: this client's certificate, signed by that authority")
@@ -148,17 +144,6 @@ class ClientOptions(CommandOptions):
                 self["key"], _ = NodeKey.load_or_create(self["key"])
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"--key: {e}") from None
-
-
-def parse_endpoint(text: str) -> str | Address:
-    """
-    The node to join through, as ``--connect`` of ``twistd mesh`` takes it:
-    an endpoint string (``tcp:host=127.0.0.1:port=4444``, ``ws:...``), or
-    ``HOST:PORT``.
-
-    :raise usage.UsageError: when it is neither.
-    """
-    return _peer(text, _client_types())
 
 
 class SendOptions(ClientOptions):
