@@ -342,6 +342,9 @@ class GoneLink:
     def send(self, msg: object) -> None:
         return None
 
+    def withdraw(self, msg: object) -> bool:
+        return False
+
     def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         pass
 

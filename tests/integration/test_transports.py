@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionClosed
 from twisted.logger import LogEvent, formatEvent
 
@@ -65,6 +67,24 @@ async def test_between_twisted_mesh_nodes(mesh: MeshNodes, encryption: str) -> N
     # Peer exchange dials over the same transport.
     await wait_for(lambda: a.id in c.routing_table)
     await exchange(c, a)
+
+
+@pytest.mark.parametrize("encryption", ["Plaintext", "SSL", "ws", "wss"])
+@pytest_twisted.ensureDeferred
+async def test_a_link_finds_its_tcp_connection_under_any_wrapper(mesh: MeshNodes, encryption: str) -> None:
+    """
+    Under TLS and WebSocket too, each link finds its TCP connection: the
+    one it turns Nagle's delay off on, and has send at the end of a turn.
+    """
+    a, b = (mesh(prot=network(encryption)) for _ in range(2))
+    await within(b.connect("127.0.0.1", a.out_addr[1]))
+    await exchange(b, a)
+    links = [link for node in (a, b) for link in node._connections]
+    assert len(links) == 2
+    for link in links:
+        tcp = link._writer._tcp
+        assert isinstance(tcp, FileDescriptor)
+        assert tcp.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 @pytest.mark.parametrize("encryption", ["SSL", "ws", "wss"])
@@ -305,6 +325,8 @@ async def test_unix_socket_endpoint(mesh: MeshNodes, tmp_path: Path) -> None:
     await wait_for(lambda: dialler.id in listener.routing_table)
     dialler.send("over a unix socket")
     assert (await within(listener.next_message())).packets == (0, "over a unix socket")
+    # (No TCP connection under it: what it writes, the reactor sends.)
+    assert [link._writer._tcp for link in listener._connections] == [None]
 
 
 def test_endpoint_prefixes_name_their_transport() -> None:

@@ -30,7 +30,7 @@ class Node:
         self.node = MeshNode(protocol, reactor, out_addr=("127.0.0.1", 9), max_outgoing=0)
         connections: set[LinkProtocol] = set()
         self.connections = connections
-        batch = WriteBatch()
+        batch = WriteBatch(reactor)
         self.server = LinkFactory(self.node, False, connections, batch=batch)
         self.client = LinkFactory(self.node, True, connections, batch=batch)
 

@@ -43,7 +43,7 @@ class Rig:
         self.clock = task.Clock()
         self.node = MeshNode(MESH, self.clock, out_addr=OUT_ADDR, node_id=node_id)
         self.connections: set[LinkProtocol] = set()
-        self.batch = WriteBatch()
+        self.batch = WriteBatch(self.clock)
         self.delivered: list[tuple[Message, Any]] = []
         self.node.register_handler(lambda msg, link: self.delivered.append((msg, link)))
 

@@ -42,6 +42,8 @@ class FakeLink:
         self.ids_as_bin = ids_as_bin
         self.encryption = encryption
         self.sent: list[WireMessage] = []
+        #: The messages sent that the node withdrew (see `.Link.withdraw`).
+        self.withdrawn: list[WireMessage] = []
         self.closes: list[str] = []
         #: Why the link refuses to send, if it does.
         self.refusal: str | None = None
@@ -56,6 +58,14 @@ class FakeLink:
         if self.refusal is None:
             self.sent.append(msg)
         return self.refusal
+
+    def withdraw(self, msg: WireMessage) -> bool:
+        """Take ``msg`` back from what was sent, if it is there."""
+        if msg not in self.sent:
+            return False
+        self.sent.remove(msg)
+        self.withdrawn.append(msg)
+        return True
 
     def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         """Record that the node closed this link."""

@@ -391,6 +391,7 @@ def test_handshake_in_time_cancels_the_timeout() -> None:
     side = rig.link(outgoing=True)
     rig.clock.advance(Limits.handshake_timeout / 2)
     side.feed(handshake(new_node_id(MESH)))
+    rig.clock.advance(0)  # the turn ends: the answer is written
     assert rig.clock.getDelayedCalls() == []
     rig.clock.advance(Limits.handshake_timeout * 2)
     assert not side.closed

@@ -1,22 +1,27 @@
 """
-`.LinkProtocol`, one link: how it writes (frames gathered per read and per
-turn, `.MAX_GATHERED`) and back-pressure from a full transport.
+`.LinkProtocol`, one link: how it writes (frames gathered per turn,
+`.MAX_GATHERED`, withdrawn, sent at once) and back-pressure from a full
+transport.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 
 from tests.support import MESH
 from tests.unit.link_rig import Rig, Side, connected, handshake, message, renegotiate
 from twisted_mesh import flags
+from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import new_node_id
 from twisted_mesh._link import LinkFactory
-from twisted_mesh._link.writer import MAX_GATHERED
+from twisted_mesh._link.writer import MAX_GATHERED, WITHDRAW_WINDOW, LinkWriter, WriteBatch
+from twisted_mesh._stats import LinkStats
 from twisted_mesh._websocket.stream import GatheringProtocol
 from twisted_mesh.limits import Limits
 
@@ -293,3 +298,117 @@ def test_a_link_is_a_gathering_protocol() -> None:
     assert side.transport.value() == b""
     side.proto.flush()
     assert side.transport.value() != b""
+
+
+# -- withdrawing a frame the peer has ---------------------------------------------
+
+
+def test_a_frame_withdrawn_before_the_end_of_the_turn_is_not_written() -> None:
+    """
+    A message withdrawn in the turn it was sent in (the peer sent it too)
+    is not written, nor counted; the others are, in order.  Once the turn
+    has ended there is nothing to withdraw.
+    """
+    side = connected()
+    writes = count_writes(side.transport)
+    node_id = side.proto._node.id
+    frames_before = side.proto.stats.frames_out
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i) for i in range(3)]
+    for msg in sent:
+        side.proto.send(msg)
+    assert side.proto.withdraw(sent[1]) is True
+    assert side.proto.withdraw(sent[1]) is False
+    side.clock.advance(0)
+    assert writes == [sent[0].frame(True, None) + sent[2].frame(True, None)]
+    assert side.proto.stats.frames_out == frames_before + 2
+    assert side.proto.withdraw(sent[0]) is False
+
+
+def test_a_frame_is_looked_for_among_the_last_gathered_only() -> None:
+    """Past WITHDRAW_WINDOW later frames, a frame is not looked for: it is written."""
+    side = connected()
+    node_id = side.proto._node.id
+    sent = [message(node_id, flags.broadcast, flags.broadcast, i) for i in range(WITHDRAW_WINDOW + 1)]
+    for msg in sent:
+        side.proto.send(msg)
+    assert side.proto.withdraw(sent[0]) is False
+    assert side.proto.withdraw(sent[1]) is True
+    assert side.bodies() == [msg.body_in(True) for msg in sent if msg is not sent[1]]
+
+
+# -- sending at once -------------------------------------------------------------
+
+
+class SocketConnection(FileDescriptor):
+    """A connection of a reactor's sockets whose socket takes all it is given (or nothing)."""
+
+    def __init__(self, reactor: MemoryReactor) -> None:
+        super().__init__(reactor)
+        self.connected = True
+        self.taking = True
+        self.sent: list[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        if not self.taking:
+            return 0
+        self.sent.append(bytes(data))
+        return len(data)
+
+
+class OpenLink:
+    """What a writer needs of a link: one with a peer, open."""
+
+    closing = False
+    peer_id = "peer"
+
+    def close(self, reason: str, **kwargs: Any) -> None:
+        self.closing = True
+
+
+def writer_on(connection: SocketConnection) -> tuple[LinkWriter, Clock]:
+    clock = Clock()
+    node = MeshNode(MESH, clock)
+    writer = LinkWriter(OpenLink(), node, WriteBatch(clock), LinkStats())  # type: ignore[arg-type]
+    writer.start(connection, connection)
+    return writer, clock
+
+
+def test_what_a_turn_gathered_is_sent_at_its_end_not_at_the_reactors_next_look() -> None:
+    """
+    At the end of the turn, the TCP connection sends what was written to it
+    at once: the reactor need not look at its socket for it.
+    """
+    reactor = MemoryReactor()
+    connection = SocketConnection(reactor)
+    writer, clock = writer_on(connection)
+    writer.write(b"one")
+    writer.write(b"two")
+    assert connection.sent == []
+    clock.advance(0)
+    assert connection.sent == [b"onetwo"]
+    assert connection not in reactor.getWriters()
+
+
+def test_what_the_socket_does_not_take_is_left_to_the_reactor() -> None:
+    """A socket that takes nothing now: the data stays buffered, and the reactor watches the socket for it."""
+    reactor = MemoryReactor()
+    connection = SocketConnection(reactor)
+    writer, clock = writer_on(connection)
+    connection.taking = False
+    writer.write(b"one")
+    clock.advance(0)
+    assert connection.sent == [] and connection in reactor.getWriters()
+    connection.taking = True
+    connection.doWrite()  # the reactor's look
+    assert connection.sent == [b"one"] and connection not in reactor.getWriters()
+
+
+def test_a_connection_closing_is_left_to_the_reactor() -> None:
+    """A connection told to close sends when the reactor looks, which then closes it."""
+    reactor = MemoryReactor()
+    connection = SocketConnection(reactor)
+    writer, clock = writer_on(connection)
+    writer.write(b"one")
+    connection.disconnecting = True
+    clock.advance(0)
+    assert connection.sent == [] and connection in reactor.getWriters()

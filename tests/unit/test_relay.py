@@ -41,6 +41,28 @@ def test_relayed_counts_the_frames_written() -> None:
     assert node.stats.relayed == 1
 
 
+def test_a_peer_that_sends_a_broadcast_in_the_turn_it_was_relayed_to_it_is_not_written_it() -> None:
+    """
+    A broadcast relayed to b and c comes from b too before the turn ends: b
+    has it, so what waits for b of it is withdrawn, and not counted as
+    relayed; c's copy stays.  Once the turn has ended (the frames written),
+    a repeat withdraws nothing.
+    """
+    node, clock, _ = make_node()
+    a, b, c, d = (add_link(node) for _ in range(4))
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    node.message_received(b, again(msg, True))
+    assert b.sent == [] and b.withdrawn == [msg]
+    assert c.sent == [msg] and d.sent == [msg]
+    assert node.stats.relayed == 2 and node.stats.dropped["duplicate"] == 1
+    clock.advance(0)  # the turn ends
+    node.message_received(c, again(msg, False))
+    assert c.sent == [msg] and c.withdrawn == []
+    assert node.stats.relayed == 2 and node.stats.dropped["duplicate"] == 2
+    assert len(node.queue) == 1
+
+
 def test_relay_from_an_unknown_originator() -> None:
     """A broadcast of a node we have no link to goes to all links but its arrival one."""
     node, _, _ = make_node()

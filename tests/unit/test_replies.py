@@ -272,6 +272,7 @@ def test_a_reply_whose_dial_fails_is_given_up_with_the_reason() -> None:
     node.message_received(links[0], response(new_node_id(MESH), request_id, ("10.6.1.2", 6000), target))
     dialer.pending["10.6.1.2", 6000].errback(ConnectionError("refused"))
     assert fired == [result] and "could not connect to 10.6.1.2:6000" in result.skipped[target]
+    clock.advance(0)  # the turn ends
     assert not clock.getDelayedCalls()
 
 
@@ -295,6 +296,7 @@ def test_closing_the_node_gives_up_waiting_replies_and_receivers() -> None:
     failures: list[Failure] = []
     waiting.addErrback(failures.append)
     node.close("the node is closed")
+    clock.advance(0)  # the turn ends
     assert "the node closed" in result.skipped[target] and not clock.getDelayedCalls()
     assert len(failures) == 1 and failures[0].check(MeshClosed)
     with pytest.raises(MeshClosed):

@@ -120,7 +120,7 @@ class Mesh:
             if peer_exchange:
                 node.dialer = self._dialer(i)
             connections: set[LinkProtocol] = set()
-            batch = WriteBatch()
+            batch = WriteBatch(node.clock)
             self.servers.append(RecordingFactory(self.recorder, node, False, connections, batch=batch))
             self.clients.append(RecordingFactory(self.recorder, node, True, connections, batch=batch))
             self.by_address[address] = i

@@ -60,6 +60,14 @@ class Link(Connection, Interface):
         :return: ``None`` when it was written; else why not.
         """
 
+    def withdraw(self, msg: WireMessage) -> bool:
+        """
+        The peer has ``msg`` (it sent it): if it was sent to the peer in this
+        turn of the reactor and waits to be written, it is not written.
+
+        :return: whether it was withdrawn.
+        """
+
     def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         """
         Close the connection, logging ``reason`` (as a warning if ``error``);

@@ -63,6 +63,9 @@ class Relay:
         self._deliver = deliver
         self._verify = verify
         self._log_unverified = node.log.unverified
+        # The broadcasts relayed in this turn of the reactor, by key: a peer
+        # that sends one of them is not written it too, if it waits still.
+        self._relayed_now: dict[bytes, WireMessage] = {}
 
     def message_received(self, link: Link, msg: WireMessage) -> None:
         """
@@ -87,7 +90,7 @@ class Relay:
                 return
             if verify is None:
                 if not self.seen.add(msg.key, msg.time, now):
-                    self._stats.dropped["duplicate"] += 1
+                    self._repeat(link, msg)
                     return
             elif not self._new_and_verified(link, msg, now, verify):
                 return
@@ -96,7 +99,12 @@ class Relay:
             for _, peer in self._routing.peers:
                 if peer is not link and peer is not origin and peer.send(msg) is None:
                     relayed += 1
-            self._stats.relayed += relayed
+            if relayed:
+                self._stats.relayed += relayed
+                relayed_now = self._relayed_now
+                if not relayed_now:
+                    self._clock.callLater(0, relayed_now.clear)
+                relayed_now[msg.key] = msg
         elif verify is not None and not self._verified(link, msg, verify):
             return
         payload = msg.payload
@@ -121,12 +129,22 @@ class Relay:
         broadcast only once its signature holds.
         """
         if self.seen.holds(msg.key, msg.time):
-            self._stats.dropped["duplicate"] += 1
+            self._repeat(link, msg)
             return False
         if not self._verified(link, msg, verify):
             return False
         self.seen.add(msg.key, msg.time, now)
         return True
+
+    def _repeat(self, link: Link, msg: WireMessage) -> None:
+        """
+        ``link`` sent a broadcast seen already: dropped; and if the node
+        relayed it in this turn, what waits for that peer of it is not written.
+        """
+        self._stats.dropped["duplicate"] += 1
+        relayed = self._relayed_now.get(msg.key)
+        if relayed is not None and link.withdraw(relayed):
+            self._stats.relayed -= 1
 
     def _verified(self, link: Link, msg: WireMessage, verify: Callable[[WireMessage], str | None]) -> bool:
         """Whether ``msg``'s signature holds; one that does not is counted, logged and dropped."""

@@ -44,7 +44,7 @@ class LinkFactory(Factory):
         self.outgoing = outgoing
         self.encryption = encryption or node.protocol.encryption
         self.connections = connections
-        self.batch = batch if batch is not None else WriteBatch()
+        self.batch = batch if batch is not None else WriteBatch(node.clock)
 
     def logPrefix(self) -> str:
         # Twisted's "... starting on 4444" as a port opens.

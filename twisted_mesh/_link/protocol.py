@@ -22,7 +22,7 @@ from twisted_mesh._frames import WireMessage
 from twisted_mesh._link import handshake
 from twisted_mesh._link.negotiation import Negotiation
 from twisted_mesh._link.reader import LinkReader
-from twisted_mesh._link.tcp import tune_tcp
+from twisted_mesh._link.tcp import tcp_connection, tune_tcp
 from twisted_mesh._link.writer import LinkWriter, WriteBatch
 from twisted_mesh._logs import LINK, LoggedText, NodeLogger, logged
 from twisted_mesh._stats import LinkStats
@@ -94,7 +94,7 @@ class LinkProtocol(Protocol):
         self.stats = LinkStats()
         self._writer = LinkWriter(self, node, factory.batch, self.stats)
         self._negotiation = negotiation = Negotiation(self, node, self._writer.write)
-        self._reader = LinkReader(self, node, negotiation, factory.batch, self.stats)
+        self._reader = LinkReader(self, node, negotiation, self.stats)
 
     def __repr__(self) -> str:
         peer = self.transport.getPeer() if self.transport is not None else None
@@ -152,8 +152,10 @@ class LinkProtocol(Protocol):
             return
         self._connections.add(self)
         node.stats.connections["out" if self.outgoing else "in"] += 1
-        tune_tcp(self._transport)
-        self._writer.start(self._transport)
+        tcp = tcp_connection(self._transport)
+        if tcp is not None:
+            tune_tcp(tcp)
+        self._writer.start(self._transport, tcp)
         self._negotiation.start()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -197,6 +199,15 @@ class LinkProtocol(Protocol):
         self._last_sent = msg
         writer.write(msg.frame(self.ids_as_bin, self._negotiation.send_code))
         return None
+
+    def withdraw(self, msg: WireMessage) -> bool:
+        """
+        The peer has ``msg`` (it sent it): if it was sent to the peer in this
+        turn of the reactor and waits to be written, it is not written.
+
+        :return: whether it was withdrawn.
+        """
+        return self._writer.withdraw(msg.frame(self.ids_as_bin, self._negotiation.send_code))
 
     def resend_last(self) -> None:
         """Send the last message sent again, once: asking again gets nothing more until another is sent."""

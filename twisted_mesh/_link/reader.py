@@ -9,7 +9,6 @@ from twisted_mesh import flags
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import ChecksumError, FrameError, FrameReader, FrameTooLarge, WireMessage
 from twisted_mesh._link.negotiation import NegotiatingLink, Negotiation
-from twisted_mesh._link.writer import WriteBatch
 from twisted_mesh._logs import logged
 from twisted_mesh._stats import LinkStats
 from twisted_mesh.errors import HandshakeFailed
@@ -36,13 +35,10 @@ class LinkReader:
         link closes, unless it was closed to read on.
     """
 
-    def __init__(
-        self, link: NegotiatingLink, node: MeshNode, negotiation: Negotiation, batch: WriteBatch, stats: LinkStats
-    ) -> None:
+    def __init__(self, link: NegotiatingLink, node: MeshNode, negotiation: Negotiation, stats: LinkStats) -> None:
         self._link = link
         self._node = node
         self._negotiation = negotiation
-        self._batch = batch
         self._stats = stats
         self._limits = node.limits
         self._frames = FrameReader(node.limits.max_frame_size)
@@ -68,15 +64,7 @@ class LinkReader:
             return
         stats.frames_in += len(bodies)
         totals.frames_in += len(bodies)
-        # The frames this read makes the node write to any link are written
-        # once it is handled (unless it is handled within another read).
-        batch = self._batch
-        outermost = batch.open()
-        try:
-            self._read(bodies)
-        finally:
-            if outermost:
-                batch.close()
+        self._read(bodies)
 
     def _read(self, bodies: list[bytes]) -> None:
         link, node, totals, limits = self._link, self._node, self._node.stats, self._limits

@@ -1,11 +1,14 @@
 """
-The socket options of a link's TCP connection: no Nagle delay, and
-keepalive probes that notice a peer cut off silently.
+A link's TCP connection: found under TLS and WebSocket wrappers, its
+socket options (no Nagle delay, keepalive probes that notice a peer cut off
+silently), and writes that leave at once.
 """
 
 from __future__ import annotations
 
 import socket
+
+from twisted.internet.abstract import FileDescriptor
 
 #: TCP keepalive on every link: probes after this many idle seconds, this
 #: many seconds apart, this many times; and unacknowledged data gives up
@@ -15,23 +18,27 @@ TCP_KEEPALIVE = (15, 5, 3)
 TCP_USER_TIMEOUT = 30_000
 
 
-def tune_tcp(transport: object) -> None:
+def tcp_connection(transport: object) -> FileDescriptor | None:
     """
-    Send small frames at once (no Nagle delay) and notice dead peers, on a
-    TCP connection or one wrapped in TLS or WebSocket; other transports
-    (unix sockets, in-memory ones) are left as they are.
+    The TCP connection of a reactor's sockets under ``transport`` (itself,
+    or down through TLS and WebSocket wrappers), or ``None`` for other
+    transports (unix sockets, in-memory ones).
     """
-    # Down through TLS and WebSocket wrappers to the socket, if any.
-    handle: object = None
     for _ in range(4):
         if transport is None:
-            return
+            return None
         handle = getattr(transport, "getHandle", lambda: None)()
         if isinstance(handle, socket.socket):
-            break
+            if isinstance(transport, FileDescriptor) and handle.family in (socket.AF_INET, socket.AF_INET6):
+                return transport
+            return None
         transport = getattr(transport, "transport", None)
-    if not isinstance(handle, socket.socket) or handle.family not in (socket.AF_INET, socket.AF_INET6):
-        return
+    return None
+
+
+def tune_tcp(connection: FileDescriptor) -> None:
+    """Have ``connection`` send small frames at once (no Nagle delay) and notice dead peers."""
+    handle = connection.getHandle()  # type: ignore[attr-defined]
     handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle, interval, count = TCP_KEEPALIVE
@@ -43,3 +50,19 @@ def tune_tcp(transport: object) -> None:
                 handle.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
             except OSError:
                 pass
+
+
+def send_now(connection: FileDescriptor) -> None:
+    """
+    Have ``connection`` send what it was given now, as the reactor would at
+    its next look at the socket: a frame relayed leaves in the turn it came
+    in, not one turn later, and the reactor is not woken again for it.
+
+    What the socket does not take stays buffered, for the reactor to send
+    when the socket can take more (it was told to watch for that when the
+    data was written); a connection closing is left to the reactor, which
+    closes it once all is sent.  A send that fails is left to the reactor
+    too: it sees the error at its next look, and drops the connection.
+    """
+    if not connection.disconnecting:
+        connection.doWrite()

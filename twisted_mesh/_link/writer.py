@@ -1,24 +1,27 @@
 """
-How a link writes: frames gathered and written in one go, and
-back-pressure from a transport whose write buffer is full.
+How a link writes: frames gathered and written in one go at the end of the
+reactor's turn, and back-pressure from a transport whose write buffer is
+full.
 
-`.LinkWriter` is one link's: it gathers the frames written in one read (or
-one turn of the reactor) and writes them together; it is the producer its
-transport pauses when the peer is slow to read, and it tells the node that
-the peer is congested, and drops a peer that reads nothing for too long.
-`.WriteBatch` is shared by the links of a node: it knows which of them were
-written to while one of them handled a read.
+`.LinkWriter` is one link's: it gathers the frames written in one turn of
+the reactor and writes them together; it is the producer its transport
+pauses when the peer is slow to read, and it tells the node that the peer
+is congested, and drops a peer that reads nothing for too long.
+`.WriteBatch` is shared by the links of a node: it knows which of them
+gathered frames in this turn, and has them write at its end.
 """
 
 from __future__ import annotations
 
 from typing import Protocol as Interface
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITransport
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from zope.interface import implementer
 
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.node import MeshNode
+from twisted_mesh._link.tcp import send_now
 from twisted_mesh._logs import logged
 from twisted_mesh._stats import LinkStats
 
@@ -27,6 +30,10 @@ from twisted_mesh._stats import LinkStats
 #: its producer to pause, so that a sender looking at that hears of a slow
 #: peer in time.
 MAX_GATHERED = 64 * 1024
+
+#: How many of the last frames gathered for a peer `.LinkWriter.withdraw`
+#: looks through.
+WITHDRAW_WINDOW = 32
 
 
 class WritingLink(Link, Interface):
@@ -38,36 +45,30 @@ class WritingLink(Link, Interface):
 
 class WriteBatch:
     """
-    The links of a node that were written to while one of them handled a
-    read: each writes what it gathered in one go once the read is handled.
-    The links of a node share one (a reactor handles one read at a time).
-
-    :ivar writers: the writers written to in the read being handled, or
-        ``None`` outside a read.
+    The links of a node that gathered frames in this turn of the reactor:
+    each writes what it gathered in one go at the end of the turn, once
+    every read the turn brought is handled.  The links of a node share one.
     """
 
-    __slots__ = ("writers",)
+    __slots__ = ("_clock", "_writers", "_call")
 
-    def __init__(self) -> None:
-        self.writers: list[LinkWriter] | None = None
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._writers: list[LinkWriter] = []
+        # The call at the end of the turn, while writers wait for it.
+        self._call: IDelayedCall | None = None
 
-    def open(self) -> bool:
-        """
-        A read is handled: gather the writers written to until `.close`.
+    def add(self, writer: LinkWriter) -> None:
+        """``writer`` gathered its first frame of the turn: it writes at the end of the turn."""
+        self._writers.append(writer)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._end_of_turn)
 
-        :return: whether this read is the outermost (a read may be handled
-            within another one): only then is `.close` called.
-        """
-        if self.writers is not None:
-            return False
-        self.writers = []
-        return True
-
-    def close(self) -> None:
-        """The read was handled: every writer written to writes what it gathered."""
-        writers, self.writers = self.writers, None
-        for writer in writers or ():
-            writer.flush()
+    def _end_of_turn(self) -> None:
+        self._call = None
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.end_of_turn()
 
 
 @implementer(IPushProducer)
@@ -82,6 +83,7 @@ class LinkWriter:
     """
 
     _transport: ITransport  # once started
+    _tcp: FileDescriptor | None  # once started
 
     def __init__(self, link: WritingLink, node: MeshNode, batch: WriteBatch, stats: LinkStats) -> None:
         self._link = link
@@ -91,26 +93,29 @@ class LinkWriter:
         self._limits = node.limits
         self.unwritten: list[bytes] = []
         self.unwritten_size = 0
-        # The call that writes what was gathered when it was not written in a read.
-        self._write_call: IDelayedCall | None = None
         # Whether the transport asked for no more writes (its buffer is full).
         self._transport_full = False
         # While the peer is congested (see pauseProducing), the call that
         # cuts it off unless it makes progress first.
         self._congestion: IDelayedCall | None = None
 
-    def start(self, transport: ITransport) -> None:
-        """Write to ``transport`` from now on, which tells this producer when its write buffer is full."""
+    def start(self, transport: ITransport, tcp: FileDescriptor | None) -> None:
+        """
+        Write to ``transport`` from now on, which tells this producer when
+        its write buffer is full; ``tcp`` is the TCP connection under it, if
+        any, which sends at once what is written at the end of a turn.
+        """
         self._transport = transport
+        self._tcp = tcp
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
 
     def write(self, frame: bytes) -> None:
         """
         Write ``frame`` to the peer, with the others written in the same
-        read, or else in the same turn of the reactor: in one go when the
-        read is handled, or at the end of the turn (a node's user sending
-        many messages at once makes one write of them); or once
-        `.MAX_GATHERED` bytes are gathered.  While the transport is full,
+        turn of the reactor: in one go at the end of the turn, once every
+        read it brought is handled (the frames relayed from many reads, or
+        a node's user sending many messages at once, make one write); or
+        once `.MAX_GATHERED` bytes are gathered.  While the transport is full,
         frames wait here until it asks for more (`.resumeProducing`).
         """
         unwritten = self.unwritten
@@ -121,28 +126,48 @@ class LinkWriter:
         if self.unwritten_size >= MAX_GATHERED:
             self.flush()
         elif len(unwritten) == 1:
-            written = self._batch.writers
-            if written is not None:
-                written.append(self)
-            elif self._write_call is None:
-                self._write_call = self._node.clock.callLater(0, self._end_of_turn)
+            self._batch.add(self)
 
-    def _end_of_turn(self) -> None:
-        self._write_call = None
-        self.flush()
+    def withdraw(self, frame: bytes) -> bool:
+        """
+        Do not write ``frame`` after all, if it is still gathered here
+        (looked for among the last `.WITHDRAW_WINDOW` frames): the peer has
+        its message already.
 
-    def flush(self) -> None:
+        :return: whether it was withdrawn.
+        """
+        unwritten = self.unwritten
+        try:
+            index = unwritten.index(frame, max(0, len(unwritten) - WITHDRAW_WINDOW))
+        except ValueError:
+            return False
+        del unwritten[index]
+        self.unwritten_size -= len(frame)
+        return True
+
+    def end_of_turn(self) -> None:
+        """
+        The turn of the reactor ends: write what was gathered, and have the
+        TCP connection send it now rather than at the reactor's next look
+        at the socket (see `.send_now`).
+        """
+        if self.flush() and self._tcp is not None and not self._link.closing:
+            send_now(self._tcp)
+
+    def flush(self) -> bool:
         """
         Write the frames gathered so far, as far as the transport takes
         them: in one go, or (after the transport was full) in writes of
         about `.MAX_GATHERED` bytes until it is full again.
+
+        :return: whether anything was written.
         """
         if self._transport_full or not self.unwritten:
-            return
+            return False
         if self.unwritten_size <= MAX_GATHERED:
             frames, self.unwritten, self.unwritten_size = self.unwritten, [], 0
             self._write_frames(frames)
-            return
+            return True
         frames, self.unwritten = self.unwritten, []
         start = 0
         while start < len(frames) and not self._transport_full:
@@ -155,6 +180,7 @@ class LinkWriter:
             start = end
         # (What was gathered while writing, if anything, comes after the rest.)
         self.unwritten[:0] = frames[start:]
+        return True
 
     def _write_frames(self, frames: list[bytes]) -> None:
         """Write ``frames`` to the transport in one write, and count them."""
@@ -190,9 +216,8 @@ class LinkWriter:
 
     def stop(self) -> None:
         """The connection is lost: nothing more is written."""
-        for timer in (self._congestion, self._write_call):
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self._congestion is not None and self._congestion.active():
+            self._congestion.cancel()
         self.unwritten, self.unwritten_size = [], 0  # never to be written
 
     # -- IPushProducer: the transport's write buffer -------------------------

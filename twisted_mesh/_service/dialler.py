@@ -33,7 +33,7 @@ class Dialler:
         self._running = running
         self.links: set[LinkProtocol] = set()
         # (The links written to while one of them reads: one for the node.)
-        self._batch = WriteBatch()
+        self._batch = WriteBatch(node.clock)
         self._factories: dict[tuple[str, bool], LinkFactory] = {}
         self._accepting: dict[str, Accepting] = {}
         self._connecting: set[Deferred[IProtocol]] = set()
