@@ -25,6 +25,7 @@ from twisted.logger import LogEvent, formatEvent
 from tests.reference import Reference
 from tests.support import MeshNodes, wait_for, within
 from twisted_mesh import HandshakeFailed, Limits, MeshSocket, Network, flags
+from twisted_mesh._link.tcp import tcp_connection
 from twisted_mesh.tls import TLSOptions, self_signed_certificate
 
 
@@ -73,8 +74,10 @@ async def test_between_twisted_mesh_nodes(mesh: MeshNodes, encryption: str) -> N
 @pytest_twisted.ensureDeferred
 async def test_a_link_finds_its_tcp_connection_under_any_wrapper(mesh: MeshNodes, encryption: str) -> None:
     """
-    Under TLS and WebSocket too, each link finds its TCP connection: the
-    one it turns Nagle's delay off on, and has send at the end of a turn.
+    Under TLS and WebSocket too, each link finds its TCP connection and
+    turns Nagle's delay off on it; it has it send at the end of a turn
+    when what it writes reaches it at once (not through TLS, which gathers
+    writes until its own next turn).
     """
     a, b = (mesh(prot=network(encryption)) for _ in range(2))
     await within(b.connect("127.0.0.1", a.out_addr[1]))
@@ -82,9 +85,10 @@ async def test_a_link_finds_its_tcp_connection_under_any_wrapper(mesh: MeshNodes
     links = [link for node in (a, b) for link in node._connections]
     assert len(links) == 2
     for link in links:
-        tcp = link._writer._tcp
+        tcp = tcp_connection(link.transport)
         assert isinstance(tcp, FileDescriptor)
         assert tcp.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert link._writer._tcp is (None if encryption in ("SSL", "wss") else tcp)
 
 
 @pytest.mark.parametrize("encryption", ["SSL", "ws", "wss"])

@@ -22,7 +22,7 @@ from twisted_mesh._frames import WireMessage
 from twisted_mesh._link import handshake
 from twisted_mesh._link.negotiation import Negotiation
 from twisted_mesh._link.reader import LinkReader
-from twisted_mesh._link.tcp import tcp_connection, tune_tcp
+from twisted_mesh._link.tcp import tcp_connection, tune_tcp, writes_through
 from twisted_mesh._link.writer import LinkWriter, WriteBatch
 from twisted_mesh._logs import LINK, LoggedText, NodeLogger, logged
 from twisted_mesh._stats import LinkStats
@@ -155,7 +155,7 @@ class LinkProtocol(Protocol):
         tcp = tcp_connection(self._transport)
         if tcp is not None:
             tune_tcp(tcp)
-        self._writer.start(self._transport, tcp)
+        self._writer.start(self._transport, tcp if writes_through(self._transport) else None)
         self._negotiation.start()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

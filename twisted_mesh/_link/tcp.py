@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 #: TCP keepalive on every link: probes after this many idle seconds, this
 #: many seconds apart, this many times; and unacknowledged data gives up
@@ -17,23 +18,43 @@ from twisted.internet.abstract import FileDescriptor
 TCP_KEEPALIVE = (15, 5, 3)
 TCP_USER_TIMEOUT = 30_000
 
+#: The most wrappers looked through for the TCP connection under a link's
+#: transport (PROXY protocol, TLS, WebSocket, and one to spare).
+MAX_WRAPPERS = 4
+
 
 def tcp_connection(transport: object) -> FileDescriptor | None:
     """
     The TCP connection of a reactor's sockets under ``transport`` (itself,
-    or down through TLS and WebSocket wrappers), or ``None`` for other
-    transports (unix sockets, in-memory ones).
+    or down through wrappers: TLS, WebSocket, the PROXY protocol's), or
+    ``None`` for other transports (unix sockets, in-memory ones).
     """
-    for _ in range(4):
+    for _ in range(MAX_WRAPPERS + 1):
         if transport is None:
             return None
-        handle = getattr(transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):
-            if isinstance(transport, FileDescriptor) and handle.family in (socket.AF_INET, socket.AF_INET6):
+        if isinstance(transport, FileDescriptor):
+            handle = transport.getHandle()  # type: ignore[attr-defined]
+            if isinstance(handle, socket.socket) and handle.family in (socket.AF_INET, socket.AF_INET6):
                 return transport
             return None
         transport = getattr(transport, "transport", None)
     return None
+
+
+def writes_through(transport: object) -> bool:
+    """
+    Whether what is written to ``transport`` reaches the connection under
+    it within the call: not through TLS, whose transport gathers small
+    writes until its own next turn (so that `.send_now` would find nothing
+    to send yet).
+    """
+    for _ in range(MAX_WRAPPERS + 1):
+        if transport is None or isinstance(transport, FileDescriptor):
+            return True
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            return False
+        transport = getattr(transport, "transport", None)
+    return False
 
 
 def tune_tcp(connection: FileDescriptor) -> None:
@@ -56,7 +77,7 @@ def send_now(connection: FileDescriptor) -> None:
     """
     Have ``connection`` send what it was given now, as the reactor would at
     its next look at the socket: a frame relayed leaves in the turn it came
-    in, not one turn later, and the reactor is not woken again for it.
+    in, not one turn later, and the reactor has no event to dispatch for it.
 
     What the socket does not take stays buffered, for the reactor to send
     when the socket can take more (it was told to watch for that when the

@@ -102,8 +102,8 @@ class LinkWriter:
     def start(self, transport: ITransport, tcp: FileDescriptor | None) -> None:
         """
         Write to ``transport`` from now on, which tells this producer when
-        its write buffer is full; ``tcp`` is the TCP connection under it, if
-        any, which sends at once what is written at the end of a turn.
+        its write buffer is full; ``tcp`` is the TCP connection that what is
+        written reaches at once, if any: it sends at the end of a turn.
         """
         self._transport = transport
         self._tcp = tcp
