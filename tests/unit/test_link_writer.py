@@ -6,12 +6,14 @@ transport.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import pytest
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
 
 from tests.support import MESH
@@ -20,6 +22,7 @@ from twisted_mesh import flags
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import new_node_id
 from twisted_mesh._link import LinkFactory
+from twisted_mesh._link import writer as writer_module
 from twisted_mesh._link.writer import MAX_GATHERED, WITHDRAW_WINDOW, LinkWriter, WriteBatch
 from twisted_mesh._stats import LinkStats
 from twisted_mesh._websocket.stream import GatheringProtocol
@@ -412,3 +415,28 @@ def test_a_connection_closing_is_left_to_the_reactor() -> None:
     connection.disconnecting = True
     clock.advance(0)
     assert connection.sent == [] and connection in reactor.getWriters()
+
+
+class FailingTransport(StringTransport):
+    """A transport whose writes fail."""
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("the transport failed")
+
+
+def test_a_link_failing_at_the_end_of_the_turn_does_not_hold_up_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One link's write fails at the end of the turn: logged, and the other links write all the same."""
+    clock = Clock()
+    node, batch = MeshNode(MESH, clock), WriteBatch(clock)
+    failing, working = FailingTransport(), StringTransport()
+    first = LinkWriter(OpenLink(), node, batch, LinkStats())  # type: ignore[arg-type]
+    second = LinkWriter(OpenLink(), node, batch, LinkStats())  # type: ignore[arg-type]
+    first.start(failing, None)
+    second.start(working, None)
+    first.write(b"to the first")
+    second.write(b"to the second")
+    events: list[LogEvent] = []
+    monkeypatch.setattr(writer_module, "_log", Logger(observer=cast(ILogObserver, events.append)))
+    clock.advance(0)
+    assert working.value() == b"to the second"
+    assert [event["log_failure"].check(RuntimeError) for event in events if "log_failure" in event] == [RuntimeError]

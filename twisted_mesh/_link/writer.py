@@ -17,12 +17,13 @@ from typing import Protocol as Interface
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._link.tcp import send_now
-from twisted_mesh._logs import logged
+from twisted_mesh._logs import LINK, logged
 from twisted_mesh._stats import LinkStats
 
 #: The most bytes of frames a link gathers before it writes them (see
@@ -30,6 +31,8 @@ from twisted_mesh._stats import LinkStats
 #: its producer to pause, so that a sender looking at that hears of a slow
 #: peer in time.
 MAX_GATHERED = 64 * 1024
+
+_log = Logger(namespace=LINK)
 
 #: How many of the last frames gathered for a peer `.LinkWriter.withdraw`
 #: looks through.
@@ -68,7 +71,11 @@ class WriteBatch:
         self._call = None
         writers, self._writers = self._writers, []
         for writer in writers:
-            writer.end_of_turn()
+            try:
+                writer.end_of_turn()
+            except Exception:
+                # (One link's failure is not the others': they write still.)
+                _log.failure("writing at the end of the turn")
 
 
 @implementer(IPushProducer)
