@@ -15,22 +15,33 @@ from twisted.internet.testing import MemoryReactor
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from twisted_mesh._link.tcp import tcp_connection, tune_tcp, writes_through
+from twisted_mesh._link.tcp import tcp_connection, tune_tcp, write_now, writes_through
 
 
 @pytest.fixture
-def connection() -> Iterator[tcp.Connection]:
-    """A TCP connection of a reactor, on a real connected socket of loopback."""
+def connected() -> Iterator[tuple[tcp.Connection, socket.socket]]:
+    """
+    A TCP connection of a reactor, on a real connected socket of loopback,
+    and the peer's socket.
+    """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     client = socket.create_connection(listener.getsockname())
     accepted, _ = listener.accept()
     try:
-        yield tcp.Connection(accepted, Protocol(), MemoryReactor())
+        connection = tcp.Connection(accepted, Protocol(), MemoryReactor())
+        connection.connected = True
+        yield connection, client
     finally:
         for each in (listener, client, accepted):
             each.close()
+
+
+@pytest.fixture
+def connection(connected: tuple[tcp.Connection, socket.socket]) -> tcp.Connection:
+    """A TCP connection of a reactor, on a real connected socket of loopback."""
+    return connected[0]
 
 
 def wrapped(factory: Factory, connection: tcp.Connection) -> Protocol:
@@ -77,3 +88,50 @@ def test_a_unix_socket_has_no_tcp_connection() -> None:
     finally:
         left.close()
         right.close()
+
+
+# -- writes that leave at once ---------------------------------------------------
+
+
+def received(peer: socket.socket, size: int, connection: tcp.Connection) -> bytes:
+    """Read ``size`` bytes on ``peer``, the reactor's looks at ``connection`` sending what it holds."""
+    peer.settimeout(10)
+    data = bytearray()
+    while len(data) < size:
+        if connection in connection.reactor.getWriters():
+            connection.doWrite()
+        data += peer.recv(1 << 16)
+    return bytes(data)
+
+
+def test_a_write_goes_straight_to_the_socket(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    """The connection holds nothing unsent: the socket takes the bytes, and the reactor never watches it."""
+    connection, peer = connected
+    write_now(connection, connection, b"a frame")
+    assert connection not in connection.reactor.getWriters()
+    assert received(peer, 7, connection) == b"a frame"
+
+
+def test_what_a_full_socket_leaves_is_sent_first(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    """
+    More than the socket can take: the rest waits in the connection for the
+    reactor, and a write after it waits behind it (not straight to the
+    socket); the peer reads every byte, in order.
+    """
+    connection, peer = connected
+    connection.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    first = bytes(range(256)) * 4096  # 1 MiB, far past both buffers
+    write_now(connection, connection, first)
+    assert connection in connection.reactor.getWriters()
+    write_now(connection, connection, b"after it")
+    assert received(peer, len(first) + 8, connection) == first + b"after it"
+
+
+def test_a_write_through_a_wrapper_is_sent_by_the_connection(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    """A wrapper between (the PROXY protocol's): written to it, and the connection sends it at once."""
+    connection, peer = connected
+    wrapper = wrapped(HAProxyWrappingFactory(Factory.forProtocol(Protocol)), connection)
+    write_now(wrapper, connection, b"through it")  # type: ignore[arg-type]
+    assert connection not in connection.reactor.getWriters()
+    assert received(peer, 10, connection) == b"through it"

@@ -6,11 +6,12 @@ transport.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, cast
 
 import pytest
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import ILogObserver, LogEvent, Logger
@@ -348,14 +349,26 @@ class SocketConnection(FileDescriptor):
     def __init__(self, reactor: MemoryReactor) -> None:
         super().__init__(reactor)
         self.connected = True
-        self.taking = True
+        # How many bytes its socket takes at a time; whether its sends fail.
+        self.takes = sys.maxsize
+        self.failing = False
         self.sent: list[bytes] = []
 
-    def writeSomeData(self, data: bytes) -> int:
-        if not self.taking:
-            return 0
-        self.sent.append(bytes(data))
-        return len(data)
+    def writeSomeData(self, data: bytes) -> int | BaseException:
+        if self.failing:
+            return ConnectionLost("the peer reset the connection")
+        taken = bytes(data[: self.takes])
+        if taken:
+            self.sent.append(taken)
+        return len(taken)
+
+    @property
+    def taking(self) -> bool:
+        return self.takes > 0
+
+    @taking.setter
+    def taking(self, taking: bool) -> None:
+        self.takes = sys.maxsize if taking else 0
 
 
 class OpenLink:
@@ -390,6 +403,64 @@ def test_what_a_turn_gathered_is_sent_at_its_end_not_at_the_reactors_next_look()
     clock.advance(0)
     assert connection.sent == [b"onetwo"]
     assert connection not in reactor.getWriters()
+
+
+def test_a_socket_that_takes_it_all_is_never_watched_for_writing() -> None:
+    """
+    What a turn gathered goes straight to the socket when the connection
+    holds nothing unsent: the reactor is not asked to watch the socket
+    (and to stop again), which costs two system calls a write.
+    """
+    reactor = MemoryReactor()
+    watched: list[object] = []
+    add_writer = reactor.addWriter
+
+    def watch(writer: object) -> None:
+        watched.append(writer)
+        add_writer(writer)  # type: ignore[arg-type]
+
+    reactor.addWriter = watch  # type: ignore[method-assign]
+    connection = SocketConnection(reactor)
+    writer, clock = writer_on(connection)
+    for frame in (b"one", b"two", b"three"):
+        writer.write(frame)
+        clock.advance(0)
+    assert connection.sent == [b"one", b"two", b"three"]
+    assert watched == []
+
+
+def test_what_the_socket_leaves_goes_first_when_it_takes_more() -> None:
+    """
+    A send the socket takes in part: the rest waits in the connection, and
+    the reactor watches the socket for it; what the next turn writes goes
+    behind it, not straight to the socket.
+    """
+    reactor = MemoryReactor()
+    connection = SocketConnection(reactor)
+    writer, clock = writer_on(connection)
+    connection.takes = 2
+    writer.write(b"one")
+    clock.advance(0)
+    assert connection.sent == [b"on"] and connection in reactor.getWriters()
+    connection.takes = 0
+    writer.write(b"two")
+    clock.advance(0)
+    assert connection.sent == [b"on"]
+    connection.taking = True
+    connection.doWrite()  # the reactor's look
+    assert connection.sent == [b"on", b"etwo"] and connection not in reactor.getWriters()
+
+
+def test_a_send_that_fails_is_left_to_the_reactor() -> None:
+    """The socket's send fails: what was written waits, and the reactor's look at the socket finds the error."""
+    reactor = MemoryReactor()
+    connection = SocketConnection(reactor)
+    writer, clock = writer_on(connection)
+    connection.failing = True
+    writer.write(b"one")
+    clock.advance(0)
+    assert connection in reactor.getWriters()
+    assert isinstance(connection.doWrite(), ConnectionLost)
 
 
 def test_what_the_socket_does_not_take_is_left_to_the_reactor() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import ITransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 #: TCP keepalive on every link: probes after this many idle seconds, this
@@ -73,17 +74,34 @@ def tune_tcp(connection: FileDescriptor) -> None:
                 pass
 
 
-def send_now(connection: FileDescriptor) -> None:
+def write_now(transport: ITransport, connection: FileDescriptor, data: bytes) -> None:
     """
-    Have ``connection`` send what it was given now, as the reactor would at
-    its next look at the socket: a frame relayed leaves in the turn it came
-    in, not one turn later, and the reactor has no event to dispatch for it.
+    Write ``data`` to ``transport`` and have ``connection``, the TCP
+    connection under it, send it now rather than at the reactor's next look
+    at the socket: a frame relayed leaves in the turn it came in, and the
+    reactor has no event to dispatch for it.
 
-    What the socket does not take stays buffered, for the reactor to send
-    when the socket can take more (it was told to watch for that when the
-    data was written); a connection closing is left to the reactor, which
-    closes it once all is sent.  A send that fails is left to the reactor
-    too: it sees the error at its next look, and drops the connection.
+    When the transport is the connection itself and holds nothing unsent
+    (the reactor does not watch its socket for writing), ``data`` goes
+    straight to the socket: the reactor is not asked to watch the socket
+    only to stop again, two system calls a write.  What the socket does not
+    take is buffered as any write is, behind it the next writes, for the
+    reactor to send when the socket can take more; so is all of it when the
+    send fails, for the reactor to see the error and drop the connection.
+
+    Otherwise (a wrapper between, or bytes already waiting) ``data`` is
+    written to ``transport``, and the connection sends what it holds.  A
+    connection closing is left to the reactor, which closes it once all is
+    sent.
     """
-    if not connection.disconnecting:
-        connection.doWrite()
+    if connection.disconnecting:
+        transport.write(data)
+        return
+    if transport is connection and connection not in connection.reactor.getWriters():
+        sent = connection.writeSomeData(data)
+        unsent = data if isinstance(sent, BaseException) else data[sent:]
+        if unsent:
+            connection.write(unsent)
+        return
+    transport.write(data)
+    connection.doWrite()

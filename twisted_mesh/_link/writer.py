@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.node import MeshNode
-from twisted_mesh._link.tcp import send_now
+from twisted_mesh._link.tcp import write_now
 from twisted_mesh._logs import LINK, logged
 from twisted_mesh._stats import LinkStats
 
@@ -156,25 +156,25 @@ class LinkWriter:
         """
         The turn of the reactor ends: write what was gathered, and have the
         TCP connection send it now rather than at the reactor's next look
-        at the socket (see `.send_now`).
+        at the socket (see `.write_now`).
         """
-        if self.flush() and self._tcp is not None and not self._link.closing:
-            send_now(self._tcp)
+        self.flush(now=not self._link.closing)
 
-    def flush(self) -> bool:
+    def flush(self, *, now: bool = False) -> None:
         """
         Write the frames gathered so far, as far as the transport takes
         them: in one go, or (after the transport was full) in writes of
         about `.MAX_GATHERED` bytes until it is full again.
 
-        :return: whether anything was written.
+        :param now: have the TCP connection send them now, if there is one
+            that what is written reaches at once.
         """
         if self._transport_full or not self.unwritten:
-            return False
+            return
         if self.unwritten_size <= MAX_GATHERED:
             frames, self.unwritten, self.unwritten_size = self.unwritten, [], 0
-            self._write_frames(frames)
-            return True
+            self._write_frames(frames, now)
+            return
         frames, self.unwritten = self.unwritten, []
         start = 0
         while start < len(frames) and not self._transport_full:
@@ -183,21 +183,23 @@ class LinkWriter:
                 size += len(frames[end])
                 end += 1
             self.unwritten_size -= size
-            self._write_frames(frames[start:end])
+            self._write_frames(frames[start:end], now)
             start = end
         # (What was gathered while writing, if anything, comes after the rest.)
         self.unwritten[:0] = frames[start:]
-        return True
 
-    def _write_frames(self, frames: list[bytes]) -> None:
-        """Write ``frames`` to the transport in one write, and count them."""
+    def _write_frames(self, frames: list[bytes], now: bool = False) -> None:
+        """Write ``frames`` to the transport in one write, and count them; ``now``: see `.flush`."""
         data = b"".join(frames)
         stats, totals = self._stats, self._node.stats
         stats.frames_out += len(frames)
         totals.frames_out += len(frames)
         stats.bytes_out += len(data)
         totals.bytes_out += len(data)
-        self._transport.write(data)
+        if now and self._tcp is not None:
+            write_now(self._transport, self._tcp, data)
+        else:
+            self._transport.write(data)
 
     def finish(self, *, abort: bool) -> None:
         """
