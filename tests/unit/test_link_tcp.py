@@ -104,34 +104,76 @@ def received(peer: socket.socket, size: int, connection: tcp.Connection) -> byte
     return bytes(data)
 
 
+def watched_by(connection: tcp.Connection) -> list[object]:
+    """What the connection's reactor is asked to watch for writing, from now on."""
+    watched: list[object] = []
+    reactor = connection.reactor
+    add_writer = reactor.addWriter
+
+    def watch(writer: object) -> None:
+        watched.append(writer)
+        add_writer(writer)
+
+    reactor.addWriter = watch
+    return watched
+
+
 def test_a_write_goes_straight_to_the_socket(connected: tuple[tcp.Connection, socket.socket]) -> None:
-    """The connection holds nothing unsent: the socket takes the bytes, and the reactor never watches it."""
+    """The connection holds nothing unsent: the socket takes the bytes, and the reactor is never asked to watch it."""
     connection, peer = connected
-    write_now(connection, connection, b"a frame")
-    assert connection not in connection.reactor.getWriters()
-    assert received(peer, 7, connection) == b"a frame"
+    watched = watched_by(connection)
+    assert write_now(connection, connection, b"a frame", held=False) is False
+    peer.settimeout(10)
+    assert peer.recv(100) == b"a frame"
+    assert watched == []
 
 
 def test_what_a_full_socket_leaves_is_sent_first(connected: tuple[tcp.Connection, socket.socket]) -> None:
     """
     More than the socket can take: the rest waits in the connection for the
     reactor, and a write after it waits behind it (not straight to the
-    socket); the peer reads every byte, in order.
+    socket); the peer reads every byte, in order.  Once the reactor sent it
+    all, writes go straight to the socket again.
     """
     connection, peer = connected
     connection.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     first = bytes(range(256)) * 4096  # 1 MiB, far past both buffers
-    write_now(connection, connection, first)
+    assert write_now(connection, connection, first, held=False) is True
     assert connection in connection.reactor.getWriters()
-    write_now(connection, connection, b"after it")
+    assert write_now(connection, connection, b"after it", held=True) is True
     assert received(peer, len(first) + 8, connection) == first + b"after it"
+    assert connection not in connection.reactor.getWriters()
+    watched = watched_by(connection)
+    assert write_now(connection, connection, b"then this", held=True) is False
+    assert peer.recv(100) == b"then this"
+    assert watched == []
 
 
 def test_a_write_through_a_wrapper_is_sent_by_the_connection(connected: tuple[tcp.Connection, socket.socket]) -> None:
     """A wrapper between (the PROXY protocol's): written to it, and the connection sends it at once."""
     connection, peer = connected
     wrapper = wrapped(HAProxyWrappingFactory(Factory.forProtocol(Protocol)), connection)
-    write_now(wrapper, connection, b"through it")  # type: ignore[arg-type]
+    assert write_now(wrapper, connection, b"through it", held=False) is True  # type: ignore[arg-type]
     assert connection not in connection.reactor.getWriters()
-    assert received(peer, 10, connection) == b"through it"
+    peer.settimeout(10)
+    assert peer.recv(100) == b"through it"
+
+
+class DiallingConnection(tcp.Connection):
+    """A connection that starts TLS as the client, as a dialled one does."""
+
+    _tlsClientDefault = True
+
+
+def test_nothing_goes_past_tls_started_on_the_connection(connected: tuple[tcp.Connection, socket.socket]) -> None:
+    """TLS started on the connection itself: what is written goes through it, never to the socket as it is."""
+    accepted, peer = connected
+    connection = DiallingConnection(accepted.getHandle(), Protocol(), accepted.reactor)
+    connection.connected = True
+    connection.startTLS(ssl.CertificateOptions(), True)
+    write_now(connection, connection, b"a secret frame", held=False)
+    peer.settimeout(10)
+    hello = peer.recv(1 << 16)
+    assert hello[:1] == b"\x16"  # a TLS handshake record: the ClientHello
+    assert b"a secret frame" not in hello

@@ -381,12 +381,18 @@ class OpenLink:
         self.closing = True
 
 
-def writer_on(connection: SocketConnection) -> tuple[LinkWriter, Clock]:
+def socket_writer(reactor: MemoryReactor | None = None) -> tuple[LinkWriter, SocketConnection, Clock]:
+    """A link's writer on a connection of ``reactor``'s sockets, and the clock of its turns."""
     clock = Clock()
-    node = MeshNode(MESH, clock)
-    writer = LinkWriter(OpenLink(), node, WriteBatch(clock), LinkStats())  # type: ignore[arg-type]
+    connection = SocketConnection(reactor or MemoryReactor())
+    writer = LinkWriter(OpenLink(), MeshNode(MESH, clock), WriteBatch(clock), LinkStats())  # type: ignore[arg-type]
     writer.start(connection, connection)
-    return writer, clock
+    return writer, connection, clock
+
+
+def watching(connection: SocketConnection) -> bool:
+    """Whether the reactor watches ``connection``'s socket for writing."""
+    return connection in connection.reactor.getWriters()
 
 
 def test_what_a_turn_gathered_is_sent_at_its_end_not_at_the_reactors_next_look() -> None:
@@ -394,15 +400,13 @@ def test_what_a_turn_gathered_is_sent_at_its_end_not_at_the_reactors_next_look()
     At the end of the turn, the TCP connection sends what was written to it
     at once: the reactor need not look at its socket for it.
     """
-    reactor = MemoryReactor()
-    connection = SocketConnection(reactor)
-    writer, clock = writer_on(connection)
+    writer, connection, clock = socket_writer()
     writer.write(b"one")
     writer.write(b"two")
     assert connection.sent == []
     clock.advance(0)
     assert connection.sent == [b"onetwo"]
-    assert connection not in reactor.getWriters()
+    assert not watching(connection)
 
 
 def test_a_socket_that_takes_it_all_is_never_watched_for_writing() -> None:
@@ -420,8 +424,7 @@ def test_a_socket_that_takes_it_all_is_never_watched_for_writing() -> None:
         add_writer(writer)  # type: ignore[arg-type]
 
     reactor.addWriter = watch  # type: ignore[method-assign]
-    connection = SocketConnection(reactor)
-    writer, clock = writer_on(connection)
+    writer, connection, clock = socket_writer(reactor)
     for frame in (b"one", b"two", b"three"):
         writer.write(frame)
         clock.advance(0)
@@ -433,59 +436,54 @@ def test_what_the_socket_leaves_goes_first_when_it_takes_more() -> None:
     """
     A send the socket takes in part: the rest waits in the connection, and
     the reactor watches the socket for it; what the next turn writes goes
-    behind it, not straight to the socket.
+    behind it, not straight to the socket, until the reactor sent it all.
     """
-    reactor = MemoryReactor()
-    connection = SocketConnection(reactor)
-    writer, clock = writer_on(connection)
+    writer, connection, clock = socket_writer()
     connection.takes = 2
     writer.write(b"one")
     clock.advance(0)
-    assert connection.sent == [b"on"] and connection in reactor.getWriters()
+    assert connection.sent == [b"on"] and watching(connection)
     connection.takes = 0
     writer.write(b"two")
     clock.advance(0)
     assert connection.sent == [b"on"]
     connection.taking = True
     connection.doWrite()  # the reactor's look
-    assert connection.sent == [b"on", b"etwo"] and connection not in reactor.getWriters()
+    assert connection.sent == [b"on", b"etwo"] and not watching(connection)
+    writer.write(b"three")
+    clock.advance(0)
+    assert connection.sent == [b"on", b"etwo", b"three"] and not watching(connection)
 
 
 def test_a_send_that_fails_is_left_to_the_reactor() -> None:
     """The socket's send fails: what was written waits, and the reactor's look at the socket finds the error."""
-    reactor = MemoryReactor()
-    connection = SocketConnection(reactor)
-    writer, clock = writer_on(connection)
+    writer, connection, clock = socket_writer()
     connection.failing = True
     writer.write(b"one")
     clock.advance(0)
-    assert connection in reactor.getWriters()
+    assert watching(connection)
     assert isinstance(connection.doWrite(), ConnectionLost)
 
 
 def test_what_the_socket_does_not_take_is_left_to_the_reactor() -> None:
     """A socket that takes nothing now: the data stays buffered, and the reactor watches the socket for it."""
-    reactor = MemoryReactor()
-    connection = SocketConnection(reactor)
-    writer, clock = writer_on(connection)
+    writer, connection, clock = socket_writer()
     connection.taking = False
     writer.write(b"one")
     clock.advance(0)
-    assert connection.sent == [] and connection in reactor.getWriters()
+    assert connection.sent == [] and watching(connection)
     connection.taking = True
     connection.doWrite()  # the reactor's look
-    assert connection.sent == [b"one"] and connection not in reactor.getWriters()
+    assert connection.sent == [b"one"] and not watching(connection)
 
 
 def test_a_connection_closing_is_left_to_the_reactor() -> None:
     """A connection told to close sends when the reactor looks, which then closes it."""
-    reactor = MemoryReactor()
-    connection = SocketConnection(reactor)
-    writer, clock = writer_on(connection)
+    writer, connection, clock = socket_writer()
     writer.write(b"one")
     connection.disconnecting = True
     clock.advance(0)
-    assert connection.sent == [] and connection in reactor.getWriters()
+    assert connection.sent == [] and watching(connection)
 
 
 class FailingTransport(StringTransport):

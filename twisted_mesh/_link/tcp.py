@@ -46,7 +46,7 @@ def writes_through(transport: object) -> bool:
     """
     Whether what is written to ``transport`` reaches the connection under
     it within the call: not through TLS, whose transport gathers small
-    writes until its own next turn (so that `.send_now` would find nothing
+    writes until its own next turn (so that `.write_now` would find nothing
     to send yet).
     """
     for _ in range(MAX_WRAPPERS + 1):
@@ -74,34 +74,47 @@ def tune_tcp(connection: FileDescriptor) -> None:
                 pass
 
 
-def write_now(transport: ITransport, connection: FileDescriptor, data: bytes) -> None:
+def write_now(transport: ITransport, connection: FileDescriptor, data: bytes, *, held: bool) -> bool:
     """
     Write ``data`` to ``transport`` and have ``connection``, the TCP
     connection under it, send it now rather than at the reactor's next look
     at the socket: a frame relayed leaves in the turn it came in, and the
     reactor has no event to dispatch for it.
 
-    When the transport is the connection itself and holds nothing unsent
-    (the reactor does not watch its socket for writing), ``data`` goes
-    straight to the socket: the reactor is not asked to watch the socket
-    only to stop again, two system calls a write.  What the socket does not
-    take is buffered as any write is, behind it the next writes, for the
-    reactor to send when the socket can take more; so is all of it when the
-    send fails, for the reactor to see the error and drop the connection.
+    When the transport is the connection itself and it holds nothing unsent,
+    ``data`` goes straight to the socket: the reactor is not asked to watch
+    the socket only to stop again, two system calls a write.  What the
+    socket does not take is buffered as any write is, the next writes
+    behind it, for the reactor to send when the socket can take more; so is
+    all of it when the send fails, for the reactor to see the error and drop
+    the connection.
 
-    Otherwise (a wrapper between, or bytes already waiting) ``data`` is
-    written to ``transport``, and the connection sends what it holds.  A
-    connection closing is left to the reactor, which closes it once all is
-    sent.
+    Otherwise (a wrapper between, TLS started on the connection, or bytes
+    waiting) ``data`` is written to ``transport``, and the connection sends
+    what it holds.  A connection closing is left to the reactor, which
+    closes it once all is sent.  The caller writes nothing after aborting
+    the connection.
+
+    :param held: whether the connection may hold bytes written to it
+        before; if so, it holds none only once the reactor no longer watches
+        its socket for writing (which is looked at only then: the reactor's
+        list of those grows with the connections a slow peer holds up).
+    :return: whether the connection may hold bytes now.
     """
     if connection.disconnecting:
         transport.write(data)
-        return
-    if transport is connection and connection not in connection.reactor.getWriters():
+        return True
+    if (
+        transport is connection
+        and not getattr(connection, "TLS", False)
+        and not (held and connection in connection.reactor.getWriters())
+    ):
         sent = connection.writeSomeData(data)
         unsent = data if isinstance(sent, BaseException) else data[sent:]
-        if unsent:
-            connection.write(unsent)
-        return
+        if not unsent:
+            return False
+        connection.write(unsent)
+        return True
     transport.write(data)
     connection.doWrite()
+    return True

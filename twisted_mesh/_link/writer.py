@@ -102,6 +102,9 @@ class LinkWriter:
         self.unwritten_size = 0
         # Whether the transport asked for no more writes (its buffer is full).
         self._transport_full = False
+        # Whether the connection under the transport may hold bytes written
+        # to it, unsent: the next frames must not go straight to its socket.
+        self._held = False
         # While the peer is congested (see pauseProducing), the call that
         # cuts it off unless it makes progress first.
         self._congestion: IDelayedCall | None = None
@@ -167,7 +170,9 @@ class LinkWriter:
         about `.MAX_GATHERED` bytes until it is full again.
 
         :param now: have the TCP connection send them now, if there is one
-            that what is written reaches at once.
+            that what is written reaches at once: only when they are
+            written in one go (the writes of a longer backlog are left to
+            the reactor, so that no send asks for more frames in between).
         """
         if self._transport_full or not self.unwritten:
             return
@@ -183,7 +188,7 @@ class LinkWriter:
                 size += len(frames[end])
                 end += 1
             self.unwritten_size -= size
-            self._write_frames(frames[start:end], now)
+            self._write_frames(frames[start:end])
             start = end
         # (What was gathered while writing, if anything, comes after the rest.)
         self.unwritten[:0] = frames[start:]
@@ -197,9 +202,10 @@ class LinkWriter:
         stats.bytes_out += len(data)
         totals.bytes_out += len(data)
         if now and self._tcp is not None:
-            write_now(self._transport, self._tcp, data)
+            self._held = write_now(self._transport, self._tcp, data, held=self._held)
         else:
             self._transport.write(data)
+            self._held = True
 
     def finish(self, *, abort: bool) -> None:
         """
@@ -258,7 +264,8 @@ class LinkWriter:
         """
         if not self._transport_full:
             return
-        self._transport_full = False
+        # (The transport asks only once it sent all it held.)
+        self._transport_full = self._held = False
         self.flush()
         if self._transport_full or self._congestion is None:
             return
