@@ -184,3 +184,16 @@ def connected(rig: Rig | None = None, *, as_bin: bool = True, codes: Any = SUPPO
     assert side.proto.peer_id == peer_id
     side.clear()
     return side
+
+
+def watched_by(reactor: Any) -> list[object]:
+    """What ``reactor`` is asked to watch for writing (`addWriter`), from now on."""
+    watched: list[object] = []
+    add_writer = reactor.addWriter
+
+    def watch(writer: object) -> None:
+        watched.append(writer)
+        add_writer(writer)
+
+    reactor.addWriter = watch
+    return watched

@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from tests.unit.link_rig import watched_by
 from twisted_mesh._link.tcp import tcp_connection, tune_tcp, write_now, writes_through
 
 
@@ -104,24 +105,10 @@ def received(peer: socket.socket, size: int, connection: tcp.Connection) -> byte
     return bytes(data)
 
 
-def watched_by(connection: tcp.Connection) -> list[object]:
-    """What the connection's reactor is asked to watch for writing, from now on."""
-    watched: list[object] = []
-    reactor = connection.reactor
-    add_writer = reactor.addWriter
-
-    def watch(writer: object) -> None:
-        watched.append(writer)
-        add_writer(writer)
-
-    reactor.addWriter = watch
-    return watched
-
-
 def test_a_write_goes_straight_to_the_socket(connected: tuple[tcp.Connection, socket.socket]) -> None:
     """The connection holds nothing unsent: the socket takes the bytes, and the reactor is never asked to watch it."""
     connection, peer = connected
-    watched = watched_by(connection)
+    watched = watched_by(connection.reactor)
     assert write_now(connection, connection, b"a frame", held=False) is False
     peer.settimeout(10)
     assert peer.recv(100) == b"a frame"
@@ -144,7 +131,7 @@ def test_what_a_full_socket_leaves_is_sent_first(connected: tuple[tcp.Connection
     assert write_now(connection, connection, b"after it", held=True) is True
     assert received(peer, len(first) + 8, connection) == first + b"after it"
     assert connection not in connection.reactor.getWriters()
-    watched = watched_by(connection)
+    watched = watched_by(connection.reactor)
     assert write_now(connection, connection, b"then this", held=True) is False
     assert peer.recv(100) == b"then this"
     assert watched == []

@@ -18,7 +18,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.python.failure import Failure
 
 from tests.support import MESH
-from tests.unit.link_rig import Rig, Side, connected, handshake, message, renegotiate
+from tests.unit.link_rig import Rig, Side, connected, handshake, message, renegotiate, watched_by
 from twisted_mesh import flags
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import new_node_id
@@ -362,14 +362,6 @@ class SocketConnection(FileDescriptor):
             self.sent.append(taken)
         return len(taken)
 
-    @property
-    def taking(self) -> bool:
-        return self.takes > 0
-
-    @taking.setter
-    def taking(self, taking: bool) -> None:
-        self.takes = sys.maxsize if taking else 0
-
 
 class OpenLink:
     """What a writer needs of a link: one with a peer, open."""
@@ -416,14 +408,7 @@ def test_a_socket_that_takes_it_all_is_never_watched_for_writing() -> None:
     (and to stop again), which costs two system calls a write.
     """
     reactor = MemoryReactor()
-    watched: list[object] = []
-    add_writer = reactor.addWriter
-
-    def watch(writer: object) -> None:
-        watched.append(writer)
-        add_writer(writer)  # type: ignore[arg-type]
-
-    reactor.addWriter = watch  # type: ignore[method-assign]
+    watched = watched_by(reactor)
     writer, connection, clock = socket_writer(reactor)
     for frame in (b"one", b"two", b"three"):
         writer.write(frame)
@@ -447,7 +432,7 @@ def test_what_the_socket_leaves_goes_first_when_it_takes_more() -> None:
     writer.write(b"two")
     clock.advance(0)
     assert connection.sent == [b"on"]
-    connection.taking = True
+    connection.takes = sys.maxsize
     connection.doWrite()  # the reactor's look
     assert connection.sent == [b"on", b"etwo"] and not watching(connection)
     writer.write(b"three")
@@ -468,11 +453,11 @@ def test_a_send_that_fails_is_left_to_the_reactor() -> None:
 def test_what_the_socket_does_not_take_is_left_to_the_reactor() -> None:
     """A socket that takes nothing now: the data stays buffered, and the reactor watches the socket for it."""
     writer, connection, clock = socket_writer()
-    connection.taking = False
+    connection.takes = 0
     writer.write(b"one")
     clock.advance(0)
     assert connection.sent == [] and watching(connection)
-    connection.taking = True
+    connection.takes = sys.maxsize
     connection.doWrite()  # the reactor's look
     assert connection.sent == [b"one"] and not watching(connection)
 

@@ -101,11 +101,10 @@ def write_now(transport: ITransport, connection: FileDescriptor, data: bytes, *,
         list of those grows with the connections a slow peer holds up).
     :return: whether the connection may hold bytes now.
     """
-    if connection.disconnecting:
-        transport.write(data)
-        return True
+    closing = connection.disconnecting
     if (
         transport is connection
+        and not closing
         and not getattr(connection, "TLS", False)
         and not (held and connection in connection.reactor.getWriters())
     ):
@@ -116,5 +115,6 @@ def write_now(transport: ITransport, connection: FileDescriptor, data: bytes, *,
         connection.write(unsent)
         return True
     transport.write(data)
-    connection.doWrite()
+    if not closing:
+        connection.doWrite()
     return True
