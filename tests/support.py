@@ -328,6 +328,7 @@ class GoneLink:
     """
 
     closing = False
+    lazy_push = False
 
     def __init__(self, peer_id: str, peer_addr: tuple[str, int], encryption: str = "Plaintext") -> None:
         self.peer_id = peer_id
@@ -344,6 +345,9 @@ class GoneLink:
 
     def withdraw(self, msg: object) -> bool:
         return False
+
+    def renegotiate(self, *payload: object) -> None:
+        pass
 
     def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         pass

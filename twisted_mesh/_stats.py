@@ -45,6 +45,11 @@ class NodeStats(LinkStats):
     :ivar trimmed: links closed because the node had more peers that
         dialled it than it keeps (see `.twisted_mesh.MeshService`'s
         ``max_incoming``).
+    :ivar pruned: links the node pruned, for they brought broadcasts it had
+        already (see `.twisted_mesh._core.tree`).
+    :ivar announced: keys of broadcasts announced to pruned links.
+    :ivar grafted: broadcasts asked for, once announced, of the peers that
+        announced them.
     """
 
     __slots__ = (
@@ -56,6 +61,9 @@ class NodeStats(LinkStats):
         "limit_hits",
         "failed_dials",
         "trimmed",
+        "pruned",
+        "announced",
+        "grafted",
     )
 
     def __init__(self) -> None:
@@ -68,6 +76,9 @@ class NodeStats(LinkStats):
         self.limit_hits: Counter[str] = Counter()
         self.failed_dials = 0
         self.trimmed = 0
+        self.pruned = 0
+        self.announced = 0
+        self.grafted = 0
 
 
 class NodeLog:

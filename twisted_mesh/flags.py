@@ -59,6 +59,18 @@ delta: Final = 0x11
 #: Sub-flag of renegotiate, twisted_mesh's own: on a signed network, the
 #: sender's proof that it holds its key.
 proof: Final = 0x12
+#: Sub-flag of renegotiate, twisted_mesh's own: the sender speaks lazy push
+#: (see `.twisted_mesh._core.tree`), and so understands the three below.
+lazy_push: Final = 0x13
+#: Sub-flag of renegotiate, twisted_mesh's own: the sender has the
+#: broadcasts of this link by another way: announce them, do not send them.
+prune: Final = 0x14
+#: Sub-flag of renegotiate, twisted_mesh's own: ``[ihave, [[time, key], ...]]``,
+#: the broadcasts the sender got lately, announced by stamp and checksum.
+ihave: Final = 0x15
+#: Sub-flag of renegotiate, twisted_mesh's own: ``[graft, [[time, key], ...]]``,
+#: send the sender these broadcasts, and send it broadcasts again.
+graft: Final = 0x16
 
 # Compression codes.
 #: Compression: bzip2.

@@ -209,3 +209,39 @@ async def test_reference_joins_a_twisted_mesh(mesh: MeshNodes, reference: Refere
         got_here = [await within(sock.next_message()) for _ in range(3)]
         assert sorted(m.packets[2] for m in got_here[:2]) == [i for i in range(3) if i != n]
         assert got_here[2].packets == (0, "to all") and got_here[2].sender == ref.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_lazy_push_stays_between_twisted_mesh_nodes(mesh: MeshNodes, reference: Reference) -> None:
+    """
+    Two twisted_mesh nodes and a py2p node, each linked to each other: the
+    reference's broadcasts prune the link between the twisted_mesh nodes
+    (each got them from the reference too), never a link to the reference,
+    which says nothing of lazy push.  A broadcast of one twisted_mesh node
+    then reaches the other through the reference, once.
+    """
+    a, b = mesh(max_outgoing=0), mesh(max_outgoing=0)
+    await within(a.connect("127.0.0.1", b.out_addr[1]))
+    ref = await reference("py2p")
+    await joined(a, ref, False)
+    await joined(b, ref, False)
+
+    def pruned() -> bool:
+        return all(node.routing_table[other.id] in node._node.tree.lazy for node, other in ((a, b), (b, a)))
+
+    for n in range(20):
+        await ref.send("from py2p", n)
+        for node in (a, b):
+            assert (await within(node.next_message())).packets == (0, "from py2p", n)
+        await settle(0.2)
+        if pruned():
+            break
+    assert pruned(), "the link between the twisted_mesh nodes is eager still"
+    for node in (a, b):
+        to_ref = node.routing_table[ref.id]
+        assert not to_ref.lazy_push and to_ref not in node._node.tree.lazy
+    a.send("from a")
+    assert (await ref.next_message())["packets"] == [0, "from a"]
+    assert (await within(b.next_message())).packets == (0, "from a")
+    await settle(2.0)
+    assert a.recv() is None and b.recv() is None and ref.pending_messages() == 0

@@ -41,7 +41,11 @@ class FakeLink:
         self.outgoing = outgoing
         self.ids_as_bin = ids_as_bin
         self.encryption = encryption
+        #: Whether the peer speaks lazy push (a twisted_mesh node).
+        self.lazy_push = False
         self.sent: list[WireMessage] = []
+        #: The renegotiation words written to the peer.
+        self.words: list[tuple[Any, ...]] = []
         #: The messages sent that the node withdrew (see `.Link.withdraw`).
         self.withdrawn: list[WireMessage] = []
         self.closes: list[str] = []
@@ -58,6 +62,10 @@ class FakeLink:
         if self.refusal is None:
             self.sent.append(msg)
         return self.refusal
+
+    def renegotiate(self, *payload: Any) -> None:
+        """Record a renegotiation word."""
+        self.words.append(payload)
 
     def withdraw(self, msg: WireMessage) -> bool:
         """Take ``msg`` back from what was sent, if it is there."""

@@ -84,13 +84,20 @@ def test_dialled_connection_answers_the_handshake_in_its_form(as_bin: bool) -> N
 
 @pytest.mark.parametrize("as_bin", [True, False])
 def test_dialled_twisted_mesh_node_answers_the_first_word(as_bin: bool) -> None:
-    """A twisted_mesh node dialled answers the renegotiation with its own: our handshake follows, in its form."""
+    """
+    A twisted_mesh node dialled answers the renegotiation with its own: we
+    say we speak lazy push, and our handshake follows, in its form.
+    """
     rig = Rig()
     side = rig.link(outgoing=True)
     side.clear()
     peer_id = new_node_id(MESH)
+    assert not side.proto.lazy_push
     side.feed(renegotiate(peer_id, flags.compression, list(SUPPORTED), as_bin=as_bin), as_bin=as_bin)
-    (ours,) = side.bodies()
+    side.feed(renegotiate(peer_id, flags.lazy_push, as_bin=as_bin), as_bin=as_bin)
+    assert side.proto.lazy_push
+    word, ours = side.bodies()
+    assert WireMessage.from_body(word, SUPPORTED).payload == (flags.lazy_push,)
     our_handshake(ours, rig.node.id, as_bin)
     side.feed(handshake(peer_id, as_bin=as_bin), as_bin=as_bin)
     assert side.results == [peer_id]
@@ -125,8 +132,9 @@ def test_accepted_connection_answers_the_first_word_once() -> None:
     peer_id = new_node_id(MESH)
     for _ in range(2):
         side.feed(renegotiate(peer_id, flags.compression, [flags.zlib]))
-    (word,) = side.messages()
+    word, lazy_push = side.messages()
     assert word.msg_type == flags.renegotiate and word.payload == (flags.compression, list(SUPPORTED))
+    assert lazy_push.msg_type == flags.renegotiate and lazy_push.payload == (flags.lazy_push,)
     assert side.proto.peer_codes == (flags.zlib,)
     side.feed(handshake(peer_id))
     ours, peers = side.bodies()

@@ -5,6 +5,7 @@ and the `.Address` a peer may be dialled at.
 
 from __future__ import annotations
 
+from typing import Any
 from typing import Protocol as Interface
 
 from twisted_mesh._frames import WireMessage
@@ -42,9 +43,12 @@ class Link(Connection, Interface):
     it writes to and closes.
 
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
+    :ivar lazy_push: whether the peer said it speaks lazy push (see
+        `.twisted_mesh._core.tree`): only a twisted_mesh node does.
     """
 
     ids_as_bin: bool
+    lazy_push: bool
 
     def dialler_port(self) -> int | None:
         """
@@ -67,6 +71,9 @@ class Link(Connection, Interface):
 
         :return: whether it was withdrawn.
         """
+
+    def renegotiate(self, *payload: Any) -> None:
+        """Write a renegotiation word, ``payload``, to the peer."""
 
     def close(self, reason: str, *, error: bool = True, read_on: bool = False) -> None:
         """

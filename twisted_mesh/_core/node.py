@@ -26,6 +26,7 @@ from twisted_mesh._core.relay import Relay
 from twisted_mesh._core.replies import Replies
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import SeenSet
+from twisted_mesh._core.tree import BroadcastTree
 from twisted_mesh._ids import Network, new_node_id
 from twisted_mesh._signing import Signer, Verifier
 from twisted_mesh._stats import NodeLog, NodeStats
@@ -87,6 +88,7 @@ class MeshNode:
     :ivar exchange: peer exchange, and the number of peers.
     :ivar replies: replies to nodes that are not peers.
     :ivar inbox: the user's messages, handlers and events.
+    :ivar tree: the links broadcasts are only announced to (lazy push).
     :ivar relay: what is done with each message a link reads.
     :ivar routing_table: ``routing.table``, the peers by node ID.
     :ivar known_addresses: ``routing.known_addresses``.
@@ -140,7 +142,10 @@ class MeshNode:
         signer = Signer(key, protocol.subnet) if protocol.signed and key is not None else None
         node = NodeContext(node_id, clock, limits, stats, log, signer)
         self.routing = routing = RoutingTable(node)
-        self.outbox = outbox = Outbox(node, routing)
+        most = limits.max_seen
+        seen = SeenSet(most, lambda: log.hit("max_seen", "forgot broadcasts early to keep at most {most}", most=most))
+        self.tree = tree = BroadcastTree(node, routing, seen)
+        self.outbox = outbox = Outbox(node, routing, tree)
         self.exchange = exchange = PeerExchange(
             node,
             routing,
@@ -152,12 +157,11 @@ class MeshNode:
         )
         self.replies = replies = Replies(node, routing, outbox, exchange)
         self.inbox = inbox = Inbox(node, self.reply, self)
-        most = limits.max_seen
-        seen = SeenSet(most, lambda: log.hit("max_seen", "forgot broadcasts early to keep at most {most}", most=most))
         self.relay = relay = Relay(
             node,
             routing,
             seen,
+            tree,
             on_peers=exchange.on_peers,
             on_request=replies.on_request,
             on_response=replies.on_response,
@@ -175,6 +179,7 @@ class MeshNode:
         # The calls that one part serves: the hot path, message_received,
         # among them (no call of the node's own in between).
         self.message_received = relay.message_received
+        self.tree_word_received = tree.word_received
         self.limit_hit = log.hit
         self.now = outbox.now
         self.link_congested = routing.link_congested
@@ -262,6 +267,7 @@ class MeshNode:
     def link_lost(self, link: Link) -> None:
         """Forget a link that closed; emit ``'disconnect'`` when it was the last peer."""
         self.exchange.forget(link)
+        self.tree.forget(link)
         lasted = self.routing.remove(link)
         if lasted is None:
             return

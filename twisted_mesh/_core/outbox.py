@@ -11,6 +11,7 @@ from twisted_mesh import flags
 from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.routing import RoutingTable
+from twisted_mesh._core.tree import BroadcastTree
 from twisted_mesh._frames import FrameError, WireMessage
 from twisted_mesh.message import SendResult
 
@@ -27,11 +28,13 @@ class Outbox:
         time a message is stamped with) and its limits (those its peers
         read messages with).
     :param routing: the peers to send to.
+    :param tree: the links a broadcast is only announced to.
     """
 
-    def __init__(self, node: NodeContext, routing: RoutingTable) -> None:
+    def __init__(self, node: NodeContext, routing: RoutingTable, tree: BroadcastTree) -> None:
         self._node = node
         self._routing = routing
+        self._tree = tree
 
     def now(self) -> int:
         """The time to stamp a message with: whole UTC seconds."""
@@ -61,20 +64,31 @@ class Outbox:
 
     def send(self, flag: int, payload: tuple[Any, ...]) -> SendResult:
         """
-        Write a new message of this node's to every peer.
+        Write a new message of this node's to every peer; a broadcast is
+        announced to the peers of pruned links (see `.BroadcastTree`), which
+        get it by another way, or ask for it.
 
-        :return: which peers it was queued to, and which not and why.
+        :return: which peers it was queued (or announced) to, and which not
+            and why.
         :raise TypeError: when the payload holds a value msgpack cannot write.
         :raise ValueError: when peers would refuse it (see `.new_message`).
         """
         msg = self.new_message(flag, payload)
         result = SendResult()
+        lazy = self._tree.lazy if flag == flags.broadcast else ()
+        announced = []
         for peer_id, link in self._routing.peers:
+            if link in lazy:
+                announced.append(link)
+                result.queued.append(peer_id)
+                continue
             refused = link.send(msg)
             if refused is None:
                 result.queued.append(peer_id)
             else:
                 result.skipped[peer_id] = refused
+        if announced:
+            self._tree.announce(msg, announced)
         return result
 
     def whisper(self, link: Link, payload: tuple[Any, ...]) -> str | None:

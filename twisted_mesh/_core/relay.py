@@ -4,7 +4,8 @@ broadcast goes on to every other peer (a repeat, known by the seen-set, is
 dropped), then the message goes where its sub-flag says.
 
 This is the hot path: a broadcast costs one seen-set lookup, one ``send``
-per peer and one call to where it goes next, nothing more.
+per peer (or, for a pruned link, its key announced: see `.BroadcastTree`)
+and one call to where it goes next, nothing more.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twisted_mesh._core.context import NodeContext
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import MESSAGE_LIFETIME, SeenSet
+from twisted_mesh._core.tree import BroadcastTree
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._logs import NODE, NodeLogger
 
@@ -35,6 +37,7 @@ class Relay:
         time, the seen-set), before anything is done with it (the seen-set
         records a broadcast once its signature holds).
     :ivar seen: the broadcasts seen lately.
+    :ivar tree: the links broadcasts are only announced to.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class Relay:
         node: NodeContext,
         routing: RoutingTable,
         seen: SeenSet,
+        tree: BroadcastTree,
         *,
         on_peers: Callable[[Link, tuple[Any, ...]], None],
         on_request: Callable[[Link, WireMessage], None],
@@ -57,6 +61,9 @@ class Relay:
         self._routing = routing
         self._table = routing.table
         self.seen = seen
+        self.tree = tree
+        self._lazy = tree.lazy
+        self._missing = tree.missing
         self._on_peers = on_peers
         self._on_request = on_request
         self._on_response = on_response
@@ -94,11 +101,23 @@ class Relay:
                     return
             elif not self._new_and_verified(link, msg, now, verify):
                 return
-            origin = self._table.get(msg.sender)
+            missing = self._missing
+            if missing:
+                missing.pop(msg.key, None)
+            origin, lazy, announced = self._table.get(msg.sender), self._lazy, None
             relayed = 0
             for _, peer in self._routing.peers:
-                if peer is not link and peer is not origin and peer.send(msg) is None:
+                if peer is link or peer is origin:
+                    continue
+                if peer in lazy:
+                    if announced is None:
+                        announced = [peer]
+                    else:
+                        announced.append(peer)
+                elif peer.send(msg) is None:
                     relayed += 1
+            if announced is not None:
+                self.tree.announce(msg, announced)
             if relayed:
                 self._stats.relayed += relayed
                 relayed_now = self._relayed_now
@@ -138,13 +157,18 @@ class Relay:
 
     def _repeat(self, link: Link, msg: WireMessage) -> None:
         """
-        ``link`` sent a broadcast seen already: dropped; and if the node
-        relayed it in this turn, what waits for that peer of it is not written.
+        ``link`` sent a broadcast seen already: dropped, and the link
+        pruned (see `.BroadcastTree.repeat`); and if the node relayed it in
+        this turn, what waits for that peer of it is not written.
         """
         self._stats.dropped["duplicate"] += 1
         relayed = self._relayed_now.get(msg.key)
-        if relayed is not None and link.withdraw(relayed):
+        withdrawn = relayed is not None and link.withdraw(relayed)
+        if withdrawn:
             self._stats.relayed -= 1
+        # The peer gets the node's copy, and so a repeat of its own, unless
+        # it was withdrawn or the peer sent the broadcast.
+        self.tree.repeat(link, has_ours=not withdrawn and msg.sender != link.peer_id)
 
     def _verified(self, link: Link, msg: WireMessage, verify: Callable[[WireMessage], str | None]) -> bool:
         """Whether ``msg``'s signature holds; one that does not is counted, logged and dropped."""

@@ -288,10 +288,17 @@ class Word(Enum):
     RESEND = "resend"
     #: A signed network's peer proves its key (see `.read_proof`).
     PROOF = "proof"
+    #: The peer speaks lazy push (see `.twisted_mesh._core.tree`).
+    LAZY_PUSH = "lazy_push"
+    #: A word of lazy push for the node: prune, ihave or graft.
+    TREE = "tree"
     #: A compression word with a bad list of codes.
     MALFORMED = "malformed"
     #: Something else, which is ignored.
     OTHER = "other"
+
+
+_TREE_WORDS = frozenset((flags.prune, flags.ihave, flags.graft))
 
 
 def read_renegotiation(payload: tuple[Any, ...]) -> tuple[Word, tuple[int, ...]]:
@@ -303,6 +310,10 @@ def read_renegotiation(payload: tuple[Any, ...]) -> tuple[Word, tuple[int, ...]]
         return Word.RESEND, ()
     if payload and payload[0] == flags.proof:
         return Word.PROOF, ()
+    if len(payload) == 1 and payload[0] == flags.lazy_push:
+        return Word.LAZY_PUSH, ()
+    if payload and payload[0] in _TREE_WORDS:
+        return Word.TREE, ()
     return Word.OTHER, ()
 
 

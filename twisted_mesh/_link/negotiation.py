@@ -295,6 +295,10 @@ class Negotiation:
             link.resend_last()
         elif word is Word.PROOF and self._nonce is not None:
             self._on_proof(msg.payload)
+        elif word is Word.LAZY_PUSH:
+            link.lazy_push = True
+        elif word is Word.TREE and link.lazy_push and link.peer_id is not None and not link.closing:
+            self._node.tree_word_received(link, msg.payload)
         elif word is Word.MALFORMED:
             link.close("malformed compression renegotiation")
         else:
@@ -307,6 +311,7 @@ class Negotiation:
             # The node dialled is a twisted_mesh node: it waits for our
             # handshake, and this is the form of its IDs.
             link.ids_as_bin = msg.sender_is_bin
+            self.renegotiate(flags.lazy_push)
             self._send_handshake()
         elif not self._answered_first_word:
             # A twisted_mesh node dialled us, and waits for a word of ours:
@@ -315,6 +320,7 @@ class Negotiation:
             if link.slot is not None:
                 self._node.admission.spoke(link.slot)
             self.renegotiate(flags.compression, handshake.offered())
+            self.renegotiate(flags.lazy_push)
 
     def _no_first_word(self) -> None:
         """The node dialled says nothing: speak first, in the form it most likely reads."""

@@ -54,6 +54,8 @@ class LinkProtocol(Protocol):
     :ivar peer_codes: the compression codes the peer listed.
     :ivar outgoing: whether this node dialled the connection.
     :ivar ids_as_bin: whether the peer writes IDs as bin (else as str).
+    :ivar lazy_push: whether the peer said it speaks lazy push (a
+        twisted_mesh node does; see `.twisted_mesh._core.tree`).
     :ivar encryption: the transport of this link; its handshake carries the
         protocol ID of the node's subnet over this transport.
     :ivar expected_id: the ID of the peer dialled for, if it is known: a
@@ -79,6 +81,7 @@ class LinkProtocol(Protocol):
         self.peer_addr: Address | None = None
         self.peer_codes: tuple[int, ...] = ()
         self.ids_as_bin = True
+        self.lazy_push = False
         self.expected_id: str | None = None
         self.handshake_done: Deferred[str] = Deferred()
         if not self.outgoing:
@@ -208,6 +211,11 @@ class LinkProtocol(Protocol):
         :return: whether it was withdrawn.
         """
         return self._writer.withdraw(msg.frame(self.ids_as_bin, self._negotiation.send_code))
+
+    def renegotiate(self, *payload: object) -> None:
+        """Write a renegotiation word, ``payload``, to the peer (nothing once the link is closing)."""
+        if not self._closing:
+            self._negotiation.renegotiate(*payload)
 
     def resend_last(self) -> None:
         """Send the last message sent again, once: asking again gets nothing more until another is sent."""

@@ -67,6 +67,9 @@ def status_report(node: MeshNode, connections: Collection[object], unreachable: 
         "limit_hits": dict(stats.limit_hits),
         "failed_dials": stats.failed_dials,
         "trimmed": stats.trimmed,
+        "pruned": stats.pruned,
+        "announced": stats.announced,
+        "grafted": stats.grafted,
         "heard_of": len(node.peer_book),
         "unreachable": unreachable,
     }

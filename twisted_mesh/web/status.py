@@ -104,6 +104,24 @@ def metrics_text(service: MeshService) -> str:
             "Links closed because more peers had dialled the node than it keeps.",
             [({}, stats.trimmed)],
         ),
+        (
+            "mesh_pruned_total",
+            "counter",
+            "Links pruned: they brought broadcasts the node had already (lazy push).",
+            [({}, stats.pruned)],
+        ),
+        (
+            "mesh_announced_total",
+            "counter",
+            "Broadcasts announced, not sent, to the peers of pruned links.",
+            [({}, stats.announced)],
+        ),
+        (
+            "mesh_grafted_total",
+            "counter",
+            "Broadcasts announced to the node and asked for, for they did not come.",
+            [({}, stats.grafted)],
+        ),
         ("mesh_peers", "gauge", "Peers in the routing table.", [({}, len(status["peers"]))]),
         ("mesh_connections", "gauge", "Open connections, with or without a handshake.", [({}, status["connections"])]),
         (

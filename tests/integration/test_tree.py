@@ -1,0 +1,98 @@
+"""
+Lazy push between twisted_mesh nodes over real loopback TCP: the first
+broadcast leaves a tree of eager links, later ones cross only it, and a tree
+cut by a closed connection mends.  (``tests/unit/test_tree.py`` and
+``test_simulation.py`` check the rules one by one, and on larger meshes.)
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from tests.support import MeshNodes, wait_for, within
+from twisted_mesh import MeshSocket
+
+#: Seconds for announcements, and the grafts after them, to be done with.
+QUIET = 3.0
+
+
+async def full_mesh(mesh: MeshNodes, count: int) -> list[MeshSocket]:
+    """``count`` nodes, each joined to each other one; no peer exchange."""
+    nodes = [mesh(max_outgoing=0) for _ in range(count)]
+    for later, earlier in itertools.combinations(range(count), 2):
+        await within(nodes[earlier].connect("127.0.0.1", nodes[later].out_addr[1]))
+    for node in nodes:
+        await wait_for(lambda node=node: len(node.routing_table) == count - 1, what="every node's links")
+    return nodes
+
+
+def eager_pairs(nodes: list[MeshSocket]) -> set[frozenset[str]] | None:
+    """The links eager at both ends, as pairs of node IDs; ``None`` while some link is pruned at one end only."""
+    eager, lazy = set(), set()
+    for node in nodes:
+        for peer_id, link in node.routing_table.items():
+            (lazy if link in node._node.tree.lazy else eager).add(frozenset((node.id, peer_id)))
+    return None if eager & lazy else eager
+
+
+async def broadcast(nodes: list[MeshSocket], origin: int, text: str) -> None:
+    """``nodes[origin]`` broadcasts ``text``: every other node gets it, once."""
+    nodes[origin].send(text)
+    for i, node in enumerate(nodes):
+        if i != origin:
+            msg = await within(node.next_message())
+            assert msg.packets == (0, text) and msg.sender == nodes[origin].id
+    await task.deferLater(reactor, QUIET)
+    assert all(node.recv() is None for node in nodes), "a broadcast came twice"
+
+
+def repeats(nodes: list[MeshSocket]) -> int:
+    """The repeats that all the nodes dropped."""
+    return sum(node.stats.dropped["duplicate"] for node in nodes)
+
+
+@pytest_twisted.ensureDeferred
+async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes) -> None:
+    """
+    Five nodes, each linked to each other: the first broadcast is a flood,
+    and prunes the links that brought repeats; the eager links left are a
+    tree of four, and the next broadcasts, from every node, bring no repeat.
+    The pruned links carry their announcements.
+    """
+    nodes = await full_mesh(mesh, 5)
+    await broadcast(nodes, 0, "first")
+    assert repeats(nodes) > 0
+    await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
+    assert len(eager_pairs(nodes) or ()) == len(nodes) - 1
+    flood_repeats = repeats(nodes)
+    for origin in range(len(nodes)):
+        await broadcast(nodes, origin, f"from {origin}")
+    assert repeats(nodes) == flood_repeats
+    assert sum(node.stats.announced for node in nodes) > 0
+    assert sum(node.stats.grafted for node in nodes) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tree_cut_by_a_closed_connection_mends(mesh: MeshNodes) -> None:
+    """
+    A connection of the tree closes: the nodes it cut off hear of the next
+    broadcast from pruned links and ask for it; each gets it once, and the
+    eager links span the nodes again.
+    """
+    nodes = await full_mesh(mesh, 5)
+    await broadcast(nodes, 0, "first")
+    await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
+    cut = next(iter(eager_pairs(nodes) or ()))
+    a, b = (next(node for node in nodes if node.id == peer) for peer in cut)
+    a.routing_table[b.id].close("cut by the test", error=False)
+    await wait_for(lambda: b.id not in a.routing_table and a.id not in b.routing_table, what="the cut")
+    origin = nodes.index(a)
+    await broadcast(nodes, origin, "after the cut")
+    assert sum(node.stats.grafted for node in nodes) > 0
+    await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
+    eager = eager_pairs(nodes) or set()
+    assert len(eager) >= len(nodes) - 1
+    await broadcast(nodes, nodes.index(b), "mended")

@@ -1,0 +1,315 @@
+"""
+`.BroadcastTree`, lazy push, through `.MeshNode` with fake links and a fake
+clock: which links are pruned, what is announced to them and when, what a
+node asks for and what it answers.  ``test_simulation`` checks the tree a
+whole mesh forms.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import MESH
+from tests.unit.node_support import START, FakeLink, add_link, again, broadcast, make_node
+from twisted_mesh import flags
+from twisted_mesh._core import tree
+from twisted_mesh._core.node import MeshNode
+from twisted_mesh._core.seen import MESSAGE_LIFETIME
+from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT, KEEP_FOR, MAX_KEYS_PER_FRAME
+from twisted_mesh._frames import WireMessage
+from twisted_mesh._ids import new_node_id
+
+
+def mesh_link(node: MeshNode) -> FakeLink:
+    """A new peer that speaks lazy push (a twisted_mesh node)."""
+    link = add_link(node)
+    link.lazy_push = True
+    return link
+
+
+def entries(*msgs: WireMessage) -> list[list[object]]:
+    """The stamps and keys of ``msgs``, as a peer's announcement or graft lists them."""
+    return [[msg.time, msg.key] for msg in msgs]
+
+
+def grafts(link: FakeLink) -> list[tuple[object, ...]]:
+    """The grafts written to ``link``."""
+    return [word for word in link.words if word[0] == flags.graft]
+
+
+def prune(node: MeshNode, link: FakeLink) -> None:
+    """``link``'s peer prunes its link."""
+    node.tree_word_received(link, (flags.prune,))
+    assert link in node.tree.lazy
+
+
+def test_a_repeat_prunes_a_link_that_speaks_lazy_push() -> None:
+    """
+    A peer that speaks lazy push sends a repeat in the turn the node's copy
+    waits for it: the copy is withdrawn, the link pruned, and the peer told
+    at once (it will get no repeat from the node); told again if it sends
+    repeats still.
+    """
+    node, _, _ = make_node()
+    a, b = mesh_link(node), mesh_link(node)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    node.message_received(b, again(msg, True))
+    assert b.words == [(flags.prune,)] and a.words == []
+    assert node.tree.lazy == {b} and node.stats.pruned == 1
+    second = broadcast(new_node_id(MESH), "again")
+    node.message_received(a, second)
+    assert b.take() == [], "sent to a pruned link"
+    node.message_received(b, again(second, True))
+    assert b.words == [(flags.prune,)] * 2
+
+
+def test_a_peer_that_got_the_node_s_copy_is_not_told() -> None:
+    """
+    A repeat from a peer that the node's copy went to: the peer prunes the
+    link on its own, when that copy reaches it as a repeat; it is told only
+    if it sends a repeat again.
+    """
+    node, clock, _ = make_node()
+    a, b = mesh_link(node), mesh_link(node)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    clock.advance(0)  # the turn ends: the copy for b is written
+    assert b.take() == [msg]
+    node.message_received(b, again(msg, True))
+    assert node.tree.lazy == {b} and b.words == []
+    second = broadcast(new_node_id(MESH), "again")
+    node.message_received(a, second)
+    node.message_received(b, again(second, True))
+    assert b.words == [(flags.prune,)]
+
+
+def test_a_repeat_from_the_sender_of_a_broadcast_tells_it() -> None:
+    """The node sends no copy to the broadcast's sender: the sender, a peer, is told to prune."""
+    node, _, _ = make_node()
+    a, sender = mesh_link(node), mesh_link(node)
+    assert sender.peer_id is not None
+    msg = broadcast(sender.peer_id, "hello")
+    node.message_received(a, msg)
+    node.message_received(sender, again(msg, True))
+    assert sender.words == [(flags.prune,)] and node.tree.lazy == {sender}
+
+
+def test_a_repeat_from_a_reference_node_prunes_nothing() -> None:
+    """py2p and js2p do not speak lazy push: their links carry every broadcast, whatever they repeat."""
+    node, clock, _ = make_node()
+    a, py2p = mesh_link(node), add_link(node)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    clock.advance(0)
+    node.message_received(py2p, again(msg, True))
+    assert py2p.words == [] and not node.tree.lazy
+    later = broadcast(new_node_id(MESH), "later")
+    node.message_received(a, later)
+    assert py2p.take() == [msg, later]
+
+
+def test_a_pruned_link_is_announced_broadcasts_not_sent_them() -> None:
+    """
+    A broadcast goes whole to the eager links; to a pruned one, its stamp
+    and key go ANNOUNCE_DELAY later, with those of the other broadcasts of
+    that time, in one word; never to the link it came from.
+    """
+    node, clock, _ = make_node()
+    a, eager, pruned = mesh_link(node), mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    prune(node, a)
+    first, second = broadcast(new_node_id(MESH), "one"), broadcast(new_node_id(MESH), "two", time=START - 1)
+    node.message_received(a, first)
+    clock.advance(ANNOUNCE_DELAY / 2 - 0.01)
+    node.message_received(eager, second)
+    assert eager.take() == [first] and a.take() == [] and pruned.take() == []
+    assert pruned.words == [] and a.words == []
+    clock.advance(ANNOUNCE_DELAY / 2 + 0.01)
+    assert pruned.words == [(flags.ihave, [(first.time, first.key), (second.time, second.key)])]
+    assert a.words == [(flags.ihave, [(second.time, second.key)])]
+    assert node.stats.announced == 3
+
+
+def test_own_broadcasts_are_announced_to_pruned_links_and_reported_queued() -> None:
+    """The node's own broadcast: sent to the eager links, announced to the pruned one; all three are queued."""
+    node, clock, _ = make_node()
+    a, b, pruned = mesh_link(node), mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    result = node.send(("mine",))
+    assert sorted(result.queued) == sorted(link.peer_id for link in (a, b, pruned))
+    (msg,) = a.take()
+    assert b.take() == [msg] and pruned.take() == []
+    clock.advance(ANNOUNCE_DELAY)
+    assert pruned.words == [(flags.ihave, [(msg.time, msg.key)])]
+    node.send(("a whisper",), flag=flags.whisper)
+    assert len(pruned.take()) == 1, "a whisper goes to every peer"
+
+
+def test_an_announced_broadcast_that_does_not_come_is_asked_for() -> None:
+    """
+    A broadcast two peers announced and that does not come: GRAFT_WAIT
+    later the first is asked for it, and its link is eager again; still
+    nothing after as long again, the second is asked.  Once it comes,
+    nobody more is asked.
+    """
+    node, clock, _ = make_node()
+    a, b, c = mesh_link(node), mesh_link(node), mesh_link(node)
+    for link in (a, b, c):
+        prune(node, link)
+    msg = broadcast(new_node_id(MESH), "hello")
+    entry = [(msg.time, msg.key)]
+    node.tree_word_received(a, (flags.ihave, entries(msg)))
+    node.tree_word_received(b, (flags.ihave, entries(msg)))
+    clock.advance(GRAFT_WAIT - 0.01)
+    assert a.words == b.words == []
+    clock.advance(0.01)
+    assert grafts(a) == [(flags.graft, entry)] and grafts(b) == []
+    assert a not in node.tree.lazy and node.stats.grafted == 1
+    clock.advance(GRAFT_WAIT)
+    assert grafts(b) == [(flags.graft, entry)] and b not in node.tree.lazy
+    node.message_received(b, msg)
+    assert [m.packets for m in node.recv(10)] == [(flags.broadcast, "hello")]  # type: ignore[union-attr]
+    assert a.take() == [msg], "relayed on the link eager again"
+    clock.advance(GRAFT_WAIT * 4)
+    assert grafts(c) == [] and not node.tree.missing
+
+
+def test_a_broadcast_that_comes_before_the_wait_ends_is_not_asked_for() -> None:
+    """An announced broadcast that arrives by its tree link in time: nothing is asked."""
+    node, clock, _ = make_node()
+    eager, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.tree_word_received(pruned, (flags.ihave, entries(msg)))
+    assert msg.key in node.tree.missing
+    node.message_received(eager, msg)
+    assert not node.tree.missing
+    clock.advance(GRAFT_WAIT * 4)
+    assert grafts(pruned) == []
+
+
+def test_announcements_of_what_the_node_has_or_cannot_accept_ask_for_nothing() -> None:
+    """A broadcast seen already, one the node announced itself, and one out of its lifetime are not asked for."""
+    node, clock, _ = make_node()
+    eager, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    seen = broadcast(new_node_id(MESH), "seen")
+    node.message_received(eager, seen)
+    own = node.send(("own",))
+    assert own.queued
+    old = broadcast(new_node_id(MESH), "old", time=START - MESSAGE_LIFETIME - 1)
+    node.tree_word_received(pruned, (flags.ihave, entries(seen, old)))
+    clock.advance(ANNOUNCE_DELAY)
+    ((word, announced),) = pruned.words
+    # The node's own broadcast, announced back to it.
+    node.tree_word_received(pruned, (word, [list(entry) for entry in announced]))
+    clock.advance(GRAFT_WAIT * 4)
+    assert [word[0] for word in pruned.words] == [flags.ihave]
+    assert not node.tree.missing
+
+
+def test_a_graft_is_answered_and_makes_the_link_eager() -> None:
+    """A peer asks for a broadcast announced to it: it is sent, and so are later ones."""
+    node, clock, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    clock.advance(ANNOUNCE_DELAY)
+    node.tree_word_received(pruned, (flags.graft, entries(msg)))
+    assert pruned.take() == [msg] and pruned not in node.tree.lazy
+    later = broadcast(new_node_id(MESH), "later")
+    node.message_received(a, later)
+    assert pruned.take() == [later]
+
+
+def test_a_broadcast_is_kept_for_grafts_for_a_while() -> None:
+    """After KEEP_FOR seconds, a broadcast announced is no longer kept: a graft for it is counted, and gets nothing."""
+    node, clock, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    clock.advance(KEEP_FOR + ANNOUNCE_DELAY)
+    node.tree_word_received(pruned, (flags.graft, entries(msg)))
+    assert pruned.take() == []
+    assert node.stats.dropped["graft_unknown"] == 1
+
+
+def test_kept_broadcasts_are_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_KEPT_BYTES, the oldest broadcast kept goes first."""
+    node, _, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    msgs = [broadcast(new_node_id(MESH), "x" * 1000) for _ in range(3)]
+    sizes = [len(msg.body_in(True)) for msg in msgs]
+    monkeypatch.setattr(tree, "MAX_KEPT_BYTES", sizes[1] + sizes[2])
+    for msg in msgs:
+        node.message_received(a, msg)
+    node.tree_word_received(pruned, (flags.graft, entries(*msgs)))
+    assert pruned.take() == msgs[1:]
+
+
+def test_nothing_is_announced_to_a_link_that_closed() -> None:
+    """A pruned link that closes is forgotten: what waited to be announced to it is not written."""
+    node, clock, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    node.message_received(a, broadcast(new_node_id(MESH), "hello"))
+    pruned.closing = True
+    node.link_lost(pruned)
+    clock.advance(ANNOUNCE_DELAY)
+    assert pruned.words == [] and not node.tree.lazy
+
+
+def test_many_keys_go_in_several_words() -> None:
+    """More keys than MAX_KEYS_PER_FRAME are announced in several words."""
+    node, clock, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    for i in range(MAX_KEYS_PER_FRAME + 1):
+        node.message_received(a, broadcast(new_node_id(MESH), i))
+    clock.advance(ANNOUNCE_DELAY)
+    assert [len(word[1]) for word in pruned.words] == [MAX_KEYS_PER_FRAME, 1]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        (flags.prune, 1),
+        (flags.ihave,),
+        (flags.ihave, [[START]]),
+        (flags.ihave, [[START, b"short"]]),
+        (flags.ihave, [["now", b"k" * 32]]),
+        (flags.graft, "keys"),
+        (flags.graft, [[START, b"k" * 32]] * (MAX_KEYS_PER_FRAME + 1)),
+    ],
+)
+def test_a_malformed_word_closes_the_link(payload: tuple[object, ...]) -> None:
+    """A prune, announcement or graft of the wrong shape closes the link, saying what it was."""
+    node, _, _ = make_node()
+    link = mesh_link(node)
+    node.tree_word_received(link, payload)
+    assert len(link.closes) == 1 and link.closes[0].startswith("malformed")
+
+
+def test_announcements_past_what_the_node_waits_for_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A peer that announces more than MAX_MISSING broadcasts the node has not
+    got: those past it are dropped and counted; a peer that announces the
+    same one twice is asked once.
+    """
+    monkeypatch.setattr(tree, "MAX_MISSING", 2)
+    node, clock, _ = make_node()
+    pruned = mesh_link(node)
+    prune(node, pruned)
+    msgs = [broadcast(new_node_id(MESH), i) for i in range(3)]
+    node.tree_word_received(pruned, (flags.ihave, entries(*msgs)))
+    node.tree_word_received(pruned, (flags.ihave, entries(msgs[0])))
+    assert set(node.tree.missing) == {msgs[0].key, msgs[1].key}
+    assert node.stats.dropped["announcement_overflow"] == 1
+    clock.advance(GRAFT_WAIT)
+    assert grafts(pruned) == [(flags.graft, [(msg.time, msg.key) for msg in msgs[:2]])]
+    clock.advance(GRAFT_WAIT)
+    assert not node.tree.missing and len(grafts(pruned)) == 1

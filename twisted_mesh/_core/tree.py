@@ -1,0 +1,304 @@
+"""
+`.BroadcastTree`: lazy push between twisted_mesh nodes, so that a broadcast
+crosses most links as a key of a few bytes, not as a whole frame.
+
+A flood sends each broadcast over every link, most of them both ways, and
+every node but one drops all copies but the first.  Between two
+twisted_mesh nodes that both speak lazy push (each says so once, with
+`.flags.lazy_push`, after the first words), a link that brings a broadcast
+the node had already is *pruned*: the node sends no more broadcasts over
+it, and neither does the peer, which got the node's copy as a repeat of
+its own, or else is told at once (`.flags.prune`: a peer told later would
+go on sending, and the repeats that brought would prune the links of the
+tree); both ends instead announce, a while later and a batch at a time,
+the keys of those they got (`.flags.ihave`).  The first
+broadcast prunes every link but those that brought it first: the links
+left *eager* form a tree that spans the mesh, and later broadcasts cross
+each link once.
+
+A node that hears of a broadcast it has not got waits `.GRAFT_WAIT` seconds
+for it, then asks a peer that announced it (`.flags.graft`): the peer sends
+it, and the link is eager again, both ends.  If it still does not come, the
+next peer that announced it is asked, and so on: a tree cut by a link that
+closed mends itself.  Links to py2p, js2p or a web page never say they
+speak lazy push, and carry every broadcast, both ways, as before.
+
+This is the Plumtree of Leitão, Pereira and Rodrigues ("Epidemic Broadcast
+Trees", SRDS 2007), with one tree shared by all senders.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+
+from twisted_mesh import flags
+from twisted_mesh._core.context import NodeContext
+from twisted_mesh._core.link import Link
+from twisted_mesh._core.routing import RoutingTable
+from twisted_mesh._core.seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
+from twisted_mesh._frames import WireMessage
+from twisted_mesh._logs import NODE, NodeLogger, logged
+
+#: The most seconds a node gathers the keys it announces to a pruned link
+#: before it writes them, in one frame: one frame of keys, not one per
+#: broadcast.  Each time, it waits a random time between half this and this,
+#: so that the nodes that heard of the same broadcast do not all write
+#: their announcements in the same instant.
+ANNOUNCE_DELAY = 1.0
+
+#: Seconds a node waits for a broadcast it was told of before it asks a
+#: peer that announced it (and then the next one, after as long again).
+GRAFT_WAIT = 0.5
+
+#: Seconds a node keeps a broadcast it announced, for the peers that ask.
+KEEP_FOR = 10.0
+
+#: The most bytes of broadcasts kept for the peers that ask: past it, the
+#: oldest go.
+MAX_KEPT_BYTES = 16 * 1024 * 1024
+
+#: The most broadcasts announced and not got that a node waits for: the
+#: announcements past it are dropped, counted, until some come or are given up.
+MAX_MISSING = 10_000
+
+#: The most keys in one announcement or one request.
+MAX_KEYS_PER_FRAME = 1024
+
+#: A key as it is announced: the broadcast's stamp, and its checksum.
+Entry = tuple[int, bytes]
+
+
+def read_entries(payload: tuple[Any, ...]) -> list[Entry] | None:
+    """
+    Read ``[word, [[time, key], ...]]``: the stamps and keys it lists, or
+    ``None`` when it has another shape.
+    """
+    if len(payload) != 2 or not isinstance(payload[1], list) or len(payload[1]) > MAX_KEYS_PER_FRAME:
+        return None
+    entries = []
+    for item in payload[1]:
+        if not isinstance(item, list) or len(item) != 2:
+            return None
+        time, key = item
+        if type(time) is not int or type(key) is not bytes or len(key) != KEY_SIZE:
+            return None
+        entries.append((time, key))
+    return entries
+
+
+class _Missing:
+    """A broadcast announced to the node that it has not got: its stamp, and the peers left to ask."""
+
+    __slots__ = ("time", "announcers")
+
+    def __init__(self, time: int, announcer: Link) -> None:
+        self.time = time
+        self.announcers = [announcer]
+
+
+class BroadcastTree:
+    """
+    Which peers a node sends its broadcasts to, and which it announces them
+    to; what it was told of and still waits for.
+
+    :ivar lazy: the links that are pruned: broadcasts are announced to their
+        peers, not sent.
+    :ivar missing: the broadcasts announced to the node and not got yet, by
+        key (the relay drops each one that comes).
+    """
+
+    def __init__(self, node: NodeContext, routing: RoutingTable, seen: SeenSet) -> None:
+        self._log = NodeLogger(NODE, node.id, self)
+        self._clock = node.clock
+        self._stats = node.stats
+        self._table = routing.table
+        self._seen = seen
+        self.lazy: set[Link] = set()
+        self.missing: dict[bytes, _Missing] = {}
+        # The keys waiting to be announced, by link; the broadcasts
+        # announced, by key, for the peers that ask, and when each goes.
+        self._pending: dict[Link, list[Entry]] = {}
+        self._kept: dict[bytes, WireMessage] = {}
+        self._expiry: deque[tuple[float, bytes, int]] = deque()
+        self._kept_bytes = 0
+        self._announcing: IDelayedCall | None = None
+
+    # -- what the relay and the outbox call ---------------------------------
+
+    def announce(self, msg: WireMessage, links: list[Link]) -> None:
+        """Announce broadcast ``msg`` to the pruned ``links``, with the next batch; keep it for them to ask."""
+        entry, pending = (msg.time, msg.key), self._pending
+        for link in links:
+            entries = pending.get(link)
+            if entries is None:
+                pending[link] = [entry]
+            else:
+                entries.append(entry)
+        if msg.key not in self._kept:
+            self._keep(msg)
+        if self._announcing is None:
+            self._announce_later()
+
+    def repeat(self, link: Link, *, has_ours: bool) -> None:
+        """
+        ``link`` brought a broadcast the node had already: if its peer
+        speaks lazy push, the link is pruned.
+
+        :param has_ours: whether the peer gets the node's copy of it, and so
+            a repeat of its own, which prunes the link at its end: it is
+            told only when it does not, or when it sends repeats still.
+        """
+        if not link.lazy_push:
+            return
+        lazy = self.lazy
+        if link in lazy:
+            link.renegotiate(flags.prune)
+            return
+        lazy.add(link)
+        self._stats.pruned += 1
+        if not has_ours:
+            link.renegotiate(flags.prune)
+
+    def forget(self, link: Link) -> None:
+        """``link`` closed: nothing more is announced to it."""
+        self.lazy.discard(link)
+        self._pending.pop(link, None)
+
+    # -- what the peer says -------------------------------------------------
+
+    def word_received(self, link: Link, payload: tuple[Any, ...]) -> None:
+        """
+        The peer of ``link``, in the routing table, sent a word of lazy
+        push: `.flags.prune`, `.flags.ihave` or `.flags.graft`.  A malformed
+        one closes the link.
+        """
+        word = payload[0]
+        if word == flags.prune:
+            if len(payload) != 1:
+                link.close("malformed prune")
+                return
+            self.lazy.add(link)
+            return
+        entries = read_entries(payload)
+        if entries is None:
+            link.close("malformed " + ("announcement" if word == flags.ihave else "graft"))
+        elif word == flags.ihave:
+            self._announced(link, entries)
+        else:
+            self._grafted(link, entries)
+
+    def _announced(self, link: Link, entries: list[Entry]) -> None:
+        """``link``'s peer announced ``entries``: those the node has not seen, it waits for."""
+        now, kept, missing, seen = self._clock.seconds(), self._kept, self.missing, self._seen
+        waiting = []
+        for time, key in entries:
+            if key in kept or not now - MESSAGE_LIFETIME <= time <= now + MESSAGE_LIFETIME:
+                continue
+            if seen.holds(key, time):
+                continue
+            known = missing.get(key)
+            if known is not None:
+                if link not in known.announcers:
+                    known.announcers.append(link)
+            elif len(missing) < MAX_MISSING:
+                missing[key] = _Missing(time, link)
+                waiting.append(key)
+            else:
+                self._stats.dropped["announcement_overflow"] += 1
+                self._log.debug(
+                    "{peer} announced more broadcasts than the node waits for ({most})",
+                    peer=logged(link.peer_id),
+                    most=MAX_MISSING,
+                )
+        if waiting:
+            self._clock.callLater(GRAFT_WAIT, self._ask, waiting)
+
+    def _ask(self, keys: list[bytes]) -> None:
+        """Ask for each of ``keys`` still missing, of the next peer that announced it."""
+        missing, table = self.missing, self._table
+        asks: dict[Link, list[Entry]] = {}
+        again = []
+        for key in keys:
+            known = missing.get(key)
+            if known is None:
+                continue
+            announcers = known.announcers
+            while announcers:
+                link = announcers.pop(0)
+                if not link.closing and table.get(link.peer_id or "") is link:
+                    asks.setdefault(link, []).append((known.time, key))
+                    again.append(key)
+                    break
+            else:
+                # No peer left to ask (each one asked sent nothing, or left):
+                # forgotten, until it is announced again.
+                del missing[key]
+        for link, entries in asks.items():
+            self.lazy.discard(link)
+            self._stats.grafted += len(entries)
+            for start in range(0, len(entries), MAX_KEYS_PER_FRAME):
+                link.renegotiate(flags.graft, entries[start : start + MAX_KEYS_PER_FRAME])
+        if again:
+            self._clock.callLater(GRAFT_WAIT, self._ask, again)
+
+    def _grafted(self, link: Link, entries: list[Entry]) -> None:
+        """``link``'s peer asked for ``entries``: the link is eager again, and each one kept is sent."""
+        self.lazy.discard(link)
+        kept, unknown = self._kept, 0
+        for _, key in entries:
+            msg = kept.get(key)
+            if msg is None:
+                unknown += 1
+            else:
+                link.send(msg)
+        if unknown:
+            self._stats.dropped["graft_unknown"] += unknown
+            self._log.debug(
+                "{peer} asked for {count} broadcasts no longer kept", peer=logged(link.peer_id), count=unknown
+            )
+
+    # -- announcing ---------------------------------------------------------
+
+    def _keep(self, msg: WireMessage) -> None:
+        """
+        Keep ``msg`` for `.KEEP_FOR` seconds, for the peers that ask for it
+        (the oldest go first when more than `.MAX_KEPT_BYTES` are kept).
+        """
+        size = len(msg.body_in(msg.sender_is_bin))
+        self._kept[msg.key] = msg
+        self._expiry.append((self._clock.seconds() + KEEP_FOR, msg.key, size))
+        self._kept_bytes += size
+        while self._kept_bytes > MAX_KEPT_BYTES:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Forget the broadcast kept the longest."""
+        _, key, size = self._expiry.popleft()
+        del self._kept[key]
+        self._kept_bytes -= size
+
+    def _write_announcements(self) -> None:
+        """Write to each pruned link the keys gathered for it; forget the broadcasts kept long enough."""
+        self._announcing = None
+        pending, self._pending = self._pending, {}
+        for link, entries in pending.items():
+            if link.closing:
+                continue
+            self._stats.announced += len(entries)
+            for start in range(0, len(entries), MAX_KEYS_PER_FRAME):
+                link.renegotiate(flags.ihave, entries[start : start + MAX_KEYS_PER_FRAME])
+        now, expiry = self._clock.seconds(), self._expiry
+        while expiry and expiry[0][0] <= now:
+            self._forget_oldest()
+        if expiry and self._announcing is None:
+            # Nothing more announced yet: still forget what expires.
+            self._announce_later()
+
+    def _announce_later(self) -> None:
+        """Write the announcements in a random time between half `.ANNOUNCE_DELAY` and all of it."""
+        delay = ANNOUNCE_DELAY * (1 + random.random()) / 2
+        self._announcing = self._clock.callLater(delay, self._write_announcements)
