@@ -7,6 +7,7 @@ the child processes that report them.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import resource
@@ -155,12 +156,17 @@ def median_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """The ``fraction`` quantile of ``values`` (nearest rank)."""
+    """
+    The ``fraction`` quantile of ``values`` (nearest rank): the smallest
+    value that at least ``fraction`` of them do not exceed, so the 99th of
+    100 for 0.99.
+    """
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    # (Less a hair, for the product's rounding: 0.29 * 100 is 29.000000000000004.)
+    rank = math.ceil(fraction * len(ordered) - 1e-9)
+    return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
 def median(values: Sequence[float]) -> float:

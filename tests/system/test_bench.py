@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from bench._common import percentile
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -153,3 +155,12 @@ def test_scale_plots_its_json(scale_run: tuple[dict[str, Any], str, Path], tmp_p
     png = tmp_path / "scale.png"
     run("bench.scale", "--from-json", str(saved), "--png", str(png))
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    """p99 of 100 values is the 99th, not the largest; the median of 100 the 50th."""
+    values = [float(value) for value in range(100, 0, -1)]
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 0.5) == 50
+    assert percentile(values[:10], 0.99) == 100
+    assert percentile([7.0], 0.5) == 7
