@@ -142,6 +142,10 @@ class Worker(LineReceiver):
             counts["accepted"] += stats.connections["in"]
             counts["frames_out"] += stats.frames_out
             counts["bytes_out"] += stats.bytes_out
+            counts["pruned"] += stats.pruned
+            counts["announced"] += stats.announced
+            counts["grafted"] += stats.grafted
+            counts["repeats_dropped"] += stats.dropped["duplicate"]
             counts["open"] += node.status()["connections"]
             limit_hits.update(stats.limit_hits)
             handshake_failures.update(stats.handshake_failures)
