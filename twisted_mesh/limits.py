@@ -64,6 +64,13 @@ class Limits:
     :ivar forget_lost_peer_after: seconds a past peer the node lost (not a
         bootstrap peer) may stay away: past it, the node no longer dials it,
         and forgets its address.
+    :ivar max_missing_per_peer: broadcasts that one peer announced (lazy
+        push, between twisted_mesh nodes), that the node has not got and
+        waits for; past it, that peer's announcements are dropped.
+    :ivar max_kept_bytes: bytes of the broadcasts announced to peers (lazy
+        push) that the node keeps, for 10 seconds, for the peers that ask
+        for them; past it, the oldest go.  A broadcast larger than a
+        quarter of it is sent whole to every peer, not announced.
     :raise TypeError: when a limit is not a number (an ``int`` for those
         that count).
     :raise ValueError: when a limit is negative.
@@ -84,6 +91,8 @@ class Limits:
     max_send_buffer: int = 32 * 1024 * 1024
     congestion_timeout: float = 30.0
     forget_lost_peer_after: float = 3600.0
+    max_missing_per_peer: int = 4096
+    max_kept_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for field in fields(self):

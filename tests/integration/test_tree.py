@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.support import MeshNodes, wait_for, within
-from twisted_mesh import MeshSocket
+from tests.support import MESH, MeshNodes, wait_for, within
+from twisted_mesh import MeshSocket, Network
+
+#: A network whose nodes prove their keys and sign their messages.
+SIGNED = Network("mesh", "Plaintext", signed=True)
 
 #: Seconds for announcements, and the grafts after them, to be done with.
 QUIET = 3.0
 
 
-async def full_mesh(mesh: MeshNodes, count: int) -> list[MeshSocket]:
+async def full_mesh(mesh: MeshNodes, count: int, network: Network = MESH) -> list[MeshSocket]:
     """``count`` nodes, each joined to each other one; no peer exchange."""
-    nodes = [mesh(max_outgoing=0) for _ in range(count)]
+    nodes = [mesh(prot=network, max_outgoing=0) for _ in range(count)]
     for later, earlier in itertools.combinations(range(count), 2):
         await within(nodes[earlier].connect("127.0.0.1", nodes[later].out_addr[1]))
     for node in nodes:
@@ -54,19 +58,22 @@ def repeats(nodes: list[MeshSocket]) -> int:
     return sum(node.stats.dropped["duplicate"] for node in nodes)
 
 
+@pytest.mark.parametrize("network", [MESH, SIGNED], ids=["unsigned", "signed"])
 @pytest_twisted.ensureDeferred
-async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes) -> None:
+async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes, network: Network) -> None:
     """
     Five nodes, each linked to each other: the first broadcast is a flood,
     and prunes the links that brought repeats; the eager links left are a
     tree of four, and the next broadcasts, from every node, bring no repeat.
-    The pruned links carry their announcements.
+    The pruned links carry their announcements.  The same on a signed
+    network, where a repeat is dropped before its signature is checked.
     """
-    nodes = await full_mesh(mesh, 5)
+    nodes = await full_mesh(mesh, 5, network)
     await broadcast(nodes, 0, "first")
     assert repeats(nodes) > 0
     await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
-    assert len(eager_pairs(nodes) or ()) == len(nodes) - 1
+    eager = eager_pairs(nodes) or set()
+    assert len(eager) == len(nodes) - 1 and spans(nodes, eager)
     flood_repeats = repeats(nodes)
     for origin in range(len(nodes)):
         await broadcast(nodes, origin, f"from {origin}")
@@ -93,6 +100,21 @@ async def test_a_tree_cut_by_a_closed_connection_mends(mesh: MeshNodes) -> None:
     await broadcast(nodes, origin, "after the cut")
     assert sum(node.stats.grafted for node in nodes) > 0
     await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
-    eager = eager_pairs(nodes) or set()
-    assert len(eager) >= len(nodes) - 1
+    assert spans(nodes, eager_pairs(nodes) or set())
+    grafted = sum(node.stats.grafted for node in nodes)
     await broadcast(nodes, nodes.index(b), "mended")
+    assert sum(node.stats.grafted for node in nodes) == grafted, "the tree was mended, yet a graft was needed"
+
+
+def spans(nodes: list[MeshSocket], pairs: set[frozenset[str]]) -> bool:
+    """Whether ``pairs`` join all of ``nodes`` in one piece."""
+    reached, todo = {nodes[0].id}, [nodes[0].id]
+    while todo:
+        here = todo.pop()
+        for pair in pairs:
+            if here in pair:
+                (there,) = pair - {here}
+                if there not in reached:
+                    reached.add(there)
+                    todo.append(there)
+    return len(reached) == len(nodes)

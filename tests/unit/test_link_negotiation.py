@@ -153,6 +153,36 @@ def test_renegotiation_is_not_shown_to_the_node() -> None:
     assert not side.closed
 
 
+@pytest.mark.parametrize("word", [[1, 2], {"a": 1}, "prune", None])
+def test_a_renegotiation_whose_word_is_not_a_number_is_ignored(word: object) -> None:
+    """A renegotiation that starts with a list, a map, a str or nil is ignored: no error, the link stays."""
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(renegotiate(peer_id, word))
+    assert not side.closed
+
+
+def test_words_of_lazy_push_count_only_from_a_peer_that_speaks_it() -> None:
+    """
+    A prune from a peer that never said lazy_push is ignored; once it said
+    it, a prune prunes its link, and a malformed announcement closes it.
+    """
+    rig = Rig()
+    side = connected(rig)
+    peer_id = side.proto.peer_id
+    assert peer_id is not None
+    side.feed(renegotiate(peer_id, flags.prune))
+    assert not rig.node.tree.lazy
+    side.feed(renegotiate(peer_id, flags.lazy_push))
+    assert side.proto.lazy_push
+    side.feed(renegotiate(peer_id, flags.prune))
+    assert rig.node.tree.lazy == {side.proto}
+    side.feed(renegotiate(peer_id, flags.ihave, [[1, b"not a key"]]))
+    assert side.closed
+
+
 # -- compression chosen from the handshake -----------------------------------
 
 

@@ -12,12 +12,12 @@ import pytest
 from tests.support import MESH
 from tests.unit.node_support import START, FakeLink, add_link, again, broadcast, make_node
 from twisted_mesh import flags
-from twisted_mesh._core import tree
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT, KEEP_FOR, MAX_KEYS_PER_FRAME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
+from twisted_mesh.limits import Limits
 
 
 def mesh_link(node: MeshNode) -> FakeLink:
@@ -237,18 +237,70 @@ def test_a_broadcast_is_kept_for_grafts_for_a_while() -> None:
     assert node.stats.dropped["graft_unknown"] == 1
 
 
-def test_kept_broadcasts_are_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past MAX_KEPT_BYTES, the oldest broadcast kept goes first."""
-    node, _, _ = make_node()
+def same_size(count: int, size: int = 1000) -> list[WireMessage]:
+    """``count`` broadcasts of one sender, each of the same size."""
+    sender = new_node_id(MESH)
+    return [broadcast(sender, f"{i:04d}" + "x" * size) for i in range(count)]
+
+
+def test_kept_broadcasts_are_bounded_in_bytes() -> None:
+    """Past Limits.max_kept_bytes, the oldest broadcast kept goes first; the limit says so."""
+    msgs = same_size(5)
+    size = len(msgs[0].body_in(True))
+    node, _, _ = make_node(limits=Limits(max_kept_bytes=4 * size))
     a, pruned = mesh_link(node), mesh_link(node)
     prune(node, pruned)
-    msgs = [broadcast(new_node_id(MESH), "x" * 1000) for _ in range(3)]
-    sizes = [len(msg.body_in(True)) for msg in msgs]
-    monkeypatch.setattr(tree, "MAX_KEPT_BYTES", sizes[1] + sizes[2])
     for msg in msgs:
         node.message_received(a, msg)
+    assert pruned.take() == []
     node.tree_word_received(pruned, (flags.graft, entries(*msgs)))
     assert pruned.take() == msgs[1:]
+    assert node.stats.limit_hits["max_kept_bytes"] == 1
+
+
+def test_a_broadcast_too_large_to_keep_is_sent_whole() -> None:
+    """A broadcast larger than a quarter of Limits.max_kept_bytes goes whole to the pruned links too."""
+    (msg,) = same_size(1)
+    node, clock, _ = make_node(limits=Limits(max_kept_bytes=4 * len(msg.body_in(True)) - 4))
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    node.message_received(a, msg)
+    assert pruned.take() == [msg]
+    clock.advance(ANNOUNCE_DELAY)
+    assert pruned.words == []
+    own = node.send(("y" * 2000,))
+    assert pruned.peer_id in own.queued and len(pruned.take()) == 1
+
+
+def test_a_graft_is_answered_once_per_peer() -> None:
+    """A peer that asks for the same broadcast again, in one graft or the next, is sent it once."""
+    node, clock, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    clock.advance(ANNOUNCE_DELAY)
+    node.tree_word_received(pruned, (flags.graft, entries(msg, msg)))
+    node.tree_word_received(pruned, (flags.graft, entries(msg)))
+    assert pruned.take() == [msg]
+    assert node.stats.dropped["graft_repeated"] == 2
+    assert node.stats.relayed == 1, "the copy asked for"
+
+
+def test_words_from_a_link_not_in_the_routing_table_are_ignored() -> None:
+    """A second link of a peer, not the one in the routing table, prunes nothing and is not answered."""
+    node, clock, _ = make_node()
+    a, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    assert pruned.peer_id is not None
+    twin = FakeLink(pruned.peer_id)
+    twin.lazy_push = True
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    node.tree_word_received(twin, (flags.prune,))
+    node.tree_word_received(twin, (flags.graft, entries(msg)))
+    node.tree_word_received(twin, (flags.ihave, entries(broadcast(new_node_id(MESH), "other"))))
+    assert twin not in node.tree.lazy and twin.take() == [] and not node.tree.missing
 
 
 def test_nothing_is_announced_to_a_link_that_closed() -> None:
@@ -294,22 +346,31 @@ def test_a_malformed_word_closes_the_link(payload: tuple[object, ...]) -> None:
     assert len(link.closes) == 1 and link.closes[0].startswith("malformed")
 
 
-def test_announcements_past_what_the_node_waits_for_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_peer_announces_at_most_its_share_of_missing_broadcasts() -> None:
     """
-    A peer that announces more than MAX_MISSING broadcasts the node has not
-    got: those past it are dropped and counted; a peer that announces the
-    same one twice is asked once.
+    A peer that announces more broadcasts the node has not got than
+    Limits.max_missing_per_peer: those past it are dropped, counted, and the
+    limit says so; another peer's announcements are still waited for, and
+    once those of the first come, it has room again.  A peer that announces
+    the same one twice is asked once.
     """
-    monkeypatch.setattr(tree, "MAX_MISSING", 2)
-    node, clock, _ = make_node()
-    pruned = mesh_link(node)
-    prune(node, pruned)
-    msgs = [broadcast(new_node_id(MESH), i) for i in range(3)]
-    node.tree_word_received(pruned, (flags.ihave, entries(*msgs)))
-    node.tree_word_received(pruned, (flags.ihave, entries(msgs[0])))
-    assert set(node.tree.missing) == {msgs[0].key, msgs[1].key}
+    node, clock, _ = make_node(limits=Limits(max_missing_per_peer=2))
+    flooder, honest, eager = mesh_link(node), mesh_link(node), mesh_link(node)
+    prune(node, flooder)
+    prune(node, honest)
+    msgs = [broadcast(new_node_id(MESH), i) for i in range(5)]
+    node.tree_word_received(flooder, (flags.ihave, entries(*msgs[:3])))
+    node.tree_word_received(flooder, (flags.ihave, entries(msgs[0])))
+    node.tree_word_received(honest, (flags.ihave, entries(msgs[3])))
+    assert set(node.tree.missing) == {msgs[0].key, msgs[1].key, msgs[3].key}
     assert node.stats.dropped["announcement_overflow"] == 1
+    assert node.stats.limit_hits["max_missing_per_peer"] == 1
+    node.message_received(eager, msgs[0])
+    node.tree_word_received(flooder, (flags.ihave, entries(msgs[4])))
+    assert msgs[4].key in node.tree.missing
     clock.advance(GRAFT_WAIT)
-    assert grafts(pruned) == [(flags.graft, [(msg.time, msg.key) for msg in msgs[:2]])]
+    asked = [entry for _, listed in grafts(flooder) for entry in listed]  # type: ignore[attr-defined]
+    assert asked == [(msg.time, msg.key) for msg in (msgs[1], msgs[4])]
+    assert grafts(honest) == [(flags.graft, [(msgs[3].time, msgs[3].key)])]
     clock.advance(GRAFT_WAIT)
-    assert not node.tree.missing and len(grafts(pruned)) == 1
+    assert not node.tree.missing and len(grafts(flooder)) == 2

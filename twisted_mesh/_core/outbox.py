@@ -75,10 +75,10 @@ class Outbox:
         """
         msg = self.new_message(flag, payload)
         result = SendResult()
-        lazy = self._tree.lazy if flag == flags.broadcast else ()
+        lazy = self._tree.lazy_for(msg) if flag == flags.broadcast else ()
         announced = []
         for peer_id, link in self._routing.peers:
-            if link in lazy:
+            if link in lazy and not link.closing:
                 announced.append(link)
                 result.queued.append(peer_id)
                 continue

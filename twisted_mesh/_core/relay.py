@@ -90,6 +90,8 @@ class Relay:
                 way = "older than" if msg.time < now else "stamped ahead by more than"
                 self._log.debug("dropped a broadcast {way} {lifetime} s", way=way, lifetime=MESSAGE_LIFETIME)
                 return
+            if self._missing:
+                self.tree.arrived(msg.key)
             # The node's own broadcasts come back by other paths: they are
             # known by their sender, not kept in the seen-set.
             if msg.sender == self._id:
@@ -101,10 +103,7 @@ class Relay:
                     return
             elif not self._new_and_verified(link, msg, now, verify):
                 return
-            missing = self._missing
-            if missing:
-                missing.pop(msg.key, None)
-            origin, lazy, announced = self._table.get(msg.sender), self._lazy, None
+            origin, lazy, announced = self._table.get(msg.sender), self._lazy and self.tree.lazy_for(msg), None
             relayed = 0
             for _, peer in self._routing.peers:
                 if peer is link or peer is origin:

@@ -57,14 +57,6 @@ GRAFT_WAIT = 0.5
 #: Seconds a node keeps a broadcast it announced, for the peers that ask.
 KEEP_FOR = 10.0
 
-#: The most bytes of broadcasts kept for the peers that ask: past it, the
-#: oldest go.
-MAX_KEPT_BYTES = 16 * 1024 * 1024
-
-#: The most broadcasts announced and not got that a node waits for: the
-#: announcements past it are dropped, counted, until some come or are given up.
-MAX_MISSING = 10_000
-
 #: The most keys in one announcement or one request.
 MAX_KEYS_PER_FRAME = 1024
 
@@ -91,12 +83,17 @@ def read_entries(payload: tuple[Any, ...]) -> list[Entry] | None:
 
 
 class _Missing:
-    """A broadcast announced to the node that it has not got: its stamp, and the peers left to ask."""
+    """
+    A broadcast announced to the node that it has not got: its stamp, the
+    peer that announced it first (whose share of `.Limits.max_missing_per_peer`
+    it takes), and the peers left to ask.
+    """
 
-    __slots__ = ("time", "announcers")
+    __slots__ = ("time", "first", "announcers")
 
     def __init__(self, time: int, announcer: Link) -> None:
         self.time = time
+        self.first = announcer
         self.announcers = [announcer]
 
 
@@ -108,26 +105,45 @@ class BroadcastTree:
     :ivar lazy: the links that are pruned: broadcasts are announced to their
         peers, not sent.
     :ivar missing: the broadcasts announced to the node and not got yet, by
-        key (the relay drops each one that comes).
+        key (the relay calls `.arrived` for each one that comes).
     """
 
     def __init__(self, node: NodeContext, routing: RoutingTable, seen: SeenSet) -> None:
         self._log = NodeLogger(NODE, node.id, self)
         self._clock = node.clock
         self._stats = node.stats
+        self._hit = node.log.hit
         self._table = routing.table
         self._seen = seen
+        limits = node.limits
+        self._max_missing = limits.max_missing_per_peer
+        self._max_kept_bytes = limits.max_kept_bytes
+        self._largest_announced = limits.max_kept_bytes // 4
         self.lazy: set[Link] = set()
         self.missing: dict[bytes, _Missing] = {}
+        # How many of the missing ones each peer announced first.
+        self._missing_from: dict[Link, int] = {}
         # The keys waiting to be announced, by link; the broadcasts
-        # announced, by key, for the peers that ask, and when each goes.
+        # announced, by key, for the peers that ask, and when each goes; the
+        # keys each peer asked for and was sent.
         self._pending: dict[Link, list[Entry]] = {}
         self._kept: dict[bytes, WireMessage] = {}
         self._expiry: deque[tuple[float, bytes, int]] = deque()
         self._kept_bytes = 0
+        self._answered: dict[Link, set[bytes]] = {}
         self._announcing: IDelayedCall | None = None
 
     # -- what the relay and the outbox call ---------------------------------
+
+    def lazy_for(self, msg: WireMessage) -> set[Link] | tuple[()]:
+        """
+        The links that broadcast ``msg`` is announced to, not sent: the
+        pruned ones, unless it is too large to be kept for them (a quarter
+        of `.Limits.max_kept_bytes`), when it goes whole to every peer.
+        """
+        if len(msg.body_in(msg.sender_is_bin)) > self._largest_announced:
+            return ()
+        return self.lazy
 
     def announce(self, msg: WireMessage, links: list[Link]) -> None:
         """Announce broadcast ``msg`` to the pruned ``links``, with the next batch; keep it for them to ask."""
@@ -142,6 +158,12 @@ class BroadcastTree:
             self._keep(msg)
         if self._announcing is None:
             self._announce_later()
+
+    def arrived(self, key: bytes) -> None:
+        """The broadcast ``key`` came: it is missing no more."""
+        known = self.missing.pop(key, None)
+        if known is not None:
+            self._release(known.first)
 
     def repeat(self, link: Link, *, has_ours: bool) -> None:
         """
@@ -164,18 +186,22 @@ class BroadcastTree:
             link.renegotiate(flags.prune)
 
     def forget(self, link: Link) -> None:
-        """``link`` closed: nothing more is announced to it."""
+        """``link`` closed: nothing more is announced to it, nor asked of it."""
         self.lazy.discard(link)
         self._pending.pop(link, None)
+        self._answered.pop(link, None)
 
     # -- what the peer says -------------------------------------------------
 
     def word_received(self, link: Link, payload: tuple[Any, ...]) -> None:
         """
-        The peer of ``link``, in the routing table, sent a word of lazy
-        push: `.flags.prune`, `.flags.ihave` or `.flags.graft`.  A malformed
-        one closes the link.
+        The identified peer of ``link``, which said it speaks lazy push,
+        sent a word of it: `.flags.prune`, `.flags.ihave` or `.flags.graft`.
+        A malformed one closes the link; one from a link that is not the
+        peer's in the routing table (a second link, closing) is ignored.
         """
+        if link.peer_id is None or self._table.get(link.peer_id) is not link:
+            return
         word = payload[0]
         if word == flags.prune:
             if len(payload) != 1:
@@ -194,7 +220,8 @@ class BroadcastTree:
     def _announced(self, link: Link, entries: list[Entry]) -> None:
         """``link``'s peer announced ``entries``: those the node has not seen, it waits for."""
         now, kept, missing, seen = self._clock.seconds(), self._kept, self.missing, self._seen
-        waiting = []
+        share = self._missing_from.get(link, 0)
+        waiting, dropped = [], 0
         for time, key in entries:
             if key in kept or not now - MESSAGE_LIFETIME <= time <= now + MESSAGE_LIFETIME:
                 continue
@@ -204,16 +231,23 @@ class BroadcastTree:
             if known is not None:
                 if link not in known.announcers:
                     known.announcers.append(link)
-            elif len(missing) < MAX_MISSING:
+            elif share < self._max_missing:
                 missing[key] = _Missing(time, link)
                 waiting.append(key)
+                share += 1
             else:
-                self._stats.dropped["announcement_overflow"] += 1
-                self._log.debug(
-                    "{peer} announced more broadcasts than the node waits for ({most})",
-                    peer=logged(link.peer_id),
-                    most=MAX_MISSING,
-                )
+                dropped += 1
+        if share:
+            self._missing_from[link] = share
+        if dropped:
+            self._stats.dropped["announcement_overflow"] += dropped
+            self._hit(
+                "max_missing_per_peer",
+                "{peer} announced more broadcasts than the node waits for from one peer ({most}): {dropped} dropped",
+                peer=logged(link.peer_id),
+                most=self._max_missing,
+                dropped=dropped,
+            )
         if waiting:
             self._clock.callLater(GRAFT_WAIT, self._ask, waiting)
 
@@ -237,6 +271,7 @@ class BroadcastTree:
                 # No peer left to ask (each one asked sent nothing, or left):
                 # forgotten, until it is announced again.
                 del missing[key]
+                self._release(known.first)
         for link, entries in asks.items():
             self.lazy.discard(link)
             self._stats.grafted += len(entries)
@@ -245,35 +280,62 @@ class BroadcastTree:
         if again:
             self._clock.callLater(GRAFT_WAIT, self._ask, again)
 
+    def _release(self, link: Link) -> None:
+        """One broadcast that ``link``'s peer announced first is missing no more."""
+        share = self._missing_from.get(link, 0) - 1
+        if share > 0:
+            self._missing_from[link] = share
+        else:
+            self._missing_from.pop(link, None)
+
     def _grafted(self, link: Link, entries: list[Entry]) -> None:
-        """``link``'s peer asked for ``entries``: the link is eager again, and each one kept is sent."""
+        """
+        ``link``'s peer asked for ``entries``: the link is eager again, and
+        each one kept is sent, once to a peer however often it asks.
+        """
         self.lazy.discard(link)
-        kept, unknown = self._kept, 0
+        kept, stats = self._kept, self._stats
+        answered = self._answered.setdefault(link, set())
+        unknown = again = 0
         for _, key in entries:
             msg = kept.get(key)
             if msg is None:
                 unknown += 1
-            else:
-                link.send(msg)
+            elif key in answered:
+                again += 1
+            elif link.send(msg) is None:
+                answered.add(key)
+                stats.relayed += 1
         if unknown:
-            self._stats.dropped["graft_unknown"] += unknown
+            stats.dropped["graft_unknown"] += unknown
             self._log.debug(
                 "{peer} asked for {count} broadcasts no longer kept", peer=logged(link.peer_id), count=unknown
             )
+        if len(answered) > len(kept):
+            answered.intersection_update(kept)
+        if again:
+            stats.dropped["graft_repeated"] += again
+            self._log.debug("{peer} asked again for {count} broadcasts", peer=logged(link.peer_id), count=again)
 
     # -- announcing ---------------------------------------------------------
 
     def _keep(self, msg: WireMessage) -> None:
         """
         Keep ``msg`` for `.KEEP_FOR` seconds, for the peers that ask for it
-        (the oldest go first when more than `.MAX_KEPT_BYTES` are kept).
+        (the oldest go first when more than `.Limits.max_kept_bytes` are kept).
         """
         size = len(msg.body_in(msg.sender_is_bin))
         self._kept[msg.key] = msg
         self._expiry.append((self._clock.seconds() + KEEP_FOR, msg.key, size))
         self._kept_bytes += size
-        while self._kept_bytes > MAX_KEPT_BYTES:
-            self._forget_oldest()
+        if self._kept_bytes > self._max_kept_bytes:
+            while self._kept_bytes > self._max_kept_bytes:
+                self._forget_oldest()
+            self._hit(
+                "max_kept_bytes",
+                "more than {most} bytes of broadcasts announced: the oldest are no longer kept for the peers that ask",
+                most=self._max_kept_bytes,
+            )
 
     def _forget_oldest(self) -> None:
         """Forget the broadcast kept the longest."""
@@ -294,9 +356,12 @@ class BroadcastTree:
         now, expiry = self._clock.seconds(), self._expiry
         while expiry and expiry[0][0] <= now:
             self._forget_oldest()
-        if expiry and self._announcing is None:
+        if expiry:
             # Nothing more announced yet: still forget what expires.
             self._announce_later()
+        else:
+            # Nothing kept: nothing asked for can be sent again.
+            self._answered.clear()
 
     def _announce_later(self) -> None:
         """Write the announcements in a random time between half `.ANNOUNCE_DELAY` and all of it."""

@@ -312,7 +312,7 @@ def read_renegotiation(payload: tuple[Any, ...]) -> tuple[Word, tuple[int, ...]]
         return Word.PROOF, ()
     if len(payload) == 1 and payload[0] == flags.lazy_push:
         return Word.LAZY_PUSH, ()
-    if payload and payload[0] in _TREE_WORDS:
+    if payload and type(payload[0]) is int and payload[0] in _TREE_WORDS:
         return Word.TREE, ()
     return Word.OTHER, ()
 

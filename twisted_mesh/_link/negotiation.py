@@ -297,7 +297,7 @@ class Negotiation:
             self._on_proof(msg.payload)
         elif word is Word.LAZY_PUSH:
             link.lazy_push = True
-        elif word is Word.TREE and link.lazy_push and link.peer_id is not None and not link.closing:
+        elif word is Word.TREE and link.lazy_push and not link.closing:
             self._node.tree_word_received(link, msg.payload)
         elif word is Word.MALFORMED:
             link.close("malformed compression renegotiation")
