@@ -214,34 +214,51 @@ async def test_reference_joins_a_twisted_mesh(mesh: MeshNodes, reference: Refere
 @pytest_twisted.ensureDeferred
 async def test_lazy_push_stays_between_twisted_mesh_nodes(mesh: MeshNodes, reference: Reference) -> None:
     """
-    Two twisted_mesh nodes and a py2p node, each linked to each other: the
-    reference's broadcasts prune the link between the twisted_mesh nodes
-    (each got them from the reference too), never a link to the reference,
-    which says nothing of lazy push.  A broadcast of one twisted_mesh node
-    then reaches the other through the reference, once.
+    Three twisted_mesh nodes, each linked to each other, and a py2p node
+    that joins one of them (and dials the others it hears of): the
+    reference's broadcasts prune links between twisted_mesh nodes, at both
+    ends, never a link to the reference, which says nothing of lazy push.
+    Every broadcast, the reference's and theirs, reaches every node once.
     """
-    a, b = mesh(max_outgoing=0), mesh(max_outgoing=0)
-    await within(a.connect("127.0.0.1", b.out_addr[1]))
+    a, b, c = (mesh(max_outgoing=0) for _ in range(3))
+    for dialler, dialled in ((b, a), (c, a), (c, b)):
+        await within(dialler.connect("127.0.0.1", dialled.out_addr[1]))
     ref = await reference("py2p")
     await joined(a, ref, False)
-    await joined(b, ref, False)
+    nodes = (a, b, c)
 
-    def pruned() -> bool:
-        return all(node.routing_table[other.id] in node._node.tree.lazy for node, other in ((a, b), (b, a)))
+    def lazy_links() -> set[tuple[str, str]]:
+        return {
+            (node.id, peer)
+            for node in nodes
+            for peer, link in node.routing_table.items()
+            if link in node._node.tree.lazy
+        }
 
-    for n in range(20):
+    for n in range(10):
         await ref.send("from py2p", n)
-        for node in (a, b):
+        for node in nodes:
             assert (await within(node.next_message())).packets == (0, "from py2p", n)
         await settle(0.2)
-        if pruned():
+        if lazy_links():
             break
-    assert pruned(), "the link between the twisted_mesh nodes is eager still"
-    for node in (a, b):
-        to_ref = node.routing_table[ref.id]
-        assert not to_ref.lazy_push and to_ref not in node._node.tree.lazy
-    a.send("from a")
-    assert (await ref.next_message())["packets"] == [0, "from a"]
-    assert (await within(b.next_message())).packets == (0, "from a")
+    assert lazy_links(), "no link between the twisted_mesh nodes was pruned"
+
+    def both_ends() -> bool:
+        pruned = lazy_links()
+        return pruned == {(there, here) for here, there in pruned}
+
+    await wait_for(both_ends, what="each link pruned at both ends")
+    pruned = lazy_links()
+    assert all(ref.id not in pair for pair in pruned)
+    for node in nodes:
+        if ref.id in node.routing_table:
+            assert not node.routing_table[ref.id].lazy_push
+    for sender in nodes:
+        sender.send("from", sender.id)
+        assert (await ref.next_message())["packets"] == [0, "from", sender.id]
+        for node in nodes:
+            if node is not sender:
+                assert (await within(node.next_message())).packets == (0, "from", sender.id)
     await settle(2.0)
-    assert a.recv() is None and b.recv() is None and ref.pending_messages() == 0
+    assert all(node.recv() is None for node in nodes) and ref.pending_messages() == 0
