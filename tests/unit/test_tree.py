@@ -8,6 +8,7 @@ whole mesh forms.
 from __future__ import annotations
 
 import pytest
+from twisted.internet.task import Clock
 
 from tests.support import MESH
 from tests.unit.node_support import START, FakeLink, add_link, again, broadcast, make_node
@@ -17,7 +18,7 @@ from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT, KEEP_FOR, MAX_KEYS_PER_FRAME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
-from twisted_mesh.limits import Limits
+from twisted_mesh.limits import DEFAULT_LIMITS, Limits
 
 
 def mesh_link(node: MeshNode) -> FakeLink:
@@ -41,6 +42,14 @@ def prune(node: MeshNode, link: FakeLink) -> None:
     """``link``'s peer prunes its link."""
     node.tree_word_received(link, (flags.prune,))
     assert link in node.tree.lazy
+
+
+def with_pruned_link(limits: Limits = DEFAULT_LIMITS) -> tuple[MeshNode, Clock, FakeLink, FakeLink]:
+    """A node with ``limits``, its clock, and two peers that speak lazy push: one eager, one pruned."""
+    node, clock, _ = make_node(limits=limits)
+    eager, pruned = mesh_link(node), mesh_link(node)
+    prune(node, pruned)
+    return node, clock, eager, pruned
 
 
 def test_a_repeat_prunes_a_link_that_speaks_lazy_push() -> None:
@@ -211,9 +220,7 @@ def test_announcements_of_what_the_node_has_or_cannot_accept_ask_for_nothing() -
 
 def test_a_graft_is_answered_and_makes_the_link_eager() -> None:
     """A peer asks for a broadcast announced to it: it is sent, and so are later ones."""
-    node, clock, _ = make_node()
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link()
     msg = broadcast(new_node_id(MESH), "hello")
     node.message_received(a, msg)
     clock.advance(ANNOUNCE_DELAY)
@@ -226,9 +233,7 @@ def test_a_graft_is_answered_and_makes_the_link_eager() -> None:
 
 def test_a_broadcast_is_kept_for_grafts_for_a_while() -> None:
     """After KEEP_FOR seconds, a broadcast announced is no longer kept: a graft for it is counted, and gets nothing."""
-    node, clock, _ = make_node()
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link()
     msg = broadcast(new_node_id(MESH), "hello")
     node.message_received(a, msg)
     clock.advance(KEEP_FOR + ANNOUNCE_DELAY)
@@ -247,9 +252,7 @@ def test_kept_broadcasts_are_bounded_in_bytes() -> None:
     """Past Limits.max_kept_bytes, the oldest broadcast kept goes first; the limit says so."""
     msgs = same_size(5)
     size = len(msgs[0].body_in(True))
-    node, _, _ = make_node(limits=Limits(max_kept_bytes=4 * size))
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, _, a, pruned = with_pruned_link(limits=Limits(max_kept_bytes=4 * size))
     for msg in msgs:
         node.message_received(a, msg)
     assert pruned.take() == []
@@ -261,9 +264,7 @@ def test_kept_broadcasts_are_bounded_in_bytes() -> None:
 def test_a_broadcast_too_large_to_keep_is_sent_whole() -> None:
     """A broadcast larger than a quarter of Limits.max_kept_bytes goes whole to the pruned links too."""
     (msg,) = same_size(1)
-    node, clock, _ = make_node(limits=Limits(max_kept_bytes=4 * len(msg.body_in(True)) - 4))
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link(limits=Limits(max_kept_bytes=4 * len(msg.body_in(True)) - 4))
     node.message_received(a, msg)
     assert pruned.take() == [msg]
     clock.advance(ANNOUNCE_DELAY)
@@ -274,9 +275,7 @@ def test_a_broadcast_too_large_to_keep_is_sent_whole() -> None:
 
 def test_a_graft_is_answered_once_per_peer() -> None:
     """A peer that asks for the same broadcast again, in one graft or the next, is sent it once."""
-    node, clock, _ = make_node()
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link()
     msg = broadcast(new_node_id(MESH), "hello")
     node.message_received(a, msg)
     clock.advance(ANNOUNCE_DELAY)
@@ -289,9 +288,7 @@ def test_a_graft_is_answered_once_per_peer() -> None:
 
 def test_words_from_a_link_not_in_the_routing_table_are_ignored() -> None:
     """A second link of a peer, not the one in the routing table, prunes nothing and is not answered."""
-    node, clock, _ = make_node()
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link()
     assert pruned.peer_id is not None
     twin = FakeLink(pruned.peer_id)
     twin.lazy_push = True
@@ -305,9 +302,7 @@ def test_words_from_a_link_not_in_the_routing_table_are_ignored() -> None:
 
 def test_nothing_is_announced_to_a_link_that_closed() -> None:
     """A pruned link that closes is forgotten: what waited to be announced to it is not written."""
-    node, clock, _ = make_node()
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link()
     node.message_received(a, broadcast(new_node_id(MESH), "hello"))
     pruned.closing = True
     node.link_lost(pruned)
@@ -317,9 +312,7 @@ def test_nothing_is_announced_to_a_link_that_closed() -> None:
 
 def test_many_keys_go_in_several_words() -> None:
     """More keys than MAX_KEYS_PER_FRAME are announced in several words."""
-    node, clock, _ = make_node()
-    a, pruned = mesh_link(node), mesh_link(node)
-    prune(node, pruned)
+    node, clock, a, pruned = with_pruned_link()
     for i in range(MAX_KEYS_PER_FRAME + 1):
         node.message_received(a, broadcast(new_node_id(MESH), i))
     clock.advance(ANNOUNCE_DELAY)
