@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.support import MESH, MeshNodes, wait_for, within
+from tests.support import MESH, MeshNodes, connected_components, wait_for, within
 from twisted_mesh import MeshSocket, Network
 
 #: A network whose nodes prove their keys and sign their messages.
@@ -108,13 +108,5 @@ async def test_a_tree_cut_by_a_closed_connection_mends(mesh: MeshNodes) -> None:
 
 def spans(nodes: list[MeshSocket], pairs: set[frozenset[str]]) -> bool:
     """Whether ``pairs`` join all of ``nodes`` in one piece."""
-    reached, todo = {nodes[0].id}, [nodes[0].id]
-    while todo:
-        here = todo.pop()
-        for pair in pairs:
-            if here in pair:
-                (there,) = pair - {here}
-                if there not in reached:
-                    reached.add(there)
-                    todo.append(there)
-    return len(reached) == len(nodes)
+    tables = {node.id: {peer for pair in pairs if node.id in pair for peer in pair - {node.id}} for node in nodes}
+    return len(connected_components(tables)) == 1

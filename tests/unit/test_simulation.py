@@ -21,7 +21,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from tests.support import MESH
+from tests.support import MESH, connected_components
 from twisted_mesh import flags
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
@@ -335,16 +335,11 @@ def check_tree(mesh: Mesh) -> None:
     edges = eager_edges(mesh)
     count = len(mesh.nodes)
     assert len(edges) == count - 1
-    reached, todo = {0}, [0]
-    while todo:
-        i = todo.pop()
-        for edge in edges:
-            if i in edge:
-                (j,) = edge - {i}
-                if j not in reached:
-                    reached.add(j)
-                    todo.append(j)
-    assert len(reached) == count
+    tables: dict[str, set[str]] = {str(i): set() for i in range(count)}
+    for edge in edges:
+        i, j = edge
+        tables[str(i)].add(str(j))
+    assert len(connected_components(tables)) == 1
 
 
 def reads_of(mesh: Mesh, key: bytes) -> int:
