@@ -13,9 +13,10 @@ from twisted.internet.task import Clock
 from tests.support import MESH
 from tests.unit.node_support import START, FakeLink, add_link, again, broadcast, make_node
 from twisted_mesh import flags
+from twisted_mesh._core.kept import KEEP_FOR
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._core.seen import MESSAGE_LIFETIME
-from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT, KEEP_FOR, MAX_KEYS_PER_FRAME
+from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT, MAX_KEYS_PER_FRAME
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.limits import DEFAULT_LIMITS, Limits

@@ -30,13 +30,13 @@ Trees", SRDS 2007), with one tree shared by all senders.
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 
 from twisted_mesh import flags
 from twisted_mesh._core.context import NodeContext
+from twisted_mesh._core.kept import KeptBroadcasts
 from twisted_mesh._core.link import Link
 from twisted_mesh._core.routing import RoutingTable
 from twisted_mesh._core.seen import KEY_SIZE, MESSAGE_LIFETIME, SeenSet
@@ -53,9 +53,6 @@ ANNOUNCE_DELAY = 1.0
 #: Seconds a node waits for a broadcast it was told of before it asks a
 #: peer that announced it (and then the next one, after as long again).
 GRAFT_WAIT = 0.5
-
-#: Seconds a node keeps a broadcast it announced, for the peers that ask.
-KEEP_FOR = 10.0
 
 #: The most keys in one announcement or one request.
 MAX_KEYS_PER_FRAME = 1024
@@ -117,20 +114,14 @@ class BroadcastTree:
         self._seen = seen
         limits = node.limits
         self._max_missing = limits.max_missing_per_peer
-        self._max_kept_bytes = limits.max_kept_bytes
-        self._largest_announced = limits.max_kept_bytes // 4
         self.lazy: set[Link] = set()
         self.missing: dict[bytes, _Missing] = {}
         # How many of the missing ones each peer announced first.
         self._missing_from: dict[Link, int] = {}
         # The keys waiting to be announced, by link; the broadcasts
-        # announced, by key, for the peers that ask, and when each goes; the
-        # keys each peer asked for and was sent.
+        # announced, for the peers that ask.
         self._pending: dict[Link, list[Entry]] = {}
-        self._kept: dict[bytes, WireMessage] = {}
-        self._expiry: deque[tuple[float, bytes, int]] = deque()
-        self._kept_bytes = 0
-        self._answered: dict[Link, set[bytes]] = {}
+        self._kept = KeptBroadcasts(node.clock, limits.max_kept_bytes, node.log.hit)
         self._announcing: IDelayedCall | None = None
 
     # -- what the relay and the outbox call ---------------------------------
@@ -141,7 +132,7 @@ class BroadcastTree:
         pruned ones, unless it is too large to be kept for them (a quarter
         of `.Limits.max_kept_bytes`), when it goes whole to every peer.
         """
-        if len(msg.body_in(msg.sender_is_bin)) > self._largest_announced:
+        if len(msg.body_in(msg.sender_is_bin)) > self._kept.largest:
             return ()
         return self.lazy
 
@@ -154,8 +145,7 @@ class BroadcastTree:
                 pending[link] = [entry]
             else:
                 entries.append(entry)
-        if msg.key not in self._kept:
-            self._keep(msg)
+        self._kept.keep(msg)
         if self._announcing is None:
             self._announce_later()
 
@@ -189,7 +179,7 @@ class BroadcastTree:
         """``link`` closed: nothing more is announced to it, nor asked of it."""
         self.lazy.discard(link)
         self._pending.pop(link, None)
-        self._answered.pop(link, None)
+        self._kept.forget(link)
 
     # -- what the peer says -------------------------------------------------
 
@@ -294,54 +284,19 @@ class BroadcastTree:
         each one kept is sent, once to a peer however often it asks.
         """
         self.lazy.discard(link)
-        kept, stats = self._kept, self._stats
-        answered = self._answered.setdefault(link, set())
-        unknown = again = 0
-        for _, key in entries:
-            msg = kept.get(key)
-            if msg is None:
-                unknown += 1
-            elif key in answered:
-                again += 1
-            elif link.send(msg) is None:
-                answered.add(key)
-                stats.relayed += 1
+        sent, unknown, again = self._kept.answer(link, (key for _, key in entries))
+        stats = self._stats
+        stats.relayed += sent
         if unknown:
             stats.dropped["graft_unknown"] += unknown
             self._log.debug(
                 "{peer} asked for {count} broadcasts no longer kept", peer=logged(link.peer_id), count=unknown
             )
-        if len(answered) > len(kept):
-            answered.intersection_update(kept)
         if again:
             stats.dropped["graft_repeated"] += again
             self._log.debug("{peer} asked again for {count} broadcasts", peer=logged(link.peer_id), count=again)
 
     # -- announcing ---------------------------------------------------------
-
-    def _keep(self, msg: WireMessage) -> None:
-        """
-        Keep ``msg`` for `.KEEP_FOR` seconds, for the peers that ask for it
-        (the oldest go first when more than `.Limits.max_kept_bytes` are kept).
-        """
-        size = len(msg.body_in(msg.sender_is_bin))
-        self._kept[msg.key] = msg
-        self._expiry.append((self._clock.seconds() + KEEP_FOR, msg.key, size))
-        self._kept_bytes += size
-        if self._kept_bytes > self._max_kept_bytes:
-            while self._kept_bytes > self._max_kept_bytes:
-                self._forget_oldest()
-            self._hit(
-                "max_kept_bytes",
-                "more than {most} bytes of broadcasts announced: the oldest are no longer kept for the peers that ask",
-                most=self._max_kept_bytes,
-            )
-
-    def _forget_oldest(self) -> None:
-        """Forget the broadcast kept the longest."""
-        _, key, size = self._expiry.popleft()
-        del self._kept[key]
-        self._kept_bytes -= size
 
     def _write_announcements(self) -> None:
         """Write to each pruned link the keys gathered for it; forget the broadcasts kept long enough."""
@@ -353,15 +308,10 @@ class BroadcastTree:
             self._stats.announced += len(entries)
             for start in range(0, len(entries), MAX_KEYS_PER_FRAME):
                 link.renegotiate(flags.ihave, entries[start : start + MAX_KEYS_PER_FRAME])
-        now, expiry = self._clock.seconds(), self._expiry
-        while expiry and expiry[0][0] <= now:
-            self._forget_oldest()
-        if expiry:
+        self._kept.expire()
+        if self._kept:
             # Nothing more announced yet: still forget what expires.
             self._announce_later()
-        else:
-            # Nothing kept: nothing asked for can be sent again.
-            self._answered.clear()
 
     def _announce_later(self) -> None:
         """Write the announcements in a random time between half `.ANNOUNCE_DELAY` and all of it."""
