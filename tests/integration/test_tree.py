@@ -19,6 +19,10 @@ from twisted_mesh import MeshSocket, Network
 #: A network whose nodes prove their keys and sign their messages.
 SIGNED = Network("mesh", "Plaintext", signed=True)
 
+#: The same nodes' network over WebSocket, and over TLS.
+OVER_WS = Network("mesh", "ws")
+OVER_TLS = Network("mesh", "SSL")
+
 #: Seconds for announcements, and the grafts after them, to be done with.
 QUIET = 3.0
 
@@ -58,7 +62,7 @@ def repeats(nodes: list[MeshSocket]) -> int:
     return sum(node.stats.dropped["duplicate"] for node in nodes)
 
 
-@pytest.mark.parametrize("network", [MESH, SIGNED], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("network", [MESH, SIGNED, OVER_WS, OVER_TLS], ids=["unsigned", "signed", "ws", "tls"])
 @pytest_twisted.ensureDeferred
 async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes, network: Network) -> None:
     """
@@ -66,7 +70,8 @@ async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes, network: Ne
     and prunes the links that brought repeats; the eager links left are a
     tree of four, and the next broadcasts, from every node, bring no repeat.
     The pruned links carry their announcements.  The same on a signed
-    network, where a repeat is dropped before its signature is checked.
+    network, where a repeat is dropped before its signature is checked, and
+    over WebSocket and TLS.
     """
     nodes = await full_mesh(mesh, 5, network)
     await broadcast(nodes, 0, "first")
