@@ -75,7 +75,16 @@ class RecordingNode(MeshNode):
     def __init__(self, recorder: Recorder, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recorder = recorder
-        relay = self.message_received
+        relay, tree, announce = self.message_received, self.tree, self.tree.announce
+
+        def recording_announce(msg: WireMessage, links: list[Link]) -> None:
+            """Record, then announce."""
+            for link in links:
+                assert isinstance(link, LinkProtocol)
+                recorder.add("announced", link, msg)
+            announce(msg, links)
+
+        tree.announce = recording_announce  # type: ignore[method-assign]
 
         def message_received(link: Link, msg: WireMessage) -> None:
             """Record, then handle."""
@@ -212,12 +221,13 @@ def check_delivery(mesh: Mesh) -> None:
 def check_relay(mesh: Mesh, origins: dict[bytes, int]) -> None:
     """
     Link by link: a node sends a message on each of its links at most once,
-    never on the link it first read it from, never to its originator (the
-    links it does not send on are those pruned, see `.check_tree`).
+    never on the link it first read it from, never to its originator, and
+    on every other link it has, whole or (on a pruned link) announced.
     """
     peer_of = {link: link.peer_id for i in range(len(mesh.nodes)) for link in mesh.links(i)}
     owner = {link: i for i in range(len(mesh.nodes)) for link in mesh.links(i)}
     sent: dict[tuple[LinkProtocol, bytes], list[int]] = defaultdict(list)
+    announced: set[tuple[LinkProtocol, bytes]] = set()
     read: dict[tuple[LinkProtocol, bytes], list[int]] = defaultdict(list)
     first_read: dict[tuple[int, bytes], tuple[int, LinkProtocol]] = {}
     for seq, what, link, key, _ in mesh.recorder.events:
@@ -225,6 +235,8 @@ def check_relay(mesh: Mesh, origins: dict[bytes, int]) -> None:
             continue
         if what == "sent":
             sent[link, key].append(seq)
+        elif what == "announced":
+            announced.add((link, key))
         else:
             read[link, key].append(seq)
             first_read.setdefault((owner[link], key), (seq, link))
@@ -238,12 +250,15 @@ def check_relay(mesh: Mesh, origins: dict[bytes, int]) -> None:
         for i in range(len(mesh.nodes)):
             links = mesh.links(i)
             sent_on = {link for link in links if (link, key) in sent}
+            announced_on = {link for link in links if (link, key) in announced}
             if i == origin:
                 assert (i, key) not in first_read, "a node read its own broadcast"
+                assert sent_on | announced_on == links
                 continue
             read_seq, arrival = first_read[i, key]
             expected = {link for link in links if link is not arrival and peer_of[link] != sender_id}
             assert sent_on <= expected, f"node {i}"
+            assert sent_on | announced_on == expected, f"node {i}"
             for link in sent_on:
                 # Relayed after it arrived, and never back on a link that had
                 # already carried it here (a later read is a frame that crossed).
