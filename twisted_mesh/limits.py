@@ -68,8 +68,8 @@ class Limits:
         push, between twisted_mesh nodes), that the node has not got and
         waits for; past it, that peer's announcements are dropped.
     :ivar max_kept_bytes: bytes of the broadcasts announced to peers (lazy
-        push) that the node keeps, for 10 seconds, for the peers that ask
-        for them; past it, the oldest go.  A broadcast larger than a
+        push) that the node keeps, as they came (uncompressed), for 10
+        seconds, for the peers that ask for them; past it, the oldest go.  A broadcast larger than a
         quarter of it is sent whole to every peer, not announced.
     :raise TypeError: when a limit is not a number (an ``int`` for those
         that count).

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from tests.support import MESH
 from tests.unit.node_support import START, FakeLink, add_link, again, broadcast, make_node
 from twisted_mesh import flags
-from twisted_mesh._core.kept import KEEP_FOR
+from twisted_mesh._core.kept import KEEP_FOR, KeptBroadcasts
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._core.seen import MESSAGE_LIFETIME
 from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT, MAX_KEYS_PER_FRAME
@@ -32,6 +32,11 @@ def mesh_link(node: MeshNode) -> FakeLink:
 def entries(*msgs: WireMessage) -> list[list[object]]:
     """The stamps and keys of ``msgs``, as a peer's announcement or graft lists them."""
     return [[msg.time, msg.key] for msg in msgs]
+
+
+def keys(msgs: list[WireMessage]) -> list[bytes]:
+    """The keys of ``msgs`` (a graft is answered with the broadcast read again from the bytes kept)."""
+    return [msg.key for msg in msgs]
 
 
 def grafts(link: FakeLink) -> list[tuple[object, ...]]:
@@ -226,7 +231,7 @@ def test_a_graft_is_answered_and_makes_the_link_eager() -> None:
     node.message_received(a, msg)
     clock.advance(ANNOUNCE_DELAY)
     node.tree_word_received(pruned, (flags.graft, entries(msg)))
-    assert pruned.take() == [msg] and pruned not in node.tree.lazy
+    assert keys(pruned.take()) == [msg.key] and pruned not in node.tree.lazy
     later = broadcast(new_node_id(MESH), "later")
     node.message_received(a, later)
     assert pruned.take() == [later]
@@ -258,7 +263,7 @@ def test_kept_broadcasts_are_bounded_in_bytes() -> None:
         node.message_received(a, msg)
     assert pruned.take() == []
     node.tree_word_received(pruned, (flags.graft, entries(*msgs)))
-    assert pruned.take() == msgs[1:]
+    assert keys(pruned.take()) == keys(msgs[1:])
     assert node.stats.limit_hits["max_kept_bytes"] == 1
 
 
@@ -282,7 +287,7 @@ def test_a_graft_is_answered_once_per_peer() -> None:
     clock.advance(ANNOUNCE_DELAY)
     node.tree_word_received(pruned, (flags.graft, entries(msg, msg)))
     node.tree_word_received(pruned, (flags.graft, entries(msg)))
-    assert pruned.take() == [msg]
+    assert keys(pruned.take()) == [msg.key]
     assert node.stats.dropped["graft_repeated"] == 2
     assert node.stats.relayed == 1, "the copy asked for"
 
@@ -368,3 +373,92 @@ def test_one_peer_announces_at_most_its_share_of_missing_broadcasts() -> None:
     assert grafts(honest) == [(flags.graft, [(msgs[3].time, msgs[3].key)])]
     clock.advance(GRAFT_WAIT)
     assert not node.tree.missing and len(grafts(flooder)) == 2
+
+
+def test_a_repeat_of_a_broadcast_too_large_to_keep_prunes_nothing() -> None:
+    """
+    A broadcast too large to keep crosses pruned links too: when it comes
+    first over one, its copy from the tree is a repeat that must not prune
+    the tree's link.
+    """
+    (msg,) = same_size(1)
+    node, _, eager, pruned = with_pruned_link(limits=Limits(max_kept_bytes=4 * len(msg.body_in(True)) - 4))
+    node.message_received(pruned, msg)
+    node.message_received(eager, again(msg, True))
+    assert node.tree.lazy == {pruned} and eager.words == []
+
+
+def test_a_peer_asked_once_is_not_asked_again_and_the_first_has_room_again() -> None:
+    """
+    A peer asked for a broadcast that sent nothing is not asked again when
+    it announces it again; once no peer is left to ask, the broadcast is
+    forgotten, and the share of the peer that announced it first is free.
+    """
+    node, clock, _ = make_node(limits=Limits(max_missing_per_peer=1))
+    first, other = mesh_link(node), mesh_link(node)
+    prune(node, first)
+    prune(node, other)
+    msg = broadcast(new_node_id(MESH), "never sent")
+    node.tree_word_received(first, (flags.ihave, entries(msg)))
+    clock.advance(GRAFT_WAIT)
+    assert len(grafts(first)) == 1
+    node.tree_word_received(first, (flags.ihave, entries(msg)))
+    node.tree_word_received(other, (flags.ihave, entries(msg)))
+    clock.advance(GRAFT_WAIT)
+    assert len(grafts(first)) == 1 and len(grafts(other)) == 1
+    clock.advance(GRAFT_WAIT)
+    assert not node.tree.missing
+    later = broadcast(new_node_id(MESH), "later")
+    node.tree_word_received(first, (flags.ihave, entries(later)))
+    assert later.key in node.tree.missing and node.stats.dropped["announcement_overflow"] == 0
+
+
+def test_a_broadcast_waited_for_past_its_lifetime_is_forgotten() -> None:
+    """A broadcast announced again and again, never sent, is forgotten once it is too old to be taken."""
+    node, clock, _ = make_node()
+    links = [mesh_link(node) for _ in range(3)]
+    for link in links:
+        prune(node, link)
+    msg = broadcast(new_node_id(MESH), "old", time=START - MESSAGE_LIFETIME + 1)
+    node.tree_word_received(links[0], (flags.ihave, entries(msg)))
+    node.tree_word_received(links[1], (flags.ihave, entries(msg)))
+    clock.advance(1.0)
+    node.tree_word_received(links[2], (flags.ihave, entries(msg)))
+    clock.advance(GRAFT_WAIT * 4)
+    assert not node.tree.missing
+    assert grafts(links[2]) == []
+
+
+def test_kept_broadcasts_answer_each_link_once_and_forget() -> None:
+    """
+    What a link was sent is kept no longer than the broadcasts themselves:
+    forgotten when the link closes, and when nothing is kept any more.
+    """
+    clock = Clock()
+    kept = KeptBroadcasts(clock, Limits(), lambda *args, **kwargs: None)
+    msgs = [broadcast(new_node_id(MESH), i) for i in range(2)]
+    for msg in msgs:
+        kept.keep(msg)
+    link = FakeLink(new_node_id(MESH))
+    assert kept.answer(link, [msg.key for msg in msgs]) == (2, 0, 0)
+    assert kept.answer(link, [msgs[0].key]) == (0, 0, 1)
+    kept.forget(link)
+    assert kept.answer(link, [msgs[0].key]) == (1, 0, 0)
+    clock.advance(KEEP_FOR)
+    kept.expire()
+    assert not kept and msgs[0].key not in kept
+    assert kept.answer(link, [msgs[0].key]) == (0, 1, 0)
+    kept.keep(msgs[0])
+    assert kept.answer(link, [msgs[0].key]) == (1, 0, 0), "what was sent before the broadcast went is forgotten"
+    assert keys(link.take()) == [msgs[0].key, msgs[1].key, msgs[0].key, msgs[0].key]
+
+
+def test_a_closed_node_keeps_nothing_and_announces_nothing() -> None:
+    """Closing the node cancels the announcements and forgets what was kept and what was waited for."""
+    node, clock, a, pruned = with_pruned_link()
+    node.message_received(a, broadcast(new_node_id(MESH), "hello"))
+    node.tree_word_received(pruned, (flags.ihave, entries(broadcast(new_node_id(MESH), "missing"))))
+    node.close("closing")
+    assert not node.tree.missing
+    clock.advance(ANNOUNCE_DELAY + KEEP_FOR)
+    assert [word[0] for word in pruned.words] == []

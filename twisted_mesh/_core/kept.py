@@ -1,7 +1,11 @@
 """
 `.KeptBroadcasts`: the broadcasts a node announced to pruned links (see
 `.BroadcastTree`), kept a while for the peers that ask for them, and which
-of them each peer was sent already.
+of them each link was sent already.
+
+A broadcast is kept as the bytes it came as, not as the message read from
+them (whose packets may take many times the room): the few that a peer
+asks for are read again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from twisted_mesh._core.link import Link
 from twisted_mesh._frames import WireMessage
+from twisted_mesh.limits import Limits
 
 #: Seconds a node keeps a broadcast it announced, for the peers that ask.
 KEEP_FOR = 10.0
@@ -21,23 +26,25 @@ KEEP_FOR = 10.0
 class KeptBroadcasts:
     """
     The broadcasts announced lately, by key: each for `.KEEP_FOR` seconds,
-    and at most ``max_bytes`` of them (the oldest go first; ``hit`` is
-    called, as `.NodeLog.hit` is, when that bites).
+    and at most `.Limits.max_kept_bytes` of them (the oldest go first;
+    ``hit`` is called, as `.NodeLog.hit` is, when that bites).
 
-    :ivar largest: the largest broadcast kept (a quarter of ``max_bytes``):
-        a larger one is not announced but sent whole to every peer.
+    :ivar largest: the largest broadcast kept (a quarter of the bound): a
+        larger one is not announced but sent whole to every peer.
     """
 
-    def __init__(self, clock: IReactorTime, max_bytes: int, hit: Callable[..., None]) -> None:
+    def __init__(self, clock: IReactorTime, limits: Limits, hit: Callable[..., None]) -> None:
         self._clock = clock
-        self._max_bytes = max_bytes
+        self._limits = limits
+        self._max_bytes = limits.max_kept_bytes
         self._hit = hit
-        self.largest = max_bytes // 4
-        self._kept: dict[bytes, WireMessage] = {}
+        self.largest = self._max_bytes // 4
+        # Each broadcast's body (checksum and serial), by key.
+        self._kept: dict[bytes, bytes] = {}
         # When each broadcast goes, its key and its size, the oldest first.
         self._expiry: deque[tuple[float, bytes, int]] = deque()
         self._bytes = 0
-        # The keys that each peer asked for and was sent.
+        # The keys that each link's peer asked for and was sent.
         self._answered: dict[Link, set[bytes]] = {}
 
     def __contains__(self, key: bytes) -> bool:
@@ -50,8 +57,9 @@ class KeptBroadcasts:
         """Keep ``msg``, unless it is kept already."""
         if msg.key in self._kept:
             return
-        size = len(msg.body_in(msg.sender_is_bin))
-        self._kept[msg.key] = msg
+        body = msg.body_in(msg.sender_is_bin)
+        size = len(body)
+        self._kept[msg.key] = body
         self._expiry.append((self._clock.seconds() + KEEP_FOR, msg.key, size))
         self._bytes += size
         if self._bytes > self._max_bytes:
@@ -65,24 +73,26 @@ class KeptBroadcasts:
 
     def answer(self, link: Link, keys: Iterable[bytes]) -> tuple[int, int, int]:
         """
-        Send the peer of ``link`` each of ``keys`` that is kept, once
-        however often it asks.
+        Send the peer of ``link`` each of ``keys`` that is kept, once over
+        this link however often it asks.
 
         :return: how many were sent, how many are not kept, and how many
-            the peer was sent already.
+            were sent over this link already.
         """
-        kept = self._kept
+        kept, limits = self._kept, self._limits
         answered = self._answered.setdefault(link, set())
         sent = unknown = again = 0
         for key in keys:
-            msg = kept.get(key)
-            if msg is None:
+            body = kept.get(key)
+            if body is None:
                 unknown += 1
             elif key in answered:
                 again += 1
-            elif link.send(msg) is None:
-                answered.add(key)
-                sent += 1
+            else:
+                msg = WireMessage.from_body(body, (), limits.max_frame_size, limits.max_depth, limits.max_items)
+                if link.send(msg) is None:
+                    answered.add(msg.key)
+                    sent += 1
         if len(answered) > len(kept):
             answered.intersection_update(kept)
         return sent, unknown, again
@@ -95,6 +105,13 @@ class KeptBroadcasts:
         if not expiry:
             # Nothing kept: nothing asked for can be sent again.
             self._answered.clear()
+
+    def clear(self) -> None:
+        """Forget every broadcast kept."""
+        self._kept.clear()
+        self._expiry.clear()
+        self._bytes = 0
+        self._answered.clear()
 
     def forget(self, link: Link) -> None:
         """``link`` closed: what its peer was sent is forgotten."""

@@ -202,10 +202,12 @@ class MeshNode:
         """
         Take no more messages of the user's: ``send()`` and ``reply()`` raise
         `.MeshClosed` with ``reason``, and so do the ``next_message()``
-        Deferreds waiting; replies waiting for their target are given up.
+        Deferreds waiting; replies waiting for their target are given up,
+        and so are the broadcasts kept for peers (see `.BroadcastTree`).
         """
         self.inbox.close(reason)
         self.replies.close(reason)
+        self.tree.close()
 
     def send(self, packets: tuple[Any, ...], flag: int = flags.broadcast, type: int = flags.broadcast) -> SendResult:
         """

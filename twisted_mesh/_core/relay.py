@@ -166,8 +166,11 @@ class Relay:
         if withdrawn:
             self._stats.relayed -= 1
         # The peer gets the node's copy, and so a repeat of its own, unless
-        # it was withdrawn or the peer sent the broadcast.
-        self.tree.repeat(link, has_ours=not withdrawn and msg.sender != link.peer_id)
+        # it was withdrawn or the peer sent the broadcast.  (A broadcast too
+        # large to announce crosses pruned links too: its repeats say nothing.)
+        tree = self.tree
+        if not tree.too_large(msg):
+            tree.repeat(link, has_ours=not withdrawn and msg.sender != link.peer_id)
 
     def _verified(self, link: Link, msg: WireMessage, verify: Callable[[WireMessage], str | None]) -> bool:
         """Whether ``msg``'s signature holds; one that does not is counted, logged and dropped."""

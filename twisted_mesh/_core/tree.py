@@ -86,12 +86,13 @@ class _Missing:
     it takes), and the peers left to ask.
     """
 
-    __slots__ = ("time", "first", "announcers")
+    __slots__ = ("time", "first", "announcers", "asked")
 
     def __init__(self, time: int, announcer: Link) -> None:
         self.time = time
         self.first = announcer
         self.announcers = [announcer]
+        self.asked: set[Link] = set()
 
 
 class BroadcastTree:
@@ -121,20 +122,22 @@ class BroadcastTree:
         # The keys waiting to be announced, by link; the broadcasts
         # announced, for the peers that ask.
         self._pending: dict[Link, list[Entry]] = {}
-        self._kept = KeptBroadcasts(node.clock, limits.max_kept_bytes, node.log.hit)
+        self._kept = KeptBroadcasts(node.clock, limits, node.log.hit)
         self._announcing: IDelayedCall | None = None
 
     # -- what the relay and the outbox call ---------------------------------
 
+    def too_large(self, msg: WireMessage) -> bool:
+        """
+        Whether broadcast ``msg`` is too large to be kept for the peers
+        that ask (a quarter of `.Limits.max_kept_bytes`): it goes whole to
+        every peer, pruned links too, and a repeat of it prunes nothing.
+        """
+        return len(msg.body_in(msg.sender_is_bin)) > self._kept.largest
+
     def lazy_for(self, msg: WireMessage) -> set[Link] | tuple[()]:
-        """
-        The links that broadcast ``msg`` is announced to, not sent: the
-        pruned ones, unless it is too large to be kept for them (a quarter
-        of `.Limits.max_kept_bytes`), when it goes whole to every peer.
-        """
-        if len(msg.body_in(msg.sender_is_bin)) > self._kept.largest:
-            return ()
-        return self.lazy
+        """The links that broadcast ``msg`` is announced to, not sent: the pruned ones, unless it is `too_large`."""
+        return () if self.too_large(msg) else self.lazy
 
     def announce(self, msg: WireMessage, links: list[Link]) -> None:
         """Announce broadcast ``msg`` to the pruned ``links``, with the next batch; keep it for them to ask."""
@@ -174,6 +177,16 @@ class BroadcastTree:
         self._stats.pruned += 1
         if not has_ours:
             link.renegotiate(flags.prune)
+
+    def close(self) -> None:
+        """The node closes: nothing more is announced, kept or waited for."""
+        if self._announcing is not None and self._announcing.active():
+            self._announcing.cancel()
+        self._announcing = None
+        self._pending.clear()
+        self.missing.clear()
+        self._missing_from.clear()
+        self._kept.clear()
 
     def forget(self, link: Link) -> None:
         """``link`` closed: nothing more is announced to it, nor asked of it."""
@@ -219,7 +232,7 @@ class BroadcastTree:
                 continue
             known = missing.get(key)
             if known is not None:
-                if link not in known.announcers:
+                if link not in known.announcers and link not in known.asked:
                     known.announcers.append(link)
             elif share < self._max_missing:
                 missing[key] = _Missing(time, link)
@@ -244,6 +257,7 @@ class BroadcastTree:
     def _ask(self, keys: list[bytes]) -> None:
         """Ask for each of ``keys`` still missing, of the next peer that announced it."""
         missing, table = self.missing, self._table
+        oldest = self._clock.seconds() - MESSAGE_LIFETIME
         asks: dict[Link, list[Entry]] = {}
         again = []
         for key in keys:
@@ -251,15 +265,16 @@ class BroadcastTree:
             if known is None:
                 continue
             announcers = known.announcers
-            while announcers:
+            while announcers and known.time >= oldest:
                 link = announcers.pop(0)
                 if not link.closing and table.get(link.peer_id or "") is link:
+                    known.asked.add(link)
                     asks.setdefault(link, []).append((known.time, key))
                     again.append(key)
                     break
             else:
-                # No peer left to ask (each one asked sent nothing, or left):
-                # forgotten, until it is announced again.
+                # No peer left to ask (each one asked sent nothing, or left),
+                # or too old to be taken now: forgotten.
                 del missing[key]
                 self._release(known.first)
         for link, entries in asks.items():
