@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from twisted_mesh._awaiting import awaitable
+from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
 from twisted_mesh._core.link import Address
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._ids import Network, is_node_id
@@ -141,7 +142,7 @@ class MeshService(NodeAPI, Service):
         *,
         tls: TLSOptions | None = None,
         out_addr: Address | None = None,
-        max_outgoing: int = 4,
+        max_outgoing: int = DEFAULT_MAX_OUTGOING,
         max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
         key: NodeKey | None = None,

@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
 from twisted_mesh._core.link import Address
 from twisted_mesh._ids import Network
 from twisted_mesh.keys import NodeKey
@@ -66,7 +67,7 @@ class MeshSocket(MeshService):
         debug_level: int = 0,
         *,
         tls: TLSOptions | None = None,
-        max_outgoing: int = 4,
+        max_outgoing: int = DEFAULT_MAX_OUTGOING,
         max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
         key: NodeKey | None = None,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
 from twisted_mesh._ids import ENCRYPTIONS, Network, is_node_id
 from twisted_mesh._logs import TWISTD, NodeLogger
 from twisted_mesh._service.arguments import check_endpoints, parse_host_port, parse_peers
@@ -104,7 +105,13 @@ class Options(usage.Options):
             "HOST:PORT other nodes should dial (default: the address of the first listener, the LAN address when "
             "it listens on every interface).",
         ],
-        ["max-outgoing", None, 4, "How many connections peer exchange may dial.", _whole_number("max-outgoing")],
+        [
+            "max-outgoing",
+            None,
+            DEFAULT_MAX_OUTGOING,
+            "How many connections peer exchange may dial.",
+            _whole_number("max-outgoing"),
+        ],
         [
             "max-incoming",
             None,

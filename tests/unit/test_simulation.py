@@ -23,6 +23,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from tests.support import MESH, connected_components
 from twisted_mesh import flags
+from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
 from twisted_mesh._frames import WireMessage
@@ -326,6 +327,33 @@ def test_peer_exchange_mesh() -> None:
     origins = broadcast_from_each(mesh)
     check_delivery(mesh)
     check_relay(mesh, origins)
+
+
+def test_joining_through_one_seed_keeps_most_connections_made() -> None:
+    """
+    150 nodes with the default ``max_outgoing`` each dial one seed once: the
+    seed keeps at most four times ``max_outgoing`` of them and turns the
+    others away, and those dial the peers it named.  One piece, and the
+    connections the seed turned away are all that is made and not kept: at
+    most one made in six (one in five with ``max_outgoing`` 4, which made
+    1.22 per kept here).
+    """
+    count = 150
+    mesh = Mesh(count, seed=7, peer_exchange=True, max_outgoing=DEFAULT_MAX_OUTGOING)
+    for i in range(1, count):
+        mesh.connect(i, 0)
+        mesh.run()
+        mesh.clock.advance(0.05)
+    mesh.settle()
+    nodes = mesh.nodes
+    tables = {node.id: set(node.routing_table) for node in nodes}
+    assert len(connected_components(tables)) == 1
+    assert len(nodes[0].routing_table) <= 4 * DEFAULT_MAX_OUTGOING
+    made = sum(node.stats.connections["out"] for node in nodes)
+    kept = sum(len(table) for table in tables.values()) // 2
+    turned_away = nodes[0].stats.limit_hits["max_incoming"]
+    assert made == kept + turned_away, (made, kept, turned_away)
+    assert made <= 1.2 * kept, (made, kept)
 
 
 def eager_edges(mesh: Mesh) -> set[frozenset[int]]:

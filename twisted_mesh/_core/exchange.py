@@ -26,6 +26,13 @@ from twisted_mesh._logs import NODE, LoggedText, NodeLogger, logged
 #: The least seconds between two answers to one peer's requests for peers.
 PEERS_ANSWER_INTERVAL = 1.0
 
+#: How many connections peer exchange dials, unless a node is told
+#: otherwise.  py2p and js2p dial 4.  A seed that every node dials first
+#: keeps a few of them and turns the others away, so each joiner makes about
+#: one connection more than the ``max_outgoing`` it keeps: with 4, one
+#: connection made in five was closed; with 5, one in six.
+DEFAULT_MAX_OUTGOING = 5
+
 #: How many dialable peers that dialled it a node keeps, at least, whatever
 #: its ``max_outgoing``: see `.PeerExchange.max_incoming`.
 MIN_INCOMING = 12

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted_mesh import flags
 from twisted_mesh._admission import Admission
 from twisted_mesh._core.context import NodeContext
-from twisted_mesh._core.exchange import Dialer, PeerExchange
+from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING, Dialer, PeerExchange
 from twisted_mesh._core.inbox import Inbox
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.outbox import Outbox
@@ -116,7 +116,7 @@ class MeshNode:
         node_id: str | None = None,
         key: NodeKey | None = None,
         allow: frozenset[str] | None = None,
-        max_outgoing: int = 4,
+        max_outgoing: int = DEFAULT_MAX_OUTGOING,
         max_incoming: int | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
