@@ -257,7 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("what", choices=("latency", "memory", "seen", "seen-alone"))
     parser.add_argument("--nodes", type=int, default=100)
-    parser.add_argument("--max-outgoing", type=int, default=4)
+    parser.add_argument(
+        "--max-outgoing",
+        type=int,
+        default=4,
+        help="peers each node dials (default: 4, as py2p and js2p, which bench/README.md's numbers were measured with)",
+    )
     parser.add_argument("--broadcasts", type=int, default=200)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--gap", type=float, default=0.005, help="seconds between broadcasts")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from bench._common import TARGET_IDLE_NODE, Child, markdown_table, percentile, raise_fd_limit, report, short_by
+from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
 
 #: The targets: a node's degree at most this many times ``max_outgoing``;
 #: at most this many connections made per connection kept; the mesh-wide
@@ -613,7 +614,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[1])
     parser.add_argument("--nodes", default="10,100,300,1000", help="the sizes of mesh, comma-separated")
     parser.add_argument("--processes", type=int, default=10, help="worker processes (the seed has one more)")
-    parser.add_argument("--max-outgoing", type=int, default=4)
+    parser.add_argument(
+        "--max-outgoing",
+        type=int,
+        default=DEFAULT_MAX_OUTGOING,
+        help=f"peers each node dials (default: the node's, {DEFAULT_MAX_OUTGOING})",
+    )
     parser.add_argument("--join-rate", type=float, default=100.0, help="nodes dialling the seed per second")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds with no link change: settled")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds after the last join to settle")

@@ -237,7 +237,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--nodes", type=int, default=100)
-    parser.add_argument("--max-outgoing", type=int, default=4)
+    parser.add_argument("--max-outgoing", type=int, required=True)
     parser.add_argument("--size", type=int, default=100, help="payload bytes of a broadcast")
     args = parser.parse_args(argv)
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
