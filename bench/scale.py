@@ -190,8 +190,12 @@ class ScaleRun:
     def converge(self) -> tuple[Graph, dict[str, Any]]:
         """
         Have every node but the seed dial the seed, one every 1/``join_rate``
-        seconds; then wait until the mesh is one piece and has not changed
-        for ``settle`` seconds, or ``timeout`` seconds past the last join.
+        seconds, each worker's from an address of its own (127.0.0.2 and
+        on), as joiners on different hosts would: the seed bounds the
+        connections from one address that have not done their handshake
+        (``Limits.max_pending_per_address``).  Then wait until the mesh is
+        one piece and has not changed for ``settle`` seconds, or
+        ``timeout`` seconds past the last join.
         """
         args, layout = self.args, self.layout
         seed = ["127.0.0.1", self.ready[0]["ports"][0]]
@@ -199,7 +203,8 @@ class ScaleRun:
         last = first + (layout.nodes - 2) / args.join_rate
         for worker in range(1, len(self.workers)):
             at = [first + (layout.index(worker, local) - 1) / args.join_rate for local in range(layout.counts[worker])]
-            self.workers[worker].tell({"cmd": "join", "seed": seed, "at": at})
+            source = f"127.0.0.{1 + worker}"
+            self.workers[worker].tell({"cmd": "join", "seed": seed, "at": at, "source": source})
         deadline = last + args.timeout
         digest: tuple[Any, ...] = ()
         changed = first

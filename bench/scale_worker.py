@@ -11,7 +11,8 @@ and with all of them (idle).  Then, for each command:
 
 - ``join``: each node dials the seed once, at its given time
   (``CLOCK_MONOTONIC``, which every process of the machine shares), as a
-  user would: ``connect(host, port)``;
+  user would: ``connect(host, port)``, from the worker's ``source``
+  address (a host of its own);
 - ``snapshot``: every node's peers, and the sums of their counters, the
   process's CPU time and RSS;
 - ``reach``: how many of this worker's nodes each broadcast should reach;
@@ -37,6 +38,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.protocols.basic import LineReceiver
@@ -111,15 +113,16 @@ class Worker(LineReceiver):
 
     # -- joining -------------------------------------------------------------
 
-    def join(self, seed: list[Any], at: list[float]) -> None:
-        """Have node *i* dial ``seed`` (host, port) at ``at[i]``."""
+    def join(self, seed: list[Any], at: list[float], source: str) -> None:
+        """Have node *i* dial ``seed`` (host, port) at ``at[i]``, from the address ``source``."""
         host, port = seed
         for node, when in zip(self.nodes, at, strict=True):
             self._dials["pending"] += 1
-            self._reactor.callLater(max(0.0, when - time.monotonic()), self._dial, node, host, port)
+            endpoint = TCP4ClientEndpoint(self._reactor, host, port, bindAddress=(source, 0))
+            self._reactor.callLater(max(0.0, when - time.monotonic()), self._dial, node, endpoint)
 
-    def _dial(self, node: Any, host: str, port: int) -> None:
-        node.connect(host, port).addCallbacks(self._joined, self._join_failed)
+    def _dial(self, node: Any, endpoint: TCP4ClientEndpoint) -> None:
+        node.connect(endpoint).addCallbacks(self._joined, self._join_failed)
 
     def _joined(self, peer_id: str) -> None:
         self._dials["pending"] -= 1
