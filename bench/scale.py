@@ -32,6 +32,7 @@ from typing import IO, Any, NamedTuple
 
 from bench._common import TARGET_IDLE_NODE, Child, markdown_table, percentile, raise_fd_limit, report, short_by
 from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
+from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT
 
 #: The targets: a node's degree at most this many times ``max_outgoing``;
 #: at most this many connections made per connection kept; the mesh-wide
@@ -43,8 +44,10 @@ TARGET_MESH_P99_MS = 250.0
 #: Seconds between the join command and the first join, for the command to
 #: reach every worker.
 JOIN_LEAD = 1.0
-#: Seconds after the last broadcast for the last relays (and repeats) to land.
-QUIET = 0.5
+#: Seconds after the last broadcast for the last relays (and repeats) to
+#: land, and for every pruned link to carry its announcement of them (and
+#: any graft after it): the frames and CPU they cost count.
+QUIET = ANNOUNCE_DELAY + 2 * GRAFT_WAIT
 #: Seconds a worker has to start and listen, or to answer a command.
 WORKER_TIMEOUT = 120.0
 

@@ -4,7 +4,7 @@ twisted_mesh nodes (``MeshSocket`` objects) on one reactor, listening on loopbac
 The coordinator drives it with one JSON command a line on its standard
 input; it answers with JSON lines on its standard output.
 
-    python -m bench.scale_worker --nodes 100
+    python -m bench.scale_worker --nodes 100 --max-outgoing 5
 
 It first says ``ready``: its nodes' IDs and ports, and its RSS with one node
 and with all of them (idle).  Then, for each command:

@@ -15,6 +15,7 @@ from twisted.internet import reactor, task
 
 from tests.support import MESH, MeshNodes, connected_components, wait_for, within
 from twisted_mesh import MeshSocket, Network
+from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT
 
 #: A network whose nodes prove their keys and sign their messages.
 SIGNED = Network("mesh", "Plaintext", signed=True)
@@ -24,7 +25,7 @@ OVER_WS = Network("mesh", "ws")
 OVER_TLS = Network("mesh", "SSL")
 
 #: Seconds for announcements, and the grafts after them, to be done with.
-QUIET = 3.0
+QUIET = ANNOUNCE_DELAY + 2 * GRAFT_WAIT + 1.0
 
 
 async def full_mesh(mesh: MeshNodes, count: int, network: Network = MESH) -> list[MeshSocket]:
@@ -47,14 +48,32 @@ def eager_pairs(nodes: list[MeshSocket]) -> set[frozenset[str]] | None:
 
 
 async def broadcast(nodes: list[MeshSocket], origin: int, text: str) -> None:
-    """``nodes[origin]`` broadcasts ``text``: every other node gets it, once."""
+    """
+    ``nodes[origin]`` broadcasts ``text``: every other node gets it (a
+    second copy would be read as the next broadcast, or by `.quiet`).
+    """
     nodes[origin].send(text)
     for i, node in enumerate(nodes):
         if i != origin:
             msg = await within(node.next_message())
             assert msg.packets == (0, text) and msg.sender == nodes[origin].id
+
+
+async def quiet(nodes: list[MeshSocket]) -> None:
+    """Wait for the announcements, and any graft after them: no broadcast came twice."""
     await task.deferLater(reactor, QUIET)
     assert all(node.recv() is None for node in nodes), "a broadcast came twice"
+
+
+async def tree_formed(nodes: list[MeshSocket]) -> set[frozenset[str]]:
+    """Wait for the repeats of a broadcast to prune every link but a tree that spans ``nodes``; return it."""
+
+    def formed() -> bool:
+        eager = eager_pairs(nodes)
+        return eager is not None and len(eager) == len(nodes) - 1 and spans(nodes, eager)
+
+    await wait_for(formed, what="the eager links to be a tree, both ends of each link agreeing")
+    return eager_pairs(nodes) or set()
 
 
 def repeats(nodes: list[MeshSocket]) -> int:
@@ -75,13 +94,12 @@ async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes, network: Ne
     """
     nodes = await full_mesh(mesh, 5, network)
     await broadcast(nodes, 0, "first")
-    assert repeats(nodes) > 0
-    await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
-    eager = eager_pairs(nodes) or set()
-    assert len(eager) == len(nodes) - 1 and spans(nodes, eager)
+    await tree_formed(nodes)
     flood_repeats = repeats(nodes)
+    assert flood_repeats > 0
     for origin in range(len(nodes)):
         await broadcast(nodes, origin, f"from {origin}")
+    await quiet(nodes)
     assert repeats(nodes) == flood_repeats
     assert sum(node.stats.announced for node in nodes) > 0
     assert sum(node.stats.grafted for node in nodes) == 0
@@ -90,25 +108,31 @@ async def test_later_broadcasts_cross_only_the_tree(mesh: MeshNodes, network: Ne
 @pytest_twisted.ensureDeferred
 async def test_a_tree_cut_by_a_closed_connection_mends(mesh: MeshNodes) -> None:
     """
-    A connection of the tree closes: the nodes it cut off hear of the next
-    broadcast from pruned links and ask for it; each gets it once, and the
-    eager links span the nodes again.
+    A connection of the tree closes: both its ends make their pruned links
+    eager again, at both ends.  The next broadcast crosses the cut at once,
+    reaching each node once without a graft, and its repeats prune the
+    links back to a tree that spans the nodes; the one after crosses only
+    that tree.
     """
     nodes = await full_mesh(mesh, 5)
     await broadcast(nodes, 0, "first")
-    await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
-    cut = next(iter(eager_pairs(nodes) or ()))
+    cut = next(iter(await tree_formed(nodes)))
     a, b = (next(node for node in nodes if node.id == peer) for peer in cut)
     a.routing_table[b.id].close("cut by the test", error=False)
     await wait_for(lambda: b.id not in a.routing_table and a.id not in b.routing_table, what="the cut")
-    origin = nodes.index(a)
-    await broadcast(nodes, origin, "after the cut")
-    assert sum(node.stats.grafted for node in nodes) > 0
-    await wait_for(lambda: eager_pairs(nodes) is not None, what="both ends of each link to agree")
-    assert spans(nodes, eager_pairs(nodes) or set())
-    grafted = sum(node.stats.grafted for node in nodes)
+
+    def ends_eager() -> bool:
+        pairs = eager_pairs(nodes)
+        return pairs is not None and all(not node._node.tree.lazy for node in (a, b))
+
+    await wait_for(ends_eager, what="the pruned links of the cut's ends to be eager again, both ends")
+    await broadcast(nodes, nodes.index(a), "after the cut")
+    await tree_formed(nodes)
+    mended_repeats = repeats(nodes)
     await broadcast(nodes, nodes.index(b), "mended")
-    assert sum(node.stats.grafted for node in nodes) == grafted, "the tree was mended, yet a graft was needed"
+    await quiet(nodes)
+    assert repeats(nodes) == mended_repeats, "a broadcast crossed more than the mended tree"
+    assert sum(node.stats.grafted for node in nodes) == 0, "the tree was mended, yet a graft was needed"
 
 
 def spans(nodes: list[MeshSocket], pairs: set[frozenset[str]]) -> bool:

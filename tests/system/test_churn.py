@@ -46,6 +46,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from tests.support import MESH, GoneLink, MeshNodes, connected_components, wait_for, within
 from twisted_mesh import MeshService, Message
+from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT
 from twisted_mesh._ids import new_node_id
 from twisted_mesh.service import MAINTENANCE_INTERVAL
 
@@ -60,6 +61,9 @@ DURATION = 60
 SEND_INTERVAL = 1.0 / NODES
 #: How long a broadcast may take to reach every node.
 WINDOW = 3.0
+#: How long a broadcast a cut tree missed may take to come: its announcement,
+#: then a graft or two.  The tally waits as long after the churn.
+MENDING = ANNOUNCE_DELAY + 2 * GRAFT_WAIT
 #: How long after its 'connect' event a node counts as connected.
 SETTLE = 0.5
 #: The share of eligible (message, node) pairs that must be delivered.
@@ -336,7 +340,7 @@ async def test_churn_delivery(churned: Mesh, request: pytest.FixtureRequest) -> 
         sender.stop()
         await sending
     churn_time = now() - begin
-    await task.deferLater(reactor, WINDOW + 1.0)
+    await task.deferLater(reactor, max(WINDOW, MENDING) + 1.0)
 
     counts = tally(churned)
     duplicates = [

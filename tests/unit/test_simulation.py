@@ -24,8 +24,10 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from tests.support import MESH, connected_components
 from twisted_mesh import flags
 from twisted_mesh._core.exchange import DEFAULT_MAX_OUTGOING
+from twisted_mesh._core.kept import KEEP_FOR
 from twisted_mesh._core.link import Address, Link
 from twisted_mesh._core.node import MeshNode
+from twisted_mesh._core.tree import ANNOUNCE_DELAY, GRAFT_WAIT
 from twisted_mesh._frames import WireMessage
 from twisted_mesh._ids import b58encode_int
 from twisted_mesh._link import LinkFactory, LinkProtocol, WriteBatch
@@ -176,7 +178,9 @@ class Mesh:
         and their answers, until nothing is left to do.
         """
         self.run()
-        for _ in range(100):
+        # Long enough for a broadcast to be kept, announced and asked for
+        # of a few peers in turn, many times over.
+        for _ in range(int(4 * 4 * (KEEP_FOR + ANNOUNCE_DELAY + 4 * GRAFT_WAIT))):
             if not self.clock.getDelayedCalls():
                 return
             self.clock.advance(0.25)
@@ -332,11 +336,13 @@ def test_peer_exchange_mesh() -> None:
 def test_joining_through_one_seed_keeps_most_connections_made() -> None:
     """
     150 nodes with the default ``max_outgoing`` each dial one seed once: the
-    seed keeps at most four times ``max_outgoing`` of them and turns the
-    others away, and those dial the peers it named.  One piece, and the
-    connections the seed turned away are all that is made and not kept: at
-    most one made in six (one in five with ``max_outgoing`` 4, which made
-    1.22 per kept here).
+    seed keeps ``max_incoming`` of them and turns the others away, and those
+    dial the peers it named.  One piece, and the connections turned away
+    (by the seed, and now and then by a node that is full in turn) are all
+    that is made and not kept: at most one made in six (one in five with
+    ``max_outgoing`` 4, which made 1.22 per kept here).  Peer exchange
+    draws its own random choices, so the numbers move a little from run to
+    run: 1.18 to 1.19 made per kept.
     """
     count = 150
     mesh = Mesh(count, seed=7, peer_exchange=True, max_outgoing=DEFAULT_MAX_OUTGOING)
@@ -348,10 +354,11 @@ def test_joining_through_one_seed_keeps_most_connections_made() -> None:
     nodes = mesh.nodes
     tables = {node.id: set(node.routing_table) for node in nodes}
     assert len(connected_components(tables)) == 1
-    assert len(nodes[0].routing_table) <= 4 * DEFAULT_MAX_OUTGOING
+    assert len(nodes[0].routing_table) <= nodes[0].max_incoming + DEFAULT_MAX_OUTGOING
     made = sum(node.stats.connections["out"] for node in nodes)
     kept = sum(len(table) for table in tables.values()) // 2
-    turned_away = nodes[0].stats.limit_hits["max_incoming"]
+    turned_away = sum(node.stats.limit_hits["max_incoming"] for node in nodes)
+    assert turned_away >= count - 1 - nodes[0].max_incoming
     assert made == kept + turned_away, (made, kept, turned_away)
     assert made <= 1.2 * kept, (made, kept)
 
@@ -431,9 +438,10 @@ def test_first_broadcast_leaves_a_tree() -> None:
 
 def test_a_cut_tree_mends() -> None:
     """
-    When a link of the tree closes, the nodes it cut off hear of the next
-    broadcast from the pruned links, ask for it, and get it once; the link
-    they asked over is eager again, and the tree spans the mesh again.
+    When a link of the tree closes, both its ends make their pruned links
+    eager again: the next broadcast crosses the cut at once, and each node
+    gets it once without a graft; its repeats prune the links back to a
+    tree that spans the mesh, which the broadcast after it crosses alone.
     """
     mesh = random_mesh(40, seed=9)
     mesh.run()
@@ -446,11 +454,11 @@ def test_a_cut_tree_mends() -> None:
     mesh.run()
     assert mesh.nodes[j].id not in mesh.nodes[i].routing_table
     origin = 0 if 0 not in edge else 1
+    assert not mesh.nodes[i].tree.lazy and not mesh.nodes[j].tree.lazy
     broadcast_one(mesh, origin, "after the cut")
     check_each_got(mesh, origin, "after the cut")
-    assert sum(node.stats.grafted for node in mesh.nodes) > 0
-    reached_by_tree = len(eager_edges(mesh))
-    assert reached_by_tree >= len(mesh.nodes) - 1
+    assert sum(node.stats.grafted for node in mesh.nodes) == 0
+    check_tree(mesh)
     key = broadcast_one(mesh, origin, "mended")
     check_each_got(mesh, origin, "mended")
     check_tree(mesh)

@@ -316,6 +316,58 @@ def test_nothing_is_announced_to_a_link_that_closed() -> None:
     assert pruned.words == [] and not node.tree.lazy
 
 
+def test_losing_a_link_of_the_tree_makes_the_pruned_links_eager() -> None:
+    """
+    A link of the tree (not pruned) closes: the tree may be cut there, so
+    every pruned link is made eager again at both ends, with a graft that
+    asks for nothing, and the next broadcast goes over each of them.
+    """
+    node, _, _ = make_node()
+    tree_link, a, b, py2p = mesh_link(node), mesh_link(node), mesh_link(node), add_link(node)
+    prune(node, a)
+    prune(node, b)
+    tree_link.closing = True
+    node.link_lost(tree_link)
+    assert a.words == b.words == [(flags.graft, [])] and py2p.words == []
+    assert not node.tree.lazy
+    msg = broadcast(new_node_id(MESH), "after the cut")
+    node.message_received(py2p, msg)
+    assert a.take() == b.take() == [msg]
+
+
+def test_losing_a_pruned_link_or_a_twin_makes_nothing_eager() -> None:
+    """A pruned link, or a second link to a peer, that closes cuts no tree: the other pruned links stay so."""
+    node, _, eager, pruned = with_pruned_link()
+    other = mesh_link(node)
+    prune(node, other)
+    pruned.closing = True
+    node.link_lost(pruned)
+    assert eager.peer_id is not None
+    twin = FakeLink(eager.peer_id)
+    twin.closing = True
+    node.link_lost(twin)
+    assert other.words == [] and node.tree.lazy == {other}
+
+
+def test_a_graft_that_asks_for_nothing_makes_the_link_eager() -> None:
+    """A peer that lost a link of its tree sends ``[graft, []]``: the link is eager again, and nothing is sent."""
+    node, _, a, pruned = with_pruned_link()
+    node.tree_word_received(pruned, (flags.graft, []))
+    assert not node.tree.lazy and pruned.take() == [] and node.stats.dropped == {}
+    msg = broadcast(new_node_id(MESH), "hello")
+    node.message_received(a, msg)
+    assert pruned.take() == [msg]
+
+
+def test_a_closed_node_makes_nothing_eager() -> None:
+    """A node that closes loses every link: none of that is a cut tree to mend."""
+    node, _, eager, pruned = with_pruned_link()
+    node.close("closed by the test")
+    eager.closing = True
+    node.link_lost(eager)
+    assert pruned.words == []
+
+
 def test_many_keys_go_in_several_words() -> None:
     """More keys than MAX_KEYS_PER_FRAME are announced in several words."""
     node, clock, a, pruned = with_pruned_link()

@@ -19,9 +19,12 @@ each link once.
 A node that hears of a broadcast it has not got waits `.GRAFT_WAIT` seconds
 for it, then asks a peer that announced it (`.flags.graft`): the peer sends
 it, and the link is eager again, both ends.  If it still does not come, the
-next peer that announced it is asked, and so on: a tree cut by a link that
-closed mends itself.  Links to py2p, js2p or a web page never say they
-speak lazy push, and carry every broadcast, both ways, as before.
+next peer that announced it is asked, and so on.  And a node that loses a
+link of the tree makes its pruned links eager again (a graft that asks for
+nothing), so that a tree cut by a link that closed mends itself at once:
+the next broadcast prunes what is not needed.  Links to py2p, js2p or a
+web page never say they speak lazy push, and carry every broadcast, both
+ways, as before.
 
 This is the Plumtree of Leitão, Pereira and Rodrigues ("Epidemic Broadcast
 Trees", SRDS 2007), with one tree shared by all senders.
@@ -183,20 +186,40 @@ class BroadcastTree:
             link.renegotiate(flags.prune)
 
     def close(self) -> None:
-        """The node closes: nothing more is announced, kept or waited for."""
+        """The node closes: nothing more is announced, kept, waited for or made eager again."""
         if self._announcing is not None and self._announcing.active():
             self._announcing.cancel()
         self._announcing = None
+        self.lazy.clear()
         self._pending.clear()
         self.missing.clear()
         self._missing_from.clear()
         self._kept.clear()
 
     def forget(self, link: Link) -> None:
-        """``link`` closed: nothing more is announced to it, nor asked of it."""
-        self.lazy.discard(link)
+        """
+        ``link`` closed: nothing more is announced to it, nor asked of it.
+        When it was a link of the tree (its peer's link, not pruned), the
+        tree may be cut there: every pruned link is made eager again, at
+        both ends (a graft that asks for nothing), so that the next
+        broadcasts cross the cut at once, and their repeats prune the links
+        that are not needed, as the first broadcast did.  Only what was on
+        its way when the link closed waits for an announcement.
+        """
+        lazy = self.lazy
+        of_the_tree = link not in lazy and link.peer_id is not None and self._table.get(link.peer_id) is link
+        lazy.discard(link)
         self._pending.pop(link, None)
         self._kept.forget(link)
+        if of_the_tree and lazy:
+            self._log.debug(
+                "{peer}, a link of the tree, left: {count} pruned links eager again",
+                peer=logged(link.peer_id),
+                count=len(lazy),
+            )
+            for pruned in lazy:
+                pruned.renegotiate(flags.graft, [])
+            lazy.clear()
 
     # -- what the peer says -------------------------------------------------
 
@@ -322,15 +345,18 @@ class BroadcastTree:
         self._announcing = None
         pending, self._pending = self._pending, {}
         for link, entries in pending.items():
-            if link.closing:
-                continue
-            self._stats.announced += len(entries)
-            for start in range(0, len(entries), MAX_KEYS_PER_FRAME):
-                link.renegotiate(flags.ihave, entries[start : start + MAX_KEYS_PER_FRAME])
+            if not link.closing:
+                self._write(link, entries)
         self._kept.expire()
         if self._kept:
             # Nothing more announced yet: still forget what expires.
             self._announce_later()
+
+    def _write(self, link: Link, entries: list[Entry]) -> None:
+        """Announce ``entries`` to ``link``'s peer, `.MAX_KEYS_PER_FRAME` to a word."""
+        self._stats.announced += len(entries)
+        for start in range(0, len(entries), MAX_KEYS_PER_FRAME):
+            link.renegotiate(flags.ihave, entries[start : start + MAX_KEYS_PER_FRAME])
 
     def _announce_later(self) -> None:
         """Write the announcements in a random time between half `.ANNOUNCE_DELAY` and all of it."""
