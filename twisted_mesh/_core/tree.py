@@ -51,11 +51,12 @@ from twisted_mesh._logs import NODE, NodeLogger, logged
 #: broadcast.  Each time, it waits a random time between half this and this,
 #: so that the nodes that heard of the same broadcast do not all write
 #: their announcements in the same instant.  Every pruned link carries such
-#: a frame each time, so this sets what the announcements cost: at 1,000
+#: a frame each time, so this sets what the announcements cost (at 1,000
 #: nodes of degree 10, one second made them more frames than the
-#: broadcasts.  A node waits for the first of its pruned peers to write, so
-#: one that misses a broadcast hears of it well before this, on average.
-ANNOUNCE_DELAY = 4.0
+#: broadcasts), and how long a broadcast on its way when a link of the tree
+#: closed takes to come: under churn, four seconds made it later than three
+#: seconds for hundreds of deliveries.
+ANNOUNCE_DELAY = 2.0
 
 #: Seconds a node waits for a broadcast it was told of before it asks a
 #: peer that announced it (and then the next one, after as long again).
